@@ -1,0 +1,174 @@
+"""Settings: every host, port, credential, topic, group id and bound comes from outside.
+
+Sources, later ones winning: defaults < a YAML config file (`--config`, or
+`REPLICATOR_CONFIG_FILE`) < environment `REPLICATOR_*` (nested with `__`, e.g.
+`REPLICATOR_TARGET__PORT`) < command-line flags. Secrets are `SecretStr`: they
+never appear in `repr`, logs or `summary()`, and never travel on a command line.
+Kafka and libpq TLS/SASL options pass through untouched (`kafka.options`,
+`target.options`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from psycopg.conninfo import make_conninfo
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class PostgresSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 5432
+    dbname: str = "postgres"
+    user: str = "postgres"
+    password: SecretStr = SecretStr("")
+    connect_timeout: int = 10
+    application_name: str = "cdc-replicator"
+    options: dict[str, str] = Field(
+        default_factory=dict, description="extra libpq parameters (sslmode, sslrootcert, ...)"
+    )
+
+    def conninfo(self) -> str:
+        """libpq connection string, password included: pass it to psycopg, never print it."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "connect_timeout": self.connect_timeout,
+            "application_name": self.application_name,
+            **self.options,
+        }
+        if self.password.get_secret_value():
+            params["password"] = self.password.get_secret_value()
+        return make_conninfo("", **params)
+
+    def describe(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:59092"
+    group_id: str = "cdc-replicator"
+    auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
+    session_timeout_ms: int = 45_000
+    max_poll_interval_ms: int = 300_000
+    sasl_password: SecretStr | None = None
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra librdkafka properties (security.protocol, ssl.ca.location, ...)",
+    )
+
+    def consumer_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": self.auto_offset_reset,
+            "session.timeout.ms": self.session_timeout_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            **self.options,
+        }
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class ConnectSettings(BaseModel):
+    url: str = "http://127.0.0.1:58083"
+    timeout_s: float = 30.0
+    wait_running_s: float = 120.0
+
+
+class BatchSettings(BaseModel):
+    """Bounds of one target transaction (invariant 4)."""
+
+    max_events: int = Field(default=5000, ge=1)
+    max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_ms: int = Field(default=500, ge=1)
+
+
+_cli_config_file: Path | None = None
+
+
+def _config_file() -> Path | None:
+    if _cli_config_file is not None:
+        return _cli_config_file
+    path = os.environ.get("REPLICATOR_CONFIG_FILE")
+    return Path(path) if path else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REPLICATOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    source: PostgresSettings = Field(
+        default_factory=lambda: PostgresSettings(
+            port=55432, dbname="shop", user="postgres", password=SecretStr("postgres")
+        )
+    )
+    target: PostgresSettings = Field(
+        default_factory=lambda: PostgresSettings(
+            port=55433, dbname="shop_target", user="replicator", password=SecretStr("replicator")
+        )
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    connect: ConnectSettings = Field(default_factory=ConnectSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    registry_url: str | None = None
+    mapping: Path = Path("mappings/demo.yaml")
+    control_schema: str = "replicator"
+    unavailable_placeholder: str = "__debezium_unavailable_value"
+    log_format: Literal["text", "json"] = "text"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def summary(self) -> dict[str, Any]:
+        """What a run logs at start: addresses and bounds, never a secret."""
+        return {
+            "source": self.source.describe(),
+            "target": self.target.describe(),
+            "kafka": self.kafka.bootstrap_servers,
+            "group_id": self.kafka.group_id,
+            "auto_offset_reset": self.kafka.auto_offset_reset,
+            "connect": self.connect.url,
+            "registry": self.registry_url,
+            "mapping": str(self.mapping),
+            "batch": self.batch.model_dump(),
+        }
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; `overrides` are command-line values (highest precedence)."""
+    global _cli_config_file
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    _cli_config_file = config_file
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

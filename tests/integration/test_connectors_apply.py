@@ -1,0 +1,72 @@
+"""`replicator connectors apply` against the real Connect worker.
+
+Proves: applying twice gives one connector with the same config (idempotent);
+a wrong password is a one-line error naming the field and the fix, and creates
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from replicator.connect_client import ConnectClient
+from replicator.connectors import load_connector
+from tests.integration.stack import Stack
+
+CONNECTORS = Path(__file__).parent / "connectors"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replicator", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=180, check=False,
+    )
+
+
+def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack) -> None:
+    env = {"CDC_PROBE_CONNECTOR": "test-idempotent", "REPLICATOR_CONNECT__URL": stack.connect_url}
+    client = ConnectClient(stack.connect_url)
+    client.delete("test-idempotent")
+    try:
+        first = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
+        assert first.returncode == 0, first.stderr
+        assert "test-idempotent: created" in first.stdout
+        config_after_first = client.config("test-idempotent")
+        second = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
+        assert second.returncode == 0, second.stderr
+        assert "test-idempotent: unchanged" in second.stdout
+        assert client.connectors().count("test-idempotent") == 1
+        assert client.config("test-idempotent") == config_after_first
+        wanted = load_connector(CONNECTORS / "probe-postgres.json", {**os.environ, **env})
+        assert {k: v for k, v in config_after_first.items() if k != "name"} == dict(wanted.config)
+    finally:
+        client.delete("test-idempotent")
+
+
+def test_wrong_password_is_one_line_error_naming_the_field(stack: Stack) -> None:
+    env = {
+        "CDC_PROBE_CONNECTOR": "test-badpw",
+        "CDC_DEBEZIUM_PASSWORD": "sentinel-wrong-pw-4711",
+        "REPLICATOR_CONNECT__URL": stack.connect_url,
+    }
+    result = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "database.password" in lines[0]
+    assert "password authentication failed" in lines[0]
+    assert "sentinel-wrong-pw-4711" not in result.stderr + result.stdout
+    assert "test-badpw" not in ConnectClient(stack.connect_url).connectors()
+
+
+def test_missing_variable_without_default_names_it(tmp_path: Path, stack: Stack) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '{"name": "x", "config": {"connector.class": "C", "database.password": "${CDC_NOT_SET_ANYWHERE}"}}'
+    )
+    result = run_cli("connectors", "apply", "--dir", str(tmp_path), env={})
+    assert result.returncode == 1
+    assert "CDC_NOT_SET_ANYWHERE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
