@@ -1,0 +1,257 @@
+"""Semantic-type conversion (schemas enabled) and unchanged-TOAST placeholders."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from replicator.decode import DecodeError, JsonDecoder
+from replicator.model import UNAVAILABLE, ChangeEvent
+from replicator.values import NEG_INFINITY, POS_INFINITY
+
+from . import builders as b
+
+PH = "__debezium_unavailable_value"
+UTC = dt.UTC
+
+
+def b64int(v: int) -> str:
+    n = (v.bit_length() + 8) // 8
+    return base64.b64encode(v.to_bytes(n, "big", signed=True)).decode()
+
+
+def one(column: dict[str, Any], wire: Any, *, dec: JsonDecoder | None = None) -> Any:
+    t = b.Table([b.int32("id", optional=False), column])
+    rec = b.update(t, None, {"id": 1, column["field"]: wire})
+    ev = (dec or JsonDecoder()).decode(rec.ref(), rec.key, rec.value)
+    assert isinstance(ev, ChangeEvent) and ev.after is not None
+    return ev.after[column["field"]]
+
+
+@pytest.mark.parametrize(
+    ("scale", "wire", "expected"),
+    [
+        (2, "MDk=", Decimal("123.45")),
+        (2, "nA==", Decimal("-1.00")),
+        (0, "/w==", Decimal("-1")),
+        (0, "AIA=", Decimal("128")),
+        (3, "AA==", Decimal("0.000")),
+        (
+            20,
+            b64int(-(10**60) - 7),
+            Decimal("-10000000000000000000000000000000000000000.00000000000000000007"),
+        ),
+    ],
+)
+def test_decimal_base64_two_complement_with_scale(scale: int, wire: str, expected: Decimal) -> None:
+    got = one(b.decimal("v", scale, 80), wire)
+    assert got == expected and got.as_tuple() == expected.as_tuple()
+
+
+def test_decimal_numeric_format_keeps_full_precision() -> None:
+    """decimal.format=NUMERIC: JSON number parsed as Decimal, never via float."""
+    t = b.Table([b.int32("id", optional=False), b.decimal("v", 30, 60)])
+    rec = b.create(t, {"id": 1, "v": 0})
+    raw = (rec.value or b"").replace(
+        b'"v":0', b'"v":12345678901234567890.123456789012345678901234567890'
+    )
+    ev = JsonDecoder().decode(rec.ref(), rec.key, raw)
+    assert isinstance(ev, ChangeEvent) and ev.after is not None
+    assert ev.after["v"] == Decimal("12345678901234567890.123456789012345678901234567890")
+
+
+def test_variable_scale_decimal() -> None:
+    assert one(b.var_decimal("v"), {"scale": 3, "value": b64int(-12345)}) == Decimal("-12.345")
+    assert one(b.var_decimal("v"), {"scale": 0, "value": "AA=="}) == Decimal(0)
+
+
+def test_money_is_decimal_scale_2() -> None:
+    assert one(b.decimal("m", 2), "MDk=") == Decimal("123.45")
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        (0, dt.date(1970, 1, 1)),
+        (-1, dt.date(1969, 12, 31)),
+        (-719162, dt.date(1, 1, 1)),
+        (19723, dt.date(2024, 1, 1)),
+    ],
+)
+def test_date_days_since_epoch_incl_before_epoch(days: int, expected: dt.date) -> None:
+    assert one(b.date("d"), days) == expected
+
+
+def test_date_out_of_python_range_is_a_decode_error_naming_the_column() -> None:
+    with pytest.raises(DecodeError, match=r"'d'.*io\.debezium\.time\.Date"):
+        one(b.date("d"), 10**9)
+
+
+@pytest.mark.parametrize(
+    ("col", "wire", "expected"),
+    [
+        (b.time_ms("t"), 45_296_789, dt.time(12, 34, 56, 789000)),
+        (b.micro_time("t"), 45_296_789_012, dt.time(12, 34, 56, 789012)),
+        (b.nano_time("t"), 45_296_789_012_000, dt.time(12, 34, 56, 789012)),
+        (b.micro_time("t"), 0, dt.time(0, 0)),
+    ],
+)
+def test_time_types(col: dict[str, Any], wire: int, expected: dt.time) -> None:
+    assert one(col, wire) == expected
+
+
+def test_time_24_00_is_a_decode_error_not_clamped() -> None:
+    with pytest.raises(DecodeError, match="24:00:00"):
+        one(b.micro_time("t"), 86_400_000_000)
+
+
+@pytest.mark.parametrize(
+    ("col", "wire", "expected"),
+    [
+        (
+            b.micro_timestamp("ts"),
+            1_700_000_000_123_456,
+            dt.datetime(2023, 11, 14, 22, 13, 20, 123456),
+        ),
+        (b.micro_timestamp("ts"), -1, dt.datetime(1969, 12, 31, 23, 59, 59, 999999)),
+        (b.timestamp_ms("ts"), 1_700_000_000_123, dt.datetime(2023, 11, 14, 22, 13, 20, 123000)),
+        (
+            b.nano_timestamp("ts"),
+            1_700_000_000_123_456_000,
+            dt.datetime(2023, 11, 14, 22, 13, 20, 123456),
+        ),
+    ],
+)
+def test_timestamps_are_naive_and_micro_precise(
+    col: dict[str, Any], wire: int, expected: dt.datetime
+) -> None:
+    got = one(col, wire)
+    assert got == expected and got.tzinfo is None
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [(9223372036825200000, POS_INFINITY), (-9223372036832400000, NEG_INFINITY)],
+)
+def test_micro_timestamp_infinity_sentinels(wire: int, expected: object) -> None:
+    got = one(b.micro_timestamp("ts"), wire)
+    assert got is expected
+    assert str(got) in ("infinity", "-infinity")
+
+
+def test_zoned_timestamp_iso_with_z_and_offsets() -> None:
+    got = one(b.zoned_timestamp("z"), "2024-02-29T23:59:59.123456Z")
+    assert got == dt.datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=UTC)
+    off = one(b.zoned_timestamp("z"), "2024-01-01T10:00:00+05:30")
+    assert off == dt.datetime(2024, 1, 1, 4, 30, tzinfo=UTC)
+    assert off.utcoffset() == dt.timedelta(hours=5, minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"), [("infinity", POS_INFINITY), ("-infinity", NEG_INFINITY)]
+)
+def test_zoned_timestamp_infinity_strings(wire: str, expected: object) -> None:
+    assert one(b.zoned_timestamp("z"), wire) is expected
+
+
+def test_zoned_time() -> None:
+    assert one(b.zoned_time("t"), "12:34:56.5Z") == dt.time(12, 34, 56, 500000, tzinfo=UTC)
+
+
+def test_micro_duration_is_timedelta() -> None:
+    assert one(b.micro_duration("i"), 90_061_000_001) == dt.timedelta(
+        days=1, hours=1, minutes=1, seconds=1, microseconds=1
+    )
+    assert one(b.micro_duration("i"), -1) == dt.timedelta(microseconds=-1)
+
+
+def test_json_is_parsed_with_exact_decimals() -> None:
+    assert one(b.json_("j"), '{"a": [1, 2.50, "x"], "b": null}') == {
+        "a": [1, Decimal("2.50"), "x"],
+        "b": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "col",
+    [b.uuid_("s"), b.enum("s", "a,b"), b.xml("s"), b.string("s")],
+)
+def test_string_like_types_pass_through(col: dict[str, Any]) -> None:
+    assert one(col, "ünïcode 😀 \u0000x") == "ünïcode 😀 \u0000x"
+
+
+def test_empty_string_and_null_are_distinct() -> None:
+    assert one(b.string("s"), "") == ""
+    assert one(b.string("s"), None) is None
+
+
+def test_bytea_base64() -> None:
+    assert one(b.bytea("bin"), "AAH/") == b"\x00\x01\xff"
+    assert one(b.bytea("bin"), "") == b""
+
+
+def test_bad_base64_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="'bin'"):
+        one(b.bytea("bin"), "!!!")
+
+
+def test_float_int_bool_pass_through_with_float_type() -> None:
+    assert one(b.float64("f"), 0.1) == 0.1 and isinstance(one(b.float64("f"), 0.1), float)
+    assert one(b.int64("n"), 2**62) == 2**62
+    assert one(b.boolean("x"), False) is False
+
+
+def test_arrays_convert_elements_and_keep_nulls() -> None:
+    assert one(b.array("a", b.date("x")), [0, None, -1]) == [
+        dt.date(1970, 1, 1),
+        None,
+        dt.date(1969, 12, 31),
+    ]
+    assert one(b.array("a", b.decimal("x", 1)), ["AQ==", None]) == [Decimal("0.1"), None]
+    assert one(b.array("a", b.string("x")), ["a", "b"]) == ["a", "b"]
+
+
+def test_key_decimal_is_converted_too() -> None:
+    t = b.Table([b.decimal("id", 2), b.string("name")])
+    rec = b.create(t, {"id": "MDk=", "name": "a"})
+    ev = JsonDecoder().decode(rec.ref(), rec.key, rec.value)
+    assert isinstance(ev, ChangeEvent)
+    assert ev.key == {"id": Decimal("123.45")}
+
+
+# --------------------------------------------------------------------------- TOAST placeholder
+
+
+@pytest.mark.parametrize(
+    ("col", "wire"),
+    [
+        (b.string("v"), PH),
+        (b.json_("v"), PH),
+        (b.xml("v"), PH),
+        (b.bytea("v"), base64.b64encode(PH.encode()).decode()),
+        (b.array("v", b.string("x")), [PH]),
+        (b.array("v", b.json_("x")), [PH]),
+        (b.array("v", b.int32("x")), list(PH.encode())),
+        (b.array("v", b.int64("x")), list(PH.encode())),
+        (b.array("v", b.date("x")), list(PH.encode())),
+    ],
+)
+def test_toast_placeholder_shapes_become_unavailable(col: dict[str, Any], wire: Any) -> None:
+    assert one(col, wire) is UNAVAILABLE
+
+
+def test_toast_check_is_type_aware() -> None:
+    """The placeholder's base64 in a text column is real text, not a placeholder."""
+    b64 = base64.b64encode(PH.encode()).decode()
+    assert one(b.string("v"), b64) == b64
+    assert one(b.array("v", b.string("x")), [PH, PH]) == [PH, PH]
+
+
+def test_custom_placeholder_is_honoured() -> None:
+    dec = JsonDecoder(unavailable_placeholder="~~toast~~")
+    assert one(b.string("v"), "~~toast~~", dec=dec) is UNAVAILABLE
+    assert one(b.string("v"), PH, dec=dec) == PH
