@@ -1,0 +1,178 @@
+"""check: the spec against source and target catalogs, one located problem per finding."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from replicator.mapping import Catalog, Problem, catalog_from_dict, check, load_spec, load_spec_text
+from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET
+
+
+def errors(problems: list[Problem]) -> list[str]:
+    return [str(p) for p in problems if p.severity == "error"]
+
+
+def test_demo_mapping_checks_clean(source_catalog: Catalog, target_catalog: Catalog) -> None:
+    """demo: mappings/demo.yaml passes check against the demo catalogs (only the FK info)."""
+    problems = check(load_spec(DEMO_SPEC), source_catalog, target_catalog)
+    assert [p.severity for p in problems] == ["info"], [str(p) for p in problems]
+    assert "crm.customer, crm.customer_pii" in problems[0].message
+
+
+def run(
+    columns: str,
+    *,
+    src: dict[str, Any] | None = None,
+    tgt: dict[str, Any] | None = None,
+    extra: str = "    unmapped_source_columns: ignore\n",
+) -> list[Problem]:
+    text = f"""\
+version: 1
+topic_prefix: demo
+tables:
+  - id: t
+    source: s.a
+    target: s.b
+    key: {{id: id}}
+    delete: {{policy: hard}}
+    truncate: {{policy: ignore}}
+{extra}    columns:
+{columns}
+"""
+    if src is None:
+        src = {
+            "s.a": {
+                "columns": {"id": "bigint", "v": "text", "n": "numeric(12,2)", "i": "bigint"},
+                "pk": ["id"],
+            }
+        }
+    if tgt is None:
+        tgt = {
+            "s.b": {
+                "columns": {
+                    "id": "bigint",
+                    "v": "varchar(10)",
+                    "n": "numeric(8,2)",
+                    "i": "integer",
+                    "w": "integer",
+                },
+                "pk": ["id"],
+            }
+        }
+    return check(load_spec_text(text, "m.yaml"), catalog_from_dict(src), catalog_from_dict(tgt))
+
+
+def test_narrowing_without_cast_text_numeric_integer() -> None:
+    """check narrowing: text->varchar(10), numeric(12,2)->numeric(8,2), bigint->integer."""
+    msgs = errors(run("      v: {from: v}\n      n: {from: n}\n      i: {from: i}"))
+    assert msgs == [
+        "m.yaml:12: t.v: value of type text may not fit varchar(10) (narrowing); fix: declare "
+        "cast: {on_narrowing: reject} (or truncate for strings), or widen the target",
+        "m.yaml:13: t.n: value of type numeric(12,2) may not fit numeric(8,2) (narrowing); fix: "
+        "declare cast: {on_narrowing: reject} (or truncate for strings), or widen the target",
+        "m.yaml:14: t.i: value of type bigint may not fit integer (narrowing); fix: declare "
+        "cast: {on_narrowing: reject} (or truncate for strings), or widen the target",
+    ]
+
+
+def test_narrowing_with_cast_is_fine() -> None:
+    """check narrowing: a declared cast.on_narrowing satisfies the check."""
+    cols = (
+        "      v: {from: v, cast: {on_narrowing: truncate}}\n"
+        "      n: {from: n, cast: {on_narrowing: reject}}\n"
+        "      i: {from: i, cast: {on_narrowing: reject}}"
+    )
+    assert errors(run(cols)) == []
+
+
+def test_incompatible_type_text_to_integer() -> None:
+    """check types: text -> integer needs a cast (which parses integers)."""
+    assert (
+        "does not convert to integer"
+        in errors(run("      w: {from: v}\n      v: {from: v, cast: {on_narrowing: truncate}}"))[0]
+    )
+    assert (
+        errors(
+            run(
+                "      w: {from: v, cast: {on_narrowing: reject}}\n"
+                "      v: {from: v, cast: {on_narrowing: reject}}"
+            )
+        )
+        == []
+    )
+
+
+def test_unknown_source_and_target_columns_and_tables() -> None:
+    """check: unknown source/target tables and columns name the rule and the fix."""
+    msgs = errors(run("      nope: {from: v}\n      v: {from: gone, cast: {on_narrowing: reject}}"))
+    assert any("t.nope: target column 'nope' does not exist" in m for m in msgs)
+    assert any("t.v: source column 'gone' does not exist" in m for m in msgs)
+    msgs = errors(run("      v: {from: v}", src={}, tgt={}))
+    assert msgs[0].startswith("m.yaml:5: t: source table s.a does not exist")
+    assert msgs[1].startswith("m.yaml:6: t: target table s.b does not exist")
+
+
+def test_target_key_must_be_pk_or_unique() -> None:
+    """check key (t.key): target key columns must be the PK or a unique constraint."""
+    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}
+    msgs = errors(run("      v: {from: v}", tgt=tgt))
+    assert any(": t.key: target key ['id'] is neither the primary key nor a unique" in m for m in msgs)
+    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "unique": [["id"]]}}
+    assert errors(run("      v: {from: v}", tgt=tgt)) == []
+
+
+def test_source_without_pk_or_identity() -> None:
+    """check: a source table without PK or replica identity cannot be keyed."""
+    src = {"s.a": {"columns": {"id": "bigint", "v": "text"}}}
+    msgs = errors(
+        run(
+            "      v: {from: v}",
+            src=src,
+            tgt={"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}},
+        )
+    )
+    assert any("has no primary key or replica identity" in m for m in msgs)
+
+
+def test_not_null_target_without_rule() -> None:
+    """check: a NOT NULL target column without default that no rule writes."""
+    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text", "must": "text not null"}, "pk": ["id"]}}
+    msgs = errors(run("      v: {from: v}", tgt=tgt))
+    assert any("target column 'must' is NOT NULL, has no default" in m for m in msgs)
+
+
+def test_unmapped_source_columns_fail_and_ignore() -> None:
+    """check unmapped_source_columns: fail lists unmapped columns; ignore lists silence them."""
+    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}}
+    msgs = errors(run("      v: {from: v}", tgt=tgt, extra=""))
+    assert sorted(m.split(": ")[2] for m in msgs) == [
+        "source column 'i' is not mapped (unmapped_source_columns",
+        "source column 'n' is not mapped (unmapped_source_columns",
+    ]
+    assert errors(run("      v: {from: v}", tgt=tgt, extra="    ignore_source_columns: [n, i]\n")) == []
+    assert errors(run("      v: {from: v}", tgt=tgt, extra="    unmapped_source_columns: ignore\n")) == []
+
+
+def test_problem_str_format() -> None:
+    """check Problem: str is 'file:line: rule_id: what; fix: how'."""
+    p = Problem("m.yaml", 3, "t.v", "bad", "do this")
+    assert str(p) == "m.yaml:3: t.v: bad; fix: do this"
+
+
+def test_enum_label_missing_from_value_map_is_warning(
+    source_catalog: Catalog, target_catalog: Catalog
+) -> None:
+    """check value_map unmapped reject: enum labels absent from the map are flagged."""
+    text = DEMO_SPEC.read_text().replace("gold: G, platinum: P", "gold: G")
+    problems = check(load_spec_text(text, "d.yaml"), source_catalog, target_catalog)
+    warn = [str(p) for p in problems if p.severity == "warning"]
+    assert any("customer.tier_code: enum labels ['platinum']" in w for w in warn)
+
+
+def test_demo_catalog_drift_is_caught() -> None:
+    """check: the demo spec against a source that grew a column fails (unmapped: fail)."""
+    src = copy.deepcopy(SOURCE)
+    src["shop.products"]["columns"]["colour"] = "text"
+    problems = check(load_spec(DEMO_SPEC), catalog_from_dict(src), catalog_from_dict(TARGET))
+    assert any("product: source column 'colour' is not mapped" in m for m in errors(problems))
