@@ -50,9 +50,7 @@ class RegistryUnavailableError(Exception):
 def split_wire(data: bytes) -> tuple[int, bytes]:
     """Return (schema id, Avro body) of a Confluent wire-format message."""
     if len(data) < HEADER_LEN:
-        raise WireFormatError(
-            f"message is {len(data)} bytes, shorter than the 5-byte Confluent header"
-        )
+        raise WireFormatError(f"message is {len(data)} bytes, shorter than the 5-byte Confluent header")
     if data[0] != MAGIC:
         raise WireFormatError(
             f"unknown magic byte {data[0]} (expected 0); the topic is not written by the "
@@ -119,9 +117,7 @@ def column_type_from_avro(schema: Any, named: Mapping[str, Any]) -> ColumnType:
     name = schema.get("connect.name")
     params = schema.get("connect.parameters") or {}
     if typ == "record":
-        fields = tuple(
-            (f["name"], column_type_from_avro(f["type"], named)) for f in schema["fields"]
-        )
+        fields = tuple((f["name"], column_type_from_avro(f["type"], named)) for f in schema["fields"])
         return ColumnType("struct", name, dict(params), None, fields)
     if typ == "array":
         items = column_type_from_avro(schema["items"], named)
@@ -174,9 +170,7 @@ class RegistryClient:
 
     def __init__(self, base_url: str, fetch: Fetch | None = None, *, timeout: float = 10.0) -> None:
         if fetch is None and not base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"schema registry URL {base_url!r} must start with http:// or https://"
-            )
+            raise ValueError(f"schema registry URL {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         self._fetch = fetch if fetch is not None else _urllib_fetch(timeout)
         self._cache: dict[int, Any] = {}
@@ -197,9 +191,7 @@ class RegistryClient:
         except RegistryUnavailableError as e:
             raise RegistryUnavailableError(f"schema id {schema_id}: {e}") from e
         except Exception as e:
-            raise RegistryUnavailableError(
-                f"schema id {schema_id}: fetching {url} failed: {e}"
-            ) from e
+            raise RegistryUnavailableError(f"schema id {schema_id}: fetching {url} failed: {e}") from e
         parsed = self._parse(schema_id, url, body)
         self._cache[schema_id] = parsed
         return parsed
@@ -212,9 +204,7 @@ class RegistryClient:
             doc = json.loads(body)
             schema_type = doc.get("schemaType", "AVRO")
             if schema_type != "AVRO":
-                raise SchemaNotFoundError(
-                    f"schema id {schema_id} at {url} is {schema_type}, not AVRO"
-                )
+                raise SchemaNotFoundError(f"schema id {schema_id} at {url} is {schema_type}, not AVRO")
             if doc.get("references"):
                 raise SchemaNotFoundError(
                     f"schema id {schema_id} at {url} uses schema references (unsupported)"

@@ -37,8 +37,9 @@ def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     results: list[dict[str, Any]] = []
     for spec in specs:
         action, state = client.apply(spec, wait_s=settings.connect.wait_running_s)
-        results.append({"name": spec.name, "action": action, "connector": state.connector,
-                        "tasks": list(state.tasks)})
+        results.append(
+            {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
+        )
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
         for r in results
@@ -56,13 +57,15 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
     for name in sorted(client.connectors()):
         state = client.state(name)
         config = client.config(name) or {}
-        rows.append({
-            "name": name,
-            "connector": state.connector if state else "absent",
-            "tasks": list(state.tasks) if state else [],
-            "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
-            "config": mask_secrets(config) if args.verbose else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "connector": state.connector if state else "absent",
+                "tasks": list(state.tasks) if state else [],
+                "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
+                "config": mask_secrets(config) if args.verbose else None,
+            }
+        )
     if not rows:
         _emit(rows, args.json, f"no connectors on {settings.connect.url}")
         return 0

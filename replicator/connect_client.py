@@ -33,9 +33,7 @@ class ConnectorState:
 
     @property
     def running(self) -> bool:
-        return self.connector == "RUNNING" and bool(self.tasks) and all(
-            t == "RUNNING" for t in self.tasks
-        )
+        return self.connector == "RUNNING" and bool(self.tasks) and all(t == "RUNNING" for t in self.tasks)
 
     @property
     def failed(self) -> bool:
@@ -113,9 +111,7 @@ class ConnectClient:
         self._request("DELETE", f"/connectors/{urllib.parse.quote(name, safe='')}")
 
     def restart(self, name: str) -> None:
-        self._request(
-            "POST", f"/connectors/{urllib.parse.quote(name, safe='')}/restart?includeTasks=true"
-        )
+        self._request("POST", f"/connectors/{urllib.parse.quote(name, safe='')}/restart?includeTasks=true")
 
     def offsets(self, name: str) -> Any:
         return self._request("GET", f"/connectors/{urllib.parse.quote(name, safe='')}/offsets")
@@ -133,9 +129,7 @@ class ConnectClient:
         """
         errors = self.validate(spec)
         if errors:
-            raise ConnectError(
-                f"connector {spec.name} ({spec.path}) is invalid: " + "; ".join(errors)
-            )
+            raise ConnectError(f"connector {spec.name} ({spec.path}) is invalid: " + "; ".join(errors))
         current = self.config(spec.name)
         if current is None:
             action = "created"

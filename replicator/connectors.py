@@ -107,12 +107,18 @@ def mask_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
 # Debezium reports connection failures on database.hostname whatever their cause;
 # these name the field that is really wrong, and the fix.
 _HINTS: tuple[tuple[str, str, str], ...] = (
-    ("password authentication failed", "database.password",
-     "set the connector role's password (CDC_DEBEZIUM_PASSWORD in the shipped configs)"),
-    ("role \"", "database.user", "create the role or fix database.user"),
+    (
+        "password authentication failed",
+        "database.password",
+        "set the connector role's password (CDC_DEBEZIUM_PASSWORD in the shipped configs)",
+    ),
+    ('role "', "database.user", "create the role or fix database.user"),
     ("does not exist", "database.dbname", "fix database.dbname or create the database"),
-    ("Connection refused", "database.hostname/database.port",
-     "is the source PostgreSQL up and are host and port right?"),
+    (
+        "Connection refused",
+        "database.hostname/database.port",
+        "is the source PostgreSQL up and are host and port right?",
+    ),
 )
 
 

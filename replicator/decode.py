@@ -94,9 +94,7 @@ def _identity_row(row: Any) -> dict[str, Any]:
     return dict(row)
 
 
-def _envelope_plan(
-    env: ColumnType | None, placeholder: str, *, binary_base64: bool
-) -> _EnvelopePlan:
+def _envelope_plan(env: ColumnType | None, placeholder: str, *, binary_base64: bool) -> _EnvelopePlan:
     if env is None:
         schemaless = SchemalessRowConverter(placeholder)
         return _EnvelopePlan(schemaless, schemaless)
@@ -159,9 +157,7 @@ def _is_snapshot(ref: KafkaRef, v: Any) -> bool:
     )
 
 
-def _position(
-    ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: int | None
-) -> SourcePosition:
+def _position(ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: int | None) -> SourcePosition:
     total_order = 0
     if isinstance(transaction, Mapping):
         total_order = _int_or_none(transaction.get("total_order")) or 0
@@ -169,9 +165,7 @@ def _position(
     if seq is not None:
         items = json.loads(seq) if isinstance(seq, str) else seq
         if not isinstance(items, list) or len(items) != 2:
-            raise DecodeError(
-                ref, f"source.sequence {seq!r} is not a two-element list [commit_lsn, lsn]"
-            )
+            raise DecodeError(ref, f"source.sequence {seq!r} is not a two-element list [commit_lsn, lsn]")
         commit = _int_or_none(items[0]) or 0
         change = _int_or_none(items[1])
         if change is None:
@@ -197,9 +191,7 @@ def _to_event(
     headers: Headers,
 ) -> Decoded:
     if not isinstance(payload, Mapping):
-        raise DecodeError(
-            ref, f"value payload is {type(payload).__name__}, not a Debezium envelope object"
-        )
+        raise DecodeError(ref, f"value payload is {type(payload).__name__}, not a Debezium envelope object")
     op_text = payload.get("op")
     if op_text is None:
         reason = _not_table_reason(payload)

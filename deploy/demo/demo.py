@@ -120,14 +120,28 @@ def setup_target(reset: bool) -> None:
         )
         for schema in ("crm", "catalog", "sales"):
             conn.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {0} TO {1}; "
-                        "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {0} TO {1}")
-                .format(sql.Identifier(schema), sql.Identifier(user))
+                sql.SQL(
+                    "GRANT USAGE ON SCHEMA {0} TO {1}; "
+                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {0} TO {1}"
+                ).format(sql.Identifier(schema), sql.Identifier(user))
             )
 
 
 # ---------------------------------------------------------------- data
-FIRST = ["Anna", "Zoë", "José", "Łukasz", "Søren", "Chloé", "Björk", "李", "Ана", "Mårten", "O'Brien", "Ñandú"]
+FIRST = [
+    "Anna",
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Søren",
+    "Chloé",
+    "Björk",
+    "李",
+    "Ана",
+    "Mårten",
+    "O'Brien",
+    "Ñandú",
+]
 LAST = ["Müller", "Núñez", "小龍", "Smith", "Ōta", "Ivanova", "van der Berg", "Dvořák", "🙂 Emoji", "Ng"]
 COUNTRIES = ["DE", "FR", "PL", "US", "JP", "ES", None, "X "]  # "X " is a padded char(2)
 TIERS = ["bronze", "silver", "gold", "platinum"]
@@ -144,7 +158,9 @@ def customer_row(rng: random.Random, n: int) -> dict[str, Any]:
         "country": rng.choice(COUNTRIES),
         "tier": rng.choice(TIERS),
         "tags": rng.choice([None, [], ["vip"], ["new", "ünïcode"], ["a,b", 'quo"te']]),
-        "profile": rng.choice([None, Jsonb({"newsletter": True}), Jsonb({"newsletter": False, "x": [1, 2]}), Jsonb({})]),
+        "profile": rng.choice(
+            [None, Jsonb({"newsletter": True}), Jsonb({"newsletter": False, "x": [1, 2]}), Jsonb({})]
+        ),
     }
 
 
@@ -206,8 +222,12 @@ def insert_order(conn: psycopg.Connection[Any], rng: random.Random) -> None:
     row = conn.execute(
         "INSERT INTO shop.orders (customer_id, status, placed_at, total, note)"
         " VALUES (%s, %s, %s, 0, %s) RETURNING id",
-        (customer[0], rng.choice(["draft", "placed", "paid", "shipped"]), placed,
-         rng.choice([None, "", "Bitte klingeln", "  padded  "])),
+        (
+            customer[0],
+            rng.choice(["draft", "placed", "paid", "shipped"]),
+            placed,
+            rng.choice([None, "", "Bitte klingeln", "  padded  "]),
+        ),
     ).fetchone()
     assert row is not None
     for line_no, (sku, price) in enumerate(skus, start=1):
@@ -283,14 +303,18 @@ def workload(rate: float, seconds: float, seed_value: int) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_setup = sub.add_parser("setup", help="create databases, roles, publication and seed data")
     p_setup.add_argument("--customers", type=int, default=200)
     p_setup.add_argument("--reset", action="store_true", help="drop and recreate both demo databases")
     p_setup.add_argument("--seed", type=int, default=42)
     p_work = sub.add_parser("workload", help="inserts, updates and deletes at a rate for a time")
-    p_work.add_argument("--rate", type=float, default=20.0, help="operations per second (0 = as fast as possible)")
+    p_work.add_argument(
+        "--rate", type=float, default=20.0, help="operations per second (0 = as fast as possible)"
+    )
     p_work.add_argument("--seconds", type=float, default=10.0)
     p_work.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
@@ -301,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(admin_conninfo("SOURCE", source_db()), autocommit=True) as conn:
                 seed(conn, random.Random(args.seed), args.customers)
                 counts = {
-                    t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("shop", t))).fetchone()[0]  # type: ignore[index]
+                    t: conn.execute(
+                        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("shop", t))
+                    ).fetchone()[0]  # type: ignore[index]
                     for t in CAPTURED
                 }
             print("demo ready:", ", ".join(f"shop.{t}={n}" for t, n in counts.items()))
@@ -309,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             counts = workload(args.rate, args.seconds, args.seed)
             print("workload done:", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     except psycopg.OperationalError as exc:
-        print(f"demo: cannot reach PostgreSQL: {str(exc).splitlines()[0]}; is the stack up? (deploy/local/stack status)", file=sys.stderr)
+        print(
+            f"demo: cannot reach PostgreSQL: {str(exc).splitlines()[0]}; is the stack up? (deploy/local/stack status)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

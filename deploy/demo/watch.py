@@ -17,12 +17,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--prefix", default=os.environ.get("CDC_TOPIC_PREFIX", "demo"))
     args = parser.parse_args()
-    consumer = Consumer({
-        "bootstrap.servers": os.environ.get("REPLICATOR_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
-        "group.id": f"demo-watch-{os.getpid()}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": os.environ.get("REPLICATOR_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
+            "group.id": f"demo-watch-{os.getpid()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([f"^{args.prefix}\\.shop\\..*"])
     counts: dict[tuple[str, str], int] = {}
     deadline = time.monotonic() + args.seconds

@@ -17,7 +17,8 @@ def stack() -> Stack:
     problems = found.problems()
     if problems:
         pytest.fail(
-            "the integration stack is not reachable: " + "; ".join(problems)
+            "the integration stack is not reachable: "
+            + "; ".join(problems)
             + ". Start it with `deploy/local/stack up` and export `deploy/local/stack env`,"
             " or point REPLICATOR_* at a running stack.",
             pytrace=False,

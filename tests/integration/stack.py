@@ -55,14 +55,20 @@ class Stack:
 
     def source_admin(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
-            host=self.source_host, port=self.source_port, dbname=dbname or self.source_db,
-            user=self.admin_user, password=self.admin_password,
+            host=self.source_host,
+            port=self.source_port,
+            dbname=dbname or self.source_db,
+            user=self.admin_user,
+            password=self.admin_password,
         )
 
     def target_admin(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
-            host=self.target_host, port=self.target_port, dbname=dbname or self.target_db,
-            user=self.admin_user, password=self.admin_password,
+            host=self.target_host,
+            port=self.target_port,
+            dbname=dbname or self.target_db,
+            user=self.admin_user,
+            password=self.admin_password,
         )
 
     def problems(self) -> list[str]:
@@ -92,12 +98,14 @@ class Stack:
 @contextmanager
 def consumer_at_end(stack: Stack, topic: str, partitions: int = 1) -> Iterator[Consumer]:
     """A consumer assigned to every partition of `topic` at its current end."""
-    consumer = Consumer({
-        "bootstrap.servers": stack.kafka,
-        "group.id": "test-reader",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.kafka,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     try:
         assignment = []
         for p in range(partitions):

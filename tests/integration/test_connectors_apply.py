@@ -22,7 +22,11 @@ CONNECTORS = Path(__file__).parent / "connectors"
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "replicator", *args],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 

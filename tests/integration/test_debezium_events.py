@@ -46,12 +46,18 @@ def probe(stack: Stack) -> Iterator[psycopg.Connection]:
         conn.execute("INSERT INTO probe.items (id, name) VALUES (%s, 'warm-up')", (warm,))
         from confluent_kafka import Consumer
 
-        c = Consumer({"bootstrap.servers": stack.kafka, "group.id": "probe-warm",
-                      "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {"bootstrap.servers": stack.kafka, "group.id": "probe-warm", "auto.offset.reset": "earliest"}
+        )
         c.subscribe([TOPIC])
         try:
-            collect(c, lambda ms: any((payload(m) or {}).get("after", {}) and
-                                      payload(m)["after"]["id"] == warm for m in ms), 90)
+            collect(
+                c,
+                lambda ms: any(
+                    (payload(m) or {}).get("after", {}) and payload(m)["after"]["id"] == warm for m in ms
+                ),
+                90,
+            )
         finally:
             c.close()
         yield conn
@@ -73,9 +79,7 @@ def events_for(messages, key_id: int) -> list:
 def test_insert_arrives_as_create_event_with_after_and_sequence(stack: Stack, probe) -> None:
     i = new_id()
     with consumer_at_end(stack, TOPIC) as consumer:
-        probe.execute(
-            "INSERT INTO probe.items VALUES (%s, 'Zoë 🙂', 12.34, 'small', ARRAY['a','b'])", (i,)
-        )
+        probe.execute("INSERT INTO probe.items VALUES (%s, 'Zoë 🙂', 12.34, 'small', ARRAY['a','b'])", (i,))
         msgs = collect(consumer, lambda ms: bool(events_for(ms, i)))
     (event,) = events_for(msgs, i)
     body = payload(event)

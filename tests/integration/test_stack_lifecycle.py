@@ -14,14 +14,14 @@ STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack"
 
 
 def stack_cmd(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(STACK), cmd], env=env, capture_output=True, text=True,
-                          timeout=400, check=False)
+    return subprocess.run(
+        [str(STACK), cmd], env=env, capture_output=True, text=True, timeout=400, check=False
+    )
 
 
 def stack_processes(state_dir: Path) -> list[str]:
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines()
-            if str(state_dir) in line and "ps -ww" not in line]
+    return [line for line in out.stdout.splitlines() if str(state_dir) in line and "ps -ww" not in line]
 
 
 def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:

@@ -286,9 +286,7 @@ def test_registry_client_transport_failure_is_transient_and_not_cached() -> None
         return json.dumps({"schema": json.dumps(KEY_SCHEMA)}).encode()
 
     client = avro.RegistryClient("http://reg", fetch)
-    with pytest.raises(
-        avro.RegistryUnavailableError, match=r"schema id 1.*http://reg/schemas/ids/1"
-    ):
+    with pytest.raises(avro.RegistryUnavailableError, match=r"schema id 1.*http://reg/schemas/ids/1"):
         client.schema(1)
     assert client.schema(1)["name"] == f"{NS}.Key"
 
@@ -316,9 +314,7 @@ T = b.Table(
 
 
 def test_schemaless_json_decodes_envelope_with_json_native_values() -> None:
-    rec = b.create(
-        T, {"id": 1, "price": "MDk=", "body": "x", "bin": "AAH/", "tags": ["a"]}, schemas=False
-    )
+    rec = b.create(T, {"id": 1, "price": "MDk=", "body": "x", "bin": "AAH/", "tags": ["a"]}, schemas=False)
     ev = JsonDecoder().decode(rec.ref(), rec.key, rec.value)
     assert isinstance(ev, ChangeEvent)
     assert ev.key == {"id": 1}
@@ -336,9 +332,7 @@ def test_schemaless_numeric_format_decimal_is_exact_decimal() -> None:
 
 def test_schemaless_toast_placeholder_in_every_shape() -> None:
     b64 = base64.b64encode(PH.encode()).decode()
-    rec = b.update(
-        T, None, {"id": 1, "price": None, "body": PH, "bin": b64, "tags": [PH]}, schemas=False
-    )
+    rec = b.update(T, None, {"id": 1, "price": None, "body": PH, "bin": b64, "tags": [PH]}, schemas=False)
     ev = JsonDecoder().decode(rec.ref(), rec.key, rec.value)
     assert isinstance(ev, ChangeEvent) and ev.after is not None
     assert ev.after["body"] is UNAVAILABLE
@@ -349,12 +343,8 @@ def test_schemaless_toast_placeholder_in_every_shape() -> None:
 def test_schemaless_and_schema_messages_mix_on_one_topic() -> None:
     dec = JsonDecoder()
     with_schema = b.create(T, {"id": 1, "price": "MDk=", "body": None, "bin": None, "tags": None})
-    without = b.create(
-        T, {"id": 2, "price": "MDk=", "body": None, "bin": None, "tags": None}, schemas=False
-    )
+    without = b.create(T, {"id": 2, "price": "MDk=", "body": None, "bin": None, "tags": None}, schemas=False)
     a = dec.decode(with_schema.ref(), with_schema.key, with_schema.value)
     c = dec.decode(without.ref(), without.key, without.value)
-    assert (
-        isinstance(a, ChangeEvent) and a.after is not None and a.after["price"] == Decimal("123.45")
-    )
+    assert isinstance(a, ChangeEvent) and a.after is not None and a.after["price"] == Decimal("123.45")
     assert isinstance(c, ChangeEvent) and c.after is not None and c.after["price"] == "MDk="

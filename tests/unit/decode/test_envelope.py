@@ -102,11 +102,7 @@ def test_unknown_snapshot_value_is_a_decode_error() -> None:
 
 
 def test_incremental_snapshot_row_without_lsn_has_no_position() -> None:
-    ev = event(
-        b.read(
-            T, {"id": 1, "name": "a"}, snapshot="incremental", lsn=None, txid=None, sequence=None
-        )
-    )
+    ev = event(b.read(T, {"id": 1, "name": "a"}, snapshot="incremental", lsn=None, txid=None, sequence=None))
     assert ev.position is None and ev.lsn is None and ev.txid is None
 
 
@@ -173,9 +169,7 @@ def test_heartbeat_topic_is_not_table_data_by_name() -> None:
 
 
 def test_heartbeat_message_is_recognised_by_content() -> None:
-    value = b.wrap(
-        {"type": "struct", "fields": [{"type": "int64", "field": "ts_ms"}]}, {"ts_ms": 1}, True
-    )
+    value = b.wrap({"type": "struct", "fields": [{"type": "int64", "field": "ts_ms"}]}, {"ts_ms": 1}, True)
     out = JsonDecoder().decode(KafkaRef("hb", 0, 1), None, value)
     assert isinstance(out, NotTableData) and out.reason == "heartbeat"
 

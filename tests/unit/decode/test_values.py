@@ -56,9 +56,7 @@ def test_decimal_numeric_format_keeps_full_precision() -> None:
     """decimal.format=NUMERIC: JSON number parsed as Decimal, never via float."""
     t = b.Table([b.int32("id", optional=False), b.decimal("v", 30, 60)])
     rec = b.create(t, {"id": 1, "v": 0})
-    raw = (rec.value or b"").replace(
-        b'"v":0', b'"v":12345678901234567890.123456789012345678901234567890'
-    )
+    raw = (rec.value or b"").replace(b'"v":0', b'"v":12345678901234567890.123456789012345678901234567890')
     ev = JsonDecoder().decode(rec.ref(), rec.key, raw)
     assert isinstance(ev, ChangeEvent) and ev.after is not None
     assert ev.after["v"] == Decimal("12345678901234567890.123456789012345678901234567890")
@@ -151,9 +149,7 @@ def test_zoned_timestamp_iso_with_z_and_offsets() -> None:
     assert off.utcoffset() == dt.timedelta(hours=5, minutes=30)
 
 
-@pytest.mark.parametrize(
-    ("wire", "expected"), [("infinity", POS_INFINITY), ("-infinity", NEG_INFINITY)]
-)
+@pytest.mark.parametrize(("wire", "expected"), [("infinity", POS_INFINITY), ("-infinity", NEG_INFINITY)])
 def test_zoned_timestamp_infinity_strings(wire: str, expected: object) -> None:
     assert one(b.zoned_timestamp("z"), wire) is expected
 

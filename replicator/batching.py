@@ -1,0 +1,224 @@
+"""From decoded events to per-table write sets: map, guard, collapse. Pure.
+
+Stage 1, `to_intents`: each change event becomes, for every target table the
+spec feeds from its topic, an `Intent` (upsert / delete / soft delete / ignore
+/ truncate) or a `Failure` naming the mapping rule. Filtered-out rows become
+deletes, so the target always holds exactly filter(map(source)).
+
+Stage 2, `resolve`: per target key, in Kafka order, fold the intents against
+the version the target row already reflects (`ordering.compare`): older events
+are no-ops; the last newer one wins (the reduction buffer). An upsert whose
+unchanged-TOAST columns are UNAVAILABLE takes those values from an earlier
+accepted upsert of the same key in the batch when there is one; otherwise the
+columns stay UNAVAILABLE and the writer leaves them untouched.
+
+Invariants: nothing is dropped silently: every event is counted as applied,
+skipped as older, filtered, not table data, or a Failure with its context.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from replicator.mapping.plan import Narrowing, RowError, TablePlan
+from replicator.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, TableRef
+from replicator.ordering import Verdict, Version, compare
+
+Key = tuple[Any, ...]
+
+
+class Kind(enum.Enum):
+    UPSERT = "upsert"
+    DELETE = "delete"  # hard delete
+    SOFT_DELETE = "soft_delete"
+    IGNORE = "ignore"  # a delete the spec ignores: no write, the version still advances
+    TRUNCATE = "truncate"
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    table: TablePlan
+    kind: Kind
+    key: Key
+    values: Mapping[str, Any]  # target column -> value (UNAVAILABLE allowed outside the key)
+    version: Version
+    event: ChangeEvent
+    notes: tuple[Narrowing, ...] = ()
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        return frozenset(c for c, v in self.values.items() if v is UNAVAILABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record the run could not apply: becomes an error record, never a silent drop."""
+
+    ref: KafkaRef
+    rule_id: str
+    message: str
+    raw_key: bytes | None
+    raw_value: bytes | None
+    target: TableRef | None = None
+    key: str | None = None
+    sqlstate: str | None = None
+
+
+def key_text(key: Key) -> str:
+    """Canonical text of a target key (stable per key type), used in the control schema."""
+    return json.dumps(list(key), default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _failure(event: ChangeEvent, table: TablePlan | None, err: RowError | str, rule: str = "") -> Failure:
+    rule_id, message = (err.rule_id, err.message) if isinstance(err, RowError) else (rule, err)
+    return Failure(
+        ref=event.ref,
+        rule_id=rule_id,
+        message=message,
+        raw_key=event.raw_key,
+        raw_value=event.raw_value,
+        target=table.target if table else None,
+    )
+
+
+def _source_ts(event: ChangeEvent) -> datetime:
+    return datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC)
+
+
+def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
+    deleted = False
+    try:
+        if event.op in (Op.CREATE, Op.UPDATE, Op.READ):
+            row = event.after or {}
+            if table.unmapped == "fail":
+                unknown = table.unknown_columns(row)
+                if unknown:
+                    return _failure(
+                        event,
+                        table,
+                        f"source columns {sorted(unknown)} are not named in the spec "
+                        "(unmapped_source_columns: fail); fix: map or ignore them in the spec",
+                        f"{table.rule_id}.unmapped",
+                    )
+            if not table.accepts(row):
+                return _delete_intent(table, event, row)
+            values, notes = table.map_row_noted(row)
+            key = tuple(values[k] for k in table.key)
+            version = Version.of(event.ref, event.position, deleted)
+            return Intent(table, Kind.UPSERT, key, values, version, event, notes)
+        if event.op == Op.DELETE:
+            row = event.before or event.key or {}
+            return _delete_intent(table, event, row)
+    except RowError as err:
+        return _failure(event, table, err)
+    return _failure(event, table, f"operation {event.op.value!r} has no table mapping", "decode.op")
+
+
+def _delete_intent(table: TablePlan, event: ChangeEvent, row: Mapping[str, Any]) -> Intent:
+    key = table.map_key(row if row else (event.key or {}))
+    key_values = dict(zip(table.key, key, strict=True))
+    policy = table.delete.kind
+    if policy == "hard":
+        return Intent(table, Kind.DELETE, key, key_values, Version.of(event.ref, event.position, True), event)
+    if policy == "soft":
+        values = {**key_values, **table.delete.values(row, _source_ts(event))}
+        return Intent(
+            table, Kind.SOFT_DELETE, key, values, Version.of(event.ref, event.position, True), event
+        )
+    return Intent(table, Kind.IGNORE, key, key_values, Version.of(event.ref, event.position, False), event)
+
+
+@dataclass(slots=True)
+class Intents:
+    """Stage-1 result for a batch: intents per target table in Kafka order."""
+
+    by_table: dict[TableRef, list[Intent]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def to_intents(events: Iterable[ChangeEvent], tables_for_topic: Any) -> Intents:
+    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans."""
+    out = Intents()
+    for event in events:
+        tables: Sequence[TablePlan] = tables_for_topic(event.ref.topic)
+        if not tables:
+            out.counts["unmapped_topic"] += 1
+            continue
+        for table in tables:
+            if event.op == Op.TRUNCATE:
+                key: Key = ()
+                version = Version.of(event.ref, event.position, True)
+                intent: Intent | Failure = Intent(table, Kind.TRUNCATE, key, {}, version, event)
+            else:
+                intent = _intent_for(table, event)
+            if isinstance(intent, Failure):
+                out.failures.append(intent)
+            else:
+                out.by_table.setdefault(table.target, []).append(intent)
+    return out
+
+
+@dataclass(slots=True)
+class TableWrites:
+    """Stage-2 result for one table: the final intent per key and the versions to store."""
+
+    table: TablePlan
+    final: dict[Key, Intent] = field(default_factory=dict)
+    versions: dict[Key, Version] = field(default_factory=dict)
+    skipped_older: int = 0
+    unordered: int = 0
+
+    def by_kind(self, kind: Kind) -> list[Intent]:
+        return [i for i in self.final.values() if i.kind is kind]
+
+    def upsert_groups(self) -> dict[frozenset[str], list[Intent]]:
+        """Upserts grouped by their set of UNAVAILABLE columns (usually one, empty, group)."""
+        groups: dict[frozenset[str], list[Intent]] = {}
+        for intent in self.by_kind(Kind.UPSERT):
+            groups.setdefault(intent.unavailable, []).append(intent)
+        return groups
+
+
+def split_at_truncates(intents: Sequence[Intent]) -> list[list[Intent]]:
+    """Segments separated by truncates; each truncate is a segment of its own."""
+    segments: list[list[Intent]] = [[]]
+    for intent in intents:
+        if intent.kind is Kind.TRUNCATE:
+            segments.append([intent])
+            segments.append([])
+        else:
+            segments[-1].append(intent)
+    return [s for s in segments if s]
+
+
+def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Version]) -> TableWrites:
+    """Apply the ordering rule and the reduction buffer to one segment (no truncates)."""
+    writes = TableWrites(table)
+    for intent in intents:
+        current = writes.versions.get(intent.key, stored.get(intent.key))
+        verdict = compare(intent.version, current)
+        if verdict is Verdict.OLDER:
+            writes.skipped_older += 1
+            continue
+        if verdict is Verdict.UNORDERED:
+            writes.unordered += 1
+        previous = writes.final.get(intent.key)
+        if intent.kind is Kind.UPSERT and previous is not None and previous.kind is Kind.UPSERT:
+            missing = intent.unavailable
+            if missing:
+                merged = dict(intent.values)
+                for column in missing:
+                    merged[column] = previous.values.get(column, UNAVAILABLE)
+                intent = Intent(
+                    table, intent.kind, intent.key, merged, intent.version, intent.event, intent.notes
+                )
+        writes.final[intent.key] = intent
+        writes.versions[intent.key] = intent.version
+    return writes

@@ -1,0 +1,88 @@
+"""The control schema the replicator owns in the target database.
+
+Tables (schema name configurable, default `replicator`):
+- `checkpoint`: per consumer group and partition, the next offset to read.
+  Written in the same transaction as the rows it covers (invariant 1).
+- `row_version`: per target table and key, the version of the last applied
+  event (partition, offset, source position, deleted). The ordering guard.
+- `error_record`: every record not applied, with the context to reproduce it;
+  `kind` is `error`, or `truncated` for a declared, applied narrowing.
+- `run`: one row per run (mode, start, end, status, totals).
+- `topic_partitions`: partition counts seen per topic; a change is refused.
+
+All statements are composed with psycopg.sql; `ensure` is idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.checkpoint (
+  group_id    text   NOT NULL,
+  topic       text   NOT NULL,
+  partition   int    NOT NULL,
+  next_offset bigint NOT NULL,
+  run_id      text,
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_id, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS {s}.row_version (
+  target_table text   NOT NULL,
+  key          text   NOT NULL,
+  topic        text,
+  partition    int,
+  kafka_offset bigint,
+  commit_lsn   numeric,
+  lsn          numeric,
+  total_order  bigint,
+  deleted      boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (target_table, key)
+);
+CREATE TABLE IF NOT EXISTS {s}.error_record (
+  id           bigserial PRIMARY KEY,
+  kind         text   NOT NULL DEFAULT 'error',
+  run_id       text,
+  group_id     text,
+  topic        text,
+  partition    int,
+  kafka_offset bigint,
+  target_table text,
+  key          text,
+  raw_key      bytea,
+  raw_value    bytea,
+  rule_id      text,
+  sqlstate     text,
+  message      text   NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS error_record_position ON {s}.error_record (topic, partition, kafka_offset);
+CREATE TABLE IF NOT EXISTS {s}.run (
+  run_id     text PRIMARY KEY,
+  mode       text NOT NULL,
+  group_id   text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  ended_at   timestamptz,
+  status     text NOT NULL DEFAULT 'running',
+  settings   jsonb,
+  totals     jsonb
+);
+CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
+  topic      text PRIMARY KEY,
+  partitions int  NOT NULL
+);
+"""
+
+
+def ensure(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the control schema and its tables if missing (idempotent)."""
+    with conn.transaction():
+        conn.execute(sql.SQL(_DDL).format(s=sql.Identifier(schema)))
+
+
+def table(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)

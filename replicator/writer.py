@@ -1,0 +1,509 @@
+"""The target writer (I/O edge): one batch, one target transaction.
+
+Inside the transaction, in this order:
+1. lock the stored versions of every key the batch touches (placeholder rows
+   + SELECT ... FOR UPDATE, keys sorted), so a stale instance's late batch
+   waits and then sees the newer versions, and its writes become no-ops;
+2. resolve intents against those versions (pure, `batching.resolve`);
+3. set-based writes: COPY into a per-session stage table, then one guarded
+   statement per table and column set: upserts parents-first, deletes
+   children-first; unchanged-TOAST columns are never written;
+4. store the new versions, the error records and the checkpoints
+   (next offset per partition, never moved backwards).
+Commit. Kafka offsets are committed by the caller only after this returns.
+
+A row-level SQL error (data exception, NOT NULL, CHECK, FK, unique) rolls the
+statement back to its savepoint and the rows are retried one by one, so only
+the bad rows become error records; their neighbours land. Transient errors
+surface as `Transient` (the caller retries the whole batch), others as `Fatal`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from replicator import control
+from replicator.batching import (
+    Failure,
+    Intent,
+    Kind,
+    TableWrites,
+    key_text,
+    resolve,
+    split_at_truncates,
+    to_intents,
+)
+from replicator.failures import Fatal, Transient, is_row_error, is_transient, one_line, sqlstate
+from replicator.mapping.plan import Narrowing, Plan, TablePlan
+from replicator.model import UNAVAILABLE, ChangeEvent, SourcePosition, TableRef
+from replicator.ordering import Verdict, Version, compare
+from replicator.values import Infinity
+
+log = logging.getLogger("replicator.writer")
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the consumer hands over: decoded events, decode failures, next offsets."""
+
+    events: list[ChangeEvent] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    size_bytes: int = 0
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: Counter[str] = field(default_factory=Counter)  # "<table>:<op>" -> rows
+    skipped_older: int = 0
+    unordered: int = 0
+    errors: list[Failure] = field(default_factory=list)
+    truncated_notes: int = 0
+
+
+def _adapter(target_type: str) -> Callable[[Any], Any]:
+    base = target_type.lower()
+    if base in ("json", "jsonb"):
+        return lambda v: None if v is None else Jsonb(v)
+    return lambda v: str(v) if isinstance(v, Infinity) else v
+
+
+def _truncate_key(intent: Intent) -> str:
+    return f"!truncate/{intent.event.ref.topic}/{intent.event.ref.partition}"
+
+
+class TargetWriter:
+    def __init__(self, conninfo: str, plan: Plan, control_schema: str, group_id: str, run_id: str) -> None:
+        self._conninfo = conninfo
+        self.plan = plan
+        self.schema = control_schema
+        self.group_id = group_id
+        self.run_id = run_id
+        self._conn: psycopg.Connection[Any] | None = None
+        self._tables = {t.target: t for t in plan.tables}
+        order = list(plan.apply_order) + [t.target for t in plan.tables if t.target not in plan.apply_order]
+        self._order: list[TableRef] = list(dict.fromkeys(order))
+        self._adapters: dict[TableRef, dict[str, Callable[[Any], Any]]] = {
+            t.target: {c.target: _adapter(c.target_type) for c in (*t.columns, *t.delete.set_columns)}
+            for t in plan.tables
+        }
+
+    # ------------------------------------------------------------------ connection
+    def connect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate in ("28000", "28P01", "3D000"):
+                raise Fatal(f"target: {one_line(exc)}") from exc
+            raise Transient(f"target unreachable: {one_line(exc)}") from exc
+        try:
+            control.ensure(conn, self.schema)
+            with conn.transaction():
+                for t in self.plan.tables:
+                    conn.execute(t.statements.create_stage)
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._classify(exc) from exc
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _classify(self, exc: psycopg.Error) -> Exception:
+        if is_transient(exc):
+            self.close()
+            return Transient(one_line(exc))
+        return Fatal(f"target: {one_line(exc)} (SQLSTATE {sqlstate(exc)})")
+
+    # ------------------------------------------------------------------ checkpoints
+    def stored_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        conn = self.connect()
+        wanted = list(partitions)
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT topic, partition, next_offset FROM {} WHERE group_id = %s"
+                        " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                    ).format(control.table(self.schema, "checkpoint")),
+                    (self.group_id, [t for t, _ in wanted], [p for _, p in wanted]),
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise self._classify(exc) from exc
+        return {(t, p): o for t, p, o in rows}
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, batch: Batch) -> BatchResult:
+        """Apply one batch in one transaction; raises Transient or Fatal."""
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                result = self._apply(conn, batch)
+        except psycopg.Error as exc:
+            raise self._classify(exc) from exc
+        return result
+
+    def _apply(self, conn: psycopg.Connection[Any], batch: Batch) -> BatchResult:
+        result = BatchResult()
+        result.errors.extend(batch.failures)
+        intents = to_intents(batch.events, self.plan.tables_for_topic)
+        result.errors.extend(intents.failures)
+        notes: list[tuple[Intent, Narrowing]] = []
+        resolved: list[TableWrites] = []
+        for target in self._order:
+            table_intents = intents.by_table.get(target)
+            if not table_intents:
+                continue
+            table = self._tables[target]
+            segments = split_at_truncates(table_intents)
+            if len(segments) == 1 and segments[0][0].kind is not Kind.TRUNCATE:
+                resolved.append(self._resolve(conn, table, segments[0], result))
+                continue
+            # A truncate is a barrier: this table's segments run in order, now.
+            for segment in segments:
+                if segment[0].kind is Kind.TRUNCATE:
+                    self._truncate(conn, segment[0], result)
+                else:
+                    writes = self._resolve(conn, table, segment, result)
+                    self._write_upserts(conn, writes, result)
+                    self._write_deletes(conn, writes, result)
+                    self._store_versions(conn, writes, result)
+        for writes in resolved:
+            self._write_upserts(conn, writes, result)
+        for writes in reversed(resolved):
+            self._write_deletes(conn, writes, result)
+        for writes in resolved:
+            notes.extend((i, n) for i in writes.final.values() for n in i.notes)
+            self._store_versions(conn, writes, result)
+        self._store_errors(conn, result.errors, notes)
+        result.truncated_notes = len(notes)
+        self._store_checkpoints(conn, batch.next_offsets)
+        return result
+
+    # ------------------------------------------------------------------ versions
+    def _resolve(
+        self,
+        conn: psycopg.Connection[Any],
+        table: TablePlan,
+        intents: Sequence[Intent],
+        result: BatchResult,
+    ) -> TableWrites:
+        keys = sorted({key_text(i.key) for i in intents})
+        stored = self._lock_versions(conn, table.target, keys)
+        by_text = {key_text(i.key): i.key for i in intents}
+        writes = resolve(table, intents, {by_text[k]: v for k, v in stored.items()})
+        result.skipped_older += writes.skipped_older
+        result.unordered += writes.unordered
+        return writes
+
+    def _lock_versions(
+        self, conn: psycopg.Connection[Any], target: TableRef, keys: list[str]
+    ) -> dict[str, Version]:
+        rv = control.table(self.schema, "row_version")
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
+                " ORDER BY k ON CONFLICT DO NOTHING"
+            ).format(rv),
+            (str(target), keys),
+        )
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT key, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
+                " FROM {} WHERE target_table = %s AND key = ANY(%s) ORDER BY key FOR UPDATE"
+            ).format(rv),
+            (str(target), keys),
+        ).fetchall()
+        stored: dict[str, Version] = {}
+        for key, topic, partition, offset, commit_lsn, lsn, total_order, deleted in rows:
+            if offset is None:
+                continue  # placeholder: no event applied yet
+            position = None if lsn is None else SourcePosition(int(commit_lsn), int(lsn), int(total_order))
+            stored[key] = Version(topic, partition, offset, position, deleted)
+        return stored
+
+    def _store_versions(
+        self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult
+    ) -> None:
+        failed = {f.key for f in result.errors if f.target == writes.table.target}
+        rows = [(key_text(k), v) for k, v in writes.versions.items() if key_text(k) not in failed]
+        rv = control.table(self.schema, "row_version")
+        target = str(writes.table.target)
+        if rows:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} AS v SET topic = u.topic, partition = u.partition,"
+                    " kafka_offset = u.off, commit_lsn = u.c, lsn = u.l, total_order = u.o,"
+                    " deleted = u.d FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[],"
+                    " %s::numeric[], %s::numeric[], %s::bigint[], %s::bool[])"
+                    " AS u(key, topic, partition, off, c, l, o, d)"
+                    " WHERE v.target_table = %s AND v.key = u.key"
+                ).format(rv),
+                (
+                    [k for k, _ in rows],
+                    [v.topic for _, v in rows],
+                    [v.partition for _, v in rows],
+                    [v.offset for _, v in rows],
+                    [v.position.commit_lsn if v.position else None for _, v in rows],
+                    [v.position.lsn if v.position else None for _, v in rows],
+                    [v.position.total_order if v.position else None for _, v in rows],
+                    [v.deleted for _, v in rows],
+                    target,
+                ),
+            )
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE target_table = %s AND kafka_offset IS NULL").format(rv),
+            (target,),
+        )
+
+    # ------------------------------------------------------------------ writes
+    def _stage(
+        self,
+        conn: psycopg.Connection[Any],
+        table: TablePlan,
+        cols: tuple[str, ...],
+        intents: Sequence[Intent],
+    ) -> None:
+        adapters = self._adapters[table.target]
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table.statements.stage)))
+        with conn.cursor().copy(table.statements.copy_stage(cols)) as copy:
+            for intent in intents:
+                copy.write_row([adapters[c](intent.values[c]) for c in cols])
+
+    def _run_isolated(
+        self,
+        conn: psycopg.Connection[Any],
+        table: TablePlan,
+        cols: tuple[str, ...],
+        intents: Sequence[Intent],
+        statement: sql.Composed,
+        op: str,
+        result: BatchResult,
+    ) -> None:
+        """Set-based first; on a row-level error, row by row so only bad rows fail."""
+        try:
+            with conn.transaction():
+                self._stage(conn, table, cols, intents)
+                conn.execute(statement)
+            result.applied[f"{table.target}:{op}"] += len(intents)
+            return
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+        for intent in intents:
+            try:
+                with conn.transaction():
+                    self._stage(conn, table, cols, [intent])
+                    conn.execute(statement)
+                result.applied[f"{table.target}:{op}"] += 1
+            except psycopg.Error as exc:
+                if not is_row_error(exc):
+                    raise
+                result.errors.append(self._row_failure(intent, table, exc))
+
+    def _row_failure(self, intent: Intent, table: TablePlan, exc: psycopg.Error) -> Failure:
+        diag = exc.diag
+        column = diag.column_name or ""
+        rule = next((c.rule_id for c in table.columns if c.target == column), table.rule_id)
+        detail = one_line(exc)
+        if diag.message_detail:
+            detail += f" ({diag.message_detail.splitlines()[0]})"
+        return Failure(
+            ref=intent.event.ref,
+            rule_id=rule,
+            message=detail,
+            raw_key=intent.event.raw_key,
+            raw_value=intent.event.raw_value,
+            target=table.target,
+            key=key_text(intent.key),
+            sqlstate=sqlstate(exc),
+        )
+
+    def _write_upserts(self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult) -> None:
+        table = writes.table
+        all_cols = tuple(c.target for c in table.columns)
+        for missing, intents in writes.upsert_groups().items():
+            cols = tuple(c for c in all_cols if c not in missing)
+            if not missing:
+                self._run_isolated(
+                    conn, table, cols, intents, table.statements.upsert(cols), "upsert", result
+                )
+                continue
+            # Unchanged TOAST columns: update the existing row, never write a placeholder.
+            present = self._present_keys(conn, table, intents)
+            absent = [i for i in intents if key_text(i.key) not in present]
+            for intent in absent:
+                result.errors.append(
+                    Failure(
+                        ref=intent.event.ref,
+                        rule_id=next(c.rule_id for c in table.columns if c.target in missing),
+                        message=f"columns {sorted(missing)} are unchanged TOAST values (not sent by "
+                        "Debezium) and the row is absent from the target; fix: set REPLICA IDENTITY "
+                        "FULL on the source table or re-snapshot it",
+                        raw_key=intent.event.raw_key,
+                        raw_value=intent.event.raw_value,
+                        target=table.target,
+                        key=key_text(intent.key),
+                    )
+                )
+            there = [i for i in intents if key_text(i.key) in present]
+            if there:
+                self._run_isolated(
+                    conn, table, cols, there, table.statements.update_only(cols), "upsert", result
+                )
+
+    def _present_keys(
+        self, conn: psycopg.Connection[Any], table: TablePlan, intents: Sequence[Intent]
+    ) -> set[str]:
+        self._stage(conn, table, table.key, intents)
+        rows = conn.execute(table.statements.select_keys(table.key)).fetchall()
+        return {key_text(tuple(r)) for r in rows}
+
+    def _write_deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult) -> None:
+        table = writes.table
+        hard = writes.by_kind(Kind.DELETE)
+        if hard:
+            self._run_isolated(conn, table, table.key, hard, table.statements.delete_keys, "delete", result)
+        soft = writes.by_kind(Kind.SOFT_DELETE)
+        if soft:
+            cols = tuple(soft[0].values)
+            self._run_isolated(
+                conn, table, cols, soft, table.statements.soft_delete(cols), "soft_delete", result
+            )
+        ignored = writes.by_kind(Kind.IGNORE)
+        if ignored:
+            result.applied[f"{table.target}:delete_ignored"] += len(ignored)
+
+    def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, result: BatchResult) -> None:
+        table = intent.table
+        marker = _truncate_key(intent)
+        stored = self._lock_versions(conn, table.target, [marker]).get(marker)
+        if compare(intent.version, stored) is Verdict.OLDER:
+            result.skipped_older += 1
+            return
+        policy = table.truncate.kind
+        if policy == "error":
+            raise Fatal(
+                f"{table.truncate.rule_id}: source table {table.source} was truncated at "
+                f"{intent.event.ref} and the spec says truncate: error; decide, then set the "
+                "policy to truncate, delete or ignore"
+            )
+        if policy in ("truncate", "delete"):
+            stmt = table.statements.truncate if policy == "truncate" else table.statements.delete_all
+            conn.execute(stmt)
+        result.applied[f"{table.target}:truncate_{policy}"] += 1
+        rv = control.table(self.schema, "row_version")
+        v = intent.version
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET topic = %s, partition = %s, kafka_offset = %s, commit_lsn = %s,"
+                " lsn = %s, total_order = %s, deleted = true WHERE target_table = %s AND key = %s"
+            ).format(rv),
+            (
+                v.topic,
+                v.partition,
+                v.offset,
+                v.position.commit_lsn if v.position else None,
+                v.position.lsn if v.position else None,
+                v.position.total_order if v.position else None,
+                str(table.target),
+                marker,
+            ),
+        )
+
+    # ------------------------------------------------------------------ records
+    def _store_errors(
+        self,
+        conn: psycopg.Connection[Any],
+        failures: Sequence[Failure],
+        notes: Sequence[tuple[Intent, Narrowing]],
+    ) -> None:
+        rows: list[tuple[Any, ...]] = [
+            (
+                "error",
+                self.run_id,
+                self.group_id,
+                f.ref.topic,
+                f.ref.partition,
+                f.ref.offset,
+                str(f.target) if f.target else None,
+                f.key,
+                f.raw_key,
+                f.raw_value,
+                f.rule_id,
+                f.sqlstate,
+                f.message,
+            )
+            for f in failures
+        ]
+        rows.extend(
+            (
+                "truncated",
+                self.run_id,
+                self.group_id,
+                i.event.ref.topic,
+                i.event.ref.partition,
+                i.event.ref.offset,
+                str(i.table.target),
+                key_text(i.key),
+                i.event.raw_key,
+                i.event.raw_value,
+                n.rule_id,
+                None,
+                n.message,
+            )
+            for i, n in notes
+        )
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (kind, run_id, group_id, topic, partition, kafka_offset,"
+                    " target_table, key, raw_key, raw_value, rule_id, sqlstate, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(control.table(self.schema, "error_record")),
+                rows,
+            )
+
+    def _store_checkpoints(
+        self, conn: psycopg.Connection[Any], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        if not offsets:
+            return
+        items = sorted(offsets.items())
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {0} AS c (group_id, topic, partition, next_offset, run_id, updated_at)"
+                " SELECT %s, t, p, o, %s, now() FROM unnest(%s::text[], %s::int[], %s::bigint[])"
+                " AS u(t, p, o) ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id, updated_at = now()"
+                " WHERE c.next_offset < EXCLUDED.next_offset"
+            ).format(control.table(self.schema, "checkpoint")),
+            (
+                self.group_id,
+                self.run_id,
+                [t for (t, _), _ in items],
+                [p for (_, p), _ in items],
+                [o for _, o in items],
+            ),
+        )
+
+
+def unavailable_cells(values: Mapping[str, Any]) -> list[str]:
+    """Columns holding the UNAVAILABLE sentinel (for assertions and logs)."""
+    return [c for c, v in values.items() if v is UNAVAILABLE]
