@@ -131,7 +131,8 @@ def _delete_intent(table: TablePlan, event: ChangeEvent, row: Mapping[str, Any])
         return Intent(
             table, Kind.SOFT_DELETE, key, values, Version.of(event.ref, event.position, True), event
         )
-    return Intent(table, Kind.IGNORE, key, key_values, Version.of(event.ref, event.position, False), event)
+    # The row stays in the target, but its version remembers the source deleted it.
+    return Intent(table, Kind.IGNORE, key, key_values, Version.of(event.ref, event.position, True), event)
 
 
 @dataclass(slots=True)

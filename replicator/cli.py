@@ -79,6 +79,105 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(r["connector"] == "RUNNING" for r in rows) else 1
 
 
+# ---------------------------------------------------------------- mapping
+def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.mapping import check, load_spec
+    from replicator.pipeline import catalogs
+
+    spec = load_spec(args.spec)
+    source, target = catalogs(spec, settings)
+    problems = check(spec, source, target)
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        _emit([{**vars(p)} for p in problems], True, "")
+    else:
+        for p in problems:
+            stream = sys.stderr if p.severity == "error" else sys.stdout
+            print(f"{p.severity}: {p}", file=stream)
+        print(f"{args.spec}: {len(errors)} errors, {len(problems) - len(errors)} notes")
+    return 1 if errors else 0
+
+
+def cmd_mapping_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.mapping import compile_spec, load_spec
+    from replicator.pipeline import catalogs
+
+    spec = load_spec(args.spec)
+    _source, target = catalogs(spec, settings)
+    plan = compile_spec(spec, target)
+    _emit(plan.to_json(), args.json, plan.explain())
+    return 0
+
+
+# ---------------------------------------------------------------- run
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from replicator import control
+
+    with psycopg.connect(settings.target.conninfo()) as conn:
+        control.ensure(conn, settings.control_schema)
+    print(f"control schema {settings.control_schema} ready in {settings.target.describe()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.daemon import run_daemon
+
+    totals = run_daemon(settings, stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
+    _emit(totals, args.json, "")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.mapping import load_spec
+    from replicator.mapping.compiler import topic_for
+    from replicator.status import partition_status
+
+    spec = load_spec(settings.mapping)
+    topics = sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})
+    rows = partition_status(settings, topics, args.group or settings.kafka.group_id)
+    lines = [f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}"]
+    for r in rows:
+        lines.append(
+            f"{r['topic'] + '[' + str(r['partition']) + ']':36} {r['target_offset']!s:>8} "
+            f"{r['kafka_committed']!s:>8} {r['end_offset']:>8} {r['lag']:>7} {r['errors']:>6}"
+            + ("  KAFKA AHEAD OF TARGET" if r["kafka_ahead"] else "")
+        )
+    _emit(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    from replicator import control
+
+    with psycopg.connect(settings.target.conninfo(), row_factory=dict_row) as conn:
+        control.ensure(conn, settings.control_schema)
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
+                " sqlstate, message, created_at FROM {} WHERE (%s::text IS NULL OR kind = %s)"
+                " ORDER BY id DESC LIMIT %s"
+            ).format(control.table(settings.control_schema, "error_record")),
+            (args.kind, args.kind, args.limit),
+        ).fetchall()
+    text = (
+        "\n".join(
+            f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']} "
+            f"{r['target_table'] or '-'} key={r['key'] or '-'} {r['rule_id']} "
+            f"{r['sqlstate'] or ''} {r['message']}"
+            for r in rows
+        )
+        or "no error records"
+    )
+    _emit(rows, args.json, text)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -86,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Change-data-capture replicator for live PostgreSQL migrations.",
     )
     parser.add_argument("--config", type=Path, help="YAML settings file (env REPLICATOR_* wins)")
+    parser.add_argument("--mapping", type=Path, help="mapping spec (default: REPLICATOR_MAPPING)")
+    parser.add_argument("--group-id", help="consumer group id (default: REPLICATOR_KAFKA__GROUP_ID)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     connectors = sub.add_parser("connectors", help="Kafka Connect connector configs")
@@ -99,13 +200,49 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--verbose", action="store_true", help="include configs (secrets masked)")
     status.set_defaults(handler=cmd_connectors_status)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    mapping = sub.add_parser("mapping", help="the mapping spec: check and explain")
+    msub = mapping.add_subparsers(dest="mapping_command", required=True)
+    mcheck = msub.add_parser("check", help="check a spec against the live source and target catalogs")
+    mcheck.add_argument("spec", type=Path)
+    mcheck.add_argument("--json", action="store_true")
+    mcheck.set_defaults(handler=cmd_mapping_check)
+    mexplain = msub.add_parser("explain", help="print the compiled plan")
+    mexplain.add_argument("spec", type=Path)
+    mexplain.add_argument("--json", action="store_true")
+    mexplain.set_defaults(handler=cmd_mapping_explain)
+
+    init = sub.add_parser("init", help="create the control schema in the target")
+    init.set_defaults(handler=cmd_init)
+
+    run = sub.add_parser("run", help="the replicator daemon: apply changes into the target")
+    run.add_argument(
+        "--stop-when-caught-up",
+        action="store_true",
+        help="drain to the end offsets seen at start, then exit 0",
+    )
+    run.add_argument(
+        "--on-error",
+        choices=["record", "halt"],
+        default="record",
+        help="record: bad rows become error records and the run continues; "
+        "halt: stop cleanly with the cursor kept",
+    )
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="per partition: target-stored, Kafka-committed, end offsets, lag")
+    status.add_argument("--group", help="consumer group (default: the configured one)")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    errors = sub.add_parser("errors", help="error records")
+    esub = errors.add_subparsers(dest="errors_command", required=True)
+    elist = esub.add_parser("list", help="the newest error records")
+    elist.add_argument("--kind", choices=["error", "truncated"])
+    elist.add_argument("--limit", type=int, default=50)
+    elist.add_argument("--json", action="store_true")
+    elist.set_defaults(handler=cmd_errors_list)
     return parser
-
-
-# Commands contributed by other modules register here (kept out of the core parser).
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, mapping=args.mapping)
+        if args.group_id:
+            settings.kafka.group_id = args.group_id
         return handler(args, settings)
     except KeyboardInterrupt:
         return 130

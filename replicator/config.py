@@ -55,6 +55,23 @@ class PostgresSettings(BaseModel):
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
+class SourceSettings(PostgresSettings):
+    """The source database (catalog checks, cutover). Defaults: the local demo."""
+
+    port: int = 55432
+    dbname: str = "shop"
+    password: SecretStr = SecretStr("postgres")
+
+
+class TargetSettings(PostgresSettings):
+    """The target database the replicator writes. Defaults: the local demo."""
+
+    port: int = 55433
+    dbname: str = "shop_target"
+    user: str = "replicator"
+    password: SecretStr = SecretStr("replicator")
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:59092"
     group_id: str = "cdc-replicator"
@@ -115,20 +132,13 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    source: PostgresSettings = Field(
-        default_factory=lambda: PostgresSettings(
-            port=55432, dbname="shop", user="postgres", password=SecretStr("postgres")
-        )
-    )
-    target: PostgresSettings = Field(
-        default_factory=lambda: PostgresSettings(
-            port=55433, dbname="shop_target", user="replicator", password=SecretStr("replicator")
-        )
-    )
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    target: TargetSettings = Field(default_factory=TargetSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     registry_url: str | None = None
+    value_format: Literal["json", "avro"] = "json"
     mapping: Path = Path("mappings/demo.yaml")
     control_schema: str = "replicator"
     unavailable_placeholder: str = "__debezium_unavailable_value"

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from replicator import control
+from replicator import control, failpoints
 from replicator.batching import (
     Failure,
     Intent,
@@ -89,6 +89,7 @@ class TargetWriter:
         self.group_id = group_id
         self.run_id = run_id
         self._conn: psycopg.Connection[Any] | None = None
+        self.halt_on_error = False
         self._tables = {t.target: t for t in plan.tables}
         order = list(plan.apply_order) + [t.target for t in plan.tables if t.target not in plan.apply_order]
         self._order: list[TableRef] = list(dict.fromkeys(order))
@@ -153,6 +154,13 @@ class TargetWriter:
         try:
             with conn.transaction():
                 result = self._apply(conn, batch)
+                if self.halt_on_error and result.errors:
+                    first = result.errors[0]
+                    raise Fatal(
+                        f"{first.ref}: {first.rule_id}: {first.message} "
+                        "(--on-error=halt: batch rolled back, cursor kept)"
+                    )
+                failpoints.hit("before_target_commit")
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
         return result
@@ -184,6 +192,7 @@ class TargetWriter:
                     self._store_versions(conn, writes, result)
         for writes in resolved:
             self._write_upserts(conn, writes, result)
+        failpoints.hit("mid_batch")
         for writes in reversed(resolved):
             self._write_deletes(conn, writes, result)
         for writes in resolved:

@@ -25,6 +25,7 @@ import random
 import sys
 import time
 import unicodedata
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -106,8 +107,8 @@ def setup_source(reset: bool) -> None:
             )
 
 
-def setup_target(reset: bool) -> None:
-    dbname = target_db()
+def setup_target(reset: bool, dbname: str | None = None) -> None:
+    dbname = dbname or target_db()
     ensure_database("TARGET", dbname, reset)
     user = env("REPLICATOR_TARGET__USER", "replicator")
     with psycopg.connect(admin_conninfo("TARGET", dbname), autocommit=True) as conn:
@@ -153,7 +154,7 @@ def customer_row(rng: random.Random, n: int) -> dict[str, Any]:
     if rng.random() < 0.2:
         name = unicodedata.normalize("NFD", name)  # decomposed accents arrive too
     return {
-        "email": f"user{n}.{rng.randrange(10**9)}@example.com",
+        "email": f"user{n}.{uuid.uuid4().hex[:12]}@example.com",  # unique across runs
         "full_name": name,
         "country": rng.choice(COUNTRIES),
         "tier": rng.choice(TIERS),
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     p_setup.add_argument("--customers", type=int, default=200)
     p_setup.add_argument("--reset", action="store_true", help="drop and recreate both demo databases")
     p_setup.add_argument("--seed", type=int, default=42)
+    p_target = sub.add_parser("target", help="create (or --reset) one demo target database")
+    p_target.add_argument("--dbname", required=True)
+    p_target.add_argument("--reset", action="store_true")
     p_work = sub.add_parser("workload", help="inserts, updates and deletes at a rate for a time")
     p_work.add_argument(
         "--rate", type=float, default=20.0, help="operations per second (0 = as fast as possible)"
@@ -331,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                     for t in CAPTURED
                 }
             print("demo ready:", ", ".join(f"shop.{t}={n}" for t, n in counts.items()))
+        elif args.command == "target":
+            setup_target(args.reset, args.dbname)
+            print(f"demo target {args.dbname} ready")
         else:
             counts = workload(args.rate, args.seconds, args.seed)
             print("workload done:", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))

@@ -1,0 +1,25 @@
+"""Named crash points for interrupt/resume tests, enabled only by an env var.
+
+`REPLICATOR_FAILPOINT=<name>[:<n>]` makes the process kill itself with SIGKILL
+the n-th time (default 1st) it reaches `hit(<name>)`. Unset, `hit` is a no-op.
+Names: `mid_batch` (inside the target transaction, after the row writes),
+`before_target_commit`, `after_target_commit` (before the Kafka commit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("REPLICATOR_FAILPOINT", "")
+_name, _, _count = _spec.partition(":")
+_remaining = int(_count or 1)
+
+
+def hit(name: str) -> None:
+    global _remaining
+    if not _name or name != _name:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

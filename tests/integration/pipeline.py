@@ -1,0 +1,223 @@
+"""Harness for daemon tests: fresh target databases, the real CLI, convergence, the oracle.
+
+Convergence is exact, not a sleep: a fence transaction on the source, wait
+until Connect's committed source offset has passed its LSN (everything before
+it is durably in Kafka), read the end offsets, then wait until the target's
+stored checkpoints reach them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from replicator.config import load_settings
+from replicator.mapping import compile_spec, load_spec, read_catalog
+from replicator.mapping.plan import Plan
+from replicator.verify import TableDiff, verify
+from tests.integration.stack import Stack
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "deploy" / "demo" / "demo.py"
+SPEC = REPO / "mappings" / "demo.yaml"
+CONNECTOR = os.environ.get("CDC_CONNECTOR_NAME", "demo-postgres")
+TOPICS = [f"demo.shop.{t}" for t in ("customers", "products", "orders", "order_lines")]
+CONTROL = "replicator"
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)  # polling interval while the condition is checked
+
+
+def fresh_target(name: str) -> str:
+    dbname = f"t_{name}_{uuid.uuid4().hex[:6]}"
+    subprocess.run(
+        [sys.executable, str(DEMO), "target", "--dbname", dbname, "--reset"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return dbname
+
+
+def env_for(stack: Stack, dbname: str, group: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REPLICATOR_TARGET__DBNAME": dbname,
+        "REPLICATOR_KAFKA__GROUP_ID": group,
+        "REPLICATOR_MAPPING": str(SPEC),
+        "REPLICATOR_BATCH__MAX_MS": "200",
+        **extra,
+    }
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replicator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextmanager
+def daemon(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`replicator run` in the background; on exit SIGTERM and expect a clean exit 0."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator", "run", *args], env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("daemon did not exit within 60s of SIGTERM") from None
+
+
+def source_fence(stack: Stack) -> int:
+    """Commit a no-op update on the source; return an LSN inside that transaction."""
+    with psycopg.connect(stack.source_admin()) as conn:
+        conn.execute(
+            "UPDATE shop.products SET price = price WHERE sku = (SELECT min(sku) FROM shop.products)"
+        )
+        row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def connect_flushed_lsn(stack: Stack) -> int:
+    with urllib.request.urlopen(f"{stack.connect_url}/connectors/{CONNECTOR}/offsets", timeout=10) as r:
+        offsets = json.load(r)["offsets"]
+    return max((int(o["offset"].get("lsn_proc") or o["offset"].get("lsn") or 0) for o in offsets), default=0)
+
+
+def end_offsets(stack: Stack, topics: list[str]) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "end-offsets"})
+    try:
+        md = consumer.list_topics(timeout=10)
+        out = {}
+        for t in topics:
+            for p in md.topics[t].partitions:
+                out[(t, p)] = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+        return out
+    finally:
+        consumer.close()
+
+
+def stored_offsets(stack: Stack, dbname: str, group: str) -> dict[tuple[str, int], int]:
+    try:
+        with psycopg.connect(stack.target_admin(dbname)) as conn:
+            rows = conn.execute(
+                "SELECT topic, partition, next_offset FROM replicator.checkpoint WHERE group_id = %s",
+                (group,),
+            ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return {}
+    return {(t, p): o for t, p, o in rows}
+
+
+def kafka_committed(stack: Stack, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": group})
+    try:
+        md = consumer.list_topics(timeout=10)
+        tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.committed(tps, timeout=10)
+            if tp.offset >= 0
+        }
+    finally:
+        consumer.close()
+
+
+def converge(stack: Stack, dbname: str, group: str, timeout_s: float = 120) -> dict[tuple[str, int], int]:
+    """Wait until everything the source committed so far is applied to the target."""
+    lsn = source_fence(stack)
+    wait_until(lambda: connect_flushed_lsn(stack) >= lsn, timeout_s, f"Connect to flush past LSN {lsn}")
+    ends = end_offsets(stack, TOPICS)
+
+    def applied() -> bool:
+        stored = stored_offsets(stack, dbname, group)
+        return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+
+    wait_until(applied, timeout_s, f"target {dbname} to reach end offsets {ends}")
+    return ends
+
+
+def demo_plan(stack: Stack, dbname: str) -> Plan:
+    spec = load_spec(SPEC)
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        catalog = read_catalog(conn, sorted({t.target.schema for t in spec.tables}))
+    return compile_spec(spec, catalog)
+
+
+def verify_demo(stack: Stack, dbname: str) -> list[TableDiff]:
+    return verify(demo_plan(stack, dbname), stack.source_admin(), stack.target_admin(dbname), CONTROL)
+
+
+def assert_converged_equal(stack: Stack, dbname: str) -> list[TableDiff]:
+    diffs = verify_demo(stack, dbname)
+    bad = [d for d in diffs if not d.clean]
+    detail = "; ".join(
+        d.summary() + f" first: missing={d.missing[:3]} extra={d.extra[:3]} mismatched={d.mismatched[:3]}"
+        f" placeholders={d.placeholders[:3]}"
+        for d in bad
+    )
+    assert not bad, detail
+    assert all(d.expected > 0 for d in diffs), [d.summary() for d in diffs]
+    return diffs
+
+
+def settings_for(dbname: str) -> Any:
+    os.environ.setdefault("REPLICATOR_MAPPING", str(SPEC))
+    return load_settings(None, target={"dbname": dbname})
+
+
+def workload(seconds: float, rate: float = 100, seed: int = 1) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(DEMO),
+            "workload",
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    return done.stdout
