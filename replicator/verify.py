@@ -100,7 +100,7 @@ def diff(
     marker = placeholder.encode()
     for key, row in actual.items():
         for column, value in row.items():
-            if value == placeholder or value == marker or (isinstance(value, list) and placeholder in value):
+            if value in (placeholder, marker) or (isinstance(value, list) and placeholder in value):
                 result.placeholders.append((key, column))
     result.missing = sorted(set(expected) - set(actual))
     result.extra = sorted(set(actual) - set(expected))
