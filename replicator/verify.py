@@ -41,6 +41,7 @@ class TableDiff:
     mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # key, column, want, got
     placeholders: list[tuple[str, str]] = field(default_factory=list)  # key, column
     rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id
+    errored: list[str] = field(default_factory=list)  # missing, but held back as an error record
 
     @property
     def clean(self) -> bool:
@@ -50,7 +51,8 @@ class TableDiff:
         return (
             f"{self.target}: expected={self.expected} actual={self.actual} missing={len(self.missing)} "
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
-            f"placeholders={len(self.placeholders)} rejected={len(self.rejected)}"
+            f"placeholders={len(self.placeholders)} rejected={len(self.rejected)} "
+            f"errored={len(self.errored)}"
         )
 
 
@@ -94,15 +96,23 @@ def expected_rows(
 
 
 def diff(
-    table: TablePlan, expected: Rows, rejected: list[tuple[str, str]], actual: Rows, placeholder: str
+    table: TablePlan,
+    expected: Rows,
+    rejected: list[tuple[str, str]],
+    actual: Rows,
+    placeholder: str,
+    errored: frozenset[str] = frozenset(),
 ) -> TableDiff:
+    """Compare one table. Keys in `errored` (the target's error records) may be missing."""
     result = TableDiff(table.target, expected=len(expected), actual=len(actual), rejected=rejected)
     marker = placeholder.encode()
     for key, row in actual.items():
         for column, value in row.items():
             if value in (placeholder, marker) or (isinstance(value, list) and placeholder in value):
                 result.placeholders.append((key, column))
-    result.missing = sorted(set(expected) - set(actual))
+    absent = set(expected) - set(actual)
+    result.errored = sorted(absent & errored)
+    result.missing = sorted(absent - errored)
     result.extra = sorted(set(actual) - set(expected))
     for key in sorted(set(expected) & set(actual)):
         want, got = expected[key], actual[key]
@@ -146,6 +156,17 @@ def read_target(conn: psycopg.Connection[Any], table: TablePlan, control_schema:
     return rows
 
 
+def error_keys(conn: psycopg.Connection[Any], table: TablePlan, control_schema: str) -> frozenset[str]:
+    """Target keys held back as error records (expected to be absent, not missing)."""
+    rows = conn.execute(
+        sql.SQL("SELECT key FROM {} WHERE kind = 'error' AND target_table = %s AND key IS NOT NULL").format(
+            control.table(control_schema, "error_record")
+        ),
+        (str(table.target),),
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
 def verify(
     plan: Plan,
     source_conninfo: str,
@@ -158,6 +179,12 @@ def verify(
     expected = expected_rows(plan, source)
     with psycopg.connect(target_conninfo) as tgt:
         return [
-            diff(t, *expected[t.target], read_target(tgt, t, control_schema), placeholder)
+            diff(
+                t,
+                *expected[t.target],
+                read_target(tgt, t, control_schema),
+                placeholder,
+                error_keys(tgt, t, control_schema),
+            )
             for t in plan.tables
         ]

@@ -107,7 +107,7 @@ def source_fence(stack: Stack) -> int:
     """Commit a no-op update on the source; return an LSN inside that transaction."""
     with psycopg.connect(stack.source_admin()) as conn:
         conn.execute(
-            "UPDATE shop.products SET price = price WHERE sku = (SELECT min(sku) FROM shop.products)"
+            "UPDATE shop.products SET price = price WHERE sku = 'SKU-00000'"  # seeded, never deleted or invalid
         )
         row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
         assert row is not None
