@@ -106,9 +106,8 @@ def daemon(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Po
 def source_fence(stack: Stack) -> int:
     """Commit a no-op update on the source; return an LSN inside that transaction."""
     with psycopg.connect(stack.source_admin()) as conn:
-        conn.execute(
-            "UPDATE shop.products SET price = price WHERE sku = 'SKU-00000'"  # seeded, never deleted or invalid
-        )
+        # SKU-00000 is seeded by the demo; no test deletes it or makes it invalid.
+        conn.execute("UPDATE shop.products SET price = price WHERE sku = 'SKU-00000'")
         row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
         assert row is not None
         return int(row[0])

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS public.version_log (
 CREATE OR REPLACE FUNCTION public.log_version() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
   IF NEW.kafka_offset IS NOT NULL THEN
-    INSERT INTO public.version_log (target_table, key, partition, kafka_offset, commit_lsn, lsn, total_order, deleted)
+    INSERT INTO public.version_log
+      (target_table, key, partition, kafka_offset, commit_lsn, lsn, total_order, deleted)
     VALUES (NEW.target_table, NEW.key, NEW.partition, NEW.kafka_offset, NEW.commit_lsn, NEW.lsn,
             NEW.total_order, NEW.deleted);
   END IF;
