@@ -70,7 +70,7 @@ def lsns_of(stack: Stack, topic: str, marker: str) -> list[int]:
         md = consumer.list_topics(topic, timeout=10)
         ends = {}
         for p in md.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, max(0, ends[p] - 400)) for p in ends])
         remaining = {p for p, e in ends.items() if e > 0}
@@ -93,11 +93,13 @@ def lsns_of(stack: Stack, topic: str, marker: str) -> list[int]:
 def test_copy_rows_sharing_one_lsn_land_completely(stack: Stack, live) -> None:
     dbname, group = live
     tag = uuid.uuid4().hex[:6]
-    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        # COPY uses heap multi-inserts: several rows share one WAL record (one LSN).
-        with conn.cursor().copy("COPY shop.products (sku, name, price) FROM STDIN") as copy:
-            for g in range(1, 41):
-                copy.write_row((f"MR-{tag}-{g}", f"multi {g}", g))
+    # COPY uses heap multi-inserts: several rows share one WAL record (one LSN).
+    with (
+        psycopg.connect(stack.source_admin(), autocommit=True) as conn,
+        conn.cursor().copy("COPY shop.products (sku, name, price) FROM STDIN") as copy,
+    ):
+        for g in range(1, 41):
+            copy.write_row((f"MR-{tag}-{g}", f"multi {g}", g))
     converge(stack, dbname, group)
     (count,) = target_one(
         stack, dbname, "SELECT count(*) FROM catalog.product WHERE sku LIKE %s", f"MR-{tag}-%"
@@ -123,7 +125,7 @@ def test_row_updated_twice_in_one_transaction_ends_with_second_value(stack: Stac
 
 
 def test_primary_key_updates_move_rows(stack: Stack, live) -> None:
-    """product (hard delete): the old key disappears; customer (soft delete): the old key is marked deleted."""
+    """product (hard delete): the old key disappears; customer (soft delete): old key marked deleted."""
     dbname, group = live
     tag = uuid.uuid4().hex[:6]
     old_sku, new_sku = f"PK-OLD-{tag}", f"PK-NEW-{tag}"
