@@ -130,13 +130,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.mapping import load_spec
-    from replicator.mapping.compiler import topic_for
     from replicator.status import partition_status
 
-    spec = load_spec(settings.mapping)
-    topics = sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})
-    rows = partition_status(settings, topics, args.group or settings.kafka.group_id)
+    rows = partition_status(settings, _spec_topics(settings), args.group or settings.kafka.group_id)
     lines = [f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}"]
     for r in rows:
         lines.append(
@@ -146,6 +142,66 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         )
     _emit(rows, args.json, "\n".join(lines))
     return 0
+
+
+def _spec_topics(settings: Settings) -> list[str]:
+    from replicator.mapping import load_spec
+    from replicator.mapping.compiler import topic_for
+
+    spec = load_spec(settings.mapping)
+    return sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})
+
+
+def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.drain import drain
+
+    done = drain(settings, _spec_topics(settings), args.connector, args.signal_table, args.timeout)
+    text = f"drained: fence LSN {done.fence_lsn} applied in {done.seconds:.1f}s"
+    _emit(
+        {
+            "fence_lsn": done.fence_lsn,
+            "seconds": done.seconds,
+            "end_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(done.end_offsets.items())},
+        },
+        args.json,
+        text,
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from replicator.mapping import compile_spec, load_spec, read_catalog
+    from replicator.verify import verify
+
+    spec = load_spec(settings.mapping)
+    with psycopg.connect(settings.target.conninfo()) as conn:
+        catalog = read_catalog(conn, sorted({t.target.schema for t in spec.tables}))
+    plan = compile_spec(spec, catalog)
+    diffs = verify(
+        plan,
+        settings.source.conninfo(),
+        settings.target.conninfo(),
+        settings.control_schema,
+        settings.unavailable_placeholder,
+    )
+    rows = [
+        {
+            "table": str(d.target),
+            "expected": d.expected,
+            "actual": d.actual,
+            "missing": d.missing[:20],
+            "extra": d.extra[:20],
+            "mismatched": [list(m[:2]) for m in d.mismatched[:20]],
+            "placeholders": d.placeholders[:20],
+            "errored": len(d.errored),
+            "clean": d.clean,
+        }
+        for d in diffs
+    ]
+    _emit(rows, args.json, "\n".join(("ok   " if d.clean else "DIFF ") + d.summary() for d in diffs))
+    return 0 if all(d.clean for d in diffs) else 1
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--group", help="consumer group (default: the configured one)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    drain_p = sub.add_parser("drain", help="wait until the target reflects everything the source committed")
+    drain_p.add_argument("--connector", default="demo-postgres", help="the Debezium connector's name")
+    drain_p.add_argument(
+        "--signal-table",
+        default="shop.debezium_signal",
+        help="Debezium's signal table (schema.table) in the source, captured by the connector",
+    )
+    drain_p.add_argument("--timeout", type=float, default=300.0)
+    drain_p.add_argument("--json", action="store_true")
+    drain_p.set_defaults(handler=cmd_drain)
+
+    verify_p = sub.add_parser("verify", help="compare the target with the mapped source, row by row")
+    verify_p.add_argument("--json", action="store_true")
+    verify_p.set_defaults(handler=cmd_verify)
 
     errors = sub.add_parser("errors", help="error records")
     esub = errors.add_subparsers(dest="errors_command", required=True)

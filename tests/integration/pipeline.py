@@ -1,20 +1,17 @@
 """Harness for daemon tests: fresh target databases, the real CLI, convergence, the oracle.
 
-Convergence is exact, not a sleep: a fence transaction on the source, wait
-until Connect's committed source offset has passed its LSN (everything before
-it is durably in Kafka), read the end offsets, then wait until the target's
-stored checkpoints reach them.
+Convergence is exact, not a sleep: `replicator.drain` (a fence row in the
+signal table, Connect's committed source offset past its LSN, then the
+target-stored checkpoints at the end offsets).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +22,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from replicator.config import load_settings
+from replicator.drain import drain
 from replicator.mapping import compile_spec, load_spec, read_catalog
 from replicator.mapping.plan import Plan
 from replicator.verify import TableDiff, verify
@@ -103,22 +101,6 @@ def daemon(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Po
                 raise AssertionError("daemon did not exit within 60s of SIGTERM") from None
 
 
-def source_fence(stack: Stack) -> int:
-    """Commit a no-op update on the source; return an LSN inside that transaction."""
-    with psycopg.connect(stack.source_admin()) as conn:
-        # SKU-00000 is seeded by the demo; no test deletes it or makes it invalid.
-        conn.execute("UPDATE shop.products SET price = price WHERE sku = 'SKU-00000'")
-        row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
-        assert row is not None
-        return int(row[0])
-
-
-def connect_flushed_lsn(stack: Stack) -> int:
-    with urllib.request.urlopen(f"{stack.connect_url}/connectors/{CONNECTOR}/offsets", timeout=10) as r:
-        offsets = json.load(r)["offsets"]
-    return max((int(o["offset"].get("lsn_proc") or o["offset"].get("lsn") or 0) for o in offsets), default=0)
-
-
 def end_offsets(stack: Stack, topics: list[str]) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "end-offsets"})
     try:
@@ -159,17 +141,11 @@ def kafka_committed(stack: Stack, group: str, topics: list[str]) -> dict[tuple[s
 
 
 def converge(stack: Stack, dbname: str, group: str, timeout_s: float = 120) -> dict[tuple[str, int], int]:
-    """Wait until everything the source committed so far is applied to the target."""
-    lsn = source_fence(stack)
-    wait_until(lambda: connect_flushed_lsn(stack) >= lsn, timeout_s, f"Connect to flush past LSN {lsn}")
-    ends = end_offsets(stack, TOPICS)
-
-    def applied() -> bool:
-        stored = stored_offsets(stack, dbname, group)
-        return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
-
-    wait_until(applied, timeout_s, f"target {dbname} to reach end offsets {ends}")
-    return ends
+    """Wait until everything the source committed so far is applied to the target (`replicator drain`)."""
+    settings = load_settings(None)
+    settings.target.dbname = dbname
+    done = drain(settings, TOPICS, CONNECTOR, "shop.debezium_signal", timeout_s, group=group)
+    return done.end_offsets
 
 
 def demo_plan(stack: Stack, dbname: str) -> Plan:
@@ -194,11 +170,6 @@ def assert_converged_equal(stack: Stack, dbname: str) -> list[TableDiff]:
     assert not bad, detail
     assert all(d.expected > 0 for d in diffs), [d.summary() for d in diffs]
     return diffs
-
-
-def settings_for(dbname: str) -> Any:
-    os.environ.setdefault("REPLICATOR_MAPPING", str(SPEC))
-    return load_settings(None, target={"dbname": dbname})
 
 
 def workload(seconds: float, rate: float = 100, seed: int = 1) -> str:
