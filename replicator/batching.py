@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from replicator.mapping.plan import Narrowing, RowError, TablePlan
 from replicator.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, TableRef
@@ -70,9 +70,14 @@ class Failure:
     sqlstate: str | None = None
 
 
+# What json.dumps(..., default=str, ensure_ascii=False, separators=(",", ":")) builds on every
+# call, built once: the same text, without a new encoder per key (a hot path: several per event).
+_KEY_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def key_text(key: Key) -> str:
     """Canonical text of a target key (stable per key type), used in the control schema."""
-    return json.dumps(list(key), default=str, ensure_ascii=False, separators=(",", ":"))
+    return _KEY_ENCODER.encode(list(key))
 
 
 def _failure(event: ChangeEvent, table: TablePlan | None, err: RowError | str, rule: str = "") -> Failure:
@@ -175,6 +180,8 @@ class TableWrites:
     versions: dict[Key, Version] = field(default_factory=dict)
     skipped_older: int = 0
     unordered: int = 0
+    # Key texts the writer locked that had no stored version (its placeholder rows); set by the writer.
+    unversioned: frozenset[str] = frozenset()
 
     def by_kind(self, kind: Kind) -> list[Intent]:
         return [i for i in self.final.values() if i.kind is kind]

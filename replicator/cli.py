@@ -114,9 +114,13 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from replicator import control
+    from replicator.shadow import ensure_shadow_tables, grant_shadow_role
 
     with psycopg.connect(settings.target.conninfo()) as conn:
         control.ensure(conn, settings.control_schema)
+        ensure_shadow_tables(conn, settings.control_schema)
+        if args.shadow_role:
+            grant_shadow_role(conn, settings.control_schema, args.shadow_role)
     print(f"control schema {settings.control_schema} ready in {settings.target.describe()}")
     return 0
 
@@ -126,6 +130,65 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     totals = run_daemon(settings, stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
     _emit(totals, args.json, "")
+    return 0
+
+
+def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+    from psycopg import sql
+
+    from replicator import control
+    from replicator.daemon import run_daemon
+    from replicator.shadow import ShadowWriter, write_review
+
+    group = args.shadow_group or f"{settings.kafka.group_id}-shadow"
+    report_dir = Path(args.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    holder: dict[str, Any] = {}
+
+    def seed_positions(conn: psycopg.Connection[Any], shadow_group: str) -> None:
+        # Preview what the live group would write next: start where it stands.
+        if args.from_group:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {0} (group_id, topic, partition, next_offset, run_id)"
+                    " SELECT %s, topic, partition, next_offset, 'seeded' FROM {0} WHERE group_id = %s"
+                    " ON CONFLICT (group_id, topic, partition) DO NOTHING"
+                ).format(control.table(settings.control_schema, "checkpoint")),
+                (shadow_group, args.from_group),
+            )
+
+    def make_sink(plan: Any, shadow_group: str, run_id: str) -> ShadowWriter:
+        path = report_dir / f"shadow-{run_id}.jsonl"
+        stream = path.open("w", encoding="utf-8")
+        sink = ShadowWriter(
+            settings.target.conninfo(), plan, settings.control_schema, shadow_group, run_id, stream
+        )
+        holder.update(sink=sink, stream=stream, path=path)
+        return sink
+
+    try:
+        totals = run_daemon(
+            settings,
+            stop_when_caught_up=args.stop_when_caught_up,
+            mode="shadow",
+            make_sink=make_sink,
+            group=group,
+            before_start=seed_positions,
+        )
+    finally:
+        if "stream" in holder:
+            holder["stream"].close()
+    sink: ShadowWriter = holder["sink"]
+    summary = {**sink.summary(), "report": str(holder["path"]), "totals": totals}
+    (report_dir / f"shadow-{sink.run_id}.summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    review = report_dir / f"shadow-{sink.run_id}.md"
+    write_review(review, summary, holder["path"])
+    lines = [f"shadow run {sink.run_id}: diffs in {holder['path']}, review in {review}"]
+    for table, counts in summary["diffs"].items():
+        lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
+    _emit(summary, args.json, "\n".join(lines))
     return 0
 
 
@@ -268,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     mexplain.set_defaults(handler=cmd_mapping_explain)
 
     init = sub.add_parser("init", help="create the control schema in the target")
+    init.add_argument("--shadow-role", help="grant this role what shadow mode needs (read data, own diffs)")
     init.set_defaults(handler=cmd_init)
 
     run = sub.add_parser("run", help="the replicator daemon: apply changes into the target")
@@ -285,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)
+
+    shadow = sub.add_parser("shadow", help="dry run: the same pipeline, writing diffs instead of rows")
+    shadow.add_argument("--stop-when-caught-up", action="store_true")
+    shadow.add_argument("--shadow-group", help="consumer group of the shadow (default: <group>-shadow)")
+    shadow.add_argument("--from-group", help="start where this (live) group stands in the target")
+    shadow.add_argument("--report-dir", default="reports", help="where the JSON Lines and review go")
+    shadow.add_argument("--json", action="store_true")
+    shadow.set_defaults(handler=cmd_shadow)
 
     status = sub.add_parser("status", help="per partition: target-stored, Kafka-committed, end offsets, lag")
     status.add_argument("--group", help="consumer group (default: the configured one)")

@@ -190,11 +190,13 @@ class ConsumerLoop:
                 if self._batch_full() or (self._batch_due() and self._batch_nonempty()):
                     self._flush()
                 if stop_when_caught_up and self._caught_up():
+                    if self._batch_nonempty():
+                        self._flush()  # the drained range ends here, whatever the time bound
                     break
             if self.fatal is None and self._batch_nonempty():
                 self._flush()  # finish the batch in hand on a clean stop
         except Fatal as exc:
-            self.fatal = str(exc)
+            self.fatal = self.fatal or str(exc)  # the first reason is the real one
         finally:
             try:
                 self.consumer.close()
@@ -248,7 +250,7 @@ class ConsumerLoop:
         return started is not None and (self.clock() - started) * 1000 >= self.settings.batch.max_ms
 
     def _caught_up(self) -> bool:
-        if not self.assigned or self._batch_nonempty():
+        if not self.assigned:
             return False
         positions = self.consumer.position([TopicPartition(t, p) for t, p in sorted(self.assigned)])
         for tp in positions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import psycopg
@@ -20,6 +21,7 @@ from replicator import control
 from replicator.config import Settings
 from replicator.consumer import ConsumerLoop
 from replicator.failures import Fatal, one_line
+from replicator.mapping.plan import Plan
 from replicator.pipeline import checked_plan, decoder
 from replicator.runlog import RunLog, new_run_id
 from replicator.writer import TargetWriter
@@ -69,36 +71,56 @@ def guard_partition_counts(conn: psycopg.Connection[Any], schema: str, counts: d
 
 
 def run_daemon(
-    settings: Settings, stop_when_caught_up: bool = False, on_error: Literal["record", "halt"] = "record"
+    settings: Settings,
+    stop_when_caught_up: bool = False,
+    on_error: Literal["record", "halt"] = "record",
+    mode: Literal["run", "shadow"] = "run",
+    make_sink: Callable[[Plan, str, str], TargetWriter] | None = None,
+    group: str | None = None,
+    before_start: Callable[[psycopg.Connection[Any], str], None] | None = None,
 ) -> dict[str, Any]:
+    """Run the pipeline until stopped (or caught up). `make_sink(plan, group, run_id)` picks
+    the final sink: the live target writer by default, the shadow writer for `shadow`."""
     run_id = new_run_id()
     log = RunLog(run_id, settings.log_format)
     started = time.monotonic()
+    group = group or settings.kafka.group_id
     log.event(
-        "start", mode="run", stop_when_caught_up=stop_when_caught_up, on_error=on_error, **settings.summary()
+        "start",
+        mode=mode,
+        stop_when_caught_up=stop_when_caught_up,
+        on_error=on_error,
+        **{**settings.summary(), "group_id": group},
     )
     plan, problems = checked_plan(settings)
     for p in problems:
         if p.severity == "warning":
             log.event("mapping_warning", problem=str(p))
     schema = settings.control_schema
-    group = settings.kafka.group_id
     try:
         with psycopg.connect(settings.target.conninfo()) as conn:
-            control.ensure(conn, schema)
-            guard_partition_counts(conn, schema, partition_counts(settings, list(plan.topics)))
+            if mode == "run":
+                control.ensure(conn, schema)
+                guard_partition_counts(conn, schema, partition_counts(settings, list(plan.topics)))
+            if before_start is not None:
+                before_start(conn, group)
             conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (run_id, mode, group_id, settings) VALUES (%s, 'run', %s, %s)"
-                ).format(control.table(schema, "run")),
-                (run_id, group, json.dumps(settings.summary(), default=str)),
+                sql.SQL("INSERT INTO {} (run_id, mode, group_id, settings) VALUES (%s, %s, %s, %s)").format(
+                    control.table(schema, "run")
+                ),
+                (run_id, mode, group, json.dumps(settings.summary(), default=str)),
             )
             conn.commit()
     except psycopg.Error as exc:
         raise Fatal(f"target: {one_line(exc)}") from exc
-    writer = TargetWriter(settings.target.conninfo(), plan, schema, group, run_id)
+    if make_sink is None:
+        writer = TargetWriter(settings.target.conninfo(), plan, schema, group, run_id)
+    else:
+        writer = make_sink(plan, group, run_id)
     writer.halt_on_error = on_error == "halt"
-    loop = ConsumerLoop(settings, list(plan.topics), writer, decoder(settings, plan), log, on_error=on_error)
+    loop = ConsumerLoop(
+        settings, list(plan.topics), writer, decoder(settings, plan), log, group_id=group, on_error=on_error
+    )
     status, reason = "done", None
     try:
         totals = loop.run(stop_when_caught_up=stop_when_caught_up)

@@ -90,6 +90,7 @@ class TargetWriter:
         self.run_id = run_id
         self._conn: psycopg.Connection[Any] | None = None
         self.halt_on_error = False
+        self._versions: sql.Composable = control.table(control_schema, "row_version")
         self._tables = {t.target: t for t in plan.tables}
         order = list(plan.apply_order) + [t.target for t in plan.tables if t.target not in plan.apply_order]
         self._order: list[TableRef] = list(dict.fromkeys(order))
@@ -109,15 +110,19 @@ class TargetWriter:
                 raise Fatal(f"target: {one_line(exc)}") from exc
             raise Transient(f"target unreachable: {one_line(exc)}") from exc
         try:
-            control.ensure(conn, self.schema)
-            with conn.transaction():
-                for t in self.plan.tables:
-                    conn.execute(t.statements.create_stage)
+            self._prepare_session(conn)
         except psycopg.Error as exc:
             conn.close()
             raise self._classify(exc) from exc
         self._conn = conn
         return conn
+
+    def _prepare_session(self, conn: psycopg.Connection[Any]) -> None:
+        """Once per connection: the control schema and the per-session stage tables."""
+        control.ensure(conn, self.schema)
+        with conn.transaction():
+            for t in self.plan.tables:
+                conn.execute(t.statements.create_stage)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -170,6 +175,7 @@ class TargetWriter:
         result.errors.extend(batch.failures)
         intents = to_intents(batch.events, self.plan.tables_for_topic)
         result.errors.extend(intents.failures)
+        self._before_writes(conn, intents.by_table)
         notes: list[tuple[Intent, Narrowing]] = []
         resolved: list[TableWrites] = []
         for target in self._order:
@@ -190,6 +196,7 @@ class TargetWriter:
                     self._write_upserts(conn, writes, result)
                     self._write_deletes(conn, writes, result)
                     self._store_versions(conn, writes, result)
+                    self._after_writes(conn, [writes], result)
         for writes in resolved:
             self._write_upserts(conn, writes, result)
         failpoints.hit("mid_batch")
@@ -198,10 +205,22 @@ class TargetWriter:
         for writes in resolved:
             notes.extend((i, n) for i in writes.final.values() for n in i.notes)
             self._store_versions(conn, writes, result)
+        self._after_writes(conn, resolved, result)
         self._store_errors(conn, result.errors, notes)
         result.truncated_notes = len(notes)
         self._store_checkpoints(conn, batch.next_offsets)
         return result
+
+    # Hooks for a sink that writes elsewhere (shadow mode); the live writer needs none.
+    def _before_writes(
+        self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]
+    ) -> None:
+        """Called inside the batch transaction before any version is locked."""
+
+    def _after_writes(
+        self, conn: psycopg.Connection[Any], writes: Sequence[TableWrites], result: BatchResult
+    ) -> None:
+        """Called inside the batch transaction after the rows and versions are written."""
 
     # ------------------------------------------------------------------ versions
     def _resolve(
@@ -211,10 +230,11 @@ class TargetWriter:
         intents: Sequence[Intent],
         result: BatchResult,
     ) -> TableWrites:
-        keys = sorted({key_text(i.key) for i in intents})
-        stored = self._lock_versions(conn, table.target, keys)
         by_text = {key_text(i.key): i.key for i in intents}
+        keys = sorted(by_text)
+        stored = self._lock_versions(conn, table.target, keys)
         writes = resolve(table, intents, {by_text[k]: v for k, v in stored.items()})
+        writes.unversioned = frozenset(k for k in keys if k not in stored)
         result.skipped_older += writes.skipped_older
         result.unordered += writes.unordered
         return writes
@@ -222,7 +242,7 @@ class TargetWriter:
     def _lock_versions(
         self, conn: psycopg.Connection[Any], target: TableRef, keys: list[str]
     ) -> dict[str, Version]:
-        rv = control.table(self.schema, "row_version")
+        rv = self._versions
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
@@ -249,8 +269,9 @@ class TargetWriter:
         self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult
     ) -> None:
         failed = {f.key for f in result.errors if f.target == writes.table.target}
-        rows = [(key_text(k), v) for k, v in writes.versions.items() if key_text(k) not in failed]
-        rv = control.table(self.schema, "row_version")
+        texts = ((key_text(k), v) for k, v in writes.versions.items())
+        rows = [(text, v) for text, v in texts if text not in failed]
+        rv = self._versions
         target = str(writes.table.target)
         if rows:
             conn.execute(
@@ -274,10 +295,16 @@ class TargetWriter:
                     target,
                 ),
             )
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE target_table = %s AND kafka_offset IS NULL").format(rv),
-            (target,),
-        )
+        # The placeholder rows `_lock_versions` inserted and no version replaced (failed keys):
+        # by key, not a scan of every version of the table (that grew with the table, per batch).
+        leftover = sorted(writes.unversioned.difference(k for k, _ in rows))
+        if leftover:
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE target_table = %s AND key = ANY(%s) AND kafka_offset IS NULL"
+                ).format(rv),
+                (target, leftover),
+            )
 
     # ------------------------------------------------------------------ writes
     def _stage(
@@ -415,7 +442,7 @@ class TargetWriter:
             stmt = table.statements.truncate if policy == "truncate" else table.statements.delete_all
             conn.execute(stmt)
         result.applied[f"{table.target}:truncate_{policy}"] += 1
-        rv = control.table(self.schema, "row_version")
+        rv = self._versions
         v = intent.version
         conn.execute(
             sql.SQL(

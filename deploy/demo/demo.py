@@ -119,7 +119,17 @@ def setup_target(reset: bool, dbname: str | None = None) -> None:
                 sql.Identifier(dbname), sql.Identifier(user)
             )
         )
+        # Shadow mode's role: reads the data, writes only its own control rows
+        # (`replicator init --shadow-role replicator_shadow` grants those).
+        ensure_role(conn, "replicator_shadow", env("CDC_SHADOW_PASSWORD", "shadow"))
+        conn.execute(
+            sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO replicator_shadow").format(sql.Identifier(dbname))
+        )
         for schema in ("crm", "catalog", "sales"):
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {0} TO replicator_shadow; "
+                        "GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO replicator_shadow").format(sql.Identifier(schema))
+            )
             conn.execute(
                 sql.SQL(
                     "GRANT USAGE ON SCHEMA {0} TO {1}; "
