@@ -1,0 +1,119 @@
+"""Collapsing per key with the ordering guard (replicator.batching), pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replicator.batching import Kind, key_text, resolve, split_at_truncates, to_intents
+from replicator.mapping import Plan, catalog_from_dict, compile_spec, load_spec
+from replicator.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.ordering import Version
+from tests.unit.mapping.demo_catalogs import TARGET
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPIC = "demo.shop.products"
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return compile_spec(load_spec(ROOT / "mappings" / "demo.yaml"), catalog_from_dict(TARGET))
+
+
+def product(
+    offset: int, op: Op = Op.UPDATE, position: SourcePosition | None = None, **after: Any
+) -> ChangeEvent:
+    row = {
+        "sku": "S1",
+        "name": "n",
+        "description": "d",
+        "price": 1,
+        "weight_grams": None,
+        "image": None,
+        **after,
+    }
+    return ChangeEvent(
+        ref=KafkaRef(TOPIC, 0, offset),
+        op=op,
+        table=TableRef("shop", "products"),
+        key={"sku": "S1"},
+        before={"sku": "S1"} if op is Op.DELETE else None,
+        after=None if op is Op.DELETE else row,
+        position=position if position is not None else SourcePosition(1, offset),
+        snapshot=False,
+        ts_ms=0,
+        raw_key=b"k",
+        raw_value=b"v",
+    )
+
+
+def writes(plan: Plan, events: list[ChangeEvent], stored: dict | None = None):
+    out = to_intents(events, plan.tables_for_topic)
+    table = next(t for t in plan.tables if t.rule_id == "product")
+    return resolve(table, out.by_table[table.target], stored or {})
+
+
+def test_last_event_per_key_wins(plan: Plan) -> None:
+    w = writes(plan, [product(1, name="a"), product(2, name="b"), product(3, name="c")])
+    assert [i.values["title"] for i in w.final.values()] == ["c"]
+    assert w.versions[("S1",)].offset == 3
+
+
+def test_update_then_delete_collapses_to_delete(plan: Plan) -> None:
+    w = writes(plan, [product(1, name="a"), product(2, op=Op.DELETE)])
+    assert w.final[("S1",)].kind is Kind.DELETE and w.versions[("S1",)].deleted
+
+
+def test_redelivered_older_position_is_skipped_in_the_same_batch(plan: Plan) -> None:
+    w = writes(
+        plan,
+        [
+            product(5, name="new", position=SourcePosition(2, 9)),
+            product(6, name="old", position=SourcePosition(1, 4)),
+        ],
+    )
+    assert w.final[("S1",)].values["title"] == "new" and w.skipped_older == 1
+
+
+def test_stored_newer_version_makes_events_noops(plan: Plan) -> None:
+    stored = {("S1",): Version(TOPIC, 0, 10, SourcePosition(5, 5))}
+    w = writes(plan, [product(3, name="x"), product(4, op=Op.DELETE)], stored)
+    assert w.final == {} and w.skipped_older == 2
+
+
+def test_unavailable_toast_column_is_filled_from_an_earlier_upsert_in_the_batch(plan: Plan) -> None:
+    w = writes(plan, [product(1, description="full text"), product(2, description=UNAVAILABLE, name="z")])
+    final = w.final[("S1",)]
+    assert final.values["description"] == "full text" and final.values["title"] == "z"
+    assert final.unavailable == frozenset()
+
+
+def test_unavailable_toast_column_stays_unavailable_alone(plan: Plan) -> None:
+    w = writes(plan, [product(2, description=UNAVAILABLE)])
+    assert w.upsert_groups().keys() == {frozenset({"description"})}
+
+
+def test_truncate_splits_segments() -> None:
+    class I:  # minimal stand-in with a kind
+        def __init__(self, kind: Kind) -> None:
+            self.kind = kind
+
+    seq = [I(Kind.UPSERT), I(Kind.TRUNCATE), I(Kind.UPSERT), I(Kind.DELETE)]
+    segments = split_at_truncates(seq)  # type: ignore[arg-type]
+    assert [[i.kind for i in s] for s in segments] == [
+        [Kind.UPSERT],
+        [Kind.TRUNCATE],
+        [Kind.UPSERT, Kind.DELETE],
+    ]
+
+
+def test_key_text_is_canonical() -> None:
+    assert key_text((42, 3)) == "[42,3]" and key_text(("Zoë",)) == '["Zoë"]'
+
+
+def test_unmapped_source_column_fails_when_policy_is_fail(plan: Plan) -> None:
+    """product.unmapped: a new source column the spec does not name is an error record, not silence."""
+    out = to_intents([product(1, surprise="x")], plan.tables_for_topic)
+    assert [f.rule_id for f in out.failures] == ["product.unmapped"]
