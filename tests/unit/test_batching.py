@@ -96,11 +96,11 @@ def test_unavailable_toast_column_stays_unavailable_alone(plan: Plan) -> None:
 
 
 def test_truncate_splits_segments() -> None:
-    class I:  # minimal stand-in with a kind
+    class Item:  # minimal stand-in with a kind
         def __init__(self, kind: Kind) -> None:
             self.kind = kind
 
-    seq = [I(Kind.UPSERT), I(Kind.TRUNCATE), I(Kind.UPSERT), I(Kind.DELETE)]
+    seq = [Item(Kind.UPSERT), Item(Kind.TRUNCATE), Item(Kind.UPSERT), Item(Kind.DELETE)]
     segments = split_at_truncates(seq)  # type: ignore[arg-type]
     assert [[i.kind for i in s] for s in segments] == [
         [Kind.UPSERT],
