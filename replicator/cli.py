@@ -298,18 +298,42 @@ def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------- parser
+class _Subparsers:
+    """add_parser with the common options attached to every command."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(name, parents=[self._common], **kwargs)
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replicator",
         description="Change-data-capture replicator for live PostgreSQL migrations.",
     )
-    parser.add_argument("--config", type=Path, help="YAML settings file (env REPLICATOR_* wins)")
-    parser.add_argument("--mapping", type=Path, help="mapping spec (default: REPLICATOR_MAPPING)")
-    parser.add_argument("--group-id", help="consumer group id (default: REPLICATOR_KAFKA__GROUP_ID)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Common options are accepted before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="YAML settings file (env REPLICATOR_* wins)"
+    )
+    common.add_argument(
+        "--mapping", type=Path, default=argparse.SUPPRESS, help="mapping spec (default: REPLICATOR_MAPPING)"
+    )
+    common.add_argument(
+        "--group-id",
+        default=argparse.SUPPRESS,
+        help="consumer group id (default: REPLICATOR_KAFKA__GROUP_ID)",
+    )
+    for action in common._actions:
+        parser._add_action(action)
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True), common)
 
     connectors = sub.add_parser("connectors", help="Kafka Connect connector configs")
-    csub = connectors.add_subparsers(dest="connectors_command", required=True)
+    csub = _Subparsers(connectors.add_subparsers(dest="connectors_command", required=True), common)
     apply = csub.add_parser("apply", help="validate, create or update, wait until RUNNING")
     apply.add_argument("--dir", default="connectors", help="directory of *.json configs")
     apply.add_argument("--json", action="store_true")
@@ -320,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_connectors_status)
 
     mapping = sub.add_parser("mapping", help="the mapping spec: check and explain")
-    msub = mapping.add_subparsers(dest="mapping_command", required=True)
+    msub = _Subparsers(mapping.add_subparsers(dest="mapping_command", required=True), common)
     mcheck = msub.add_parser("check", help="check a spec against the live source and target catalogs")
     mcheck.add_argument("spec", type=Path)
     mcheck.add_argument("--json", action="store_true")
@@ -379,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_p.set_defaults(handler=cmd_verify)
 
     errors = sub.add_parser("errors", help="error records")
-    esub = errors.add_subparsers(dest="errors_command", required=True)
+    esub = _Subparsers(errors.add_subparsers(dest="errors_command", required=True), common)
     elist = esub.add_parser("list", help="the newest error records")
     elist.add_argument("--kind", choices=["error", "truncated"])
     elist.add_argument("--limit", type=int, default=50)
@@ -393,8 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        settings = load_settings(args.config, mapping=args.mapping)
-        if args.group_id:
+        settings = load_settings(getattr(args, "config", None), mapping=getattr(args, "mapping", None))
+        if getattr(args, "group_id", None):
             settings.kafka.group_id = args.group_id
         return handler(args, settings)
     except KeyboardInterrupt:
