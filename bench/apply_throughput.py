@@ -516,6 +516,7 @@ def run_daemon(dbname: str, profile_to: Path | None = None) -> dict[str, Any]:
         raise SystemExit(f"bench: daemon exited {proc.returncode}:\n{''.join(log_tail[-15:])}")
     totals = json.loads(out)
     return {
+        "loadavg_at_end": os.getloadavg(),
         "group": group,
         "wall_s": round(wall, 2),
         "apply_s": round((progress["last_batch"] or wall) - (progress["first_batch"] or 0), 2),
@@ -676,7 +677,8 @@ def report(res: dict[str, Any]) -> str:
         "",
         "| measure | value |",
         "|---|---|",
-        f"| replicator wall time (process start to exit) | {d['wall_s']:.1f} s |",
+        f"| replicator wall time (process start to exit) | {d['wall_s']:.1f} s (1-min load average at"
+        f" its end {d['loadavg_at_end'][0]:.2f} on {m['nproc']} CPUs) |",
         f"| replicator change events/s (wall) | {d['events_per_s']:,} |",
         f"| replicator Kafka messages/s (wall, incl. tombstones) | {d['messages_per_s']:,} |",
         f"| replicator target rows written/s (wall) | {d['rows_per_s']:,} ({d['rows_written']} rows) |",

@@ -6,6 +6,7 @@ reason and the fix; it is never turned into skips.
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from tests.integration.stack import Stack
@@ -24,3 +25,21 @@ def stack() -> Stack:
             pytrace=False,
         )
     return found
+
+
+@pytest.fixture(scope="session")
+def probe_source(stack: Stack) -> str:
+    """The probe table and its publication on the source (for test-only connectors)."""
+    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS probe")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS probe.items ("
+            " id int PRIMARY KEY, name text, amount numeric(10,2), big text, tags text[])"
+        )
+        # EXTERNAL: out of line and uncompressed, so an untouched value is an unchanged TOAST value.
+        conn.execute("ALTER TABLE probe.items ALTER COLUMN big SET STORAGE EXTERNAL")
+        conn.execute("GRANT USAGE ON SCHEMA probe TO debezium")
+        conn.execute("GRANT SELECT ON probe.items TO debezium")
+        if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'cdc_probe'").fetchone():
+            conn.execute("CREATE PUBLICATION cdc_probe FOR TABLE probe.items")
+    return "cdc_probe"

@@ -12,8 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
+
 from replicator.connect_client import ConnectClient
 from replicator.connectors import load_connector
+from tests.integration.pipeline import wait_until
 from tests.integration.stack import Stack
 
 CONNECTORS = Path(__file__).parent / "connectors"
@@ -30,8 +33,30 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack) -> None:
-    env = {"CDC_PROBE_CONNECTOR": "test-idempotent", "REPLICATOR_CONNECT__URL": stack.connect_url}
+def drop_slot(stack: Stack, slot: str) -> None:
+    """Drop a test connector's slot once its task let go of it (a kept slot pins WAL)."""
+
+    def dropped() -> bool:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                return True
+            if row[0]:
+                return False
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return True
+
+    wait_until(dropped, 60, f"slot {slot} to be released")
+
+
+def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack, probe_source: str) -> None:
+    env = {
+        "CDC_PROBE_CONNECTOR": "test-idempotent",
+        "CDC_PROBE_SLOT": "cdc_probe_idem",
+        "REPLICATOR_CONNECT__URL": stack.connect_url,
+    }
     client = ConnectClient(stack.connect_url)
     client.delete("test-idempotent")
     try:
@@ -48,6 +73,7 @@ def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack) -> N
         assert {k: v for k, v in config_after_first.items() if k != "name"} == dict(wanted.config)
     finally:
         client.delete("test-idempotent")
+        drop_slot(stack, "cdc_probe_idem")
 
 
 def test_wrong_password_is_one_line_error_naming_the_field(stack: Stack) -> None:

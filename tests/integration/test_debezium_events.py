@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer
 
 from replicator.connect_client import ConnectClient
 from replicator.connectors import load_connector
@@ -26,40 +27,25 @@ CONNECTOR_FILE = Path(__file__).parent / "connectors" / "probe-postgres.json"
 
 
 @pytest.fixture(scope="module")
-def probe(stack: Stack) -> Iterator[psycopg.Connection]:
+def probe(stack: Stack, probe_source: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS probe")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS probe.items ("
-            " id int PRIMARY KEY, name text, amount numeric(10,2), big text, tags text[])"
-        )
-        # EXTERNAL: out of line and uncompressed, so an untouched value is an unchanged TOAST value.
-        conn.execute("ALTER TABLE probe.items ALTER COLUMN big SET STORAGE EXTERNAL")
-        conn.execute("GRANT USAGE ON SCHEMA probe TO debezium")
-        conn.execute("GRANT SELECT ON probe.items TO debezium")
-        if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'cdc_probe'").fetchone():
-            conn.execute("CREATE PUBLICATION cdc_probe FOR TABLE probe.items")
         spec = load_connector(CONNECTOR_FILE, os.environ)
         ConnectClient(stack.connect_url).apply(spec, wait_s=120)
         # The topic exists once the first event is produced.
         warm = random.randrange(10**8, 2 * 10**8)
         conn.execute("INSERT INTO probe.items (id, name) VALUES (%s, 'warm-up')", (warm,))
-        from confluent_kafka import Consumer
-
-        c = Consumer(
+        consumer = Consumer(
             {"bootstrap.servers": stack.kafka, "group.id": "probe-warm", "auto.offset.reset": "earliest"}
         )
-        c.subscribe([TOPIC])
+        consumer.subscribe([TOPIC])
         try:
             collect(
-                c,
-                lambda ms: any(
-                    (payload(m) or {}).get("after", {}) and payload(m)["after"]["id"] == warm for m in ms
-                ),
+                consumer,
+                lambda ms: any(((payload(m) or {}).get("after") or {}).get("id") == warm for m in ms),
                 90,
             )
         finally:
-            c.close()
+            consumer.close()
         yield conn
 
 
