@@ -125,6 +125,7 @@ class ConsumerLoop:
         self.batch = Batch()
         self.batch_started: float | None = None
         self.end_offsets: dict[Partition, int] = {}
+        self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
         self.assigned: set[Partition] = set()
 
     # ---------------------------------------------------------------- rebalance
@@ -145,6 +146,7 @@ class ConsumerLoop:
                             "timestamp/offset you accept (replicator replay)"
                         )
                     p.offset = stored[key]
+                    self.start_offsets[key] = stored[key]
                 elif self.settings.kafka.auto_offset_reset == "earliest":
                     p.offset = OFFSET_BEGINNING
                 elif self.settings.kafka.auto_offset_reset == "latest":
@@ -254,8 +256,11 @@ class ConsumerLoop:
             return False
         positions = self.consumer.position([TopicPartition(t, p) for t, p in sorted(self.assigned)])
         for tp in positions:
-            end = self.end_offsets.get((tp.topic, tp.partition), 0)
-            if end > 0 and (tp.offset < 0 or tp.offset < end):
+            key = (tp.topic, tp.partition)
+            end = self.end_offsets.get(key, 0)
+            # Nothing consumed yet from a partition: its position is where we put it.
+            position = tp.offset if tp.offset >= 0 else self.start_offsets.get(key, -1)
+            if end > 0 and position < end:
                 return False
         return True
 

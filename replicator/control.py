@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
 def ensure(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create the control schema and its tables if missing (idempotent)."""
     with conn.transaction():
+        # Concurrent CREATE ... IF NOT EXISTS can still collide; serialize them.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-replicator control schema'))")
         conn.execute(sql.SQL(_DDL).format(s=sql.Identifier(schema)))
 
 

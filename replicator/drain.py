@@ -80,7 +80,10 @@ def end_offsets(settings: Settings, topics: list[str]) -> dict[Partition, int]:
 
 def stored_offsets(settings: Settings, group: str) -> dict[Partition, int]:
     with psycopg.connect(settings.target.conninfo()) as conn:
-        control.ensure(conn, settings.control_schema)
+        table = f"{settings.control_schema}.checkpoint"
+        present = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if present is None or present[0] is None:
+            return {}  # nothing applied yet
         rows = conn.execute(
             sql.SQL("SELECT topic, partition, next_offset FROM {} WHERE group_id = %s").format(
                 control.table(settings.control_schema, "checkpoint")

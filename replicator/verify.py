@@ -27,6 +27,7 @@ from replicator import control
 from replicator.batching import key_text
 from replicator.mapping.plan import Plan, RowError, TablePlan
 from replicator.model import TableRef
+from replicator.pgtypes import register_infinity
 
 Rows = dict[str, dict[str, Any]]  # key text -> column -> value
 
@@ -175,9 +176,11 @@ def verify(
     placeholder: str = "__debezium_unavailable_value",
 ) -> list[TableDiff]:
     with psycopg.connect(source_conninfo) as src:
+        register_infinity(src)
         source = read_source(src, plan)
     expected = expected_rows(plan, source)
     with psycopg.connect(target_conninfo) as tgt:
+        register_infinity(tgt)
         return [
             diff(
                 t,

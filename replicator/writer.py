@@ -45,6 +45,7 @@ from replicator.failures import Fatal, Transient, is_row_error, is_transient, on
 from replicator.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.model import UNAVAILABLE, ChangeEvent, SourcePosition, TableRef
 from replicator.ordering import Verdict, Version, compare
+from replicator.pgtypes import register_infinity
 from replicator.values import Infinity
 
 log = logging.getLogger("replicator.writer")
@@ -109,6 +110,7 @@ class TargetWriter:
             if exc.sqlstate in ("28000", "28P01", "3D000"):
                 raise Fatal(f"target: {one_line(exc)}") from exc
             raise Transient(f"target unreachable: {one_line(exc)}") from exc
+        register_infinity(conn)
         try:
             self._prepare_session(conn)
         except psycopg.Error as exc:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from replicator.mapping.catalog import INTEGER_RANGES, PgType
+from replicator.values import Infinity
 
 Fn = Callable[[Any], Any]
 CastFn = Callable[[Any], tuple[Any, str | None]]
@@ -142,8 +143,8 @@ def timezone_convert(to: str, *, naive: bool, ambiguous: Literal["reject", "keep
         raise ValueError(f"unknown time zone {to!r}") from exc
 
     def fn(v: Any) -> Any:
-        if v is None:
-            return None
+        if v is None or isinstance(v, Infinity):
+            return v  # PostgreSQL's ±infinity as decoded: no zone to convert
         if not isinstance(v, datetime):
             raise TransformError(
                 f"timezone needs a timestamp with time zone, got {_kind(v)} {v!r}; "
