@@ -270,6 +270,7 @@ class ConsumerLoop:
         if self.on_error == "halt" and batch.failures:
             first = batch.failures[0]
             raise Fatal(f"{first.ref}: {first.rule_id}: {first.message} (--on-error=halt; cursor kept)")
+        failpoints.hit("stop_before_apply")
         result = self._with_retry(lambda: self.sink.apply(batch), "apply batch")
         failpoints.hit("after_target_commit")
         self._commit_kafka(batch)

@@ -1,9 +1,12 @@
 """Named crash points for interrupt/resume tests, enabled only by an env var.
 
 `REPLICATOR_FAILPOINT=<name>[:<n>]` makes the process kill itself with SIGKILL
-the n-th time (default 1st) it reaches `hit(<name>)`. Unset, `hit` is a no-op.
+the n-th time (default 1st) it reaches `hit(<name>)`; names starting with
+`stop_` send SIGSTOP instead (a frozen, soon stale, group member that a test
+resumes with SIGCONT). Unset, `hit` is a no-op.
 Names: `mid_batch` (inside the target transaction, after the row writes),
-`before_target_commit`, `after_target_commit` (before the Kafka commit).
+`before_target_commit`, `after_target_commit` (before the Kafka commit),
+`stop_before_apply` (a decoded batch in hand, nothing applied yet).
 """
 
 from __future__ import annotations
@@ -21,5 +24,5 @@ def hit(name: str) -> None:
     if not _name or name != _name:
         return
     _remaining -= 1
-    if _remaining <= 0:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _remaining == 0:
+        os.kill(os.getpid(), signal.SIGSTOP if name.startswith("stop_") else signal.SIGKILL)

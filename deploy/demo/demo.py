@@ -272,7 +272,7 @@ def one_operation(conn: psycopg.Connection[Any], rng: random.Random, n: int) -> 
         if choice < 0.72:
             # Touches price only: the TOASTed description is unchanged in the event.
             conn.execute(
-                "UPDATE shop.products SET price = price + 1 WHERE sku = (SELECT sku FROM shop.products ORDER BY random() LIMIT 1)"
+                "UPDATE shop.products SET price = price + 1 WHERE sku = (SELECT sku FROM shop.products WHERE price < 1000000 ORDER BY random() LIMIT 1)"
             )
             return "update product price"
         if choice < 0.84:

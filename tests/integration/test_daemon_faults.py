@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -176,6 +178,61 @@ def test_connect_killed_mid_stream_redelivery_is_noop_and_nothing_regresses(
         subprocess.run([str(STACK), "up"], check=True, capture_output=True, timeout=300)
         converge(stack, dbname, group, timeout_s=180)
     assert proc.returncode == 0, log.read_text()[-3000:]
+    assert regressions(stack, dbname) == []
+    assert_offsets_never_ahead(stack, dbname, group)
+    assert_converged_equal(stack, dbname)
+
+
+@contextmanager
+def resumed_on_exit(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """A frozen process cannot handle SIGTERM: resume it whatever happens."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_stale_instance_late_batch_is_harmless(stack: Stack, tmp_path: Path) -> None:
+    """Matrix 6: instance A freezes with a decoded batch in hand (SIGSTOP) past its session
+    timeout; B takes over and applies past it; A resumes and applies its stale batch:
+    every event is older than the stored versions (no-op), checkpoints do not go back,
+    nothing regresses and the target ends equal to the source."""
+    dbname = fresh_target("stale")
+    group = f"stale-{uuid.uuid4().hex[:6]}"
+    init_control(stack, dbname)
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(VERSION_LOG)
+    env = env_for(
+        stack, dbname, group, REPLICATOR_KAFKA__SESSION_TIMEOUT_MS="6000", REPLICATOR_BATCH__MAX_EVENTS="300"
+    )
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    with daemon({**env, "REPLICATOR_FAILPOINT": "stop_before_apply:4"}, log_a) as a, resumed_on_exit(a):
+        wait_until(lambda: log_a.read_text().count("event=batch") >= 3, 120, "A's first batches")
+        wait_until(lambda: Path(f"/proc/{a.pid}/stat").read_text().split()[2] == "T", 60, "A to freeze")
+        stored_at_freeze = sum(stored_offsets(stack, dbname, group).values())
+        with daemon(env, log_b) as b:
+            wait_until(
+                lambda: (
+                    "event=assigned" in log_b.read_text() and log_b.read_text().count("partitions=demo") >= 1
+                ),
+                120,
+                "B to take over",
+            )
+            subprocess.run(
+                [sys.executable, str(DEMO), "workload", "--rate", "100", "--seconds", "3", "--seed", "9"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            converge(stack, dbname, group)
+            assert sum(stored_offsets(stack, dbname, group).values()) > stored_at_freeze
+            os.kill(a.pid, signal.SIGCONT)
+            wait_until(lambda: log_a.read_text().count("event=batch") >= 4, 120, "A's late batch")
+            converge(stack, dbname, group)
+        assert b.returncode == 0, log_b.read_text()[-2000:]
+    late = [line for line in log_a.read_text().splitlines() if "event=batch" in line][3]
+    assert "applied=-" in late and "skipped_older=0" not in late, late
     assert regressions(stack, dbname) == []
     assert_offsets_never_ahead(stack, dbname, group)
     assert_converged_equal(stack, dbname)
