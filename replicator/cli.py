@@ -139,6 +139,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
     from replicator import control
     from replicator.daemon import run_daemon
+    from replicator.drain import stored_offsets
     from replicator.shadow import ShadowWriter, write_review
 
     group = args.shadow_group or f"{settings.kafka.group_id}-shadow"
@@ -157,6 +158,15 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
                 ).format(control.table(settings.control_schema, "checkpoint")),
                 (shadow_group, args.from_group),
             )
+        holder["from"] = {
+            f"{t}[{p}]": o
+            for t, p, o in conn.execute(
+                sql.SQL("SELECT topic, partition, next_offset FROM {} WHERE group_id = %s").format(
+                    control.table(settings.control_schema, "checkpoint")
+                ),
+                (shadow_group,),
+            )
+        }
 
     def make_sink(plan: Any, shadow_group: str, run_id: str) -> ShadowWriter:
         path = report_dir / f"shadow-{run_id}.jsonl"
@@ -180,7 +190,10 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
         if "stream" in holder:
             holder["stream"].close()
     sink: ShadowWriter = holder["sink"]
-    summary = {**sink.summary(), "report": str(holder["path"]), "totals": totals}
+    # The previewed range: what the live run would apply from those positions up to these.
+    until = {f"{t}[{p}]": o for (t, p), o in sorted(stored_offsets(settings, group).items())}
+    previewed = {k: [holder.get("from", {}).get(k, 0), o] for k, o in until.items()}
+    summary = {**sink.summary(), "range": previewed, "report": str(holder["path"]), "totals": totals}
     (report_dir / f"shadow-{sink.run_id}.summary.json").write_text(json.dumps(summary, indent=2, default=str))
     review = report_dir / f"shadow-{sink.run_id}.md"
     write_review(review, summary, holder["path"])

@@ -355,10 +355,14 @@ class ShadowWriter(TargetWriter):
 def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: int = 20) -> None:
     """A Markdown cutover-review report: counts per table and kind, sample diffs, errors."""
     kinds = ["insert", "update", "delete", "noop", "error", "truncated", "truncate"]
+    ranges = ", ".join(f"{k} {a}..{b}" for k, (a, b) in summary.get("range", {}).items() if b > a)
     lines = [
         f"# Shadow run {summary['run_id']}",
         "",
         f"Consumer group `{summary['group_id']}`; diffs in `{report.name}`.",
+        "",
+        f"Previewed offsets (from..to, to exclusive): {ranges or 'none'}. Changes that reach",
+        "Kafka after these offsets are not in this preview; the live run applies them as usual.",
         "",
         "| table | " + " | ".join(kinds) + " |",
         "|---|" + "---|" * len(kinds),

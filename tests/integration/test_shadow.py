@@ -24,6 +24,7 @@ from replicator.connect_client import ConnectClient
 from replicator.drain import flushed_lsn, write_fence
 from tests.integration.pipeline import (
     CONNECTOR,
+    assert_converged_equal,
     converge,
     daemon,
     demo_plan,
@@ -174,3 +175,105 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
             for column, change in d["columns"].items():
                 assert same(change["after"], row[column]), (k, column, change["after"], row[column])
     assert live_errors == predicted_errors
+
+
+def keys_touched_after(stack: Stack, dbname: str, since: dict[str, list[int]]) -> set[tuple[str, str]]:
+    """Target keys that events beyond the previewed offsets map to (through the demo plan)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from replicator.batching import key_text, to_intents
+    from replicator.decode import JsonDecoder
+    from replicator.model import ChangeEvent, KafkaRef
+
+    plan = demo_plan(stack, dbname)
+    decoder = JsonDecoder()
+    consumer = Consumer(
+        {"bootstrap.servers": stack.kafka, "group.id": "after-preview", "enable.auto.commit": False}
+    )
+    events = []
+    try:
+        for name, (_start, end) in since.items():
+            topic, partition = name[:-1].rsplit("[", 1)
+            tp = TopicPartition(topic, int(partition), end)
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            consumer.assign([tp])
+            while end < high:
+                msg = consumer.poll(10)
+                assert msg is not None and not msg.error()
+                end = msg.offset() + 1
+                decoded = decoder.decode(
+                    KafkaRef(topic, msg.partition(), msg.offset()), msg.key(), msg.value()
+                )
+                if isinstance(decoded, ChangeEvent):
+                    events.append(decoded)
+    finally:
+        consumer.close()
+    intents = to_intents(events, plan.tables_for_topic)
+    return {(str(t), key_text(i.key)) for t, items in intents.by_table.items() for i in items}
+
+
+def test_source_changes_after_the_preview_are_applied_live_and_the_rest_matches(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Defined behaviour: a preview covers the offsets in its report's `range`. Changes that reach
+    Kafka later are applied by the live run as usual; for every key they do not touch, the live
+    run writes exactly what the preview predicted."""
+    dbname = fresh_target("shadow2")
+    live = f"live2-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, live)
+    with daemon(env, tmp_path / "live0.log"):
+        converge(stack, dbname, live)
+    assert run_cli(env, "init", "--shadow-role", "replicator_shadow").returncode == 0
+    workload(seconds=2, rate=120, seed=31)
+    source_in_kafka(stack)
+    shadow_env = {
+        **env,
+        **ONE_BATCH,
+        "REPLICATOR_TARGET__USER": "replicator_shadow",
+        "REPLICATOR_TARGET__PASSWORD": "shadow",
+    }
+    shadow = run_cli(
+        shadow_env,
+        "shadow",
+        "--stop-when-caught-up",
+        "--from-group",
+        live,
+        "--report-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert shadow.returncode == 0, shadow.stderr[-3000:]
+    summary = json.loads(shadow.stdout[shadow.stdout.index("{") :])
+    assert summary["range"] and all(a <= b for a, b in summary["range"].values())
+    diffs = [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
+    predicted = {(d["table"], d["key"]): d for d in diffs if d["kind"] in ("insert", "update", "delete")}
+
+    workload(seconds=2, rate=120, seed=32)  # changes after the preview
+    source_in_kafka(stack)
+    later = keys_touched_after(stack, dbname, summary["range"])
+    assert later, "the second workload changed something"
+    install_audit(stack, dbname)
+    assert run_cli({**env, **ONE_BATCH}, "run", "--stop-when-caught-up").returncode == 0
+
+    plan = demo_plan(stack, dbname)
+    keys = {str(t.target): t.key for t in plan.tables}
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        writes = conn.execute("SELECT tbl, op, row_data FROM audit.writes ORDER BY id").fetchall()
+    actual = {}
+    for tbl, op, row in writes:
+        actual[(tbl, json.dumps([row[k] for k in keys[tbl]], ensure_ascii=False, separators=(",", ":")))] = (
+            op,
+            row,
+        )
+    untouched = {k: d for k, d in predicted.items() if k not in later}
+    assert untouched, "some previewed keys were not touched again"
+    kinds = {"INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
+    for k, d in untouched.items():
+        assert k in actual, f"previewed write missing from the live run: {k}"
+        op, row = actual[k]
+        assert kinds[op] == d["kind"], (k, op, d["kind"])
+        if op != "DELETE":
+            for column, change in d["columns"].items():
+                assert same(change["after"], row[column]), (k, column)
+    assert set(actual) - set(predicted) <= later, "live-only writes come only from changes after the preview"
+    assert_converged_equal(stack, dbname)
