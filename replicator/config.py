@@ -113,6 +113,9 @@ class BatchSettings(BaseModel):
     max_events: int = Field(default=5000, ge=1)
     max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_ms: int = Field(default=500, ge=1)
+    reorder_retries: int = Field(
+        default=4, ge=0, description="batch retries on FK/unique violations before error records"
+    )
 
 
 _cli_config_file: Path | None = None

@@ -118,6 +118,8 @@ def run_daemon(
     else:
         writer = make_sink(plan, group, run_id)
     writer.halt_on_error = on_error == "halt"
+    if mode == "run":
+        writer.reorder_retries = settings.batch.reorder_retries
     loop = ConsumerLoop(
         settings, list(plan.topics), writer, decoder(settings, plan), log, group_id=group, on_error=on_error
     )

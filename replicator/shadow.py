@@ -149,6 +149,8 @@ class ShadowWriter(TargetWriter):
         super().__init__(conninfo, _shadow_plan(plan), control_schema, group_id, run_id)
         self._real = {t.target: t for t in plan.tables}
         self._versions = sql.Identifier("pg_temp", "shadow_row_version")
+        # A rollback would undo seeded clone rows that `_seeded` remembers: no batch retries.
+        self.reorder_retries = 0
         self._report = report
         self._seeded: dict[TableRef, set[str]] = {}
         self._before: dict[TableRef, dict[str, dict[str, Any] | None]] = {}

@@ -21,6 +21,7 @@ surface as `Transient` (the caller retries the whole batch), others as `Fatal`.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,13 @@ from replicator.pgtypes import register_infinity
 from replicator.values import Infinity
 
 log = logging.getLogger("replicator.writer")
+
+# Constraint errors that reordering across partitions can cause and time can heal.
+REORDER_SQLSTATES = frozenset({"23503", "23505"})
+
+
+class _RetryBatch(Exception):
+    """Roll the batch back and apply it again (reordering suspected)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +99,7 @@ class TargetWriter:
         self.run_id = run_id
         self._conn: psycopg.Connection[Any] | None = None
         self.halt_on_error = False
+        self.reorder_retries = 4
         self._versions: sql.Composable = control.table(control_schema, "row_version")
         self._tables = {t.target: t for t in plan.tables}
         order = list(plan.apply_order) + [t.target for t in plan.tables if t.target not in plan.apply_order]
@@ -156,21 +165,35 @@ class TargetWriter:
 
     # ------------------------------------------------------------------ apply
     def apply(self, batch: Batch) -> BatchResult:
-        """Apply one batch in one transaction; raises Transient or Fatal."""
-        conn = self.connect()
-        try:
-            with conn.transaction():
-                result = self._apply(conn, batch)
-                if self.halt_on_error and result.errors:
-                    first = result.errors[0]
-                    raise Fatal(
-                        f"{first.ref}: {first.rule_id}: {first.message} "
-                        "(--on-error=halt: batch rolled back, cursor kept)"
-                    )
-                failpoints.hit("before_target_commit")
-        except psycopg.Error as exc:
-            raise self._classify(exc) from exc
-        return result
+        """Apply one batch in one transaction; raises Transient or Fatal.
+
+        FK and unique violations may come from reordering across partitions (a
+        child before its parent, two rows swapping a unique value): the whole
+        batch is rolled back and retried after a growing pause, a bounded number
+        of times, before those rows become error records.
+        """
+        for attempt in range(self.reorder_retries + 1):
+            conn = self.connect()
+            try:
+                with conn.transaction():
+                    result = self._apply(conn, batch)
+                    if attempt < self.reorder_retries and any(
+                        f.sqlstate in REORDER_SQLSTATES for f in result.errors
+                    ):
+                        raise _RetryBatch
+                    if self.halt_on_error and result.errors:
+                        first = result.errors[0]
+                        raise Fatal(
+                            f"{first.ref}: {first.rule_id}: {first.message} "
+                            "(--on-error=halt: batch rolled back, cursor kept)"
+                        )
+                    failpoints.hit("before_target_commit")
+                return result
+            except _RetryBatch:
+                time.sleep(0.25 * 2**attempt)  # another instance may apply the parent meanwhile
+            except psycopg.Error as exc:
+                raise self._classify(exc) from exc
+        raise AssertionError("unreachable: the last attempt commits")
 
     def _apply(self, conn: psycopg.Connection[Any], batch: Batch) -> BatchResult:
         result = BatchResult()
