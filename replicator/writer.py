@@ -20,7 +20,6 @@ surface as `Transient` (the caller retries the whole batch), others as `Fatal`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,12 +43,10 @@ from replicator.batching import (
 )
 from replicator.failures import Fatal, Transient, is_row_error, is_transient, one_line, sqlstate
 from replicator.mapping.plan import Narrowing, Plan, TablePlan
-from replicator.model import UNAVAILABLE, ChangeEvent, SourcePosition, TableRef
+from replicator.model import ChangeEvent, SourcePosition, TableRef
 from replicator.ordering import Verdict, Version, compare
 from replicator.pgtypes import register_infinity
 from replicator.values import Infinity
-
-log = logging.getLogger("replicator.writer")
 
 # Constraint errors that reordering across partitions can cause and time can heal.
 REORDER_SQLSTATES = frozenset({"23503", "23505"})
@@ -564,7 +561,3 @@ class TargetWriter:
             ),
         )
 
-
-def unavailable_cells(values: Mapping[str, Any]) -> list[str]:
-    """Columns holding the UNAVAILABLE sentinel (for assertions and logs)."""
-    return [c for c, v in values.items() if v is UNAVAILABLE]
