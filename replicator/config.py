@@ -173,6 +173,7 @@ class Settings(BaseSettings):
             "auto_offset_reset": self.kafka.auto_offset_reset,
             "connect": self.connect.url,
             "registry": self.registry_url,
+            "value_format": self.value_format,
             "mapping": str(self.mapping),
             "batch": self.batch.model_dump(),
         }

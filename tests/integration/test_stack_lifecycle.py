@@ -36,6 +36,8 @@ def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:
         "STACK_KAFKA_PORT": "60092",
         "STACK_KAFKA_CONTROLLER_PORT": "60093",
         "STACK_CONNECT_PORT": "59083",
+        "STACK_REGISTRY_PORT": "59081",
+        "STACK_REGISTRY_MANAGEMENT_PORT": "59091",
         "STACK_CONNECT_HEAP": "512m",
         "STACK_KAFKA_HEAP": "384m",
     }
@@ -51,7 +53,7 @@ def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:
         second = stack_cmd("up", env)
         assert second.returncode == 0, second.stderr[-2000:]
         assert "already up" in second.stderr
-        for component in ("postgres-source", "postgres-target", "kafka", "connect"):
+        for component in ("postgres-source", "postgres-target", "kafka", "connect", "registry"):
             assert component in second.stdout
         status = stack_cmd("status", env)
         assert status.returncode == 0
@@ -63,4 +65,4 @@ def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:
     assert stack_processes(state) == []
     after = stack_cmd("status", env)
     assert after.returncode == 1
-    assert after.stdout.count("down") == 4
+    assert after.stdout.count("down") == 5
