@@ -140,14 +140,30 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
     from replicator import control
     from replicator.daemon import run_daemon
     from replicator.drain import stored_offsets
+    from replicator.positions import offsets_at, parse_time
     from replicator.shadow import ShadowWriter, write_review
 
     group = args.shadow_group or f"{settings.kafka.group_id}-shadow"
+    if args.from_time and args.from_group:
+        raise CliError("give --from or --from-group, not both")
+    topics = _spec_topics(settings)
+    start = offsets_at(settings, topics, parse_time(args.from_time)) if args.from_time else None
+    stop_at = offsets_at(settings, topics, parse_time(args.to_time)) if args.to_time else None
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     holder: dict[str, Any] = {}
 
     def seed_positions(conn: psycopg.Connection[Any], shadow_group: str) -> None:
+        if start is not None:  # an explicit range start replaces the shadow group's positions
+            with conn.cursor() as cur:
+                cur.executemany(
+                    sql.SQL(
+                        "INSERT INTO {} (group_id, topic, partition, next_offset, run_id)"
+                        " VALUES (%s, %s, %s, %s, 'from') ON CONFLICT (group_id, topic, partition)"
+                        " DO UPDATE SET next_offset = EXCLUDED.next_offset"
+                    ).format(control.table(settings.control_schema, "checkpoint")),
+                    [(shadow_group, t, p, o) for (t, p), o in sorted(start.items())],
+                )
         # Preview what the live group would write next: start where it stands.
         if args.from_group:
             conn.execute(
@@ -180,11 +196,12 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
     try:
         totals = run_daemon(
             settings,
-            stop_when_caught_up=args.stop_when_caught_up,
+            stop_when_caught_up=args.stop_when_caught_up or stop_at is not None,
             mode="shadow",
             make_sink=make_sink,
             group=group,
             before_start=seed_positions,
+            stop_at=stop_at,
         )
     finally:
         if "stream" in holder:
@@ -391,6 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
     shadow.add_argument("--stop-when-caught-up", action="store_true")
     shadow.add_argument("--shadow-group", help="consumer group of the shadow (default: <group>-shadow)")
     shadow.add_argument("--from-group", help="start where this (live) group stands in the target")
+    shadow.add_argument(
+        "--from",
+        dest="from_time",
+        metavar="TIMESTAMP",
+        help="start at the first events at or after this time (ISO-8601 with zone)",
+    )
+    shadow.add_argument(
+        "--to",
+        dest="to_time",
+        metavar="TIMESTAMP",
+        help="preview up to the events before this time, then exit",
+    )
     shadow.add_argument("--report-dir", default="reports", help="where the JSON Lines and review go")
     shadow.add_argument("--json", action="store_true")
     shadow.set_defaults(handler=cmd_shadow)

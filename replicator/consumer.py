@@ -19,7 +19,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -105,6 +105,7 @@ class ConsumerLoop:
         group_id: str | None = None,
         on_error: Literal["record", "halt"] = "record",
         clock: Callable[[], float] = time.monotonic,
+        stop_at: Mapping[Partition, int] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -124,7 +125,10 @@ class ConsumerLoop:
         self.fatal: str | None = None
         self.batch = Batch()
         self.batch_started: float | None = None
-        self.end_offsets: dict[Partition, int] = {}
+        # Where a bounded run ends: the end offsets seen at assignment, or `stop_at`
+        # (a range's upper bound, exclusive) when given.
+        self.end_offsets: dict[Partition, int] = dict(stop_at or {})
+        self.stop_at = dict(stop_at or {})
         self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
         self.assigned: set[Partition] = set()
 
@@ -223,6 +227,9 @@ class ConsumerLoop:
         if self.batch_started is None:
             self.batch_started = self.clock()
         ref = KafkaRef(msg.topic(), msg.partition(), msg.offset())
+        limit = self.stop_at.get((ref.topic, ref.partition))
+        if limit is not None and ref.offset >= limit:
+            return  # beyond the requested range: not part of this run
         key, value = msg.key(), msg.value()
         self.batch.next_offsets[(ref.topic, ref.partition)] = ref.offset + 1
         self.batch.size_bytes += len(key or b"") + len(value or b"")

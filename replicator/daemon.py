@@ -78,6 +78,7 @@ def run_daemon(
     make_sink: Callable[[Plan, str, str], TargetWriter] | None = None,
     group: str | None = None,
     before_start: Callable[[psycopg.Connection[Any], str], None] | None = None,
+    stop_at: dict[tuple[str, int], int] | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline until stopped (or caught up). `make_sink(plan, group, run_id)` picks
     the final sink: the live target writer by default, the shadow writer for `shadow`."""
@@ -121,7 +122,14 @@ def run_daemon(
     if mode == "run":
         writer.reorder_retries = settings.batch.reorder_retries
     loop = ConsumerLoop(
-        settings, list(plan.topics), writer, decoder(settings, plan), log, group_id=group, on_error=on_error
+        settings,
+        list(plan.topics),
+        writer,
+        decoder(settings, plan),
+        log,
+        group_id=group,
+        on_error=on_error,
+        stop_at=stop_at,
     )
     status, reason = "done", None
     try:

@@ -560,4 +560,3 @@ class TargetWriter:
                 [o for _, o in items],
             ),
         )
-

@@ -277,3 +277,71 @@ def test_source_changes_after_the_preview_are_applied_live_and_the_rest_matches(
                 assert same(change["after"], row[column]), (k, column)
     assert set(actual) - set(predicted) <= later, "live-only writes come only from changes after the preview"
     assert_converged_equal(stack, dbname)
+
+
+def test_shadow_previews_a_time_range(stack: Stack, tmp_path: Path) -> None:
+    """`--from T0 --to T1` previews exactly the events stamped in [T0, T1): the report's range is
+    the offsets of those times, and every diff comes from inside it."""
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    dbname = fresh_target("range")
+    live = f"range-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, live)
+    with daemon(env, tmp_path / "live0.log"):
+        converge(stack, dbname, live)
+    assert run_cli(env, "init", "--shadow-role", "replicator_shadow").returncode == 0
+    t0 = datetime.now(UTC)
+    workload(seconds=2, rate=100, seed=41)
+    source_in_kafka(stack)
+    t1 = datetime.now(UTC)
+    workload(seconds=2, rate=100, seed=42)
+    source_in_kafka(stack)
+
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "range-check"})
+    try:
+
+        def at(moment: datetime) -> dict[str, int]:
+            ms = int(moment.timestamp() * 1000)
+            tps = [
+                TopicPartition(f"demo.shop.{t}", p, ms)
+                for t in ("customers", "products", "orders", "order_lines")
+                for p in range(3)
+            ]
+            out = {}
+            for tp in consumer.offsets_for_times(tps, timeout=10):
+                high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+                out[f"{tp.topic}[{tp.partition}]"] = tp.offset if tp.offset >= 0 else high
+            return out
+
+        start, end = at(t0), at(t1)
+    finally:
+        consumer.close()
+    shadow_env = {
+        **env,
+        "REPLICATOR_TARGET__USER": "replicator_shadow",
+        "REPLICATOR_TARGET__PASSWORD": "shadow",
+    }
+    done = run_cli(
+        shadow_env,
+        "shadow",
+        "--from",
+        t0.isoformat(),
+        "--to",
+        t1.isoformat(),
+        "--shadow-group",
+        f"range-shadow-{uuid.uuid4().hex[:6]}",
+        "--report-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["range"] == {k: [start[k], end[k]] for k in summary["range"]}
+    diffs = [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
+    assert diffs, "the first workload is in the range"
+    for d in diffs:
+        if d["offset"] is not None:
+            name = f"{d['topic']}[{d['partition']}]"
+            assert start[name] <= d["offset"] < end[name], (name, d["offset"], start[name], end[name])
