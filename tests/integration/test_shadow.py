@@ -63,6 +63,34 @@ def source_in_kafka(stack: Stack) -> None:
     wait_until(lambda: flushed_lsn(client, CONNECTOR) >= lsn, 120, "Connect to flush the fence")
 
 
+def run_shadow(
+    env: dict[str, str], report_dir: Path, *args: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`replicator shadow` under the read-only shadow role; its summary and its JSON Lines diffs."""
+    shadow_env = {
+        **env,
+        "REPLICATOR_TARGET__USER": "replicator_shadow",
+        "REPLICATOR_TARGET__PASSWORD": "shadow",
+    }
+    done = run_cli(shadow_env, "shadow", *args, "--report-dir", str(report_dir), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    return summary, [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
+
+
+def live_writes(stack: Stack, dbname: str) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """The audit trigger's log as (table, key text) -> (operation, row); one write per key expected."""
+    keys = {str(t.target): t.key for t in demo_plan(stack, dbname).tables}
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        rows = conn.execute("SELECT tbl, op, row_data FROM audit.writes ORDER BY id").fetchall()
+    out: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for tbl, op, row in rows:
+        key = json.dumps([row[k] for k in keys[tbl]], ensure_ascii=False, separators=(",", ":"))
+        assert (tbl, key) not in out, f"one batch writes each key once: {tbl} {key}"
+        out[(tbl, key)] = (op, row)
+    return out
+
+
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
@@ -99,23 +127,7 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
     source_in_kafka(stack)
 
     before = checksum(stack, dbname)
-    shadow_env = {
-        **env,
-        **ONE_BATCH,
-        "REPLICATOR_TARGET__USER": "replicator_shadow",
-        "REPLICATOR_TARGET__PASSWORD": "shadow",
-    }
-    shadow = run_cli(
-        shadow_env,
-        "shadow",
-        "--stop-when-caught-up",
-        "--from-group",
-        live,
-        "--report-dir",
-        str(tmp_path),
-        "--json",
-    )
-    assert shadow.returncode == 0, shadow.stderr[-3000:]
+    summary, diffs = run_shadow({**env, **ONE_BATCH}, tmp_path, "--stop-when-caught-up", "--from-group", live)
     assert checksum(stack, dbname) == before, "shadow mode changed target data"
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         for t in DATA_TABLES:
@@ -125,8 +137,6 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
                 ).fetchone()
                 assert not has, f"shadow role has {privilege} on {t}"
 
-    summary = json.loads(shadow.stdout[shadow.stdout.index("{") :])
-    diffs = [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
     counted: dict[str, dict[str, int]] = {}
     for d in diffs:
         counted.setdefault(d["table"], {}).setdefault(d["kind"], 0)
@@ -147,10 +157,8 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
     live_run = run_cli({**env, **ONE_BATCH}, "run", "--stop-when-caught-up")
     assert live_run.returncode == 0, live_run.stderr[-3000:]
 
-    plan = demo_plan(stack, dbname)
-    keys = {str(t.target): t.key for t in plan.tables}
+    actual = live_writes(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
-        writes = conn.execute("SELECT tbl, op, row_data FROM audit.writes ORDER BY id").fetchall()
         live_errors = {
             tuple(r)
             for r in conn.execute(
@@ -159,11 +167,6 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
                 (last_error,),
             ).fetchall()
         }
-    actual = {}
-    for tbl, op, row in writes:
-        key = json.dumps([row[k] for k in keys[tbl]], ensure_ascii=False, separators=(",", ":"))
-        assert (tbl, key) not in actual, f"one batch writes each key once: {tbl} {key}"
-        actual[(tbl, key)] = (op, row)
     live_only = sorted(set(actual) - set(predicted))[:5]
     shadow_only = sorted(set(predicted) - set(actual))[:5]
     assert set(actual) == set(predicted), f"live-only: {live_only} shadow-only: {shadow_only}"
@@ -226,26 +229,8 @@ def test_source_changes_after_the_preview_are_applied_live_and_the_rest_matches(
     assert run_cli(env, "init", "--shadow-role", "replicator_shadow").returncode == 0
     workload(seconds=2, rate=120, seed=31)
     source_in_kafka(stack)
-    shadow_env = {
-        **env,
-        **ONE_BATCH,
-        "REPLICATOR_TARGET__USER": "replicator_shadow",
-        "REPLICATOR_TARGET__PASSWORD": "shadow",
-    }
-    shadow = run_cli(
-        shadow_env,
-        "shadow",
-        "--stop-when-caught-up",
-        "--from-group",
-        live,
-        "--report-dir",
-        str(tmp_path),
-        "--json",
-    )
-    assert shadow.returncode == 0, shadow.stderr[-3000:]
-    summary = json.loads(shadow.stdout[shadow.stdout.index("{") :])
+    summary, diffs = run_shadow({**env, **ONE_BATCH}, tmp_path, "--stop-when-caught-up", "--from-group", live)
     assert summary["range"] and all(a <= b for a, b in summary["range"].values())
-    diffs = [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
     predicted = {(d["table"], d["key"]): d for d in diffs if d["kind"] in ("insert", "update", "delete")}
 
     workload(seconds=2, rate=120, seed=32)  # changes after the preview
@@ -255,16 +240,7 @@ def test_source_changes_after_the_preview_are_applied_live_and_the_rest_matches(
     install_audit(stack, dbname)
     assert run_cli({**env, **ONE_BATCH}, "run", "--stop-when-caught-up").returncode == 0
 
-    plan = demo_plan(stack, dbname)
-    keys = {str(t.target): t.key for t in plan.tables}
-    with psycopg.connect(stack.target_admin(dbname)) as conn:
-        writes = conn.execute("SELECT tbl, op, row_data FROM audit.writes ORDER BY id").fetchall()
-    actual = {}
-    for tbl, op, row in writes:
-        actual[(tbl, json.dumps([row[k] for k in keys[tbl]], ensure_ascii=False, separators=(",", ":")))] = (
-            op,
-            row,
-        )
+    actual = live_writes(stack, dbname)
     untouched = {k: d for k, d in predicted.items() if k not in later}
     assert untouched, "some previewed keys were not touched again"
     kinds = {"INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
