@@ -94,6 +94,9 @@ class KafkaSettings(BaseModel):
             "auto.offset.reset": self.auto_offset_reset,
             "session.timeout.ms": self.session_timeout_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
+            # A mapped topic that does not exist yet (a snapshot still starting) is
+            # picked up within seconds, not after librdkafka's default 5 minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
             **self.options,
         }
         if self.sasl_password is not None:
