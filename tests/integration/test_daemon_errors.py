@@ -19,7 +19,16 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.integration.pipeline import SPEC, converge, daemon, env_for, fresh_target, run_cli, stored_offsets
+from tests.integration.pipeline import (
+    SPEC,
+    converge,
+    daemon,
+    env_for,
+    fresh_target,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack
 
 
@@ -79,10 +88,11 @@ def test_bad_rows_become_error_records_and_neighbours_land(stack: Stack, tmp_pat
     assert neg["key"] == json.dumps([negative])
 
 
-def poison_spec(tmp_path: Path, topic: str) -> Path:
+def poison_spec(tmp_path: Path, topic: str, keep: tuple[str, ...] = ()) -> Path:
+    """The demo's product rule reading `topic`, plus the demo rules named in `keep`."""
     spec = yaml.safe_load(SPEC.read_text())
     product = next(t for t in spec["tables"] if t["id"] == "product")
-    spec["tables"] = [{**product, "topic": topic}]
+    spec["tables"] = [{**product, "topic": topic}, *(t for t in spec["tables"] if t["id"] in keep)]
     path = tmp_path / "poison.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -173,3 +183,27 @@ def test_wrong_target_password_is_one_line_fatal(stack: Stack, setting: str) -> 
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("replicator: error:") and "password authentication failed" in last
     assert "sentinel-pw-0815" not in done.stderr + done.stdout
+
+
+def test_topic_created_after_start_is_picked_up(stack: Stack, tmp_path: Path) -> None:
+    """A mapped topic that does not exist when the daemon starts (a snapshot still starting) is
+    consumed once it appears, within seconds, beside topics that existed from the start."""
+    topic = f"late-{uuid.uuid4().hex[:8]}"
+    key, value = real_product_event(stack)
+    dbname = fresh_target("late")
+    group = f"late-{uuid.uuid4().hex[:6]}"
+    spec = poison_spec(tmp_path, topic, keep=("customer", "customer_pii"))
+    env = env_for(stack, dbname, group, REPLICATOR_MAPPING=str(spec))
+    log = tmp_path / "d.log"
+    with daemon(env, log):
+        wait_until(
+            lambda: "event=batch" in log.read_text(),
+            60,
+            "the daemon to subscribe",
+        )
+        producer = Producer({"bootstrap.servers": stack.kafka})
+        producer.produce(topic, key=key, value=value, partition=0)
+        producer.flush(10)
+        wait_until(
+            lambda: stored_offsets(stack, dbname, group).get((topic, 0)) == 1, 60, "the late topic's event"
+        )
