@@ -146,8 +146,9 @@ class ConsumerLoop:
                         raise Fatal(
                             f"retention gap on {p.topic}[{p.partition}]: the target-stored offset "
                             f"{stored[key]} is below the log start {low}; events were deleted "
-                            "before they were applied. Re-snapshot the table, or replay from a "
-                            "timestamp/offset you accept (replicator replay)"
+                            "before they were applied. Re-snapshot the table (an incremental "
+                            "snapshot through the signal table), or set this group's row in "
+                            "replicator.checkpoint to an offset you accept"
                         )
                     p.offset = stored[key]
                     self.start_offsets[key] = stored[key]
@@ -158,7 +159,7 @@ class ConsumerLoop:
                 else:
                     raise Fatal(
                         f"no stored position for {p.topic}[{p.partition}] and auto_offset_reset=error;"
-                        " fix: set REPLICATOR_KAFKA__AUTO_OFFSET_RESET=earliest or replay to a position"
+                        " fix: set REPLICATOR_KAFKA__AUTO_OFFSET_RESET=earliest (or latest)"
                     )
         except Fatal as exc:
             self.fatal = str(exc)
@@ -219,8 +220,8 @@ class ConsumerLoop:
                 return
             if err.code() in _FATAL_KAFKA or err.fatal():
                 raise Fatal(
-                    f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: "
-                    "replay to a valid position (replicator replay) — never skipped silently"
+                    f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: set this group's "
+                    "row in replicator.checkpoint to a valid offset (never skipped silently)"
                 )
             self.log.event("kafka_error", error=err.str(), retriable=err.retriable())
             return
