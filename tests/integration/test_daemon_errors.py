@@ -207,3 +207,33 @@ def test_topic_created_after_start_is_picked_up(stack: Stack, tmp_path: Path) ->
         wait_until(
             lambda: stored_offsets(stack, dbname, group).get((topic, 0)) == 1, 60, "the late topic's event"
         )
+
+
+def test_retention_gap_halts_instead_of_skipping(stack: Stack, tmp_path: Path) -> None:
+    """Matrix 21: the target-stored offset is below the log start (events deleted before they were
+    applied): the run halts with a one-line reason and changes nothing, never skips ahead."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = f"gap-{uuid.uuid4().hex[:8]}"
+    key, value = real_product_event(stack)
+    producer = Producer({"bootstrap.servers": stack.kafka})
+    for _ in range(3):
+        producer.produce(topic, key=key, value=value, partition=0)
+    producer.flush(10)
+    dbname = fresh_target("gap")
+    group = f"gap-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group, REPLICATOR_MAPPING=str(poison_spec(tmp_path, topic)))
+    assert run_cli(env, "run", "--stop-when-caught-up").returncode == 0
+    assert stored_offsets(stack, dbname, group) == {(topic, 0): 3}
+    with psycopg.connect(
+        stack.target_admin(dbname)
+    ) as conn:  # as if the target were restored from an old backup
+        conn.execute("UPDATE replicator.checkpoint SET next_offset = 1 WHERE group_id = %s", (group,))
+    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    for future in admin.delete_records([TopicPartition(topic, 0, 2)]).values():
+        future.result(timeout=30)
+    done = run_cli(env, "run", "--stop-when-caught-up")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"retention gap on {topic}[0]" in last and "below the log start 2" in last
+    assert stored_offsets(stack, dbname, group) == {(topic, 0): 1}
