@@ -80,6 +80,17 @@ def key_text(key: Key) -> str:
     return _KEY_ENCODER.encode(list(key))
 
 
+def _target_key(table: TablePlan | None, event: ChangeEvent) -> str | None:
+    """The target key of the event's row when the key rules can compute it (for error records)."""
+    row = event.after or event.before or event.key
+    if table is None or not row:
+        return None
+    try:
+        return key_text(table.map_key(row))
+    except RowError:
+        return None
+
+
 def _failure(event: ChangeEvent, table: TablePlan | None, err: RowError | str, rule: str = "") -> Failure:
     rule_id, message = (err.rule_id, err.message) if isinstance(err, RowError) else (rule, err)
     return Failure(
@@ -89,6 +100,7 @@ def _failure(event: ChangeEvent, table: TablePlan | None, err: RowError | str, r
         raw_key=event.raw_key,
         raw_value=event.raw_value,
         target=table.target if table else None,
+        key=_target_key(table, event),
     )
 
 

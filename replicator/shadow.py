@@ -245,7 +245,7 @@ class ShadowWriter(TargetWriter):
         for w in writes:
             table = w.table
             before = self._before.get(table.target, {})
-            failed = {f.key for f in result.errors if f.target == table.target}
+            failed = {key for target, key in result.unwritten if target == table.target}
             touched = [k for k in w.final if key_text(k) not in failed]
             after = self._read(conn, table, touched)
             columns = [c.target for c in table.columns]

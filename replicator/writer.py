@@ -74,6 +74,13 @@ class BatchResult:
     unordered: int = 0
     errors: list[Failure] = field(default_factory=list)
     truncated_notes: int = 0
+    # (table, key text) whose final intent was not written: their versions must not move.
+    unwritten: set[tuple[TableRef, str]] = field(default_factory=set)
+
+    def not_written(self, failure: Failure) -> None:
+        self.errors.append(failure)
+        if failure.target is not None and failure.key is not None:
+            self.unwritten.add((failure.target, failure.key))
 
 
 def _adapter(target_type: str) -> Callable[[Any], Any]:
@@ -290,7 +297,7 @@ class TargetWriter:
     def _store_versions(
         self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult
     ) -> None:
-        failed = {f.key for f in result.errors if f.target == writes.table.target}
+        failed = {key for target, key in result.unwritten if target == writes.table.target}
         texts = ((key_text(k), v) for k, v in writes.versions.items())
         rows = [(text, v) for text, v in texts if text not in failed]
         rv = self._versions
@@ -371,7 +378,7 @@ class TargetWriter:
             except psycopg.Error as exc:
                 if not is_row_error(exc):
                     raise
-                result.errors.append(self._row_failure(intent, table, exc))
+                result.not_written(self._row_failure(intent, table, exc))
 
     def _row_failure(self, intent: Intent, table: TablePlan, exc: psycopg.Error) -> Failure:
         diag = exc.diag
@@ -405,7 +412,7 @@ class TargetWriter:
             present = self._present_keys(conn, table, intents)
             absent = [i for i in intents if key_text(i.key) not in present]
             for intent in absent:
-                result.errors.append(
+                result.not_written(
                     Failure(
                         ref=intent.event.ref,
                         rule_id=next(c.rule_id for c in table.columns if c.target in missing),

@@ -117,3 +117,10 @@ def test_unmapped_source_column_fails_when_policy_is_fail(plan: Plan) -> None:
     """product.unmapped: a new source column the spec does not name is an error record, not silence."""
     out = to_intents([product(1, surprise="x")], plan.tables_for_topic)
     assert [f.rule_id for f in out.failures] == ["product.unmapped"]
+
+
+def test_mapping_failure_carries_the_target_key_when_computable(plan: Plan) -> None:
+    """An error record names the row: a rejected column still has a computable key."""
+    out = to_intents([product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")],
+                     plan.tables_for_topic)
+    assert [(f.rule_id, f.key) for f in out.failures] == [("product.weight_kg", '["S1"]')]
