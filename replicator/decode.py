@@ -259,6 +259,18 @@ def _to_event(
     )
 
 
+def _key_row(ref: KafkaRef, key_plan: RowFn, key_payload: Any) -> dict[str, Any] | None:
+    """The converted key struct (None for a null key payload); shared by both decoders."""
+    if key_payload is None:
+        return None
+    try:
+        return key_plan(key_payload)
+    except ValueConversionError as e:
+        raise DecodeError(ref, f"key {e}") from e
+    except TypeError as e:
+        raise DecodeError(ref, f"key is not a struct: {e}") from e
+
+
 # --------------------------------------------------------------------------- JSON
 
 _SCHEMA_HEAD: Final = '{"schema":'
@@ -368,13 +380,7 @@ class JsonDecoder:
         key_row: dict[str, Any] | None = None
         if key is not None:
             key_plan, key_payload = self._parse(ref, self._keys, key, "key")
-            if key_payload is not None:
-                try:
-                    key_row = key_plan(key_payload)
-                except ValueConversionError as e:
-                    raise DecodeError(ref, f"key {e}") from e
-                except TypeError as e:
-                    raise DecodeError(ref, f"key is not a struct: {e}") from e
+            key_row = _key_row(ref, key_plan, key_payload)
         return _to_event(ref, payload, key_row, plan, key, value, headers)
 
     def _parse(self, ref: KafkaRef, side: _JsonSide[P], data: bytes, what: str) -> tuple[P, Any]:
@@ -436,14 +442,7 @@ class AvroDecoder:
         key_row: dict[str, Any] | None = None
         if key is not None:
             key_schema, key_plan = self._key_plan(ref, key)
-            key_payload = self._read(ref, key, key_schema, "key")
-            if key_payload is not None:
-                try:
-                    key_row = key_plan(key_payload)
-                except ValueConversionError as e:
-                    raise DecodeError(ref, f"key {e}") from e
-                except TypeError as e:
-                    raise DecodeError(ref, f"key is not a struct: {e}") from e
+            key_row = _key_row(ref, key_plan, self._read(ref, key, key_schema, "key"))
         return _to_event(ref, payload, key_row, plan, key, value, headers)
 
     def _schema_id(self, ref: KafkaRef, data: bytes, what: str) -> int:
