@@ -125,7 +125,7 @@ def run_daemon(
         settings,
         list(plan.topics),
         writer,
-        decoder(settings, plan),
+        decoder(settings),
         log,
         group_id=group,
         on_error=on_error,

@@ -50,7 +50,8 @@ def checked_plan(settings: Settings, spec_path: Path | None = None) -> tuple[Pla
     return compile_spec(spec, target), problems
 
 
-def decoder(settings: Settings, plan: Plan) -> Any:
+def decoder(settings: Settings) -> JsonDecoder | AvroDecoder:
+    """The decoder for the configured value format (JSON, or Avro through the registry)."""
     common: dict[str, Any] = {"unavailable_placeholder": settings.unavailable_placeholder}
     if settings.value_format == "avro":
         if not settings.registry_url:

@@ -191,3 +191,21 @@ def workload(seconds: float, rate: float = 100, seed: int = 1) -> str:
         timeout=seconds + 120,
     )
     return done.stdout
+
+
+def drop_slot(stack: Stack, slot: str) -> None:
+    """Drop a test connector's slot once its task let go of it (a kept slot pins WAL)."""
+
+    def dropped() -> bool:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                return True
+            if row[0]:
+                return False
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return True
+
+    wait_until(dropped, 60, f"slot {slot} to be released")

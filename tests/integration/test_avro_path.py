@@ -1,7 +1,8 @@
 """The Avro path end to end: Debezium with the Apicurio Avro converter (Confluent wire
 format) and a real registry, decoded by the replicator's AvroDecoder.
 
-A second connector (`test-avro`, topic prefix `avro`, its own slot) captures
+A second connector (its own name, slot and topic prefix per run, removed at the
+end, so a restarted in-memory registry never meets old Avro topics) captures
 customers and products as Avro; the replicator runs the demo rules for those
 tables with REPLICATOR_VALUE_FORMAT=avro, and the target is compared with the
 mapped source cell by cell: decimals, bytea, text[], jsonb, enums,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -24,15 +26,15 @@ from replicator.connectors import load_connector
 from replicator.drain import drain
 from replicator.mapping import compile_spec, load_spec, read_catalog
 from replicator.verify import verify
-from tests.integration.pipeline import SPEC, daemon, env_for, fresh_target
+from tests.integration.pipeline import SPEC, daemon, drop_slot, env_for, fresh_target
 from tests.integration.stack import Stack
 
 CONNECTOR = Path(__file__).parent / "connectors-avro" / "avro-postgres.json"
-TOPICS = ["avro.shop.customers", "avro.shop.products"]
 
 
 @pytest.fixture(scope="module")
-def avro_connector(stack: Stack) -> str:
+def avro_connector(stack: Stack) -> Iterator[tuple[str, str]]:
+    """(connector name, topic prefix) of a fresh Avro connector; deleted with its slot afterwards."""
     registry = os.environ.get("REPLICATOR_REGISTRY_URL")
     if not registry:
         pytest.fail(
@@ -41,24 +43,41 @@ def avro_connector(stack: Stack) -> str:
             pytrace=False,
         )
     native = registry.split("/apis/")[0] + "/apis/registry/v2"
-    spec = load_connector(CONNECTOR, {**os.environ, "CDC_REGISTRY_NATIVE_URL": native})
-    ConnectClient(stack.connect_url).apply(spec, wait_s=120)
-    return spec.name
+    run = uuid.uuid4().hex[:6]
+    prefix, slot = f"avro{run}", f"cdc_avro_{run}"
+    environ = {
+        **os.environ,
+        "CDC_REGISTRY_NATIVE_URL": native,
+        "CDC_AVRO_CONNECTOR": f"test-avro-{run}",
+        "CDC_AVRO_PREFIX": prefix,
+        "CDC_AVRO_SLOT": slot,
+    }
+    spec = load_connector(CONNECTOR, environ)
+    client = ConnectClient(stack.connect_url)
+    client.apply(spec, wait_s=120)
+    try:
+        yield spec.name, prefix
+    finally:
+        client.delete(spec.name)
+        drop_slot(stack, slot)
 
 
-def avro_spec(tmp_path: Path) -> Path:
+def avro_spec(tmp_path: Path, prefix: str) -> Path:
     spec = yaml.safe_load(SPEC.read_text())
-    spec["topic_prefix"] = "avro"
+    spec["topic_prefix"] = prefix
     spec["tables"] = [t for t in spec["tables"] if t["id"] in ("customer", "customer_pii", "product")]
     path = tmp_path / "avro.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path
 
 
-def test_avro_events_reach_the_target_exactly(stack: Stack, avro_connector: str, tmp_path: Path) -> None:
+def test_avro_events_reach_the_target_exactly(
+    stack: Stack, avro_connector: tuple[str, str], tmp_path: Path
+) -> None:
+    connector, prefix = avro_connector
     dbname = fresh_target("avro")
     group = f"avro-{uuid.uuid4().hex[:6]}"
-    spec_path = avro_spec(tmp_path)
+    spec_path = avro_spec(tmp_path, prefix)
     env = env_for(stack, dbname, group, REPLICATOR_MAPPING=str(spec_path), REPLICATOR_VALUE_FORMAT="avro")
     tag = uuid.uuid4().hex[:6]
     with daemon(env, tmp_path / "d.log") as proc:
@@ -76,7 +95,8 @@ def test_avro_events_reach_the_target_exactly(stack: Stack, avro_connector: str,
             conn.execute("UPDATE shop.products SET price = 13.57 WHERE sku = %s", (f"AVRO-{tag}",))
         settings = load_settings(None)
         settings.target.dbname = dbname
-        drain(settings, TOPICS, avro_connector, "shop.debezium_signal", 180, group=group)
+        topics = [f"{prefix}.shop.customers", f"{prefix}.shop.products"]
+        drain(settings, topics, connector, "shop.debezium_signal", 180, group=group)
     assert proc.returncode == 0, (tmp_path / "d.log").read_text()[-3000:]
     log = (tmp_path / "d.log").read_text()
     assert "event=batch" in log and "errors=0" in log

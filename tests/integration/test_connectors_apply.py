@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-
 from replicator.connect_client import ConnectClient
 from replicator.connectors import load_connector
-from tests.integration.pipeline import wait_until
+from tests.integration.pipeline import drop_slot
 from tests.integration.stack import Stack
 
 CONNECTORS = Path(__file__).parent / "connectors"
@@ -31,24 +29,6 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         timeout=180,
         check=False,
     )
-
-
-def drop_slot(stack: Stack, slot: str) -> None:
-    """Drop a test connector's slot once its task let go of it (a kept slot pins WAL)."""
-
-    def dropped() -> bool:
-        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-            ).fetchone()
-            if row is None:
-                return True
-            if row[0]:
-                return False
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            return True
-
-    wait_until(dropped, 60, f"slot {slot} to be released")
 
 
 def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack, probe_source: str) -> None:

@@ -20,8 +20,9 @@ from psycopg import sql
 
 from replicator import control
 from replicator.mapping import SpecError, compile_spec, load_spec_text, read_catalog
-from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.model import ChangeEvent, Op, SourcePosition
 from replicator.writer import Batch, TargetWriter
+from tests.events import change
 from tests.integration.pipeline import SPEC, env_for, fresh_target, run_cli
 from tests.integration.stack import Stack
 
@@ -122,18 +123,15 @@ def test_hostile_identifiers_are_quoted_against_a_real_database(stack: Stack) ->
     topic = "hostile.src.t"
 
     def event(offset: int, op: Op, row: dict) -> ChangeEvent:
-        return ChangeEvent(
-            ref=KafkaRef(topic, 0, offset),
-            op=op,
-            table=TableRef("src", "t"),
+        return change(
+            topic,
+            op,
+            "src.t",
+            offset=offset,
+            position=SourcePosition(1, 100 + offset),
             key={"id": row["id"]},
             before=row if op is Op.DELETE else None,
             after=None if op is Op.DELETE else row,
-            position=SourcePosition(1, 100 + offset),
-            snapshot=False,
-            ts_ms=0,
-            raw_key=b"k",
-            raw_value=b"v",
         )
 
     rows = [

@@ -16,8 +16,9 @@ import psycopg
 from psycopg import sql
 
 from replicator.mapping import compile_spec, load_spec_text, read_catalog
-from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.model import ChangeEvent, Op, SourcePosition
 from replicator.writer import Batch, TargetWriter
+from tests.events import change
 from tests.integration.pipeline import fresh_target
 from tests.integration.stack import Stack
 
@@ -44,19 +45,14 @@ tables:
 
 
 def child(offset: int, cid: int, parent: int) -> ChangeEvent:
-    row = {"id": cid, "parent_id": parent}
-    return ChangeEvent(
-        ref=KafkaRef("fk.src.child", 0, offset),
-        op=Op.CREATE,
-        table=TableRef("src", "child"),
-        key={"id": cid},
-        before=None,
-        after=row,
+    return change(
+        "fk.src.child",
+        Op.CREATE,
+        "src.child",
+        offset=offset,
         position=SourcePosition(1, 10 + offset),
-        snapshot=False,
-        ts_ms=0,
-        raw_key=b"k",
-        raw_value=b"v",
+        key={"id": cid},
+        after={"id": cid, "parent_id": parent},
     )
 
 

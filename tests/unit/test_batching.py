@@ -9,8 +9,9 @@ import pytest
 
 from replicator.batching import Kind, key_text, resolve, split_at_truncates, to_intents
 from replicator.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition
 from replicator.ordering import Version
+from tests.events import change
 from tests.unit.mapping.demo_catalogs import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +35,15 @@ def product(
         "image": None,
         **after,
     }
-    return ChangeEvent(
-        ref=KafkaRef(TOPIC, 0, offset),
-        op=op,
-        table=TableRef("shop", "products"),
+    return change(
+        TOPIC,
+        op,
+        "shop.products",
+        offset=offset,
+        position=position if position is not None else SourcePosition(1, offset),
         key={"sku": "S1"},
         before={"sku": "S1"} if op is Op.DELETE else None,
         after=None if op is Op.DELETE else row,
-        position=position if position is not None else SourcePosition(1, offset),
-        snapshot=False,
-        ts_ms=0,
-        raw_key=b"k",
-        raw_value=b"v",
     )
 
 
@@ -121,6 +119,7 @@ def test_unmapped_source_column_fails_when_policy_is_fail(plan: Plan) -> None:
 
 def test_mapping_failure_carries_the_target_key_when_computable(plan: Plan) -> None:
     """An error record names the row: a rejected column still has a computable key."""
-    out = to_intents([product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")],
-                     plan.tables_for_topic)
+    out = to_intents(
+        [product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")], plan.tables_for_topic
+    )
     assert [(f.rule_id, f.key) for f in out.failures] == [("product.weight_kg", '["S1"]')]

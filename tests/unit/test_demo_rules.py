@@ -17,7 +17,8 @@ import pytest
 
 from replicator.batching import Kind, to_intents
 from replicator.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.model import ChangeEvent, Op, SourcePosition
+from tests.events import change
 from tests.unit.mapping.demo_catalogs import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,18 +105,15 @@ def test_column_rule(plan: Plan, rule_id: str, table_id: str, row: dict, column:
 
 
 def event(op: Op, source: str, before: dict | None, after: dict | None, offset: int = 10) -> ChangeEvent:
-    return ChangeEvent(
-        ref=KafkaRef(f"demo.{source}", 0, offset),
-        op=op,
-        table=TableRef.parse(source),
-        key=None,
+    return change(
+        f"demo.{source}",
+        op,
+        source,
+        offset=offset,
+        position=SourcePosition(100, 200 + offset),
         before=before,
         after=after,
-        position=SourcePosition(100, 200 + offset),
-        snapshot=False,
         ts_ms=1_700_000_000_000,
-        raw_key=b"{}",
-        raw_value=b"{}",
     )
 
 

@@ -1,0 +1,35 @@
+"""Builder for decoded change events in tests (what `replicator.decode` would produce)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+
+
+def change(
+    topic: str,
+    op: Op,
+    table: str,
+    *,
+    offset: int,
+    position: SourcePosition,
+    key: dict[str, Any] | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    ts_ms: int = 0,
+) -> ChangeEvent:
+    """A streaming event on partition 0 of `topic`, for source table `schema.table`."""
+    return ChangeEvent(
+        ref=KafkaRef(topic, 0, offset),
+        op=op,
+        table=TableRef.parse(table),
+        key=key,
+        before=before,
+        after=after,
+        position=position,
+        snapshot=False,
+        ts_ms=ts_ms,
+        raw_key=b"k",
+        raw_value=b"v",
+    )
