@@ -1,45 +1,55 @@
 """Command line: `replicator <command>`; each exits non-zero with one line on failure.
 
-The CLI parses arguments, builds settings and calls one module per command; it
-holds no business logic. Secrets are never accepted as flags.
+The CLI parses arguments, builds settings and calls one function per command
+(in `replicator.run`); it holds no business logic, no SQL and no driver
+import. Secrets are never accepted as flags. A known failure prints one line;
+an unexpected exception is a bug and prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from replicator.config import Settings, load_settings
+from replicator.core.errors import ReplicatorError
+from replicator.core.serialize import dumps
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-class CliError(Exception):
-    """A failure reported as one line on stderr with exit code 1."""
+class CliError(ReplicatorError):
+    """A usage mistake reported as one line on stderr with exit code 1."""
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if as_json else text)
+    print(dumps(data, indent=2) if as_json else text)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 timestamp with a zone (e.g. 2026-11-26T10:00:00+00:00)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliError(
+            f"{text!r} is not an ISO-8601 timestamp; write e.g. 2026-11-26T10:00:00+00:00"
+        ) from exc
+    if moment.tzinfo is None:
+        raise CliError(f"{text!r} has no time zone; add one, e.g. +00:00")
+    return moment
 
 
 # ---------------------------------------------------------------- connectors
 def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.connect_client import ConnectClient
-    from replicator.connectors import load_connector_dir
+    from replicator.run.connectors import apply_dir
 
-    specs = load_connector_dir(Path(args.dir), os.environ)
-    client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
-    results: list[dict[str, Any]] = []
-    for spec in specs:
-        action, state = client.apply(spec, wait_s=settings.connect.wait_running_s)
-        results.append(
-            {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
-        )
+    results = apply_dir(settings, Path(args.dir))
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
         for r in results
@@ -49,23 +59,9 @@ def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.connect_client import ConnectClient
-    from replicator.connectors import mask_secrets
+    from replicator.run.connectors import connector_states
 
-    client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
-    rows: list[dict[str, Any]] = []
-    for name in sorted(client.connectors()):
-        state = client.state(name)
-        config = client.config(name) or {}
-        rows.append(
-            {
-                "name": name,
-                "connector": state.connector if state else "absent",
-                "tasks": list(state.tasks) if state else [],
-                "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
-                "config": mask_secrets(config) if args.verbose else None,
-            }
-        )
+    rows = connector_states(settings, args.verbose)
     if not rows:
         _emit(rows, args.json, f"no connectors on {settings.connect.url}")
         return 0
@@ -81,12 +77,9 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---------------------------------------------------------------- mapping
 def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.mapping import check, load_spec
-    from replicator.pipeline import catalogs
+    from replicator.run.mapping import check_spec
 
-    spec = load_spec(args.spec)
-    source, target = catalogs(spec, settings)
-    problems = check(spec, source, target)
+    problems = check_spec(settings, args.spec)
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
         _emit([{**vars(p)} for p in problems], True, "")
@@ -99,122 +92,48 @@ def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mapping_explain(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.mapping import compile_spec, load_spec
-    from replicator.pipeline import catalogs
+    from replicator.run.mapping import explain_spec
 
-    spec = load_spec(args.spec)
-    _source, target = catalogs(spec, settings)
-    plan = compile_spec(spec, target)
+    plan = explain_spec(settings, args.spec)
     _emit(plan.to_json(), args.json, plan.explain())
     return 0
 
 
 # ---------------------------------------------------------------- run
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
+    from replicator.run.init import init_target
 
-    from replicator import control
-    from replicator.shadow import ensure_shadow_tables, grant_shadow_role
-
-    with psycopg.connect(settings.target.conninfo()) as conn:
-        control.ensure(conn, settings.control_schema)
-        ensure_shadow_tables(conn, settings.control_schema)
-        if args.shadow_role:
-            grant_shadow_role(conn, settings.control_schema, args.shadow_role)
-    print(f"control schema {settings.control_schema} ready in {settings.target.describe()}")
+    print(init_target(settings, args.shadow_role))
     return 0
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.daemon import run_daemon
+    from replicator.run.daemon import RunRequest, run_daemon
 
-    totals = run_daemon(settings, stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
+    totals = run_daemon(
+        settings, RunRequest(stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
+    )
     _emit(totals, args.json, "")
     return 0
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
-    from psycopg import sql
+    from replicator.run.shadow import ShadowRequest, shadow
 
-    from replicator import control
-    from replicator.daemon import run_daemon
-    from replicator.drain import stored_offsets
-    from replicator.positions import offsets_at, parse_time
-    from replicator.shadow import ShadowWriter, write_review
-
-    group = args.shadow_group or f"{settings.kafka.group_id}-shadow"
     if args.from_time and args.from_group:
         raise CliError("give --from or --from-group, not both")
-    topics = _spec_topics(settings)
-    start = offsets_at(settings, topics, parse_time(args.from_time)) if args.from_time else None
-    stop_at = offsets_at(settings, topics, parse_time(args.to_time)) if args.to_time else None
-    report_dir = Path(args.report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    holder: dict[str, Any] = {}
-
-    def seed_positions(conn: psycopg.Connection[Any], shadow_group: str) -> None:
-        if start is not None:  # an explicit range start replaces the shadow group's positions
-            with conn.cursor() as cur:
-                cur.executemany(
-                    sql.SQL(
-                        "INSERT INTO {} (group_id, topic, partition, next_offset, run_id)"
-                        " VALUES (%s, %s, %s, %s, 'from') ON CONFLICT (group_id, topic, partition)"
-                        " DO UPDATE SET next_offset = EXCLUDED.next_offset"
-                    ).format(control.table(settings.control_schema, "checkpoint")),
-                    [(shadow_group, t, p, o) for (t, p), o in sorted(start.items())],
-                )
-        # Preview what the live group would write next: start where it stands.
-        if args.from_group:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {0} (group_id, topic, partition, next_offset, run_id)"
-                    " SELECT %s, topic, partition, next_offset, 'seeded' FROM {0} WHERE group_id = %s"
-                    " ON CONFLICT (group_id, topic, partition) DO NOTHING"
-                ).format(control.table(settings.control_schema, "checkpoint")),
-                (shadow_group, args.from_group),
-            )
-        holder["from"] = {
-            f"{t}[{p}]": o
-            for t, p, o in conn.execute(
-                sql.SQL("SELECT topic, partition, next_offset FROM {} WHERE group_id = %s").format(
-                    control.table(settings.control_schema, "checkpoint")
-                ),
-                (shadow_group,),
-            )
-        }
-
-    def make_sink(plan: Any, shadow_group: str, run_id: str) -> ShadowWriter:
-        path = report_dir / f"shadow-{run_id}.jsonl"
-        stream = path.open("w", encoding="utf-8")
-        sink = ShadowWriter(
-            settings.target.conninfo(), plan, settings.control_schema, shadow_group, run_id, stream
-        )
-        holder.update(sink=sink, stream=stream, path=path)
-        return sink
-
-    try:
-        totals = run_daemon(
-            settings,
-            stop_when_caught_up=args.stop_when_caught_up or stop_at is not None,
-            mode="shadow",
-            make_sink=make_sink,
-            group=group,
-            before_start=seed_positions,
-            stop_at=stop_at,
-        )
-    finally:
-        if "stream" in holder:
-            holder["stream"].close()
-    sink: ShadowWriter = holder["sink"]
-    # The previewed range: what the live run would apply from those positions up to these.
-    until = {f"{t}[{p}]": o for (t, p), o in sorted(stored_offsets(settings, group).items())}
-    previewed = {k: [holder.get("from", {}).get(k, 0), o] for k, o in until.items()}
-    summary = {**sink.summary(), "range": previewed, "report": str(holder["path"]), "totals": totals}
-    (report_dir / f"shadow-{sink.run_id}.summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    review = report_dir / f"shadow-{sink.run_id}.md"
-    write_review(review, summary, holder["path"])
-    lines = [f"shadow run {sink.run_id}: diffs in {holder['path']}, review in {review}"]
+    summary = shadow(
+        settings,
+        ShadowRequest(
+            group=args.shadow_group or f"{settings.kafka.group_id}-shadow",
+            from_group=args.from_group,
+            from_time=parse_time(args.from_time) if args.from_time else None,
+            to_time=parse_time(args.to_time) if args.to_time else None,
+            stop_when_caught_up=args.stop_when_caught_up,
+            report_dir=Path(args.report_dir),
+        ),
+    )
+    lines = [f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"]
     for table, counts in summary["diffs"].items():
         lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
@@ -223,9 +142,10 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.status import partition_status
+    from replicator.run.assembly import spec_topics
+    from replicator.run.status import partition_status
 
-    rows = partition_status(settings, _spec_topics(settings), args.group or settings.kafka.group_id)
+    rows = partition_status(settings, spec_topics(settings), args.group or settings.kafka.group_id)
     lines = [f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}"]
     for r in rows:
         lines.append(
@@ -237,18 +157,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _spec_topics(settings: Settings) -> list[str]:
-    from replicator.mapping import load_spec
-    from replicator.mapping.compiler import topic_for
-
-    spec = load_spec(settings.mapping)
-    return sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})
-
-
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.drain import drain
+    from replicator.run.assembly import spec_topics
+    from replicator.run.drain import drain
 
-    done = drain(settings, _spec_topics(settings), args.connector, args.signal_table, args.timeout)
+    done = drain(settings, spec_topics(settings), args.connector, args.signal_table, args.timeout)
     text = f"drained: fence LSN {done.fence_lsn} applied in {done.seconds:.1f}s"
     _emit(
         {
@@ -263,22 +176,9 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
+    from replicator.run.verify import verify_configured
 
-    from replicator.mapping import compile_spec, load_spec, read_catalog
-    from replicator.verify import verify
-
-    spec = load_spec(settings.mapping)
-    with psycopg.connect(settings.target.conninfo()) as conn:
-        catalog = read_catalog(conn, sorted({t.target.schema for t in spec.tables}))
-    plan = compile_spec(spec, catalog)
-    diffs = verify(
-        plan,
-        settings.source.conninfo(),
-        settings.target.conninfo(),
-        settings.control_schema,
-        settings.unavailable_placeholder,
-    )
+    diffs = verify_configured(settings)
     rows = [
         {
             "table": str(d.target),
@@ -298,22 +198,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
-    from psycopg import sql
-    from psycopg.rows import dict_row
+    from replicator.run.error_records import list_errors
 
-    from replicator import control
-
-    with psycopg.connect(settings.target.conninfo(), row_factory=dict_row) as conn:
-        control.ensure(conn, settings.control_schema)
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
-                " sqlstate, message, created_at FROM {} WHERE (%s::text IS NULL OR kind = %s)"
-                " ORDER BY id DESC LIMIT %s"
-            ).format(control.table(settings.control_schema, "error_record")),
-            (args.kind, args.kind, args.limit),
-        ).fetchall()
+    rows = list_errors(settings, args.kind, args.limit)
     text = (
         "\n".join(
             f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']} "
@@ -465,11 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # one line, never a traceback with secrets in locals
+    except Exception as exc:
         if os.environ.get("REPLICATOR_DEBUG"):
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"replicator: error: {message}", file=sys.stderr)
+        from replicator.run.known import known_reason
+
+        reason = known_reason(exc)
+        if reason is None:  # a bug: show where (tracebacks print no local variables, so no secrets)
+            traceback.print_exc()
+            print(
+                f"replicator: internal error (a bug, please report it): {type(exc).__name__}", file=sys.stderr
+            )
+            return 2
+        print(f"replicator: error: {reason}", file=sys.stderr)
         return 1
 
 

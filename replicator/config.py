@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psycopg.conninfo import make_conninfo
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
+
+from replicator.core.errors import ConfigError
 
 
 class PostgresSettings(BaseModel):
@@ -182,10 +185,41 @@ class Settings(BaseSettings):
         }
 
 
+def env_name(loc: tuple[Any, ...]) -> str:
+    """The environment variable of a settings field path: (target, port) -> REPLICATOR_TARGET__PORT."""
+    return "REPLICATOR_" + "__".join(str(part).upper() for part in loc)
+
+
+def _invalid(errors: list[Any]) -> str:
+    parts = []
+    for e in errors:
+        loc = tuple(e.get("loc", ()))
+        shown = "" if any("password" in str(p) for p in loc) else f" (got {str(e.get('input'))[:80]!r})"
+        parts.append(f"{env_name(loc)}: {e.get('msg')}{shown}")
+    return "; ".join(parts)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings; `overrides` are command-line values (highest precedence)."""
+    """Build settings; `overrides` are command-line values (highest precedence).
+
+    Raises ConfigError naming the variable (or file) and the parse error.
+    """
     global _cli_config_file
     if config_file is not None and not config_file.is_file():
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+        raise ConfigError(
+            f"config file {config_file} does not exist; fix: --config or REPLICATOR_CONFIG_FILE"
+        )
     _cli_config_file = config_file
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_invalid(exc.errors())}") from exc
+    except SettingsError as exc:
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        cause = exc.__cause__ or exc.__context__
+        names = sorted(k for k in os.environ if k.startswith(f"REPLICATOR_{field.upper()}__"))
+        detail = f": {cause}" if cause else ""
+        raise ConfigError(
+            f"invalid settings: a value under {env_name((field,))}__* ({', '.join(names) or 'a config file'})"
+            f" is not valid JSON{detail}"
+        ) from exc

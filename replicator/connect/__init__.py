@@ -1,0 +1,1 @@
+"""Kafka Connect edge: the REST client, connector config files, the schema-registry client."""

@@ -1,0 +1,191 @@
+"""From decoded events to per-table intents: the mapping stage of a batch. Pure.
+
+`prepare(batch, plan)` runs before the target transaction: each change event
+becomes, for every target table the spec feeds from its topic, an `Intent`
+(upsert / delete / soft delete / ignore / truncate) or a `Failure` naming the
+mapping rule. Filtered-out rows become deletes, so the target always holds
+exactly filter(map(source)). The writer then only locks, resolves
+(`core.resolve`), writes and checkpoints.
+
+Invariants: nothing is dropped silently: every event is counted as applied,
+skipped as older, filtered, not table data, or a Failure with its context.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from replicator.core.mapping.plan import Narrowing, Plan, RowError, TablePlan
+from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, Failure, Op, Partition, TableRef
+from replicator.core.ordering import Version
+
+Key = tuple[Any, ...]
+
+
+class Kind(enum.Enum):
+    UPSERT = "upsert"
+    DELETE = "delete"  # hard delete
+    SOFT_DELETE = "soft_delete"
+    IGNORE = "ignore"  # a delete the spec ignores: no write, the version still advances
+    TRUNCATE = "truncate"
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    table: TablePlan
+    kind: Kind
+    key: Key
+    values: Mapping[str, Any]  # target column -> value (UNAVAILABLE allowed outside the key)
+    version: Version
+    event: ChangeEvent
+    notes: tuple[Narrowing, ...] = ()
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        return frozenset(c for c, v in self.values.items() if v is UNAVAILABLE)
+
+
+# What json.dumps(..., default=str, ensure_ascii=False, separators=(",", ":")) builds on every
+# call, built once: the same text, without a new encoder per key (a hot path: several per event).
+_KEY_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def key_text(key: Key) -> str:
+    """Canonical text of a target key (stable per key type), used in the control schema."""
+    return _KEY_ENCODER.encode(list(key))
+
+
+def _target_key(table: TablePlan | None, event: ChangeEvent) -> str | None:
+    """The target key of the event's row when the key rules can compute it (for error records)."""
+    row = event.after or event.before or event.key
+    if table is None or not row:
+        return None
+    try:
+        return key_text(table.map_key(row))
+    except RowError:
+        return None
+
+
+def _failure(event: ChangeEvent, table: TablePlan | None, err: RowError | str, rule: str = "") -> Failure:
+    rule_id, message = (err.rule_id, err.message) if isinstance(err, RowError) else (rule, err)
+    return Failure(
+        ref=event.ref,
+        rule_id=rule_id,
+        message=message,
+        raw_key=event.raw_key,
+        raw_value=event.raw_value,
+        target=table.target if table else None,
+        key=_target_key(table, event),
+    )
+
+
+def _source_ts(event: ChangeEvent) -> datetime:
+    return datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC)
+
+
+def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
+    deleted = False
+    try:
+        if event.op in (Op.CREATE, Op.UPDATE, Op.READ):
+            row = event.after or {}
+            if table.unmapped == "fail":
+                unknown = table.unknown_columns(row)
+                if unknown:
+                    return _failure(
+                        event,
+                        table,
+                        f"source columns {sorted(unknown)} are not named in the spec "
+                        "(unmapped_source_columns: fail); fix: map or ignore them in the spec",
+                        f"{table.rule_id}.unmapped",
+                    )
+            if not table.accepts(row):
+                return _delete_intent(table, event, row)
+            values, notes = table.map_row_noted(row)
+            key = tuple(values[k] for k in table.key)
+            version = Version.of(event.ref, event.position, deleted)
+            return Intent(table, Kind.UPSERT, key, values, version, event, notes)
+        if event.op == Op.DELETE:
+            row = event.before or event.key or {}
+            return _delete_intent(table, event, row)
+    except RowError as err:
+        return _failure(event, table, err)
+    return _failure(event, table, f"operation {event.op.value!r} has no table mapping", "decode.op")
+
+
+def _delete_intent(table: TablePlan, event: ChangeEvent, row: Mapping[str, Any]) -> Intent:
+    key = table.map_key(row if row else (event.key or {}))
+    key_values = dict(zip(table.key, key, strict=True))
+    policy = table.delete.kind
+    if policy == "hard":
+        return Intent(table, Kind.DELETE, key, key_values, Version.of(event.ref, event.position, True), event)
+    if policy == "soft":
+        values = {**key_values, **table.delete.values(row, _source_ts(event))}
+        return Intent(
+            table, Kind.SOFT_DELETE, key, values, Version.of(event.ref, event.position, True), event
+        )
+    # The row stays in the target, but its version remembers the source deleted it.
+    return Intent(table, Kind.IGNORE, key, key_values, Version.of(event.ref, event.position, True), event)
+
+
+@dataclass(slots=True)
+class Intents:
+    """Stage-1 result for a batch: intents per target table in Kafka order."""
+
+    by_table: dict[TableRef, list[Intent]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def to_intents(
+    events: Iterable[ChangeEvent], tables_for_topic: Callable[[str], Sequence[TablePlan]]
+) -> Intents:
+    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans."""
+    out = Intents()
+    for event in events:
+        tables = tables_for_topic(event.ref.topic)
+        if not tables:
+            out.counts["unmapped_topic"] += 1
+            continue
+        for table in tables:
+            if event.op == Op.TRUNCATE:
+                key: Key = ()
+                version = Version.of(event.ref, event.position, True)
+                intent: Intent | Failure = Intent(table, Kind.TRUNCATE, key, {}, version, event)
+            else:
+                intent = _intent_for(table, event)
+            if isinstance(intent, Failure):
+                out.failures.append(intent)
+            else:
+                out.by_table.setdefault(table.target, []).append(intent)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch mapped before the target transaction: the writer's whole input."""
+
+    by_table: Mapping[TableRef, list[Intent]]
+    failures: tuple[Failure, ...]  # decode and mapping failures, in Kafka order per partition
+    next_offsets: Mapping[Partition, int]
+    counts: Counter[str]
+    events: int
+
+
+def prepare(batch: Batch, plan: Plan) -> PreparedBatch:
+    """Decode failures plus the mapping of every event: all of a batch's work outside the target."""
+    intents = to_intents(batch.events, plan.tables_for_topic)
+    counts = Counter(batch.counts)
+    counts.update(intents.counts)
+    return PreparedBatch(
+        by_table=intents.by_table,
+        failures=(*batch.failures, *intents.failures),
+        next_offsets=dict(batch.next_offsets),
+        counts=counts,
+        events=batch.size,
+    )

@@ -1,0 +1,436 @@
+"""Check: a spec against the source and target catalogs, as a list of problems.
+
+Invariants:
+- Pure over catalogs (see `catalog.read_catalog` for the live edge); never
+  raises for a bad spec: every finding is a `Problem` with file, line, rule id,
+  what is wrong and how to fix it. Severity `error` blocks a run, `warning`
+  needs a human look, `info` reports (the FK apply order).
+- Types are judged on what a rule produces (source type, then transforms,
+  value_map, const) against the target type. A narrowing without
+  `cast.on_narrowing` is an error: a value would be rejected or changed by
+  PostgreSQL instead of by a declared rule.
+- When no catalog-level error is found, the spec is also compiled, so a spec
+  that checks clean compiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from replicator.core.mapping.catalog import INTEGER_RANGES, Catalog, Column, PgType, Table
+from replicator.core.mapping.compiler import apply_order, compile_spec
+from replicator.core.mapping.predicates import predicate_columns
+from replicator.core.mapping.spec import (
+    Case,
+    ColumnRule,
+    DecimalT,
+    Hash,
+    JsonPath,
+    Mask,
+    Nfc,
+    Problem,
+    Severity,
+    Spec,
+    SpecError,
+    TableRule,
+    Timezone,
+    Trim,
+    UnmappedDefault,
+)
+
+_INT_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+_FAMILY = {
+    "text": "text",
+    "varchar": "text",
+    "char": "text",
+    "enum": "text",
+    "citext": "text",
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "int",
+    "numeric": "numeric",
+    "real": "float",
+    "double precision": "float",
+    "json": "json",
+    "jsonb": "json",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """What a rule produces: a type, plus enum labels when known. `None` type = unknown."""
+
+    type: PgType | None
+    labels: tuple[str, ...] = ()
+    nullable_any: bool = False  # a null constant: fits any type
+
+
+def check(spec: Spec, source_catalog: Catalog, target_catalog: Catalog) -> list[Problem]:
+    """Every problem found, errors first then warnings then info."""
+    problems: list[Problem] = []
+    for i, rule in enumerate(spec.tables):
+        _check_table(spec, ("tables", i), rule, source_catalog, target_catalog, problems)
+    if not any(p.severity == "error" for p in problems):
+        try:
+            compile_spec(spec, target_catalog)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    order = apply_order([t.target for t in spec.tables], target_catalog)
+    problems.append(
+        Problem(
+            spec.file,
+            spec.line("tables"),
+            "spec",
+            "apply order (FK parents first): " + ", ".join(map(str, order)),
+            "",
+            "info",
+        )
+    )
+    rank = {"error": 0, "warning": 1, "info": 2}
+    return sorted(problems, key=lambda p: (rank[p.severity], p.line))
+
+
+def _check_table(
+    spec: Spec, path: tuple[Any, ...], rule: TableRule, src_cat: Catalog, tgt_cat: Catalog, out: list[Problem]
+) -> None:
+    def add(
+        where: tuple[Any, ...], rule_id: str, message: str, fix: str, severity: Severity = "error"
+    ) -> None:
+        out.append(spec.problem((*path, *where), rule_id, message, fix, severity))
+
+    src = src_cat.table(rule.source)
+    tgt = tgt_cat.table(rule.target)
+    if src is None:
+        add(
+            ("source",),
+            rule.id,
+            f"source table {rule.source} does not exist",
+            "correct source, or create the table on the source",
+        )
+    if tgt is None:
+        add(
+            ("target",),
+            rule.id,
+            f"target table {rule.target} does not exist",
+            "correct target, or create the table on the target",
+        )
+    if src is None or tgt is None:
+        return
+
+    # keys and identity
+    if not src.primary_key and src.replica_identity not in ("full", "index"):
+        add(
+            ("source",),
+            rule.id,
+            f"source table {rule.source} has no primary key or replica identity",
+            "add a primary key (or ALTER TABLE ... REPLICA IDENTITY FULL)",
+        )
+    if src.primary_key and set(rule.key.values()) != set(src.primary_key):
+        add(
+            ("key",),
+            rule.key_rule_id,
+            f"key sources {list(rule.key.values())} are not the source primary key "
+            f"{list(src.primary_key)} that Debezium puts in event keys",
+            "key the rule on the source primary key columns",
+        )
+    if not tgt.is_unique_key(rule.key):
+        add(
+            ("key",),
+            rule.key_rule_id,
+            f"target key {list(rule.key)} is neither the primary key nor a unique constraint "
+            f"of {rule.target}",
+            "key on the target primary key, or add a unique constraint on these columns",
+        )
+
+    rules: dict[str, ColumnRule] = dict(rule.columns)
+    for target_key, source_key in rule.key.items():
+        rules.setdefault(target_key, ColumnRule.model_validate({"from": source_key}))
+
+    # columns
+    for name, crule in rules.items():
+        where = ("columns", name) if name in rule.columns else ("key", name)
+        _check_column(add, where, rule.column_rule_id(name), name, crule, src, tgt)
+    for name, crule in rule.delete.set.items():
+        rid = f"{rule.id}.delete.{name}"
+        _check_column(add, ("delete", "set", name), rid, name, crule, src, tgt)
+        if name not in rules:
+            add(
+                ("delete", "set", name),
+                rid,
+                f"soft-delete column {name!r} is not reset by any column rule, so a re-inserted "
+                "row stays deleted",
+                f"add a column rule for {name} (e.g. const)",
+                "warning",
+            )
+        non_key = [c for c in crule.source_columns() if c not in src.primary_key]
+        if non_key and src.replica_identity != "full":
+            add(
+                ("delete", "set", name),
+                rid,
+                f"delete events carry only key columns, but this reads {non_key}",
+                f"ALTER TABLE {rule.source} REPLICA IDENTITY FULL, or read key columns only",
+                "warning",
+            )
+    if rule.filter is not None:
+        for c in sorted(predicate_columns(rule.filter)):
+            if src.column(c) is None:
+                add(
+                    ("filter",),
+                    rule.filter_rule_id,
+                    f"filter column {c!r} does not exist in {rule.source}",
+                    f"use one of {', '.join(src.column_names)}",
+                )
+    for j, c in enumerate(rule.ignore_source_columns):
+        if src.column(c) is None:
+            add(
+                ("ignore_source_columns", j),
+                rule.id,
+                f"ignored source column {c!r} does not exist in {rule.source}",
+                "remove it from ignore_source_columns",
+                "warning",
+            )
+
+    # NOT NULL target columns nobody writes
+    for col in tgt.columns:
+        if not col.nullable and not col.has_default and col.name not in rules:
+            add(
+                ("columns",),
+                rule.id,
+                f"target column {col.name!r} is NOT NULL, has no default and no rule writes it",
+                f"add a rule for {col.name} (e.g. const) or a default on the target",
+            )
+
+    # unmapped source columns
+    if spec.unmapped_policy(rule) == "fail":
+        known = {c for r in rules.values() for c in r.source_columns()}
+        known |= {c for r in rule.delete.set.values() for c in r.source_columns()}
+        known |= set(rule.ignore_source_columns)
+        if rule.filter is not None:
+            known |= predicate_columns(rule.filter)
+        for col in src.columns:
+            if col.name not in known:
+                add(
+                    ("columns",),
+                    rule.id,
+                    f"source column {col.name!r} is not mapped (unmapped_source_columns: fail)",
+                    "map it, or list it in ignore_source_columns",
+                )
+
+    # truncate vs FKs
+    if rule.truncate.policy == "truncate":
+        for other in tgt_cat.tables.values():
+            if other.ref != tgt.ref and any(fk.references == tgt.ref for fk in other.foreign_keys):
+                add(
+                    ("truncate",),
+                    rule.truncate_rule_id,
+                    f"{other.ref} references {rule.target}: TRUNCATE will fail",
+                    "use truncate policy delete or error",
+                    "warning",
+                )
+
+
+def _check_column(
+    add: Any, where: tuple[Any, ...], rule_id: str, name: str, rule: ColumnRule, src: Table, tgt: Table
+) -> None:
+    target = tgt.column(name)
+    if target is None:
+        add(
+            where,
+            rule_id,
+            f"target column {name!r} does not exist in {tgt.ref}",
+            f"use one of {', '.join(tgt.column_names)}",
+        )
+        return
+    missing = [c for c in rule.source_columns() if src.column(c) is None]
+    for c in missing:
+        add(
+            where,
+            rule_id,
+            f"source column {c!r} does not exist in {src.ref}",
+            f"use one of {', '.join(src.column_names)}",
+        )
+    if missing:
+        return
+    produced = _produced(rule, src)
+    verdict = _compat(produced, target)
+    casted = rule.cast is not None
+    if verdict == "incompatible" and not (casted and _cast_converts(produced, target.type)):
+        add(
+            where,
+            rule_id,
+            f"{_show(produced)} does not convert to {target.type}",
+            "add a transform or value_map producing the target type" + ("" if casted else ", or a cast"),
+        )
+    elif verdict == "narrowing" and not casted:
+        add(
+            where,
+            rule_id,
+            f"{_show(produced)} may not fit {target.type} (narrowing)",
+            "declare cast: {on_narrowing: reject} (or truncate for strings), or widen the target",
+        )
+    elif verdict == "unknown" and not casted:
+        add(
+            where,
+            rule_id,
+            f"cannot tell whether the value fits {target.type}",
+            "declare cast: {on_narrowing: reject}",
+            "warning",
+        )
+    if (
+        rule.value_map is not None
+        and rule.unmapped == "reject"
+        and produced.labels == ()
+        and rule.from_ is not None
+    ):
+        col = src.column(rule.from_)
+        labels = col.enum_labels if col is not None else ()
+        absent = [lb for lb in labels if lb not in rule.value_map]
+        if absent:
+            add(
+                where,
+                rule_id,
+                f"enum labels {absent} are not in value_map: such rows are rejected",
+                "add them to value_map",
+                "warning",
+            )
+
+
+def _show(p: Produced) -> str:
+    return f"value of type {p.type}" if p.type is not None else "value"
+
+
+def _py_type(v: Any) -> PgType | None:
+    if isinstance(v, bool):
+        return PgType("boolean")
+    if isinstance(v, int):
+        for name in ("smallint", "integer", "bigint"):
+            lo, hi = INTEGER_RANGES[name]
+            if lo <= v <= hi:
+                return PgType(name)
+        return PgType("numeric")
+    if isinstance(v, str):
+        return PgType("varchar", length=len(v))
+    if isinstance(v, float | Decimal):
+        return PgType("numeric")
+    return None
+
+
+def _union(types: list[PgType | None]) -> PgType | None:
+    if not types or any(t is None for t in types):
+        return None
+    real = [t for t in types if t is not None]
+    if all(t.name in ("varchar", "char", "text") and not t.is_array for t in real):
+        if any(t.length is None for t in real):
+            return PgType("text")
+        return PgType("varchar", length=max(t.length or 0 for t in real))
+    if all(t.name == "boolean" for t in real):
+        return PgType("boolean")
+    if all(_FAMILY.get(t.name) == "int" for t in real):
+        return PgType(max((t.name for t in real), key=lambda n: _INT_DIGITS[n]))
+    return None
+
+
+def _produced(rule: ColumnRule, src: Table) -> Produced:
+    labels: tuple[str, ...] = ()
+    if rule.from_ is not None:
+        col: Column | None = src.column(rule.from_)
+        t: PgType | None = col.type if col else None
+        labels = col.enum_labels if col else ()
+    elif rule.split is not None:
+        col = src.column(rule.split.from_)
+        t = col.type if col else None
+    elif rule.concat is not None:
+        t = PgType("text")
+    elif rule.source_ts:
+        t = PgType("timestamp with time zone")
+    else:
+        if rule.const is None:
+            return Produced(None, nullable_any=True)
+        t = _py_type(rule.const)
+    for tr in rule.transforms:
+        if isinstance(tr, Trim | Nfc | Case | Mask):
+            # nfc can change length; trim/case/mask keep it at most the same
+            if isinstance(tr, Nfc) and t is not None and t.length is not None:
+                t = PgType("text")
+            labels = ()
+        elif isinstance(tr, Hash):
+            t, labels = PgType("varchar", length=64), ()
+        elif isinstance(tr, JsonPath):
+            t, labels = None, ()
+        elif isinstance(tr, Timezone):
+            naive = tr.timezone.naive
+            t = PgType("timestamp without time zone" if naive else "timestamp with time zone")
+        elif isinstance(tr, DecimalT):
+            t = PgType("numeric", precision=None, scale=tr.decimal.scale)
+    if rule.value_map is not None:
+        outs = [_py_type(v) for v in rule.value_map.values() if v is not None]
+        if isinstance(rule.unmapped, UnmappedDefault) and rule.unmapped.default is not None:
+            outs.append(_py_type(rule.unmapped.default))
+        if rule.unmapped == "keep":
+            outs.append(t if not labels else PgType("varchar", length=max(map(len, labels))))
+        t, labels = _union(outs), ()
+    if rule.has_default and rule.default is not None and t is not None:
+        t = _union([t, _py_type(rule.default)]) or t
+    return Produced(t, labels)
+
+
+def _compat(p: Produced, target: Column) -> str:
+    """ok | narrowing | incompatible | unknown."""
+    if p.nullable_any:
+        return "ok" if target.nullable else "incompatible"
+    s, t = p.type, target.type
+    if s is None:
+        return "unknown"
+    if s.is_array != t.is_array:
+        return "incompatible"
+    s, t = s.element, t.element
+    if s.name == "enum" and p.labels:
+        s = PgType("varchar", length=max(map(len, p.labels)))
+    fs, ft = _FAMILY.get(s.name, s.name), _FAMILY.get(t.name, t.name)
+    if ft == "text" and t.name == "enum":
+        return "ok" if fs == "text" else "incompatible"  # PostgreSQL checks labels
+    if fs == "text" and ft == "text":
+        if t.length is None:
+            return "ok"
+        return "ok" if s.length is not None and s.length <= t.length else "narrowing"
+    if fs in ("int", "numeric") and ft in ("int", "numeric"):
+        return _numeric_compat(s, t)
+    if fs in ("int", "numeric") and ft == "text":
+        return "ok" if t.length is None else "narrowing"
+    if fs == ft:
+        return "ok"
+    return "incompatible"
+
+
+def _digits(t: PgType) -> tuple[int | None, int | None]:
+    """(integer digits, scale); None = unbounded."""
+    if t.name in _INT_DIGITS:
+        return _INT_DIGITS[t.name], 0
+    if t.precision is None:
+        return None, t.scale
+    return t.precision - (t.scale or 0), t.scale or 0
+
+
+def _numeric_compat(s: PgType, t: PgType) -> str:
+    if t.name in INTEGER_RANGES:
+        if s.name in INTEGER_RANGES:
+            return "ok" if INTEGER_RANGES[s.name][1] <= INTEGER_RANGES[t.name][1] else "narrowing"
+        return "narrowing"
+    si, ss = _digits(s)
+    ti, ts = _digits(t)
+    if ti is None:
+        return "ok"
+    if si is None or ss is None or si > ti or ss > (ts or 0):
+        return "narrowing"
+    return "ok"
+
+
+def _cast_converts(p: Produced, target: PgType) -> bool:
+    """A cast also parses text into integer/numeric targets."""
+    return (
+        p.type is not None
+        and _FAMILY.get(p.type.name) == "text"
+        and _FAMILY.get(target.name) in ("int", "numeric")
+    )

@@ -1,0 +1,250 @@
+"""The compiled mapping plan: immutable, prebuilt, and the only thing the hot loop reads.
+
+Invariants:
+- Every object here is a frozen dataclass holding tuples, never lists; a plan
+  built once is shared by all batches and threads.
+- Column functions never see YAML and never build SQL. If any source column a
+  rule reads is `UNAVAILABLE` (unchanged TOAST), the rule yields `UNAVAILABLE`
+  without transforming it; the writer then leaves that target column alone.
+- A value problem raises `RowError(rule_id, message)` naming the rule; nothing
+  is dropped or changed silently. A declared truncation (`on_narrowing:
+  truncate`) is applied AND reported as a `Narrowing` by `map_row_noted`, and
+  each truncating rule is listed in `Plan.warnings`.
+- Key columns are never `UNAVAILABLE`; a key that cannot be computed is a RowError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from replicator.core.errors import ReplicatorError
+from replicator.core.mapping.statements import TableStatements
+from replicator.core.model import UNAVAILABLE, Row, TableRef
+
+#: Reserved row key under which `DeletePolicy.values` passes the event's source
+#: timestamp to `{source_ts: true}` rules. NUL cannot occur in a PostgreSQL name.
+SOURCE_TS = "\x00source_ts"
+
+
+class RowError(ReplicatorError):
+    """A source row that a mapping rule cannot turn into a target value.
+
+    `message` is one line: what is wrong with the value and how to fix it.
+    """
+
+    def __init__(self, rule_id: str, message: str) -> None:
+        super().__init__(rule_id, message)
+        self.rule_id = rule_id
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.rule_id}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Narrowing:
+    """A declared, applied truncation: reported, never silent."""
+
+    rule_id: str
+    target: str
+    message: str
+
+
+ColumnEval = Callable[[Row, "list[Narrowing] | None"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPlan:
+    """One target column and the function that computes it from a source row.
+
+    `fn(row)` returns the target value, `UNAVAILABLE`, or raises RowError.
+    `evaluate(row, notes)` is the same and also appends any truncation
+    reports to `notes`.
+    """
+
+    rule_id: str
+    target: str
+    target_type: str
+    sources: tuple[str, ...]
+    fn: Callable[[Row], Any]
+    is_key: bool
+    evaluate: ColumnEval = field(repr=False)
+    truncates: bool = False
+    describe: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePolicy:
+    """What a source delete does. `set_columns` (soft deletes only) compute the
+    target values from the event's `before` row and its source timestamp."""
+
+    kind: Literal["hard", "soft", "ignore"]
+    rule_id: str
+    set_columns: tuple[ColumnPlan, ...] = ()
+
+    def values(self, before: Row, source_ts: datetime) -> dict[str, Any]:
+        """Target values for a soft delete (raises RowError)."""
+        row = {**before, SOURCE_TS: source_ts}
+        return {c.target: c.fn(row) for c in self.set_columns}
+
+
+@dataclass(frozen=True, slots=True)
+class TruncatePolicy:
+    """What a source TRUNCATE does to the target: `truncate` (TRUNCATE), `delete`
+    (DELETE FROM), `ignore`, or `error` (stop: a human decides)."""
+
+    kind: Literal["truncate", "delete", "ignore", "error"]
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    rule_id: str
+    source: TableRef
+    topic: str
+    target: TableRef
+    key: tuple[str, ...]
+    key_sources: tuple[str, ...]
+    columns: tuple[ColumnPlan, ...]
+    filter: Callable[[Row], bool] | None
+    filter_rule_id: str
+    delete: DeletePolicy
+    truncate: TruncatePolicy
+    unmapped: Literal["fail", "ignore"]
+    known_source_columns: frozenset[str]
+    statements: TableStatements
+    filter_describe: str = ""
+    _key_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_target = {c.target: c for c in self.columns}
+        object.__setattr__(self, "_key_columns", tuple(by_target[k] for k in self.key))
+
+    def accepts(self, row: Row) -> bool:
+        """True when the row passes the table filter (raises RowError if the
+        filter reads an UNAVAILABLE column)."""
+        return self.filter is None or self.filter(row)
+
+    def map_row_noted(self, row: Row) -> tuple[dict[str, Any], tuple[Narrowing, ...]]:
+        """Target values (in target column order) plus the truncations applied."""
+        notes: list[Narrowing] = []
+        out = {c.target: c.evaluate(row, notes) for c in self.columns}
+        for c in self._key_columns:
+            if out[c.target] is UNAVAILABLE or out[c.target] is None:
+                what = "unavailable" if out[c.target] is UNAVAILABLE else "null"
+                raise RowError(
+                    c.rule_id,
+                    f"key column {c.target!r} is {what}; fix: map the key from a NOT NULL source key column",
+                )
+        return out, tuple(notes)
+
+    def map_row(self, row: Row) -> dict[str, Any]:
+        """Target values (in target column order); see `map_row_noted` for reports."""
+        return self.map_row_noted(row)[0]
+
+    def map_key(self, row: Row) -> tuple[Any, ...]:
+        """The target key tuple from a source row or a Debezium key struct."""
+        key = tuple(c.fn(row) for c in self._key_columns)
+        for c, v in zip(self._key_columns, key, strict=True):
+            if v is UNAVAILABLE or v is None:
+                raise RowError(
+                    c.rule_id,
+                    f"key column {c.target!r} cannot be computed from "
+                    f"{dict(row)!r}; fix: the event key must carry {c.sources}",
+                )
+        return key
+
+    def unknown_columns(self, row: Row) -> set[str]:
+        """Source columns in `row` that the spec neither maps nor ignores."""
+        return {k for k in row if k not in self.known_source_columns}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    spec_path: str
+    tables: tuple[TablePlan, ...]
+    apply_order: tuple[TableRef, ...]
+    warnings: tuple[str, ...] = ()
+    _by_topic: Mapping[str, tuple[TablePlan, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[TablePlan]] = {}
+        for t in self.tables:
+            index.setdefault(t.topic, []).append(t)
+        object.__setattr__(self, "_by_topic", {k: tuple(v) for k, v in index.items()})
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(sorted(self._by_topic))
+
+    def tables_for_topic(self, topic: str) -> tuple[TablePlan, ...]:
+        return self._by_topic.get(topic, ())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready description (for `replicator mapping explain --json`)."""
+        return {
+            "spec": self.spec_path,
+            "apply_order": [str(t) for t in self.apply_order],
+            "warnings": list(self.warnings),
+            "tables": [
+                {
+                    "id": t.rule_id,
+                    "topic": t.topic,
+                    "source": str(t.source),
+                    "target": str(t.target),
+                    "key": dict(zip(t.key, t.key_sources, strict=True)),
+                    "filter": {"id": t.filter_rule_id, "rule": t.filter_describe}
+                    if t.filter is not None
+                    else None,
+                    "delete": {
+                        "id": t.delete.rule_id,
+                        "policy": t.delete.kind,
+                        "set": [_column_json(c) for c in t.delete.set_columns],
+                    },
+                    "truncate": {"id": t.truncate.rule_id, "policy": t.truncate.kind},
+                    "unmapped_source_columns": t.unmapped,
+                    "known_source_columns": sorted(t.known_source_columns),
+                    "columns": [_column_json(c) for c in t.columns],
+                }
+                for t in self.tables
+            ],
+        }
+
+    def explain(self) -> str:
+        """Readable text: one block per table rule, one line per column rule."""
+        lines = [f"plan from {self.spec_path}", "apply order: " + ", ".join(str(t) for t in self.apply_order)]
+        for t in self.tables:
+            lines.append("")
+            lines.append(f"[{t.rule_id}] {t.topic} ({t.source}) -> {t.target}")
+            lines.append(
+                "  key: " + ", ".join(f"{k} <- {s}" for k, s in zip(t.key, t.key_sources, strict=True))
+            )
+            if t.filter is not None:
+                lines.append(f"  filter [{t.filter_rule_id}]: {t.filter_describe}")
+            lines.append(f"  delete [{t.delete.rule_id}]: {t.delete.kind}")
+            for c in t.delete.set_columns:
+                lines.append(f"    set {c.target} = {c.describe}")
+            lines.append(f"  truncate [{t.truncate.rule_id}]: {t.truncate.kind}")
+            lines.append(f"  unmapped source columns: {t.unmapped}")
+            for c in t.columns:
+                flag = " (key)" if c.is_key else ""
+                lines.append(f"  {c.target} {c.target_type}{flag} <- {c.describe}  [{c.rule_id}]")
+        if self.warnings:
+            lines.append("")
+            lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def _column_json(c: ColumnPlan) -> dict[str, Any]:
+    return {
+        "id": c.rule_id,
+        "target": c.target,
+        "type": c.target_type,
+        "sources": list(c.sources),
+        "key": c.is_key,
+        "rule": c.describe,
+        "truncates": c.truncates,
+    }

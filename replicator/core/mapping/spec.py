@@ -1,0 +1,767 @@
+"""The mapping spec: its format (pydantic models) and safe loading with line numbers.
+
+Invariants:
+- YAML is parsed by a SafeLoader subclass that refuses every explicit tag
+  (`!!python/object...`, `!!str`, `!foo`), anchors/aliases and duplicate keys,
+  and resolves only YAML 1.2 core scalars (`NO`, `on`, `1:30`, `2024-01-01`
+  stay strings). Nothing in a spec is ever evaluated.
+- Unknown keys are errors (`extra="forbid"`); every problem is reported as
+  `file:line: rule_id: message; fix: ...`, all problems at once (`SpecError`).
+- Identifiers are non-empty, NUL-free and at most 63 bytes of UTF-8: PostgreSQL
+  would silently truncate longer names, so two long names could collide.
+- Every rule has a stable id: the table `id`, `<table id>.<target column>` for
+  a column (or its explicit `id`), `<table id>.key|filter|delete|truncate`,
+  `<table id>.delete.<column>` for soft-delete assignments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from replicator.core.errors import ReplicatorError
+from replicator.core.mapping.transforms import ROUNDING, parse_json_path
+from replicator.core.model import TableRef
+
+MAX_IDENTIFIER_BYTES = 63
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a spec, located in its file and tied to a rule id."""
+
+    file: str
+    line: int
+    rule_id: str
+    message: str
+    fix: str = ""
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        tail = f"; fix: {self.fix}" if self.fix else ""
+        return f"{self.file}:{self.line}: {self.rule_id}: {self.message}{tail}"
+
+
+class SpecError(ReplicatorError):
+    """A spec that cannot be used; `str()` is one line per problem."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+# --- field types ---------------------------------------------------------------
+
+
+def check_identifier(name: str) -> str:
+    if not name:
+        raise ValueError("identifier must not be empty")
+    if "\x00" in name:
+        raise ValueError("identifier must not contain NUL")
+    size = len(name.encode("utf-8"))
+    if size > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"identifier {name[:20]!r}... is {size} bytes; PostgreSQL would truncate it to "
+            f"{MAX_IDENTIFIER_BYTES} bytes (names could collide): use a shorter name"
+        )
+    return name
+
+
+def _table_ref(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.count(".") != 1:
+            raise ValueError(
+                f"table {value!r} must be written schema.table; for names containing '.' "
+                "use {schema: ..., table: ...}"
+            )
+        ref = TableRef.parse(value)
+    elif isinstance(value, dict) and set(value) == {"schema", "table"}:
+        ref = TableRef(str(value["schema"]), str(value["table"]))
+    else:
+        raise ValueError("table must be 'schema.table' or {schema: ..., table: ...}")
+    check_identifier(ref.schema)
+    check_identifier(ref.name)
+    return ref
+
+
+_RULE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*")
+
+
+def _rule_id(value: str) -> str:
+    if not _RULE_ID.fullmatch(value):
+        raise ValueError(f"rule id {value!r} must match {_RULE_ID.pattern}")
+    return value
+
+
+Ident = Annotated[str, AfterValidator(check_identifier)]
+RuleId = Annotated[str, AfterValidator(_rule_id)]
+TableName = Annotated[TableRef, BeforeValidator(_table_ref)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --- transforms -----------------------------------------------------------------
+
+
+class Trim(_Model):
+    trim: Literal[True]
+
+
+class Nfc(_Model):
+    nfc: Literal[True]
+
+
+class Case(_Model):
+    case: Literal["upper", "lower"]
+
+
+class TimezoneArgs(_Model):
+    to: str
+    naive: bool = False
+    ambiguous: Literal["reject", "keep"] = "reject"
+
+
+class Timezone(_Model):
+    timezone: TimezoneArgs
+
+
+class Hash(_Model):
+    hash: Literal["sha256"]
+
+
+class MaskArgs(_Model):
+    keep_last: int = Field(ge=0)
+    char: str = Field("*", min_length=1, max_length=1)
+
+
+class Mask(_Model):
+    mask: MaskArgs
+
+
+def _json_path(value: str) -> str:
+    parse_json_path(value)
+    return value
+
+
+class JsonPath(_Model):
+    json_path: Annotated[str, AfterValidator(_json_path)]
+
+
+def _decimal_text(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("write decimal.by as a quoted string (floats are inexact)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class DecimalArgs(_Model):
+    op: Literal["mul", "div", "add", "sub"]
+    by: Annotated[str, BeforeValidator(_decimal_text)]
+    scale: int = Field(ge=0, le=1000)
+    rounding: Literal["half_even", "half_up", "half_down", "up", "down", "ceiling", "floor"] | None = None
+
+    @model_validator(mode="after")
+    def _by_is_number(self) -> DecimalArgs:
+        try:
+            d = Decimal(self.by)
+        except InvalidOperation as exc:
+            raise ValueError(f"decimal.by {self.by!r} is not a number") from exc
+        if not d.is_finite() or (self.op == "div" and d == 0):
+            raise ValueError("decimal.by must be finite (and non-zero for div)")
+        assert self.rounding is None or self.rounding in ROUNDING
+        return self
+
+
+class DecimalT(_Model):
+    decimal: DecimalArgs
+
+
+_TRANSFORM_NAMES = ("trim", "nfc", "case", "timezone", "hash", "mask", "json_path", "decimal")
+
+
+def _bare_transform(value: Any) -> Any:
+    if isinstance(value, str) and value in ("trim", "nfc"):
+        return {value: True}
+    return value
+
+
+def _transform_tag(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        return key if key in _TRANSFORM_NAMES else None
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+Transform = Annotated[
+    Annotated[Trim, Tag("trim")]
+    | Annotated[Nfc, Tag("nfc")]
+    | Annotated[Case, Tag("case")]
+    | Annotated[Timezone, Tag("timezone")]
+    | Annotated[Hash, Tag("hash")]
+    | Annotated[Mask, Tag("mask")]
+    | Annotated[JsonPath, Tag("json_path")]
+    | Annotated[DecimalT, Tag("decimal")],
+    Discriminator(
+        _transform_tag,
+        custom_error_type="unknown_transform",
+        custom_error_message="unknown transform; use one of " + ", ".join(_TRANSFORM_NAMES),
+    ),
+    BeforeValidator(_bare_transform),
+]
+
+
+# --- column rules -----------------------------------------------------------------
+
+
+class ColumnRef(_Model):
+    column: Ident
+
+
+class Split(_Model):
+    from_: Ident = Field(alias="from")
+    sep: str = Field(min_length=1)
+    index: int
+    maxsplit: int | None = Field(None, ge=1)
+
+
+class Cast(_Model):
+    type: str | None = None  # defaults to the target column's type
+    on_narrowing: Literal["reject", "truncate"]
+
+
+class UnmappedDefault(_Model):
+    default: Any
+
+
+def _null_policy(value: Any) -> Any:
+    return "null" if value is None else value  # `unmapped: null` (YAML null) means "null"
+
+
+Unmapped = Literal["reject", "null", "keep"] | UnmappedDefault
+
+
+class ColumnRule(_Model):
+    """One target column: a value source, then transforms, value_map, default, cast."""
+
+    id: RuleId | None = None
+    from_: Ident | None = Field(None, alias="from")
+    const: Any = None
+    concat: list[str | ColumnRef] | None = Field(None, min_length=1)
+    split: Split | None = None
+    source_ts: Literal[True] | None = None  # only in delete.set
+    transforms: list[Transform] = []
+    value_map: dict[Any, Any] | None = None
+    unmapped: Annotated[Unmapped | None, BeforeValidator(_null_policy)] = None
+    default: Any = None
+    cast: Cast | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnRule:
+        given = [k for k in ("from_", "const", "concat", "split", "source_ts") if k in self.model_fields_set]
+        if len(given) != 1:
+            names = [g.rstrip("_") for g in given]
+            raise ValueError(
+                f"a column needs exactly one value source (from, const, concat, split), got {names or 'none'}"
+            )
+        if (self.value_map is None) != (self.unmapped is None):
+            raise ValueError("value_map and unmapped go together: declare both")
+        return self
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
+
+    @property
+    def is_const(self) -> bool:
+        return "const" in self.model_fields_set
+
+    def source_columns(self) -> tuple[str, ...]:
+        """Source columns this rule reads, in first-use order."""
+        if self.from_ is not None:
+            return (self.from_,)
+        if self.split is not None:
+            return (self.split.from_,)
+        if self.concat is not None:
+            out: list[str] = []
+            for part in self.concat:
+                if isinstance(part, ColumnRef) and part.column not in out:
+                    out.append(part.column)
+            return tuple(out)
+        return ()
+
+
+def _set_shorthand(value: Any) -> Any:
+    return value if isinstance(value, dict) else {"const": value}
+
+
+SetRule = Annotated[ColumnRule, BeforeValidator(_set_shorthand)]
+
+
+# --- predicates -------------------------------------------------------------------
+
+
+class Compare(_Model):
+    column: Ident
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "is_null", "not_null"]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Compare:
+        has = "value" in self.model_fields_set
+        if self.op in ("is_null", "not_null"):
+            if has:
+                raise ValueError(f"op {self.op} takes no value")
+        elif not has:
+            raise ValueError(f"op {self.op} needs a value")
+        elif self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"op {self.op} needs a list value")
+        elif isinstance(self.value, dict | list) and self.op not in ("in", "not_in"):
+            raise ValueError(f"op {self.op} needs a scalar value")
+        return self
+
+
+class AllOf(_Model):
+    all: list[Predicate] = Field(min_length=1)
+
+
+class AnyOf(_Model):
+    any: list[Predicate] = Field(min_length=1)
+
+
+class NotOf(_Model):
+    not_: Predicate = Field(alias="not")
+
+
+def _predicate_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in ("all", "any", "not"):
+            if key in value:
+                return key
+        return "column"
+    if isinstance(value, AllOf):
+        return "all"
+    if isinstance(value, AnyOf):
+        return "any"
+    if isinstance(value, NotOf):
+        return "not"
+    return "column" if isinstance(value, Compare) else None
+
+
+Predicate = Annotated[
+    Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[NotOf, Tag("not")]
+    | Annotated[Compare, Tag("column")],
+    Discriminator(
+        _predicate_tag,
+        custom_error_type="bad_predicate",
+        custom_error_message="a filter is {all: [...]}, {any: [...]}, {not: ...} or "
+        "{column: c, op: o, value: v}",
+    ),
+]
+
+
+# --- tables -------------------------------------------------------------------------
+
+
+class DeleteRule(_Model):
+    policy: Literal["hard", "soft", "ignore"]
+    set: dict[Ident, SetRule] = {}
+
+    @model_validator(mode="after")
+    def _set_iff_soft(self) -> DeleteRule:
+        if (self.policy == "soft") != bool(self.set):
+            raise ValueError("delete.set is required for policy soft and only allowed there")
+        return self
+
+
+class TruncateRule(_Model):
+    policy: Literal["truncate", "delete", "ignore", "error"]
+
+
+class TableRule(_Model):
+    id: RuleId
+    source: TableName
+    target: TableName
+    topic: str | None = None  # default: <topic_prefix>.<schema>.<table>
+    key: dict[Ident, Ident] = Field(min_length=1)
+    filter: Predicate | None = None
+    delete: DeleteRule
+    truncate: TruncateRule
+    unmapped_source_columns: Literal["fail", "ignore"] | None = None
+    ignore_source_columns: list[Ident] = []
+    columns: dict[Ident, ColumnRule] = Field(min_length=1)
+
+    def column_rule_id(self, target: str) -> str:
+        rule = self.columns.get(target)
+        if rule is not None and rule.id is not None:
+            return rule.id
+        return f"{self.id}.{target}"
+
+    @property
+    def filter_rule_id(self) -> str:
+        return f"{self.id}.filter"
+
+    @property
+    def delete_rule_id(self) -> str:
+        return f"{self.id}.delete"
+
+    @property
+    def truncate_rule_id(self) -> str:
+        return f"{self.id}.truncate"
+
+    @property
+    def key_rule_id(self) -> str:
+        return f"{self.id}.key"
+
+
+class Defaults(_Model):
+    unmapped_source_columns: Literal["fail", "ignore"] = "fail"
+
+
+class Spec(_Model):
+    version: Literal[1]
+    topic_prefix: str = Field(min_length=1)
+    defaults: Defaults = Defaults()
+    tables: list[TableRule] = Field(min_length=1)
+
+    _file: str = PrivateAttr("<spec>")
+    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    def line(self, *path: str | int) -> int:
+        """Line (1-based) of the deepest recorded node on `path`; 0 if unknown."""
+        return _line_for(self._lines, path)
+
+    def problem(
+        self, path: tuple[str | int, ...], rule_id: str, message: str, fix: str, severity: Severity = "error"
+    ) -> Problem:
+        return Problem(self._file, self.line(*path), rule_id, message, fix, severity)
+
+    def unmapped_policy(self, table: TableRule) -> Literal["fail", "ignore"]:
+        return table.unmapped_source_columns or self.defaults.unmapped_source_columns
+
+
+def _line_for(lines: Mapping[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
+    best = lines.get((), 0)
+    cur: tuple[Any, ...] = ()
+    for step in path:
+        nxt = (*cur, step)
+        if nxt in lines:
+            cur = nxt
+            best = lines[nxt]
+        # else: a pydantic union tag or alias-less step; skip it
+    return best
+
+
+# --- YAML ----------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader refusing tags, anchors and aliases; YAML 1.2 core scalars only."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag
+        not in (
+            "tag:yaml.org,2002:bool",
+            "tag:yaml.org,2002:int",
+            "tag:yaml.org,2002:float",
+            "tag:yaml.org,2002:timestamp",
+        )
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+class _YamlRefused(Exception):
+    def __init__(self, line: int, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+        self.fix = fix
+
+
+def _to_python(
+    loader: _Loader, node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise _YamlRefused(
+                    knode.start_mark.line + 1, "mapping keys must be scalars", "write a plain key"
+                )
+            key = loader.construct_object(knode)
+            if isinstance(key, float) or key in out:
+                what = "duplicate key" if key in out else "float key"
+                raise _YamlRefused(
+                    knode.start_mark.line + 1, f"{what} {key!r}", "each key once, as text or integer"
+                )
+            out[key] = _to_python(loader, vnode, (*path, key), lines)
+            lines[(*path, key)] = knode.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def _check_events(text: str) -> None:
+    """Refuse explicit tags, anchors and aliases before building anything."""
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _YamlRefused(
+                line, "YAML anchors and aliases are not allowed", "repeat the value explicitly"
+            )
+        tag = getattr(event, "tag", None)
+        if tag is not None and isinstance(event, yaml.NodeEvent):
+            raise _YamlRefused(
+                line, f"YAML tag {tag!r} is not allowed", "remove the tag; specs hold plain data only"
+            )
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Plain data and a path -> line map; raises SpecError on refused YAML."""
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        _check_events(text)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else _to_python(loader, node, (), lines)
+        finally:
+            loader.dispose()
+    except _YamlRefused as exc:
+        raise SpecError([Problem(file, exc.line, "spec", exc.message, exc.fix)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        raise SpecError(
+            [Problem(file, line, "spec", f"invalid YAML: {exc.problem}", "fix the YAML syntax")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(file, 0, "spec", f"invalid YAML: {exc}", "fix the YAML syntax")]) from None
+    return data, lines
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def _rule_id_for(data: Any, loc: tuple[Any, ...]) -> str:
+    if len(loc) < 2 or loc[0] != "tables" or not isinstance(loc[1], int):
+        return "spec"
+    tables = data.get("tables") if isinstance(data, dict) else None
+    raw = tables[loc[1]] if isinstance(tables, list) and loc[1] < len(tables) else None
+    tid = raw.get("id") if isinstance(raw, dict) else None
+    tid = tid if isinstance(tid, str) else f"tables[{loc[1]}]"
+    if len(loc) >= 4 and loc[2] == "columns":
+        cols = raw.get("columns") if isinstance(raw, dict) else None
+        col = cols.get(loc[3]) if isinstance(cols, dict) else None
+        if isinstance(col, dict) and isinstance(col.get("id"), str):
+            return str(col["id"])
+        return f"{tid}.{loc[3]}"
+    if len(loc) >= 3 and loc[2] in ("filter", "delete", "truncate", "key"):
+        if loc[2] == "delete" and len(loc) >= 5 and loc[3] == "set":
+            return f"{tid}.delete.{loc[4]}"
+        return f"{tid}.{loc[2]}"
+    return tid
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    loc = err["loc"]
+    where = ".".join(str(x) for x in loc) or "spec"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r} at {where}", "remove it or correct its spelling"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r} at {where}", f"add {loc[-1]}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{msg} (at {where})", "see the spec format in replicator/mapping/spec.py"
+
+
+def spec_from_data(data: Any, lines: dict[tuple[Any, ...], int], file: str) -> Spec:
+    """Validate plain data into a Spec; raises SpecError listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            [Problem(file, 1, "spec", "a spec must be a YAML mapping", "start with 'version: 1'")]
+        )
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg, fix = _describe(err)
+            problems.append(Problem(file, _line_for(lines, loc), _rule_id_for(data, loc), msg, fix))
+        raise SpecError(sorted(problems, key=lambda p: p.line)) from None
+    spec._file = file
+    spec._lines = lines
+    problems = semantic_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def load_spec_text(text: str, file: str = "<spec>") -> Spec:
+    data, lines = parse_yaml(text, file)
+    return spec_from_data(data, lines, file)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec file; raises SpecError (all problems, with lines)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            [
+                Problem(
+                    str(p), 0, "spec", f"cannot read spec: {exc}", "check the path and that the file is UTF-8"
+                )
+            ]
+        ) from None
+    return load_spec_text(text, str(p))
+
+
+# --- catalog-free semantic checks --------------------------------------------------
+
+
+def semantic_problems(spec: Spec) -> list[Problem]:
+    """Problems visible without any catalog: ids, keys, sources, ignores."""
+    problems: list[Problem] = []
+    seen_ids: dict[str, int] = {}
+    seen_targets: dict[TableRef, str] = {}
+
+    def claim(rule_id: str, path: tuple[Any, ...]) -> None:
+        if rule_id in seen_ids:
+            problems.append(
+                spec.problem(
+                    path,
+                    rule_id,
+                    f"rule id {rule_id!r} is already used at line {seen_ids[rule_id]}",
+                    "give every rule a unique id",
+                )
+            )
+        else:
+            seen_ids[rule_id] = spec.line(*path)
+
+    for i, t in enumerate(spec.tables):
+        tp: tuple[Any, ...] = ("tables", i)
+        claim(t.id, (*tp, "id"))
+        if t.target in seen_targets:
+            problems.append(
+                spec.problem(
+                    (*tp, "target"),
+                    t.id,
+                    f"target {t.target} is already written by rule {seen_targets[t.target]!r}",
+                    "map each target table from one table rule",
+                )
+            )
+        seen_targets.setdefault(t.target, t.id)
+        for col in t.columns:
+            claim(t.column_rule_id(col), (*tp, "columns", col))
+        for col, rule in t.columns.items():
+            if rule.source_ts:
+                problems.append(
+                    spec.problem(
+                        (*tp, "columns", col),
+                        t.column_rule_id(col),
+                        "source_ts is only available in delete.set",
+                        "use from/const/concat/split",
+                    )
+                )
+        for col, rule in t.delete.set.items():
+            claim(f"{t.id}.delete.{col}", (*tp, "delete", "set", col))
+            if rule.source_ts and (rule.transforms or rule.value_map is not None):
+                problems.append(
+                    spec.problem(
+                        (*tp, "delete", "set", col),
+                        f"{t.id}.delete.{col}",
+                        "source_ts takes no transforms or value_map",
+                        "remove them",
+                    )
+                )
+        for target_key, source_key in t.key.items():
+            key_rule = t.columns.get(target_key)
+            path = (*tp, "key", target_key)
+            if key_rule is None:
+                continue  # the compiler adds {from: source_key}
+            if key_rule.from_ != source_key:
+                problems.append(
+                    spec.problem(
+                        path,
+                        t.key_rule_id,
+                        f"key column {target_key!r} must come from source key {source_key!r}, "
+                        f"but its rule reads {list(key_rule.source_columns())}",
+                        f"write {target_key}: {{from: {source_key}}} or drop it (the key implies it)",
+                    )
+                )
+            elif key_rule.value_map is not None or key_rule.has_default:
+                problems.append(
+                    spec.problem(
+                        path,
+                        t.key_rule_id,
+                        f"key column {target_key!r} must not use value_map or default",
+                        "map the key 1:1 (a cast is fine)",
+                    )
+                )
+        mapped = {c for rule in t.columns.values() for c in rule.source_columns()}
+        mapped |= set(t.key.values())
+        for j, ignored in enumerate(t.ignore_source_columns):
+            if ignored in mapped:
+                problems.append(
+                    spec.problem(
+                        (*tp, "ignore_source_columns", j),
+                        t.id,
+                        f"source column {ignored!r} is both mapped and ignored",
+                        "remove it from ignore_source_columns",
+                    )
+                )
+    return problems

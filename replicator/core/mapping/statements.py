@@ -1,0 +1,186 @@
+"""Prebuilt SQL for one target table, composed only with psycopg.sql.
+
+Invariants:
+- Every name goes through `sql.Identifier`; no SQL text is built from
+  identifiers with string formatting. Hostile names (quotes, `;`, `%s`, `{}`,
+  MixedCase, reserved words) are quoted, never interpreted.
+- The statements take no query parameters: values travel through COPY into the
+  stage table. Execute them with `params=None` (psycopg would otherwise read a
+  `%s` inside a quoted identifier as a placeholder).
+- `cols`-parameterised builders are memoized per `cols` tuple, so the hot loop
+  never rebuilds SQL; `cols` must be target columns known to the plan, and
+  every builder that writes rows requires the key columns.
+- The stage is a per-session TEMP table (`ON COMMIT DELETE ROWS`) named
+  `stage_<hash of the table rule id>`: unique per rule, always < 63 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from replicator.core.model import TableRef
+
+
+def stage_name(rule_id: str) -> str:
+    """Safe, unique, short stage table name for a table rule id."""
+    return "stage_" + hashlib.sha256(rule_id.encode("utf-8")).hexdigest()[:16]
+
+
+def _ids(names: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+
+
+def _row(names: tuple[str, ...], prefix: sql.Composable) -> sql.Composable:
+    return sql.SQL("({})").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(prefix, sql.Identifier(n)) for n in names)
+    )
+
+
+_T = sql.Identifier("t")
+_S = sql.Identifier("s")
+
+
+def _key_join(key: tuple[str, ...], left: str, right: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key
+    )
+
+
+def _assign(cols: tuple[str, ...], src: sql.Composable) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}.{}").format(sql.Identifier(c), src, sql.Identifier(c)) for c in cols
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatements:
+    """SQL for one target table and its stage. `columns` are every target column
+    the plan may write (row columns and soft-delete columns), in target order."""
+
+    target: TableRef
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    stage: str
+    _cache: dict[tuple[str, tuple[str, ...]], sql.Composed] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError(f"{self.target}: a target key is required")
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"{self.target}: key columns {missing} not among columns")
+
+    @property
+    def _target(self) -> sql.Identifier:
+        return sql.Identifier(self.target.schema, self.target.name)
+
+    @property
+    def _stage(self) -> sql.Identifier:
+        return sql.Identifier(self.stage)
+
+    def _memo(
+        self,
+        kind: str,
+        cols: tuple[str, ...],
+        build: Callable[[tuple[str, ...]], sql.Composed],
+        *,
+        need_key: bool = True,
+    ) -> sql.Composed:
+        hit = self._cache.get((kind, cols))
+        if hit is not None:
+            return hit
+        unknown = [c for c in cols if c not in self.columns]
+        if unknown or len(set(cols)) != len(cols) or not cols:
+            raise ValueError(f"{self.target}: bad column list {cols!r} (unknown: {unknown})")
+        if need_key and not set(self.key) <= set(cols):
+            raise ValueError(f"{self.target}: column list {cols!r} lacks key {self.key!r}")
+        stmt = build(cols)
+        self._cache[(kind, cols)] = stmt
+        return stmt
+
+    # -- fixed statements ----------------------------------------------------
+    @property
+    def create_stage(self) -> sql.Composed:
+        return sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
+        ).format(self._stage, _ids(self.columns), self._target)
+
+    @property
+    def delete_keys(self) -> sql.Composed:
+        return sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
+            self._target, self._stage, _key_join(self.key, "t", "s")
+        )
+
+    @property
+    def truncate(self) -> sql.Composed:
+        return sql.SQL("TRUNCATE {}").format(self._target)
+
+    @property
+    def delete_all(self) -> sql.Composed:
+        return sql.SQL("DELETE FROM {}").format(self._target)
+
+    # -- memoized, per column list -------------------------------------------
+    def copy_stage(self, cols: tuple[str, ...]) -> sql.Composed:
+        return self._memo(
+            "copy",
+            cols,
+            lambda c: sql.SQL("COPY {} ({}) FROM STDIN").format(self._stage, _ids(c)),
+            need_key=False,
+        )
+
+    def upsert(self, cols: tuple[str, ...]) -> sql.Composed:
+        """INSERT from the stage; on key conflict update only rows that change."""
+
+        def build(c: tuple[str, ...]) -> sql.Composed:
+            head = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
+                self._target, _ids(c), _ids(c), self._stage, _ids(self.key)
+            )
+            rest = tuple(x for x in c if x not in self.key)
+            if not rest:
+                return head + sql.SQL("DO NOTHING")
+            excluded = sql.SQL("EXCLUDED")
+            return head + sql.SQL("DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}").format(
+                _assign(rest, excluded), _row(rest, _T), _row(rest, excluded)
+            )
+
+        return self._memo("upsert", cols, build)
+
+    def update_only(self, cols: tuple[str, ...]) -> sql.Composed:
+        """UPDATE existing rows from the stage (some columns UNAVAILABLE)."""
+        return self._memo("update", cols, self._update)
+
+    def soft_delete(self, cols: tuple[str, ...]) -> sql.Composed:
+        """UPDATE the soft-delete columns of existing rows from the stage."""
+        return self._memo("soft_delete", cols, self._update)
+
+    def _update(self, c: tuple[str, ...]) -> sql.Composed:
+        rest = tuple(x for x in c if x not in self.key)
+        if not rest:
+            raise ValueError(f"{self.target}: nothing to update besides the key")
+        return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {} IS DISTINCT FROM {}").format(
+            self._target,
+            _assign(rest, sql.Identifier("s")),
+            self._stage,
+            _key_join(self.key, "t", "s"),
+            _row(rest, _T),
+            _row(rest, _S),
+        )
+
+    def select_keys(self, cols: tuple[str, ...]) -> sql.Composed:
+        """Current target values of the staged keys (for shadow-mode diffs)."""
+
+        def build(c: tuple[str, ...]) -> sql.Composed:
+            rest = tuple(x for x in c if x not in self.key)
+            return sql.SQL("SELECT {} FROM {} AS t JOIN {} AS s ON {}").format(
+                _ids(self.key + rest, "t"), self._target, self._stage, _key_join(self.key, "t", "s")
+            )
+
+        return self._memo("select", cols, build, need_key=False)

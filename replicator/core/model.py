@@ -1,0 +1,179 @@
+"""Plain data shared by every stage: decoded change events and their positions.
+
+Invariants:
+- A `ChangeEvent` is immutable and carries everything needed to reproduce it:
+  its Kafka coordinates (`KafkaRef`) and the raw key/value bytes.
+- Column values are plain Python values (str, int, Decimal, datetime, date,
+  bytes, list, dict, ...) or the `UNAVAILABLE` sentinel, which stands for
+  Debezium's unchanged-TOAST placeholder and must never be written.
+- `SourcePosition` orders streaming events in source commit order; snapshot
+  and incremental-snapshot events have none (they follow Kafka order).
+- A `Failure` carries the context to reproduce it (Kafka coordinates, raw
+  bytes, rule id, SQLSTATE); it is never dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+
+class _Unavailable:
+    """Singleton marking a column whose value Debezium did not send (unchanged TOAST)."""
+
+    _instance: _Unavailable | None = None
+
+    def __new__(cls) -> _Unavailable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+    def __reduce__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE: Final = _Unavailable()
+
+Row = Mapping[str, Any]
+
+
+class Op(enum.StrEnum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # snapshot row
+    TRUNCATE = "t"
+    MESSAGE = "m"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TableRef:
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, dotted: str) -> TableRef:
+        schema, sep, name = dotted.partition(".")
+        if not sep or not schema or not name:
+            raise ValueError(f"table {dotted!r} must be written schema.table")
+        return cls(schema, name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class KafkaRef:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SourcePosition:
+    """Commit-ordered position of a streaming event: (seq0 or 0, seq1, total_order).
+
+    `commit_lsn` is the end LSN of the previously processed commit (constant
+    within a transaction), `lsn` this change's LSN, `total_order` the event's
+    rank inside its transaction (0 when transaction metadata is off).
+    """
+
+    commit_lsn: int
+    lsn: int
+    total_order: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.commit_lsn, self.lsn, self.total_order)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One decoded Debezium change event (a table row change, or a truncate)."""
+
+    ref: KafkaRef
+    op: Op
+    table: TableRef
+    key: Row | None
+    before: Row | None
+    after: Row | None
+    position: SourcePosition | None
+    snapshot: bool
+    ts_ms: int
+    raw_key: bytes | None
+    raw_value: bytes | None
+    txid: int | None = None
+    lsn: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record the run could not apply: becomes an error record, never a silent drop."""
+
+    ref: KafkaRef
+    rule_id: str
+    message: str
+    raw_key: bytes | None
+    raw_value: bytes | None
+    target: TableRef | None = None
+    key: str | None = None
+    sqlstate: str | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the consumer accumulates: decoded events, decode failures, next offsets (bounded)."""
+
+    events: list[ChangeEvent] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    next_offsets: dict[Partition, int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    size_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        """Events counted against the batch bound (change events and failures)."""
+        return len(self.events) + len(self.failures)
+
+    def __bool__(self) -> bool:
+        return bool(self.next_offsets)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one applied batch did: rows written per table and operation, no-ops, error records."""
+
+    applied: Counter[str] = field(default_factory=Counter)  # "<table>:<op>" -> rows
+    skipped_older: int = 0
+    unordered: int = 0
+    errors: list[Failure] = field(default_factory=list)
+    truncated_notes: int = 0
+    # (table, key text) whose final intent was not written: their versions must not move.
+    unwritten: set[tuple[TableRef, str]] = field(default_factory=set)
+
+    def not_written(self, failure: Failure) -> None:
+        self.errors.append(failure)
+        if failure.target is not None and failure.key is not None:
+            self.unwritten.add((failure.target, failure.key))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as the loop sees it: coordinates, raw key and value, headers."""
+
+    ref: KafkaRef
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()

@@ -1,0 +1,81 @@
+"""Resolve a table's intents against the versions its target rows reflect. Pure.
+
+Per target key, in Kafka order, fold the intents against the stored version
+(`ordering.compare`): older events are no-ops; the last newer one wins (the
+reduction buffer). An upsert whose unchanged-TOAST columns are UNAVAILABLE
+takes those values from an earlier accepted upsert of the same key in the
+batch when there is one; otherwise the columns stay UNAVAILABLE and the
+writer leaves them untouched. A truncate is a barrier: `split_at_truncates`
+cuts a table's intents into segments resolved and written in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from replicator.core.intents import Intent, Key, Kind
+from replicator.core.mapping.plan import TablePlan
+from replicator.core.model import UNAVAILABLE
+from replicator.core.ordering import Verdict, Version, compare
+
+
+@dataclass(slots=True)
+class TableWrites:
+    """Stage-2 result for one table: the final intent per key and the versions to store."""
+
+    table: TablePlan
+    final: dict[Key, Intent] = field(default_factory=dict)
+    versions: dict[Key, Version] = field(default_factory=dict)
+    skipped_older: int = 0
+    unordered: int = 0
+    # Key texts the writer locked that had no stored version (its placeholder rows); set by the writer.
+    unversioned: frozenset[str] = frozenset()
+
+    def by_kind(self, kind: Kind) -> list[Intent]:
+        return [i for i in self.final.values() if i.kind is kind]
+
+    def upsert_groups(self) -> dict[frozenset[str], list[Intent]]:
+        """Upserts grouped by their set of UNAVAILABLE columns (usually one, empty, group)."""
+        groups: dict[frozenset[str], list[Intent]] = {}
+        for intent in self.by_kind(Kind.UPSERT):
+            groups.setdefault(intent.unavailable, []).append(intent)
+        return groups
+
+
+def split_at_truncates(intents: Sequence[Intent]) -> list[list[Intent]]:
+    """Segments separated by truncates; each truncate is a segment of its own."""
+    segments: list[list[Intent]] = [[]]
+    for intent in intents:
+        if intent.kind is Kind.TRUNCATE:
+            segments.append([intent])
+            segments.append([])
+        else:
+            segments[-1].append(intent)
+    return [s for s in segments if s]
+
+
+def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Version]) -> TableWrites:
+    """Apply the ordering rule and the reduction buffer to one segment (no truncates)."""
+    writes = TableWrites(table)
+    for intent in intents:
+        current = writes.versions.get(intent.key, stored.get(intent.key))
+        verdict = compare(intent.version, current)
+        if verdict is Verdict.OLDER:
+            writes.skipped_older += 1
+            continue
+        if verdict is Verdict.UNORDERED:
+            writes.unordered += 1
+        previous = writes.final.get(intent.key)
+        if intent.kind is Kind.UPSERT and previous is not None and previous.kind is Kind.UPSERT:
+            missing = intent.unavailable
+            if missing:
+                merged = dict(intent.values)
+                for column in missing:
+                    merged[column] = previous.values.get(column, UNAVAILABLE)
+                intent = Intent(
+                    table, intent.kind, intent.key, merged, intent.version, intent.event, intent.notes
+                )
+        writes.final[intent.key] = intent
+        writes.versions[intent.key] = intent.version
+    return writes

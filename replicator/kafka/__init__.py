@@ -1,0 +1,1 @@
+"""Kafka edge (confluent-kafka): every client built from `KafkaSettings.consumer_config()`."""

@@ -1,0 +1,108 @@
+"""Kafka clients (I/O edge): the one factory every consumer comes from, and the metadata helper.
+
+Invariant: every client the package builds starts from
+`KafkaSettings.consumer_config()`, so TLS/SASL options and the SASL secret
+reach all of them (there is no second hand-built configuration to forget
+one in). `Metadata` answers the questions commands ask of Kafka: partition
+counts, watermarks, end offsets, offsets at a time, a group's committed
+offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from replicator.config import KafkaSettings
+from replicator.core.errors import Transient
+from replicator.core.model import Partition
+
+METADATA_TIMEOUT_S = 10.0
+
+
+def consumer_conf(kafka: KafkaSettings, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    conf = kafka.consumer_config()
+    if group_id:
+        conf["group.id"] = group_id
+    conf.update(overrides)
+    return conf
+
+
+def new_consumer(kafka: KafkaSettings, group_id: str | None = None, **overrides: Any) -> Consumer:
+    """A consumer from the settings (`overrides` are librdkafka properties)."""
+    return Consumer(consumer_conf(kafka, group_id, **overrides))
+
+
+class Metadata:
+    """Read-only questions to the brokers, through one consumer built from the settings."""
+
+    def __init__(self, kafka: KafkaSettings, group_id: str | None = None) -> None:
+        self._kafka = kafka
+        self._consumer = new_consumer(kafka, group_id or f"{kafka.group_id}-metadata")
+
+    def __enter__(self) -> Metadata:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _topics(self) -> dict[str, Any]:
+        try:
+            metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise Transient(
+                f"kafka at {self._kafka.bootstrap_servers}: {exc.args[0]}; "
+                "check REPLICATOR_KAFKA__BOOTSTRAP_SERVERS"
+            ) from exc
+        return {name: t for name, t in metadata.topics.items() if t.error is None}
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """Partitions per topic, for the topics that exist."""
+        found = self._topics()
+        return {t: len(found[t].partitions) for t in topics if t in found}
+
+    def partitions(self, topics: Iterable[str]) -> list[Partition]:
+        found = self._topics()
+        return [(t, p) for t in sorted(set(topics)) if t in found for p in sorted(found[t].partitions)]
+
+    def watermarks(self, partition: Partition) -> tuple[int, int]:
+        """(log start, end) offsets of one partition."""
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=False
+        )
+        return int(low), int(high)
+
+    def end_offsets(self, topics: Iterable[str]) -> dict[Partition, int]:
+        return {p: self.watermarks(p)[1] for p in self.partitions(topics)}
+
+    def offsets_at(self, topics: Iterable[str], moment: datetime) -> dict[Partition, int]:
+        """Per partition, the first offset at or after `moment` (the end when there is none)."""
+        millis = int(moment.timestamp() * 1000)
+        wanted = [TopicPartition(t, p, millis) for t, p in self.partitions(topics)]
+        out: dict[Partition, int] = {}
+        for tp in self._consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_S):
+            key = (tp.topic, tp.partition)
+            out[key] = tp.offset if tp.offset >= 0 else self.watermarks(key)[1]
+        return out
+
+    def committed(self, group: str, partitions: list[Partition]) -> dict[Partition, int]:
+        """Kafka's committed offsets of `group` (partitions without one are left out)."""
+        if not partitions:
+            return {}
+        consumer = new_consumer(self._kafka, group)
+        try:
+            found = consumer.committed(
+                [TopicPartition(t, p) for t, p in partitions], timeout=METADATA_TIMEOUT_S
+            )
+        finally:
+            consumer.close()
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}

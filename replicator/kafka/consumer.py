@@ -1,0 +1,131 @@
+"""The consumer side of Kafka (I/O edge): subscribe, position partitions, poll records, commit.
+
+Invariants:
+- Offsets are never auto-committed or auto-stored, and Kafka's reset policy
+  is `error`: where a partition starts is always decided by the caller's
+  `on_assign` (from the target-stored offsets), never by Kafka.
+- An exception raised by `on_assign` / `on_revoke` is re-raised from the
+  next `poll`, and the records of that poll are dropped (none was handed out).
+- A record error that Kafka calls fatal, an offset out of range or an
+  authorization failure becomes `Fatal` (never skipped silently); other
+  errors go to `on_error` and polling goes on (librdkafka retries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
+
+from replicator.config import KafkaSettings
+from replicator.core.errors import Fatal
+from replicator.core.model import KafkaRef, Partition, Record
+from replicator.kafka.clients import METADATA_TIMEOUT_S, new_consumer
+
+StartAt = int | Literal["earliest", "latest"]
+OnAssign = Callable[[list[Partition]], Mapping[Partition, StartAt]]
+OnRevoke = Callable[[list[Partition]], None]
+OnError = Callable[[str, bool], None]  # (message, retriable)
+
+_FATAL_CODES = {
+    KafkaError._AUTO_OFFSET_RESET,
+    KafkaError.OFFSET_OUT_OF_RANGE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+}
+
+
+def _parts(tps: list[TopicPartition]) -> list[Partition]:
+    return [(tp.topic, tp.partition) for tp in tps]
+
+
+class KafkaSource:
+    """One group member reading `topics`; positions come from the caller, never from Kafka."""
+
+    def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
+        self._consumer = new_consumer(kafka, group_id, **{"auto.offset.reset": "error"})
+        self._on_error = on_error
+        self._pending: BaseException | None = None
+
+    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        def assign(consumer: Any, tps: list[TopicPartition]) -> None:
+            try:
+                starts = on_assign(_parts(tps))
+            except Exception as exc:
+                self._pending = self._pending or exc
+                starts = {}
+            for tp in tps:
+                start = starts.get((tp.topic, tp.partition))
+                if start == "earliest":
+                    tp.offset = OFFSET_BEGINNING
+                elif start == "latest":
+                    tp.offset = OFFSET_END
+                elif isinstance(start, int):
+                    tp.offset = start
+            consumer.assign(tps)
+
+        def revoke(consumer: Any, tps: list[TopicPartition]) -> None:
+            try:
+                on_revoke(_parts(tps))
+            except Exception as exc:
+                self._pending = self._pending or exc
+            consumer.unassign()
+
+        self._consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=revoke)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            raise pending
+        out: list[Record] = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                headers = msg.headers()
+                out.append(
+                    Record(
+                        KafkaRef(cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())),
+                        msg.key(),
+                        msg.value(),
+                        tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
+                    )
+                )
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.code() in _FATAL_CODES or err.fatal():
+                raise Fatal(
+                    f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: set this group's "
+                    "row in replicator.checkpoint to a valid offset (never skipped silently)"
+                )
+            else:
+                self._on_error(err.str(), bool(err.retriable()))
+        return out
+
+    def watermarks(self, partition: Partition) -> tuple[int, int]:
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=False
+        )
+        return int(low), int(high)
+
+    def positions(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The next offset each partition will be read from (-1 while unknown)."""
+        found = self._consumer.position([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): int(tp.offset) for tp in found}
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit next offsets to Kafka (synchronous); a failure only delays lag reporting."""
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], asynchronous=False
+            )
+        except KafkaException as exc:
+            self._on_error(f"offset commit failed: {exc.args[0]}", True)
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,48 @@
+"""PostgreSQL values Python cannot hold, mapped to the pipeline's own objects.
+
+psycopg refuses `infinity` / `-infinity` dates and timestamps (they are out of
+Python's range). Connections that read rows the pipeline compares or diffs
+(the shadow's clones, verification) register these loaders, so such values
+come back as `values.POS_INFINITY` / `NEG_INFINITY`, the same objects the
+decoder produces, and round-trip as text ('infinity') when written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.abc import AdaptContext
+from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+from replicator.core.values import NEG_INFINITY, POS_INFINITY
+
+
+def _infinite(data: Any) -> Any:
+    raw = bytes(data)
+    if raw == b"infinity":
+        return POS_INFINITY
+    if raw == b"-infinity":
+        return NEG_INFINITY
+    return None
+
+
+class _InfTimestampLoader(TimestampLoader):
+    def load(self, data: Any) -> Any:
+        return _infinite(data) or super().load(data)
+
+
+class _InfTimestamptzLoader(TimestamptzLoader):
+    def load(self, data: Any) -> Any:
+        return _infinite(data) or super().load(data)
+
+
+class _InfDateLoader(DateLoader):
+    def load(self, data: Any) -> Any:
+        return _infinite(data) or super().load(data)
+
+
+def register_infinity(context: AdaptContext) -> None:
+    """Load ±infinity dates and timestamps as the pipeline's Infinity objects."""
+    context.adapters.register_loader("timestamp", _InfTimestampLoader)
+    context.adapters.register_loader("timestamptz", _InfTimestamptzLoader)
+    context.adapters.register_loader("date", _InfDateLoader)

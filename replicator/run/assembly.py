@@ -1,0 +1,75 @@
+"""Assembly of the one pipeline that `run` and `shadow` share: spec -> checked plan, decoder.
+
+The daemon refuses to start on a spec that does not check against the live
+source and target catalogs (errors only; warnings are logged).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from replicator.config import PostgresSettings, Settings
+from replicator.connect.registry import RegistryClient
+from replicator.core.decode import AvroDecoder, JsonDecoder
+from replicator.core.errors import Fatal, one_line
+from replicator.core.mapping import Catalog, Plan, Problem, Spec, check, compile_spec, load_spec, topic_for
+from replicator.pg.catalog import read_catalog
+from replicator.pg.session import connect
+
+
+def read_side_catalog(pg: PostgresSettings, schemas: list[str], side: str) -> Catalog:
+    try:
+        with connect(pg, side) as conn:
+            return read_catalog(conn, schemas)
+    except psycopg.Error as exc:
+        raise Fatal(f"{side}: cannot read the catalog: {one_line(exc)}") from exc
+
+
+def catalogs(spec: Spec, settings: Settings) -> tuple[Catalog, Catalog]:
+    """The live source and target catalogs of the schemas the spec names."""
+    source_schemas = sorted({t.source.schema for t in spec.tables})
+    target_schemas = sorted({t.target.schema for t in spec.tables})
+    return (
+        read_side_catalog(settings.source, source_schemas, "source"),
+        read_side_catalog(settings.target, target_schemas, "target"),
+    )
+
+
+def target_plan(settings: Settings, spec_path: Path | None = None) -> Plan:
+    """The spec compiled against the live target catalog (no source check: read-only commands)."""
+    spec = load_spec(spec_path or settings.mapping)
+    schemas = sorted({t.target.schema for t in spec.tables})
+    return compile_spec(spec, read_side_catalog(settings.target, schemas, "target"))
+
+
+def checked_plan(settings: Settings, spec_path: Path | None = None) -> tuple[Plan, list[Problem]]:
+    """Load, check against live catalogs, compile. Raises Fatal listing every error."""
+    spec = load_spec(spec_path or settings.mapping)
+    source, target = catalogs(spec, settings)
+    problems = check(spec, source, target)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise Fatal(
+            f"mapping {spec_path or settings.mapping} does not check ({len(errors)} problems): "
+            + " | ".join(str(p) for p in errors)
+            + "; run `replicator mapping check` for details"
+        )
+    return compile_spec(spec, target), problems
+
+
+def decoder(settings: Settings) -> JsonDecoder | AvroDecoder:
+    """The decoder for the configured value format (JSON, or Avro through the registry)."""
+    placeholder = settings.unavailable_placeholder
+    if settings.value_format == "avro":
+        if not settings.registry_url:
+            raise Fatal("value_format=avro needs REPLICATOR_REGISTRY_URL")
+        return AvroDecoder(RegistryClient(settings.registry_url).schema, unavailable_placeholder=placeholder)
+    return JsonDecoder(unavailable_placeholder=placeholder)
+
+
+def spec_topics(settings: Settings) -> list[str]:
+    """The Kafka topics the configured spec maps (from the spec alone, no catalog)."""
+    spec = load_spec(settings.mapping)
+    return sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})

@@ -1,0 +1,46 @@
+"""`replicator connectors apply|status`: connector config files to the Connect worker and back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from replicator.config import Settings
+from replicator.connect.client import ConnectClient
+from replicator.connect.configs import load_connector_dir, mask_secrets
+
+
+def _client(settings: Settings) -> ConnectClient:
+    return ConnectClient(settings.connect.url, settings.connect.timeout_s)
+
+
+def apply_dir(settings: Settings, directory: Path) -> list[dict[str, Any]]:
+    """Validate, create or update (only when changed) and wait until RUNNING, per config file."""
+    client = _client(settings)
+    results: list[dict[str, Any]] = []
+    for spec in load_connector_dir(directory, os.environ):
+        action, state = client.apply(spec, wait_s=settings.connect.wait_running_s)
+        results.append(
+            {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
+        )
+    return results
+
+
+def connector_states(settings: Settings, verbose: bool) -> list[dict[str, Any]]:
+    """Every connector on the worker: state, tasks, the first trace line, the config (masked)."""
+    client = _client(settings)
+    rows: list[dict[str, Any]] = []
+    for name in sorted(client.connectors()):
+        state = client.state(name)
+        config = client.config(name) or {}
+        rows.append(
+            {
+                "name": name,
+                "connector": state.connector if state else "absent",
+                "tasks": list(state.tasks) if state else [],
+                "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
+                "config": mask_secrets(config) if verbose else None,
+            }
+        )
+    return rows

@@ -1,0 +1,285 @@
+"""The consumer loop: Kafka records -> decode -> bounded batch -> map -> sink -> commit.
+
+Invariants:
+- A batch's Kafka offsets are committed only after the sink's transaction
+  (which also stored them in the target) returned; Kafka's committed offsets
+  are never ahead of the target (invariant 1).
+- On (re)assignment every partition is positioned from the target-stored
+  offsets; without one, `auto_offset_reset` decides (`error` halts). A stored
+  offset below the log start is a retention gap: halt, never skip.
+- A rebalance discards the batch being accumulated (nothing of it was
+  applied); the new assignment re-reads from the target-stored offsets.
+- A batch is bounded by events, bytes and milliseconds (invariant 4), and is
+  mapped (`core.intents.prepare`) before the sink's transaction starts.
+- Transient sink errors retry the same batch with backoff, forever, logging
+  each attempt; a `Fatal` stops the run and keeps its cause.
+
+The loop builds no client: it is given a `Source` (Kafka) and a `Sink` (the
+target writer or the shadow), so it unit-tests with fakes of both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from replicator import failpoints
+from replicator.config import BatchSettings
+from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
+from replicator.core.errors import Fatal, Transient
+from replicator.core.intents import PreparedBatch, prepare
+from replicator.core.mapping.plan import Plan
+from replicator.core.model import Batch, BatchResult, ChangeEvent, Failure, KafkaRef, Partition, Record
+from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt
+from replicator.runlog import RunLog
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+class Source(Protocol):
+    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None: ...
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
+    def watermarks(self, partition: Partition) -> tuple[int, int]: ...
+    def positions(self, partitions: list[Partition]) -> dict[Partition, int]: ...
+    def commit(self, offsets: Mapping[Partition, int]) -> None: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def stored_offsets(self, partitions: list[Partition]) -> dict[Partition, int]: ...
+    def apply(self, batch: PreparedBatch) -> BatchResult: ...
+    def close(self) -> None: ...
+
+
+class Decoder(Protocol):
+    def decode(
+        self, ref: KafkaRef, key: bytes | None, value: bytes | None, headers: Headers = ()
+    ) -> Decoded: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    limits: BatchSettings
+    auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
+    stop_when_caught_up: bool = False
+    # A range's upper bound per partition (exclusive); a bounded run stops there.
+    stop_at: Mapping[Partition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Totals:
+    batches: int = 0
+    events: int = 0
+    applied: Counter[str] = field(default_factory=Counter)
+    skipped_older: int = 0
+    unordered: int = 0
+    errors: int = 0
+    truncated_notes: int = 0
+    not_table_data: int = 0
+    tombstones: int = 0
+
+    def add(self, batch: PreparedBatch, result: BatchResult) -> None:
+        self.batches += 1
+        self.events += batch.events
+        self.applied.update(result.applied)
+        self.skipped_older += result.skipped_older
+        self.unordered += result.unordered
+        self.errors += len(result.errors)
+        self.truncated_notes += result.truncated_notes
+        self.not_table_data += batch.counts["not_table_data"]
+        self.tombstones += batch.counts["tombstone"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "events": self.events,
+            "applied": dict(sorted(self.applied.items())),
+            "skipped_older": self.skipped_older,
+            "unordered": self.unordered,
+            "error_records": self.errors,
+            "truncation_reports": self.truncated_notes,
+            "tombstones": self.tombstones,
+            "not_table_data": self.not_table_data,
+        }
+
+
+POLL_RECORDS = 1000
+POLL_TIMEOUT_S = 0.1
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        decoder: Decoder,
+        plan: Plan,
+        log: RunLog,
+        options: LoopOptions,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.decoder = decoder
+        self.plan = plan
+        self.log = log
+        self.options = options
+        self.clock = clock
+        self.sleep = sleep
+        self.totals = Totals()
+        self.stopping = False
+        self.batch = Batch()
+        self.batch_started: float | None = None
+        # Where a bounded run ends: `stop_at`, else the end offsets seen at assignment.
+        self.end_offsets: dict[Partition, int] = dict(options.stop_at)
+        self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
+        self.assigned: set[Partition] = set()
+
+    # ---------------------------------------------------------------- rebalance
+    def _on_assign(self, partitions: list[Partition]) -> dict[Partition, StartAt]:
+        self._discard_batch()
+        self.assigned = set(partitions)
+        stored = self._with_retry(lambda: self.sink.stored_offsets(partitions), "read checkpoints")
+        starts: dict[Partition, StartAt] = {}
+        for p in partitions:
+            low, high = self.source.watermarks(p)
+            self.end_offsets.setdefault(p, high)
+            if p in stored:
+                if stored[p] < low:
+                    raise Fatal(
+                        f"retention gap on {p[0]}[{p[1]}]: the target-stored offset {stored[p]} is "
+                        f"below the log start {low}; events were deleted before they were applied. "
+                        "Re-snapshot the table (an incremental snapshot through the signal table), or "
+                        "set this group's row in replicator.checkpoint to an offset you accept"
+                    )
+                starts[p] = stored[p]
+                self.start_offsets[p] = stored[p]
+            elif self.options.auto_offset_reset == "error":
+                raise Fatal(
+                    f"no stored position for {p[0]}[{p[1]}] and auto_offset_reset=error;"
+                    " fix: set REPLICATOR_KAFKA__AUTO_OFFSET_RESET=earliest (or latest)"
+                )
+            else:
+                starts[p] = self.options.auto_offset_reset
+        self.log.event("assigned", partitions=",".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "-")
+        return starts
+
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        self._discard_batch()
+        self.assigned -= set(partitions)
+
+    def _discard_batch(self) -> None:
+        self.batch = Batch()
+        self.batch_started = None
+
+    # ---------------------------------------------------------------- loop
+    def request_stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> Totals:
+        """Consume until stopped (or caught up); raises Fatal with the first reason."""
+        self.source.subscribe(list(self.plan.topics), self._on_assign, self._on_revoke)
+        limits = self.options.limits
+        try:
+            while not self.stopping:
+                for record in self.source.poll(min(POLL_RECORDS, limits.max_events), POLL_TIMEOUT_S):
+                    self._take(record)
+                if self._batch_full() or (self._batch_due() and self.batch):
+                    self._flush()
+                if self.options.stop_when_caught_up and self._caught_up():
+                    break
+            if self.batch:
+                self._flush()  # the batch in hand on a clean stop; the drained range ends here
+        finally:
+            try:
+                self.source.close()
+            finally:
+                self.sink.close()
+        return self.totals
+
+    def _take(self, record: Record) -> None:
+        ref = record.ref
+        partition = (ref.topic, ref.partition)
+        limit = self.options.stop_at.get(partition)
+        if limit is not None and ref.offset >= limit:
+            return  # beyond the requested range: not part of this run
+        if self.batch_started is None:
+            self.batch_started = self.clock()
+        batch = self.batch
+        batch.next_offsets[partition] = ref.offset + 1
+        batch.size_bytes += len(record.key or b"") + len(record.value or b"")
+        try:
+            try:
+                decoded = self.decoder.decode(ref, record.key, record.value, record.headers)
+            except Transient:  # e.g. the schema registry is down: wait for it, never skip
+                decoded = self._with_retry(
+                    lambda: self.decoder.decode(ref, record.key, record.value, record.headers), "decode"
+                )
+        except DecodeError as exc:
+            batch.failures.append(
+                Failure(
+                    ref=ref, rule_id="decode", message=exc.message, raw_key=record.key, raw_value=record.value
+                )
+            )
+            return
+        if isinstance(decoded, ChangeEvent):
+            batch.events.append(decoded)
+        elif isinstance(decoded, Tombstone):
+            batch.counts["tombstone"] += 1
+        elif isinstance(decoded, NotTableData):
+            batch.counts["not_table_data"] += 1
+
+    def _batch_full(self) -> bool:
+        b, limits = self.batch, self.options.limits
+        return b.size >= limits.max_events or b.size_bytes >= limits.max_bytes
+
+    def _batch_due(self) -> bool:
+        started = self.batch_started
+        return started is not None and (self.clock() - started) * 1000 >= self.options.limits.max_ms
+
+    def _caught_up(self) -> bool:
+        if not self.assigned:
+            return False
+        for p, offset in self.source.positions(sorted(self.assigned)).items():
+            end = self.end_offsets.get(p, 0)
+            # Nothing consumed yet from a partition: its position is where we put it.
+            position = offset if offset >= 0 else self.start_offsets.get(p, -1)
+            if end > 0 and position < end:
+                return False
+        return True
+
+    def _flush(self) -> None:
+        batch = self.batch
+        self._discard_batch()
+        prepared = prepare(batch, self.plan)
+        failpoints.hit("stop_before_apply")
+        result = self._with_retry(lambda: self.sink.apply(prepared), "apply batch")
+        failpoints.hit("after_target_commit")
+        self.source.commit({p: o for p, o in prepared.next_offsets.items() if p in self.assigned})
+        self.totals.add(prepared, result)
+        self.log.event(
+            "batch",
+            events=prepared.events,
+            applied=dict(sorted(result.applied.items())),
+            skipped_older=result.skipped_older,
+            errors=len(result.errors),
+            tombstones=prepared.counts["tombstone"],
+        )
+
+    def _with_retry(self, action: Callable[[], Any], what: str) -> Any:
+        delay = 0.5
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except Transient as exc:
+                attempt += 1
+                self.log.event("retry", what=what, attempt=attempt, error=str(exc), wait_s=delay)
+                if self.stopping and attempt > 3:
+                    raise Fatal(f"{what}: still failing at shutdown: {exc}") from exc
+                self.sleep(delay)  # backoff between attempts against a failing target
+                delay = min(delay * 2, 10.0)

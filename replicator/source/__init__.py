@@ -1,0 +1,1 @@
+"""Source PostgreSQL edge: what the replicator itself writes or reads on the source (the drain fence)."""

@@ -1,0 +1,125 @@
+"""The control schema the replicator owns in the target database.
+
+Tables (schema name configurable, default `replicator`):
+- `checkpoint`: per consumer group and partition, the next offset to read.
+  Written in the same transaction as the rows it covers (invariant 1).
+- `row_version`: per target table and key, the version of the last applied
+  event (partition, offset, source position, deleted). The ordering guard.
+- `error_record`: every record not applied, with the context to reproduce it;
+  `kind` is `error`, or `truncated` for a declared, applied narrowing.
+- `run`: one row per run (mode, start, end, status, totals).
+- `topic_partitions`: partition counts seen per topic; a change is refused.
+- `shadow_diff`: the diffs of shadow runs (the dry run's output).
+
+All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
+`replicator init` and by the live daemon, which own the schema; every other
+command only reads it, and `require` turns a missing schema into one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from replicator.core.errors import NotInitialized
+
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.checkpoint (
+  group_id    text   NOT NULL,
+  topic       text   NOT NULL,
+  partition   int    NOT NULL,
+  next_offset bigint NOT NULL,
+  run_id      text,
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_id, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS {s}.row_version (
+  target_table text   NOT NULL,
+  key          text   NOT NULL,
+  topic        text,
+  partition    int,
+  kafka_offset bigint,
+  commit_lsn   numeric,
+  lsn          numeric,
+  total_order  bigint,
+  deleted      boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (target_table, key)
+);
+CREATE TABLE IF NOT EXISTS {s}.error_record (
+  id           bigserial PRIMARY KEY,
+  kind         text   NOT NULL DEFAULT 'error',
+  run_id       text,
+  group_id     text,
+  topic        text,
+  partition    int,
+  kafka_offset bigint,
+  target_table text,
+  key          text,
+  raw_key      bytea,
+  raw_value    bytea,
+  rule_id      text,
+  sqlstate     text,
+  message      text   NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS error_record_position ON {s}.error_record (topic, partition, kafka_offset);
+CREATE TABLE IF NOT EXISTS {s}.run (
+  run_id     text PRIMARY KEY,
+  mode       text NOT NULL,
+  group_id   text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  ended_at   timestamptz,
+  status     text NOT NULL DEFAULT 'running',
+  settings   jsonb,
+  totals     jsonb
+);
+CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
+  topic      text PRIMARY KEY,
+  partitions int  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.shadow_diff (
+  id           bigserial PRIMARY KEY,
+  run_id       text NOT NULL,
+  group_id     text NOT NULL,
+  target_table text NOT NULL,
+  key          text,
+  kind         text NOT NULL,
+  columns      jsonb,
+  topic        text,
+  partition    int,
+  kafka_offset bigint,
+  source_position text,
+  rule_ids     text[],
+  sqlstate     text,
+  message      text,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS shadow_diff_run ON {s}.shadow_diff (run_id);
+"""
+
+
+def ensure(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the control schema and its tables if missing (idempotent)."""
+    with conn.transaction():
+        # Concurrent CREATE ... IF NOT EXISTS can still collide; serialize them.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-replicator control schema'))")
+        conn.execute(sql.SQL(_DDL).format(s=sql.Identifier(schema)))
+
+
+def require(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Raise `NotInitialized` (one line, with the fix) when the control schema is missing."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'checkpoint'", (schema,)
+    ).fetchone()
+    if row is None:
+        raise NotInitialized(
+            f"the control schema {schema!r} does not exist in the target; "
+            "fix: run `replicator init` as the replicator's owner role"
+        )
+
+
+def table(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)

@@ -1,0 +1,210 @@
+"""The control store (I/O edge): every read and write of the control schema outside a batch.
+
+A batch's own control writes (versions, error records, checkpoints) happen
+inside its target transaction, in `target.writer`; everything else is here:
+checkpoints read at assignment and by `status`/`drain`, the shadow's seeded
+positions, runs, the partition-count guard, error-record listings and the
+keys `verify` needs.
+
+Invariants: read-only callers (`status`, `errors list`, `verify`, `drain`)
+never run DDL: on a target where `replicator init` never ran, `require()`
+raises `NotInitialized` with the fix. Every statement is composed with
+psycopg.sql.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from replicator.config import Settings
+from replicator.core.errors import Fatal, one_line
+from replicator.core.model import Partition, TableRef
+from replicator.core.serialize import dumps
+from replicator.pg.errors import sqlstate
+from replicator.pg.session import connect
+from replicator.target import control
+
+
+class ControlStore:
+    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        self.conn = conn
+        self.schema = schema
+
+    @classmethod
+    @contextmanager
+    def open(cls, settings: Settings) -> Iterator[ControlStore]:
+        """A store on its own autocommit session to the configured target."""
+        with connect(settings.target, "target", autocommit=True) as conn:
+            try:
+                yield cls(conn, settings.control_schema)
+            except psycopg.Error as exc:
+                raise Fatal(
+                    f"target {settings.target.describe()}: {one_line(exc)} (SQLSTATE {sqlstate(exc)})"
+                ) from exc
+
+    def _t(self, name: str) -> sql.Identifier:
+        return control.table(self.schema, name)
+
+    # ---------------------------------------------------------------- schema
+    def ensure(self) -> None:
+        """Create the control schema (only `init` and the live daemon, which own it)."""
+        control.ensure(self.conn, self.schema)
+
+    def require(self) -> None:
+        control.require(self.conn, self.schema)
+
+    def initialized(self) -> bool:
+        try:
+            self.require()
+        except Fatal:
+            return False
+        return True
+
+    def grant_shadow_role(self, role: str) -> None:
+        """Least privilege for shadow mode in the control schema (run as its owner): read the
+        guard and checkpoints, write only checkpoints, runs and diffs. SELECT on the data
+        tables is granted by their owner; the shadow role never gets DML on them."""
+        r, s = sql.Identifier(role), sql.Identifier(self.schema)
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, r))
+            self.conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(s, r))
+            self.conn.execute(
+                sql.SQL("GRANT INSERT, UPDATE ON {}, {}, {} TO {}").format(
+                    self._t("checkpoint"), self._t("shadow_diff"), self._t("run"), r
+                )
+            )
+            self.conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(s, r))
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoints(self, group: str, partitions: list[Partition] | None = None) -> dict[Partition, int]:
+        """The next offset per partition stored for `group` (all, or only `partitions`)."""
+        if partitions is None:
+            rows = self.conn.execute(
+                sql.SQL("SELECT topic, partition, next_offset FROM {} WHERE group_id = %s").format(
+                    self._t("checkpoint")
+                ),
+                (group,),
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                sql.SQL(
+                    "SELECT topic, partition, next_offset FROM {} WHERE group_id = %s"
+                    " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                ).format(self._t("checkpoint")),
+                (group, [t for t, _ in partitions], [p for _, p in partitions]),
+            ).fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def set_checkpoints(self, group: str, positions: Mapping[Partition, int], label: str) -> None:
+        """Replace `group`'s positions (an explicit range start); `label` goes into run_id."""
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (group_id, topic, partition, next_offset, run_id)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (group_id, topic, partition)"
+                    " DO UPDATE SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id"
+                ).format(self._t("checkpoint")),
+                [(group, t, p, o, label) for (t, p), o in sorted(positions.items())],
+            )
+
+    def copy_checkpoints(self, from_group: str, to_group: str) -> None:
+        """Start `to_group` where `from_group` stands, for partitions `to_group` has no position on."""
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {0} (group_id, topic, partition, next_offset, run_id)"
+                " SELECT %s, topic, partition, next_offset, 'seeded' FROM {0} WHERE group_id = %s"
+                " ON CONFLICT (group_id, topic, partition) DO NOTHING"
+            ).format(self._t("checkpoint")),
+            (to_group, from_group),
+        )
+
+    # ---------------------------------------------------------------- runs
+    def start_run(self, run_id: str, mode: str, group: str, settings: Mapping[str, Any]) -> None:
+        self.conn.execute(
+            sql.SQL("INSERT INTO {} (run_id, mode, group_id, settings) VALUES (%s, %s, %s, %s)").format(
+                self._t("run")
+            ),
+            (run_id, mode, group, dumps(settings)),
+        )
+
+    def end_run(self, run_id: str, status: str, totals: Mapping[str, Any]) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET ended_at = now(), status = %s, totals = %s WHERE run_id = %s").format(
+                self._t("run")
+            ),
+            (status, dumps(totals), run_id),
+        )
+
+    # ---------------------------------------------------------------- partition guard
+    def guard_partition_counts(self, counts: Mapping[str, int]) -> None:
+        """Record partition counts; refuse to run if one changed (keys would move partitions)."""
+        tp = self._t("topic_partitions")
+        with self.conn.transaction():
+            seen = dict(
+                self.conn.execute(
+                    sql.SQL("SELECT topic, partitions FROM {} FOR UPDATE").format(tp)
+                ).fetchall()
+            )
+            changed = {t: (seen[t], n) for t, n in counts.items() if t in seen and seen[t] != n}
+            if changed:
+                detail = ", ".join(f"{t}: {a} -> {b}" for t, (a, b) in sorted(changed.items()))
+                raise Fatal(
+                    f"partition count changed ({detail}); keys moved partitions and per-key order is "
+                    "lost. Changing partition counts during a migration is unsupported: restore the "
+                    "count, or re-snapshot into an empty target"
+                )
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    sql.SQL(
+                        "INSERT INTO {} (topic, partitions) VALUES (%s, %s) ON CONFLICT (topic) DO NOTHING"
+                    ).format(tp),
+                    sorted(counts.items()),
+                )
+
+    # ---------------------------------------------------------------- error records
+    def error_records(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
+                    " sqlstate, message, created_at FROM {} WHERE (%s::text IS NULL OR kind = %s)"
+                    " ORDER BY id DESC LIMIT %s"
+                ).format(self._t("error_record")),
+                (kind, kind, limit),
+            )
+            return cur.fetchall()
+
+    def error_counts(self, group: str) -> dict[Partition, int]:
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT topic, partition, count(*) FROM {} WHERE group_id = %s AND kind = 'error'"
+                " GROUP BY 1, 2"
+            ).format(self._t("error_record")),
+            (group,),
+        ).fetchall()
+        return {(t, p): n for t, p, n in rows}
+
+    def error_keys(self, target: TableRef) -> frozenset[str]:
+        """Target keys held back as error records (expected to be absent, not missing)."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT key FROM {} WHERE kind = 'error' AND target_table = %s AND key IS NOT NULL"
+            ).format(self._t("error_record")),
+            (str(target),),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    # ---------------------------------------------------------------- versions
+    def deleted_keys(self, target: TableRef) -> frozenset[str]:
+        """Keys whose stored version says the source deleted the row (kept by soft/ignore deletes)."""
+        rows = self.conn.execute(
+            sql.SQL("SELECT key FROM {} WHERE target_table = %s AND deleted").format(self._t("row_version")),
+            (str(target),),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
