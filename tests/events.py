@@ -1,10 +1,10 @@
-"""Builder for decoded change events in tests (what `replicator.decode` would produce)."""
+"""Builder for decoded change events in tests (what `replicator.core.decode` would produce)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
 
 
 def change(

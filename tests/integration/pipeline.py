@@ -1,6 +1,6 @@
 """Harness for daemon tests: fresh target databases, the real CLI, convergence, the oracle.
 
-Convergence is exact, not a sleep: `replicator.drain` (a fence row in the
+Convergence is exact, not a sleep: `replicator.run.drain` (a fence row in the
 signal table, Connect's committed source offset past its LSN, then the
 target-stored checkpoints at the end offsets).
 """
@@ -21,11 +21,14 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from replicator.config import load_settings
-from replicator.drain import drain
-from replicator.mapping import compile_spec, load_spec, read_catalog
-from replicator.mapping.plan import Plan
-from replicator.verify import TableDiff, verify
+from replicator.config import TargetSettings, load_settings
+from replicator.core.mapping import compile_spec, load_spec
+from replicator.core.mapping.plan import Plan
+from replicator.core.verify import TableDiff
+from replicator.pg.catalog import read_catalog
+from replicator.run.drain import drain
+from replicator.run.verify import verify
+from replicator.target.writer import BatchWriter, LiveTables
 from tests.integration.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,6 +149,21 @@ def converge(stack: Stack, dbname: str, group: str, timeout_s: float = 120) -> d
     settings.target.dbname = dbname
     done = drain(settings, TOPICS, CONNECTOR, "shop.debezium_signal", timeout_s, group=group)
     return done.end_offsets
+
+
+def live_writer(
+    stack: Stack, dbname: str, plan: Plan, group: str, run_id: str, reorder_retries: int = 4
+) -> BatchWriter:
+    """The live batch writer on a test target, as the `replicator` role."""
+    target = TargetSettings(
+        host=stack.target_host,
+        port=stack.target_port,
+        dbname=dbname,
+        user="replicator",
+        password="replicator",
+    )
+    live = LiveTables(plan, CONTROL, group, run_id, reorder_retries)
+    return BatchWriter(target, live, CONTROL, group, run_id)
 
 
 def demo_plan(stack: Stack, dbname: str) -> Plan:

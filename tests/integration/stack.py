@@ -15,10 +15,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+R = TypeVar("R")
 
 
 def env(name: str, default: str) -> str:
@@ -95,6 +97,13 @@ class Stack:
         return found
 
 
+def one_row(cur: psycopg.Cursor[R]) -> R:
+    """The row a query is known to return (fails the test when it returns none)."""
+    row = cur.fetchone()
+    assert row is not None, "the query returned no row"
+    return row
+
+
 @contextmanager
 def consumer_at_end(stack: Stack, topic: str, partitions: int = 1) -> Iterator[Consumer]:
     """A consumer assigned to every partition of `topic` at its current end."""
@@ -129,10 +138,11 @@ def collect(
         msg = consumer.poll(0.5)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        err = msg.error()
+        if err:
+            if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 continue  # the topic appears with its first event
-            raise AssertionError(f"kafka error while waiting: {msg.error()}")
+            raise AssertionError(f"kafka error while waiting: {err}")
         messages.append(msg)
         if done(messages):
             return messages
@@ -144,7 +154,15 @@ def payload(msg: Message) -> dict[str, Any] | None:
     if raw is None:
         return None
     doc = json.loads(raw)
-    return doc["payload"] if isinstance(doc, dict) and "payload" in doc else doc
+    body: dict[str, Any] | None = doc["payload"] if isinstance(doc, dict) and "payload" in doc else doc
+    return body
+
+
+def event_payload(msg: Message) -> dict[str, Any]:
+    """The payload of a change event (not a tombstone, which has none)."""
+    body = payload(msg)
+    assert body is not None, f"expected a change event, got a tombstone at offset {msg.offset()}"
+    return body
 
 
 def key_payload(msg: Message) -> Any:

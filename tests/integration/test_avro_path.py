@@ -21,11 +21,12 @@ import pytest
 import yaml
 
 from replicator.config import load_settings
-from replicator.connect_client import ConnectClient
-from replicator.connectors import load_connector
-from replicator.drain import drain
-from replicator.mapping import compile_spec, load_spec, read_catalog
-from replicator.verify import verify
+from replicator.connect.client import ConnectClient
+from replicator.connect.configs import load_connector
+from replicator.core.mapping import compile_spec, load_spec
+from replicator.pg.catalog import read_catalog
+from replicator.run.drain import drain
+from replicator.run.verify import verify
 from tests.integration.pipeline import SPEC, daemon, drop_slot, env_for, fresh_target
 from tests.integration.stack import Stack
 

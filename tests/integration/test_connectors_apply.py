@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from replicator.connect_client import ConnectClient
-from replicator.connectors import load_connector
+from replicator.connect.client import ConnectClient
+from replicator.connect.configs import load_connector
 from tests.integration.pipeline import drop_slot
 from tests.integration.stack import Stack
 
@@ -44,6 +44,7 @@ def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack, prob
         assert first.returncode == 0, first.stderr
         assert "test-idempotent: created" in first.stdout
         config_after_first = client.config("test-idempotent")
+        assert config_after_first is not None, "the connector exists after apply"
         second = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
         assert second.returncode == 0, second.stderr
         assert "test-idempotent: unchanged" in second.stdout

@@ -1,6 +1,6 @@
 """`replicator run` on the demo: happy path, idempotent replay, TOAST, SIGTERM.
 
-Each test names the behaviour it proves. The oracle (`replicator.verify`)
+Each test names the behaviour it proves. The oracle (`replicator.core.verify`)
 compares the target with the mapped source field by field for every row; it
 is shown to catch planted faults in `test_oracle_catches_planted_faults`.
 """
@@ -27,7 +27,7 @@ from tests.integration.pipeline import (
     verify_demo,
     workload,
 )
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 AUDIT = """
 CREATE SCHEMA IF NOT EXISTS audit;
@@ -76,7 +76,9 @@ def converged(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     return dbname, group
 
 
-def test_happy_path_every_row_equals_mapped_source_field_by_field(stack: Stack, converged) -> None:
+def test_happy_path_every_row_equals_mapped_source_field_by_field(
+    stack: Stack, converged: tuple[str, str]
+) -> None:
     """Snapshot + streaming inserts, updates, deletes on every demo table, compared cell by cell."""
     dbname, _group = converged
     diffs = assert_converged_equal(stack, dbname)
@@ -85,27 +87,29 @@ def test_happy_path_every_row_equals_mapped_source_field_by_field(stack: Stack, 
     assert by_table["sales.order_line"].expected >= 100
 
 
-def test_mapping_rules_hold_on_real_rows(stack: Stack, converged) -> None:
+def test_mapping_rules_hold_on_real_rows(stack: Stack, converged: tuple[str, str]) -> None:
     """Spot checks independent of the plan: product.price_cents, customer.tier_code, order.placed_at_utc."""
     dbname, _ = converged
     with psycopg.connect(stack.source_admin()) as src, psycopg.connect(stack.target_admin(dbname)) as tgt:
-        sku, price = src.execute("SELECT sku, price FROM shop.products ORDER BY sku LIMIT 1").fetchone()
-        (cents,) = tgt.execute("SELECT price_cents FROM catalog.product WHERE sku = %s", (sku,)).fetchone()
+        sku, price = one_row(src.execute("SELECT sku, price FROM shop.products ORDER BY sku LIMIT 1"))
+        (cents,) = one_row(tgt.execute("SELECT price_cents FROM catalog.product WHERE sku = %s", (sku,)))
         assert cents == int(price * 100)
-        cid, tier = src.execute(
-            "SELECT id, tier::text FROM shop.customers WHERE country IS DISTINCT FROM 'XX'"
-            " ORDER BY id LIMIT 1"
-        ).fetchone()
-        (code,) = tgt.execute("SELECT tier_code FROM crm.customer WHERE customer_id = %s", (cid,)).fetchone()
+        cid, tier = one_row(
+            src.execute(
+                "SELECT id, tier::text FROM shop.customers WHERE country IS DISTINCT FROM 'XX'"
+                " ORDER BY id LIMIT 1"
+            )
+        )
+        (code,) = one_row(tgt.execute("SELECT tier_code FROM crm.customer WHERE customer_id = %s", (cid,)))
         assert code == {"bronze": "B", "silver": "S", "gold": "G", "platinum": "P"}[tier]
-        oid, placed = src.execute(
-            "SELECT id, placed_at AT TIME ZONE 'UTC' FROM shop.orders ORDER BY id LIMIT 1"
-        ).fetchone()
-        (utc,) = tgt.execute('SELECT placed_at_utc FROM sales."order" WHERE order_id = %s', (oid,)).fetchone()
+        oid, placed = one_row(
+            src.execute("SELECT id, placed_at AT TIME ZONE 'UTC' FROM shop.orders ORDER BY id LIMIT 1")
+        )
+        (utc,) = one_row(tgt.execute('SELECT placed_at_utc FROM sales."order" WHERE order_id = %s', (oid,)))
         assert utc == placed
 
 
-def test_kafka_committed_offsets_never_ahead_of_target(stack: Stack, converged) -> None:
+def test_kafka_committed_offsets_never_ahead_of_target(stack: Stack, converged: tuple[str, str]) -> None:
     dbname, group = converged
     stored = stored_offsets(stack, dbname, group)
     committed = kafka_committed(stack, group, TOPICS)
@@ -114,7 +118,7 @@ def test_kafka_committed_offsets_never_ahead_of_target(stack: Stack, converged) 
         assert offset <= stored[tp], (tp, offset, stored[tp])
 
 
-def test_replay_from_earliest_makes_zero_effective_writes(stack: Stack, converged) -> None:
+def test_replay_from_earliest_makes_zero_effective_writes(stack: Stack, converged: tuple[str, str]) -> None:
     """Idempotency proof: a second run over every event from offset 0 changes nothing."""
     dbname, _ = converged
     install_audit(stack, dbname)
@@ -129,7 +133,9 @@ def test_replay_from_earliest_makes_zero_effective_writes(stack: Stack, converge
     assert '"skipped_older"' in done.stdout
 
 
-def test_unchanged_toast_value_is_kept_not_overwritten(stack: Stack, converged, tmp_path: Path) -> None:
+def test_unchanged_toast_value_is_kept_not_overwritten(
+    stack: Stack, converged: tuple[str, str], tmp_path: Path
+) -> None:
     """An update that does not touch a TOASTed column leaves the target's value in place."""
     dbname, group = converged
     sku = f"TOAST-{uuid.uuid4().hex[:8]}"
@@ -145,19 +151,19 @@ def test_unchanged_toast_value_is_kept_not_overwritten(stack: Stack, converged, 
             conn.execute("UPDATE shop.products SET price = 2.50 WHERE sku = %s", (sku,))
         converge(stack, dbname, group)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
-        description, cents = conn.execute(
-            "SELECT description, price_cents FROM catalog.product WHERE sku = %s", (sku,)
-        ).fetchone()
+        description, cents = one_row(
+            conn.execute("SELECT description, price_cents FROM catalog.product WHERE sku = %s", (sku,))
+        )
     assert cents == 250
     assert description == big
 
 
-def test_oracle_catches_planted_faults(stack: Stack, converged) -> None:
+def test_oracle_catches_planted_faults(stack: Stack, converged: tuple[str, str]) -> None:
     """Checker self-test: a corrupted cell, a deleted row and a placeholder are all reported."""
     dbname, _ = converged
     with psycopg.connect(stack.target_admin(dbname)) as conn:
-        sku = conn.execute("SELECT sku FROM catalog.product ORDER BY sku LIMIT 1").fetchone()[0]
-        oid = conn.execute("SELECT order_id FROM sales.order_line ORDER BY 1 LIMIT 1").fetchone()[0]
+        sku = one_row(conn.execute("SELECT sku FROM catalog.product ORDER BY sku LIMIT 1"))[0]
+        oid = one_row(conn.execute("SELECT order_id FROM sales.order_line ORDER BY 1 LIMIT 1"))[0]
         conn.execute("SAVEPOINT s")
         conn.execute("ALTER TABLE catalog.product DISABLE TRIGGER USER")
         conn.execute(
@@ -177,9 +183,9 @@ def test_oracle_catches_planted_faults(stack: Stack, converged) -> None:
         # Repair by replaying: a fresh group re-reads everything, but the guard
         # skips it (the target already reflects those versions), so restore by hand.
         with psycopg.connect(stack.source_admin()) as src:
-            price, desc = src.execute(
-                "SELECT price, description FROM shop.products WHERE sku = %s", (sku,)
-            ).fetchone()
+            price, desc = one_row(
+                src.execute("SELECT price, description FROM shop.products WHERE sku = %s", (sku,))
+            )
         with psycopg.connect(stack.target_admin(dbname)) as conn:
             conn.execute(
                 "UPDATE catalog.product SET price_cents = %s, description = %s WHERE sku = %s",

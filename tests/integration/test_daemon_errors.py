@@ -29,7 +29,7 @@ from tests.integration.pipeline import (
     stored_offsets,
     wait_until,
 )
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 
 def error_records(
@@ -71,7 +71,7 @@ def test_bad_rows_become_error_records_and_neighbours_land(stack: Stack, tmp_pat
                 "SELECT sku FROM catalog.product WHERE sku LIKE %s", (f"%{tag}%",)
             ).fetchall()
         }
-        (title,) = conn.execute("SELECT title FROM catalog.product WHERE sku = %s", (long_name,)).fetchone()
+        (title,) = one_row(conn.execute("SELECT title FROM catalog.product WHERE sku = %s", (long_name,)))
     assert landed == {*good, long_name}
     assert title == "N" * 120
     errors = [r for r in error_records(stack, dbname) if tag in (r["raw_value"] or b"").decode()]
@@ -107,8 +107,10 @@ def real_product_event(stack: Stack) -> tuple[bytes, bytes]:
         while True:
             msg = consumer.poll(10)
             assert msg is not None, "demo.shop.products is empty"
-            if not msg.error() and msg.value() is not None:
-                return msg.key(), msg.value()
+            key, value = msg.key(), msg.value()
+            if not msg.error() and value is not None:
+                assert key is not None, "a demo product event has a key"
+                return key, value
     finally:
         consumer.close()
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -88,7 +89,7 @@ def regressions(stack: Stack, dbname: str) -> list[str]:
             "SELECT target_table, key, partition, kafka_offset, commit_lsn, lsn, total_order"
             " FROM public.version_log ORDER BY id"
         ).fetchall()
-    last: dict[tuple[str, str], tuple] = {}
+    last: dict[tuple[str, str], tuple[int, int, tuple[Any, ...] | None]] = {}
     bad = []
     for table, key, partition, offset, c, lsn, order in rows:
         prev = last.get((table, key))

@@ -13,13 +13,14 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any, cast
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.integration.pipeline import assert_converged_equal, converge, daemon, env_for, fresh_target
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,12 @@ def live(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
-def target_one(stack: Stack, dbname: str, query: str, *params: object) -> tuple | None:
+def target_one(stack: Stack, dbname: str, query: str, *params: object) -> tuple[Any, ...] | None:
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         return conn.execute(query, params).fetchone()
 
 
-def test_long_transaction_committed_after_short_ones_wins(stack: Stack, live) -> None:
+def test_long_transaction_committed_after_short_ones_wins(stack: Stack, live: tuple[str, str]) -> None:
     dbname, group = live
     tag = uuid.uuid4().hex[:6]
     a, b = f"LT-A-{tag}", f"LT-B-{tag}"
@@ -78,11 +79,13 @@ def lsns_of(stack: Stack, topic: str, marker: str) -> list[int]:
             msg = consumer.poll(5)
             if msg is None:
                 break
-            if msg.error() or msg.value() is None:
+            value = msg.value()
+            if msg.error() or value is None:
                 continue
-            if msg.offset() >= ends[msg.partition()] - 1:
-                remaining.discard(msg.partition())
-            body = json.loads(msg.value())["payload"]
+            partition = cast(int, msg.partition())
+            if cast(int, msg.offset()) >= ends[partition] - 1:
+                remaining.discard(partition)
+            body = json.loads(value)["payload"]
             if body.get("after") and marker in str(body["after"].get("sku", "")):
                 out.append(body["source"]["lsn"])
     finally:
@@ -90,7 +93,7 @@ def lsns_of(stack: Stack, topic: str, marker: str) -> list[int]:
     return out
 
 
-def test_copy_rows_sharing_one_lsn_land_completely(stack: Stack, live) -> None:
+def test_copy_rows_sharing_one_lsn_land_completely(stack: Stack, live: tuple[str, str]) -> None:
     dbname, group = live
     tag = uuid.uuid4().hex[:6]
     # COPY uses heap multi-inserts: several rows share one WAL record (one LSN).
@@ -101,16 +104,18 @@ def test_copy_rows_sharing_one_lsn_land_completely(stack: Stack, live) -> None:
         for g in range(1, 41):
             copy.write_row((f"MR-{tag}-{g}", f"multi {g}", g))
     converge(stack, dbname, group)
-    (count,) = target_one(
-        stack, dbname, "SELECT count(*) FROM catalog.product WHERE sku LIKE %s", f"MR-{tag}-%"
-    )
+    row = target_one(stack, dbname, "SELECT count(*) FROM catalog.product WHERE sku LIKE %s", f"MR-{tag}-%")
+    assert row is not None
+    (count,) = row
     assert count == 40
     lsns = lsns_of(stack, "demo.shop.products", f"MR-{tag}-")
     assert len(lsns) == 40 and len(set(lsns)) < 40, "the rows should share LSNs (multi-insert)"
     assert_converged_equal(stack, dbname)
 
 
-def test_row_updated_twice_in_one_transaction_ends_with_second_value(stack: Stack, live) -> None:
+def test_row_updated_twice_in_one_transaction_ends_with_second_value(
+    stack: Stack, live: tuple[str, str]
+) -> None:
     dbname, group = live
     sku = f"TW-{uuid.uuid4().hex[:6]}"
     with psycopg.connect(stack.source_admin()) as conn:
@@ -124,17 +129,19 @@ def test_row_updated_twice_in_one_transaction_ends_with_second_value(stack: Stac
     assert_converged_equal(stack, dbname)
 
 
-def test_primary_key_updates_move_rows(stack: Stack, live) -> None:
+def test_primary_key_updates_move_rows(stack: Stack, live: tuple[str, str]) -> None:
     """product (hard delete): the old key disappears; customer (soft delete): old key marked deleted."""
     dbname, group = live
     tag = uuid.uuid4().hex[:6]
     old_sku, new_sku = f"PK-OLD-{tag}", f"PK-NEW-{tag}"
     with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
         conn.execute("INSERT INTO shop.products (sku, name, price) VALUES (%s, 'moving', 4)", (old_sku,))
-        (cid,) = conn.execute(
-            "INSERT INTO shop.customers (email, full_name) VALUES (%s, 'Pk Mover') RETURNING id",
-            (f"pk-{tag}@example.com",),
-        ).fetchone()
+        (cid,) = one_row(
+            conn.execute(
+                "INSERT INTO shop.customers (email, full_name) VALUES (%s, 'Pk Mover') RETURNING id",
+                (f"pk-{tag}@example.com",),
+            )
+        )
     converge(stack, dbname, group)
     new_cid = cid + 10_000_000
     with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
@@ -157,7 +164,7 @@ def test_primary_key_updates_move_rows(stack: Stack, live) -> None:
     assert_converged_equal(stack, dbname)
 
 
-def test_concurrent_writers_interleaved_commits_converge(stack: Stack, live) -> None:
+def test_concurrent_writers_interleaved_commits_converge(stack: Stack, live: tuple[str, str]) -> None:
     """Four sessions commit interleaved transactions on shared rows; the target ends equal."""
     dbname, group = live
     tag = uuid.uuid4().hex[:6]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from tests.integration.pipeline import assert_converged_equal, converge, daemon, env_for, fresh_target
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 
 def test_boundary_values_reach_the_target_exactly(stack: Stack, tmp_path: Path) -> None:
@@ -23,10 +24,12 @@ def test_boundary_values_reach_the_target_exactly(stack: Stack, tmp_path: Path) 
     tag = uuid.uuid4().hex[:6]
     name_120 = ("é" * 119) + "x"  # exactly varchar(120), 240 bytes in UTF-8
     with psycopg.connect(stack.source_admin()) as conn:
-        (cid,) = conn.execute(
-            "INSERT INTO shop.customers (email, full_name, country) VALUES (%s, '', 'X ') RETURNING id",
-            (f"Edge.{tag}@Example.com",),
-        ).fetchone()
+        (cid,) = one_row(
+            conn.execute(
+                "INSERT INTO shop.customers (email, full_name, country) VALUES (%s, '', 'X ') RETURNING id",
+                (f"Edge.{tag}@Example.com",),
+            )
+        )
         orders = {}
         for label, placed, total, note in [
             ("pos_inf", "infinity", Decimal("999999999999.99"), ""),
@@ -34,11 +37,13 @@ def test_boundary_values_reach_the_target_exactly(stack: Stack, tmp_path: Path) 
             ("earliest", "0001-01-01 00:00:00+00", Decimal("0.00"), "  "),
             ("latest", "9999-12-31 23:59:59.999999+00", Decimal("0.01"), "Ünïcödé 🙂"),
         ]:
-            (oid,) = conn.execute(
-                "INSERT INTO shop.orders (customer_id, status, placed_at, total, note)"
-                " VALUES (%s, 'placed', %s, %s, %s) RETURNING id",
-                (cid, placed, total, note),
-            ).fetchone()
+            (oid,) = one_row(
+                conn.execute(
+                    "INSERT INTO shop.orders (customer_id, status, placed_at, total, note)"
+                    " VALUES (%s, 'placed', %s, %s, %s) RETURNING id",
+                    (cid, placed, total, note),
+                )
+            )
             orders[label] = oid
         conn.execute(
             "INSERT INTO shop.products (sku, name, price, weight_grams) VALUES (%s, %s, 9999999999.99, %s)",
@@ -53,7 +58,7 @@ def test_boundary_values_reach_the_target_exactly(stack: Stack, tmp_path: Path) 
     assert proc.returncode == 0
     with psycopg.connect(stack.target_admin(dbname)) as conn:
 
-        def one(query: str, *params: object) -> tuple:
+        def one(query: str, *params: object) -> tuple[Any, ...]:
             row = conn.execute(query, params).fetchone()
             assert row is not None, query
             return tuple(row)
@@ -80,10 +85,12 @@ def test_timestamp_beyond_python_range_is_an_error_record_not_a_crash(stack: Sta
     dbname = fresh_target("farfuture")
     group = f"far-{uuid.uuid4().hex[:6]}"
     with psycopg.connect(stack.source_admin()) as conn:
-        (oid,) = conn.execute(
-            "INSERT INTO shop.orders (customer_id, status, placed_at) SELECT min(id), 'placed',"
-            " '294276-12-31 23:59:59.999999+00' FROM shop.customers RETURNING id"
-        ).fetchone()
+        (oid,) = one_row(
+            conn.execute(
+                "INSERT INTO shop.orders (customer_id, status, placed_at) SELECT min(id), 'placed',"
+                " '294276-12-31 23:59:59.999999+00' FROM shop.customers RETURNING id"
+            )
+        )
         conn.execute("DELETE FROM shop.orders WHERE id = %s", (oid,))  # keep the source readable for verify
     with daemon(env_for(stack, dbname, group), tmp_path / "d.log") as proc:
         converge(stack, dbname, group)

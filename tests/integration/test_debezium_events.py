@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
-from replicator.connect_client import ConnectClient
-from replicator.connectors import load_connector
-from tests.integration.stack import Stack, collect, consumer_at_end, key_payload, payload
+from replicator.connect.client import ConnectClient
+from replicator.connect.configs import load_connector
+from tests.integration.stack import Stack, collect, consumer_at_end, event_payload, key_payload, payload
 
 TOPIC = "probe.probe.items"
 PLACEHOLDER = "__debezium_unavailable_value"
@@ -53,8 +53,8 @@ def new_id() -> int:
     return random.randrange(1, 10**8)
 
 
-def events_for(messages, key_id: int) -> list:
-    out = []
+def events_for(messages: list[Message], key_id: int) -> list[Message]:
+    out: list[Message] = []
     for m in messages:
         k = key_payload(m)
         if k is not None and k.get("id") == key_id:
@@ -62,13 +62,15 @@ def events_for(messages, key_id: int) -> list:
     return out
 
 
-def test_insert_arrives_as_create_event_with_after_and_sequence(stack: Stack, probe) -> None:
+def test_insert_arrives_as_create_event_with_after_and_sequence(
+    stack: Stack, probe: psycopg.Connection
+) -> None:
     i = new_id()
     with consumer_at_end(stack, TOPIC) as consumer:
         probe.execute("INSERT INTO probe.items VALUES (%s, 'Zoë 🙂', 12.34, 'small', ARRAY['a','b'])", (i,))
         msgs = collect(consumer, lambda ms: bool(events_for(ms, i)))
     (event,) = events_for(msgs, i)
-    body = payload(event)
+    body = event_payload(event)
     assert body["op"] == "c"
     assert body["before"] is None
     assert body["after"]["id"] == i and body["after"]["name"] == "Zoë 🙂"
@@ -79,14 +81,16 @@ def test_insert_arrives_as_create_event_with_after_and_sequence(stack: Stack, pr
     assert body["transaction"]["total_order"] >= 1
 
 
-def test_update_not_touching_toasted_column_carries_placeholder(stack: Stack, probe) -> None:
+def test_update_not_touching_toasted_column_carries_placeholder(
+    stack: Stack, probe: psycopg.Connection
+) -> None:
     i = new_id()
     big = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(20000))
     with consumer_at_end(stack, TOPIC) as consumer:
         probe.execute("INSERT INTO probe.items (id, name, big) VALUES (%s, 'v1', %s)", (i, big))
         probe.execute("UPDATE probe.items SET name = 'v2' WHERE id = %s", (i,))
         msgs = collect(consumer, lambda ms: len(events_for(ms, i)) >= 2)
-    create, update = (payload(m) for m in events_for(msgs, i))
+    create, update = (event_payload(m) for m in events_for(msgs, i))
     assert create["op"] == "c" and create["after"]["big"] == big
     assert update["op"] == "u"
     assert update["after"]["name"] == "v2"
@@ -97,21 +101,23 @@ def test_update_not_touching_toasted_column_carries_placeholder(stack: Stack, pr
     assert s_update > s_create
 
 
-def test_delete_arrives_as_delete_then_tombstone(stack: Stack, probe) -> None:
+def test_delete_arrives_as_delete_then_tombstone(stack: Stack, probe: psycopg.Connection) -> None:
     i = new_id()
     with consumer_at_end(stack, TOPIC) as consumer:
         probe.execute("INSERT INTO probe.items (id, name) VALUES (%s, 'gone soon')", (i,))
         probe.execute("DELETE FROM probe.items WHERE id = %s", (i,))
         msgs = collect(consumer, lambda ms: len(events_for(ms, i)) >= 3)
     create, delete, tombstone = events_for(msgs, i)
-    assert payload(create)["op"] == "c"
-    body = payload(delete)
+    assert event_payload(create)["op"] == "c"
+    body = event_payload(delete)
     assert body["op"] == "d" and body["after"] is None
     assert body["before"]["id"] == i  # REPLICA IDENTITY DEFAULT: key columns only
     assert tombstone.value() is None and key_payload(tombstone) == {"id": i}
 
 
-def test_primary_key_update_arrives_as_delete_tombstone_create(stack: Stack, probe) -> None:
+def test_primary_key_update_arrives_as_delete_tombstone_create(
+    stack: Stack, probe: psycopg.Connection
+) -> None:
     old, new = new_id(), new_id()
     with consumer_at_end(stack, TOPIC) as consumer:
         probe.execute("INSERT INTO probe.items (id, name) VALUES (%s, 'moving')", (old,))
@@ -119,20 +125,20 @@ def test_primary_key_update_arrives_as_delete_tombstone_create(stack: Stack, pro
         msgs = collect(consumer, lambda ms: bool(events_for(ms, new)) and len(events_for(ms, old)) >= 3)
     _create_old, delete_old, tomb_old = events_for(msgs, old)
     (create_new,) = events_for(msgs, new)
-    assert payload(delete_old)["op"] == "d"
+    assert event_payload(delete_old)["op"] == "d"
     assert dict(delete_old.headers() or [])["__debezium.newkey"]
     assert tomb_old.value() is None
-    body = payload(create_new)
+    body = event_payload(create_new)
     assert body["op"] == "c" and body["after"]["name"] == "moving"
     assert dict(create_new.headers() or [])["__debezium.oldkey"]
 
 
-def test_truncate_arrives_as_truncate_event_with_null_key(stack: Stack, probe) -> None:
+def test_truncate_arrives_as_truncate_event_with_null_key(stack: Stack, probe: psycopg.Connection) -> None:
     with consumer_at_end(stack, TOPIC) as consumer:
         probe.execute("TRUNCATE probe.items")
         msgs = collect(consumer, lambda ms: any((payload(m) or {}).get("op") == "t" for m in ms))
     (event,) = [m for m in msgs if (payload(m) or {}).get("op") == "t"]
     assert event.key() is None
-    body = payload(event)
+    body = event_payload(event)
     assert body["before"] is None and body["after"] is None
     assert body["source"]["table"] == "items"

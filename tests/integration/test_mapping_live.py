@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from replicator import control
-from replicator.mapping import SpecError, compile_spec, load_spec_text, read_catalog
-from replicator.model import ChangeEvent, Op, SourcePosition
-from replicator.writer import Batch, TargetWriter
+from replicator.core.intents import prepare
+from replicator.core.mapping import SpecError, compile_spec, load_spec_text
+from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition
+from replicator.pg.catalog import read_catalog
+from replicator.target import control
 from tests.events import change
-from tests.integration.pipeline import SPEC, env_for, fresh_target, run_cli
-from tests.integration.stack import Stack
+from tests.integration.pipeline import SPEC, env_for, fresh_target, live_writer, run_cli
+from tests.integration.stack import Stack, one_row
 
 
 def planted(tmp_path: Path, name: str, old: str, new: str) -> Path:
@@ -116,13 +118,10 @@ def test_hostile_identifiers_are_quoted_against_a_real_database(stack: Stack) ->
         plan = compile_spec(
             load_spec_text(HOSTILE_SPEC, "hostile.yaml"), read_catalog(conn, [HOSTILE_SCHEMA])
         )
-    conninfo = psycopg.conninfo.make_conninfo(
-        stack.target_admin(dbname), user="replicator", password="replicator"
-    )
-    writer = TargetWriter(conninfo, plan, "replicator", "hostile", "run-hostile")
+    writer = live_writer(stack, dbname, plan, "hostile", "run-hostile")
     topic = "hostile.src.t"
 
-    def event(offset: int, op: Op, row: dict) -> ChangeEvent:
+    def event(offset: int, op: Op, row: dict[str, Any]) -> ChangeEvent:
         return change(
             topic,
             op,
@@ -139,9 +138,12 @@ def test_hostile_identifiers_are_quoted_against_a_real_database(stack: Stack) ->
         {"id": 2, "name": "b", "note": None},
     ]
     result = writer.apply(
-        Batch(events=[event(i, Op.CREATE, r) for i, r in enumerate(rows)], next_offsets={(topic, 0): 2})
+        prepare(
+            Batch(events=[event(i, Op.CREATE, r) for i, r in enumerate(rows)], next_offsets={(topic, 0): 2}),
+            plan,
+        )
     )
-    writer.apply(Batch(events=[event(2, Op.DELETE, rows[1])], next_offsets={(topic, 0): 3}))
+    writer.apply(prepare(Batch(events=[event(2, Op.DELETE, rows[1])], next_offsets={(topic, 0): 3}), plan))
     writer.close()
     assert not result.errors
     with psycopg.connect(stack.target_admin(dbname)) as conn:
@@ -150,11 +152,13 @@ def test_hostile_identifiers_are_quoted_against_a_real_database(stack: Stack) ->
                 sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
             )
         ).fetchall()
-        (stored,) = conn.execute(
-            sql.SQL("SELECT next_offset FROM {} WHERE group_id = 'hostile'").format(
-                control.table("replicator", "checkpoint")
+        (stored,) = one_row(
+            conn.execute(
+                sql.SQL("SELECT next_offset FROM {} WHERE group_id = 'hostile'").format(
+                    control.table("replicator", "checkpoint")
+                )
             )
-        ).fetchone()
+        )
     assert got == [(1, "'; DROP TABLE x; --", "quoted", "%s %(x)s {}")]
     assert stored == 3
 

@@ -15,13 +15,14 @@ import uuid
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
 from replicator.config import load_settings
-from replicator.connect_client import ConnectClient
-from replicator.drain import flushed_lsn, write_fence
+from replicator.connect.client import ConnectClient
+from replicator.core.model import TableRef
+from replicator.source.signal import write_fence
 from tests.integration.pipeline import (
     CONNECTOR,
     assert_converged_equal,
@@ -34,7 +35,7 @@ from tests.integration.pipeline import (
     wait_until,
     workload,
 )
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 from tests.integration.test_daemon_apply import install_audit
 
 DATA_TABLES = ["crm.customer", "crm.customer_pii", "catalog.product", 'sales."order"', "sales.order_line"]
@@ -48,9 +49,11 @@ ONE_BATCH = {
 def checksum(stack: Stack, dbname: str) -> dict[str, str]:
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         return {
-            t: conn.execute(
-                f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"
-            ).fetchone()[0]
+            t: one_row(
+                conn.execute(
+                    f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"
+                )
+            )[0]
             for t in DATA_TABLES
         }
 
@@ -58,9 +61,9 @@ def checksum(stack: Stack, dbname: str) -> dict[str, str]:
 def source_in_kafka(stack: Stack) -> None:
     """Everything the source committed so far is in Kafka (no consumer involved)."""
     settings = load_settings(None)
-    lsn = write_fence(settings, "shop.debezium_signal")
+    lsn = write_fence(settings.source, TableRef("shop", "debezium_signal"))
     client = ConnectClient(stack.connect_url)
-    wait_until(lambda: flushed_lsn(client, CONNECTOR) >= lsn, 120, "Connect to flush the fence")
+    wait_until(lambda: client.flushed_lsn(CONNECTOR) >= lsn, 120, "Connect to flush the fence")
 
 
 def run_shadow(
@@ -132,9 +135,9 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         for t in DATA_TABLES:
             for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
-                (has,) = conn.execute(
-                    "SELECT has_table_privilege('replicator_shadow', %s, %s)", (t, privilege)
-                ).fetchone()
+                (has,) = one_row(
+                    conn.execute("SELECT has_table_privilege('replicator_shadow', %s, %s)", (t, privilege))
+                )
                 assert not has, f"shadow role has {privilege} on {t}"
 
     counted: dict[str, dict[str, int]] = {}
@@ -153,7 +156,7 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
 
     install_audit(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
-        (last_error,) = conn.execute("SELECT coalesce(max(id), 0) FROM replicator.error_record").fetchone()
+        (last_error,) = one_row(conn.execute("SELECT coalesce(max(id), 0) FROM replicator.error_record"))
     live_run = run_cli({**env, **ONE_BATCH}, "run", "--stop-when-caught-up")
     assert live_run.returncode == 0, live_run.stderr[-3000:]
 
@@ -184,9 +187,9 @@ def keys_touched_after(stack: Stack, dbname: str, since: dict[str, list[int]]) -
     """Target keys that events beyond the previewed offsets map to (through the demo plan)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from replicator.batching import key_text, to_intents
-    from replicator.decode import JsonDecoder
-    from replicator.model import ChangeEvent, KafkaRef
+    from replicator.core.decode import JsonDecoder
+    from replicator.core.intents import key_text, to_intents
+    from replicator.core.model import ChangeEvent, KafkaRef
 
     plan = demo_plan(stack, dbname)
     decoder = JsonDecoder()
@@ -203,9 +206,10 @@ def keys_touched_after(stack: Stack, dbname: str, since: dict[str, list[int]]) -
             while end < high:
                 msg = consumer.poll(10)
                 assert msg is not None and not msg.error()
-                end = msg.offset() + 1
+                offset = cast(int, msg.offset())
+                end = offset + 1
                 decoded = decoder.decode(
-                    KafkaRef(topic, msg.partition(), msg.offset()), msg.key(), msg.value()
+                    KafkaRef(topic, cast(int, msg.partition()), offset), msg.key(), msg.value()
                 )
                 if isinstance(decoded, ChangeEvent):
                     events.append(decoded)

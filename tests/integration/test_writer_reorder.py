@@ -15,12 +15,15 @@ import time
 import psycopg
 from psycopg import sql
 
-from replicator.mapping import compile_spec, load_spec_text, read_catalog
-from replicator.model import ChangeEvent, Op, SourcePosition
-from replicator.writer import Batch, TargetWriter
+from replicator.core.intents import prepare
+from replicator.core.mapping import compile_spec, load_spec_text
+from replicator.core.mapping.plan import Plan
+from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition
+from replicator.pg.catalog import read_catalog
+from replicator.target.writer import BatchWriter
 from tests.events import change
-from tests.integration.pipeline import fresh_target
-from tests.integration.stack import Stack
+from tests.integration.pipeline import fresh_target, live_writer
+from tests.integration.stack import Stack, one_row
 
 SPEC = """
 version: 1
@@ -56,7 +59,7 @@ def child(offset: int, cid: int, parent: int) -> ChangeEvent:
     )
 
 
-def setup(stack: Stack) -> tuple[str, TargetWriter]:
+def setup(stack: Stack, reorder_retries: int = 4) -> tuple[str, BatchWriter, Plan]:
     dbname = fresh_target("fk")
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(
@@ -65,14 +68,11 @@ def setup(stack: Stack) -> tuple[str, TargetWriter]:
             " GRANT USAGE ON SCHEMA fk TO replicator; GRANT ALL ON ALL TABLES IN SCHEMA fk TO replicator"
         )
         plan = compile_spec(load_spec_text(SPEC, "fk.yaml"), read_catalog(conn, ["fk"]))
-    conninfo = psycopg.conninfo.make_conninfo(
-        stack.target_admin(dbname), user="replicator", password="replicator"
-    )
-    return dbname, TargetWriter(conninfo, plan, "replicator", "fk", "run-fk")
+    return dbname, live_writer(stack, dbname, plan, "fk", "run-fk", reorder_retries), plan
 
 
 def test_child_before_parent_lands_once_the_parent_arrives(stack: Stack) -> None:
-    dbname, writer = setup(stack)
+    dbname, writer, plan = setup(stack)
 
     def parent_arrives_later() -> None:
         time.sleep(0.4)  # the "other instance" applies the parent while the batch retries
@@ -82,7 +82,9 @@ def test_child_before_parent_lands_once_the_parent_arrives(stack: Stack) -> None
     other = threading.Thread(target=parent_arrives_later)
     other.start()
     started = time.monotonic()
-    result = writer.apply(Batch(events=[child(0, 10, 1)], next_offsets={("fk.src.child", 0): 1}))
+    result = writer.apply(
+        prepare(Batch(events=[child(0, 10, 1)], next_offsets={("fk.src.child", 0): 1}), plan)
+    )
     other.join()
     writer.close()
     assert result.errors == []
@@ -92,13 +94,14 @@ def test_child_before_parent_lands_once_the_parent_arrives(stack: Stack) -> None
 
 
 def test_child_whose_parent_never_arrives_becomes_an_error_record_after_bounded_retries(stack: Stack) -> None:
-    dbname, writer = setup(stack)
+    dbname, writer, plan = setup(stack, reorder_retries=2)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute("INSERT INTO fk.parent VALUES (2)")
-    writer.reorder_retries = 2
     started = time.monotonic()
     result = writer.apply(
-        Batch(events=[child(0, 20, 99), child(1, 21, 2)], next_offsets={("fk.src.child", 0): 2})
+        prepare(
+            Batch(events=[child(0, 20, 99), child(1, 21, 2)], next_offsets={("fk.src.child", 0): 2}), plan
+        )
     )
     elapsed = time.monotonic() - started
     writer.close()
@@ -106,7 +109,7 @@ def test_child_whose_parent_never_arrives_becomes_an_error_record_after_bounded_
     assert 0.25 + 0.5 <= elapsed < 30  # two pauses, then the record
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         assert conn.execute("SELECT id FROM fk.child").fetchall() == [(21,)]
-        (n,) = conn.execute(
-            sql.SQL("SELECT count(*) FROM replicator.error_record WHERE sqlstate = '23503'")
-        ).fetchone()
+        (n,) = one_row(
+            conn.execute(sql.SQL("SELECT count(*) FROM replicator.error_record WHERE sqlstate = '23503'"))
+        )
         assert n == 1

@@ -1,4 +1,4 @@
-"""Collapsing per key with the ordering guard (replicator.batching), pure."""
+"""Collapsing per key with the ordering guard (replicator.core.intents), pure."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from replicator.batching import Kind, key_text, resolve, split_at_truncates, to_intents
-from replicator.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition
-from replicator.ordering import Version
+from replicator.core.intents import Key, Kind, key_text, to_intents
+from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
+from replicator.core.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition
+from replicator.core.ordering import Version
+from replicator.core.resolve import TableWrites, resolve, split_at_truncates
 from tests.events import change
 from tests.unit.mapping.demo_catalogs import TARGET
 
@@ -47,7 +48,7 @@ def product(
     )
 
 
-def writes(plan: Plan, events: list[ChangeEvent], stored: dict | None = None):
+def writes(plan: Plan, events: list[ChangeEvent], stored: dict[Key, Version] | None = None) -> TableWrites:
     out = to_intents(events, plan.tables_for_topic)
     table = next(t for t in plan.tables if t.rule_id == "product")
     return resolve(table, out.by_table[table.target], stored or {})

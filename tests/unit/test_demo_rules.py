@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from replicator.batching import Kind, to_intents
-from replicator.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.model import ChangeEvent, Op, SourcePosition
+from replicator.core.intents import Kind, to_intents
+from replicator.core.mapping import Plan, TablePlan, catalog_from_dict, compile_spec, load_spec
+from replicator.core.model import ChangeEvent, Op, SourcePosition
 from tests.events import change
 from tests.unit.mapping.demo_catalogs import TARGET
 
@@ -56,7 +56,7 @@ def plan() -> Plan:
     return compile_spec(load_spec(ROOT / "mappings" / "demo.yaml"), catalog_from_dict(TARGET))
 
 
-def table(plan: Plan, rule_id: str):
+def table(plan: Plan, rule_id: str) -> TablePlan:
     return next(t for t in plan.tables if t.rule_id == rule_id)
 
 
@@ -98,13 +98,17 @@ COLUMN_CASES = [
 @pytest.mark.parametrize(
     ("rule_id", "table_id", "row", "column", "expected"), COLUMN_CASES, ids=[c[0] for c in COLUMN_CASES]
 )
-def test_column_rule(plan: Plan, rule_id: str, table_id: str, row: dict, column: str, expected: Any) -> None:
+def test_column_rule(
+    plan: Plan, rule_id: str, table_id: str, row: dict[str, Any], column: str, expected: Any
+) -> None:
     t = table(plan, table_id)
     assert next(c for c in t.columns if c.target == column).rule_id == rule_id
     assert t.map_row(row)[column] == expected
 
 
-def event(op: Op, source: str, before: dict | None, after: dict | None, offset: int = 10) -> ChangeEvent:
+def event(
+    op: Op, source: str, before: dict[str, Any] | None, after: dict[str, Any] | None, offset: int = 10
+) -> ChangeEvent:
     return change(
         f"demo.{source}",
         op,

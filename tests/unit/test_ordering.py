@@ -1,11 +1,11 @@
-"""The ordering rule (replicator.ordering.compare) as a table of cases."""
+"""The ordering rule (replicator.core.ordering.compare) as a table of cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicator.model import SourcePosition as P
-from replicator.ordering import Verdict, Version, compare
+from replicator.core.model import SourcePosition as P
+from replicator.core.ordering import Verdict, Version, compare
 
 T = "demo.shop.products"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replicator.mapping import catalog_from_dict, compile_spec, load_spec
+from replicator.core.mapping import catalog_from_dict, compile_spec, load_spec
 from tests.unit.mapping.demo_catalogs import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]

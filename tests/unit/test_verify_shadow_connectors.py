@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator.connectors import ConnectorConfigError, load_connector, substitute, validation_errors
-from replicator.failures import is_fatal, is_row_error, is_transient
-from replicator.shadow import row_diff
-from replicator.verify import normalize
+from replicator.connect.configs import ConnectorConfigError, load_connector, substitute, validation_errors
+from replicator.core.diff import row_diff
+from replicator.core.verify import normalize
+from replicator.pg.errors import is_fatal, is_row_error, is_transient
 
 
 def test_normalize_compares_numbers_by_value_and_instants_in_utc() -> None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from replicator.model import KafkaRef
+from replicator.core.model import KafkaRef
 
 Schema = dict[str, Any]
 

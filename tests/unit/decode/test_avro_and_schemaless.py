@@ -11,9 +11,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from replicator import avro
-from replicator.decode import AvroDecoder, DecodeError, JsonDecoder, Tombstone
-from replicator.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, SourcePosition
+from replicator.connect.registry import RegistryClient
+from replicator.core import avro
+from replicator.core.decode import AvroDecoder, DecodeError, JsonDecoder, Tombstone
+from replicator.core.model import UNAVAILABLE, ChangeEvent, KafkaRef, Op, SourcePosition
 
 from . import builders as b
 
@@ -259,7 +260,7 @@ def test_registry_client_fetches_once_and_caches() -> None:
         calls.append(url)
         return json.dumps({"schema": json.dumps(ENVELOPE_SCHEMA)}).encode()
 
-    client = avro.RegistryClient("http://reg:8081/", fetch)
+    client = RegistryClient("http://reg:8081/", fetch)
     first = client.schema(2)
     assert client(2) is first
     assert calls == ["http://reg:8081/schemas/ids/2"]
@@ -272,7 +273,7 @@ def test_registry_client_not_found_names_url_and_id() -> None:
         raise avro.SchemaNotFoundError("HTTP 404")
 
     with pytest.raises(avro.SchemaNotFoundError, match=r"schema id 7 .*http://reg/schemas/ids/7"):
-        avro.RegistryClient("http://reg", fetch).schema(7)
+        RegistryClient("http://reg", fetch).schema(7)
 
 
 def test_registry_client_transport_failure_is_transient_and_not_cached() -> None:
@@ -285,7 +286,7 @@ def test_registry_client_transport_failure_is_transient_and_not_cached() -> None
             raise OSError("connection refused")
         return json.dumps({"schema": json.dumps(KEY_SCHEMA)}).encode()
 
-    client = avro.RegistryClient("http://reg", fetch)
+    client = RegistryClient("http://reg", fetch)
     with pytest.raises(avro.RegistryUnavailableError, match=r"schema id 1.*http://reg/schemas/ids/1"):
         client.schema(1)
     assert client.schema(1)["name"] == f"{NS}.Key"
@@ -296,7 +297,7 @@ def test_registry_client_rejects_non_avro_schema() -> None:
         return json.dumps({"schemaType": "JSON", "schema": "{}"}).encode()
 
     with pytest.raises(avro.SchemaNotFoundError, match="not AVRO"):
-        avro.RegistryClient("http://reg", fetch).schema(3)
+        RegistryClient("http://reg", fetch).schema(3)
 
 
 # --------------------------------------------------------------------------- schemas disabled

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from replicator.decode import DecodeError, JsonDecoder, NotTableData, Tombstone
-from replicator.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.decode import DecodeError, JsonDecoder, NotTableData, Tombstone
+from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
 
 from . import builders as b
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from replicator.decode import DecodeError, JsonDecoder
-from replicator.model import UNAVAILABLE, ChangeEvent
-from replicator.values import NEG_INFINITY, POS_INFINITY
+from replicator.core.decode import DecodeError, JsonDecoder
+from replicator.core.model import UNAVAILABLE, ChangeEvent
+from replicator.core.values import NEG_INFINITY, POS_INFINITY
 
 from . import builders as b
 

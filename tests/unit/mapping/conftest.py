@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.mapping import Catalog, catalog_from_dict
+from replicator.core.mapping import Catalog, catalog_from_dict
 from tests.unit.mapping.demo_catalogs import SOURCE, TARGET
 
 

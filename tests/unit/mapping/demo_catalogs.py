@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NotRequired, TypedDict
+
+from replicator.core.mapping.catalog import ReplicaIdentity
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_SPEC = ROOT / "mappings" / "demo.yaml"
@@ -10,7 +13,30 @@ DEMO_SPEC = ROOT / "mappings" / "demo.yaml"
 TIERS = "enum(bronze,silver,gold,platinum)"
 STATUSES = "enum(draft,placed,paid,shipped,cancelled)"
 
-SOURCE = {
+
+class ForeignKeySpec(TypedDict):
+    """One foreign key, as `catalog_from_dict` reads it."""
+
+    columns: list[str]
+    references: str
+    ref_columns: list[str]
+    name: NotRequired[str]
+
+
+class TableSpec(TypedDict):
+    """One table, as `catalog_from_dict` reads it: column name -> `<type> [not null] [default]`."""
+
+    columns: dict[str, str]
+    pk: NotRequired[list[str]]
+    unique: NotRequired[list[list[str]]]
+    fks: NotRequired[list[ForeignKeySpec]]
+    replica_identity: NotRequired[ReplicaIdentity]
+
+
+CatalogSpec = dict[str, TableSpec]
+"""Plain-data catalog: dotted table name -> table spec (the input of `catalog_from_dict`)."""
+
+SOURCE: CatalogSpec = {
     "shop.customers": {
         "columns": {
             "id": "bigint not null default",
@@ -68,7 +94,7 @@ SOURCE = {
     },
 }
 
-TARGET = {
+TARGET: CatalogSpec = {
     "crm.customer": {
         "columns": {
             "customer_id": "bigint not null",

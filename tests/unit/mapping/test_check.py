@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
-from replicator.mapping import Catalog, Problem, catalog_from_dict, check, load_spec, load_spec_text
-from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET
+from replicator.core.mapping import Catalog, Problem, catalog_from_dict, check, load_spec, load_spec_text
+from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET, CatalogSpec
 
 
 def errors(problems: list[Problem]) -> list[str]:
@@ -23,8 +22,8 @@ def test_demo_mapping_checks_clean(source_catalog: Catalog, target_catalog: Cata
 def run(
     columns: str,
     *,
-    src: dict[str, Any] | None = None,
-    tgt: dict[str, Any] | None = None,
+    src: CatalogSpec | None = None,
+    tgt: CatalogSpec | None = None,
     extra: str = "    unmapped_source_columns: ignore\n",
 ) -> list[Problem]:
     text = f"""\
@@ -115,7 +114,7 @@ def test_unknown_source_and_target_columns_and_tables() -> None:
 
 def test_target_key_must_be_pk_or_unique() -> None:
     """check key (t.key): target key columns must be the PK or a unique constraint."""
-    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}
+    tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}
     msgs = errors(run("      v: {from: v}", tgt=tgt))
     assert any(": t.key: target key ['id'] is neither the primary key nor a unique" in m for m in msgs)
     tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "unique": [["id"]]}}
@@ -124,7 +123,7 @@ def test_target_key_must_be_pk_or_unique() -> None:
 
 def test_source_without_pk_or_identity() -> None:
     """check: a source table without PK or replica identity cannot be keyed."""
-    src = {"s.a": {"columns": {"id": "bigint", "v": "text"}}}
+    src: CatalogSpec = {"s.a": {"columns": {"id": "bigint", "v": "text"}}}
     msgs = errors(
         run(
             "      v: {from: v}",
@@ -137,14 +136,16 @@ def test_source_without_pk_or_identity() -> None:
 
 def test_not_null_target_without_rule() -> None:
     """check: a NOT NULL target column without default that no rule writes."""
-    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text", "must": "text not null"}, "pk": ["id"]}}
+    tgt: CatalogSpec = {
+        "s.b": {"columns": {"id": "bigint", "v": "text", "must": "text not null"}, "pk": ["id"]}
+    }
     msgs = errors(run("      v: {from: v}", tgt=tgt))
     assert any("target column 'must' is NOT NULL, has no default" in m for m in msgs)
 
 
 def test_unmapped_source_columns_fail_and_ignore() -> None:
     """check unmapped_source_columns: fail lists unmapped columns; ignore lists silence them."""
-    tgt = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}}
+    tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}}
     msgs = errors(run("      v: {from: v}", tgt=tgt, extra=""))
     assert sorted(m.split(": ")[2] for m in msgs) == [
         "source column 'i' is not mapped (unmapped_source_columns",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from replicator.mapping import (
+from replicator.core.mapping import (
     RowError,
     SpecError,
     catalog_from_dict,
@@ -17,10 +17,10 @@ from replicator.mapping import (
     load_spec,
     load_spec_text,
 )
-from replicator.mapping.plan import Plan
-from replicator.mapping.statements import stage_name
-from replicator.model import UNAVAILABLE, TableRef
-from tests.unit.mapping.demo_catalogs import DEMO_SPEC, TARGET
+from replicator.core.mapping.plan import Plan
+from replicator.core.mapping.statements import stage_name
+from replicator.core.model import UNAVAILABLE, TableRef
+from tests.unit.mapping.demo_catalogs import DEMO_SPEC, TARGET, CatalogSpec
 
 
 def spec_for(target: str, key: str, columns: str, extra: str = "") -> str:
@@ -39,7 +39,7 @@ tables:
 """
 
 
-def compile_text(text: str, catalog: dict[str, Any]) -> Plan:
+def compile_text(text: str, catalog: CatalogSpec) -> Plan:
     return compile_spec(load_spec_text(text, "m.yaml"), catalog_from_dict(catalog))
 
 
@@ -110,7 +110,7 @@ SQL_CASES = [
 
 @pytest.mark.parametrize(("text", "catalog", "cols", "expected"), SQL_CASES)
 def test_compiled_sql(
-    text: str, catalog: dict[str, Any], cols: tuple[str, ...], expected: dict[str, str]
+    text: str, catalog: CatalogSpec, cols: tuple[str, ...], expected: dict[str, str]
 ) -> None:
     """statements: spec -> expected SQL text (offline as_string), incl. hostile names."""
     st = compile_text(text, catalog).tables[0].statements

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from replicator.mapping import PgType, RowError, read_catalog
-from replicator.mapping.predicates import compile_predicate, describe
-from replicator.mapping.spec import Predicate
-from replicator.model import UNAVAILABLE
+from replicator.core.mapping import PgType, RowError
+from replicator.core.mapping.predicates import compile_predicate, describe
+from replicator.core.mapping.spec import Predicate
+from replicator.core.model import UNAVAILABLE
+from replicator.pg.catalog import read_catalog
 
 PRED: TypeAdapter[Any] = TypeAdapter(Predicate)
 
@@ -138,7 +140,8 @@ def test_read_catalog_sends_schemas_only_as_parameters() -> None:
     """catalog read_catalog: fixed SQL text; hostile schema names travel as parameters."""
     conn = _FakeConn()
     hostile = ['x"; DROP TABLE y; --']
-    cat = read_catalog(conn, hostile)
+    # A duck-typed stand-in: read_catalog only uses cursor(), execute() and fetchall().
+    cat = read_catalog(cast("psycopg.Connection[Any]", conn), hostile)
     assert all(params == {"schemas": hostile} for _, params in conn.log)
     assert all(hostile[0] not in q for q, _ in conn.log)
     (table,) = cat.tables.values()

@@ -7,7 +7,7 @@ from textwrap import dedent
 
 import pytest
 
-from replicator.mapping import SpecError, load_spec, load_spec_text
+from replicator.core.mapping import SpecError, load_spec, load_spec_text
 
 BASE = """\
 version: 1

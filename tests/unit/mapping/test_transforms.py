@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.mapping import transforms as tf
-from replicator.mapping.catalog import PgType
+from replicator.core.mapping import transforms as tf
+from replicator.core.mapping.catalog import PgType
 
 FAST = settings(max_examples=100, deadline=None)
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,0 +1,228 @@
+"""The consumer loop against fakes of its two edges (a Kafka `Source`, a target `Sink`).
+
+Each test names the loop invariant it proves: commit after the sink, positions
+from the target, retention gaps halt, bounded batches, a rebalance discards
+the batch in hand, transient sink errors retry the same batch, ranges end at
+`stop_at`, decode failures become error records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from io import StringIO
+from typing import Literal
+
+import pytest
+
+from replicator.config import BatchSettings
+from replicator.core.decode import JsonDecoder
+from replicator.core.errors import Fatal, Transient
+from replicator.core.intents import PreparedBatch
+from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
+from replicator.core.model import BatchResult, KafkaRef, Partition, Record
+from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt
+from replicator.run.loop import ConsumerLoop, LoopOptions
+from replicator.runlog import RunLog
+from tests.unit.decode.builders import Table, create, int64, string
+
+TOPIC = "t.src.items"
+SPEC = """
+version: 1
+topic_prefix: t
+tables:
+  - id: items
+    source: src.items
+    target: dst.items
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    columns: {id: {from: id}, name: {from: name}}
+"""
+
+
+def plan() -> Plan:
+    catalog = catalog_from_dict(
+        {"dst.items": {"columns": {"id": "bigint not null", "name": "text"}, "pk": ["id"]}}
+    )
+    return compile_spec(load_spec_text(SPEC, "items.yaml"), catalog)
+
+
+ITEMS = Table([int64("id", optional=False), string("name")], prefix="t", schema="src", name="items")
+
+
+def record(offset: int, partition: int = 0, value: bytes | None = None) -> Record:
+    """A Debezium create of row `offset` at that Kafka offset (or a record with the given bytes)."""
+    built = create(ITEMS, {"id": offset, "name": f"n{offset}"}, lsn=1000 + offset, commit_lsn=900 + offset)
+    return Record(KafkaRef(TOPIC, partition, offset), built.key, built.value if value is None else value)
+
+
+class FakeSource:
+    """Kafka as the loop sees it: assigns its partitions on subscribe, hands out queued records."""
+
+    def __init__(self, records: list[Record], watermarks: Mapping[Partition, tuple[int, int]]) -> None:
+        self.queue = list(records)
+        self.marks = dict(watermarks)
+        self.starts: dict[Partition, StartAt] = {}
+        self.committed: list[dict[Partition, int]] = []
+        self.events: list[str] = []
+        self.on_revoke: OnRevoke | None = None
+        self.closed = False
+
+    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self.starts = dict(on_assign(sorted(self.marks)))
+        self.on_revoke = on_revoke
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        out, self.queue = self.queue[:max_records], self.queue[max_records:]
+        return out
+
+    def watermarks(self, partition: Partition) -> tuple[int, int]:
+        return self.marks[partition]
+
+    def positions(self, partitions: list[Partition]) -> dict[Partition, int]:
+        consumed = {p: -1 for p in partitions}
+        for p in partitions:
+            start = self.starts.get(p)
+            consumed[p] = start if isinstance(start, int) else -1
+        if not self.queue:  # everything handed out: positions are at the end
+            consumed = {p: self.marks[p][1] for p in partitions}
+        return consumed
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        self.events.append("commit")
+        self.committed.append(dict(offsets))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSink:
+    """The target as the loop sees it: stored offsets, and an apply that may fail transiently."""
+
+    def __init__(
+        self, source: FakeSource, stored: Mapping[Partition, int], transient_failures: int = 0
+    ) -> None:
+        self.source = source
+        self.stored = dict(stored)
+        self.failures_left = transient_failures
+        self.applied: list[PreparedBatch] = []
+        self.attempts: list[PreparedBatch] = []
+        self.closed = False
+
+    def stored_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        return {p: o for p, o in self.stored.items() if p in partitions}
+
+    def apply(self, batch: PreparedBatch) -> BatchResult:
+        self.attempts.append(batch)
+        if self.failures_left:
+            self.failures_left -= 1
+            raise Transient("target unreachable")
+        self.source.events.append("apply")
+        self.applied.append(batch)
+        self.stored.update(batch.next_offsets)
+        return BatchResult()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_loop(
+    source: FakeSource,
+    sink: FakeSink,
+    sleeps: list[float] | None = None,
+    limits: BatchSettings | None = None,
+    auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
+    stop_at: Mapping[Partition, int] | None = None,
+) -> ConsumerLoop:
+    options = LoopOptions(
+        limits=limits or BatchSettings(max_events=1000, max_ms=1),
+        auto_offset_reset=auto_offset_reset,
+        stop_when_caught_up=True,
+        stop_at=stop_at or {},
+    )
+    return ConsumerLoop(
+        source,
+        sink,
+        JsonDecoder(),
+        plan(),
+        RunLog("test", stream=StringIO()),
+        options,
+        sleep=(sleeps.append if sleeps is not None else lambda s: None),
+    )
+
+
+def test_kafka_commit_follows_the_sink_and_positions_come_from_the_target() -> None:
+    source = FakeSource([record(5), record(6)], {(TOPIC, 0): (0, 7)})
+    sink = FakeSink(source, {(TOPIC, 0): 5})
+    make_loop(source, sink).run()
+    assert source.starts == {(TOPIC, 0): 5}  # the target-stored offset, not Kafka's
+    assert source.events == ["apply", "commit"]
+    assert source.committed == [{(TOPIC, 0): 7}]
+    assert [i.key for i in sink.applied[0].by_table[plan().tables[0].target]] == [(5,), (6,)]
+    assert source.closed and sink.closed
+
+
+def test_without_a_stored_offset_the_reset_policy_decides_and_error_halts() -> None:
+    source = FakeSource([], {(TOPIC, 0): (0, 0)})
+    make_loop(source, FakeSink(source, {})).run()
+    assert source.starts == {(TOPIC, 0): "earliest"}
+    source = FakeSource([], {(TOPIC, 0): (0, 0)})
+    with pytest.raises(Fatal, match="auto_offset_reset=error"):
+        make_loop(source, FakeSink(source, {}), auto_offset_reset="error").run()
+
+
+def test_a_stored_offset_below_the_log_start_is_a_retention_gap_and_halts() -> None:
+    source = FakeSource([record(50)], {(TOPIC, 0): (40, 51)})
+    sink = FakeSink(source, {(TOPIC, 0): 10})
+    with pytest.raises(Fatal, match="retention gap"):
+        make_loop(source, sink).run()
+    assert sink.applied == [] and source.committed == []
+
+
+def test_batches_are_bounded_by_max_events() -> None:
+    source = FakeSource([record(i) for i in range(25)], {(TOPIC, 0): (0, 25)})
+    sink = FakeSink(source, {})
+    make_loop(source, sink, limits=BatchSettings(max_events=10, max_ms=60_000)).run()
+    assert [b.events for b in sink.applied] == [10, 10, 5]
+    assert source.committed[-1] == {(TOPIC, 0): 25}
+
+
+def test_a_transient_sink_error_retries_the_same_batch_before_any_commit() -> None:
+    source = FakeSource([record(0), record(1)], {(TOPIC, 0): (0, 2)})
+    sink = FakeSink(source, {}, transient_failures=2)
+    sleeps: list[float] = []
+    make_loop(source, sink, sleeps).run()
+    assert len(sink.attempts) == 3 and sink.attempts[0] is sink.attempts[2]  # the same prepared batch
+    assert sleeps == [0.5, 1.0]  # growing backoff
+    assert source.events == ["apply", "commit"]
+
+
+def test_a_rebalance_discards_the_batch_in_hand() -> None:
+    source = FakeSource([record(0), record(1)], {(TOPIC, 0): (0, 2)})
+    sink = FakeSink(source, {})
+    loop = make_loop(source, sink, limits=BatchSettings(max_events=1000, max_ms=60_000))
+    loop.source.subscribe([TOPIC], loop._on_assign, loop._on_revoke)
+    for r in source.poll(10, 0):
+        loop._take(r)
+    assert loop.batch.size == 2
+    assert source.on_revoke is not None
+    source.on_revoke([(TOPIC, 0)])
+    assert not loop.batch and loop.assigned == set()
+
+
+def test_a_range_ends_at_stop_at() -> None:
+    source = FakeSource([record(i) for i in range(6)], {(TOPIC, 0): (0, 6)})
+    sink = FakeSink(source, {})
+    make_loop(source, sink, stop_at={(TOPIC, 0): 4}).run()
+    keys = [i.key for b in sink.applied for i in b.by_table[plan().tables[0].target]]
+    assert keys == [(0,), (1,), (2,), (3,)]
+    assert source.committed[-1] == {(TOPIC, 0): 4}
+
+
+def test_an_undecodable_record_becomes_a_failure_not_a_drop() -> None:
+    source = FakeSource([record(0), record(1, value=b"{not json")], {(TOPIC, 0): (0, 2)})
+    sink = FakeSink(source, {})
+    make_loop(source, sink).run()
+    (failure,) = sink.applied[0].failures
+    assert (failure.ref.offset, failure.rule_id, failure.raw_value) == (1, "decode", b"{not json")
+    assert sink.applied[0].next_offsets == {(TOPIC, 0): 2}

@@ -1,0 +1,224 @@
+"""The batch writer against a fake target session and a fake `WriteTarget`.
+
+Proves, without a database: the write target's hooks run in order inside one
+transaction; the checkpoint statement carries the batch's next offsets; the
+error policy is applied once, before the commit (`halt` rolls the batch
+back); a lost connection is `Transient` and the next batch reconnects.
+(The SQL itself is proven against PostgreSQL in tests/integration.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from replicator.config import TargetSettings
+from replicator.core.errors import Fatal, Transient
+from replicator.core.intents import Intent, prepare
+from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
+from replicator.core.mapping.plan import Narrowing
+from replicator.core.model import Batch, BatchResult, Failure, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.resolve import TableWrites
+from replicator.target.writer import BatchWriter, ErrorPolicy
+from tests.events import change
+
+SPEC = """
+version: 1
+topic_prefix: t
+tables:
+  - id: items
+    source: src.items
+    target: dst.items
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    columns: {id: {from: id}, name: {from: name}}
+"""
+TOPIC = "t.src.items"
+
+
+def plan() -> Plan:
+    catalog = catalog_from_dict(
+        {"dst.items": {"columns": {"id": "bigint not null", "name": "text"}, "pk": ["id"]}}
+    )
+    return compile_spec(load_spec_text(SPEC, "items.yaml"), catalog)
+
+
+class FakeResult:
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def fetchone(self) -> Any:
+        return None
+
+
+class FakeCopy:
+    def __init__(self, rows: list[list[Any]]) -> None:
+        self.rows = rows
+
+    def __enter__(self) -> FakeCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def write_row(self, row: list[Any]) -> None:
+        self.rows.append(row)
+
+
+class FakeCursor:
+    def __init__(self, conn: FakeSession) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def copy(self, statement: sql.Composable) -> FakeCopy:
+        self.conn.log.append("COPY")
+        return FakeCopy(self.conn.copied)
+
+    def executemany(self, statement: sql.Composable, rows: Sequence[Any]) -> None:
+        self.conn.log.append(statement.as_string(None).split(" (")[0])
+
+
+class FakeSession:
+    """Records statements; `fail_on` makes a statement containing that text raise."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.log: list[str] = []
+        self.executed: list[tuple[str, Any]] = []
+        self.copied: list[list[Any]] = []
+        self.closed = False
+        self.fail_on = fail_on
+        self.depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.depth += 1
+        self.log.append("BEGIN" if self.depth == 1 else "SAVEPOINT")
+        try:
+            yield
+        except BaseException:
+            self.log.append("ROLLBACK" if self.depth == 1 else "ROLLBACK TO SAVEPOINT")
+            raise
+        else:
+            self.log.append("COMMIT" if self.depth == 1 else "RELEASE")
+        finally:
+            self.depth -= 1
+
+    def execute(self, statement: sql.Composable | str, params: Any = None) -> FakeResult:
+        text = statement if isinstance(statement, str) else statement.as_string(None)
+        if self.fail_on and self.fail_on in text:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        self.log.append(text)
+        self.executed.append((text, params))
+        return FakeResult()
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeTarget:
+    """A `WriteTarget` that records which hook ran when."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self.calls: list[str] = []
+        self.stored_failures: list[Failure] = []
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def versions(self) -> sql.Composable:
+        return sql.Identifier("ctl", "row_version")
+
+    @property
+    def reorder_retries(self) -> int:
+        return 0
+
+    def prepare_session(self, conn: Any) -> None:
+        self.calls.append("prepare_session")
+
+    def before_writes(self, conn: Any, by_table: Mapping[TableRef, list[Intent]]) -> None:
+        self.calls.append("before_writes")
+
+    def after_writes(self, conn: Any, writes: Sequence[TableWrites], result: BatchResult) -> None:
+        self.calls.append("after_writes")
+
+    def before_truncate(self, conn: Any, intent: Intent) -> None:
+        self.calls.append("before_truncate")
+
+    def store_errors(
+        self, conn: Any, failures: Sequence[Failure], notes: Sequence[tuple[Intent, Narrowing]]
+    ) -> None:
+        self.calls.append("store_errors")
+        self.stored_failures += failures
+
+
+def batch(with_failure: bool = False) -> Batch:
+    event = change(
+        TOPIC, Op.CREATE, "src.items", offset=3, position=SourcePosition(1, 2), after={"id": 7, "name": "x"}
+    )
+    failures = [Failure(KafkaRef(TOPIC, 0, 4), "decode", "bad json", b"k", b"{")] if with_failure else []
+    return Batch(events=[event], failures=failures, next_offsets={(TOPIC, 0): 5})
+
+
+def writer(sessions: list[FakeSession], target: FakeTarget, policy: ErrorPolicy | None = None) -> BatchWriter:
+    queue = list(sessions)
+    return BatchWriter(
+        TargetSettings(),
+        target,
+        "ctl",
+        "g",
+        "run-1",
+        policy or ErrorPolicy(),
+        connector=lambda: cast("psycopg.Connection[Any]", queue.pop(0)),
+    )
+
+
+def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_next_offsets() -> None:
+    session, target = FakeSession(), FakeTarget(plan())
+    result = writer([session], target).apply(prepare(batch(with_failure=True), plan()))
+    assert target.calls == ["prepare_session", "before_writes", "after_writes", "store_errors"]
+    assert [f.rule_id for f in target.stored_failures] == ["decode"]  # the decode failure is recorded
+    assert result.applied == {"dst.items:upsert": 1}
+    assert session.log[0] == "BEGIN" and session.log[-1] == "COMMIT"
+    (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
+    assert params == ("g", "run-1", [TOPIC], [0], [5])  # group, run, topics, partitions, next offsets
+    assert [7, "x"] in session.copied  # the row went through the stage
+
+
+def test_halt_policy_rolls_the_batch_back_before_commit() -> None:
+    session, target = FakeSession(), FakeTarget(plan())
+    with pytest.raises(Fatal, match="on-error=halt"):
+        writer([session], target, ErrorPolicy("halt")).apply(prepare(batch(with_failure=True), plan()))
+    assert session.log[-1] == "ROLLBACK" and "COMMIT" not in session.log
+
+
+def test_record_policy_commits_a_batch_with_error_records() -> None:
+    session, target = FakeSession(), FakeTarget(plan())
+    result = writer([session], target, ErrorPolicy("record")).apply(prepare(batch(with_failure=True), plan()))
+    assert len(result.errors) == 1 and session.log[-1] == "COMMIT"
+
+
+def test_a_lost_connection_is_transient_and_the_next_batch_reconnects() -> None:
+    broken, fresh, target = FakeSession(fail_on="row_version"), FakeSession(), FakeTarget(plan())
+    w = writer([broken, fresh], target)
+    with pytest.raises(Transient):
+        w.apply(prepare(batch(), plan()))
+    assert broken.closed
+    w.apply(prepare(batch(), plan()))
+    assert target.calls.count("prepare_session") == 2 and fresh.log[-1] == "COMMIT"
