@@ -143,18 +143,33 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import spec_topics
-    from replicator.run.status import partition_status
+    from replicator.run.status import held_status, partition_status
 
-    rows = partition_status(settings, spec_topics(settings), args.group or settings.kafka.group_id)
+    group = args.group or settings.kafka.group_id
+    rows = partition_status(settings, spec_topics(settings), group)
+    held = held_status(settings, group)
     lines = [f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}"]
     for r in rows:
         lines.append(
-            f"{r['topic'] + '[' + str(r['partition']) + ']':36} {r['target_offset']!s:>8} "
-            f"{r['kafka_committed']!s:>8} {r['end_offset']:>8} {r['lag']:>7} {r['errors']:>6}"
+            f"{r['topic'] + '[' + str(r['partition']) + ']':36} {_or_dash(r['target_offset']):>8} "
+            f"{_or_dash(r['kafka_committed']):>8} {r['end_offset']:>8} {r['lag']:>7} {r['errors']:>6}"
             + ("  KAFKA AHEAD OF TARGET" if r["kafka_ahead"] else "")
         )
-    _emit(rows, args.json, "\n".join(lines))
+    if held:
+        lines.append("held back, waiting for a lagging table:")
+        lines += [
+            f"  {h['table']:34} held={h['held']} oldest={h['oldest_s']}s waiting_for={h['waiting_for']}"
+            for h in held
+        ]
+    else:
+        lines.append("held back: none")
+    _emit({"partitions": rows, "held": held}, args.json, "\n".join(lines))
     return 0
+
+
+def _or_dash(value: object) -> str:
+    """A cell of a text table: '-' for a value that does not exist yet (no offset stored)."""
+    return "-" if value is None else str(value)
 
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,13 +203,21 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "extra": d.extra[:20],
             "mismatched": [list(m[:2]) for m in d.mismatched[:20]],
             "placeholders": d.placeholders[:20],
-            "errored": len(d.errored),
-            "clean": d.clean,
+            "held": d.held[:20],
+            "errored": d.errored[:20],
+            "rejected": len(d.rejected),
+            "clean": d.clean(args.accept_errors),
         }
         for d in diffs
     ]
-    _emit(rows, args.json, "\n".join(("ok   " if d.clean else "DIFF ") + d.summary() for d in diffs))
-    return 0 if all(d.clean for d in diffs) else 1
+    text = "\n".join(("ok   " if d.clean(args.accept_errors) else "DIFF ") + d.summary() for d in diffs)
+    if any(d.errored for d in diffs) and not args.accept_errors:
+        text += (
+            "\nrows are missing because of error records: fix them (replicator errors list), or pass"
+            " --accept-errors once you have reviewed them"
+        )
+    _emit(rows, args.json, text)
+    return 0 if all(d.clean(args.accept_errors) for d in diffs) else 1
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     drain_p.set_defaults(handler=cmd_drain)
 
     verify_p = sub.add_parser("verify", help="compare the target with the mapped source, row by row")
+    verify_p.add_argument(
+        "--accept-errors",
+        action="store_true",
+        help="rows absent because of error records do not make the result unclean (after review)",
+    )
     verify_p.add_argument("--json", action="store_true")
     verify_p.set_defaults(handler=cmd_verify)
 

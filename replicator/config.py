@@ -81,6 +81,9 @@ class KafkaSettings(BaseModel):
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
     session_timeout_ms: int = 45_000
     max_poll_interval_ms: int = 300_000
+    # Static membership: a restarted process with the same id gets its partitions back at once
+    # (no rebalance, no wait for the dead member's session to expire). Unique per process.
+    instance_id: str | None = None
     sasl_password: SecretStr | None = None
     options: dict[str, str] = Field(
         default_factory=dict,
@@ -119,8 +122,15 @@ class BatchSettings(BaseModel):
     max_events: int = Field(default=5000, ge=1)
     max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_ms: int = Field(default=500, ge=1)
-    reorder_retries: int = Field(
-        default=4, ge=0, description="batch retries on FK/unique violations before error records"
+
+
+class HoldSettings(BaseModel):
+    """Rows held back while a table they depend on lags (see core.holding)."""
+
+    retry_after_s: float = Field(default=2.0, gt=0, description="retry a held event at least this often")
+    retry_limit: int = Field(default=5000, ge=1, description="held events retried per batch, at most")
+    mark_interval_s: float = Field(
+        default=2.0, gt=0, description="how often Connect's committed position is read while rows are held"
     )
 
 
@@ -146,6 +156,9 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    hold: HoldSettings = Field(default_factory=HoldSettings)
+    connector: str = "demo-postgres"  # the Debezium connector feeding the mapped topics
+    signal_table: str = "shop.debezium_signal"  # its signal table in the source (schema.table)
     registry_url: str | None = None
     value_format: Literal["json", "avro"] = "json"
     mapping: Path = Path("mappings/demo.yaml")
@@ -182,6 +195,8 @@ class Settings(BaseSettings):
             "value_format": self.value_format,
             "mapping": str(self.mapping),
             "batch": self.batch.model_dump(),
+            "connector": self.connector,
+            "instance_id": self.kafka.instance_id,
         }
 
 

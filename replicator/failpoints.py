@@ -7,12 +7,18 @@ resumes with SIGCONT). Unset, `hit` is a no-op.
 Names: `mid_batch` (inside the target transaction, after the row writes),
 `before_target_commit`, `after_target_commit` (before the Kafka commit),
 `stop_before_apply` (a decoded batch in hand, nothing applied yet).
+
+`REPLICATOR_FAILPOINT_PAUSE=<topic>[,<topic>...]` with
+`REPLICATOR_FAILPOINT_RELEASE=<path>`: the loop does not consume those topics
+until the file <path> exists (a topic made to lag behind the others, e.g. a
+parent table's, deterministically).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 _spec = os.environ.get("REPLICATOR_FAILPOINT", "")
 _name, _, _count = _spec.partition(":")
@@ -26,3 +32,14 @@ def hit(name: str) -> None:
     _remaining -= 1
     if _remaining == 0:
         os.kill(os.getpid(), signal.SIGSTOP if name.startswith("stop_") else signal.SIGKILL)
+
+
+_paused = frozenset(t for t in os.environ.get("REPLICATOR_FAILPOINT_PAUSE", "").split(",") if t)
+_release = os.environ.get("REPLICATOR_FAILPOINT_RELEASE", "")
+
+
+def paused_topics() -> frozenset[str]:
+    """Topics held back by the pause failpoint (empty when unset or released)."""
+    if not _paused or (_release and Path(_release).exists()):
+        return frozenset()
+    return _paused

@@ -114,6 +114,15 @@ class ConnectClient:
     def offsets(self, name: str) -> Any:
         return self._request("GET", f"/connectors/{urllib.parse.quote(name, safe='')}/offsets")
 
+    def committed_lsn(self, name: str) -> int:
+        """Connect's committed `lsn_commit` of the connector: every transaction committed at or
+        before it is durably in Kafka (0 while it only snapshotted)."""
+        result = self.offsets(name)
+        if result is None:
+            raise ConnectError(f"connector {name} does not exist on {self.url}; fix: REPLICATOR_CONNECTOR")
+        lsns = [int(o["offset"].get("lsn_commit") or 0) for o in result.get("offsets", [])]
+        return max(lsns, default=0)
+
     def flushed_lsn(self, name: str) -> int:
         """The source LSN up to which the connector's records are durably in Kafka (0 if none)."""
         result = self.offsets(name) or {}

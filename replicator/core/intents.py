@@ -13,6 +13,7 @@ skipped as older, filtered, not table data, or a Failure with its context.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections import Counter
@@ -145,25 +146,48 @@ class Intents:
 def to_intents(
     events: Iterable[ChangeEvent], tables_for_topic: Callable[[str], Sequence[TablePlan]]
 ) -> Intents:
-    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans."""
+    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans.
+
+    One source event, all its target rows or none: when a rule rejects the event
+    for one target table, it writes none of them, and its one Failure names the
+    other targets (`Failure.also`).
+    """
     out = Intents()
     for event in events:
         tables = tables_for_topic(event.ref.topic)
         if not tables:
             out.counts["unmapped_topic"] += 1
             continue
+        made: list[Intent] = []
+        failed: list[Failure] = []
         for table in tables:
             if event.op == Op.TRUNCATE:
-                key: Key = ()
                 version = Version.of(event.ref, event.position, True)
-                intent: Intent | Failure = Intent(table, Kind.TRUNCATE, key, {}, version, event)
-            else:
-                intent = _intent_for(table, event)
+                made.append(Intent(table, Kind.TRUNCATE, (), {}, version, event))
+                continue
+            intent = _intent_for(table, event)
             if isinstance(intent, Failure):
-                out.failures.append(intent)
+                failed.append(intent)
             else:
-                out.by_table.setdefault(table.target, []).append(intent)
+                made.append(intent)
+        if failed:
+            out.failures.append(_one_failure(failed, made))
+            continue
+        for intent in made:
+            out.by_table.setdefault(intent.table.target, []).append(intent)
     return out
+
+
+def _one_failure(failed: Sequence[Failure], applied_otherwise: Sequence[Intent]) -> Failure:
+    """The single error record of an event some target rejected: the first failure, naming the rest."""
+    first = failed[0]
+    message = first.message + "".join(f"; also {f.target}: {f.rule_id}: {f.message}" for f in failed[1:])
+    also = tuple((str(f.target), f.key) for f in failed[1:]) + tuple(
+        (str(i.table.target), key_text(i.key)) for i in applied_otherwise
+    )
+    if also:
+        message += f" (the event is not applied to {', '.join(t for t, _ in also)} either)"
+    return dataclasses.replace(first, message=message, also=also)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +199,8 @@ class PreparedBatch:
     next_offsets: Mapping[Partition, int]
     counts: Counter[str]
     events: int
+    # Per partition, the highest seq0 of the batch's streaming events (see core.holding).
+    commit_lsns: Mapping[Partition, int] = dataclasses.field(default_factory=dict)
 
 
 def prepare(batch: Batch, plan: Plan) -> PreparedBatch:
@@ -182,10 +208,16 @@ def prepare(batch: Batch, plan: Plan) -> PreparedBatch:
     intents = to_intents(batch.events, plan.tables_for_topic)
     counts = Counter(batch.counts)
     counts.update(intents.counts)
+    commit_lsns: dict[Partition, int] = {}
+    for e in batch.events:
+        if e.position is not None:
+            p = (e.ref.topic, e.ref.partition)
+            commit_lsns[p] = max(commit_lsns.get(p, 0), e.position.commit_lsn)
     return PreparedBatch(
         by_table=intents.by_table,
         failures=(*batch.failures, *intents.failures),
         next_offsets=dict(batch.next_offsets),
         counts=counts,
         events=batch.size,
+        commit_lsns=commit_lsns,
     )

@@ -130,6 +130,8 @@ class Failure:
     target: TableRef | None = None
     key: str | None = None
     sqlstate: str | None = None
+    # The other target rows of the same source event, not applied either: (table, key text).
+    also: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(slots=True)
@@ -160,6 +162,9 @@ class BatchResult:
     unordered: int = 0
     errors: list[Failure] = field(default_factory=list)
     truncated_notes: int = 0
+    held: int = 0  # events held back, waiting for a table that lags (new or still waiting)
+    released: int = 0  # held events applied or superseded in this batch
+    attempts: int = 0  # set-based statement attempts (bisection included)
     # (table, key text) whose final intent was not written: their versions must not move.
     unwritten: set[tuple[TableRef, str]] = field(default_factory=set)
 

@@ -27,6 +27,9 @@ class TableWrites:
     table: TablePlan
     final: dict[Key, Intent] = field(default_factory=dict)
     versions: dict[Key, Version] = field(default_factory=dict)
+    # Per key, the intents folded into its final one, in Kafka order (held back together).
+    contributors: dict[Key, list[Intent]] = field(default_factory=dict)
+    older: list[Intent] = field(default_factory=list)  # no-ops: at or before the stored version
     skipped_older: int = 0
     unordered: int = 0
     # Key texts the writer locked that had no stored version (its placeholder rows); set by the writer.
@@ -63,6 +66,7 @@ def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Ve
         verdict = compare(intent.version, current)
         if verdict is Verdict.OLDER:
             writes.skipped_older += 1
+            writes.older.append(intent)
             continue
         if verdict is Verdict.UNORDERED:
             writes.unordered += 1
@@ -78,4 +82,5 @@ def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Ve
                 )
         writes.final[intent.key] = intent
         writes.versions[intent.key] = intent.version
+        writes.contributors.setdefault(intent.key, []).append(intent)
     return writes

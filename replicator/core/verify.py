@@ -2,7 +2,12 @@
 
 The expected target is computed by running every current source row through
 the compiled plan (filters included); rows the plan rejects are expected
-error records, not rows. Target rows whose stored version says the source
+error records, not rows ("rejected by a rule": expected). An expected row
+that is absent is one of three things: an error record the target refused
+("errored": needs action), held back waiting for a lagging table ("held":
+will land), or missing (a loss). Only the absence of all of them is clean;
+`clean(accept_errors=True)` lets error records through when the operator has
+looked at them. Target rows whose stored version says the source
 deleted them are excluded where the spec keeps them (soft delete, ignore).
 The result counts missing, extra and mismatched rows, with the columns that
 differ, and any cell holding Debezium's unchanged-TOAST placeholder.
@@ -35,19 +40,22 @@ class TableDiff:
     extra: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # key, column, want, got
     placeholders: list[tuple[str, str]] = field(default_factory=list)  # key, column
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id
-    errored: list[str] = field(default_factory=list)  # missing, but held back as an error record
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id (expected)
+    errored: list[str] = field(default_factory=list)  # absent: an error record (needs action)
+    held: list[str] = field(default_factory=list)  # absent: held back, waiting for a lagging table
 
-    @property
-    def clean(self) -> bool:
-        return not (self.missing or self.extra or self.mismatched or self.placeholders)
+    def clean(self, accept_errors: bool = False) -> bool:
+        """Nothing missing, extra, mismatched or a placeholder; nothing held; no error record
+        unless `accept_errors`."""
+        bad = self.missing or self.extra or self.mismatched or self.placeholders or self.held
+        return not bad and (accept_errors or not self.errored)
 
     def summary(self) -> str:
         return (
             f"{self.target}: expected={self.expected} actual={self.actual} missing={len(self.missing)} "
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
-            f"placeholders={len(self.placeholders)} rejected={len(self.rejected)} "
-            f"errored={len(self.errored)}"
+            f"placeholders={len(self.placeholders)} held={len(self.held)} "
+            f"errored={len(self.errored)} (needs action) rejected={len(self.rejected)} (by a rule, expected)"
         )
 
 
@@ -97,8 +105,10 @@ def diff(
     actual: Rows,
     placeholder: str,
     errored: frozenset[str] = frozenset(),
+    held: frozenset[str] = frozenset(),
 ) -> TableDiff:
-    """Compare one table. Keys in `errored` (the target's error records) may be missing."""
+    """Compare one table. Absent keys in `errored` (error records) or `held` (held events) are
+    reported as such, never as missing."""
     result = TableDiff(table.target, expected=len(expected), actual=len(actual), rejected=rejected)
     marker = placeholder.encode()
     for key, row in actual.items():
@@ -106,8 +116,9 @@ def diff(
             if value in (placeholder, marker) or (isinstance(value, list) and placeholder in value):
                 result.placeholders.append((key, column))
     absent = set(expected) - set(actual)
-    result.errored = sorted(absent & errored)
-    result.missing = sorted(absent - errored)
+    result.held = sorted(absent & held)
+    result.errored = sorted((absent - held) & errored)
+    result.missing = sorted(absent - held - errored)
     result.extra = sorted(set(actual) - set(expected))
     for key in sorted(set(expected) & set(actual)):
         want, got = expected[key], actual[key]

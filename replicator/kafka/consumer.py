@@ -25,6 +25,7 @@ from replicator.kafka.clients import METADATA_TIMEOUT_S, new_consumer
 
 StartAt = int | Literal["earliest", "latest"]
 OnAssign = Callable[[list[Partition]], Mapping[Partition, StartAt]]
+ToPause = Callable[[list[Partition]], list[Partition]]  # of newly assigned partitions, those to pause
 OnRevoke = Callable[[list[Partition]], None]
 OnError = Callable[[str, bool], None]  # (message, retriable)
 
@@ -46,11 +47,14 @@ class KafkaSource:
     """One group member reading `topics`; positions come from the caller, never from Kafka."""
 
     def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
-        self._consumer = new_consumer(kafka, group_id, **{"auto.offset.reset": "error"})
+        member = {"group.instance.id": kafka.instance_id} if kafka.instance_id else {}
+        self._consumer = new_consumer(kafka, group_id, **{"auto.offset.reset": "error", **member})
         self._on_error = on_error
         self._pending: BaseException | None = None
 
-    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
+    ) -> None:
         def assign(consumer: Any, tps: list[TopicPartition]) -> None:
             try:
                 starts = on_assign(_parts(tps))
@@ -66,6 +70,9 @@ class KafkaSource:
                 elif isinstance(start, int):
                     tp.offset = start
             consumer.assign(tps)
+            paused = to_pause(_parts(tps)) if to_pause is not None else []
+            if paused:
+                consumer.pause([TopicPartition(t, p) for t, p in paused])
 
         def revoke(consumer: Any, tps: list[TopicPartition]) -> None:
             try:
@@ -104,6 +111,15 @@ class KafkaSource:
             else:
                 self._on_error(err.str(), bool(err.retriable()))
         return out
+
+    def pause(self, partitions: list[Partition]) -> None:
+        """Stop fetching these partitions (their position is kept)."""
+        if partitions:
+            self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: list[Partition]) -> None:
+        if partitions:
+            self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
 
     def watermarks(self, partition: Partition) -> tuple[int, int]:
         low, high = self._consumer.get_watermark_offsets(

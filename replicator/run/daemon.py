@@ -11,23 +11,73 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from replicator.config import Settings
+from replicator.connect.client import ConnectClient
+from replicator.core.decode import DecodeError
 from replicator.core.errors import Fatal, ReplicatorError, one_line
+from replicator.core.intents import Intent, to_intents
 from replicator.core.mapping.plan import Plan
-from replicator.core.model import Partition
+from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.run.assembly import checked_plan, decoder
-from replicator.run.loop import ConsumerLoop, LoopOptions, Sink
+from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
+from replicator.run.marks import CaptureMarks
 from replicator.runlog import RunLog, new_run_id
+from replicator.target.live import LiveTables
 from replicator.target.store import ControlStore
-from replicator.target.writer import BatchWriter, ErrorPolicy, LiveTables
+from replicator.target.writer import BatchWriter, ErrorPolicy, Marks, Remap
 
-SinkFactory = Callable[[Plan, str, str], Sink]  # (plan, group, run id) -> sink
+
+@dataclass(frozen=True, slots=True)
+class WriterParts:
+    """What a batch writer needs from the run beside its target: holding machinery."""
+
+    remap: Remap
+    marks: Marks
+    partition_counts: Mapping[str, int]
+    on_holding: Callable[[bool], None]
+
+
+SinkFactory = Callable[[Plan, str, str, WriterParts], Sink]  # (plan, group, run id, parts) -> sink
+
+
+def remap(
+    records: Sequence[Record], dec: Decoder, plan: Plan
+) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
+    """Held records decoded and mapped again (the spec may have been fixed since they were held)."""
+    events: list[ChangeEvent] = []
+    failures: list[Failure] = []
+    for r in records:
+        try:
+            decoded = dec.decode(r.ref, r.key, r.value, r.headers)
+        except DecodeError as exc:
+            failures.append(Failure(r.ref, "decode", exc.message, r.key, r.value))
+            continue
+        if isinstance(decoded, ChangeEvent):
+            events.append(decoded)
+    intents = to_intents(events, plan.tables_for_topic)
+    return intents.by_table, [*failures, *intents.failures]
+
+
+def capture_marks(settings: Settings, plan: Plan, log: RunLog) -> CaptureMarks:
+    """Marks from the configured connector's committed offset and the mapped topics' end offsets."""
+    client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
+
+    def end_offsets() -> dict[Partition, int]:
+        with Metadata(settings.kafka) as metadata:
+            return metadata.end_offsets(plan.topics)
+
+    return CaptureMarks(
+        lambda: client.committed_lsn(settings.connector),
+        end_offsets,
+        settings.hold.mark_interval_s,
+        lambda kind, **fields: log.event(kind, **fields),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +109,38 @@ def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
     for p in problems:
         if p.severity == "warning":
             log.event("mapping_warning", problem=str(p))
+    with Metadata(settings.kafka) as metadata:
+        counts = metadata.partition_counts(plan.topics)
     with ControlStore.open(settings) as store:
         if request.mode == "run":
             store.ensure()
-            with Metadata(settings.kafka) as metadata:
-                store.guard_partition_counts(metadata.partition_counts(plan.topics))
+            store.guard_partition_counts(counts)
         else:
             store.require()
         store.start_run(run_id, request.mode, group, settings.summary())
+    dec = decoder(settings)
+    marks = capture_marks(settings, plan, log)
+    parts = WriterParts(
+        remap=lambda records: remap(records, dec, plan),
+        marks=marks.current,
+        partition_counts=counts,
+        on_holding=lambda held: marks.wanted.set() if held else marks.wanted.clear(),
+    )
     if request.sink is not None:
-        sink = request.sink(plan, group, run_id)
+        sink = request.sink(plan, group, run_id, parts)
     else:
-        live = LiveTables(plan, settings.control_schema, group, run_id, settings.batch.reorder_retries)
         sink = BatchWriter(
-            settings.target, live, settings.control_schema, group, run_id, ErrorPolicy(request.on_error)
+            settings.target,
+            LiveTables(plan, settings.control_schema, group, run_id),
+            settings.control_schema,
+            group,
+            run_id,
+            ErrorPolicy(request.on_error),
+            remap=parts.remap,
+            marks=parts.marks,
+            partition_counts=parts.partition_counts,
+            holding=settings.hold,
+            on_holding=parts.on_holding,
         )
     source = KafkaSource(
         settings.kafka,
@@ -82,7 +150,7 @@ def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
     loop = ConsumerLoop(
         source,
         sink,
-        decoder(settings),
+        dec,
         plan,
         log,
         LoopOptions(
@@ -94,11 +162,13 @@ def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
     )
     previous = {s: signal.signal(s, loop.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     status, halt = "done", None
+    marks.start()
     try:
         loop.run()
     except Fatal as exc:
         status, halt = "halted", exc
     finally:
+        marks.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}

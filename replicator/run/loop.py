@@ -33,14 +33,18 @@ from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch, prepare
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Batch, BatchResult, ChangeEvent, Failure, KafkaRef, Partition, Record
-from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt
+from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.runlog import RunLog
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
 
 class Source(Protocol):
-    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None: ...
+    def subscribe(
+        self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
+    ) -> None: ...
+    def pause(self, partitions: list[Partition]) -> None: ...
+    def resume(self, partitions: list[Partition]) -> None: ...
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
     def watermarks(self, partition: Partition) -> tuple[int, int]: ...
     def positions(self, partitions: list[Partition]) -> dict[Partition, int]: ...
@@ -49,7 +53,15 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    def stored_offsets(self, partitions: list[Partition]) -> dict[Partition, int]: ...
+    def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The target-stored next offsets of newly assigned partitions."""
+        ...
+
+    def on_revoke(self, partitions: list[Partition]) -> None: ...
+    def retry_due(self) -> bool:
+        """Held rows wait for a retry although no new record arrived (an empty batch retries them)."""
+        ...
+
     def apply(self, batch: PreparedBatch) -> BatchResult: ...
     def close(self) -> None: ...
 
@@ -80,6 +92,7 @@ class Totals:
     truncated_notes: int = 0
     not_table_data: int = 0
     tombstones: int = 0
+    released: int = 0  # held events applied or superseded
 
     def add(self, batch: PreparedBatch, result: BatchResult) -> None:
         self.batches += 1
@@ -89,6 +102,7 @@ class Totals:
         self.unordered += result.unordered
         self.errors += len(result.errors)
         self.truncated_notes += result.truncated_notes
+        self.released += result.released
         self.not_table_data += batch.counts["not_table_data"]
         self.tombstones += batch.counts["tombstone"]
 
@@ -103,6 +117,7 @@ class Totals:
             "truncation_reports": self.truncated_notes,
             "tombstones": self.tombstones,
             "not_table_data": self.not_table_data,
+            "held_released": self.released,
         }
 
 
@@ -138,12 +153,13 @@ class ConsumerLoop:
         self.end_offsets: dict[Partition, int] = dict(options.stop_at)
         self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
         self.assigned: set[Partition] = set()
+        self.paused: set[Partition] = set()
 
     # ---------------------------------------------------------------- rebalance
     def _on_assign(self, partitions: list[Partition]) -> dict[Partition, StartAt]:
         self._discard_batch()
         self.assigned = set(partitions)
-        stored = self._with_retry(lambda: self.sink.stored_offsets(partitions), "read checkpoints")
+        stored = self._with_retry(lambda: self.sink.on_assign(partitions), "read checkpoints")
         starts: dict[Partition, StartAt] = {}
         for p in partitions:
             low, high = self.source.watermarks(p)
@@ -168,9 +184,23 @@ class ConsumerLoop:
         self.log.event("assigned", partitions=",".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "-")
         return starts
 
+    def _to_pause(self, partitions: list[Partition]) -> list[Partition]:
+        """Newly assigned partitions to leave paused (the test-only pause failpoint)."""
+        held = failpoints.paused_topics()
+        paused = [p for p in partitions if p[0] in held]
+        self.paused.update(paused)
+        return paused
+
+    def _release_paused(self) -> None:
+        if self.paused and not failpoints.paused_topics():
+            self.source.resume(sorted(self.paused))
+            self.paused.clear()
+
     def _on_revoke(self, partitions: list[Partition]) -> None:
         self._discard_batch()
         self.assigned -= set(partitions)
+        self.paused -= set(partitions)
+        self.sink.on_revoke(partitions)
 
     def _discard_batch(self) -> None:
         self.batch = Batch()
@@ -182,14 +212,17 @@ class ConsumerLoop:
 
     def run(self) -> Totals:
         """Consume until stopped (or caught up); raises Fatal with the first reason."""
-        self.source.subscribe(list(self.plan.topics), self._on_assign, self._on_revoke)
+        self.source.subscribe(list(self.plan.topics), self._on_assign, self._on_revoke, self._to_pause)
         limits = self.options.limits
         try:
             while not self.stopping:
+                self._release_paused()
                 for record in self.source.poll(min(POLL_RECORDS, limits.max_events), POLL_TIMEOUT_S):
                     self._take(record)
                 if self._batch_full() or (self._batch_due() and self.batch):
                     self._flush()
+                elif not self.batch and self.sink.retry_due():
+                    self._flush()  # nothing new to read: retry the held rows on their own
                 if self.options.stop_when_caught_up and self._caught_up():
                     break
             if self.batch:
@@ -267,6 +300,8 @@ class ConsumerLoop:
             applied=dict(sorted(result.applied.items())),
             skipped_older=result.skipped_older,
             errors=len(result.errors),
+            held=result.held,
+            released=result.released,
             tombstones=prepared.counts["tombstone"],
         )
 

@@ -22,7 +22,7 @@ from replicator.core.mapping.plan import Plan
 from replicator.core.serialize import dumps
 from replicator.kafka.clients import Metadata
 from replicator.run.assembly import spec_topics
-from replicator.run.daemon import RunRequest, run_daemon
+from replicator.run.daemon import RunRequest, WriterParts, run_daemon
 from replicator.target.shadow import ShadowClones
 from replicator.target.store import ControlStore
 from replicator.target.writer import BatchWriter
@@ -56,12 +56,23 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     request.report_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, Any] = {}
 
-    def make_sink(plan: Plan, group: str, run_id: str) -> BatchWriter:
+    def make_sink(plan: Plan, group: str, run_id: str, parts: WriterParts) -> BatchWriter:
         partial = request.report_dir / f"shadow-{run_id}.jsonl.partial"
         stream: TextIO = partial.open("w", encoding="utf-8")
         clones = ShadowClones(plan, settings.control_schema, group, run_id, stream)
         made.update(clones=clones, stream=stream, partial=partial)
-        return BatchWriter(settings.target, clones, settings.control_schema, group, run_id)
+        return BatchWriter(
+            settings.target,
+            clones,
+            settings.control_schema,
+            group,
+            run_id,
+            remap=parts.remap,
+            marks=parts.marks,
+            partition_counts=parts.partition_counts,
+            holding=settings.hold,
+            on_holding=parts.on_holding,
+        )
 
     try:
         totals = run_daemon(

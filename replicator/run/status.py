@@ -1,7 +1,8 @@
 """`replicator status`: per partition the target-stored, Kafka-committed and end offsets.
 
 Lag is measured from the target-stored offset (the truth), not Kafka's.
-`kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
+Rows held back (waiting for a parent or a unique swap on a lagging
+partition) are listed per table. `kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
 target-stored one, which the loop never does (invariant 1). Read-only: on a
 target without the control schema it says so in one line.
 """
@@ -13,6 +14,13 @@ from typing import Any
 from replicator.config import Settings
 from replicator.kafka.clients import Metadata
 from replicator.target.store import ControlStore
+
+
+def held_status(settings: Settings, group_id: str) -> list[dict[str, Any]]:
+    """Per target table: events held back waiting for a lagging table (count, oldest age, for what)."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        return store.held_summary(group_id)
 
 
 def partition_status(settings: Settings, topics: list[str], group_id: str) -> list[dict[str, Any]]:

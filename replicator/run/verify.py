@@ -64,7 +64,14 @@ def compare(
     store = ControlStore(target, control_schema)
     store.require()
     return [
-        diff(t, *expected[t.target], read_target(target, t, store), placeholder, store.error_keys(t.target))
+        diff(
+            t,
+            *expected[t.target],
+            read_target(target, t, store),
+            placeholder,
+            store.error_keys(t.target),
+            store.held_keys(t.target),
+        )
         for t in plan.tables
     ]
 

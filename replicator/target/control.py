@@ -1,12 +1,19 @@
 """The control schema the replicator owns in the target database.
 
 Tables (schema name configurable, default `replicator`):
-- `checkpoint`: per consumer group and partition, the next offset to read.
+- `checkpoint`: per consumer group and partition, the next offset to read,
+  and `commit_lsn`, the highest `seq0` of a streaming event applied there
+  (the partition's progress in source commit order, see `core.holding`).
   Written in the same transaction as the rows it covers (invariant 1).
 - `row_version`: per target table and key, the version of the last applied
   event (partition, offset, source position, deleted). The ordering guard.
 - `error_record`: every record not applied, with the context to reproduce it;
-  `kind` is `error`, or `truncated` for a declared, applied narrowing.
+  `kind` is `error`, or `truncated` for a declared, applied narrowing;
+  `also` lists the other target rows of the same event, held back with it.
+- `held_event`: source events held back because a row they write waits for
+  another table (FK parent, unique swap) that lags; written in the same
+  transaction that moves the checkpoint past them, removed in the one that
+  applies or supersedes them (or turns them into error records).
 - `run`: one row per run (mode, start, end, status, totals).
 - `topic_partitions`: partition counts seen per topic; a change is refused.
 - `shadow_diff`: the diffs of shadow runs (the dry run's output).
@@ -36,6 +43,7 @@ CREATE TABLE IF NOT EXISTS {s}.checkpoint (
   updated_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (group_id, topic, partition)
 );
+ALTER TABLE {s}.checkpoint ADD COLUMN IF NOT EXISTS commit_lsn numeric NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS {s}.row_version (
   target_table text   NOT NULL,
   key          text   NOT NULL,
@@ -66,6 +74,26 @@ CREATE TABLE IF NOT EXISTS {s}.error_record (
   created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS error_record_position ON {s}.error_record (topic, partition, kafka_offset);
+ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS also jsonb;
+CREATE TABLE IF NOT EXISTS {s}.held_event (
+  group_id     text   NOT NULL,
+  topic        text   NOT NULL,
+  partition    int    NOT NULL,
+  kafka_offset bigint NOT NULL,
+  raw_key      bytea,
+  raw_value    bytea,
+  target_table text   NOT NULL,
+  key          text,
+  blocked_by   text,
+  judged_at    numeric NOT NULL,
+  positioned   boolean NOT NULL,
+  sqlstate     text,
+  message      text,
+  held_at      timestamptz NOT NULL DEFAULT now(),
+  attempts     int    NOT NULL DEFAULT 1,
+  last_try_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_id, topic, partition, kafka_offset)
+);
 CREATE TABLE IF NOT EXISTS {s}.run (
   run_id     text PRIMARY KEY,
   mode       text NOT NULL,

@@ -58,7 +58,7 @@ def _shadow_plan(plan: Plan) -> Plan:
             target=TableRef("pg_temp", _clone_name(t.rule_id)), key=s.key, columns=s.columns, stage=s.stage
         )
         tables.append(dataclasses.replace(t, statements=clone))
-    return Plan(plan.spec_path, tuple(tables), plan.apply_order, plan.warnings)
+    return dataclasses.replace(plan, tables=tuple(tables))
 
 
 class ShadowClones:
@@ -86,8 +86,8 @@ class ShadowClones:
         return sql.Identifier("pg_temp", "shadow_row_version")
 
     @property
-    def reorder_retries(self) -> int:
-        return 0  # a rollback would undo seeded clone rows that `_seeded` remembers
+    def holds(self) -> sql.Composable:
+        return sql.Identifier("pg_temp", "shadow_held_event")
 
     # ---------------------------------------------------------------- session
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
@@ -98,11 +98,12 @@ class ShadowClones:
                     f"{self.schema}.shadow_diff does not exist in the target; "
                     "fix: run `replicator init` as the replicator's owner role"
                 )
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS shadow_row_version (LIKE {} INCLUDING ALL)").format(
-                    control.table(self.schema, "row_version")
+            for name in ("row_version", "held_event"):
+                conn.execute(
+                    sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+                        sql.Identifier(f"shadow_{name}"), control.table(self.schema, name)
+                    )
                 )
-            )
             for t in self._plan.tables:
                 real = self._real[t.target]
                 conn.execute(

@@ -191,14 +191,42 @@ class ControlStore:
         return {(t, p): n for t, p, n in rows}
 
     def error_keys(self, target: TableRef) -> frozenset[str]:
-        """Target keys held back as error records (expected to be absent, not missing)."""
+        """Target keys an error record keeps out of `target` (its own row, or one of `also`)."""
         rows = self.conn.execute(
             sql.SQL(
-                "SELECT key FROM {} WHERE kind = 'error' AND target_table = %s AND key IS NOT NULL"
+                "SELECT key FROM {0} WHERE kind = 'error' AND target_table = %s AND key IS NOT NULL"
+                " UNION SELECT a->>'key' FROM {0}, jsonb_array_elements(also) AS a"
+                " WHERE kind = 'error' AND a->>'table' = %s AND a->>'key' IS NOT NULL"
             ).format(self._t("error_record")),
+            (str(target), str(target)),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    # ---------------------------------------------------------------- held events
+    def held_keys(self, target: TableRef) -> frozenset[str]:
+        """Target keys whose events are held back (by any group's instances)."""
+        rows = self.conn.execute(
+            sql.SQL("SELECT DISTINCT key FROM {} WHERE target_table = %s AND key IS NOT NULL").format(
+                self._t("held_event")
+            ),
             (str(target),),
         ).fetchall()
         return frozenset(r[0] for r in rows)
+
+    def held_summary(self, group: str) -> list[dict[str, Any]]:
+        """Per target table: events held, the oldest hold's age, what they wait for."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT target_table AS table, count(*) AS held,"
+                    " round(extract(epoch from now() - min(held_at))::numeric, 1) AS oldest_s,"
+                    " string_agg(DISTINCT coalesce(blocked_by, '?'), ',') AS waiting_for,"
+                    " max(attempts) AS max_attempts"
+                    " FROM {} WHERE group_id = %s GROUP BY target_table ORDER BY target_table"
+                ).format(self._t("held_event")),
+                (group,),
+            )
+            return cur.fetchall()
 
     # ---------------------------------------------------------------- versions
     def deleted_keys(self, target: TableRef) -> frozenset[str]:

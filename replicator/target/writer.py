@@ -1,55 +1,60 @@
-"""The target writer (I/O edge): one batch, one target transaction.
+"""The target writer (I/O edge): one prepared batch, one target transaction.
 
 Inside the transaction, in this order:
-1. lock the stored versions of every key the batch touches (placeholder rows
-   + SELECT ... FOR UPDATE, keys sorted), so a stale instance's late batch
-   waits and then sees the newer versions, and its writes become no-ops;
-2. resolve intents against those versions (pure, `batching.resolve`);
-3. set-based writes: COPY into a per-session stage table, then one guarded
-   statement per table and column set: upserts parents-first, deletes
-   children-first; unchanged-TOAST columns are never written;
-4. store the new versions, the error records and the checkpoints
-   (next offset per partition, never moved backwards).
-Commit. Kafka offsets are committed by the caller only after this returns.
+1. the held events due for a retry join the batch ahead of its own events
+   (`target.holds`): every held event of a key the batch touches, the ones
+   waiting for a table the batch writes, and a bounded number of old ones;
+2. the stored versions of every key are locked (`target.versions`);
+3. per table (upserts parents first, deletes children first), the intents
+   are resolved against those versions (`core.resolve`) and written set-based
+   with bad rows isolated by bisection (`target.rows`). Keys whose held
+   events swap a unique value are replayed event by event in source order;
+4. one source event, all its target rows or none: when a row of an event is
+   refused, the batch's writes roll back to a savepoint and run again without
+   that event (a fixpoint: the excluded set only grows);
+5. a refused row whose SQLSTATE can come from lag across partitions (FK,
+   unique) is held, unless `core.holding.due_for_error` shows the dependency
+   is truly absent; every other refusal is an error record naming every
+   target row of its event;
+6. versions, held events, error records and checkpoints (next offset and the
+   applied commit LSN per partition, never moved backwards) are stored.
+The error policy is applied once, before the commit. Kafka offsets are
+committed by the caller only after this returns.
 
-A row-level SQL error (data exception, NOT NULL, CHECK, FK, unique) rolls the
-statement back to its savepoint and the rows are retried one by one, so only
-the bad rows become error records; their neighbours land. Transient errors
-surface as `Transient` (the caller retries the whole batch), others as `Fatal`.
-The error policy (`ErrorPolicy`) is applied here, once, before the commit.
-
-Where rows, versions and error records go is a `WriteTarget`, given to the
-writer: `LiveTables` (the real target tables, `row_version`, `error_record`)
-or the shadow's clones (`target.shadow`). The writer never knows which.
+Where rows, versions, held events and error records go is a `WriteTarget`:
+`LiveTables` or the shadow's clones (`target.shadow`); the writer never knows
+which. Transient errors surface as `Transient` (the caller retries the whole
+batch), others as `Fatal`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from replicator import failpoints
-from replicator.config import TargetSettings
+from replicator.config import HoldSettings, TargetSettings
 from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
+from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
 from replicator.core.intents import Intent, Kind, PreparedBatch, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
-from replicator.core.model import BatchResult, Failure, Partition, SourcePosition, TableRef
+from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
 from replicator.core.resolve import TableWrites, resolve, split_at_truncates
-from replicator.core.values import Infinity
-from replicator.pg.errors import is_row_error, is_transient, sqlstate
+from replicator.pg.errors import is_transient, sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
+from replicator.target.holds import HeldRow, HoldStore
+from replicator.target.rows import Outcome, Refused, TableRows
+from replicator.target.versions import VersionTable
 
-
-class _RetryBatch(Exception):
-    """Roll the batch back and apply it again (reordering suspected)."""
+Remap = Callable[[Sequence[Record]], tuple[Mapping[TableRef, list[Intent]], list[Failure]]]
+Marks = Callable[[], Sequence[CaptureMark]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +74,14 @@ class ErrorPolicy:
 
 
 class WriteTarget(Protocol):
-    """Where a batch's rows, versions and error records go (live tables or shadow clones)."""
+    """Where a batch's rows, versions, held events and error records go (live tables or clones)."""
 
     @property
     def plan(self) -> Plan: ...
     @property
     def versions(self) -> sql.Composable: ...
     @property
-    def reorder_retries(self) -> int: ...
+    def holds(self) -> sql.Composable: ...
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None: ...
     def before_writes(
         self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]
@@ -93,15 +98,38 @@ class WriteTarget(Protocol):
     ) -> None: ...
 
 
-def _adapter(target_type: str) -> Callable[[Any], Any]:
-    base = target_type.lower()
-    if base in ("json", "jsonb"):
-        return lambda v: None if v is None else Jsonb(v)
-    return lambda v: str(v) if isinstance(v, Infinity) else v
+class _Redo(Exception):
+    """Roll the batch's writes back to the savepoint and run them again without some events."""
 
 
 def _truncate_key(intent: Intent) -> str:
     return f"!truncate/{intent.event.ref.topic}/{intent.event.ref.partition}"
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One run of a batch's writes (step 3): what was written and what was refused."""
+
+    writes: list[TableWrites] = field(default_factory=list)
+    refused: list[tuple[TableWrites, Refused]] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+    applied: dict[str, int] = field(default_factory=dict)
+    skipped_older: int = 0
+    unordered: int = 0
+    truncates: list[tuple[Intent, str]] = field(default_factory=list)  # (intent, applied | older)
+
+    def refused_events(self) -> set[KafkaRef]:
+        return {c.event.ref for w, r in self.refused for c in w.contributors.get(r.intent.key, [r.intent])}
+
+    def written_events(self) -> set[KafkaRef]:
+        refused = {(w.table.target, r.intent.key) for w, r in self.refused}
+        return {
+            c.event.ref
+            for w in self.writes
+            for key, chain in w.contributors.items()
+            if (w.table.target, key) not in refused
+            for c in chain
+        }
 
 
 class BatchWriter:
@@ -114,8 +142,13 @@ class BatchWriter:
         control_schema: str,
         group_id: str,
         run_id: str,
-        policy: ErrorPolicy = ErrorPolicy(),
+        policy: ErrorPolicy | None = None,
         connector: Callable[[], psycopg.Connection[Any]] | None = None,
+        remap: Remap | None = None,
+        marks: Marks = tuple,
+        partition_counts: Mapping[str, int] | None = None,
+        holding: HoldSettings | None = None,
+        on_holding: Callable[[bool], None] | None = None,
     ) -> None:
         self._connector = connector or (lambda: connect(target_settings, "target"))
         self.target = target
@@ -123,18 +156,22 @@ class BatchWriter:
         self.schema = control_schema
         self.group_id = group_id
         self.run_id = run_id
-        self.policy = policy
+        self.policy = policy or ErrorPolicy()
+        self._remap = remap
+        self._marks = marks
+        self._counts = dict(partition_counts or {})
+        self._holding = holding or HoldSettings()
+        self._on_holding = on_holding or (lambda wanted: None)
         self._conn: psycopg.Connection[Any] | None = None
-        self._versions = target.versions
+        self._last_retry = 0.0
+        self._versions = VersionTable(target.versions)
+        self._holds = HoldStore(target.holds, group_id)
         self._tables = {t.target: t for t in self.plan.tables}
+        self._rows = {t.target: TableRows(t) for t in self.plan.tables}
         order = list(self.plan.apply_order) + [
             t.target for t in self.plan.tables if t.target not in self.plan.apply_order
         ]
         self._order: list[TableRef] = list(dict.fromkeys(order))
-        self._adapters: dict[TableRef, dict[str, Callable[[Any], Any]]] = {
-            t.target: {c.target: _adapter(c.target_type) for c in (*t.columns, *t.delete.set_columns)}
-            for t in self.plan.tables
-        }
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> psycopg.Connection[Any]:
@@ -160,8 +197,9 @@ class BatchWriter:
             return Transient(one_line(exc))
         return Fatal(f"target: {one_line(exc)} (SQLSTATE {sqlstate(exc)})")
 
-    # ------------------------------------------------------------------ checkpoints
-    def stored_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+    # ------------------------------------------------------------------ assignment
+    def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """Stored offsets of newly assigned partitions; loads their held keys."""
         conn = self.connect()
         try:
             with conn.transaction():
@@ -172,285 +210,266 @@ class BatchWriter:
                     ).format(control.table(self.schema, "checkpoint")),
                     (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
                 ).fetchall()
+                self._holds.load_index(conn, partitions)
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
+        self._on_holding(self._holds.count > 0)
         return {(t, p): o for t, p, o in rows}
+
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        self._holds.forget(partitions)
+
+    @property
+    def held(self) -> int:
+        """Events held back in the partitions this writer owns."""
+        return self._holds.count
+
+    def retry_due(self) -> bool:
+        """Held rows exist and the last retry is older than `retry_after_s`."""
+        return self._holds.count > 0 and time.monotonic() - self._last_retry >= self._holding.retry_after_s
 
     # ------------------------------------------------------------------ apply
     def apply(self, batch: PreparedBatch) -> BatchResult:
-        """Apply one batch in one transaction; raises Transient or Fatal.
-
-        FK and unique violations may come from reordering across partitions (a
-        child before its parent, two rows swapping a unique value): the whole
-        batch is rolled back and retried after a growing pause, a bounded number
-        of times, before those rows become error records.
-        """
-        retries = self.target.reorder_retries
-        for attempt in range(retries + 1):
-            conn = self.connect()
-            try:
-                with conn.transaction():
-                    result = self._apply(conn, batch)
-                    if attempt < retries and any(f.sqlstate in REORDER_SQLSTATES for f in result.errors):
-                        raise _RetryBatch
-                    self.policy.check(result)
-                    failpoints.hit("before_target_commit")
-                return result
-            except _RetryBatch:
-                time.sleep(0.25 * 2**attempt)  # another instance may apply the parent meanwhile
-            except psycopg.Error as exc:
-                raise self._classify(exc) from exc
-        raise AssertionError("unreachable: the last attempt commits")
-
-    def _apply(self, conn: psycopg.Connection[Any], batch: PreparedBatch) -> BatchResult:
-        result = BatchResult()
-        result.errors.extend(batch.failures)
-        self.target.before_writes(conn, batch.by_table)
-        notes: list[tuple[Intent, Narrowing]] = []
-        resolved: list[TableWrites] = []
-        for target in self._order:
-            table_intents = batch.by_table.get(target)
-            if not table_intents:
-                continue
-            table = self._tables[target]
-            segments = split_at_truncates(table_intents)
-            if len(segments) == 1 and segments[0][0].kind is not Kind.TRUNCATE:
-                resolved.append(self._resolve(conn, table, segments[0], result))
-                continue
-            # A truncate is a barrier: this table's segments run in order, now.
-            for segment in segments:
-                if segment[0].kind is Kind.TRUNCATE:
-                    self._truncate(conn, segment[0], result)
-                else:
-                    writes = self._resolve(conn, table, segment, result)
-                    self._write_upserts(conn, writes, result)
-                    self._write_deletes(conn, writes, result)
-                    self._store_versions(conn, writes, result)
-                    self.target.after_writes(conn, [writes], result)
-        for writes in resolved:
-            self._write_upserts(conn, writes, result)
-        failpoints.hit("mid_batch")
-        for writes in reversed(resolved):
-            self._write_deletes(conn, writes, result)
-        for writes in resolved:
-            notes.extend((i, n) for i in writes.final.values() for n in i.notes)
-            self._store_versions(conn, writes, result)
-        self.target.after_writes(conn, resolved, result)
-        self.target.store_errors(conn, result.errors, notes)
-        result.truncated_notes = len(notes)
-        self._store_checkpoints(conn, batch.next_offsets)
-        return result
-
-    # ------------------------------------------------------------------ versions
-    def _resolve(
-        self,
-        conn: psycopg.Connection[Any],
-        table: TablePlan,
-        intents: Sequence[Intent],
-        result: BatchResult,
-    ) -> TableWrites:
-        by_text = {key_text(i.key): i.key for i in intents}
-        keys = sorted(by_text)
-        stored = self._lock_versions(conn, table.target, keys)
-        writes = resolve(table, intents, {by_text[k]: v for k, v in stored.items()})
-        writes.unversioned = frozenset(k for k in keys if k not in stored)
-        result.skipped_older += writes.skipped_older
-        result.unordered += writes.unordered
-        return writes
-
-    def _lock_versions(
-        self, conn: psycopg.Connection[Any], target: TableRef, keys: list[str]
-    ) -> dict[str, Version]:
-        rv = self._versions
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
-                " ORDER BY k ON CONFLICT DO NOTHING"
-            ).format(rv),
-            (str(target), keys),
-        )
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT key, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
-                " FROM {} WHERE target_table = %s AND key = ANY(%s) ORDER BY key FOR UPDATE"
-            ).format(rv),
-            (str(target), keys),
-        ).fetchall()
-        stored: dict[str, Version] = {}
-        for key, topic, partition, offset, commit_lsn, lsn, total_order, deleted in rows:
-            if offset is None:
-                continue  # placeholder: no event applied yet
-            position = None if lsn is None else SourcePosition(int(commit_lsn), int(lsn), int(total_order))
-            stored[key] = Version(topic, partition, offset, position, deleted)
-        return stored
-
-    def _store_versions(
-        self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult
-    ) -> None:
-        failed = {key for target, key in result.unwritten if target == writes.table.target}
-        texts = ((key_text(k), v) for k, v in writes.versions.items())
-        rows = [(text, v) for text, v in texts if text not in failed]
-        rv = self._versions
-        target = str(writes.table.target)
-        if rows:
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} AS v SET topic = u.topic, partition = u.partition,"
-                    " kafka_offset = u.off, commit_lsn = u.c, lsn = u.l, total_order = u.o,"
-                    " deleted = u.d FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[],"
-                    " %s::numeric[], %s::numeric[], %s::bigint[], %s::bool[])"
-                    " AS u(key, topic, partition, off, c, l, o, d)"
-                    " WHERE v.target_table = %s AND v.key = u.key"
-                ).format(rv),
-                (
-                    [k for k, _ in rows],
-                    [v.topic for _, v in rows],
-                    [v.partition for _, v in rows],
-                    [v.offset for _, v in rows],
-                    [v.position.commit_lsn if v.position else None for _, v in rows],
-                    [v.position.lsn if v.position else None for _, v in rows],
-                    [v.position.total_order if v.position else None for _, v in rows],
-                    [v.deleted for _, v in rows],
-                    target,
-                ),
-            )
-        # The placeholder rows `_lock_versions` inserted and no version replaced (failed keys):
-        # by key, not a scan of every version of the table (that grew with the table, per batch).
-        leftover = sorted(writes.unversioned.difference(k for k, _ in rows))
-        if leftover:
-            conn.execute(
-                sql.SQL(
-                    "DELETE FROM {} WHERE target_table = %s AND key = ANY(%s) AND kafka_offset IS NULL"
-                ).format(rv),
-                (target, leftover),
-            )
-
-    # ------------------------------------------------------------------ writes
-    def _stage(
-        self,
-        conn: psycopg.Connection[Any],
-        table: TablePlan,
-        cols: tuple[str, ...],
-        intents: Sequence[Intent],
-    ) -> None:
-        adapters = self._adapters[table.target]
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table.statements.stage)))
-        with conn.cursor().copy(table.statements.copy_stage(cols)) as copy:
-            for intent in intents:
-                copy.write_row([adapters[c](intent.values[c]) for c in cols])
-
-    def _run_isolated(
-        self,
-        conn: psycopg.Connection[Any],
-        table: TablePlan,
-        cols: tuple[str, ...],
-        intents: Sequence[Intent],
-        statement: sql.Composed,
-        op: str,
-        result: BatchResult,
-    ) -> None:
-        """Set-based first; on a row-level error, row by row so only bad rows fail."""
+        """Apply one batch in one transaction; raises Transient or Fatal."""
+        conn = self.connect()
         try:
             with conn.transaction():
-                self._stage(conn, table, cols, intents)
-                conn.execute(statement)
-            result.applied[f"{table.target}:{op}"] += len(intents)
-            return
+                result, added, removed = self._apply(conn, batch)
+                self.policy.check(result)
+                failpoints.hit("before_target_commit")
         except psycopg.Error as exc:
-            if not is_row_error(exc):
-                raise
-        for intent in intents:
-            try:
-                with conn.transaction():
-                    self._stage(conn, table, cols, [intent])
-                    conn.execute(statement)
-                result.applied[f"{table.target}:{op}"] += 1
-            except psycopg.Error as exc:
-                if not is_row_error(exc):
-                    raise
-                result.not_written(self._row_failure(intent, table, exc))
+            raise self._classify(exc) from exc
+        self._holds.committed(added, removed)
+        self._on_holding(self._holds.count > 0)
+        return result
 
-    def _row_failure(self, intent: Intent, table: TablePlan, exc: psycopg.Error) -> Failure:
-        diag = exc.diag
-        column = diag.column_name or ""
-        rule = next((c.rule_id for c in table.columns if c.target == column), table.rule_id)
-        detail = one_line(exc)
-        if diag.message_detail:
-            detail += f" ({diag.message_detail.splitlines()[0]})"
-        return Failure(
-            ref=intent.event.ref,
-            rule_id=rule,
-            message=detail,
-            raw_key=intent.event.raw_key,
-            raw_value=intent.event.raw_value,
-            target=table.target,
-            key=key_text(intent.key),
-            sqlstate=sqlstate(exc),
+    def _apply(
+        self, conn: psycopg.Connection[Any], batch: PreparedBatch
+    ) -> tuple[BatchResult, list[HeldRow], list[HeldRow]]:
+        result = BatchResult()
+        result.errors.extend(batch.failures)
+        held = self._due(conn, batch)
+        by_ref = {h.record.ref: h for h in held}
+        merged = self._with_held(batch, held, result)
+        self.target.before_writes(conn, merged)
+        sequential = self._sequential_keys(merged, by_ref)
+        stored, placeholders = self._lock(conn, merged)
+        excluded: set[KafkaRef] = set()
+        carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
+        attempts = 0
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: step 4 may roll the writes back
+                    run = self._write(conn, merged, stored, excluded, sequential)
+                    attempts += run.outcome.attempts
+                    if (run.refused_events() - excluded) & run.written_events():
+                        raise _Redo
+                break
+            except _Redo:
+                excluded |= run.refused_events()
+                carried += run.refused
+        run.refused = [*carried, *run.refused]
+        run.outcome.attempts = attempts
+        failpoints.hit("mid_batch")
+        added, kept = self._settle(conn, run, merged, by_ref, excluded, result)
+        removed = [h for ref, h in by_ref.items() if ref not in kept]
+        failed = {(w.table.target, key_text(r.intent.key)) for w, r in run.refused}
+        versions: dict[TableRef, dict[str, Version]] = {t: {} for t in placeholders}
+        for w in run.writes:
+            for key, version in w.versions.items():
+                text = key_text(key)
+                if (w.table.target, text) not in failed:
+                    versions.setdefault(w.table.target, {})[text] = version
+        for target, texts in versions.items():
+            self._versions.store(conn, target, texts, placeholders.get(target, ()))
+        notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
+        self.target.after_writes(conn, run.writes, result)
+        self.target.store_errors(conn, result.errors, notes)
+        self._holds.put(conn, [*added, *(by_ref[r] for r in kept)])
+        self._holds.remove(conn, (h.record.ref for h in removed))
+        result.applied.update(run.applied)
+        result.skipped_older += run.skipped_older
+        result.unordered += run.unordered
+        result.truncated_notes = len(notes)
+        result.attempts = run.outcome.attempts
+        result.held = len(added) + len(kept)
+        result.released = len(removed)
+        self._store_checkpoints(conn, batch)
+        return result, added, removed
+
+    # ------------------------------------------------------------------ step 1: held events join
+    def _due(self, conn: psycopg.Connection[Any], batch: PreparedBatch) -> list[HeldRow]:
+        if self._remap is None or not self._holds.count:
+            return []
+        self._last_retry = time.monotonic()
+        keys: dict[Partition, set[bytes | None]] = {}
+        for intents in batch.by_table.values():
+            for i in intents:
+                keys.setdefault((i.event.ref.topic, i.event.ref.partition), set()).add(i.event.raw_key)
+        return self._holds.due(
+            conn, keys, batch.by_table.keys(), self._holding.retry_after_s, self._holding.retry_limit
         )
 
-    def _write_upserts(self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult) -> None:
-        table = writes.table
-        all_cols = tuple(c.target for c in table.columns)
-        for missing, intents in writes.upsert_groups().items():
-            cols = tuple(c for c in all_cols if c not in missing)
-            if not missing:
-                self._run_isolated(
-                    conn, table, cols, intents, table.statements.upsert(cols), "upsert", result
-                )
+    def _with_held(
+        self, batch: PreparedBatch, held: list[HeldRow], result: BatchResult
+    ) -> dict[TableRef, list[Intent]]:
+        """The batch's intents with the held events' ahead of them (older: they came first)."""
+        if not held or self._remap is None:
+            return {t: list(i) for t, i in batch.by_table.items()}
+        by_table, failures = self._remap([h.record for h in held])
+        result.errors.extend(failures)  # a held event the spec now rejects: an error record
+        merged: dict[TableRef, list[Intent]] = {}
+        for table in {*by_table, *batch.by_table}:
+            merged[table] = [*by_table.get(table, ()), *batch.by_table.get(table, ())]
+        return merged
+
+    def _sequential_keys(
+        self, merged: Mapping[TableRef, list[Intent]], held: Mapping[KafkaRef, HeldRow]
+    ) -> dict[TableRef, set[Any]]:
+        """Keys whose held events wait on a unique value: replayed event by event in source order."""
+        out: dict[TableRef, set[Any]] = {}
+        for table, intents in merged.items():
+            for i in intents:
+                h = held.get(i.event.ref)
+                if h is not None and h.sqlstate == "23505":
+                    out.setdefault(table, set()).add(i.key)
+        return out
+
+    # ------------------------------------------------------------------ step 2: lock
+    def _lock(
+        self, conn: psycopg.Connection[Any], merged: Mapping[TableRef, list[Intent]]
+    ) -> tuple[dict[TableRef, dict[Any, Version]], dict[TableRef, set[str]]]:
+        stored: dict[TableRef, dict[Any, Version]] = {}
+        placeholders: dict[TableRef, set[str]] = {}
+        for target in self._order:
+            intents = [i for i in merged.get(target, ()) if i.kind is not Kind.TRUNCATE]
+            if not intents:
                 continue
-            # Unchanged TOAST columns: update the existing row, never write a placeholder.
-            present = self._present_keys(conn, table, intents)
-            absent = [i for i in intents if key_text(i.key) not in present]
-            for intent in absent:
-                result.not_written(
-                    Failure(
-                        ref=intent.event.ref,
-                        rule_id=next(c.rule_id for c in table.columns if c.target in missing),
-                        message=f"columns {sorted(missing)} are unchanged TOAST values (not sent by "
-                        "Debezium) and the row is absent from the target; fix: set REPLICA IDENTITY "
-                        "FULL on the source table or re-snapshot it",
-                        raw_key=intent.event.raw_key,
-                        raw_value=intent.event.raw_value,
-                        target=table.target,
-                        key=key_text(intent.key),
-                    )
+            by_text = {key_text(i.key): i.key for i in intents}
+            keys = sorted(by_text)
+            found = self._versions.lock(conn, target, keys)
+            stored[target] = {by_text[k]: v for k, v in found.items()}
+            placeholders[target] = {k for k in keys if k not in found}
+        return stored, placeholders
+
+    # ------------------------------------------------------------------ step 3: write
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        merged: Mapping[TableRef, list[Intent]],
+        stored: Mapping[TableRef, dict[Any, Version]],
+        excluded: set[KafkaRef],
+        sequential: Mapping[TableRef, set[Any]],
+    ) -> _Pass:
+        run = _Pass()
+        plain: list[tuple[TableWrites, list[Intent]]] = []
+        for target in self._order:
+            intents = [i for i in merged.get(target, ()) if i.event.ref not in excluded]
+            if not intents:
+                continue
+            table = self._tables[target]
+            segments = split_at_truncates(intents)
+            if len(segments) == 1 and segments[0][0].kind is not Kind.TRUNCATE:
+                keys = sequential.get(target, set())
+                now = [i for i in intents if i.key not in keys]
+                later = [i for i in intents if i.key in keys]
+                writes = self._resolve(table, now, stored.get(target, {}), run)
+                plain.append((writes, later))
+                continue
+            for segment in segments:  # a truncate is a barrier: this table's segments run in order, now
+                if segment[0].kind is Kind.TRUNCATE:
+                    self._truncate(conn, segment[0], run)
+                    continue
+                writes = self._resolve(table, segment, stored.get(target, {}), run)
+                self._upserts(conn, writes, run)
+                self._deletes(conn, writes, run)
+                run.writes.append(writes)
+        replayed: list[TableWrites] = []
+        for writes, later in plain:
+            self._upserts(conn, writes, run)
+            if later:
+                replayed.append(
+                    self._replay(conn, writes.table, later, stored.get(writes.table.target, {}), run)
                 )
-            there = [i for i in intents if key_text(i.key) in present]
-            if there:
-                self._run_isolated(
-                    conn, table, cols, there, table.statements.update_only(cols), "upsert", result
-                )
+        for writes, _ in reversed(plain):
+            self._deletes(conn, writes, run)
+        run.writes.extend([*(w for w, _ in plain), *replayed])
+        return run
 
-    def _present_keys(
-        self, conn: psycopg.Connection[Any], table: TablePlan, intents: Sequence[Intent]
-    ) -> set[str]:
-        self._stage(conn, table, table.key, intents)
-        rows = conn.execute(table.statements.select_keys(table.key)).fetchall()
-        return {key_text(tuple(r)) for r in rows}
+    def _resolve(
+        self, table: TablePlan, intents: Sequence[Intent], stored: Mapping[Any, Version], run: _Pass
+    ) -> TableWrites:
+        writes = resolve(table, intents, stored)
+        run.skipped_older += writes.skipped_older
+        run.unordered += writes.unordered
+        return writes
 
-    def _write_deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, result: BatchResult) -> None:
-        table = writes.table
-        hard = writes.by_kind(Kind.DELETE)
-        if hard:
-            self._run_isolated(conn, table, table.key, hard, table.statements.delete_keys, "delete", result)
-        soft = writes.by_kind(Kind.SOFT_DELETE)
-        if soft:
-            cols = tuple(soft[0].values)
-            self._run_isolated(
-                conn, table, cols, soft, table.statements.soft_delete(cols), "soft_delete", result
-            )
-        ignored = writes.by_kind(Kind.IGNORE)
-        if ignored:
-            result.applied[f"{table.target}:delete_ignored"] += len(ignored)
+    def _collect(self, writes: TableWrites, out: Outcome, run: _Pass) -> None:
+        for op, n in out.applied.items():
+            run.applied[f"{writes.table.target}:{op}"] = run.applied.get(f"{writes.table.target}:{op}", 0) + n
+        run.refused.extend((writes, r) for r in out.refused)
+        run.outcome.attempts += out.attempts
 
-    def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, result: BatchResult) -> None:
-        self.target.before_truncate(conn, intent)
+    def _upserts(self, conn: psycopg.Connection[Any], writes: TableWrites, run: _Pass) -> None:
+        out = Outcome()
+        self._rows[writes.table.target].upserts(conn, writes, out)
+        self._collect(writes, out, run)
+
+    def _deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, run: _Pass) -> None:
+        out = Outcome()
+        self._rows[writes.table.target].deletes(conn, writes, out)
+        self._collect(writes, out, run)
+
+    def _replay(
+        self,
+        conn: psycopg.Connection[Any],
+        table: TablePlan,
+        intents: list[Intent],
+        stored: Mapping[Any, Version],
+        run: _Pass,
+    ) -> TableWrites:
+        """Event by event in source order: a unique-value swap across partitions needs the
+        intermediate states the source went through. Returns what it wrote, as one TableWrites."""
+        writes = TableWrites(table)
+        current = dict(stored)
+        failed: set[Any] = set()
+
+        def order(i: Intent) -> tuple[int, tuple[int, int, int], KafkaRef]:
+            p = i.event.position
+            return (0, (0, 0, 0), i.event.ref) if p is None else (1, p.as_tuple(), i.event.ref)
+
+        rows = self._rows[table.target]
+        for intent in sorted(intents, key=order):
+            chain = writes.contributors.setdefault(intent.key, [])
+            if intent.key in failed:
+                chain.append(intent)
+                continue
+            one = resolve(table, [intent], current)
+            run.skipped_older += one.skipped_older
+            if not one.final:
+                continue
+            chain.append(intent)
+            out = Outcome()
+            rows.upserts(conn, one, out)
+            rows.deletes(conn, one, out)
+            writes.final[intent.key] = intent
+            if out.refused:
+                failed.add(intent.key)
+                writes.versions.pop(intent.key, None)
+            else:
+                current[intent.key] = intent.version
+                writes.versions[intent.key] = intent.version
+            self._collect(writes, out, run)
+        return writes
+
+    def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, run: _Pass) -> None:
         table = intent.table
         marker = _truncate_key(intent)
-        stored = self._lock_versions(conn, table.target, [marker]).get(marker)
+        stored = self._versions.lock(conn, table.target, [marker]).get(marker)
         if compare(intent.version, stored) is Verdict.OLDER:
-            result.skipped_older += 1
+            run.skipped_older += 1
             return
+        self.target.before_truncate(conn, intent)
         policy = table.truncate.kind
         if policy == "error":
             raise Fatal(
@@ -459,40 +478,183 @@ class BatchWriter:
                 "policy to truncate, delete or ignore"
             )
         if policy in ("truncate", "delete"):
-            stmt = table.statements.truncate if policy == "truncate" else table.statements.delete_all
-            conn.execute(stmt)
-        result.applied[f"{table.target}:truncate_{policy}"] += 1
-        rv = self._versions
-        v = intent.version
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} SET topic = %s, partition = %s, kafka_offset = %s, commit_lsn = %s,"
-                " lsn = %s, total_order = %s, deleted = true WHERE target_table = %s AND key = %s"
-            ).format(rv),
-            (
-                v.topic,
-                v.partition,
-                v.offset,
-                v.position.commit_lsn if v.position else None,
-                v.position.lsn if v.position else None,
-                v.position.total_order if v.position else None,
-                str(table.target),
-                marker,
-            ),
+            conn.execute(table.statements.truncate if policy == "truncate" else table.statements.delete_all)
+        key = f"{table.target}:truncate_{policy}"
+        run.applied[key] = run.applied.get(key, 0) + 1
+        self._versions.store(conn, table.target, {marker: intent.version}, ())
+
+    # ------------------------------------------------------------------ step 5: hold or error
+    def _settle(
+        self,
+        conn: psycopg.Connection[Any],
+        run: _Pass,
+        merged: Mapping[TableRef, list[Intent]],
+        held: Mapping[KafkaRef, HeldRow],
+        excluded: set[KafkaRef],
+        result: BatchResult,
+    ) -> tuple[list[HeldRow], set[KafkaRef]]:
+        """Refused rows become held events or error records. Returns (newly held, still held)."""
+        if not run.refused:
+            return [], set()
+        others = self._other_targets(merged, excluded)
+        progress: dict[Partition, Progress] | None = None
+        added: dict[KafkaRef, HeldRow] = {}
+        kept: set[KafkaRef] = set()
+        for writes, refused in run.refused:
+            intent = refused.intent
+            chain = writes.contributors.get(intent.key, [intent])
+            text = key_text(intent.key)
+            result.unwritten.add((writes.table.target, text))
+            hold = self._hold_for(writes.table, refused) if refused.sqlstate in REORDER_SQLSTATES else None
+            if hold is not None:
+                if progress is None:
+                    progress = self._progress(conn)
+                hold = self._judged(conn, writes.table, refused, hold)
+                feeders = self._feeders(hold.blocked_by)
+                if (
+                    feeders is None
+                    or self._holds.any_for(conn, hold.blocked_by)  # its parent may itself be waiting
+                    or not due_for_error(hold, feeders, progress, self._marks())
+                ):
+                    for c in chain:
+                        ref = c.event.ref
+                        if ref in held:
+                            kept.add(ref)
+                        elif ref not in added:
+                            added[ref] = self._held_row(c, writes.table, text, refused, hold)
+                    continue
+            also = tuple(
+                sorted(
+                    {
+                        (str(t), k)
+                        for c in chain
+                        for t, k in others.get(c.event.ref, ())
+                        if t != writes.table.target
+                    }
+                )
+            )
+            result.errors.append(
+                Failure(
+                    ref=intent.event.ref,
+                    rule_id=refused.rule_id,
+                    message=refused.message
+                    + (
+                        f" (the event is not applied to {', '.join(t for t, _ in also)} either)"
+                        if also
+                        else ""
+                    ),
+                    raw_key=intent.event.raw_key,
+                    raw_value=intent.event.raw_value,
+                    target=writes.table.target,
+                    key=text,
+                    sqlstate=refused.sqlstate,
+                    also=also,
+                )
+            )
+        return list(added.values()), kept
+
+    def _other_targets(
+        self, merged: Mapping[TableRef, list[Intent]], excluded: set[KafkaRef]
+    ) -> dict[KafkaRef, list[tuple[TableRef, str]]]:
+        out: dict[KafkaRef, list[tuple[TableRef, str]]] = {}
+        for table, intents in merged.items():
+            for i in intents:
+                if i.event.ref in excluded:
+                    out.setdefault(i.event.ref, []).append((table, key_text(i.key)))
+        return out
+
+    def _hold_for(self, table: TablePlan, refused: Refused) -> Hold | None:
+        """What a refused row waits for (None: nothing it could wait for)."""
+        intent = refused.intent
+        blocked: TableRef | None = table.target
+        if refused.sqlstate == "23503":
+            fk = (
+                self.plan.foreign_key(refused.server_table, refused.constraint)
+                if refused.server_table is not None and refused.constraint
+                else None
+            )
+            if fk is None:
+                blocked = None  # unknown constraint: wait for every mapped table
+            elif intent.kind is Kind.UPSERT:
+                blocked = fk.parent  # a child before its parent
+            else:
+                blocked = fk.child  # a parent deleted before its children
+        p = intent.event.ref
+        return Hold(
+            ref_partition=(p.topic, p.partition),
+            blocked_by=blocked if blocked is not None else TableRef("*", "*"),
+            judged_at=judgement_lsn(intent.event, 0),
+            held_at=time.time(),
+            positioned=intent.event.position is not None or intent.event.lsn is not None,
         )
 
-    def _store_checkpoints(
-        self, conn: psycopg.Connection[Any], offsets: Mapping[tuple[str, int], int]
-    ) -> None:
-        if not offsets:
+    def _judged(self, conn: psycopg.Connection[Any], table: TablePlan, refused: Refused, hold: Hold) -> Hold:
+        """Point 4 of `core.holding`: a parent the target shows deleted later moves the judgement."""
+        if refused.sqlstate != "23503" or refused.intent.kind is not Kind.UPSERT or not refused.constraint:
+            return hold
+        fk = self.plan.foreign_key(table.target, refused.constraint)
+        parent = self._tables.get(fk.parent) if fk is not None else None
+        if fk is None or parent is None or set(fk.ref_columns) != set(parent.key):
+            return hold
+        values = refused.intent.values
+        by_ref = dict(zip(fk.ref_columns, fk.columns, strict=True))
+        version = self._versions.read(
+            conn, parent.target, key_text(tuple(values[by_ref[k]] for k in parent.key))
+        )
+        if version is None or not version.deleted or version.position is None:
+            return hold
+        later = max(hold.judged_at, version.position.commit_lsn)
+        return Hold(hold.ref_partition, hold.blocked_by, later, hold.held_at, hold.positioned)
+
+    def _feeders(self, blocked: TableRef) -> list[Partition] | None:
+        """The partitions that feed `blocked` (None: a partition count is not known yet)."""
+        topics = self.plan.topics if blocked == TableRef("*", "*") else self.plan.feeding_topics(blocked)
+        out: list[Partition] = []
+        for topic in topics:
+            count = self._counts.get(topic)
+            if count is None:
+                return None
+            out += [(topic, p) for p in range(count)]
+        return out
+
+    def _progress(self, conn: psycopg.Connection[Any]) -> dict[Partition, Progress]:
+        rows = conn.execute(
+            sql.SQL("SELECT topic, partition, next_offset, commit_lsn FROM {} WHERE group_id = %s").format(
+                control.table(self.schema, "checkpoint")
+            ),
+            (self.group_id,),
+        ).fetchall()
+        return {(t, p): Progress(int(o), int(c)) for t, p, o, c in rows}
+
+    def _held_row(self, intent: Intent, table: TablePlan, text: str, refused: Refused, hold: Hold) -> HeldRow:
+        e = intent.event
+        return HeldRow(
+            record=Record(e.ref, e.raw_key, e.raw_value, e.headers),
+            target=table.target,
+            key=text,
+            blocked_by=None if hold.blocked_by == TableRef("*", "*") else hold.blocked_by,
+            judged_at=hold.judged_at,
+            positioned=hold.positioned,
+            sqlstate=refused.sqlstate,
+            message=refused.message,
+            held_at=hold.held_at,
+        )
+
+    # ------------------------------------------------------------------ step 6: checkpoints
+    def _store_checkpoints(self, conn: psycopg.Connection[Any], batch: PreparedBatch) -> None:
+        if not batch.next_offsets:
             return
-        items = sorted(offsets.items())
+        commit_lsn = batch.commit_lsns
+        items = sorted(batch.next_offsets.items())
         conn.execute(
             sql.SQL(
-                "INSERT INTO {0} AS c (group_id, topic, partition, next_offset, run_id, updated_at)"
-                " SELECT %s, t, p, o, %s, now() FROM unnest(%s::text[], %s::int[], %s::bigint[])"
-                " AS u(t, p, o) ON CONFLICT (group_id, topic, partition) DO UPDATE"
-                " SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id, updated_at = now()"
+                "INSERT INTO {0} AS c"
+                " (group_id, topic, partition, next_offset, commit_lsn, run_id, updated_at)"
+                " SELECT %s, t, p, o, l, %s, now()"
+                " FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::numeric[]) AS u(t, p, o, l)"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id, updated_at = now(),"
+                " commit_lsn = GREATEST(c.commit_lsn, EXCLUDED.commit_lsn)"
                 " WHERE c.next_offset < EXCLUDED.next_offset"
             ).format(control.table(self.schema, "checkpoint")),
             (
@@ -501,102 +663,6 @@ class BatchWriter:
                 [t for (t, _), _ in items],
                 [p for (_, p), _ in items],
                 [o for _, o in items],
+                [commit_lsn.get(tp, 0) for tp, _ in items],
             ),
         )
-
-
-class LiveTables:
-    """The live `WriteTarget`: the real target tables, `row_version` and `error_record`."""
-
-    def __init__(
-        self, plan: Plan, control_schema: str, group_id: str, run_id: str, reorder_retries: int
-    ) -> None:
-        self._plan = plan
-        self._schema = control_schema
-        self._group_id = group_id
-        self._run_id = run_id
-        self._retries = reorder_retries
-
-    @property
-    def plan(self) -> Plan:
-        return self._plan
-
-    @property
-    def versions(self) -> sql.Composable:
-        return control.table(self._schema, "row_version")
-
-    @property
-    def reorder_retries(self) -> int:
-        return self._retries
-
-    def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
-        """Once per connection: the control schema and the per-session stage tables."""
-        control.ensure(conn, self._schema)
-        with conn.transaction():
-            for t in self._plan.tables:
-                conn.execute(t.statements.create_stage)
-
-    def before_writes(self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]) -> None:
-        """The live tables need nothing before a batch."""
-
-    def after_writes(
-        self, conn: psycopg.Connection[Any], writes: Sequence[TableWrites], result: BatchResult
-    ) -> None:
-        """Nothing to observe: the rows are the output."""
-
-    def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None:
-        """Nothing to record before a truncate is applied."""
-
-    def store_errors(
-        self,
-        conn: psycopg.Connection[Any],
-        failures: Sequence[Failure],
-        notes: Sequence[tuple[Intent, Narrowing]],
-    ) -> None:
-        rows: list[tuple[Any, ...]] = [
-            (
-                "error",
-                self._run_id,
-                self._group_id,
-                f.ref.topic,
-                f.ref.partition,
-                f.ref.offset,
-                str(f.target) if f.target else None,
-                f.key,
-                f.raw_key,
-                f.raw_value,
-                f.rule_id,
-                f.sqlstate,
-                f.message,
-            )
-            for f in failures
-        ]
-        rows.extend(
-            (
-                "truncated",
-                self._run_id,
-                self._group_id,
-                i.event.ref.topic,
-                i.event.ref.partition,
-                i.event.ref.offset,
-                str(i.table.target),
-                key_text(i.key),
-                i.event.raw_key,
-                i.event.raw_value,
-                n.rule_id,
-                None,
-                n.message,
-            )
-            for i, n in notes
-        )
-        if not rows:
-            return
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (kind, run_id, group_id, topic, partition, kafka_offset,"
-                    " target_table, key, raw_key, raw_value, rule_id, sqlstate, message)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(control.table(self._schema, "error_record")),
-                rows,
-            )

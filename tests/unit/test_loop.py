@@ -20,7 +20,7 @@ from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
 from replicator.core.model import BatchResult, KafkaRef, Partition, Record
-from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt
+from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.loop import ConsumerLoop, LoopOptions
 from replicator.runlog import RunLog
 from tests.unit.decode.builders import Table, create, int64, string
@@ -68,9 +68,17 @@ class FakeSource:
         self.on_revoke: OnRevoke | None = None
         self.closed = False
 
-    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
+    ) -> None:
         self.starts = dict(on_assign(sorted(self.marks)))
         self.on_revoke = on_revoke
+
+    def pause(self, partitions: list[Partition]) -> None:
+        self.events.append("pause")
+
+    def resume(self, partitions: list[Partition]) -> None:
+        self.events.append("resume")
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         out, self.queue = self.queue[:max_records], self.queue[max_records:]
@@ -109,8 +117,14 @@ class FakeSink:
         self.attempts: list[PreparedBatch] = []
         self.closed = False
 
-    def stored_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+    def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
         return {p: o for p, o in self.stored.items() if p in partitions}
+
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        self.revoked = list(partitions)
+
+    def retry_due(self) -> bool:
+        return False
 
     def apply(self, batch: PreparedBatch) -> BatchResult:
         self.attempts.append(batch)
@@ -207,7 +221,7 @@ def test_a_rebalance_discards_the_batch_in_hand() -> None:
     assert loop.batch.size == 2
     assert source.on_revoke is not None
     source.on_revoke([(TOPIC, 0)])
-    assert not loop.batch and loop.assigned == set()
+    assert not loop.batch and loop.assigned == set() and sink.revoked == [(TOPIC, 0)]
 
 
 def test_a_range_ends_at_stop_at() -> None:

@@ -146,8 +146,8 @@ class FakeTarget:
         return sql.Identifier("ctl", "row_version")
 
     @property
-    def reorder_retries(self) -> int:
-        return 0
+    def holds(self) -> sql.Composable:
+        return sql.Identifier("ctl", "held_event")
 
     def prepare_session(self, conn: Any) -> None:
         self.calls.append("prepare_session")
@@ -197,7 +197,8 @@ def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_ne
     assert result.applied == {"dst.items:upsert": 1}
     assert session.log[0] == "BEGIN" and session.log[-1] == "COMMIT"
     (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
-    assert params == ("g", "run-1", [TOPIC], [0], [5])  # group, run, topics, partitions, next offsets
+    # group, run, topics, partitions, next offsets, the applied commit LSN (seq0) per partition
+    assert params == ("g", "run-1", [TOPIC], [0], [5], [1])
     assert [7, "x"] in session.copied  # the row went through the stage
 
 

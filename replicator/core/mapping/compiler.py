@@ -24,12 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from replicator.core.mapping import transforms as tf
-from replicator.core.mapping.catalog import Catalog, PgType
+from replicator.core.mapping.catalog import Catalog, PgType, Table
 from replicator.core.mapping.plan import (
     SOURCE_TS,
     ColumnEval,
     ColumnPlan,
     DeletePolicy,
+    ForeignKeyPlan,
     Narrowing,
     Plan,
     RowError,
@@ -84,7 +85,15 @@ def compile_spec(spec: Spec, target_catalog: Catalog) -> Plan:
         for c in t.columns
         if c.truncates
     )
-    return Plan(spec.file, tuple(tables), order, warnings)
+    fks = tuple(
+        ForeignKeyPlan(fk.name, t.target, fk.columns, fk.references, fk.ref_columns)
+        for t in tables
+        for fk in (target_catalog.table(t.target) or _NO_TABLE).foreign_keys
+    )
+    return Plan(spec.file, tuple(tables), order, warnings, fks)
+
+
+_NO_TABLE = Table(TableRef("", ""), ())
 
 
 def apply_order(targets: list[TableRef], catalog: Catalog) -> tuple[TableRef, ...]:

@@ -163,18 +163,36 @@ class TablePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class ForeignKeyPlan:
+    """A foreign key of a mapped target table (`child`), from the target catalog."""
+
+    name: str
+    child: TableRef
+    columns: tuple[str, ...]
+    parent: TableRef
+    ref_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     spec_path: str
     tables: tuple[TablePlan, ...]
     apply_order: tuple[TableRef, ...]
     warnings: tuple[str, ...] = ()
+    foreign_keys: tuple[ForeignKeyPlan, ...] = ()
     _by_topic: Mapping[str, tuple[TablePlan, ...]] = field(init=False, repr=False, compare=False)
+    _feeders: Mapping[TableRef, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _fks: Mapping[tuple[TableRef, str], ForeignKeyPlan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[TablePlan]] = {}
+        feeders: dict[TableRef, set[str]] = {}
         for t in self.tables:
             index.setdefault(t.topic, []).append(t)
+            feeders.setdefault(t.target, set()).add(t.topic)
         object.__setattr__(self, "_by_topic", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "_feeders", {k: tuple(sorted(v)) for k, v in feeders.items()})
+        object.__setattr__(self, "_fks", {(fk.child, fk.name): fk for fk in self.foreign_keys})
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -182,6 +200,13 @@ class Plan:
 
     def tables_for_topic(self, topic: str) -> tuple[TablePlan, ...]:
         return self._by_topic.get(topic, ())
+
+    def feeding_topics(self, target: TableRef) -> tuple[str, ...]:
+        """The topics whose events write `target` (none: the spec does not replicate it)."""
+        return self._feeders.get(target, ())
+
+    def foreign_key(self, child: TableRef, name: str) -> ForeignKeyPlan | None:
+        return self._fks.get((child, name))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready description (for `replicator mapping explain --json`)."""

@@ -1,0 +1,235 @@
+"""Held events (I/O edge): the control table of source events waiting for a lagging table.
+
+Invariants (see `core.holding` for when a held row becomes an error record):
+- A held event is stored as its raw Kafka record (coordinates, key and value
+  bytes), in the same transaction that moves its partition's checkpoint past
+  it, and removed in the one that applies, supersedes or errors it: nothing
+  held is lost on kill -9, and the checkpoint never waits behind it.
+- Held events belong to their partition: only the instance that owns the
+  partition retries them (`index` is reloaded on every assignment).
+- Whenever a batch carries an event for a key that has held events, all of
+  that key's held events join the batch ahead of it (Kafka order per key is
+  kept, and an unchanged-TOAST update finds the held insert it completes).
+- A batch retries at most `limit` other held events: those waiting for a
+  table the batch writes, and the ones not tried for `retry_after_s`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from replicator.core.model import KafkaRef, Partition, Record, TableRef
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    record: Record
+    target: TableRef
+    key: str | None
+    blocked_by: TableRef | None  # None: the constraint is not in the plan's catalog
+    judged_at: int
+    positioned: bool
+    sqlstate: str | None
+    message: str
+    held_at: float  # epoch seconds of the first hold
+    attempts: int = 1
+
+
+_COLUMNS = (
+    "topic, partition, kafka_offset, raw_key, raw_value, target_table, key, blocked_by, judged_at,"
+    " positioned, sqlstate, message, extract(epoch from held_at), attempts"
+)
+
+
+def _row(r: tuple[Any, ...]) -> HeldRow:
+    topic, partition, offset, raw_key, raw_value, target, key, blocked, judged, positioned, state, msg = r[
+        :12
+    ]
+    return HeldRow(
+        record=Record(KafkaRef(topic, partition, offset), _bytes(raw_key), _bytes(raw_value)),
+        target=TableRef.parse(target),
+        key=key,
+        blocked_by=TableRef.parse(blocked) if blocked else None,
+        judged_at=int(judged),
+        positioned=bool(positioned),
+        sqlstate=state,
+        message=msg,
+        held_at=float(r[12]),
+        attempts=int(r[13]),
+    )
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class HoldStore:
+    def __init__(self, table: sql.Composable, group_id: str) -> None:
+        self.table = table
+        self.group_id = group_id
+        self.index: dict[Partition, Counter[bytes | None]] = {}
+
+    # ---------------------------------------------------------------- assignment
+    def load_index(self, conn: psycopg.Connection[Any], partitions: list[Partition]) -> None:
+        """The held keys of newly assigned partitions (read at every assignment)."""
+        for p in partitions:
+            self.index[p] = Counter()
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT topic, partition, raw_key FROM {} WHERE group_id = %s"
+                " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+            ).format(self.table),
+            (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
+        ).fetchall()
+        for topic, partition, raw_key in rows:
+            self.index[(topic, partition)][_bytes(raw_key)] += 1
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for p in partitions:
+            self.index.pop(p, None)
+
+    @property
+    def count(self) -> int:
+        return sum(sum(c.values()) for c in self.index.values())
+
+    # ---------------------------------------------------------------- per batch
+    def due(
+        self,
+        conn: psycopg.Connection[Any],
+        batch_keys: Mapping[Partition, set[bytes | None]],
+        written: Iterable[TableRef],
+        retry_after_s: float,
+        limit: int,
+    ) -> list[HeldRow]:
+        """Held events to retry in this batch (locked): key matches first, then a bounded rest."""
+        mine = [p for p, keys in self.index.items() if keys]
+        if not mine:
+            return []
+        wanted = [
+            (p, key)
+            for p, keys in batch_keys.items()
+            if p in self.index
+            for key in keys
+            if self.index[p][key]
+        ]
+        found: dict[KafkaRef, HeldRow] = {}
+        if wanted:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT {} FROM {} WHERE group_id = %s AND (topic, partition, raw_key) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[]))"
+                    " ORDER BY topic, partition, kafka_offset FOR UPDATE"
+                ).format(sql.SQL(_COLUMNS), self.table),
+                (self.group_id, [p[0] for p, _ in wanted], [p[1] for p, _ in wanted], [k for _, k in wanted]),
+            ).fetchall()
+            found.update((h.record.ref, h) for h in map(_row, rows))
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT {} FROM {} WHERE group_id = %s"
+                " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                " AND (blocked_by IS NULL OR blocked_by = ANY(%s)"
+                "      OR last_try_at < now() - make_interval(secs => %s))"
+                " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %s FOR UPDATE SKIP LOCKED"
+            ).format(sql.SQL(_COLUMNS), self.table),
+            (
+                self.group_id,
+                [t for t, _ in mine],
+                [p for _, p in mine],
+                sorted(str(t) for t in written),
+                retry_after_s,
+                limit,
+            ),
+        ).fetchall()
+        for h in map(_row, rows):
+            found.setdefault(h.record.ref, h)
+        # Every held event of a key goes with the others (a limit must not split a key's chain).
+        chained = {(h.record.ref.topic, h.record.ref.partition, h.record.key) for h in found.values()}
+        extra = [c for c in chained if c not in {(p[0], p[1], k) for p, k in wanted}]
+        if extra:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT {} FROM {} WHERE group_id = %s AND (topic, partition, raw_key) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[])) FOR UPDATE"
+                ).format(sql.SQL(_COLUMNS), self.table),
+                (self.group_id, [c[0] for c in extra], [c[1] for c in extra], [c[2] for c in extra]),
+            ).fetchall()
+            for h in map(_row, rows):
+                found.setdefault(h.record.ref, h)
+        return sorted(found.values(), key=lambda h: h.record.ref)
+
+    def any_for(self, conn: psycopg.Connection[Any], target: TableRef) -> bool:
+        """Does any instance of the group hold an event for `target` (or one whose target is unknown)?"""
+        if target == TableRef("*", "*"):
+            return bool(
+                conn.execute(
+                    sql.SQL("SELECT 1 FROM {} WHERE group_id = %s LIMIT 1").format(self.table),
+                    (self.group_id,),
+                ).fetchone()
+            )
+        row = conn.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE group_id = %s AND target_table = %s LIMIT 1").format(self.table),
+            (self.group_id, str(target)),
+        ).fetchone()
+        return row is not None
+
+    def put(self, conn: psycopg.Connection[Any], rows: list[HeldRow]) -> None:
+        """Hold these events (new ones inserted, ones already held counted as one more attempt)."""
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} AS h (group_id, topic, partition, kafka_offset, raw_key, raw_value,"
+                    " target_table, key, blocked_by, judged_at, positioned, sqlstate, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (group_id, topic, partition, kafka_offset) DO UPDATE SET"
+                    " attempts = h.attempts + 1, last_try_at = now(), blocked_by = EXCLUDED.blocked_by,"
+                    " sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,"
+                    " judged_at = EXCLUDED.judged_at"
+                ).format(self.table),
+                [
+                    (
+                        self.group_id,
+                        h.record.ref.topic,
+                        h.record.ref.partition,
+                        h.record.ref.offset,
+                        h.record.key,
+                        h.record.value,
+                        str(h.target),
+                        h.key,
+                        str(h.blocked_by) if h.blocked_by else None,
+                        h.judged_at,
+                        h.positioned,
+                        h.sqlstate,
+                        h.message,
+                    )
+                    for h in rows
+                ],
+            )
+
+    def remove(self, conn: psycopg.Connection[Any], refs: Iterable[KafkaRef]) -> None:
+        gone = sorted(set(refs))
+        if not gone:
+            return
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE group_id = %s AND (topic, partition, kafka_offset) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[]))"
+            ).format(self.table),
+            (self.group_id, [r.topic for r in gone], [r.partition for r in gone], [r.offset for r in gone]),
+        )
+
+    def committed(self, added: Iterable[HeldRow], removed: Iterable[HeldRow]) -> None:
+        """Bring the in-memory index in line after the batch's transaction committed."""
+        for h in removed:
+            keys = self.index.get((h.record.ref.topic, h.record.ref.partition))
+            if keys is not None and keys[h.record.key] > 0:
+                keys[h.record.key] -= 1
+        for h in added:
+            self.index.setdefault((h.record.ref.topic, h.record.ref.partition), Counter())[h.record.key] += 1

@@ -1,0 +1,112 @@
+"""The live write target: the real target tables, `row_version`, `held_event`, `error_record`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from replicator.core.intents import Intent, key_text
+from replicator.core.mapping.plan import Narrowing, Plan
+from replicator.core.model import BatchResult, Failure, TableRef
+from replicator.core.resolve import TableWrites
+from replicator.target import control
+
+
+class LiveTables:
+    """The `WriteTarget` of `replicator run`."""
+
+    def __init__(self, plan: Plan, control_schema: str, group_id: str, run_id: str) -> None:
+        self._plan = plan
+        self._schema = control_schema
+        self._group_id = group_id
+        self._run_id = run_id
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def versions(self) -> sql.Composable:
+        return control.table(self._schema, "row_version")
+
+    @property
+    def holds(self) -> sql.Composable:
+        return control.table(self._schema, "held_event")
+
+    def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
+        """Once per connection: the control schema and the per-session stage tables."""
+        control.ensure(conn, self._schema)
+        with conn.transaction():
+            for t in self._plan.tables:
+                conn.execute(t.statements.create_stage)
+
+    def before_writes(self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]) -> None:
+        """The live tables need nothing before a batch."""
+
+    def after_writes(
+        self, conn: psycopg.Connection[Any], writes: Sequence[TableWrites], result: BatchResult
+    ) -> None:
+        """Nothing to observe: the rows are the output."""
+
+    def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None:
+        """Nothing to record before a truncate is applied."""
+
+    def store_errors(
+        self,
+        conn: psycopg.Connection[Any],
+        failures: Sequence[Failure],
+        notes: Sequence[tuple[Intent, Narrowing]],
+    ) -> None:
+        rows: list[tuple[Any, ...]] = [
+            (
+                "error",
+                self._run_id,
+                self._group_id,
+                f.ref.topic,
+                f.ref.partition,
+                f.ref.offset,
+                str(f.target) if f.target else None,
+                f.key,
+                f.raw_key,
+                f.raw_value,
+                f.rule_id,
+                f.sqlstate,
+                f.message,
+                Jsonb([{"table": t, "key": k} for t, k in f.also]) if f.also else None,
+            )
+            for f in failures
+        ]
+        rows.extend(
+            (
+                "truncated",
+                self._run_id,
+                self._group_id,
+                i.event.ref.topic,
+                i.event.ref.partition,
+                i.event.ref.offset,
+                str(i.table.target),
+                key_text(i.key),
+                i.event.raw_key,
+                i.event.raw_value,
+                n.rule_id,
+                None,
+                n.message,
+                None,
+            )
+            for i, n in notes
+        )
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (kind, run_id, group_id, topic, partition, kafka_offset,"
+                    " target_table, key, raw_key, raw_value, rule_id, sqlstate, message, also)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(control.table(self._schema, "error_record")),
+                rows,
+            )

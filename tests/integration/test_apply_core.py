@@ -1,0 +1,116 @@
+"""The batch writer against the real target: bad rows isolated by bisection, and one source event
+applied to all its target tables or to none (matrix 17).
+
+- 3 rows of 5,000 that violate a CHECK: the 4,997 others land in one batch, the 3 become error
+  records, and the writer needs about 2·k·log2(n) statements for it, not n.
+- A customer event feeds crm.customer and crm.customer_pii; the second refuses it (a CHECK the
+  test adds): the first is rolled back too, and one error record names both targets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from replicator.core.intents import prepare
+from replicator.core.model import Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from tests.integration.pipeline import demo_plan, fresh_target, live_writer
+from tests.integration.stack import Stack, one_row
+
+
+def event(topic: str, table: str, offset: int, after: dict[str, Any]) -> ChangeEvent:
+    return ChangeEvent(
+        ref=KafkaRef(topic, 0, offset),
+        op=Op.CREATE,
+        table=TableRef.parse(table),
+        key=None,
+        before=None,
+        after=after,
+        position=SourcePosition(1000, 2000 + offset),
+        snapshot=False,
+        ts_ms=0,
+        raw_key=b"k",
+        raw_value=b"v",
+    )
+
+
+def product(i: int, price: str) -> dict[str, Any]:
+    return {
+        "sku": f"BIS-{i:05d}",
+        "name": f"product {i}",
+        "description": None,
+        "price": Decimal(price),
+        "weight_grams": None,
+        "image": None,
+    }
+
+
+def test_three_bad_rows_of_five_thousand_cost_about_k_log_n_statements(stack: Stack) -> None:
+    dbname = fresh_target("bisect")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    bad = {17, 2500, 4999}
+    events = [
+        event(topic, "shop.products", i, product(i, "-1.00" if i in bad else "9.99")) for i in range(5000)
+    ]
+    writer = live_writer(stack, dbname, plan, "bisect", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 5000}), plan))
+    writer.close()
+    assert sorted(str(f.key) for f in result.errors) == sorted(f'["BIS-{i:05d}"]' for i in bad)
+    assert {f.sqlstate for f in result.errors} == {"23514"}
+    assert result.attempts <= 2 * len(bad) * math.ceil(math.log2(5000)) + 1, result.attempts
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        (n,) = one_row(conn.execute("SELECT count(*) FROM catalog.product"))
+        (errors,) = one_row(
+            conn.execute("SELECT count(*) FROM replicator.error_record WHERE sqlstate = '23514'")
+        )
+    assert (n, errors) == (4997, 3)
+
+
+def customer(i: int, email: str) -> dict[str, Any]:
+    return {
+        "id": i,
+        "email": email,
+        "full_name": f"Person {i}",
+        "country": "DE",
+        "tier": "gold",
+        "tags": None,
+        "profile": None,
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
+
+
+def test_an_event_one_of_whose_targets_refuses_it_is_applied_to_none(stack: Stack) -> None:
+    dbname = fresh_target("atomic")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute("ALTER TABLE crm.customer_pii ADD CONSTRAINT no_zz CHECK (email_masked NOT LIKE '%zz%')")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.customers"
+    events = [
+        event(topic, "shop.customers", 0, customer(1, "ok@example.com")),
+        event(topic, "shop.customers", 1, customer(2, "zzzzzz@example.zz")),
+        event(topic, "shop.customers", 2, customer(3, "fine@example.com")),
+    ]
+    writer = live_writer(stack, dbname, plan, "atomic", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 3}), plan))
+    writer.close()
+    (failure,) = result.errors
+    assert (failure.target, failure.key, failure.sqlstate) == (
+        TableRef("crm", "customer_pii"),
+        "[2]",
+        "23514",
+    )
+    assert (
+        failure.also == (("crm.customer", "[2]"),) and "not applied to crm.customer either" in failure.message
+    )
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        customers = conn.execute("SELECT customer_id FROM crm.customer ORDER BY 1").fetchall()
+        pii = conn.execute("SELECT customer_id FROM crm.customer_pii ORDER BY 1").fetchall()
+        (also,) = one_row(conn.execute("SELECT also FROM replicator.error_record"))
+    assert customers == pii == [(1,), (3,)]  # neither table holds customer 2
+    assert also == [{"table": "crm.customer", "key": "[2]"}]

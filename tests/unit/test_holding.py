@@ -1,0 +1,158 @@
+"""When a held row is a real error (`core.holding`), bisection cost (`core.isolate`), one event all
+targets or none (`core.intents`), and verify never calling a held or errored row clean."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from replicator.core.holding import CaptureMark, Hold, Progress, covered_through, due_for_error, judgement_lsn
+from replicator.core.intents import to_intents
+from replicator.core.isolate import isolate
+from replicator.core.mapping import catalog_from_dict, compile_spec, load_spec_text
+from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.verify import TableDiff
+from tests.events import change
+
+PARENT = [("parent", 0), ("parent", 1)]
+OWN = ("child", 0)
+
+
+def hold(judged_at: int, positioned: bool = True, held_at: float = 100.0) -> Hold:
+    return Hold(OWN, TableRef("s", "parent"), judged_at, held_at, positioned)
+
+
+def test_progress_covers_what_was_committed_before_the_applied_events() -> None:
+    """A partition that applied an event with seq0 = c has applied every transaction committed by c."""
+    assert covered_through(("parent", 0), Progress(10, 500), ()) == 500
+    assert covered_through(("parent", 0), None, ()) == 0
+
+
+def test_a_mark_covers_an_idle_partition_once_its_end_offset_is_applied() -> None:
+    mark = CaptureMark(lsn_commit=900, ends={("parent", 0): 10}, taken_at=0)
+    assert covered_through(("parent", 0), Progress(10, 500), [mark]) == 900
+    assert covered_through(("parent", 0), Progress(9, 500), [mark]) == 500  # not caught up to the mark
+    # a partition the mark saw empty is covered by it even with nothing applied
+    assert covered_through(("parent", 2), None, [mark]) == 900
+
+
+def test_a_held_row_is_an_error_only_when_every_feeder_and_its_own_partition_passed_it() -> None:
+    h = hold(judged_at=700)
+    progress = {("parent", 0): Progress(5, 800), ("parent", 1): Progress(3, 650), OWN: Progress(9, 900)}
+    assert not due_for_error(h, PARENT, progress, ())  # parent[1] lags: the parent may still come
+    progress[("parent", 1)] = Progress(3, 701)
+    assert due_for_error(h, PARENT, progress, ())
+    progress[OWN] = Progress(9, 700)  # its own partition not past it (a later delete may supersede it)
+    assert not due_for_error(h, PARENT, progress, ())
+
+
+def test_judged_strictly_after_the_row_s_own_transaction() -> None:
+    """Coverage equal to seq0 of the held row is its own predecessor's commit: not enough."""
+    progress = {p: Progress(1, 700) for p in (*PARENT, OWN)}
+    assert not due_for_error(hold(judged_at=700), PARENT, progress, ())
+
+
+def test_rows_without_a_position_are_judged_only_by_marks_read_after_they_were_held() -> None:
+    h = hold(judged_at=50, positioned=False, held_at=100.0)
+    ends = {("parent", 0): 0, ("parent", 1): 0, OWN: 0}
+    old = CaptureMark(lsn_commit=999, ends=ends, taken_at=99.0)
+    new = CaptureMark(lsn_commit=999, ends=ends, taken_at=101.0)
+    assert not due_for_error(h, PARENT, {}, [old])
+    assert due_for_error(h, PARENT, {}, [new])
+
+
+def test_judgement_lsn_of_streaming_snapshot_and_incremental_rows() -> None:
+    streaming = change("t", Op.CREATE, "s.t", offset=0, position=SourcePosition(400, 420), after={"id": 1})
+    assert judgement_lsn(streaming, 0) == 400
+    snap = ChangeEvent(
+        KafkaRef("t", 0, 0), Op.READ, TableRef("s", "t"), None, None, {}, None, True, 0, None, None, lsn=300
+    )
+    assert judgement_lsn(snap, 0) == 300
+    incremental = ChangeEvent(
+        KafkaRef("t", 0, 0), Op.READ, TableRef("s", "t"), None, None, {}, None, True, 0, None, None
+    )
+    assert judgement_lsn(incremental, 777) == 777
+
+
+def test_bisection_cost_is_about_k_log_n_attempts() -> None:
+    """3 bad rows of 5,000: at most 2·k·⌈log2 n⌉+1 attempts, every other row applied."""
+    bad = {17, 2500, 4999}
+    attempts: list[int] = []
+
+    def attempt(chunk: Sequence[int]) -> str | None:
+        attempts.append(len(chunk))
+        return "bad" if bad & set(chunk) else None
+
+    out = isolate(list(range(5000)), attempt)
+    assert sorted(i for i, _ in out.failed) == sorted(bad)
+    assert sorted(out.applied) == [i for i in range(5000) if i not in bad]
+    assert out.attempts == len(attempts) <= 2 * len(bad) * math.ceil(math.log2(5000)) + 1
+    assert isolate(list(range(5000)), lambda chunk: None).attempts == 1  # a clean batch: one statement
+
+
+SPEC = """
+version: 1
+topic_prefix: t
+tables:
+  - id: customer
+    source: s.customers
+    target: crm.customer
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    unmapped_source_columns: ignore
+    columns:
+      id: {from: id}
+      tier: {from: tier, value_map: {gold: G}, unmapped: reject}
+  - id: pii
+    source: s.customers
+    target: crm.pii
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    unmapped_source_columns: ignore
+    columns: {id: {from: id}, email: {from: email}}
+"""
+
+
+def test_one_event_feeding_two_tables_is_applied_to_none_when_one_rejects_it() -> None:
+    catalog = catalog_from_dict(
+        {
+            "crm.customer": {"columns": {"id": "bigint not null", "tier": "text"}, "pk": ["id"]},
+            "crm.pii": {"columns": {"id": "bigint not null", "email": "text"}, "pk": ["id"]},
+        }
+    )
+    plan = compile_spec(load_spec_text(SPEC, "two.yaml"), catalog)
+    good = change(
+        "t.s.customers",
+        Op.CREATE,
+        "s.customers",
+        offset=0,
+        position=SourcePosition(1, 2),
+        after={"id": 1, "tier": "gold", "email": "a@x"},
+    )
+    bad = change(
+        "t.s.customers",
+        Op.CREATE,
+        "s.customers",
+        offset=1,
+        position=SourcePosition(1, 3),
+        after={"id": 2, "tier": "tin", "email": "b@x"},
+    )
+    out = to_intents([good, bad], plan.tables_for_topic)
+    assert [i.key for i in out.by_table[TableRef("crm", "customer")]] == [(1,)]
+    assert [i.key for i in out.by_table[TableRef("crm", "pii")]] == [(1,)]  # not (2,): all or none
+    (failure,) = out.failures
+    assert failure.target == TableRef("crm", "customer") and failure.rule_id == "customer.tier"
+    assert failure.also == (("crm.pii", "[2]"),)
+    assert "not applied to crm.pii either" in failure.message
+
+
+def test_verify_never_calls_a_held_or_errored_row_clean() -> None:
+    clean = TableDiff(TableRef("s", "t"), expected=2, actual=2)
+    assert clean.clean()
+    held = TableDiff(TableRef("s", "t"), expected=2, actual=1, held=["[2]"])
+    assert not held.clean() and not held.clean(accept_errors=True)
+    errored = TableDiff(TableRef("s", "t"), expected=2, actual=1, errored=["[2]"])
+    assert not errored.clean() and errored.clean(accept_errors=True)
+    assert "errored=1 (needs action)" in errored.summary() and "held=1" in held.summary()
