@@ -3,6 +3,7 @@
 
     eval "$(deploy/local/stack env)"
     python3 bench/peer.py [--events N] [--rounds 2] [--quick] [--keep] [--reuse-backlog] [--only ...]
+    python3 bench/peer.py --report-only     # re-render bench/results/peer.md from peer.json
 
 What it does (the demo and test databases, connectors and topics are never touched):
 
@@ -38,7 +39,9 @@ What it does (the demo and test databases, connectors and topics are never touch
      sink3   the JDBC sink with tasks.max=3 and the best sink configuration of round 1
              (`--sink3-config` overrides).
    Rounds are interleaved (rep1, sink configs in a rotating order, copy, rep3, sink3, then
-   the next round).
+   the next round), after one untimed warm-up sink run (the worker JVM's class loading and
+   JIT; `--no-warmup` skips it). The sink's converters also get
+   replace.null.with.default=false (without it NULLs in DEFAULT columns become the default).
 3. Per run: wall seconds (launch to exit for the replicator; connector creation to
    committed offsets at the end for the sink), Kafka messages/s (messages = sum of end
    offsets, tombstones included), CPU seconds per 1M messages of the consuming process(es)
@@ -50,8 +53,13 @@ What it does (the demo and test databases, connectors and topics are never touch
    checksum of every target table against the source (md5 over the md5 of each row's text,
    ordered by key, TimeZone=UTC on both sides; on a mismatch the rows are diffed by key),
    /proc/loadavg before and after.
+   Other people's tests restart stack processes (the target cluster, the Connect worker) on
+   this machine: a run during which a stack pid changed is marked disturbed, kept in the
+   table, left out of the medians and repeated (`--repeat-disturbed`, default once); REST
+   calls and idempotent PostgreSQL steps wait for the restarted service.
 4. Results: bench/results/peer.json and bench/results/peer.md (per-run table, medians,
-   ratios, the machine). Logs of each run go to a temporary directory named in the JSON.
+   ratios, the sink configuration, the machine), written after every run and at the end.
+   Logs of each run go to a temporary directory named in the JSON.
 5. Cleanup (unless --keep): the sink connectors, the source connector (stopped, offsets
    reset, deleted), the slot, the topics and the consumer groups created here. The
    databases are left for inspection.
@@ -1593,6 +1601,27 @@ def load_str(la: list[float] | None) -> str:
     return "-" if not la else "/".join(f"{x:.2f}" for x in la)
 
 
+SINK_NOTES = [
+    "Sink configuration notes (found while building this harness):",
+    "",
+    "- Table names: the default `collection.name.format=${topic}` with the default naming strategy"
+    " turns `peer.app.accounts` into `peer_app_accounts` (dots become underscores) in the default schema."
+    " A RegexRouter strips the prefix and `collection.name.format=app.${topic}` adds the schema; Connect"
+    " still commits the offsets of the original topic. `${source.table}` would name change events, but by"
+    " the code of DefaultCollectionNamingStrategy (3.6.0.Final) a tombstone has no source block and would be"
+    " logged and skipped (not run here).",
+    "- NULLs: the source connector's converters have `replace.null.with.default=false`; the sink's own"
+    " converters need it too. Without it the sink's JsonConverter replaces a NULL by the column's schema"
+    " default: in a 20k smoke run 998 of 2,993 `accounts` rows got `status='new'` instead of NULL.",
+    "- TOAST: the sink writes `__debezium_unavailable_value` into `documents.body` for every update that"
+    " did not touch the column (no handling of unchanged TOAST values); see the placeholder cells.",
+    "- `use.reduction.buffer` is not listed by Connect's validate endpoint for 3.6.0.Final (the property"
+    " string is in its JdbcSinkConnectorConfig, and Connect accepts it).",
+    "- The first sink run in the worker JVM was slower than later ones (class loading, JIT): 2-3x in the"
+    " 20k smoke runs, less at 300k. Hence the untimed warm-up run before round 1.",
+]
+
+
 def diff_summary(check: dict[str, Any]) -> str:
     """One line per differing table: rows missing/extra/differing, and the columns in a sample."""
     parts = []
@@ -1717,6 +1746,21 @@ def report(res: dict[str, Any]) -> str:
                 + (f"; {diff_summary(x['check'])}" if x.get("check") and not x["check"]["match"] else "")
             )
         lines.append("")
+    sink_cfg = next((x["config"] for x in res["runs"] if x.get("config")), None)
+    if sink_cfg:
+        fixed = {
+            k: v for k, v in sink_cfg.items() if k not in ("batch.size", "use.reduction.buffer", "tasks.max")
+        }
+        fixed["connection.url"] = fixed.get("connection.url", "").rsplit("/", 1)[0] + "/<target db>"
+        lines += [
+            "JDBC sink configuration (besides batch.size, use.reduction.buffer, tasks.max and, for batch.size"
+            " 5000, consumer.override.max.poll.records=5000): "
+            + ", ".join(f"`{k}={v}`" for k, v in fixed.items() if k != "consumer.override.max.poll.records")
+            + ".",
+            "",
+            *SINK_NOTES,
+            "",
+        ]
     lines += [
         f"Mapping check of bench/peer.yaml: exit {res.get('mapping_check', {}).get('exit')}. Cleanup:"
         f" {res.get('cleanup', 'pending')}. Run logs: {res.get('log_dir')}.",
@@ -1725,8 +1769,10 @@ def report(res: dict[str, Any]) -> str:
         "",
         "- Every contender drains the same prefilled topics from offset 0 into a freshly created target"
         " database with the source's DDL; the source connector is stopped during the runs.",
-        "- Replicator wall time is process launch to exit (`--stop-when-caught-up`: includes start-up, the"
-        " mapping check and the group join). Sink wall time is the connector creation request to the first"
+        "- Replicator wall time is process launch to exit (`--stop-when-caught-up`: includes interpreter"
+        " start, imports, the mapping check and the group join; the daemon's own `runtime_s`, without the"
+        " interpreter start, is `daemon_runtime_s` in the JSON). Sink wall time is the connector creation"
+        " request to the first"
         " poll (every 0.2 s) that sees the group's committed offsets at the end offsets; the worker commits"
         " sink offsets every offset.flush.interval.ms ="
         f" {m.get('connect_worker_offset_flush_interval_ms')} ms,"
@@ -1805,8 +1851,16 @@ def main() -> int:
         help="repeat a run during which a stack process was restarted (by someone else) up to N times",
     )
     ap.add_argument("--keep", action="store_true", help="keep the connector, slot and topics")
+    ap.add_argument(
+        "--report-only", action="store_true", help="re-render bench/results/peer.md from peer.json; no runs"
+    )
     ap.add_argument("--reuse-backlog", action="store_true", help="measure on the topics a --keep run left")
     args = ap.parse_args()
+    if args.report_only:
+        saved = json.loads((RESULTS / "peer.json").read_text(encoding="utf-8"))
+        write_results(saved)
+        print(report(saved))
+        return 0
     args.events = args.events or (20_000 if args.quick else 300_000)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.idle_s = args.idle_s if args.idle_s is not None else (3.0 if args.quick else 5.0)
