@@ -176,7 +176,13 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import spec_topics
     from replicator.run.drain import drain
 
-    done = drain(settings, spec_topics(settings), args.connector, args.signal_table, args.timeout)
+    done = drain(
+        settings,
+        spec_topics(settings),
+        args.connector or settings.connector,
+        args.signal_table or settings.signal_table,
+        args.timeout,
+    )
     text = f"drained: fence LSN {done.fence_lsn} applied in {done.seconds:.1f}s"
     _emit(
         {
@@ -340,11 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     drain_p = sub.add_parser("drain", help="wait until the target reflects everything the source committed")
-    drain_p.add_argument("--connector", default="demo-postgres", help="the Debezium connector's name")
+    drain_p.add_argument("--connector", help="the Debezium connector's name (default: REPLICATOR_CONNECTOR)")
     drain_p.add_argument(
         "--signal-table",
-        default="shop.debezium_signal",
-        help="Debezium's signal table (schema.table) in the source, captured by the connector",
+        help="Debezium's signal table (schema.table) in the source, captured by the connector"
+        " (default: REPLICATOR_SIGNAL_TABLE)",
     )
     drain_p.add_argument("--timeout", type=float, default=300.0)
     drain_p.add_argument("--json", action="store_true")

@@ -30,12 +30,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Generic, TypeVar
 
+import orjson
+
 from replicator.core import avro
 from replicator.core.errors import ReplicatorError
-from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef, new_tuple
 from replicator.core.values import (
     DEFAULT_PLACEHOLDER,
     ColumnType,
+    InexactNumber,
     RowConverter,
     SchemalessRowConverter,
     ValueConversionError,
@@ -139,11 +142,15 @@ def _not_table_reason(payload: Mapping[str, Any]) -> str | None:
 
 
 def _int_or_none(v: Any) -> int | None:
-    if v is None:
-        return None
+    if type(v) is int or v is None:  # the common cases first: this runs several times per event
+        return v
     if isinstance(v, bool):
         raise ValueError(f"expected an integer, got {v!r}")
     return int(v)
+
+
+def _is_mapping(v: Any) -> bool:
+    return type(v) is dict or isinstance(v, Mapping)
 
 
 def _is_snapshot(ref: KafkaRef, v: Any) -> bool:
@@ -158,13 +165,23 @@ def _is_snapshot(ref: KafkaRef, v: Any) -> bool:
     )
 
 
+def _sequence(text: str) -> Any:
+    """`source.sequence` text, `["<lsn>","<lsn>"]` (either may be null); the common shape parsed
+    without a JSON parser, to ints."""
+    if text.startswith('["') and text.endswith('"]'):
+        first, sep, second = text[2:-2].partition('","')
+        if sep and first.isdigit() and second.isdigit():
+            return [int(first), int(second)]
+    return json.loads(text)
+
+
 def _position(ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: int | None) -> SourcePosition:
     total_order = 0
-    if isinstance(transaction, Mapping):
+    if transaction is not None and _is_mapping(transaction):
         total_order = _int_or_none(transaction.get("total_order")) or 0
     seq = source.get("sequence")
     if seq is not None:
-        items = json.loads(seq) if isinstance(seq, str) else seq
+        items = _sequence(seq) if type(seq) is str else seq
         if not isinstance(items, list) or len(items) != 2:
             raise DecodeError(ref, f"source.sequence {seq!r} is not a two-element list [commit_lsn, lsn]")
         commit = _int_or_none(items[0]) or 0
@@ -172,7 +189,7 @@ def _position(ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: i
         if change is None:
             change = lsn
         if change is not None:
-            return SourcePosition(commit, change, total_order)
+            return new_tuple(SourcePosition, (commit, change, total_order))
     elif lsn is not None:
         return SourcePosition(0, lsn, total_order)
     raise DecodeError(
@@ -180,6 +197,19 @@ def _position(ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: i
         "streaming event has neither source.sequence nor source.lsn; cannot order it "
         "(check the connector is the Debezium PostgreSQL connector)",
     )
+
+
+_TABLES: dict[tuple[str, str], TableRef] = {}
+
+
+def _table_ref(schema: str, table: str) -> TableRef:
+    """One TableRef per source table (they are immutable; a dict hit is cheaper than a new one)."""
+    ref = _TABLES.get((schema, table))
+    if ref is None:
+        if len(_TABLES) >= _MAX_PLANS:
+            _TABLES.clear()
+        ref = _TABLES[(schema, table)] = TableRef(schema, table)
+    return ref
 
 
 def _to_event(
@@ -191,7 +221,7 @@ def _to_event(
     raw_value: bytes,
     headers: Headers,
 ) -> Decoded:
-    if not isinstance(payload, Mapping):
+    if not _is_mapping(payload):
         raise DecodeError(ref, f"value payload is {type(payload).__name__}, not a Debezium envelope object")
     op_text = payload.get("op")
     if op_text is None:
@@ -206,10 +236,10 @@ def _to_event(
         return NotTableData(ref, "logical decoding message (op 'm')")
 
     source = payload.get("source")
-    if not isinstance(source, Mapping):
+    if not _is_mapping(source):
         raise DecodeError(ref, f"op {op_text!r} event has no 'source' struct")
     schema, table = source.get("schema"), source.get("table")
-    if not isinstance(schema, str) or not isinstance(table, str) or not schema or not table:
+    if type(schema) is not str or type(table) is not str or not schema or not table:
         raise DecodeError(ref, "source.schema / source.table missing; cannot tell the table")
     snapshot = _is_snapshot(ref, source.get("snapshot"))
 
@@ -242,22 +272,10 @@ def _to_event(
     if ts is None:
         raise DecodeError(ref, "envelope has no ts_ms (neither top-level nor source.ts_ms)")
 
-    return ChangeEvent(
-        ref=ref,
-        op=op,
-        table=TableRef(schema, table),
-        key=key_row,
-        before=before,
-        after=after,
-        position=position,
-        snapshot=snapshot,
-        ts_ms=ts,
-        raw_key=raw_key,
-        raw_value=raw_value,
-        txid=txid,
-        lsn=lsn,
-        headers=tuple(headers) if headers else (),
-    )
+    # ChangeEvent(ref, op, table, key, before, after, position, snapshot, ts_ms, raw_key, raw_value,
+    # txid, lsn, headers), built without the NamedTuple's Python-level __new__ (per event)
+    fields = (ref, op, _table_ref(schema, table), key_row, before, after, position, snapshot, ts)
+    return new_tuple(ChangeEvent, (*fields, raw_key, raw_value, txid, lsn, tuple(headers) if headers else ()))
 
 
 def _key_row(ref: KafkaRef, key_plan: RowFn, key_payload: Any) -> dict[str, Any] | None:
@@ -284,26 +302,32 @@ class _JsonSide(Generic[P]):
 
     JsonConverter writes `{"schema":S,"payload":V}` compactly.  The first time
     a schema text S is seen it is parsed and compiled; afterwards a message
-    whose text starts with the same `{"schema":S,"payload":` (checked per
-    topic) only has V parsed.  Any other layout falls back to one full parse.
+    whose bytes start with the same `{"schema":S,"payload":` (checked per
+    topic) only has V parsed, with orjson.  Any other layout falls back to one
+    full parse.  JSON numbers with a fraction must stay exact where a rule
+    reads them as decimals (`decimal.format=NUMERIC`): orjson would give a
+    float, the decimal converter raises `InexactNumber`, and from then on that
+    topic's payloads are parsed with `parse_float=Decimal` (`exact`).
     """
 
     def __init__(self, decoder: json.JSONDecoder, compile_plan: Callable[[Any], P]) -> None:
         self._decoder = decoder
         self._compile = compile_plan
-        self._last_prefix: dict[str, tuple[str, P]] = {}
+        self._last_prefix: dict[str, tuple[bytes, P]] = {}
         self._plans: dict[str, P] = {}
+        self.exact: set[str] = set()  # topics whose numbers must be parsed as Decimal
 
-    def parse(self, topic: str, text: str) -> tuple[P, Any]:
+    def parse(self, topic: str, data: bytes) -> tuple[P, Any]:
         last = self._last_prefix.get(topic)
-        if last is not None and text.startswith(last[0]):
-            body = text[len(last[0]) :].rstrip()
-            if body.endswith("}"):
-                try:
-                    return last[1], self._decoder.decode(body[:-1])
-                except ValueError:
-                    pass  # e.g. extra top-level keys: take the general path
-        return self._parse_slow(topic, text)
+        if last is not None and data.startswith(last[0]) and data.endswith(b"}"):
+            body = memoryview(data)[len(last[0]) : -1]  # the payload, not copied
+            try:
+                if topic in self.exact:
+                    return last[1], self._decoder.decode(bytes(body).decode("utf-8"))
+                return last[1], orjson.loads(body)
+            except ValueError:
+                pass  # NaN tokens, huge integers, extra top-level keys: the general path
+        return self._parse_slow(topic, data.decode("utf-8"))
 
     def _parse_slow(self, topic: str, text: str) -> tuple[P, Any]:
         if text.startswith(_SCHEMA_HEAD):
@@ -314,7 +338,7 @@ class _JsonSide(Generic[P]):
                     if text[pend:].strip() == "}":
                         prefix = text[:end] + _PAYLOAD_SEP
                         plan = self._plan(prefix, schema)
-                        self._last_prefix[topic] = (prefix, plan)
+                        self._last_prefix[topic] = (prefix.encode("utf-8"), plan)
                         return plan, payload
             except ValueError:
                 pass
@@ -375,6 +399,14 @@ class JsonDecoder:
             return NotTableData(ref, reason)
         if value is None:
             return Tombstone(ref, key)
+        try:
+            return self._decode(ref, key, value, headers)
+        except InexactNumber:  # a decimal arrived as a JSON number: parse this topic exactly
+            self._values.exact.add(ref.topic)
+            self._keys.exact.add(ref.topic)
+            return self._decode(ref, key, value, headers)
+
+    def _decode(self, ref: KafkaRef, key: bytes | None, value: bytes, headers: Headers) -> Decoded:
         plan, payload = self._parse(ref, self._values, value, "value")
         if payload is None:
             return Tombstone(ref, key)  # {"schema":..., "payload":null}
@@ -386,11 +418,9 @@ class JsonDecoder:
 
     def _parse(self, ref: KafkaRef, side: _JsonSide[P], data: bytes, what: str) -> tuple[P, Any]:
         try:
-            text = data.decode("utf-8")
+            return side.parse(ref.topic, data)
         except UnicodeDecodeError as e:
             raise DecodeError(ref, f"{what} is not UTF-8 ({e}); expected JsonConverter JSON") from e
-        try:
-            return side.parse(ref.topic, text)
         except ValueError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DecodeError(

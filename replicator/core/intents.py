@@ -16,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from replicator.core.mapping.plan import Narrowing, Plan, RowError, TablePlan
-from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, Failure, Op, Partition, TableRef
+from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, Failure, Op, Partition, TableRef, new_tuple
 from replicator.core.ordering import Version
 
 Key = tuple[Any, ...]
@@ -37,8 +40,7 @@ class Kind(enum.Enum):
     TRUNCATE = "truncate"
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
+class Intent(NamedTuple):
     table: TablePlan
     kind: Kind
     key: Key
@@ -46,19 +48,34 @@ class Intent:
     version: Version
     event: ChangeEvent
     notes: tuple[Narrowing, ...] = ()
+    unavailable: frozenset[str] = frozenset()  # target columns holding UNAVAILABLE (unchanged TOAST)
 
-    @property
-    def unavailable(self) -> frozenset[str]:
-        return frozenset(c for c, v in self.values.items() if v is UNAVAILABLE)
+
+def unavailable_columns(values: Mapping[str, Any]) -> frozenset[str]:
+    return (
+        frozenset(c for c, v in values.items() if v is UNAVAILABLE)
+        if UNAVAILABLE in values.values()
+        else _NONE
+    )
+
+
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 # What json.dumps(..., default=str, ensure_ascii=False, separators=(",", ":")) builds on every
-# call, built once: the same text, without a new encoder per key (a hot path: several per event).
+# call, built once: the same text, without a new encoder per key.
 _KEY_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+# Key parts orjson writes exactly as that encoder does (checked by tests/unit/test_batching.py).
+_FAST_KEY_TYPES: Final = frozenset({str, int, bool, type(None), uuid.UUID})
 
 
 def key_text(key: Key) -> str:
     """Canonical text of a target key (stable per key type), used in the control schema."""
+    if all(type(v) in _FAST_KEY_TYPES for v in key):
+        try:
+            return orjson.dumps(key).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate
+            pass
     return _KEY_ENCODER.encode(list(key))
 
 
@@ -110,7 +127,9 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
             values, notes = table.map_row_noted(row)
             key = tuple(values[k] for k in table.key)
             version = Version.of(event.ref, event.position, deleted)
-            return Intent(table, Kind.UPSERT, key, values, version, event, notes)
+            return new_tuple(
+                Intent, (table, Kind.UPSERT, key, values, version, event, notes, unavailable_columns(values))
+            )
         if event.op == Op.DELETE:
             row = event.before or event.key or {}
             return _delete_intent(table, event, row)

@@ -21,22 +21,21 @@ Pure: no I/O.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from replicator.core.model import KafkaRef, SourcePosition
+from replicator.core.model import KafkaRef, SourcePosition, new_tuple
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
+class Version(NamedTuple):
     topic: str
     partition: int
     offset: int
     position: SourcePosition | None
     deleted: bool = False
 
-    @classmethod
-    def of(cls, ref: KafkaRef, position: SourcePosition | None, deleted: bool) -> Version:
-        return cls(ref.topic, ref.partition, ref.offset, position, deleted)
+    @staticmethod
+    def of(ref: KafkaRef, position: SourcePosition | None, deleted: bool) -> Version:
+        return new_tuple(Version, (ref.topic, ref.partition, ref.offset, position, deleted))
 
 
 class Verdict(enum.Enum):
@@ -50,7 +49,7 @@ def compare(event: Version, stored: Version | None) -> Verdict:
     if stored is None:
         return Verdict.NEWER
     mine, theirs = event.position, stored.position
-    if (event.topic, event.partition) == (stored.topic, stored.partition):
+    if event.partition == stored.partition and event.topic == stored.topic:
         if event.offset <= stored.offset:
             return Verdict.OLDER
         if mine is not None and theirs is not None and mine <= theirs:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from replicator.core.intents import Intent, Key, Kind
+from replicator.core.intents import Intent, Key, Kind, unavailable_columns
 from replicator.core.mapping.plan import TablePlan
 from replicator.core.model import UNAVAILABLE
 from replicator.core.ordering import Verdict, Version, compare
@@ -77,10 +77,22 @@ def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Ve
                 merged = dict(intent.values)
                 for column in missing:
                     merged[column] = previous.values.get(column, UNAVAILABLE)
-                intent = Intent(
-                    table, intent.kind, intent.key, merged, intent.version, intent.event, intent.notes
-                )
+                intent = intent._replace(values=merged, unavailable=unavailable_columns(merged))
         writes.final[intent.key] = intent
         writes.versions[intent.key] = intent.version
         writes.contributors.setdefault(intent.key, []).append(intent)
     return writes
+
+
+def final_versions(intents: Sequence[Intent], stored: Mapping[Key, Version]) -> dict[Key, Version]:
+    """The version each key ends with after `intents` (what `resolve` stores), without building
+    the writes: the cheap fold the writer claims new keys with."""
+    out: dict[Key, Version] = {}
+    for intent in intents:
+        key = intent.key
+        current = out.get(key)
+        if current is None:
+            current = stored.get(key)
+        if compare(intent.version, current) is not Verdict.OLDER:
+            out[key] = intent.version
+    return out

@@ -78,6 +78,10 @@ _ZONED_INFINITIES: Final[dict[str, Infinity]] = {
 }
 
 
+class InexactNumber(Exception):
+    """A decimal column's value arrived as a float: the JSON must be parsed again, exactly."""
+
+
 class ValueConversionError(ReplicatorError, ValueError):
     """A wire value that cannot be converted exactly; `column` names the field path."""
 
@@ -155,6 +159,8 @@ def _decimal(scale: int, binary_base64: bool) -> Converter:
             return _bytes_to_decimal(v, scale)
         if isinstance(v, int) and not isinstance(v, bool):
             return Decimal(v)
+        if isinstance(v, float):
+            raise InexactNumber
         raise TypeError(f"expected base64 string, bytes or number, got {type(v).__name__}")
 
     return convert
@@ -254,7 +260,7 @@ def _json(v: Any) -> Any:
 
 
 def _float(v: Any) -> Any:
-    # JSON numbers are parsed with parse_float=Decimal; float columns want float.
+    # JSON numbers arrive as float (orjson) or Decimal (the exact path); float columns want float.
     if isinstance(v, Decimal):
         return float(v)
     return v
@@ -393,15 +399,17 @@ class _FieldPlan:
 class RowConverter:
     """Converts one struct value (a row: after/before/key) field by field.
 
-    Compiled once per struct schema.  Fields present in the value but absent
-    from the schema pass through unchanged.  `placeholder=None` disables the
-    TOAST check (keys, nested structs).
+    Compiled once per struct schema into the list of fields that need work
+    (a conversion, or a TOAST placeholder check); the others pass through as
+    parsed, and so do fields present in the value but absent from the schema.
+    The row dict is converted in place (it is the freshly parsed payload's).
+    `placeholder=None` disables the TOAST check (keys, nested structs).
     """
 
-    __slots__ = ("_plans", "semantic")
+    __slots__ = ("_work", "semantic")
 
     def __init__(self, ct: ColumnType, *, placeholder: str | None, binary_base64: bool) -> None:
-        plans: dict[str, _FieldPlan] = {}
+        work: list[tuple[str, _FieldPlan]] = []
         for name, fct in ct.fields:
             conv = converter_for(fct, binary_base64=binary_base64)
             toast = (
@@ -410,33 +418,33 @@ class RowConverter:
                 else ()
             )
             if conv is not None or toast:
-                plans[name] = _FieldPlan(conv, toast, fct.name or fct.type)
-        self._plans = plans
+                work.append((name, _FieldPlan(conv, toast, fct.name or fct.type)))
+        self._work = tuple(work)
         self.semantic = ct.name or "struct"
 
-    def __call__(self, row: Any) -> dict[str, Any]:
-        if not isinstance(row, Mapping):
-            raise TypeError(f"expected a struct, got {type(row).__name__}")
-        plans = self._plans
-        out: dict[str, Any] = {}
-        for k, v in row.items():
-            plan = plans.get(k) if v is not None else None
-            if plan is None:
-                out[k] = v
+    def __call__(self, value: Any) -> dict[str, Any]:
+        row: dict[str, Any]
+        if type(value) is dict:
+            row = value
+        elif isinstance(value, Mapping):
+            row = dict(value)
+        else:
+            raise TypeError(f"expected a struct, got {type(value).__name__}")
+        for k, plan in self._work:
+            v = row.get(k)
+            if v is None:
                 continue
             if plan.toast and v in plan.toast:
-                out[k] = UNAVAILABLE
-            elif plan.convert is None:
-                out[k] = v
-            else:
+                row[k] = UNAVAILABLE
+            elif plan.convert is not None:
                 try:
-                    out[k] = plan.convert(v)
+                    row[k] = plan.convert(v)
                 except ValueConversionError as e:
                     path = f"{k}.{e.column}"
                     raise ValueConversionError(path, e.semantic, e.value, e.reason) from e
                 except (ValueError, TypeError, OverflowError, ArithmeticError, KeyError) as e:
                     raise ValueConversionError(k, plan.semantic, v, str(e)) from e
-        return out
+        return row
 
 
 class SchemalessRowConverter:

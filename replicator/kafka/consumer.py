@@ -14,13 +14,13 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from replicator.config import KafkaSettings
 from replicator.core.errors import Fatal
-from replicator.core.model import KafkaRef, Partition, Record
+from replicator.core.model import KafkaRef, Partition, Record, new_tuple
 from replicator.kafka.clients import METADATA_TIMEOUT_S, new_consumer
 
 StartAt = int | Literal["earliest", "latest"]
@@ -89,18 +89,13 @@ class KafkaSource:
             pending, self._pending = self._pending, None
             raise pending
         out: list[Record] = []
+        append = out.append
         for msg in messages:
             err = msg.error()
             if err is None:
-                headers = msg.headers()
-                out.append(
-                    Record(
-                        KafkaRef(cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())),
-                        msg.key(),
-                        msg.value(),
-                        tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
-                    )
-                )
+                # Headers are not read: nothing downstream needs them, and reading them costs a copy.
+                ref = new_tuple(KafkaRef, (msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+                append(new_tuple(Record, (ref, msg.key(), msg.value(), ())))
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
             elif err.code() in _FATAL_CODES or err.fatal():

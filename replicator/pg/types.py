@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.abc import AdaptContext
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Dumper
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
-from replicator.core.values import NEG_INFINITY, POS_INFINITY
+from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity
 
 
 def _infinite(data: Any) -> Any:
@@ -41,8 +42,19 @@ class _InfDateLoader(DateLoader):
         return _infinite(data) or super().load(data)
 
 
+class _InfinityDumper(Dumper):
+    """'infinity' / '-infinity' as text of an unknown type: the server reads it as the column's
+    date or timestamp type (in COPY and in parameters alike)."""
+
+    oid = 0
+
+    def dump(self, obj: Any) -> Buffer:
+        return str(obj).encode()
+
+
 def register_infinity(context: AdaptContext) -> None:
-    """Load ±infinity dates and timestamps as the pipeline's Infinity objects."""
+    """Load ±infinity dates and timestamps as the pipeline's Infinity objects, and write them back."""
     context.adapters.register_loader("timestamp", _InfTimestampLoader)
     context.adapters.register_loader("timestamptz", _InfTimestamptzLoader)
     context.adapters.register_loader("date", _InfDateLoader)
+    context.adapters.register_dumper(Infinity, _InfinityDumper)

@@ -11,6 +11,11 @@ Invariants:
   applied); the new assignment re-reads from the target-stored offsets.
 - A batch is bounded by events, bytes and milliseconds (invariant 4), and is
   mapped (`core.intents.prepare`) before the sink's transaction starts.
+- Fetch and apply overlap: while one batch is applied (in the `apply`
+  thread), the next is read, decoded and mapped. At most one batch is in
+  flight and one accumulating; batches are applied one after the other, in
+  order, and a rebalance or a stop first waits for the batch in flight (its
+  Kafka offsets are committed while its partitions are still assigned).
 - Transient sink errors retry the same batch with backoff, forever, logging
   each attempt; a `Fatal` stops the run and keeps its cause.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -154,9 +160,12 @@ class ConsumerLoop:
         self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+        self._inflight: tuple[PreparedBatch, Future[tuple[BatchResult, float]]] | None = None
 
     # ---------------------------------------------------------------- rebalance
     def _on_assign(self, partitions: list[Partition]) -> dict[Partition, StartAt]:
+        self._settle()  # positions come from the target: the batch in flight first
         self._discard_batch()
         self.assigned = set(partitions)
         stored = self._with_retry(lambda: self.sink.on_assign(partitions), "read checkpoints")
@@ -197,6 +206,7 @@ class ConsumerLoop:
             self.paused.clear()
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
+        self._settle()  # its offsets are committed while the partitions are still ours
         self._discard_batch()
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
@@ -227,8 +237,10 @@ class ConsumerLoop:
                     break
             if self.batch:
                 self._flush()  # the batch in hand on a clean stop; the drained range ends here
+            self._settle()
         finally:
             try:
+                self._worker.shutdown(wait=True)
                 self.source.close()
             finally:
                 self.sink.close()
@@ -286,11 +298,29 @@ class ConsumerLoop:
         return True
 
     def _flush(self) -> None:
+        """Map the batch in hand (while the previous one is still being applied), then hand it over."""
         batch = self.batch
         self._discard_batch()
         prepared = prepare(batch, self.plan)
+        self._settle()
         failpoints.hit("stop_before_apply")
+        future = self._worker.submit(self._timed_apply, prepared)
+        self._inflight = (prepared, future)
+
+    def _timed_apply(self, prepared: PreparedBatch) -> tuple[BatchResult, float]:
+        started = self.clock()
         result = self._with_retry(lambda: self.sink.apply(prepared), "apply batch")
+        return result, self.clock() - started
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight; then commit its Kafka offsets (after the target's commit)."""
+        if self._inflight is None:
+            return
+        prepared, future = self._inflight
+        self._inflight = None
+        waiting = self.clock()
+        result, apply_s = future.result()  # a Fatal of the apply thread is raised here
+        waited_s = self.clock() - waiting
         failpoints.hit("after_target_commit")
         self.source.commit({p: o for p, o in prepared.next_offsets.items() if p in self.assigned})
         self.totals.add(prepared, result)
@@ -303,6 +333,8 @@ class ConsumerLoop:
             held=result.held,
             released=result.released,
             tombstones=prepared.counts["tombstone"],
+            apply_ms=round(apply_s * 1000),
+            waited_ms=round(waited_s * 1000),  # how long reading stood still for this batch's apply
         )
 
     def _with_retry(self, action: Callable[[], Any], what: str) -> Any:

@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS {s}.row_version (
   deleted      boolean NOT NULL DEFAULT false,
   PRIMARY KEY (target_table, key)
 );
+-- Room on every page, so updating a version (never a key) stays a heap-only update.
+ALTER TABLE {s}.row_version SET (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS {s}.error_record (
   id           bigserial PRIMARY KEY,
   kind         text   NOT NULL DEFAULT 'error',

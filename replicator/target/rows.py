@@ -10,16 +10,22 @@ Invariants:
 - A statement that fails with a row-level error (data exception, NOT NULL,
   CHECK, FK, unique) is rolled back to its savepoint and bisected
   (`core.isolate`): k bad rows among n cost about 2·k·log2(n) attempts; every
-  other row lands. Each refused row comes back as a `Refused` with its
+  other row lands. A failed chunk of at most `LEAF_ROWS` rows is applied row by
+  row in one round trip by a PL/pgSQL loop (a session-local function, one
+  subtransaction per row), so many bad rows cost one call per chunk, not a
+  statement per row. Each refused row comes back as a `Refused` with its
   SQLSTATE, message and the constraint and table the server named.
 - Anything that is not a row-level error propagates (the caller classifies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -29,10 +35,34 @@ from replicator.core.errors import one_line
 from replicator.core.intents import Intent, Kind, key_text
 from replicator.core.isolate import isolate
 from replicator.core.mapping.plan import TablePlan
+from replicator.core.mapping.statements import ROW_NUMBER, ROW_VARIABLE
 from replicator.core.model import TableRef
 from replicator.core.resolve import TableWrites
-from replicator.core.values import Infinity
 from replicator.pg.errors import is_row_error, sqlstate
+
+LEAF_ROWS = 256
+
+# The row-by-row loop over the stage: `{stmt}` is one of the `*_row` statements (restricted to
+# the stage row whose ctid is `{var}`); column names win over the function's own (`use_column`).
+_LOOP = """CREATE OR REPLACE FUNCTION {fn}() RETURNS TABLE (replicator_rn_out int, replicator_state text,
+  replicator_message text, replicator_detail text, replicator_constraint text, replicator_schema text,
+  replicator_table text, replicator_column text)
+LANGUAGE plpgsql AS {tag}
+#variable_conflict use_column
+DECLARE {var} tid; replicator_n_ int;
+BEGIN
+  FOR {var}, replicator_n_ IN SELECT ctid, {number} FROM {stage} ORDER BY {number} LOOP
+    BEGIN
+      {stmt};
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+      GET STACKED DIAGNOSTICS replicator_state = RETURNED_SQLSTATE, replicator_message = MESSAGE_TEXT,
+        replicator_detail = PG_EXCEPTION_DETAIL, replicator_constraint = CONSTRAINT_NAME,
+        replicator_schema = SCHEMA_NAME, replicator_table = TABLE_NAME, replicator_column = COLUMN_NAME;
+      replicator_rn_out := replicator_n_;
+      RETURN NEXT;
+    END;
+  END LOOP;
+END {tag}"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +77,31 @@ class Refused:
     server_table: TableRef | None = None  # the table the server named (a FK's referencing table)
 
 
+class Refusal(NamedTuple):
+    """What the server said about a refused row (from an exception, or from the loop)."""
+
+    sqlstate: str | None
+    message: str
+    detail: str | None
+    constraint: str | None
+    schema: str | None
+    table: str | None
+    column: str | None
+
+
+def _from_exception(exc: psycopg.Error) -> Refusal:
+    d = exc.diag
+    return Refusal(
+        sqlstate(exc),
+        one_line(exc),
+        d.message_detail,
+        d.constraint_name,
+        d.schema_name,
+        d.table_name,
+        d.column_name,
+    )
+
+
 @dataclass(slots=True)
 class Outcome:
     applied: dict[str, int] = field(default_factory=dict)  # op -> rows
@@ -58,11 +113,8 @@ class Outcome:
             self.applied[op] = self.applied.get(op, 0) + n
 
 
-def _adapter(target_type: str) -> Callable[[Any], Any]:
-    base = target_type.lower()
-    if base in ("json", "jsonb"):
-        return lambda v: None if v is None else Jsonb(v)
-    return lambda v: str(v) if isinstance(v, Infinity) else v
+def _jsonb(value: Any) -> Any:
+    return None if value is None else Jsonb(value)
 
 
 class TableRows:
@@ -70,20 +122,32 @@ class TableRows:
 
     def __init__(self, table: TablePlan) -> None:
         self.table = table
-        self._adapters = {
-            c.target: _adapter(c.target_type) for c in (*table.columns, *table.delete.set_columns)
-        }
+        # json/jsonb values are wrapped; everything else (±infinity included, see pg.types) is
+        # dumped by the session's adapters as it is.
+        self._json = frozenset(
+            c.target
+            for c in (*table.columns, *table.delete.set_columns)
+            if c.target_type.lower() in ("json", "jsonb")
+        )
         self._all = tuple(c.target for c in table.columns)
+        self._loops: set[tuple[int, str]] = set()  # (session, function) created in pg_temp
         self._stage_id = sql.Identifier(table.statements.stage)
 
     # ------------------------------------------------------------------ primitives
     def _stage(self, conn: psycopg.Connection[Any], cols: tuple[str, ...], intents: Sequence[Intent]) -> None:
-        adapters = [self._adapters[c] for c in cols]
-        conn.execute(sql.SQL("TRUNCATE {}").format(self._stage_id))
-        with conn.cursor().copy(self.table.statements.copy_stage(cols)) as copy:
-            for intent in intents:
-                values = intent.values
-                copy.write_row([a(values[c]) for a, c in zip(adapters, cols, strict=True)])
+        """The intents' values into the stage, numbered 1, 2, ... (DELETE, not TRUNCATE: this runs
+        inside savepoints, where a TRUNCATE would make a new file each time)."""
+        get = itemgetter(*cols)
+        wrap = [i for i, c in enumerate(cols) if c in self._json]
+        conn.execute(sql.SQL("DELETE FROM {}").format(self._stage_id))
+        with conn.cursor().copy(self.table.statements.copy_stage(cols, numbered=True)) as copy:
+            for n, intent in enumerate(intents, 1):
+                row = get(intent.values)
+                values = [row] if len(cols) == 1 else list(row)
+                for i in wrap:
+                    values[i] = _jsonb(values[i])
+                values.append(n)
+                copy.write_row(values)
 
     def _isolated(
         self,
@@ -91,12 +155,14 @@ class TableRows:
         cols: tuple[str, ...],
         intents: Sequence[Intent],
         statement: sql.Composed,
+        one_row: sql.Composed,
         op: str,
         out: Outcome,
     ) -> None:
-        """Set-based first; on a row-level error, bisect so only the bad rows fail."""
+        """Set-based first; on a row-level error, bisect, and loop over small failed chunks
+        server-side, so only the bad rows fail."""
 
-        def attempt(chunk: Sequence[Intent]) -> psycopg.Error | None:
+        def attempt(chunk: Sequence[Intent]) -> Refusal | None:
             try:
                 with conn.transaction():
                     self._stage(conn, cols, chunk)
@@ -104,25 +170,55 @@ class TableRows:
             except psycopg.Error as exc:
                 if not is_row_error(exc):
                     raise
-                return exc
+                return _from_exception(exc)
             return None
 
-        done = isolate(intents, attempt)
+        def leaf(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
+            with conn.transaction():
+                self._stage(conn, cols, chunk)
+                rows = conn.execute(
+                    sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
+                ).fetchall()
+            return [(n - 1, Refusal(*rest)) for n, *rest in rows]
+
+        done = isolate(intents, attempt, leaf, LEAF_ROWS)
         out.attempts += done.attempts
         out.add(op, len(done.applied))
-        out.refused.extend(self._refused(intent, exc) for intent, exc in done.failed)
+        out.refused.extend(self._refused(intent, why) for intent, why in done.failed)
 
-    def _refused(self, intent: Intent, exc: psycopg.Error) -> Refused:
-        diag = exc.diag
-        column = diag.column_name or ""
-        rule = next((c.rule_id for c in self.table.columns if c.target == column), self.table.rule_id)
-        detail = one_line(exc)
-        if diag.message_detail:
-            detail += f" ({diag.message_detail.splitlines()[0]})"
-        server_table = (
-            TableRef(diag.schema_name, diag.table_name) if diag.schema_name and diag.table_name else None
+    def _loop(self, conn: psycopg.Connection[Any], one_row: sql.Composed) -> sql.Identifier:
+        """The session-local function applying the staged rows one by one with `one_row`
+        (created once per session and statement)."""
+        body = one_row.as_string(conn)
+        name = "replicator_rows_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+        fn = sql.Identifier("pg_temp", name)
+        if (id(conn), name) in self._loops:
+            return fn
+        tag = "$replicator$"
+        while tag in body:  # an identifier may hold anything: pick a dollar quote it does not contain
+            tag = f"$replicator{secrets.token_hex(4)}$"
+        conn.execute(
+            sql.SQL(_LOOP).format(
+                fn=fn,
+                tag=sql.SQL(tag),
+                var=sql.Identifier(ROW_VARIABLE),
+                number=sql.Identifier(ROW_NUMBER),
+                stage=self._stage_id,
+                stmt=one_row,
+            )
         )
-        return Refused(intent, rule, detail, sqlstate(exc), diag.constraint_name, server_table)
+        self._loops.add((id(conn), name))
+        return fn
+
+    def _refused(self, intent: Intent, why: Refusal) -> Refused:
+        rule = next(
+            (c.rule_id for c in self.table.columns if c.target == (why.column or "")), self.table.rule_id
+        )
+        detail = why.message
+        if why.detail:
+            detail += f" ({why.detail.splitlines()[0]})"
+        server_table = TableRef(why.schema, why.table) if why.schema and why.table else None
+        return Refused(intent, rule, detail, why.sqlstate, why.constraint or None, server_table)
 
     # ------------------------------------------------------------------ writes
     def upserts(self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome) -> None:
@@ -130,7 +226,8 @@ class TableRows:
         for missing, intents in writes.upsert_groups().items():
             cols = tuple(c for c in self._all if c not in missing)
             if not missing:
-                self._isolated(conn, cols, intents, statements.upsert(cols), "upsert", out)
+                stmt, one = statements.upsert(cols), statements.upsert(cols, one_row=True)
+                self._isolated(conn, cols, intents, stmt, one, "upsert", out)
                 continue
             # Unchanged TOAST columns: update the existing row, never write a placeholder.
             present = self._present_keys(conn, intents)
@@ -148,7 +245,8 @@ class TableRows:
                     )
             there = [i for i in intents if key_text(i.key) in present]
             if there:
-                self._isolated(conn, cols, there, statements.update_only(cols), "upsert", out)
+                stmt, one = statements.update_only(cols), statements.update_only(cols, one_row=True)
+                self._isolated(conn, cols, there, stmt, one, "upsert", out)
 
     def _present_keys(self, conn: psycopg.Connection[Any], intents: Sequence[Intent]) -> set[str]:
         self._stage(conn, self.table.key, intents)
@@ -159,9 +257,11 @@ class TableRows:
         statements = self.table.statements
         hard = writes.by_kind(Kind.DELETE)
         if hard:
-            self._isolated(conn, self.table.key, hard, statements.delete_keys, "delete", out)
+            key = self.table.key
+            self._isolated(conn, key, hard, statements.delete_keys, statements.delete_keys_row, "delete", out)
         soft = writes.by_kind(Kind.SOFT_DELETE)
         if soft:
             cols = tuple(soft[0].values)
-            self._isolated(conn, cols, soft, statements.soft_delete(cols), "soft_delete", out)
+            stmt, one = statements.soft_delete(cols), statements.soft_delete(cols, one_row=True)
+            self._isolated(conn, cols, soft, stmt, one, "soft_delete", out)
         out.add("delete_ignored", len(writes.by_kind(Kind.IGNORE)))

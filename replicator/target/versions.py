@@ -1,13 +1,19 @@
 """The ordering guard's table (I/O edge): lock, read and store per-row versions inside a batch.
 
 Invariants:
-- `lock` takes a row lock on the version of every key a batch touches before
-  anything is written, keys sorted (no deadlock between instances): keys
-  without a version get a placeholder row first, so a concurrent writer of
-  a new key waits too. A stale instance's late batch therefore waits, then
-  reads the newer versions, and its writes become no-ops.
-- `store` moves a version only for a key whose final intent was written;
-  placeholders that no version replaced are removed by key (never a scan).
+- Every key a batch touches is locked before any of its rows is written, in
+  key order (no deadlock between instances), so a stale instance's late batch
+  waits, then reads the newer versions, and its writes become no-ops. Two
+  statements do it for all the batch's tables (`lock_or_claim`): keys with a
+  stored version are locked (SELECT ... FOR UPDATE) and their versions
+  returned; keys without one are *claimed*, inserted with the version they
+  will end with (a concurrent writer of the same new key waits, then reads
+  ours), so a new key costs one insert, not placeholder + update + delete.
+- A version moves only for a key whose final intent was written: stored
+  keys are updated after the writes (`update_many`); a claimed key whose row
+  was not written after all, or ended with another version, is corrected
+  (`drop`, `update_many`).
+- Versions travel by COPY through a session-local table.
 """
 
 from __future__ import annotations
@@ -21,20 +27,86 @@ from psycopg import sql
 from replicator.core.model import SourcePosition, TableRef
 from replicator.core.ordering import Version
 
+_NEW = sql.Identifier("pg_temp", "replicator_batch_versions")
+_SESSION_DDL = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} (target_table text NOT NULL, key text NOT NULL,"
+    " topic text, partition int, kafka_offset bigint, commit_lsn numeric, lsn numeric,"
+    " total_order bigint, deleted boolean NOT NULL) ON COMMIT DELETE ROWS"
+).format(_NEW)
+
+Versions = Mapping[TableRef, Mapping[str, Version]]  # per table: key text -> version
+
+
+def _version(row: tuple[Any, ...]) -> Version:
+    topic, partition, offset, commit_lsn, lsn, total_order, deleted = row
+    position = None if lsn is None else SourcePosition(int(commit_lsn), int(lsn), int(total_order))
+    return Version(topic, partition, offset, position, deleted)
+
 
 class VersionTable:
     def __init__(self, table: sql.Composable) -> None:
         self.table = table
 
-    def lock(self, conn: psycopg.Connection[Any], target: TableRef, keys: list[str]) -> dict[str, Version]:
-        """Lock the versions of `keys` (sorted texts); returns the stored ones (placeholders left out)."""
-        conn.execute(
+    @staticmethod
+    def prepare_session(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute(_SESSION_DDL)
+
+    def lock_or_claim(
+        self, conn: psycopg.Connection[Any], claims: Mapping[TableRef, Mapping[str, Version | None]]
+    ) -> tuple[dict[TableRef, dict[str, Version]], dict[TableRef, set[str]]]:
+        """Lock every key of a batch. A key with a stored version is locked (SELECT ... FOR UPDATE)
+        and its version returned; a key without one is claimed: inserted with the version given for
+        it (None: a placeholder). A key another transaction claimed in between is locked and read
+        too. Returns (stored versions, claimed keys)."""
+        stored: dict[TableRef, dict[str, Version]] = {t: {} for t in claims}
+        claimed: dict[TableRef, set[str]] = {t: set() for t in claims}
+        if not any(claims.values()):
+            return stored, claimed
+        self._copy(conn, claims)
+        by_name = {str(t): t for t in claims}
+        found: dict[TableRef, set[str]] = {t: set() for t in claims}
+        rows = conn.execute(
             sql.SQL(
-                "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
-                " ORDER BY k ON CONFLICT DO NOTHING"
-            ).format(self.table),
-            (str(target), keys),
-        )
+                "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
+                " v.total_order, v.deleted FROM {} AS v JOIN {} AS b"
+                " ON v.target_table = b.target_table AND v.key = b.key ORDER BY 1, 2 FOR UPDATE OF v"
+            ).format(self.table, _NEW)
+        ).fetchall()
+        for row in rows:
+            target = by_name[row[0]]
+            found[target].add(row[1])
+            if row[4] is not None:  # a placeholder has no event applied yet
+                stored[target][row[1]] = _version(row[2:])
+        inserted = conn.execute(
+            sql.SQL(
+                "INSERT INTO {0} (target_table, key, topic, partition, kafka_offset, commit_lsn, lsn,"
+                " total_order, deleted) SELECT * FROM {1} AS n WHERE NOT EXISTS (SELECT 1 FROM {0} AS v"
+                " WHERE v.target_table = n.target_table AND v.key = n.key) ORDER BY 1, 2"
+                " ON CONFLICT DO NOTHING RETURNING target_table, key"
+            ).format(self.table, _NEW)
+        ).fetchall()
+        for name, key in inserted:
+            claimed[by_name[name]].add(key)
+        for target, texts in claims.items():
+            lost = sorted(k for k in texts if k not in found[target] and k not in claimed[target])
+            if lost:  # another writer claimed them between our two statements: they exist now
+                stored[target].update(self.lock(conn, target, lost, placeholders=False))
+        return stored, claimed
+
+    def lock(
+        self, conn: psycopg.Connection[Any], target: TableRef, keys: list[str], placeholders: bool = True
+    ) -> dict[str, Version]:
+        """Lock the versions of `keys` (sorted texts) of one table; returns the stored ones. With
+        `placeholders`, keys without a version get a placeholder row first, so they are locked too."""
+        if placeholders:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
+                    " ORDER BY k ON CONFLICT DO NOTHING"
+                ).format(self.table),
+                (str(target), keys),
+            )
         rows = conn.execute(
             sql.SQL(
                 "SELECT key, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
@@ -42,13 +114,7 @@ class VersionTable:
             ).format(self.table),
             (str(target), keys),
         ).fetchall()
-        stored: dict[str, Version] = {}
-        for key, topic, partition, offset, commit_lsn, lsn, total_order, deleted in rows:
-            if offset is None:
-                continue  # placeholder: no event applied yet
-            position = None if lsn is None else SourcePosition(int(commit_lsn), int(lsn), int(total_order))
-            stored[key] = Version(topic, partition, offset, position, deleted)
-        return stored
+        return {row[0]: _version(row[1:]) for row in rows if row[3] is not None}  # placeholders left out
 
     def read(self, conn: psycopg.Connection[Any], target: TableRef, key: str) -> Version | None:
         """One stored version, unlocked (to judge a held row against its parent's history)."""
@@ -59,48 +125,53 @@ class VersionTable:
             ).format(self.table),
             (str(target), key),
         ).fetchone()
-        if row is None:
-            return None
-        topic, partition, offset, commit_lsn, lsn, total_order, deleted = row
-        position = None if lsn is None else SourcePosition(int(commit_lsn), int(lsn), int(total_order))
-        return Version(topic, partition, offset, position, deleted)
+        return None if row is None else _version(row)
 
-    def store(
-        self,
-        conn: psycopg.Connection[Any],
-        target: TableRef,
-        versions: Mapping[str, Version],
-        placeholders: Iterable[str],
+    def update_many(self, conn: psycopg.Connection[Any], versions: Versions) -> None:
+        """Move the stored versions of keys whose final intent was written."""
+        if not any(versions.values()):
+            return
+        self._copy(conn, versions)
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} AS v SET topic = u.topic, partition = u.partition, kafka_offset = u.kafka_offset,"
+                " commit_lsn = u.commit_lsn, lsn = u.lsn, total_order = u.total_order, deleted = u.deleted"
+                " FROM {} AS u WHERE v.target_table = u.target_table AND v.key = u.key"
+            ).format(self.table, _NEW)
+        )
+
+    def drop(self, conn: psycopg.Connection[Any], keys: Mapping[TableRef, Iterable[str]]) -> None:
+        """Remove the versions (claimed, or placeholders) of keys whose rows were not written."""
+        for target, texts in keys.items():
+            gone = sorted(texts)
+            if gone:
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE target_table = %s AND key = ANY(%s)").format(self.table),
+                    (str(target), gone),
+                )
+
+    def _copy(
+        self, conn: psycopg.Connection[Any], versions: Mapping[TableRef, Mapping[str, Version | None]]
     ) -> None:
-        """Write `versions` (key text -> version); drop the `placeholders` no version replaced."""
-        rows = sorted(versions.items())
-        if rows:
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} AS v SET topic = u.topic, partition = u.partition,"
-                    " kafka_offset = u.off, commit_lsn = u.c, lsn = u.l, total_order = u.o,"
-                    " deleted = u.d FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[],"
-                    " %s::numeric[], %s::numeric[], %s::bigint[], %s::bool[])"
-                    " AS u(key, topic, partition, off, c, l, o, d)"
-                    " WHERE v.target_table = %s AND v.key = u.key"
-                ).format(self.table),
-                (
-                    [k for k, _ in rows],
-                    [v.topic for _, v in rows],
-                    [v.partition for _, v in rows],
-                    [v.offset for _, v in rows],
-                    [v.position.commit_lsn if v.position else None for _, v in rows],
-                    [v.position.lsn if v.position else None for _, v in rows],
-                    [v.position.total_order if v.position else None for _, v in rows],
-                    [v.deleted for _, v in rows],
-                    str(target),
-                ),
-            )
-        leftover = sorted(set(placeholders).difference(versions))
-        if leftover:
-            conn.execute(
-                sql.SQL(
-                    "DELETE FROM {} WHERE target_table = %s AND key = ANY(%s) AND kafka_offset IS NULL"
-                ).format(self.table),
-                (str(target), leftover),
-            )
+        conn.execute(sql.SQL("TRUNCATE {}").format(_NEW))
+        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_NEW)) as copy:
+            for target, texts in versions.items():
+                name = str(target)
+                for text, v in texts.items():
+                    if v is None:  # a placeholder: locks a key whose version is not known yet
+                        copy.write_row((name, text, None, None, None, None, None, None, False))
+                        continue
+                    p = v.position
+                    copy.write_row(
+                        (
+                            name,
+                            text,
+                            v.topic,
+                            v.partition,
+                            v.offset,
+                            p.commit_lsn if p else None,
+                            p.lsn if p else None,
+                            p.total_order if p else None,
+                            v.deleted,
+                        )
+                    )

@@ -45,7 +45,7 @@ from replicator.core.intents import Intent, Kind, PreparedBatch, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
-from replicator.core.resolve import TableWrites, resolve, split_at_truncates
+from replicator.core.resolve import TableWrites, final_versions, resolve, split_at_truncates
 from replicator.pg.errors import is_transient, sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
@@ -180,6 +180,7 @@ class BatchWriter:
         conn = self._connector()
         try:
             self.target.prepare_session(conn)
+            self._versions.prepare_session(conn)
         except psycopg.Error as exc:
             conn.close()
             raise self._classify(exc) from exc
@@ -253,7 +254,7 @@ class BatchWriter:
         merged = self._with_held(batch, held, result)
         self.target.before_writes(conn, merged)
         sequential = self._sequential_keys(merged, by_ref)
-        stored, placeholders = self._lock(conn, merged)
+        stored, claimed, placeholders = self._lock(conn, merged, sequential)
         excluded: set[KafkaRef] = set()
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
         attempts = 0
@@ -273,15 +274,7 @@ class BatchWriter:
         failpoints.hit("mid_batch")
         added, kept = self._settle(conn, run, merged, by_ref, excluded, result)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
-        failed = {(w.table.target, key_text(r.intent.key)) for w, r in run.refused}
-        versions: dict[TableRef, dict[str, Version]] = {t: {} for t in placeholders}
-        for w in run.writes:
-            for key, version in w.versions.items():
-                text = key_text(key)
-                if (w.table.target, text) not in failed:
-                    versions.setdefault(w.table.target, {})[text] = version
-        for target, texts in versions.items():
-            self._versions.store(conn, target, texts, placeholders.get(target, ()))
+        self._store_versions(conn, run, claimed, placeholders)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
         self.target.after_writes(conn, run.writes, result)
         self.target.store_errors(conn, result.errors, notes)
@@ -337,20 +330,71 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ step 2: lock
     def _lock(
-        self, conn: psycopg.Connection[Any], merged: Mapping[TableRef, list[Intent]]
-    ) -> tuple[dict[TableRef, dict[Any, Version]], dict[TableRef, set[str]]]:
-        stored: dict[TableRef, dict[Any, Version]] = {}
-        placeholders: dict[TableRef, set[str]] = {}
+        self,
+        conn: psycopg.Connection[Any],
+        merged: Mapping[TableRef, list[Intent]],
+        sequential: Mapping[TableRef, set[Any]],
+    ) -> tuple[
+        dict[TableRef, dict[Any, Version]], dict[TableRef, dict[Any, Version]], dict[TableRef, set[Any]]
+    ]:
+        """Lock every key of the batch (one statement, `VersionTable.lock_or_claim`). A key without a
+        stored version is claimed with the version it ends with if nothing stops it; a table with a
+        truncate, or keys replayed event by event, claim placeholders instead.
+        Returns (stored, claimed, placeholder keys) per table."""
+        claims: dict[TableRef, dict[str, Version | None]] = {}
+        texts: dict[TableRef, dict[str, Any]] = {}
         for target in self._order:
             intents = [i for i in merged.get(target, ()) if i.kind is not Kind.TRUNCATE]
             if not intents:
                 continue
-            by_text = {key_text(i.key): i.key for i in intents}
-            keys = sorted(by_text)
-            found = self._versions.lock(conn, target, keys)
-            stored[target] = {by_text[k]: v for k, v in found.items()}
-            placeholders[target] = {k for k in keys if k not in found}
-        return stored, placeholders
+            keys = {key_text(i.key): i.key for i in intents}
+            texts[target] = keys
+            if sequential.get(target) or len(intents) != len(merged[target]):
+                claims[target] = dict.fromkeys(keys)
+            else:
+                final = final_versions(intents, {})
+                claims[target] = {text: final.get(key) for text, key in keys.items()}
+        found, taken = self._versions.lock_or_claim(conn, claims)
+        stored = {t: {texts[t][k]: v for k, v in versions.items()} for t, versions in found.items()}
+        claimed: dict[TableRef, dict[Any, Version]] = {}
+        placeholders: dict[TableRef, set[Any]] = {}
+        for target, won in taken.items():
+            for text in won:
+                version = claims[target][text]
+                if version is None:
+                    placeholders.setdefault(target, set()).add(texts[target][text])
+                else:
+                    claimed.setdefault(target, {})[texts[target][text]] = version
+        return stored, claimed, placeholders
+
+    def _store_versions(
+        self,
+        conn: psycopg.Connection[Any],
+        run: _Pass,
+        claimed: Mapping[TableRef, Mapping[Any, Version]],
+        placeholders: Mapping[TableRef, set[Any]],
+    ) -> None:
+        """Versions move for written keys only: stored and placeholder keys are updated, claimed
+        keys kept (or corrected, or dropped when their rows were not written after all)."""
+        failed = {(w.table.target, r.intent.key) for w, r in run.refused}
+        written: dict[TableRef, dict[Any, Version]] = {}
+        for w in run.writes:
+            for key, version in w.versions.items():
+                if (w.table.target, key) not in failed:
+                    written.setdefault(w.table.target, {})[key] = version
+        updates: dict[TableRef, dict[str, Version]] = {}
+        drops: dict[TableRef, set[str]] = {}
+        for target, versions in written.items():
+            mine = claimed.get(target, {})
+            updates[target] = {key_text(k): v for k, v in versions.items() if mine.get(k) != v}
+        for target, keys in placeholders.items():
+            done = written.get(target, {})
+            drops.setdefault(target, set()).update(key_text(k) for k in keys if k not in done)
+        for target, claims in claimed.items():
+            done = written.get(target, {})
+            drops.setdefault(target, set()).update(key_text(k) for k in claims if k not in done)
+        self._versions.update_many(conn, updates)
+        self._versions.drop(conn, drops)
 
     # ------------------------------------------------------------------ step 3: write
     def _write(
@@ -481,7 +525,7 @@ class BatchWriter:
             conn.execute(table.statements.truncate if policy == "truncate" else table.statements.delete_all)
         key = f"{table.target}:truncate_{policy}"
         run.applied[key] = run.applied.get(key, 0) + 1
-        self._versions.store(conn, table.target, {marker: intent.version}, ())
+        self._versions.update_many(conn, {table.target: {marker: intent.version}})
 
     # ------------------------------------------------------------------ step 5: hold or error
     def _settle(

@@ -114,3 +114,24 @@ def test_an_event_one_of_whose_targets_refuses_it_is_applied_to_none(stack: Stac
         (also,) = one_row(conn.execute("SELECT also FROM replicator.error_record"))
     assert customers == pii == [(1,), (3,)]  # neither table holds customer 2
     assert also == [{"table": "crm.customer", "key": "[2]"}]
+
+
+def test_thirty_percent_bad_rows_are_isolated_by_the_server_side_loop(stack: Stack) -> None:
+    """Dense failures: every bad row becomes an error record, every good row lands, and the
+    writer needs about one call per 256 rows (the row-by-row loop runs in PostgreSQL)."""
+    dbname = fresh_target("dense")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    bad = {i for i in range(2000) if i % 10 < 3}
+    events = [
+        event(topic, "shop.products", i, product(i, "-1.00" if i in bad else "9.99")) for i in range(2000)
+    ]
+    writer = live_writer(stack, dbname, plan, "dense", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 2000}), plan))
+    writer.close()
+    assert sorted(str(f.key) for f in result.errors) == sorted(f'["BIS-{i:05d}"]' for i in bad)
+    assert {(f.sqlstate, f.rule_id) for f in result.errors} == {("23514", "product")}
+    assert result.attempts <= 2 * math.ceil(2000 / 256) + 1, result.attempts
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
+    assert skus == [f"BIS-{i:05d}" for i in range(2000) if i not in bad]

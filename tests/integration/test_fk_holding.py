@@ -40,7 +40,7 @@ from replicator.run.verify import verify
 from tests.integration.pipeline import drop_slot, end_offsets, stored_offsets, wait_until
 from tests.integration.stack import Stack, one_row
 
-CONNECTOR_FILE = Path(__file__).parent / "connectors" / "fk-postgres.json"
+CONNECTOR_FILE = Path(__file__).parent / "connectors-fk" / "fk-postgres.json"
 CONTROL = "replicator"
 
 SPEC = """

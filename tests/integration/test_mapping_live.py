@@ -163,6 +163,50 @@ def test_hostile_identifiers_are_quoted_against_a_real_database(stack: Stack) ->
     assert stored == 3
 
 
+def test_bad_rows_of_a_hostile_table_are_isolated_server_side(stack: Stack) -> None:
+    """The row-by-row loop that isolates bad rows is a PL/pgSQL function wrapping the prebuilt
+    statement: with hostile identifiers (quotes, `;`, `%s`, `$`-quotes) it is still quoted right."""
+    dbname = fresh_target("hostile_loop")
+    table = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(HOSTILE_SCHEMA)))
+        conn.execute(
+            sql.SQL(
+                'CREATE TABLE {} ("MixedCase" bigint PRIMARY KEY, "%s" text, "a""b" text,'
+                ' "order" text CHECK ("order" <> \'$replicator$ boom\'))'
+            ).format(table)
+        )
+        conn.execute(
+            sql.SQL(
+                "GRANT USAGE ON SCHEMA {0} TO replicator; GRANT ALL ON ALL TABLES IN SCHEMA {0} TO replicator"
+            ).format(sql.Identifier(HOSTILE_SCHEMA))
+        )
+        plan = compile_spec(
+            load_spec_text(HOSTILE_SPEC, "hostile.yaml"), read_catalog(conn, [HOSTILE_SCHEMA])
+        )
+    writer = live_writer(stack, dbname, plan, "hostile", "run-hostile-loop")
+    topic = "hostile.src.t"
+    events = [
+        change(
+            topic,
+            Op.CREATE,
+            "src.t",
+            offset=i,
+            position=SourcePosition(1, 100 + i),
+            key={"id": i},
+            after={"id": i, "name": f"n{i}", "note": "$replicator$ boom" if i % 3 == 0 else "ok"},
+        )
+        for i in range(30)
+    ]
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 30}), plan))
+    writer.close()
+    assert sorted(int(str(f.key).strip("[]")) for f in result.errors) == list(range(0, 30, 3))
+    assert {f.sqlstate for f in result.errors} == {"23514"}
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        ids = [r[0] for r in conn.execute(sql.SQL('SELECT "MixedCase" FROM {} ORDER BY 1').format(table))]
+    assert ids == [i for i in range(30) if i % 3]
+
+
 def test_names_that_postgres_would_truncate_into_a_collision_are_rejected() -> None:
     long_a, long_b = "c" * 63 + "_a", "c" * 63 + "_b"  # equal in their first 63 bytes
     spec = HOSTILE_SPEC.replace(

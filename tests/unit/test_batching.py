@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replicator.core.intents import Key, Kind, key_text, to_intents
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
@@ -112,6 +115,27 @@ def test_key_text_is_canonical() -> None:
     assert key_text((42, 3)) == "[42,3]" and key_text(("Zoë",)) == '["Zoë"]'
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.booleans(),
+            st.none(),
+            st.uuids(),
+            st.decimals(allow_nan=False),
+            st.datetimes(),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_key_text_fast_path_writes_exactly_what_the_json_encoder_writes(parts: list[Any]) -> None:
+    """Stored keys must not change text between versions: the orjson path equals json.dumps."""
+    expected = json.dumps(parts, default=str, ensure_ascii=False, separators=(",", ":"))
+    assert key_text(tuple(parts)) == expected
+
+
 def test_unmapped_source_column_fails_when_policy_is_fail(plan: Plan) -> None:
     """product.unmapped: a new source column the spec does not name is an error record, not silence."""
     out = to_intents([product(1, surprise="x")], plan.tables_for_topic)
@@ -124,3 +148,18 @@ def test_mapping_failure_carries_the_target_key_when_computable(plan: Plan) -> N
         [product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")], plan.tables_for_topic
     )
     assert [(f.rule_id, f.key) for f in out.failures] == [("product.weight_kg", '["S1"]')]
+
+
+def test_final_versions_equals_what_resolve_stores(plan: Plan) -> None:
+    """The writer claims new keys with `final_versions`; it must agree with `resolve`."""
+    from replicator.core.resolve import final_versions
+
+    events = [product(1), product(2), product(1, name="again"), product(3)]
+    table = next(t for t in plan.tables if t.rule_id == "product")
+    out = to_intents(events, plan.tables_for_topic)
+    intents = out.by_table[table.target]
+    redelivered = intents[0]._replace(
+        version=intents[0].version._replace(offset=99)
+    )  # newer offset, older position
+    intents = [*intents, redelivered]
+    assert final_versions(intents, {}) == resolve(table, intents, {}).versions

@@ -156,3 +156,36 @@ def test_verify_never_calls_a_held_or_errored_row_clean() -> None:
     errored = TableDiff(TableRef("s", "t"), expected=2, actual=1, errored=["[2]"])
     assert not errored.clean() and errored.clean(accept_errors=True)
     assert "errored=1 (needs action)" in errored.summary() and "held=1" in held.summary()
+
+
+def test_dense_failures_go_row_by_row_in_one_call_per_chunk() -> None:
+    """30% bad rows: the failed batch is cut into leaf chunks, each applied row by row in one call
+    (the server-side loop); far fewer calls than bisection's two per bad row."""
+    bad = {i for i in range(5000) if i % 10 < 3}
+    leaf_calls: list[int] = []
+
+    def attempt(chunk: Sequence[int]) -> str | None:
+        return "bad" if bad & set(chunk) else None
+
+    def leaf(chunk: Sequence[int]) -> list[tuple[int, str]]:
+        leaf_calls.append(len(chunk))
+        return [(i, "bad") for i, item in enumerate(chunk) if item in bad]
+
+    out = isolate(list(range(5000)), attempt, leaf, 256)
+    assert sorted(i for i, _ in out.failed) == sorted(bad)
+    assert sorted(out.applied) == [i for i in range(5000) if i not in bad]
+    assert sum(leaf_calls) == 5000 and max(leaf_calls) <= 256  # every row once, in chunks of 256
+    assert out.attempts <= 2 * math.ceil(5000 / 256) + 1
+
+
+def test_sparse_failures_with_a_leaf_stay_cheap() -> None:
+    """3 bad rows of 5,000 with the leaf: one attempt per chunk of 256 and one loop per bad chunk."""
+    bad = {17, 2500, 4999}
+    out = isolate(
+        list(range(5000)),
+        lambda chunk: "bad" if bad & set(chunk) else None,
+        lambda chunk: [(i, "bad") for i, item in enumerate(chunk) if item in bad],
+        256,
+    )
+    assert sorted(i for i, _ in out.failed) == sorted(bad)
+    assert out.attempts == 1 + math.ceil(5000 / 256) + len(bad)

@@ -8,6 +8,8 @@ the batch in hand, transient sink errors retry the same batch, ranges end at
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from io import StringIO
 from typing import Literal
@@ -240,3 +242,38 @@ def test_an_undecodable_record_becomes_a_failure_not_a_drop() -> None:
     (failure,) = sink.applied[0].failures
     assert (failure.ref.offset, failure.rule_id, failure.raw_value) == (1, "decode", b"{not json")
     assert sink.applied[0].next_offsets == {(TOPIC, 0): 2}
+
+
+class SlowSink(FakeSink):
+    """Applies in the loop's apply thread, slowly; records overlap and thread names."""
+
+    def __init__(self, source: FakeSource) -> None:
+        super().__init__(source, {})
+        self.active = 0
+        self.most_active = 0
+        self.threads: set[str] = set()
+        self.read_meanwhile: list[int] = []  # records the loop fetched while each batch was applied
+
+    def apply(self, batch: PreparedBatch) -> BatchResult:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        self.threads.add(threading.current_thread().name)
+        before = len(self.source.queue)
+        # a target round trip (long the first time), so the next batch is fetched and mapped meanwhile
+        time.sleep(0.3 if not self.read_meanwhile else 0.02)
+        self.read_meanwhile.append(before - len(self.source.queue))
+        try:
+            return super().apply(batch)
+        finally:
+            self.active -= 1
+
+
+def test_apply_overlaps_fetching_but_batches_stay_one_at_a_time_in_order() -> None:
+    source = FakeSource([record(i) for i in range(40)], {(TOPIC, 0): (0, 40)})
+    sink = SlowSink(source)
+    make_loop(source, sink, limits=BatchSettings(max_events=10, max_ms=60_000)).run()
+    assert sink.most_active == 1  # never two batches in flight
+    assert sink.read_meanwhile[0] == 10  # the next batch was read while the first was applied
+    assert all(name.startswith("apply") for name in sink.threads)
+    assert source.committed == [{(TOPIC, 0): 10}, {(TOPIC, 0): 20}, {(TOPIC, 0): 30}, {(TOPIC, 0): 40}]
+    assert source.events == ["apply", "commit"] * 4  # each commit after its own batch's apply

@@ -246,11 +246,7 @@ def _source_reader(rule: ColumnRule, rule_id: str) -> Callable[[Row], Any]:
         try:
             return row[name]
         except KeyError:
-            raise RowError(
-                rule_id,
-                f"source column {name!r} is missing from the event; fix: "
-                "check the source table or the rule's from",
-            ) from None
+            raise _missing(rule_id, name) from None
 
     if rule.from_ is not None:
         name = rule.from_
@@ -361,6 +357,18 @@ def _column(
     sources = rule.source_columns()
     has_default, default = rule.has_default, rule.default
     pipeline = tuple(steps)
+    if rule.from_ is not None and not pipeline and not has_default and cast_fn is None:
+        copy = _copy_column(rule.from_, rule_id)  # the common rule, on the hot path: one lookup
+        return ColumnPlan(
+            rule_id=rule_id,
+            target=target,
+            target_type=str(target_type),
+            sources=sources,
+            fn=_drop_notes(copy),
+            is_key=is_key,
+            evaluate=copy,
+            describe=_describe_rule(rule),
+        )
 
     def evaluate(row: Row, notes: list[Narrowing] | None) -> Any:
         for s in sources:
@@ -390,6 +398,25 @@ def _column(
         evaluate=evaluate,
         truncates=rule.cast is not None and rule.cast.on_narrowing == "truncate",
         describe=_describe_rule(rule),
+    )
+
+
+def _copy_column(name: str, rule_id: str) -> ColumnEval:
+    """`{from: name}` with nothing else: the value as it is (UNAVAILABLE included)."""
+
+    def evaluate(row: Row, notes: list[Narrowing] | None) -> Any:
+        try:
+            return row[name]
+        except KeyError:
+            raise _missing(rule_id, name) from None
+
+    return evaluate
+
+
+def _missing(rule_id: str, name: str) -> RowError:
+    return RowError(
+        rule_id,
+        f"source column {name!r} is missing from the event; fix: check the source table or the rule's from",
     )
 
 

@@ -118,10 +118,12 @@ class TablePlan:
     statements: TableStatements
     filter_describe: str = ""
     _key_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
+    _evaluators: tuple[tuple[str, ColumnEval], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_target = {c.target: c for c in self.columns}
         object.__setattr__(self, "_key_columns", tuple(by_target[k] for k in self.key))
+        object.__setattr__(self, "_evaluators", tuple((c.target, c.evaluate) for c in self.columns))
 
     def accepts(self, row: Row) -> bool:
         """True when the row passes the table filter (raises RowError if the
@@ -131,7 +133,7 @@ class TablePlan:
     def map_row_noted(self, row: Row) -> tuple[dict[str, Any], tuple[Narrowing, ...]]:
         """Target values (in target column order) plus the truncations applied."""
         notes: list[Narrowing] = []
-        out = {c.target: c.evaluate(row, notes) for c in self.columns}
+        out = {target: evaluate(row, notes) for target, evaluate in self._evaluators}
         for c in self._key_columns:
             if out[c.target] is UNAVAILABLE or out[c.target] is None:
                 what = "unavailable" if out[c.target] is UNAVAILABLE else "null"
@@ -159,7 +161,8 @@ class TablePlan:
 
     def unknown_columns(self, row: Row) -> set[str]:
         """Source columns in `row` that the spec neither maps nor ignores."""
-        return {k for k in row if k not in self.known_source_columns}
+        known = self.known_source_columns
+        return set() if known.issuperset(row) else {k for k in row if k not in known}
 
 
 @dataclass(frozen=True, slots=True)

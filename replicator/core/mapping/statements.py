@@ -11,7 +11,10 @@ Invariants:
   never rebuilds SQL; `cols` must be target columns known to the plan, and
   every builder that writes rows requires the key columns.
 - The stage is a per-session TEMP table (`ON COMMIT DELETE ROWS`) named
-  `stage_<hash of the table rule id>`: unique per rule, always < 63 bytes.
+  `stage_<hash of the table rule id>`: unique per rule, always < 63 bytes. It
+  carries a row number column (`ROW_NUMBER`); the `*_row` builders run a
+  statement for one staged row, the one whose ctid is the PL/pgSQL variable
+  `ROW_VARIABLE` (inside the server-side loop that isolates bad rows).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from replicator.core.model import TableRef
+
+ROW_NUMBER = "__replicator_row"  # the stage's row number column (a target column of that name is refused)
+ROW_VARIABLE = "replicator_row_"  # the loop variable (a stage row's ctid) of the isolation function
 
 
 def stage_name(rule_id: str) -> str:
@@ -44,6 +50,13 @@ def _row(names: tuple[str, ...], prefix: sql.Composable) -> sql.Composable:
 
 _T = sql.Identifier("t")
 _S = sql.Identifier("s")
+
+
+def _one_row(one_row: bool, joiner: str) -> sql.Composable:
+    """The predicate that restricts a statement to the stage row whose ctid is `ROW_VARIABLE`."""
+    if not one_row:
+        return sql.SQL("")
+    return sql.SQL(joiner) + sql.SQL("s.ctid = {}").format(sql.Identifier(ROW_VARIABLE))
 
 
 def _key_join(key: tuple[str, ...], left: str, right: str) -> sql.Composed:
@@ -77,6 +90,8 @@ class TableStatements:
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"{self.target}: key columns {missing} not among columns")
+        if ROW_NUMBER in self.columns:
+            raise ValueError(f"{self.target}: a column named {ROW_NUMBER!r} is reserved by the replicator")
 
     @property
     def _target(self) -> sql.Identifier:
@@ -110,13 +125,22 @@ class TableStatements:
     @property
     def create_stage(self) -> sql.Composed:
         return sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
-        ).format(self._stage, _ids(self.columns), self._target)
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {}, NULL::int AS {}"
+            " FROM {} WITH NO DATA"
+        ).format(self._stage, _ids(self.columns), sql.Identifier(ROW_NUMBER), self._target)
 
     @property
     def delete_keys(self) -> sql.Composed:
-        return sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
-            self._target, self._stage, _key_join(self.key, "t", "s")
+        return self._delete(False)
+
+    @property
+    def delete_keys_row(self) -> sql.Composed:
+        """`delete_keys` for the staged row numbered `ROW_VARIABLE`."""
+        return self._delete(True)
+
+    def _delete(self, one_row: bool) -> sql.Composed:
+        return sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}{}").format(
+            self._target, self._stage, _key_join(self.key, "t", "s"), _one_row(one_row, " AND ")
         )
 
     @property
@@ -128,20 +152,23 @@ class TableStatements:
         return sql.SQL("DELETE FROM {}").format(self._target)
 
     # -- memoized, per column list -------------------------------------------
-    def copy_stage(self, cols: tuple[str, ...]) -> sql.Composed:
+    def copy_stage(self, cols: tuple[str, ...], numbered: bool = False) -> sql.Composed:
+        """COPY into the stage; `numbered`: each row ends with its row number (1, 2, ...)."""
         return self._memo(
-            "copy",
+            "copy_numbered" if numbered else "copy",
             cols,
-            lambda c: sql.SQL("COPY {} ({}) FROM STDIN").format(self._stage, _ids(c)),
+            lambda c: sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self._stage, _ids((*c, ROW_NUMBER) if numbered else c)
+            ),
             need_key=False,
         )
 
-    def upsert(self, cols: tuple[str, ...]) -> sql.Composed:
+    def upsert(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
         """INSERT from the stage; on key conflict update only rows that change."""
 
         def build(c: tuple[str, ...]) -> sql.Composed:
-            head = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
-                self._target, _ids(c), _ids(c), self._stage, _ids(self.key)
+            head = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} AS s{} ON CONFLICT ({}) ").format(
+                self._target, _ids(c), _ids(c), self._stage, _one_row(one_row, " WHERE "), _ids(self.key)
             )
             rest = tuple(x for x in c if x not in self.key)
             if not rest:
@@ -151,27 +178,29 @@ class TableStatements:
                 _assign(rest, excluded), _row(rest, _T), _row(rest, excluded)
             )
 
-        return self._memo("upsert", cols, build)
+        return self._memo("upsert_row" if one_row else "upsert", cols, build)
 
-    def update_only(self, cols: tuple[str, ...]) -> sql.Composed:
+    def update_only(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
         """UPDATE existing rows from the stage (some columns UNAVAILABLE)."""
-        return self._memo("update", cols, self._update)
+        return self._memo("update_row" if one_row else "update", cols, lambda c: self._update(c, one_row))
 
-    def soft_delete(self, cols: tuple[str, ...]) -> sql.Composed:
+    def soft_delete(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
         """UPDATE the soft-delete columns of existing rows from the stage."""
-        return self._memo("soft_delete", cols, self._update)
+        kind = "soft_delete_row" if one_row else "soft_delete"
+        return self._memo(kind, cols, lambda c: self._update(c, one_row))
 
-    def _update(self, c: tuple[str, ...]) -> sql.Composed:
+    def _update(self, c: tuple[str, ...], one_row: bool) -> sql.Composed:
         rest = tuple(x for x in c if x not in self.key)
         if not rest:
             raise ValueError(f"{self.target}: nothing to update besides the key")
-        return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {} IS DISTINCT FROM {}").format(
+        return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {} IS DISTINCT FROM {}{}").format(
             self._target,
             _assign(rest, sql.Identifier("s")),
             self._stage,
             _key_join(self.key, "t", "s"),
             _row(rest, _T),
             _row(rest, _S),
+            _one_row(one_row, " AND "),
         )
 
     def select_keys(self, cols: tuple[str, ...]) -> sql.Composed:

@@ -128,6 +128,8 @@ def mask(keep_last: int, char: str = "*") -> Fn:
 
 
 def _is_infinity(v: datetime) -> bool:
+    if v.year not in (1, 9999):  # the cheap test first: this runs for every timestamp
+        return False
     return v.replace(tzinfo=None) in (datetime.max, datetime.min)
 
 

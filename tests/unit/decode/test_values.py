@@ -57,9 +57,25 @@ def test_decimal_numeric_format_keeps_full_precision() -> None:
     t = b.Table([b.int32("id", optional=False), b.decimal("v", 30, 60)])
     rec = b.create(t, {"id": 1, "v": 0})
     raw = (rec.value or b"").replace(b'"v":0', b'"v":12345678901234567890.123456789012345678901234567890')
-    ev = JsonDecoder().decode(rec.ref(), rec.key, raw)
-    assert isinstance(ev, ChangeEvent) and ev.after is not None
-    assert ev.after["v"] == Decimal("12345678901234567890.123456789012345678901234567890")
+    decoder = JsonDecoder()
+    for offset in range(3):  # the first message takes the full parse; the next ones the fast path
+        ev = decoder.decode(rec.ref(offset), rec.key, raw)
+        assert isinstance(ev, ChangeEvent) and ev.after is not None
+        assert ev.after["v"] == Decimal("12345678901234567890.123456789012345678901234567890")
+
+
+def test_fast_path_keeps_floats_and_falls_back_for_nan_tokens() -> None:
+    """Payloads after the first are parsed with orjson: doubles stay floats; a NaN token (which
+    orjson refuses) falls back to the full parser instead of failing."""
+    t = b.Table([b.int32("id", optional=False), b.float64("f")])
+    rec = b.create(t, {"id": 1, "f": 0.1})
+    decoder = JsonDecoder()
+    first, second = (decoder.decode(rec.ref(o), rec.key, rec.value) for o in (0, 1))
+    assert isinstance(second, ChangeEvent) and second.after == {"id": 1, "f": 0.1}
+    assert isinstance(first, ChangeEvent) and first.after == second.after
+    nan = (rec.value or b"").replace(b'"f":0.1', b'"f":NaN')
+    ev = decoder.decode(rec.ref(2), rec.key, nan)
+    assert isinstance(ev, ChangeEvent) and ev.after is not None and ev.after["f"] != ev.after["f"]
 
 
 def test_variable_scale_decimal() -> None:
