@@ -200,7 +200,7 @@ def test_topic_created_after_start_is_picked_up(stack: Stack, tmp_path: Path) ->
     with daemon(env, log):
         wait_until(
             lambda: "event=batch" in log.read_text(),
-            60,
+            180,  # a loaded machine can take a minute to start and join
             "the daemon to subscribe",
         )
         producer = Producer({"bootstrap.servers": stack.kafka})
