@@ -233,6 +233,8 @@ class ConsumerLoop:
                     self._flush()
                 elif not self.batch and self.sink.retry_due():
                     self._flush()  # nothing new to read: retry the held rows on their own
+                elif self._inflight is not None and self._inflight[1].done():
+                    self._settle()  # an applied batch is committed to Kafka and logged, not left waiting
                 if self.options.stop_when_caught_up and self._caught_up():
                     break
             if self.batch:

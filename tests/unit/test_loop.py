@@ -149,11 +149,12 @@ def make_loop(
     limits: BatchSettings | None = None,
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
     stop_at: Mapping[Partition, int] | None = None,
+    stop_when_caught_up: bool = True,
 ) -> ConsumerLoop:
     options = LoopOptions(
         limits=limits or BatchSettings(max_events=1000, max_ms=1),
         auto_offset_reset=auto_offset_reset,
-        stop_when_caught_up=True,
+        stop_when_caught_up=stop_when_caught_up,
         stop_at=stop_at or {},
     )
     return ConsumerLoop(
@@ -277,3 +278,33 @@ def test_apply_overlaps_fetching_but_batches_stay_one_at_a_time_in_order() -> No
     assert all(name.startswith("apply") for name in sink.threads)
     assert source.committed == [{(TOPIC, 0): 10}, {(TOPIC, 0): 20}, {(TOPIC, 0): 30}, {(TOPIC, 0): 40}]
     assert source.events == ["apply", "commit"] * 4  # each commit after its own batch's apply
+
+
+class IdleAfterQueue(FakeSource):
+    """After its records, polls return nothing (a quiet topic) until the loop committed or gave up;
+    `committed_while_running` says whether the commit came before the loop was stopped."""
+
+    loop: ConsumerLoop | None = None
+    committed_while_running = False
+    started = 0.0
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        out = super().poll(max_records, timeout_s)
+        if not out and self.loop is not None:
+            if self.committed:
+                self.committed_while_running = True
+                self.loop.request_stop()
+            elif time.monotonic() - self.started > 10:
+                self.loop.request_stop()
+            time.sleep(0.001)  # the fake's poll timeout
+        return out
+
+
+def test_an_applied_batch_is_committed_without_waiting_for_the_next_batch() -> None:
+    source = IdleAfterQueue([record(0), record(1)], {(TOPIC, 0): (0, 2)})
+    sink = FakeSink(source, {})
+    loop = make_loop(source, sink, stop_when_caught_up=False)
+    source.loop, source.started = loop, time.monotonic()
+    loop.run()
+    assert source.committed_while_running
+    assert source.committed == [{(TOPIC, 0): 2}]
