@@ -94,6 +94,34 @@ class RunRequest:
 
 def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
     """Run the pipeline until stopped (SIGTERM/SIGINT) or caught up; return the run's totals."""
+    stop = _StopRequest()  # a SIGTERM while the daemon starts stops it cleanly once its loop exists
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run_daemon(settings, request, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class _StopRequest:
+    """The SIGTERM/SIGINT handler: remembered until the loop can take it, then passed on."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._target: Callable[[], None] | None = None
+
+    def __call__(self, *_: Any) -> None:
+        self.requested = True
+        if self._target is not None:
+            self._target()
+
+    def forward_to(self, target: Callable[[], None]) -> None:
+        self._target = target
+        if self.requested:
+            target()
+
+
+def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> dict[str, Any]:
     run_id = new_run_id()
     log = RunLog(run_id, settings.log_format)
     started = time.monotonic()
@@ -160,7 +188,7 @@ def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
             stop_at=request.stop_at,
         ),
     )
-    previous = {s: signal.signal(s, loop.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop.forward_to(loop.request_stop)
     status, halt = "done", None
     marks.start()
     try:
@@ -169,8 +197,6 @@ def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
         status, halt = "halted", exc
     finally:
         marks.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}
     reason = str(halt) if halt else None
     log.event("end", status=status, reason=reason or "-", **summary)
