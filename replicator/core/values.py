@@ -5,17 +5,25 @@ Invariants:
   `parameters`), compiled once per schema into a `RowConverter`; the hot path
   only calls prebuilt closures, it never inspects a schema.
 - Conversion is lossless or fails: a value that cannot be represented exactly
-  (bad base64, out-of-range date, time 24:00:00, ...) raises
+  (bad base64, a date outside Python's years 1..9999, ...) raises
   `ValueConversionError` naming the column; nothing is rounded or clamped.
-  The one documented approximation is Debezium's own: `MicroDuration` is a
-  microsecond count in which a month is 30.4375 days.
+  Debezium's approximate encodings are refused, not passed on: `MicroDuration`
+  (interval.handling.mode=numeric: a month is 30.4375 days) and the Java
+  object names it sends for multi-dimensional text arrays.
 - Decimals are exact (`decimal.Decimal`, built from the unscaled integer, never
   through float or a limited-precision context).
 - An unchanged-TOAST placeholder, in the shape Debezium gives it for the
   field's type, becomes `UNAVAILABLE`; it is recognised on the wire value,
   before any conversion.
-- PostgreSQL `infinity` / `-infinity` timestamps become `POS_INFINITY` /
-  `NEG_INFINITY` (instances of `Infinity`), never datetime.max/min.
+- PostgreSQL `infinity` / `-infinity` dates and timestamps become
+  `POS_INFINITY` / `NEG_INFINITY` (instances of `Infinity`), never
+  datetime.max/min, in every shape Debezium gives them (see `_TS_INFINITIES`,
+  `_DATE_INFINITIES`, `_ZONED_INFINITIES`).
+- Values Python has no type for but PostgreSQL reads exactly from a text are
+  `PgText` (time 24:00:00, a geometric point); JSON documents stay their
+  exact text (`JsonText`, so `json` keeps key order, duplicates and spacing);
+  `bit(n)` values are `Bits` (the target column decides their text, see
+  `core.mapping.targets`). Float NaN and ±Infinity are floats.
 
 Writer note: `Infinity` is not registered with psycopg (nothing global is
 registered here).  `str(POS_INFINITY) == "infinity"`, so a writer either
@@ -32,6 +40,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +71,43 @@ class Infinity:
 POS_INFINITY: Final = Infinity(True)
 NEG_INFINITY: Final = Infinity(False)
 
+
+class PgText(str):
+    """A value carried as the exact text PostgreSQL reads it from, because Python has no type
+    that holds it (e.g. time '24:00:00', a point). A `str`, so it is dumped as text and the
+    target column's type parses it."""
+
+    __slots__ = ()
+
+
+class JsonText(str):
+    """A json/jsonb value as its exact document text (Debezium sends JSON as text). Written as
+    is, so a `json` column keeps key order, duplicate keys and spacing; rules that read inside
+    it (`json_path`) parse it."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Bits:
+    """A `bit(n)` / `bit varying` value as Debezium sends it (io.debezium.data.Bits): the bits as
+    an unsigned integer and the column's declared length (2^31-1 for bit varying without one).
+    Debezium keeps no count of leading zero bits: B'0001' and B'1' of a bit varying column
+    arrive alike, so only a `bit(n)` target can be written exactly (`text(n)`)."""
+
+    value: int
+    declared: int
+
+    def text(self, length: int) -> str:
+        """The bit string of exactly `length` bits (ValueError when the value needs more)."""
+        if self.value.bit_length() > length:
+            raise ValueError(f"{self.value.bit_length()} bits do not fit bit({length})")
+        return format(self.value, f"0{length}b") if length else ""
+
+    def __str__(self) -> str:
+        return format(self.value, "b") if self.value else "0"
+
+
 # Debezium's encoding of PostgreSQL +-infinity for timestamp (MicroTimestamp);
 # the millisecond variant is what the same instant gives as Timestamp.
 MICRO_POS_INFINITY: Final = 9223372036825200000
@@ -72,10 +118,19 @@ _TS_INFINITIES: Final[dict[int, Infinity]] = {
     MICRO_POS_INFINITY // 1000: POS_INFINITY,
     MICRO_NEG_INFINITY // 1000: NEG_INFINITY,
 }
+# Debezium 3.6 sends date 'infinity' / '-infinity' as these day counts (pgjdbc's infinity
+# sentinels overflowing int32 on the way). Both lie far outside PostgreSQL's own date range
+# (4713 BC .. 5874897 AD, days -2440588 .. 2146764185 from 1970), so they can only mean infinity.
+_DATE_INFINITIES: Final[dict[int, Infinity]] = {-622191234: POS_INFINITY, -625821272: NEG_INFINITY}
 _ZONED_INFINITIES: Final[dict[str, Infinity]] = {
     "infinity": POS_INFINITY,
     "-infinity": NEG_INFINITY,
 }
+# Inside a timestamptz[] Debezium sends '-infinity' as a year-292269055 instant (java.util.Date
+# printing Long.MIN_VALUE without its era); PostgreSQL's latest year is 294276.
+_ZONED_NEG_INFINITY_IN_ARRAYS: Final = "+292269055-"
+# Debezium's text for one element of a multi-dimensional text array: a Java array's identity.
+_JAVA_ARRAY_NAME: Final = "[L"
 
 
 class InexactNumber(Exception):
@@ -103,7 +158,7 @@ class ValueConversionError(ReplicatorError, ValueError):
 class ColumnType:
     """A Connect schema reduced to what conversion needs (from JSON or Avro schemas)."""
 
-    type: str  # int8..int64, float32, float64, boolean, string, bytes, array, map, struct
+    type: str  # int8..int64, float/double (JSON) or float32/float64 (Avro), boolean, string, ...
     name: str | None = None  # semantic name, e.g. io.debezium.time.MicroTimestamp
     parameters: Mapping[str, str] = field(default_factory=dict)
     items: ColumnType | None = None  # array element or map value type
@@ -185,12 +240,26 @@ def _int(v: Any) -> int:
 def _date(v: Any) -> Any:
     if isinstance(v, dt.date):  # Avro logicalType date already decoded
         return v
-    return dt.date.fromordinal(_EPOCH_ORDINAL + _int(v))
+    days = _int(v)
+    inf = _DATE_INFINITIES.get(days)
+    if inf is not None:
+        return inf
+    try:
+        return dt.date.fromordinal(_EPOCH_ORDINAL + days)
+    except ValueError:
+        raise ValueError(
+            "the date is outside years 1..9999, which Python cannot hold (a known limitation)"
+        ) from None
 
 
-def _time_from_micros(micros: int) -> dt.time:
+_TIME_2400: Final = PgText("24:00:00")
+
+
+def _time_from_micros(micros: int) -> dt.time | PgText:
+    if micros == _US_PER_DAY:
+        return _TIME_2400  # PostgreSQL allows 24:00:00; Python's time does not
     if not 0 <= micros < _US_PER_DAY:
-        raise ValueError("outside 00:00:00..23:59:59.999999 (Python has no 24:00:00)")
+        raise ValueError("outside 00:00:00..24:00:00")
     secs, us = divmod(micros, 1_000_000)
     mins, s = divmod(secs, 60)
     h, m = divmod(mins, 60)
@@ -219,7 +288,12 @@ def _timestamp(unit_per_us: int, us_per_unit: int) -> Converter:
         if inf is not None:
             return inf
         micros = n * us_per_unit if us_per_unit > 1 else n // unit_per_us
-        return _EPOCH + dt.timedelta(microseconds=micros)
+        try:
+            return _EPOCH + dt.timedelta(microseconds=micros)
+        except OverflowError:
+            raise ValueError(
+                "the timestamp is outside years 1..9999, which Python cannot hold (a known limitation)"
+            ) from None
 
     return convert
 
@@ -232,7 +306,16 @@ def _zoned_timestamp(v: Any) -> Any:
         return inf
     if not isinstance(v, str):
         raise TypeError(f"expected an ISO-8601 string, got {type(v).__name__}")
-    parsed = dt.datetime.fromisoformat(v)
+    if v.startswith(_ZONED_NEG_INFINITY_IN_ARRAYS):
+        return NEG_INFINITY
+    try:
+        parsed = dt.datetime.fromisoformat(v)
+    except ValueError:
+        if v[:4].isdigit() and 1 <= int(v[:4]) <= 9999 and v[4:5] == "-":
+            raise
+        raise ValueError(
+            "the timestamp (in UTC) is outside years 1..9999, which Python cannot hold (a known limitation)"
+        ) from None
     if parsed.tzinfo is None:
         raise ValueError("ISO timestamp without offset")
     return parsed
@@ -249,20 +332,63 @@ def _zoned_time(v: Any) -> Any:
     return parsed
 
 
-def _micro_duration(v: Any) -> dt.timedelta:
-    return dt.timedelta(microseconds=_int(v))
+def _micro_duration(v: Any) -> Any:
+    raise ValueError(
+        "an interval in Debezium's numeric mode is an approximate microsecond count (a month is "
+        "30.4375 days, days and hours are merged), so it cannot be carried exactly; fix: set the "
+        "connector's interval.handling.mode=string"
+    )
 
 
 def _json(v: Any) -> Any:
     if not isinstance(v, str):
         raise TypeError(f"expected JSON text, got {type(v).__name__}")
-    return json.loads(v, parse_float=Decimal)
+    return JsonText(v)
+
+
+_FLOAT_WORDS: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _float(v: Any) -> Any:
     # JSON numbers arrive as float (orjson) or Decimal (the exact path); float columns want float.
+    # Jackson writes NaN and the infinities as the strings "NaN", "Infinity", "-Infinity".
     if isinstance(v, Decimal):
         return float(v)
+    if isinstance(v, str):
+        word = _FLOAT_WORDS.get(v)
+        if word is None:
+            raise ValueError("not a number")
+        return word
+    return v
+
+
+def _bits(declared: int, binary_base64: bool) -> Converter:
+    def convert(v: Any) -> Any:
+        if isinstance(v, bool):  # bit(1) arrives as a boolean
+            return Bits(int(v), 1)
+        raw = v if isinstance(v, bytes) else _b64(v) if isinstance(v, str) and binary_base64 else None
+        if raw is None:
+            raise TypeError(f"expected bytes, got {type(v).__name__}")
+        return Bits(int.from_bytes(raw, "little"), declared)  # Debezium: little-endian bytes
+
+    return convert
+
+
+def _point(v: Any) -> Any:
+    if not isinstance(v, Mapping) or "x" not in v or "y" not in v:
+        raise TypeError("expected a struct {x, y, wkb, srid}")
+    x, y = _float(v["x"]), _float(v["y"])
+    if not isinstance(x, float | int) or not isinstance(y, float | int):
+        raise TypeError("x and y must be numbers")
+    return PgText(f"({float(x)!r},{float(y)!r})".replace("nan", "NaN").replace("inf", "Infinity"))
+
+
+def _no_java_names(v: Any) -> Any:
+    if isinstance(v, str) and v.startswith(_JAVA_ARRAY_NAME) and ";@" in v:
+        raise ValueError(
+            "Debezium sends a multi-dimensional array's inner arrays as Java object names, not "
+            "values: it cannot be carried (a known limitation)"
+        )
     return v
 
 
@@ -290,6 +416,7 @@ _FIXED: Final[dict[str, Converter]] = {
     "io.debezium.time.ZonedTime": _zoned_time,
     "io.debezium.time.MicroDuration": _micro_duration,
     "io.debezium.data.Json": _json,
+    "io.debezium.data.geometry.Point": _point,
 }
 """Semantic names with a fixed conversion.  Names not listed (Uuid, Enum,
 EnumSet, Xml, Interval in string mode, Iso* strings, Year, Bits, ...) keep
@@ -305,15 +432,19 @@ def converter_for(ct: ColumnType, *, binary_base64: bool) -> Converter | None:
     name = ct.name
     if name == "org.apache.kafka.connect.data.Decimal":
         return _decimal(int(ct.parameters.get("scale", "0")), binary_base64)
+    if name == "io.debezium.data.Bits":
+        return _bits(int(ct.parameters.get("length", "1")), binary_base64)
     if name is not None and name in _FIXED:
         return _FIXED[name]
     typ = ct.type
-    if typ in ("float32", "float64"):
+    if typ in ("float", "double", "float32", "float64"):  # JsonConverter's names, then Avro's
         return _float
     if typ == "bytes":
         return _bytes_b64 if binary_base64 else None
     if typ == "array" and ct.items is not None:
         inner = converter_for(ct.items, binary_base64=binary_base64)
+        if inner is None and ct.items.type == "string" and ct.items.name is None:
+            inner = _no_java_names
         if inner is None:
             return None
         conv_item = inner
@@ -334,8 +465,7 @@ def converter_for(ct: ColumnType, *, binary_base64: bool) -> Converter | None:
 
         return convert_map
     if typ == "struct":
-        row = RowConverter(ct, placeholder=None, binary_base64=binary_base64)
-        return row
+        return RowConverter(ct, placeholder=None, binary_base64=binary_base64)
     return None
 
 

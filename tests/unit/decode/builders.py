@@ -62,7 +62,7 @@ def boolean(name: str) -> Schema:
 
 
 def float64(name: str) -> Schema:
-    return col(name, "float64")
+    return col(name, "double")  # JsonConverter's name for FLOAT64
 
 
 def bytea(name: str) -> Schema:
@@ -147,6 +147,25 @@ def xml(name: str) -> Schema:
 
 def enum(name: str, allowed: str) -> Schema:
     return semantic(name, "string", "io.debezium.data.Enum", parameters={"allowed": allowed})
+
+
+def float32(name: str) -> Schema:
+    return col(name, "float")
+
+
+def bits(name: str, length: int) -> Schema:
+    return semantic(name, "bytes", "io.debezium.data.Bits", parameters={"length": str(length)})
+
+
+def point(name: str) -> Schema:
+    s = col(name, "struct", semantic="io.debezium.data.geometry.Point", version=1)
+    s["fields"] = [
+        {"type": "double", "optional": False, "field": "x"},
+        {"type": "double", "optional": False, "field": "y"},
+        {"type": "bytes", "optional": True, "field": "wkb"},
+        {"type": "int32", "optional": True, "field": "srid"},
+    ]
+    return s
 
 
 def array(name: str, item: Schema) -> Schema:

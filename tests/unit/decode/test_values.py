@@ -11,7 +11,7 @@ import pytest
 
 from replicator.core.decode import DecodeError, JsonDecoder
 from replicator.core.model import UNAVAILABLE, ChangeEvent
-from replicator.core.values import NEG_INFINITY, POS_INFINITY
+from replicator.core.values import NEG_INFINITY, POS_INFINITY, Bits, JsonText, PgText
 
 from . import builders as b
 
@@ -118,9 +118,12 @@ def test_time_types(col: dict[str, Any], wire: int, expected: dt.time) -> None:
     assert one(col, wire) == expected
 
 
-def test_time_24_00_is_a_decode_error_not_clamped() -> None:
-    with pytest.raises(DecodeError, match="24:00:00"):
-        one(b.micro_time("t"), 86_400_000_000)
+def test_time_24_00_is_carried_as_postgres_text_not_clamped() -> None:
+    """PostgreSQL's time '24:00:00' has no Python time: it travels as the text PostgreSQL reads."""
+    got = one(b.micro_time("t"), 86_400_000_000)
+    assert isinstance(got, PgText) and got == "24:00:00"
+    with pytest.raises(DecodeError, match="outside 00:00:00..24:00:00"):
+        one(b.micro_time("t"), 86_400_000_001)
 
 
 @pytest.mark.parametrize(
@@ -174,18 +177,23 @@ def test_zoned_time() -> None:
     assert one(b.zoned_time("t"), "12:34:56.5Z") == dt.time(12, 34, 56, 500000, tzinfo=UTC)
 
 
-def test_micro_duration_is_timedelta() -> None:
-    assert one(b.micro_duration("i"), 90_061_000_001) == dt.timedelta(
-        days=1, hours=1, minutes=1, seconds=1, microseconds=1
-    )
-    assert one(b.micro_duration("i"), -1) == dt.timedelta(microseconds=-1)
+def test_micro_duration_is_refused_as_approximate() -> None:
+    """interval.handling.mode=numeric is Debezium's approximation (a month is 30.4375 days): an
+    error naming the connector setting that carries intervals exactly, never a changed value."""
+    with pytest.raises(DecodeError, match="interval.handling.mode=string"):
+        one(b.micro_duration("i"), 2_629_800_000_000)  # what '1 mon' arrives as
 
 
-def test_json_is_parsed_with_exact_decimals() -> None:
-    assert one(b.json_("j"), '{"a": [1, 2.50, "x"], "b": null}') == {
-        "a": [1, Decimal("2.50"), "x"],
-        "b": None,
-    }
+def test_interval_string_mode_passes_the_iso_text() -> None:
+    iso = "P1Y2M3DT4H5M6.789S"
+    assert one(b.semantic("i", "string", "io.debezium.time.Interval"), iso) == iso
+
+
+def test_json_stays_its_exact_text() -> None:
+    """json keeps key order, duplicate keys and spacing; numbers are not reparsed."""
+    text = '{"b": 1, "a": [1.50, 2e3], "a": 2}'
+    got = one(b.json_("j"), text)
+    assert isinstance(got, JsonText) and got == text
 
 
 @pytest.mark.parametrize(
@@ -267,3 +275,87 @@ def test_custom_placeholder_is_honoured() -> None:
     dec = JsonDecoder(unavailable_placeholder="~~toast~~")
     assert one(b.string("v"), "~~toast~~", dec=dec) is UNAVAILABLE
     assert one(b.string("v"), PH, dec=dec) == PH
+
+
+# --------------------------------------------------------------------------- shapes seen on the stack
+# Wire values below were captured from Debezium 3.6.1 on our local stack (MIGRATION-ARTIFACTS.md,
+# "Type coverage"); each test names the PostgreSQL value that produced them.
+
+
+@pytest.mark.parametrize(
+    ("col", "wire", "expected"),
+    [
+        (b.float64("f"), "NaN", "nan"),
+        (b.float64("f"), "Infinity", "inf"),
+        (b.float64("f"), "-Infinity", "-inf"),
+        (b.float32("f"), "NaN", "nan"),
+        (b.float64("f"), -0.0, "-0.0"),
+    ],
+)
+def test_float_nan_and_infinities_are_floats(col: dict[str, Any], wire: Any, expected: str) -> None:
+    """Jackson writes double 'NaN' / 'Infinity' as JSON strings: they become the float itself."""
+    got = one(col, wire)
+    assert isinstance(got, float) and repr(got) == expected
+
+
+def test_float_text_other_than_nan_or_infinity_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="'f'"):
+        one(b.float64("f"), "1.5")
+
+
+@pytest.mark.parametrize(("wire", "expected"), [(-622191234, POS_INFINITY), (-625821272, NEG_INFINITY)])
+def test_date_infinity_day_counts(wire: int, expected: object) -> None:
+    """date 'infinity' / '-infinity' arrive as these day counts (outside PostgreSQL's range)."""
+    assert one(b.date("d"), wire) is expected
+    assert one(b.array("a", b.date("x")), [19782, wire]) == [dt.date(2024, 2, 29), expected]
+
+
+def test_timestamptz_minus_infinity_inside_an_array() -> None:
+    """timestamptz[] '{-infinity}' arrives as a year-292269055 instant; 'infinity' as 'infinity'."""
+    col = b.array("a", b.zoned_timestamp("x"))
+    assert one(col, ["+292269055-12-02T23:00:00.000000Z", "infinity"]) == [NEG_INFINITY, POS_INFINITY]
+
+
+def test_timestamptz_before_year_1_in_utc_is_a_decode_error_naming_the_limit() -> None:
+    """'0001-01-01 00:30:00+01' is year 0 in UTC: Python cannot hold it (an error record)."""
+    with pytest.raises(DecodeError, match="outside years 1..9999"):
+        one(b.zoned_timestamp("z"), "0000-12-31T23:30:00.000000Z")
+
+
+def test_timestamp_beyond_python_range_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="outside years 1..9999"):
+        one(b.micro_timestamp("ts"), -62135600400000000)  # 0001-12-31 23:00:00 BC
+
+
+@pytest.mark.parametrize(
+    ("length", "wire", "expected"),
+    [(4, "Cg==", (10, 4)), (4, "", (0, 4)), (16, "//8=", (65535, 16)), (16, "AQ==", (1, 16))],
+)
+def test_bits_keep_the_value_and_the_declared_length(
+    length: int, wire: str, expected: tuple[int, int]
+) -> None:
+    """bit(4) B'1010' arrives as base64 of little-endian bytes, length in the schema."""
+    got = one(b.bits("b", length), wire)
+    assert isinstance(got, Bits) and (got.value, got.declared) == expected
+
+
+def test_bits_text_pads_to_the_column_length() -> None:
+    assert Bits(10, 4).text(4) == "1010"
+    assert Bits(5, 4).text(4) == "0101"
+    assert Bits(0, 4).text(4) == "0000"
+    with pytest.raises(ValueError, match="do not fit bit"):
+        Bits(16, 8).text(4)
+
+
+def test_point_struct_becomes_postgres_point_text() -> None:
+    got = one(b.point("p"), {"x": 1.5, "y": -2.25, "wkb": "AQE=", "srid": None})
+    assert isinstance(got, PgText) and got == "(1.5,-2.25)"
+    assert one(b.point("p"), {"x": -0.0, "y": 1e300, "wkb": None, "srid": None}) == "(-0.0,1e+300)"
+    assert one(b.point("p"), {"x": "NaN", "y": "-Infinity", "wkb": None, "srid": None}) == "(NaN,-Infinity)"
+
+
+def test_multidimensional_text_array_java_names_are_a_decode_error() -> None:
+    """text[][] '{{a,b},{c,d}}' arrives as Java object names: refused, never written."""
+    with pytest.raises(DecodeError, match="multi-dimensional"):
+        one(b.array("a", b.string("x")), ["[Ljava.lang.String;@1ef20ccc", "[Ljava.lang.String;@78684dc2"])
+    assert one(b.array("a", b.string("x")), ["[L", "x;@"]) == ["[L", "x;@"]
