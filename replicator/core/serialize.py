@@ -1,11 +1,17 @@
 """The one JSON serializer for every output a person or a tool reads (diffs, error records,
-reports, `--json`). Pure.
+reports, `--json`), and for JSON documents written into json/jsonb columns. Pure.
 
-Invariant: it never raises on a value. Every value a decoder, a transform or a
-database read can produce has a stable text form: decimals, ±infinity dates
-and timestamps, NaN and ±Infinity floats (as strings, since JSON has no such
-numbers), UUIDs, network addresses, bytes (`\\x<hex>`), intervals, ranges and
-any other object (its `str`). Containers are walked recursively.
+Invariants:
+- `to_jsonable` / `dumps` never raise on a value. Every value a decoder, a
+  transform or a database read can produce has a stable text form: decimals,
+  ±infinity dates and timestamps, NaN and ±Infinity floats (as strings, since
+  JSON has no such numbers), UUIDs, network addresses, bytes (`\\x<hex>`),
+  intervals, ranges, bit strings and any other object (its `str`). Containers
+  are walked recursively.
+- `json_document` is the text of a value that *is* a JSON document (a json or
+  jsonb column's content): numbers stay numbers, exactly (a Decimal keeps its
+  digits and scale, as jsonb does), an embedded `JsonText` is kept as the
+  document it is; anything JSON has no type for is its `to_jsonable` text.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.core.model import UNAVAILABLE
+from replicator.core.values import JsonText
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
@@ -56,3 +63,38 @@ def to_jsonable(value: Any) -> JSONValue:
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """JSON text of any value (never raises on a value; non-ASCII kept as is)."""
     return json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False, indent=indent)
+
+
+def json_document(value: Any) -> str:
+    """JSON text of a document value for a json/jsonb column (see the module invariants)."""
+    out: list[str] = []
+    _document(value, out)
+    return "".join(out)
+
+
+def _document(value: Any, out: list[str]) -> None:
+    if isinstance(value, JsonText):
+        out.append(value)
+    elif value is None or isinstance(value, bool | int | str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, Decimal):
+        out.append(str(value) if value.is_finite() else json.dumps(str(value)))
+    elif isinstance(value, float):
+        out.append(repr(value) if math.isfinite(value) else json.dumps(to_jsonable(value)))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for i, (k, v) in enumerate(value.items()):
+            if i:
+                out.append(", ")
+            out.append(json.dumps(str(k), ensure_ascii=False) + ": ")
+            _document(v, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, v in enumerate(value):
+            if i:
+                out.append(", ")
+            _document(v, out)
+        out.append("]")
+    else:
+        out.append(json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False))

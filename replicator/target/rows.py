@@ -38,6 +38,8 @@ from replicator.core.mapping.plan import TablePlan
 from replicator.core.mapping.statements import ROW_NUMBER, ROW_VARIABLE
 from replicator.core.model import TableRef
 from replicator.core.resolve import TableWrites
+from replicator.core.serialize import json_document
+from replicator.core.values import JsonText
 from replicator.pg.errors import is_row_error, sqlstate
 
 LEAF_ROWS = 256
@@ -114,7 +116,11 @@ class Outcome:
 
 
 def _jsonb(value: Any) -> Any:
-    return None if value is None else Jsonb(value)
+    """A json/jsonb cell: Debezium's document text as it is, any other value as a document whose
+    numbers stay exact (`core.serialize.json_document`)."""
+    if value is None or isinstance(value, JsonText):
+        return value
+    return Jsonb(value, dumps=json_document)
 
 
 class TableRows:
@@ -122,8 +128,8 @@ class TableRows:
 
     def __init__(self, table: TablePlan) -> None:
         self.table = table
-        # json/jsonb values are wrapped; everything else (±infinity included, see pg.types) is
-        # dumped by the session's adapters as it is.
+        # json/jsonb values are wrapped (unless they are a document's text already); everything
+        # else (±infinity included, see pg.types) is dumped by the session's adapters as it is.
         self._json = frozenset(
             c.target
             for c in (*table.columns, *table.delete.set_columns)

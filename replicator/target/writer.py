@@ -4,6 +4,7 @@ Inside the transaction, in this order:
 1. the held events due for a retry join the batch ahead of its own events
    (`target.holds`): every held event of a key the batch touches, the ones
    waiting for a table the batch writes, and a bounded number of old ones;
+   then the values of lookup rules are read from the target (`target.lookups`);
 2. the stored versions of every key are locked (`target.versions`);
 3. per table (upserts parents first, deletes children first), the intents
    are resolved against those versions (`core.resolve`) and written set-based
@@ -50,6 +51,7 @@ from replicator.pg.errors import is_transient, sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
 from replicator.target.holds import HeldRow, HoldStore
+from replicator.target.lookups import LookupResolver
 from replicator.target.rows import Outcome, Refused, TableRows
 from replicator.target.versions import VersionTable
 
@@ -165,6 +167,7 @@ class BatchWriter:
         self._conn: psycopg.Connection[Any] | None = None
         self._last_retry = 0.0
         self._versions = VersionTable(target.versions)
+        self._lookups = LookupResolver(self.plan)
         self._holds = HoldStore(target.holds, group_id)
         self._tables = {t.target: t for t in self.plan.tables}
         self._rows = {t.target: TableRows(t) for t in self.plan.tables}
@@ -181,6 +184,7 @@ class BatchWriter:
         try:
             self.target.prepare_session(conn)
             self._versions.prepare_session(conn)
+            self._lookups.prepare_session(conn)
         except psycopg.Error as exc:
             conn.close()
             raise self._classify(exc) from exc
@@ -252,6 +256,7 @@ class BatchWriter:
         held = self._due(conn, batch)
         by_ref = {h.record.ref: h for h in held}
         merged = self._with_held(batch, held, result)
+        result.errors.extend(self._lookups.resolve(conn, merged))
         self.target.before_writes(conn, merged)
         sequential = self._sequential_keys(merged, by_ref)
         stored, claimed, placeholders = self._lock(conn, merged, sequential)

@@ -52,6 +52,9 @@ _ALIASES: dict[str, str] = {
     "time with time zone": "time with time zone",
     "time": "time without time zone",
     "time without time zone": "time without time zone",
+    "varbit": "bit varying",
+    "bit varying": "bit varying",
+    "bit": "bit",
 }
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
@@ -70,7 +73,8 @@ _TYPE_RE = re.compile(
 @dataclass(frozen=True, slots=True)
 class PgType:
     """A parsed column type. `name` is canonical (see `_ALIASES`); `length` is
-    the character limit of varchar/char, `precision`/`scale` of numeric."""
+    the character limit of varchar/char and the bit count of bit/bit varying,
+    `precision`/`scale` of numeric."""
 
     name: str
     length: int | None = None
@@ -97,6 +101,11 @@ class PgType:
                 raise ValueError(f"type {text!r}: {name} takes one length")
             length = a if a is not None else (1 if name == "char" else None)
             return cls(name, length=length, is_array=is_array)
+        if name in ("bit", "bit varying"):
+            if b is not None:
+                raise ValueError(f"type {text!r}: {name} takes one length")
+            length = a if a is not None else (1 if name == "bit" else None)
+            return cls(name, length=length, is_array=is_array)
         if name == "numeric":
             if a is None and b is not None:
                 raise ValueError(f"type {text!r}: scale without precision")
@@ -121,7 +130,7 @@ class PgType:
         return PgType(self.name, self.length, self.precision, self.scale, False, self.is_enum)
 
     def __str__(self) -> str:
-        if self.name in ("varchar", "char") and self.length is not None:
+        if self.name in ("varchar", "char", "bit", "bit varying") and self.length is not None:
             base = f"{self.name}({self.length})"
         elif self.name == "numeric" and self.precision is not None:
             base = f"numeric({self.precision},{self.scale})"

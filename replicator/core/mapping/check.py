@@ -39,6 +39,7 @@ from replicator.core.mapping.spec import (
     Trim,
     UnmappedDefault,
 )
+from replicator.core.mapping.transforms import PARSED_TYPES
 
 _INT_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
 _FAMILY = {
@@ -151,10 +152,10 @@ def _check_table(
     # columns
     for name, crule in rules.items():
         where = ("columns", name) if name in rule.columns else ("key", name)
-        _check_column(add, where, rule.column_rule_id(name), name, crule, src, tgt)
+        _check_column(add, where, rule.column_rule_id(name), name, crule, src, tgt, tgt_cat)
     for name, crule in rule.delete.set.items():
         rid = f"{rule.id}.delete.{name}"
-        _check_column(add, ("delete", "set", name), rid, name, crule, src, tgt)
+        _check_column(add, ("delete", "set", name), rid, name, crule, src, tgt, tgt_cat)
         if name not in rules:
             add(
                 ("delete", "set", name),
@@ -232,7 +233,14 @@ def _check_table(
 
 
 def _check_column(
-    add: Any, where: tuple[Any, ...], rule_id: str, name: str, rule: ColumnRule, src: Table, tgt: Table
+    add: Any,
+    where: tuple[Any, ...],
+    rule_id: str,
+    name: str,
+    rule: ColumnRule,
+    src: Table,
+    tgt: Table,
+    tgt_cat: Catalog,
 ) -> None:
     target = tgt.column(name)
     if target is None:
@@ -253,15 +261,17 @@ def _check_column(
         )
     if missing:
         return
-    produced = _produced(rule, src)
+    produced = _produced(rule, src, tgt_cat)
     verdict = _compat(produced, target)
+    if verdict == "unknown" and _json_into_text(rule, target.type):
+        verdict = "ok"  # json_path values are written as ->> gives them (`targets.json_as_text`)
     casted = rule.cast is not None
     if verdict == "incompatible" and not (casted and _cast_converts(produced, target.type)):
         add(
             where,
             rule_id,
             f"{_show(produced)} does not convert to {target.type}",
-            "add a transform or value_map producing the target type" + ("" if casted else ", or a cast"),
+            _conversion_fix(produced, target.type, casted),
         )
     elif verdict == "narrowing" and not casted:
         add(
@@ -332,8 +342,14 @@ def _union(types: list[PgType | None]) -> PgType | None:
     return None
 
 
-def _produced(rule: ColumnRule, src: Table) -> Produced:
+def _produced(rule: ColumnRule, src: Table, tgt_cat: Catalog) -> Produced:
     labels: tuple[str, ...] = ()
+    if rule.lookup is not None:
+        table = tgt_cat.table(rule.lookup.table)
+        took = table.column(rule.lookup.take) if table is not None else None
+        return Produced(took.type if took is not None else None)  # a missing table: compile says so
+    if rule.json_object is not None:
+        return Produced(PgType("jsonb"))
     if rule.from_ is not None:
         col: Column | None = src.column(rule.from_)
         t: PgType | None = col.type if col else None
@@ -360,7 +376,7 @@ def _produced(rule: ColumnRule, src: Table) -> Produced:
         elif isinstance(tr, JsonPath):
             t, labels = None, ()
         elif isinstance(tr, Timezone):
-            naive = tr.timezone.naive
+            naive = tr.timezone.to is not None and tr.timezone.naive
             t = PgType("timestamp without time zone" if naive else "timestamp with time zone")
         elif isinstance(tr, DecimalT):
             t = PgType("numeric", precision=None, scale=tr.decimal.scale)
@@ -428,9 +444,57 @@ def _numeric_compat(s: PgType, t: PgType) -> str:
 
 
 def _cast_converts(p: Produced, target: PgType) -> bool:
-    """A cast also parses text into integer/numeric targets."""
+    """A cast also parses text into the types it names (`transforms.CASTABLE`)."""
     return (
         p.type is not None
+        and not p.type.is_array
+        and not target.is_array
         and _FAMILY.get(p.type.name) == "text"
-        and _FAMILY.get(target.name) in ("int", "numeric")
+        and (_FAMILY.get(target.name) in ("int", "numeric") or target.name in PARSED_TYPES)
+    )
+
+
+def _json_into_text(rule: ColumnRule, target: PgType) -> bool:
+    """A json_path rule (last typing step) into an unbounded text column: always fits."""
+    typing = [t for t in rule.transforms if not isinstance(t, Trim | Nfc | Case)]
+    return (
+        bool(typing)
+        and isinstance(typing[-1], JsonPath)
+        and rule.value_map is None
+        and not target.is_array
+        and target.name in ("text", "citext", "varchar")
+        and target.length is None
+    )
+
+
+_NAIVE, _AWARE = "timestamp without time zone", "timestamp with time zone"
+
+
+def _conversion_fix(p: Produced, target: PgType, casted: bool) -> str:
+    """The fix for a value that does not convert: only ever a rule the spec has."""
+    s = p.type
+    if s is not None and not s.is_array and not target.is_array:
+        if s.name == _NAIVE and target.name == _AWARE:
+            return (
+                "read the wall clock in its zone: transforms: [{timezone: {assume: UTC}}] "
+                "(or the zone it was written in, e.g. Europe/Paris, with nonexistent/ambiguous)"
+            )
+        if s.name == _AWARE and target.name == _NAIVE:
+            return "take the wall clock of a zone: transforms: [{timezone: {to: UTC, naive: true}}]"
+        if _FAMILY.get(s.name) == "text" and (
+            _FAMILY.get(target.name) in ("int", "numeric") or target.name in PARSED_TYPES
+        ):
+            return "declare cast: {on_invalid: reject} (or null), which parses the text"
+        if s.name == "date" and target.name in (_NAIVE, _AWARE):
+            midnight = "T00:00:00" + ("+00:00" if target.name == _AWARE else "")
+            return (
+                f"build the text and parse it: concat: [{{column: <date column>}}, '{midnight}'] "
+                "with cast: {on_invalid: reject}"
+            )
+        if _FAMILY.get(target.name) == "json":
+            return "build the document with json_object: {key: {column: <source column>}}"
+    if _FAMILY.get(target.name) == "text" and target.name != "enum":
+        return "render it as text: concat: [{column: <source column>}]"
+    return "add a value_map producing the target type" + (
+        "" if casted else f", or map a column of type {target}"
     )

@@ -5,11 +5,14 @@ Invariants:
 - Every target table and column a rule names exists in the target catalog,
   else SpecError (all problems at once, each with file:line and rule id).
 - A column function runs its steps in this fixed order: value source (from /
-  const / concat / split / source_ts) -> transforms (in order) -> value_map
-  -> default (when the value is null) -> cast. If any source column it reads
-  is UNAVAILABLE it returns UNAVAILABLE before running any step.
+  const / concat / split / json_object / lookup / source_ts) -> transforms (in
+  order) -> value_map -> default (when the value is null) -> cast -> the
+  target type's adapter (`targets`). If any source column it reads is
+  UNAVAILABLE it returns UNAVAILABLE before running any step.
 - `concat` yields null when any column part is null; `split` yields null when
-  the index is out of range (so `default` can apply).
+  the index is out of range (so `default` can apply); `json_object` keeps a
+  null column as a JSON null; `lookup` yields null for a null source value and
+  otherwise a `LookupRef` the writer resolves.
 - Plans list columns in target column order; `apply_order` puts FK parents
   before children (ties and cycles broken by table name, deterministically).
 - Topic names follow Debezium: `<prefix>.<schema>.<table>` with characters
@@ -23,6 +26,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from replicator.core.mapping import targets
 from replicator.core.mapping import transforms as tf
 from replicator.core.mapping.catalog import Catalog, PgType, Table
 from replicator.core.mapping.plan import (
@@ -31,6 +35,8 @@ from replicator.core.mapping.plan import (
     ColumnPlan,
     DeletePolicy,
     ForeignKeyPlan,
+    LookupPlan,
+    LookupRef,
     Narrowing,
     Plan,
     RowError,
@@ -56,7 +62,12 @@ from replicator.core.mapping.spec import (
     Trim,
     UnmappedDefault,
 )
-from replicator.core.mapping.statements import TableStatements, stage_name
+from replicator.core.mapping.statements import (
+    LookupStatements,
+    TableStatements,
+    lookup_stage_name,
+    stage_name,
+)
 from replicator.core.model import UNAVAILABLE, Row, TableRef
 
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
@@ -158,6 +169,7 @@ def _compile_table(
             rules[col.name],
             col.name in rule.key,
             problems,
+            catalog,
         )
         if cp is not None:
             columns.append(cp)
@@ -173,6 +185,7 @@ def _compile_table(
                 rule.delete.set[col.name],
                 False,
                 problems,
+                catalog,
             )
             if cp is not None:
                 set_columns.append(cp)
@@ -228,6 +241,10 @@ def build_transform(t: Transform) -> tf.Fn:
         return tf.case(t.case)
     if isinstance(t, Timezone):
         a = t.timezone
+        if a.assume is not None:
+            assert a.ambiguous != "keep"  # the spec refuses keep with assume
+            return tf.timezone_assume(a.assume, nonexistent=a.nonexistent or "reject", ambiguous=a.ambiguous)
+        assert a.to is not None and a.ambiguous in ("reject", "keep")
         return tf.timezone_convert(a.to, naive=a.naive, ambiguous=a.ambiguous)
     if isinstance(t, Hash):
         return tf.sha256()
@@ -267,6 +284,13 @@ def _source_reader(rule: ColumnRule, rule_id: str) -> Callable[[Row], Any]:
             return parts[sp.index] if -len(parts) <= sp.index < len(parts) else None
 
         return split
+    if rule.json_object is not None:
+        members = tuple(rule.json_object.items())
+
+        def json_object(row: Row) -> Any:
+            return {k: read(row, m.column) if isinstance(m, ColumnRef) else m.const for k, m in members}
+
+        return json_object
     if rule.concat is not None:
         parts = tuple(rule.concat)
 
@@ -299,6 +323,16 @@ def _describe_rule(rule: ColumnRule) -> str:
             "concat "
             + " + ".join(p.column if isinstance(p, ColumnRef) else json.dumps(p) for p in rule.concat)
         ]
+    elif rule.json_object is not None:
+        members = ", ".join(
+            f"{json.dumps(k)}: {m.column if isinstance(m, ColumnRef) else 'const ' + repr(m.const)}"
+            for k, m in rule.json_object.items()
+        )
+        parts = [f"json_object {{{members}}}"]
+    elif rule.lookup is not None:
+        lk = rule.lookup
+        pairs = ", ".join(f"{m} = {src}" for m, src in lk.match.items())
+        parts = [f"lookup {lk.take} from {lk.table} where {pairs}, on_missing {lk.on_missing}"]
     else:
         parts = [f"const {rule.const!r}"]
     for t in rule.transforms:
@@ -310,7 +344,12 @@ def _describe_rule(rule: ColumnRule) -> str:
     if rule.has_default:
         parts.append(f"default {rule.default!r}")
     if rule.cast is not None:
-        parts.append(f"cast {rule.cast.type or 'target type'} on_narrowing {rule.cast.on_narrowing}")
+        policies = [
+            f"{k} {v}"
+            for k, v in (("on_narrowing", rule.cast.on_narrowing), ("on_invalid", rule.cast.on_invalid))
+            if v is not None
+        ]
+        parts.append(f"cast {rule.cast.type or 'target type'} " + " ".join(policies))
     return " | ".join(parts)
 
 
@@ -323,7 +362,10 @@ def _column(
     rule: ColumnRule,
     is_key: bool,
     problems: list[Problem],
+    catalog: Catalog | None = None,
 ) -> ColumnPlan | None:
+    if rule.lookup is not None:
+        return _lookup_column(spec, path, rule_id, target, target_type, rule, is_key, problems, catalog)
     try:
         steps = [build_transform(t) for t in rule.transforms]
     except ValueError as exc:
@@ -342,7 +384,7 @@ def _column(
             ctype = PgType.parse(rule.cast.type) if rule.cast.type else target_type
             if str(ctype) != str(target_type):
                 raise ValueError(f"cast type {ctype} differs from the target column type {target_type}")
-            cast_fn = tf.cast(ctype, rule.cast.on_narrowing)
+            cast_fn = tf.cast(ctype, rule.cast.on_narrowing, rule.cast.on_invalid)
         except ValueError as exc:
             problems.append(
                 spec.problem(
@@ -357,7 +399,8 @@ def _column(
     sources = rule.source_columns()
     has_default, default = rule.has_default, rule.default
     pipeline = tuple(steps)
-    if rule.from_ is not None and not pipeline and not has_default and cast_fn is None:
+    adapt = targets.adapter(target_type, json_to_text=any(isinstance(t, JsonPath) for t in rule.transforms))
+    if rule.from_ is not None and not pipeline and not has_default and cast_fn is None and adapt is None:
         copy = _copy_column(rule.from_, rule_id)  # the common rule, on the hot path: one lookup
         return ColumnPlan(
             rule_id=rule_id,
@@ -384,7 +427,9 @@ def _column(
                 v, note = cast_fn(v)
                 if note is not None and notes is not None:
                     notes.append(Narrowing(rule_id, target, note))
-        except tf.TransformError as exc:
+            if adapt is not None and v is not None:
+                v = adapt(v)
+        except (tf.TransformError, targets.AdaptError) as exc:
             raise RowError(rule_id, str(exc)) from None
         return v
 
@@ -398,6 +443,88 @@ def _column(
         evaluate=evaluate,
         truncates=rule.cast is not None and rule.cast.on_narrowing == "truncate",
         describe=_describe_rule(rule),
+    )
+
+
+def _lookup_column(
+    spec: Spec,
+    path: tuple[Any, ...],
+    rule_id: str,
+    target: str,
+    target_type: PgType,
+    rule: ColumnRule,
+    is_key: bool,
+    problems: list[Problem],
+    catalog: Catalog | None,
+) -> ColumnPlan | None:
+    lk = rule.lookup
+    assert lk is not None
+    table = catalog.table(lk.table) if catalog is not None else None
+    if table is None:
+        problems.append(
+            spec.problem(
+                (*path, "lookup", "table"),
+                rule_id,
+                f"lookup table {lk.table} does not exist in the target",
+                "create it (and fill it) before the migration, or correct lookup.table",
+            )
+        )
+        return None
+    unknown = [c for c in (*lk.match, lk.take) if table.column(c) is None]
+    if unknown:
+        problems.append(
+            spec.problem(
+                (*path, "lookup"),
+                rule_id,
+                f"lookup columns {unknown} do not exist in {lk.table}",
+                f"use columns of {lk.table}: {', '.join(table.column_names)}",
+            )
+        )
+        return None
+    if is_key:
+        problems.append(
+            spec.problem(
+                path, rule_id, "a key column cannot come from a lookup", "map the key 1:1 from the source key"
+            )
+        )
+        return None
+    match = tuple(lk.match)
+    plan = LookupPlan(
+        rule_id=rule_id,
+        table=lk.table,
+        match=match,
+        sources=tuple(lk.match[m] for m in match),
+        take=lk.take,
+        on_missing=lk.on_missing,
+        statements=LookupStatements(lk.table, match, lk.take, lookup_stage_name(rule_id)),
+    )
+    sources = rule.source_columns()
+    columns = plan.sources
+
+    def evaluate(row: Row, notes: list[Narrowing] | None) -> Any:
+        values = []
+        for c in columns:
+            try:
+                v = row[c]
+            except KeyError:
+                raise _missing(rule_id, c) from None
+            if v is UNAVAILABLE:
+                return UNAVAILABLE
+            if v is None:
+                return None  # nothing to look up: null, as SQL's join would give
+            values.append(v)
+        return LookupRef(plan, tuple(values))
+
+    return ColumnPlan(
+        rule_id=rule_id,
+        target=target,
+        target_type=str(target_type),
+        sources=sources,
+        fn=_drop_notes(evaluate),
+        is_key=False,
+        evaluate=evaluate,
+        describe=_describe_rule(rule),
+        lookup=plan,
     )
 
 

@@ -11,6 +11,10 @@ Invariants:
   truncate`) is applied AND reported as a `Narrowing` by `map_row_noted`, and
   each truncating rule is listed in `Plan.warnings`.
 - Key columns are never `UNAVAILABLE`; a key that cannot be computed is a RowError.
+- A lookup rule yields a `LookupRef` (which lookup, and the source values to
+  match) instead of a value: the plan only describes the read; the writer
+  resolves every `LookupRef` of a batch against the target, set-based, before
+  any row is written (`target.lookups`). Lookups never feed key columns.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping.statements import TableStatements
+from replicator.core.mapping.statements import LookupStatements, TableStatements
 from replicator.core.model import UNAVAILABLE, Row, TableRef
 
 #: Reserved row key under which `DeletePolicy.values` passes the event's source
@@ -56,6 +60,35 @@ class Narrowing:
 ColumnEval = Callable[[Row, "list[Narrowing] | None"], Any]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class LookupPlan:
+    """One lookup rule: read `take` from `table` where its `match` columns equal the source
+    values; `on_missing` decides a value that has no row (`reject`: an error record naming
+    `rule_id`; `null`)."""
+
+    rule_id: str
+    table: TableRef
+    match: tuple[str, ...]
+    sources: tuple[str, ...]  # the source column for each match column, in the same order
+    take: str
+    on_missing: Literal["reject", "null"]
+    statements: LookupStatements
+
+    def describe(self) -> str:
+        pairs = ", ".join(f"{m} = {s}" for m, s in zip(self.match, self.sources, strict=True))
+        return f"lookup {self.take} from {self.table} where {pairs}, on_missing {self.on_missing}"
+
+
+class LookupRef(NamedTuple):
+    """The value of a lookup column before the writer resolves it: which lookup, which values."""
+
+    lookup: LookupPlan
+    values: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"lookup({self.lookup.table}.{self.lookup.take} for {list(self.values)})"
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnPlan:
     """One target column and the function that computes it from a source row.
@@ -74,6 +107,7 @@ class ColumnPlan:
     evaluate: ColumnEval = field(repr=False)
     truncates: bool = False
     describe: str = ""
+    lookup: LookupPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +153,13 @@ class TablePlan:
     filter_describe: str = ""
     _key_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
     _evaluators: tuple[tuple[str, ColumnEval], ...] = field(init=False, repr=False, compare=False)
+    lookup_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_target = {c.target: c for c in self.columns}
         object.__setattr__(self, "_key_columns", tuple(by_target[k] for k in self.key))
         object.__setattr__(self, "_evaluators", tuple((c.target, c.evaluate) for c in self.columns))
+        object.__setattr__(self, "lookup_columns", tuple(c for c in self.columns if c.lookup is not None))
 
     def accepts(self, row: Row) -> bool:
         """True when the row passes the table filter (raises RowError if the
@@ -201,6 +237,11 @@ class Plan:
     def topics(self) -> tuple[str, ...]:
         return tuple(sorted(self._by_topic))
 
+    @property
+    def lookups(self) -> tuple[LookupPlan, ...]:
+        """Every lookup rule of the plan (the writer prepares a stage for each)."""
+        return tuple(c.lookup for t in self.tables for c in t.lookup_columns if c.lookup is not None)
+
     def tables_for_topic(self, topic: str) -> tuple[TablePlan, ...]:
         return self._by_topic.get(topic, ())
 
@@ -246,7 +287,8 @@ class Plan:
         lines = [f"plan from {self.spec_path}", "apply order: " + ", ".join(str(t) for t in self.apply_order)]
         for t in self.tables:
             lines.append("")
-            lines.append(f"[{t.rule_id}] {t.topic} ({t.source}) -> {t.target}")
+            lines.append(f"[{t.rule_id}] {t.source} -> {t.target}")
+            lines.append(f"  topic: {t.topic}")
             lines.append(
                 "  key: " + ", ".join(f"{k} <- {s}" for k, s in zip(t.key, t.key_sources, strict=True))
             )

@@ -140,9 +140,38 @@ class Case(_Model):
 
 
 class TimezoneArgs(_Model):
-    to: str
+    """`to`: an aware timestamp (timestamptz) converted to zone `to`, with `naive: true` its wall
+    clock there (a timestamp); `ambiguous` is `reject` or `keep` for a wall time that occurs
+    twice. `assume`: a naive timestamp read as wall clock time in zone `assume`, giving an
+    instant (timestamptz); `nonexistent` (a wall time skipped by a DST gap) and `ambiguous` (one
+    that occurs twice) are `reject` (the row becomes an error record), `earlier` or `later`
+    (the earlier or later of the two instants the wall time could mean)."""
+
+    to: str | None = None
+    assume: str | None = None
     naive: bool = False
-    ambiguous: Literal["reject", "keep"] = "reject"
+    ambiguous: Literal["reject", "keep", "earlier", "later"] = "reject"
+    nonexistent: Literal["reject", "earlier", "later"] | None = None
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> TimezoneArgs:
+        if (self.to is None) == (self.assume is None):
+            raise ValueError(
+                "timezone takes exactly one of to (timestamptz -> zone) or assume (timestamp -> timestamptz)"
+            )
+        if self.assume is not None:
+            if self.naive:
+                raise ValueError("timezone.naive goes with to, not assume (assume gives a timestamptz)")
+            if self.ambiguous == "keep":
+                raise ValueError("timezone.assume takes ambiguous: reject, earlier or later")
+        else:
+            if self.nonexistent is not None:
+                raise ValueError(
+                    "timezone.nonexistent goes with assume (only a wall time can fall in a DST gap)"
+                )
+            if self.ambiguous in ("earlier", "later"):
+                raise ValueError("timezone.to takes ambiguous: reject or keep")
+        return self
 
 
 class Timezone(_Model):
@@ -251,20 +280,56 @@ class Split(_Model):
     maxsplit: int | None = Field(None, ge=1)
 
 
+def _null_policy(value: Any) -> Any:
+    return "null" if value is None else value  # `unmapped: null` (YAML null) means "null"
+
+
 class Cast(_Model):
+    """Check and convert the value to the target column's type. `on_narrowing`: a value that
+    does not fit (too long, too many digits, out of range) is rejected, or truncated (strings).
+    `on_invalid`: a value that is not of the type at all (text that does not parse as a date,
+    uuid, boolean, number, ...) is rejected (an error record naming the rule) or becomes null."""
+
     type: str | None = None  # defaults to the target column's type
-    on_narrowing: Literal["reject", "truncate"]
+    on_narrowing: Literal["reject", "truncate"] | None = None
+    on_invalid: Annotated[Literal["reject", "null"] | None, BeforeValidator(_null_policy)] = None
+
+    @model_validator(mode="after")
+    def _a_policy(self) -> Cast:
+        if self.on_narrowing is None and self.on_invalid is None:
+            raise ValueError(
+                "a cast declares on_narrowing (reject | truncate) and/or on_invalid (reject | null)"
+            )
+        return self
+
+
+class ConstRef(_Model):
+    const: Any
+
+
+JsonMember = ColumnRef | ConstRef
+
+
+class Lookup(_Model):
+    """A target value read from a table in the target at apply time: the `take` column of the
+    row of `table` whose `match` columns equal the source columns (`{lookup column: source
+    column}`). A null source column gives null without a lookup; `on_missing` decides a
+    non-null value without a row: `reject` (an error record naming the rule) or `null`."""
+
+    table: TableName
+    match: dict[Ident, Ident] = Field(min_length=1)
+    take: Ident
+    on_missing: Annotated[Literal["reject", "null"], BeforeValidator(_null_policy)]
 
 
 class UnmappedDefault(_Model):
     default: Any
 
 
-def _null_policy(value: Any) -> Any:
-    return "null" if value is None else value  # `unmapped: null` (YAML null) means "null"
-
-
 Unmapped = Literal["reject", "null", "keep"] | UnmappedDefault
+
+
+_SOURCES = ("from_", "const", "concat", "split", "json_object", "lookup", "source_ts")
 
 
 class ColumnRule(_Model):
@@ -275,6 +340,8 @@ class ColumnRule(_Model):
     const: Any = None
     concat: list[str | ColumnRef] | None = Field(None, min_length=1)
     split: Split | None = None
+    json_object: dict[str, JsonMember] | None = Field(None, min_length=1)
+    lookup: Lookup | None = None
     source_ts: Literal[True] | None = None  # only in delete.set
     transforms: list[Transform] = []
     value_map: dict[Any, Any] | None = None
@@ -284,14 +351,22 @@ class ColumnRule(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> ColumnRule:
-        given = [k for k in ("from_", "const", "concat", "split", "source_ts") if k in self.model_fields_set]
+        given = [k for k in _SOURCES if k in self.model_fields_set]
         if len(given) != 1:
             names = [g.rstrip("_") for g in given]
             raise ValueError(
-                f"a column needs exactly one value source (from, const, concat, split), got {names or 'none'}"
+                "a column needs exactly one value source (from, const, concat, split, json_object, "
+                f"lookup), got {names or 'none'}"
             )
         if (self.value_map is None) != (self.unmapped is None):
             raise ValueError("value_map and unmapped go together: declare both")
+        if self.lookup is not None and (
+            self.transforms or self.value_map is not None or self.cast is not None or self.has_default
+        ):
+            raise ValueError(
+                "a lookup takes no transforms, value_map, default or cast (its value is read from "
+                "the target at apply time)"
+            )
         return self
 
     @property
@@ -314,6 +389,12 @@ class ColumnRule(_Model):
                 if isinstance(part, ColumnRef) and part.column not in out:
                     out.append(part.column)
             return tuple(out)
+        if self.json_object is not None:
+            return tuple(
+                dict.fromkeys(m.column for m in self.json_object.values() if isinstance(m, ColumnRef))
+            )
+        if self.lookup is not None:
+            return tuple(dict.fromkeys(self.lookup.match.values()))
         return ()
 
 
@@ -743,12 +824,12 @@ def semantic_problems(spec: Spec) -> list[Problem]:
                         f"write {target_key}: {{from: {source_key}}} or drop it (the key implies it)",
                     )
                 )
-            elif key_rule.value_map is not None or key_rule.has_default:
+            elif key_rule.value_map is not None or key_rule.has_default or key_rule.lookup is not None:
                 problems.append(
                     spec.problem(
                         path,
                         t.key_rule_id,
-                        f"key column {target_key!r} must not use value_map or default",
+                        f"key column {target_key!r} must not use value_map, default or lookup",
                         "map the key 1:1 (a cast is fine)",
                     )
                 )

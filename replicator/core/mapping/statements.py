@@ -213,3 +213,58 @@ class TableStatements:
             )
 
         return self._memo("select", cols, build, need_key=False)
+
+
+def lookup_stage_name(rule_id: str) -> str:
+    """Safe, unique, short stage table name for a lookup rule id."""
+    return "lookup_" + hashlib.sha256(rule_id.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupStatements:
+    """SQL of one lookup rule: a per-session stage shaped like the lookup table's match columns
+    (so COPY parses the values as those types) plus a row number, and the join that reads the
+    `take` value (as text, written back as text) and the number of rows each staged match finds."""
+
+    table: TableRef
+    match: tuple[str, ...]
+    take: str
+    stage: str
+
+    @property
+    def create_stage(self) -> sql.Composed:
+        return sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {}, NULL::int AS {}"
+            " FROM {} WITH NO DATA"
+        ).format(
+            sql.Identifier(self.stage),
+            _ids(self.match),
+            sql.Identifier(ROW_NUMBER),
+            sql.Identifier(self.table.schema, self.table.name),
+        )
+
+    @property
+    def clear_stage(self) -> sql.Composed:
+        return sql.SQL("DELETE FROM {}").format(sql.Identifier(self.stage))
+
+    @property
+    def copy_stage(self) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(self.stage), _ids((*self.match, ROW_NUMBER))
+        )
+
+    @property
+    def select(self) -> sql.Composed:
+        """Per staged row number: the `take` value as text (the smallest, when several rows
+        match) and how many rows matched."""
+        joined = sql.SQL(" AND ").join(sql.SQL("l.{0} = s.{0}").format(sql.Identifier(m)) for m in self.match)
+        return sql.SQL(
+            "SELECT s.{0}, min(l.{1}::text), count(l.*) FROM {2} AS s LEFT JOIN {3} AS l ON {4}"
+            " GROUP BY s.{0}"
+        ).format(
+            sql.Identifier(ROW_NUMBER),
+            sql.Identifier(self.take),
+            sql.Identifier(self.stage),
+            sql.Identifier(self.table.schema, self.table.name),
+            joined,
+        )

@@ -12,10 +12,14 @@ Invariants:
   carrying the column rule id.
 - Arithmetic is exact `Decimal` under a private context; a result that loses
   non-zero digits when quantized is rejected unless a rounding mode is given.
-- ±infinity datetimes are represented by `datetime.max` / `datetime.min`
-  (with or without tzinfo) and pass the timezone transform unchanged.
-- A cast only checks and narrows to the declared target type; truncation
-  (strings only, and only when declared) is returned as a report, never silent.
+- ±infinity datetimes (`values.Infinity`, or `datetime.max` / `datetime.min`
+  with or without tzinfo) pass the timezone transforms unchanged.
+- A wall time that a DST change skips or repeats is never resolved silently:
+  `timezone_assume` rejects it unless the rule declares `earlier` or `later`.
+- A cast checks and narrows to the declared target type, and parses text into
+  the types it names (`CASTABLE`); a value that does not parse is rejected or
+  nulled as the rule declares (`on_invalid`); truncation (strings only, and
+  only when declared) is returned as a report, never silent.
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ import hashlib
 import json
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping.catalog import INTEGER_RANGES, PgType
-from replicator.core.values import Infinity
+from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity
 
 Fn = Callable[[Any], Any]
 CastFn = Callable[[Any], tuple[Any, str | None]]
@@ -140,10 +145,7 @@ def timezone_convert(to: str, *, naive: bool, ambiguous: Literal["reject", "keep
     one wall time. That is a narrowing and is rejected unless
     `ambiguous: keep`. Naive input is rejected (its zone is unknown).
     """
-    try:
-        zone = UTC if to.upper() == "UTC" else ZoneInfo(to)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {to!r}") from exc
+    zone = _zone(to)
 
     def fn(v: Any) -> Any:
         if v is None or isinstance(v, Infinity):
@@ -157,8 +159,8 @@ def timezone_convert(to: str, *, naive: bool, ambiguous: Literal["reject", "keep
             return v.replace(tzinfo=None) if naive else v
         if v.tzinfo is None or v.utcoffset() is None:
             raise TransformError(
-                f"timezone needs an aware timestamp, got naive {v.isoformat()}; "
-                "fix: convert only timestamptz source columns"
+                f"timezone.to needs an aware timestamp, got naive {v.isoformat()}; "
+                "fix: read a naive timestamp with {timezone: {assume: <its zone>}}"
             )
         try:
             out = v.astimezone(zone)
@@ -178,6 +180,67 @@ def timezone_convert(to: str, *, naive: bool, ambiguous: Literal["reject", "keep
                     "or declare timezone.ambiguous: keep"
                 )
         return wall.replace(fold=0)
+
+    return fn
+
+
+def _zone(name: str) -> Any:
+    try:
+        return UTC if name.upper() == "UTC" else ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def timezone_assume(
+    zone_name: str,
+    *,
+    nonexistent: Literal["reject", "earlier", "later"],
+    ambiguous: Literal["reject", "earlier", "later"],
+) -> Fn:
+    """Read a naive timestamp as wall clock time in `zone_name`; return the instant (aware, UTC).
+
+    A wall time has two candidate instants when a DST change skips it (a gap: 02:30 on a
+    spring-forward night) or repeats it (an overlap: 02:30 on a fall-back night). `earlier` and
+    `later` pick the earlier or later instant; `reject` makes the row an error record.
+    """
+    zone = _zone(zone_name)
+
+    def fn(v: Any) -> Any:
+        if v is None or isinstance(v, Infinity):
+            return v
+        if not isinstance(v, datetime):
+            raise TransformError(
+                f"timezone.assume needs a timestamp, got {_kind(v)} {v!r}; fix: apply it to a "
+                "timestamp (without time zone) column"
+            )
+        if v.tzinfo is not None:
+            raise TransformError(
+                f"timezone.assume needs a naive timestamp, got {v.isoformat()} with an offset; "
+                "fix: convert timestamptz values with {timezone: {to: <zone>}}"
+            )
+        if _is_infinity(v):
+            return v.replace(tzinfo=UTC)
+        if zone is UTC:
+            return v.replace(tzinfo=UTC)
+        first, second = v.replace(tzinfo=zone, fold=0), v.replace(tzinfo=zone, fold=1)
+        try:
+            a, b = first.astimezone(UTC), second.astimezone(UTC)
+        except OverflowError as exc:
+            raise TransformError(
+                f"timestamp {v.isoformat()} in {zone_name} is out of range; fix: clean the source value"
+            ) from exc
+        if a == b:
+            return a
+        gap = a.astimezone(zone).replace(tzinfo=None) != v
+        policy = nonexistent if gap else ambiguous
+        if policy == "reject":
+            what = "does not exist (skipped by a DST change)" if gap else "occurs twice (DST overlap)"
+            key = "nonexistent" if gap else "ambiguous"
+            raise TransformError(
+                f"wall time {v.isoformat()} {what} in {zone_name}; fix: declare "
+                f"timezone.{key}: earlier or later, or clean the source value"
+            )
+        return min(a, b) if policy == "earlier" else max(a, b)
 
     return fn
 
@@ -215,7 +278,7 @@ def json_path(path: str) -> Fn:
         cur = v
         if isinstance(cur, str):
             try:
-                cur = json.loads(cur)
+                cur = json.loads(cur, parse_float=Decimal)
             except json.JSONDecodeError as exc:
                 raise TransformError(
                     f"json_path {path}: value is not valid JSON ({exc.msg}); "
@@ -349,26 +412,67 @@ def value_map(
 
 # --- casts -------------------------------------------------------------------
 
-CASTABLE = ("text", "varchar", "char", "numeric", "smallint", "integer", "bigint")
+STRING_TYPES = ("text", "varchar", "char")
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+PARSED_TYPES = (
+    "date",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "uuid",
+    "boolean",
+)
+CASTABLE = (*STRING_TYPES, "numeric", *INTEGER_TYPES, *PARSED_TYPES)
+NARROWING_TYPES = ("varchar", "char", "numeric", *INTEGER_TYPES)
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_BOOLEAN_WORDS = {
+    **dict.fromkeys(("t", "true", "y", "yes", "on", "1"), True),
+    **dict.fromkeys(("f", "false", "n", "no", "off", "0"), False),
+}
+_INFINITY_WORDS = {"infinity": POS_INFINITY, "+infinity": POS_INFINITY, "-infinity": NEG_INFINITY}
 
 
-def cast(typ: PgType, on_narrowing: Literal["reject", "truncate"]) -> CastFn:
+class _Invalid(TransformError):
+    """The value is not of the cast's type at all (as opposed to not fitting it)."""
+
+
+def cast(
+    typ: PgType,
+    on_narrowing: Literal["reject", "truncate"] | None,
+    on_invalid: Literal["reject", "null"] | None = None,
+) -> CastFn:
     """Check (and convert) a value to fit `typ`; return (value, truncation report).
 
     Strings: length in characters (code points), as PostgreSQL counts them.
     Numbers: numeric(p,s) precision/scale and integer ranges; integral Decimals
-    become int for integer types. Numeric narrowing can only be rejected.
+    become int for integer types; numeric narrowing can only be rejected.
+    Text is parsed into numbers, dates, timestamps, uuids and booleans; a value
+    that does not parse is an error naming the fix, or null with `on_invalid: null`.
     """
     if typ.is_array or typ.name not in CASTABLE:
         raise ValueError(f"cast supports {', '.join(CASTABLE)}; not {typ}")
     if typ.name not in ("varchar", "char") and on_narrowing == "truncate":
         raise ValueError(f"on_narrowing: truncate applies to strings only, not {typ}")
-    if typ.name in ("text", "varchar", "char"):
-        return _string_cast(typ, on_narrowing)
-    if typ.name == "numeric":
-        return _numeric_cast(typ)
-    return _integer_cast(typ)
+    narrows = typ.name in NARROWING_TYPES and not (typ.name == "numeric" and typ.precision is None)
+    if narrows and on_narrowing is None:
+        raise ValueError(f"a cast to {typ} declares on_narrowing: reject (or truncate for strings)")
+    if typ.name in STRING_TYPES:
+        inner = _string_cast(typ, on_narrowing or "reject")
+    elif typ.name == "numeric":
+        inner = _numeric_cast(typ)
+    elif typ.name in INTEGER_TYPES:
+        inner = _integer_cast(typ)
+    else:
+        inner = _parse_cast(typ)
+    if on_invalid != "null":
+        return inner
+
+    def lenient(v: Any) -> tuple[Any, str | None]:
+        try:
+            return inner(v)
+        except _Invalid:
+            return None, None
+
+    return lenient
 
 
 def _string_cast(typ: PgType, on_narrowing: str) -> CastFn:
@@ -378,7 +482,7 @@ def _string_cast(typ: PgType, on_narrowing: str) -> CastFn:
         if v is None:
             return None, None
         if isinstance(v, bool) or not isinstance(v, str | int | Decimal):
-            raise TransformError(f"cannot cast {_kind(v)} {v!r} to {typ}; fix: map a text or numeric value")
+            raise _Invalid(f"cannot cast {_kind(v)} {v!r} to {typ}; fix: map a text or numeric value")
         s = v if isinstance(v, str) else str(v)
         if limit is None or len(s) <= limit:
             return s, None
@@ -386,7 +490,7 @@ def _string_cast(typ: PgType, on_narrowing: str) -> CastFn:
             return s[:limit], f"truncated {len(s)} to {limit} characters for {typ}"
         raise TransformError(
             f"{len(s)} characters do not fit {typ}; fix: widen the target column or "
-            "declare cast.on_narrowing: truncate"
+            "declare cast: {on_narrowing: truncate}"
         )
 
     return fn
@@ -453,22 +557,101 @@ def _integer_cast(typ: PgType) -> CastFn:
 
 def _parse_number(v: Any, typ: PgType) -> Decimal:
     if isinstance(v, bool):
-        raise TransformError(f"cannot cast boolean {v} to {typ}; fix: use a value_map")
+        raise _Invalid(f"cannot cast boolean {v} to {typ}; fix: use a value_map")
     if isinstance(v, int | Decimal):
         return Decimal(v)
     if isinstance(v, str):
         text = v.strip()
         if typ.name != "numeric" and not _INT_TEXT.fullmatch(text):
-            raise TransformError(f"text {v!r} is not an integer for {typ}; fix: clean the source")
+            raise _Invalid(
+                f"text {v!r} is not an integer for {typ}; fix: clean the source value or declare "
+                "cast: {on_invalid: null}"
+            )
         try:
             return Decimal(text)
         except decimal.InvalidOperation as exc:
-            raise TransformError(
-                f"text {v!r} is not a number for {typ}; fix: clean the source value"
+            raise _Invalid(
+                f"text {v!r} is not a number for {typ}; fix: clean the source value or declare "
+                "cast: {on_invalid: null}"
             ) from exc
-    raise TransformError(
-        f"cannot cast {_kind(v)} {v!r} to {typ}; fix: map an exact number (floats are inexact)"
+    raise _Invalid(f"cannot cast {_kind(v)} {v!r} to {typ}; fix: map an exact number (floats are inexact)")
+
+
+def _invalid(v: Any, typ: PgType, expected: str) -> _Invalid:
+    return _Invalid(
+        f"{_kind(v)} {v!r} is not {expected} for {typ}; fix: clean the source value or declare "
+        "cast: {on_invalid: null}"
     )
+
+
+def _parse_cast(typ: PgType) -> CastFn:
+    """Text (and the value's own type) into date, timestamp, timestamptz, uuid or boolean."""
+    name = typ.name
+
+    def parse(v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if name in ("date", "timestamp without time zone", "timestamp with time zone"):
+                inf = _INFINITY_WORDS.get(text.lower())
+                if inf is not None:
+                    return inf
+            try:
+                if name == "date":
+                    return date.fromisoformat(text)
+                if name == "uuid":
+                    return str(uuid.UUID(text))
+                if name == "boolean":
+                    return _BOOLEAN_WORDS[text.lower()]
+                moment = datetime.fromisoformat(text)
+            except (ValueError, KeyError):
+                raise _invalid(v, typ, _EXPECTED[name]) from None
+            aware = moment.tzinfo is not None and moment.utcoffset() is not None
+            if name == "timestamp with time zone" and not aware:
+                raise _Invalid(
+                    f"text {v!r} has no UTC offset, so it is not a timestamptz; fix: cast to "
+                    "timestamp and read it with {timezone: {assume: <its zone>}}, or declare "
+                    "cast: {on_invalid: null}"
+                )
+            if name == "timestamp without time zone" and aware:
+                raise _Invalid(
+                    f"text {v!r} has a UTC offset, so it is not a naive timestamp; fix: cast to "
+                    "timestamptz, or convert it with {timezone: {to: <zone>, naive: true}}"
+                )
+            return moment
+        if name == "boolean" and isinstance(v, int) and not isinstance(v, bool) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, Infinity) and name != "uuid" and name != "boolean":
+            return v
+        if _fits(v, name):
+            return v
+        raise _invalid(v, typ, _EXPECTED[name])
+
+    def fn(v: Any) -> tuple[Any, str | None]:
+        return (None, None) if v is None else (parse(v), None)
+
+    return fn
+
+
+_EXPECTED = {
+    "date": "an ISO date (YYYY-MM-DD)",
+    "timestamp without time zone": "an ISO timestamp",
+    "timestamp with time zone": "an ISO timestamp with a UTC offset",
+    "uuid": "a uuid",
+    "boolean": "a boolean (true/false, t/f, yes/no, on/off, 1/0)",
+}
+
+
+def _fits(v: Any, name: str) -> bool:
+    if name == "boolean":
+        return isinstance(v, bool)
+    if name == "uuid":
+        return isinstance(v, uuid.UUID)
+    if name == "date":
+        return isinstance(v, date) and not isinstance(v, datetime)
+    if isinstance(v, datetime):
+        aware = v.tzinfo is not None and v.utcoffset() is not None
+        return aware == (name == "timestamp with time zone")
+    return False
 
 
 # --- value sources -----------------------------------------------------------
@@ -480,6 +663,8 @@ def render_part(v: Any) -> str:
         return v
     if isinstance(v, int | Decimal) and not isinstance(v, bool):
         return str(v)
-    if isinstance(v, date | datetime | timedelta):
-        return v.isoformat() if not isinstance(v, timedelta) else str(v)
+    if isinstance(v, date | datetime | time):
+        return v.isoformat()
+    if isinstance(v, timedelta):
+        return str(v)
     raise TransformError(f"concat cannot render {_kind(v)} {v!r}; fix: concat text or numbers")
