@@ -101,8 +101,11 @@ def cmd_mapping_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---------------------------------------------------------------- run
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.init import init_target
+    from replicator.run.init import init_target, print_grants
 
+    if args.print_grants:
+        print(print_grants(settings, args.shadow_role, args.connector_role, args.publication), end="")
+        return 0
     print(init_target(settings, args.shadow_role))
     return 0
 
@@ -173,14 +176,15 @@ def _or_dash(value: object) -> str:
 
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.assembly import spec_topics
+    from replicator.run.assembly import capture, spec_topics
     from replicator.run.drain import drain
 
+    source = capture(settings, args.connector, args.signal_table)
     done = drain(
         settings,
         spec_topics(settings),
-        args.connector or settings.connector,
-        args.signal_table or settings.signal_table,
+        source.need_connector("drain"),
+        str(source.need_signal_table("drain")),
         args.timeout,
     )
     text = f"drained: fence LSN {done.fence_lsn} applied in {done.seconds:.1f}s"
@@ -302,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create the control schema in the target")
     init.add_argument("--shadow-role", help="grant this role what shadow mode needs (read data, own diffs)")
+    init.add_argument(
+        "--print-grants",
+        action="store_true",
+        help="print, without connecting, the SQL that sets up the source and target for the spec:"
+        " signal table, publication, the connector's, replicator's and shadow role's grants",
+    )
+    init.add_argument(
+        "--connector-role", default="debezium", help="the connector's database.user (--print-grants)"
+    )
+    init.add_argument(
+        "--publication", help="the connector's publication.name (--print-grants; default cdc_<topic_prefix>)"
+    )
     init.set_defaults(handler=cmd_init)
 
     run = sub.add_parser("run", help="the replicator daemon: apply changes into the target")
@@ -346,11 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     drain_p = sub.add_parser("drain", help="wait until the target reflects everything the source committed")
-    drain_p.add_argument("--connector", help="the Debezium connector's name (default: REPLICATOR_CONNECTOR)")
+    drain_p.add_argument(
+        "--connector",
+        help="the Debezium connector's name"
+        " (default: REPLICATOR_CONNECTOR, then the spec's capture.connector)",
+    )
     drain_p.add_argument(
         "--signal-table",
         help="Debezium's signal table (schema.table) in the source, captured by the connector"
-        " (default: REPLICATOR_SIGNAL_TABLE)",
+        " (default: REPLICATOR_SIGNAL_TABLE, then the spec's capture.signal_table)",
     )
     drain_p.add_argument("--timeout", type=float, default=300.0)
     drain_p.add_argument("--json", action="store_true")

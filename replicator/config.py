@@ -157,8 +157,10 @@ class Settings(BaseSettings):
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
-    connector: str = "demo-postgres"  # the Debezium connector feeding the mapped topics
-    signal_table: str = "shop.debezium_signal"  # its signal table in the source (schema.table)
+    # the Debezium connector feeding the mapped topics, and its signal table in the source
+    # (schema.table); when unset, the spec's `capture:` block (see `run.assembly.capture`)
+    connector: str | None = None
+    signal_table: str | None = None
     registry_url: str | None = None
     value_format: Literal["json", "avro"] = "json"
     mapping: Path = Path("mappings/demo.yaml")

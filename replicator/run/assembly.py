@@ -6,6 +6,7 @@ source and target catalogs (errors only; warnings are logged).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -15,6 +16,7 @@ from replicator.connect.registry import RegistryClient
 from replicator.core.decode import AvroDecoder, JsonDecoder
 from replicator.core.errors import Fatal, one_line
 from replicator.core.mapping import Catalog, Plan, Problem, Spec, check, compile_spec, load_spec, topic_for
+from replicator.core.model import TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.pg.session import connect
 
@@ -67,6 +69,45 @@ def decoder(settings: Settings) -> JsonDecoder | AvroDecoder:
             raise Fatal("value_format=avro needs REPLICATOR_REGISTRY_URL")
         return AvroDecoder(RegistryClient(settings.registry_url).schema, unavailable_placeholder=placeholder)
     return JsonDecoder(unavailable_placeholder=placeholder)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSource:
+    """The connector and signal table of the configured migration (None: not configured)."""
+
+    connector: str | None
+    signal_table: TableRef | None
+
+    def need_connector(self, command: str) -> str:
+        if self.connector is None:
+            raise Fatal(
+                f"{command} needs the Debezium connector's name; fix: set REPLICATOR_CONNECTOR, pass "
+                "--connector, or add `capture: {connector: <name>}` to the mapping spec"
+            )
+        return self.connector
+
+    def need_signal_table(self, command: str) -> TableRef:
+        if self.signal_table is None:
+            raise Fatal(
+                f"{command} needs the connector's signal table; fix: set REPLICATOR_SIGNAL_TABLE, "
+                "pass --signal-table, or add `capture: {signal_table: <schema.table>}` to the mapping "
+                "spec (`replicator init --print-grants` prints the SQL that creates it)"
+            )
+        return self.signal_table
+
+
+def capture(
+    settings: Settings, connector: str | None = None, signal_table: str | None = None
+) -> CaptureSource:
+    """Flags, then settings (`REPLICATOR_CONNECTOR`, `REPLICATOR_SIGNAL_TABLE`), then the spec's
+    `capture:` block; no demo defaults."""
+    spec = load_spec(settings.mapping)
+    table = signal_table or settings.signal_table
+    try:
+        ref = TableRef.parse(table) if table else spec.capture.signal_table
+    except ValueError as exc:
+        raise Fatal(f"signal table {table!r}: {exc}; fix: name it as schema.table") from exc
+    return CaptureSource(connector or settings.connector or spec.capture.connector, ref)
 
 
 def spec_topics(settings: Settings) -> list[str]:

@@ -24,7 +24,7 @@ from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
-from replicator.run.assembly import checked_plan, decoder
+from replicator.run.assembly import capture, checked_plan, decoder
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
 from replicator.runlog import RunLog, new_run_id
@@ -67,13 +67,14 @@ def remap(
 def capture_marks(settings: Settings, plan: Plan, log: RunLog) -> CaptureMarks:
     """Marks from the configured connector's committed offset and the mapped topics' end offsets."""
     client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
+    source = capture(settings)
 
     def end_offsets() -> dict[Partition, int]:
         with Metadata(settings.kafka) as metadata:
             return metadata.end_offsets(plan.topics)
 
     return CaptureMarks(
-        lambda: client.committed_lsn(settings.connector),
+        lambda: client.committed_lsn(source.need_connector("holding rows for a lagging table")),
         end_offsets,
         settings.hold.mark_interval_s,
         lambda kind, **fields: log.event(kind, **fields),

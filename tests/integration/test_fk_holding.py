@@ -30,14 +30,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import load_connector
 from replicator.core.mapping import compile_spec, load_spec
 from replicator.pg.catalog import read_catalog
-from replicator.run.drain import drain
 from replicator.run.verify import verify
-from tests.integration.pipeline import drop_slot, end_offsets, stored_offsets, wait_until
+from tests.integration.pipeline import drop_slot, end_offsets, run_cli, stored_offsets, wait_until
 from tests.integration.stack import Stack, one_row
 
 CONNECTOR_FILE = Path(__file__).parent / "connectors-fk" / "fk-postgres.json"
@@ -267,9 +265,10 @@ def test_children_ahead_of_their_parents_are_held_not_lost(
         assert target_count(stack, w, "SELECT count(*) FROM replicator.error_record") == 0
 
         release.touch()  # the parent topic flows now
-        settings = load_settings(None)
-        settings.target.dbname = w.dbname
-        drain(settings, [w.parent_topic, w.child_topic], w.connector, w.signal, 180, group=group)
+        # `replicator drain` with no flags: connector and signal table from the settings (this
+        # world's own, not the demo's)
+        drained = run_cli({**env, "REPLICATOR_SIGNAL_TABLE": w.signal}, "drain", "--timeout", "180")
+        assert drained.returncode == 0 and drained.stdout.startswith("drained: fence LSN"), drained.stderr
         wait_until(lambda: held(stack, w) == 0, 120, "every held row to be applied or decided")
     finally:
         if proc.poll() is None:

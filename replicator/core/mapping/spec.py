@@ -527,9 +527,19 @@ class Defaults(_Model):
     unmapped_source_columns: Literal["fail", "ignore"] = "fail"
 
 
+class Capture(_Model):
+    """Where the mapped topics come from: the Debezium connector (Kafka Connect name) and its
+    signal table in the source (`drain` writes its fence row there). Settings
+    (`REPLICATOR_CONNECTOR`, `REPLICATOR_SIGNAL_TABLE`) and flags override these."""
+
+    connector: str | None = Field(None, min_length=1)
+    signal_table: TableName | None = None
+
+
 class Spec(_Model):
     version: Literal[1]
     topic_prefix: str = Field(min_length=1)
+    capture: Capture = Capture()
     defaults: Defaults = Defaults()
     tables: list[TableRule] = Field(min_length=1)
 
