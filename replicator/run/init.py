@@ -1,9 +1,32 @@
-"""`replicator init`: the control schema in the target, and a shadow role's grants on it."""
+"""`replicator init`: the control schema in the target, and a shadow role's grants on it;
+`--print-grants`: the SQL that prepares both databases for the configured spec."""
 
 from __future__ import annotations
 
 from replicator.config import Settings
+from replicator.core.mapping import load_spec
+from replicator.core.mapping.grants import Roles, grants_sql
+from replicator.run.assembly import capture
 from replicator.target.store import ControlStore
+
+
+def print_grants(
+    settings: Settings, shadow_role: str | None, connector_role: str, publication: str | None
+) -> str:
+    """The setup SQL for the configured spec and settings (no connection is made)."""
+    spec = load_spec(settings.mapping)
+    roles = Roles(
+        source_db=settings.source.dbname,
+        target_db=settings.target.dbname,
+        connector_role=connector_role,
+        source_role=settings.source.user,
+        target_role=settings.target.user,
+        shadow_role=shadow_role,
+        publication=publication or f"cdc_{spec.topic_prefix}",
+        control_schema=settings.control_schema,
+    )
+    signal = capture(settings).need_signal_table("init --print-grants")
+    return grants_sql(spec, signal, roles)
 
 
 def init_target(settings: Settings, shadow_role: str | None) -> str:

@@ -1,0 +1,108 @@
+"""The SQL a migration's administrators run before the replicator starts, from the spec alone.
+
+`replicator init --print-grants` prints it; nothing here connects anywhere.
+
+Invariants:
+- Least privilege, per role: the connector role replicates and reads the captured tables
+  (and the signal table); the replicator's source role reads them and writes only fence rows
+  into the signal table; the replicator's target role writes the mapped tables, reads the
+  lookup tables and owns the control schema (`replicator init` creates it); the shadow role
+  reads the mapped and lookup tables and gets its control-schema grants from `init`.
+- Every identifier is quoted with `psycopg.sql`; the text is deterministic (sorted tables).
+- No password is ever printed: roles are created by the administrator, with a placeholder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from replicator.core.mapping.spec import Spec
+from replicator.core.model import TableRef
+
+SIGNAL_COLUMNS = "id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)"
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """Who is who: databases, roles and the publication the connector reads."""
+
+    source_db: str
+    target_db: str
+    connector_role: str  # the Debezium connector's database.user
+    source_role: str  # REPLICATOR_SOURCE__USER
+    target_role: str  # REPLICATOR_TARGET__USER
+    shadow_role: str | None
+    publication: str
+    control_schema: str
+
+
+def _t(ref: TableRef) -> sql.Identifier:
+    return sql.Identifier(ref.schema, ref.name)
+
+
+def _list(refs: list[TableRef]) -> sql.Composable:
+    return sql.SQL(", ").join(_t(r) for r in refs)
+
+
+def _schemas(refs: list[TableRef]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(s) for s in sorted({r.schema for r in refs}))
+
+
+def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
+    """The statements, in the order to run them, with a comment saying where and as whom."""
+    captured = sorted({t.source for t in spec.tables}, key=str)
+    targets = sorted({t.target for t in spec.tables}, key=str)
+    truncated = sorted({t.target for t in spec.tables if t.truncate.policy == "truncate"}, key=str)
+    lookups = sorted(
+        {c.lookup.table for t in spec.tables for c in t.columns.values() if c.lookup is not None}
+        - set(targets),
+        key=str,
+    )
+    read_on_source = [*captured, signal_table]
+    conn_role, src_role = sql.Identifier(roles.connector_role), sql.Identifier(roles.source_role)
+    tgt_role = sql.Identifier(roles.target_role)
+    src_db, tgt_db = sql.Identifier(roles.source_db), sql.Identifier(roles.target_db)
+    out: list[str | sql.Composable] = [
+        f"-- source database {roles.source_db}, as an administrator (or the tables' owner)",
+        "-- the signal table: `replicator drain` writes its fence rows here, the connector captures them",
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SIGNAL_COLUMNS + ")").format(_t(signal_table)),
+        "-- every captured table needs a primary key (or REPLICA IDENTITY FULL)",
+        sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(roles.publication), _list(read_on_source)
+        ),
+        f"-- the connector role (create it if needed: CREATE ROLE {roles.connector_role} "
+        "WITH LOGIN REPLICATION PASSWORD '<secret>')",
+        sql.SQL("ALTER ROLE {} WITH REPLICATION").format(conn_role),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(src_db, conn_role),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), conn_role),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(_list(read_on_source), conn_role),
+        "-- the replicator's source role: catalog checks, verify, drain's fence row",
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(src_db, src_role),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), src_role),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(_list(captured), src_role),
+        sql.SQL("GRANT INSERT ON {} TO {}").format(_t(signal_table), src_role),
+        "",
+        f"-- target database {roles.target_db}, as the owner of the target tables",
+        "-- CREATE: `replicator init`, run as this role, creates and owns the control schema "
+        f"{roles.control_schema}; TEMP: per-session stage tables",
+        sql.SQL("GRANT CONNECT, CREATE, TEMP ON DATABASE {} TO {}").format(tgt_db, tgt_role),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), tgt_role),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_list(targets), tgt_role),
+    ]
+    if truncated:
+        out.append(sql.SQL("GRANT TRUNCATE ON {} TO {}").format(_list(truncated), tgt_role))
+    if lookups:
+        out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(_list(lookups), tgt_role))
+    if roles.shadow_role is not None:
+        shadow = sql.Identifier(roles.shadow_role)
+        out += [
+            "-- the shadow role: reads the data, never writes it (TEMP: its session-local clones)",
+            sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(tgt_db, shadow),
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), shadow),
+            sql.SQL("GRANT SELECT ON {} TO {}").format(_list([*targets, *lookups]), shadow),
+        ]
+    tail = f" --shadow-role {roles.shadow_role}" if roles.shadow_role else ""
+    out += ["", f"-- then, as {roles.target_role}: replicator init{tail}"]
+    return "\n".join(s if isinstance(s, str) else s.as_string() + ";" for s in out) + "\n"

@@ -1,0 +1,47 @@
+"""`replicator init --print-grants`: the setup SQL derived from the spec (no connection)."""
+
+from __future__ import annotations
+
+from replicator.core.mapping import load_spec, load_spec_text
+from replicator.core.mapping.grants import Roles, grants_sql
+from replicator.core.model import TableRef
+from tests.unit.mapping.demo_catalogs import DEMO_SPEC
+from tests.unit.mapping.test_migration_rules import SPEC as LEGACY_SPEC
+
+ROLES = Roles(
+    source_db="app",
+    target_db="app_new",
+    connector_role="debezium",
+    source_role="repl_src",
+    target_role="repl",
+    shadow_role="repl_shadow",
+    publication="cdc_app",
+    control_schema="replicator",
+)
+
+
+def test_demo_grants_cover_every_captured_and_mapped_table() -> None:
+    """demo: the publication holds every captured table and the signal table; the target role
+    gets DML on every mapped table and TRUNCATE only where a truncate policy needs it."""
+    text = grants_sql(load_spec(DEMO_SPEC), TableRef("shop", "debezium_signal"), ROLES)
+    assert (
+        'CREATE PUBLICATION "cdc_app" FOR TABLE "shop"."customers", "shop"."order_lines", '
+        '"shop"."orders", "shop"."products", "shop"."debezium_signal";'
+    ) in text
+    assert 'GRANT INSERT ON "shop"."debezium_signal" TO "repl_src";' in text
+    assert 'GRANT CONNECT, CREATE, TEMP ON DATABASE "app_new" TO "repl";' in text
+    assert 'GRANT TRUNCATE ON "catalog"."product" TO "repl";' in text
+    assert 'GRANT CONNECT, TEMP ON DATABASE "app_new" TO "repl_shadow";' in text
+    assert text.rstrip().endswith("-- then, as repl: replicator init --shadow-role repl_shadow")
+    assert "PASSWORD '<secret>'" in text and "TO PUBLIC" not in text
+
+
+def test_lookup_tables_are_readable_by_the_writer_and_the_shadow() -> None:
+    """legacy.country_uuid: the lookup table gets SELECT for the target and shadow roles, no DML."""
+    spec = load_spec_text(LEGACY_SPEC, "legacy.yaml")
+    text = grants_sql(spec, TableRef("ops", "signal"), ROLES)
+    assert 'GRANT SELECT ON "new"."country_map" TO "repl";' in text
+    assert 'GRANT SELECT ON "new"."account", "new"."country_map" TO "repl_shadow";' in text
+    assert 'CREATE TABLE IF NOT EXISTS "ops"."signal" (id varchar(42) PRIMARY KEY' in text
+    assert 'GRANT USAGE ON SCHEMA "old", "ops" TO "debezium";' in text
+    assert "TRUNCATE" not in text  # no truncate policy asks for it
