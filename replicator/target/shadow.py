@@ -55,7 +55,11 @@ def _shadow_plan(plan: Plan) -> Plan:
     for t in plan.tables:
         s = t.statements
         clone = TableStatements(
-            target=TableRef("pg_temp", _clone_name(t.rule_id)), key=s.key, columns=s.columns, stage=s.stage
+            target=TableRef("pg_temp", _clone_name(t.rule_id)),
+            key=s.key,
+            columns=s.columns,
+            stage=s.stage,
+            text_compared=s.text_compared,
         )
         tables.append(dataclasses.replace(t, statements=clone))
     return dataclasses.replace(plan, tables=tuple(tables))

@@ -63,6 +63,7 @@ from replicator.core.mapping.spec import (
     UnmappedDefault,
 )
 from replicator.core.mapping.statements import (
+    NO_EQUALITY,
     LookupStatements,
     TableStatements,
     lookup_stage_name,
@@ -211,6 +212,9 @@ def _compile_table(
         key=key,
         columns=tuple(c for c in table.column_names if c in written),
         stage=stage_name(rule.id),
+        text_compared=frozenset(
+            c.name for c in table.columns if c.name in written and c.type.name in NO_EQUALITY
+        ),
     )
     return TablePlan(
         rule_id=rule.id,

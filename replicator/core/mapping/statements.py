@@ -42,10 +42,21 @@ def _ids(names: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
-def _row(names: tuple[str, ...], prefix: sql.Composable) -> sql.Composable:
+def _row(
+    names: tuple[str, ...], prefix: sql.Composable, as_text: frozenset[str] = frozenset()
+) -> sql.Composable:
+    """`(p.a, p.b, ...)`; columns in `as_text` are compared by their text (`p.a::text`): types
+    such as json and point have no equality operator."""
     return sql.SQL("({})").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(prefix, sql.Identifier(n)) for n in names)
+        sql.SQL(", ").join(
+            sql.SQL("{}.{}" + ("::text" if n in as_text else "")).format(prefix, sql.Identifier(n))
+            for n in names
+        )
     )
+
+
+#: Types without an equality operator: a changed-value check compares their text instead.
+NO_EQUALITY = frozenset({"json", "point", "line", "lseg", "box", "path", "polygon", "circle", "xml"})
 
 
 _T = sql.Identifier("t")
@@ -80,6 +91,7 @@ class TableStatements:
     key: tuple[str, ...]
     columns: tuple[str, ...]
     stage: str
+    text_compared: frozenset[str] = frozenset()  # columns of a type in NO_EQUALITY
     _cache: dict[tuple[str, tuple[str, ...]], sql.Composed] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -175,7 +187,9 @@ class TableStatements:
                 return head + sql.SQL("DO NOTHING")
             excluded = sql.SQL("EXCLUDED")
             return head + sql.SQL("DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}").format(
-                _assign(rest, excluded), _row(rest, _T), _row(rest, excluded)
+                _assign(rest, excluded),
+                _row(rest, _T, self.text_compared),
+                _row(rest, excluded, self.text_compared),
             )
 
         return self._memo("upsert_row" if one_row else "upsert", cols, build)
@@ -198,8 +212,8 @@ class TableStatements:
             _assign(rest, sql.Identifier("s")),
             self._stage,
             _key_join(self.key, "t", "s"),
-            _row(rest, _T),
-            _row(rest, _S),
+            _row(rest, _T, self.text_compared),
+            _row(rest, _S, self.text_compared),
             _one_row(one_row, " AND "),
         )
 

@@ -398,3 +398,18 @@ def test_empty_string_is_not_null_for_default() -> None:
     t = plan.tables[0]
     assert t.map_row({"id": 1, "v": ""})["v"] == ""
     assert t.map_row({"id": 1, "v": None})["v"] == "d"
+
+
+def test_types_without_equality_are_compared_as_text() -> None:
+    """t.doc: json and point have no = operator, so the changed-value checks of the upsert and
+    the update compare their text (jsonb keeps its own equality)."""
+    cat: CatalogSpec = {
+        "a.b": {"columns": {"id": "bigint", "doc": "json", "p": "point", "jb": "jsonb"}, "pk": ["id"]}
+    }
+    cols = "      doc: {from: doc}\n      p: {from: p}\n      jb: {from: jb}"
+    st = compile_text(spec_for("a.b", "{id: id}", cols), cat).tables[0].statements
+    upsert = st.upsert(("id", "doc", "p", "jb")).as_string()
+    assert '("t"."doc"::text, "t"."p"::text, "t"."jb") IS DISTINCT FROM' in upsert
+    assert '(EXCLUDED."doc"::text, EXCLUDED."p"::text, EXCLUDED."jb")' in upsert
+    update = st.update_only(("id", "doc")).as_string()
+    assert '("t"."doc"::text) IS DISTINCT FROM ("s"."doc"::text)' in update
