@@ -4,7 +4,8 @@ psycopg refuses `infinity` / `-infinity` dates and timestamps (they are out of
 Python's range). Connections that read rows the pipeline compares or diffs
 (the shadow's clones, verification) register these loaders, so such values
 come back as `values.POS_INFINITY` / `NEG_INFINITY`, the same objects the
-decoder produces, and round-trip as text ('infinity') when written.
+decoder produces, and round-trip as text ('infinity') when written; time
+'24:00:00' comes back as `values.PgText`, as the decoder carries it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Dumper
-from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, TimestamptzLoader
 
-from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity
+from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity, PgText
 
 
 def _infinite(data: Any) -> Any:
@@ -42,6 +43,14 @@ class _InfDateLoader(DateLoader):
         return _infinite(data) or super().load(data)
 
 
+class _TimeLoader(TimeLoader):
+    """time '24:00:00' (valid in PostgreSQL, not in Python) as the decoder carries it: PgText."""
+
+    def load(self, data: Any) -> Any:
+        raw = bytes(data)
+        return PgText(raw.decode()) if raw.startswith(b"24:") else super().load(data)
+
+
 class _InfinityDumper(Dumper):
     """'infinity' / '-infinity' as text of an unknown type: the server reads it as the column's
     date or timestamp type (in COPY and in parameters alike)."""
@@ -57,4 +66,5 @@ def register_infinity(context: AdaptContext) -> None:
     context.adapters.register_loader("timestamp", _InfTimestampLoader)
     context.adapters.register_loader("timestamptz", _InfTimestamptzLoader)
     context.adapters.register_loader("date", _InfDateLoader)
+    context.adapters.register_loader("time", _TimeLoader)
     context.adapters.register_dumper(Infinity, _InfinityDumper)
