@@ -216,6 +216,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "held": d.held[:20],
             "errored": d.errored[:20],
             "rejected": len(d.rejected),
+            "target_owned": d.target_owned[:20],
             "clean": d.clean(args.accept_errors),
         }
         for d in diffs
@@ -247,6 +248,79 @@ def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- cutover
+def _cutover(args: argparse.Namespace, settings: Settings) -> Any:
+    from replicator.run.cutover import Cutover
+
+    out = sys.stderr if args.json else sys.stdout
+    return Cutover(settings, lambda line: print(line, file=out, flush=True), args.operator)
+
+
+def _cutover_done(args: argparse.Namespace, cutover: Any, report: Any) -> None:
+    from replicator.run.cutover import report_data, status_text, write_markdown
+
+    mirror = cutover.source_mirror()
+    if report.cutover_id is not None:
+        path = write_markdown(Path(args.report_dir) / f"{report.cutover_id}.md", report, mirror)
+        print(f"cutover report: {path}", file=sys.stderr if args.json else sys.stdout)
+    _emit(report_data(report, mirror), args.json, status_text(report, mirror))
+
+
+def cmd_cutover(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.cutover import Options
+
+    if sum(bool(x) for x in (args.dry_run, args.resume, args.abort)) > 1:
+        raise CliError("--dry-run, --resume and --abort exclude each other")
+    cutover = _cutover(args, settings)
+    options = Options(
+        accept_errors=args.accept_errors,
+        accept_target_only=args.accept_target_only,
+        pause_before_flip=args.pause_before_flip,
+        timeout_s=args.timeout if args.timeout is not None else settings.cutover.timeout_s,
+    )
+    if args.dry_run:
+        gates, plan = cutover.dry_run(options)
+        text = "\n".join(
+            [
+                *(g.line() for g in gates),
+                f"would revoke {len(plan['revoke'])} write grants, drain "
+                f"{len(plan['drain']['topics'])} topics, set {len(plan['sequences'])} sequences"
+                + "".join(
+                    f"\n  sequence {s['sequence']} ({s['table']}.{s['column']}) -> {s['set_to']}"
+                    for s in plan["sequences"]
+                ),
+                "dry run: nothing was changed; "
+                + ("every gate passes" if all(g.ok for g in gates) else "a cutover now would be refused"),
+            ]
+        )
+        _emit({"gates": [_gate(g) for g in gates], "plan": plan}, args.json, text)
+        return 0 if all(g.ok for g in gates) else 1
+    if args.abort:
+        report = cutover.abort(args.reason or f"aborted by {cutover.operator}")
+    elif args.resume:
+        report = cutover.resume()
+    else:
+        report = cutover.start(options)
+    _cutover_done(args, cutover, report)
+    return 0
+
+
+def _gate(g: Any) -> dict[str, Any]:
+    return {"name": g.name, "ok": g.ok, "detail": g.detail}
+
+
+def cmd_cutover_status(args: argparse.Namespace, settings: Settings) -> int:
+    cutover = _cutover(args, settings)
+    _cutover_done(args, cutover, cutover.report())
+    return 0
+
+
+def cmd_cutover_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    cutover = _cutover(args, settings)
+    _cutover_done(args, cutover, cutover.rollback(args.reason or f"rolled back by {cutover.operator}"))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 class _Subparsers:
     """add_parser with the common options attached to every command."""
@@ -258,6 +332,14 @@ class _Subparsers:
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self._action.add_parser(name, parents=[self._common], **kwargs)
         return parser
+
+
+def _cutover_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--operator", help="who runs it (recorded; default: REPLICATOR_CUTOVER__OPERATOR or the OS user)"
+    )
+    parser.add_argument("--report-dir", default="reports", help="where the Markdown cutover report goes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,6 +466,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify_p.add_argument("--json", action="store_true")
     verify_p.set_defaults(handler=cmd_verify)
+
+    cutover = sub.add_parser(
+        "cutover",
+        help="gates, fence the source, drain, sequences, flip authority to the target",
+        description="Without a subcommand: start a cutover (or --dry-run, --resume, --abort one).",
+    )
+    _cutover_common(cutover)
+    cutover.add_argument(
+        "--dry-run", action="store_true", help="every gate's verdict and the plan; no change"
+    )
+    cutover.add_argument("--resume", action="store_true", help="go on with the cutover from where it stopped")
+    cutover.add_argument("--abort", action="store_true", help="unfence the source and record the abort")
+    cutover.add_argument("--reason", help="why (recorded with --abort)")
+    cutover.add_argument("--accept-errors", action="store_true", help="open error records do not block")
+    cutover.add_argument(
+        "--accept-target-only", action="store_true", help="rows only in the target (dual writes) do not block"
+    )
+    cutover.add_argument(
+        "--pause-before-flip", action="store_true", help="stop before the flip; `--resume` flips"
+    )
+    cutover.add_argument(
+        "--timeout",
+        type=float,
+        help="the drain's deadline in seconds (default: REPLICATOR_CUTOVER__TIMEOUT_S)",
+    )
+    cutover.set_defaults(handler=cmd_cutover)
+    csub2 = _Subparsers(cutover.add_subparsers(dest="cutover_command"), common)
+    cstatus = csub2.add_parser("status", help="authority, state, each step's time, window, what next")
+    _cutover_common(cstatus)
+    cstatus.set_defaults(handler=cmd_cutover_status)
+    crollback = csub2.add_parser(
+        "rollback", help="authority back to the source, only while nothing was written to the target"
+    )
+    _cutover_common(crollback)
+    crollback.add_argument("--reason", help="why (recorded)")
+    crollback.set_defaults(handler=cmd_cutover_rollback)
 
     errors = sub.add_parser("errors", help="error records")
     esub = _Subparsers(errors.add_subparsers(dest="errors_command", required=True), common)

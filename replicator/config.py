@@ -134,6 +134,33 @@ class HoldSettings(BaseModel):
     )
 
 
+class CutoverSettings(BaseModel):
+    """Gate bounds and the fence of `replicator cutover` (see core.cutover)."""
+
+    app_roles: str = Field(
+        default="shop_app",
+        description="comma-separated source roles the application writes as; the fence revokes their writes",
+    )
+    max_lag_events: int = Field(default=1000, ge=0, description="gate: events not yet applied, per partition")
+    max_retained_wal_bytes: int = Field(
+        default=1024**3, ge=0, description="gate: WAL the replication slot holds back, at most"
+    )
+    timeout_s: float = Field(
+        default=300.0, gt=0, description="the drain's deadline; past it the cutover aborts"
+    )
+    sequence_margin: int = Field(default=1000, ge=0, description="target sequences are set this far past")
+    require_shadow: bool = Field(default=False, description="gate: the latest shadow run predicts no errors")
+    operator: str | None = Field(default=None, description="who runs the cutover (default: the OS user)")
+    mirror_schema: str | None = Field(
+        default=None,
+        description="schema of the authority mirror in the source (default: the control schema's name); "
+        "one per migration when several targets are fed from one source",
+    )
+
+    def roles(self) -> list[str]:
+        return [r.strip() for r in self.app_roles.split(",") if r.strip()]
+
+
 _cli_config_file: Path | None = None
 
 
@@ -157,6 +184,7 @@ class Settings(BaseSettings):
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
+    cutover: CutoverSettings = Field(default_factory=CutoverSettings)
     # the Debezium connector feeding the mapped topics, and its signal table in the source
     # (schema.table); when unset, the spec's `capture:` block (see `run.assembly.capture`)
     connector: str | None = None

@@ -4,6 +4,9 @@
     python deploy/demo/demo.py setup [--customers N] [--reset]
     python deploy/demo/demo.py workload [--rate OPS_PER_S] [--seconds S] [--seed N]
 
+The workload writes as the application role `shop_app` (password
+CDC_APP_PASSWORD): the role `replicator cutover` fences.
+
 Addresses come from the same environment the replicator reads
 (REPLICATOR_SOURCE__HOST/PORT/DBNAME, REPLICATOR_TARGET__HOST/PORT/DBNAME/USER/PASSWORD),
 the administrator from STACK_PG_ADMIN_USER/STACK_PG_ADMIN_PASSWORD, the
@@ -13,8 +16,13 @@ deploy/local/stack.
 `setup` is idempotent. Roles get least privilege: the Debezium role has
 REPLICATION, SELECT on the captured tables and INSERT on the signal table (no
 superuser; the publication is pre-created by the administrator); the
-replicator role owns nothing in the source and has DML on the target tables
-plus CREATE on the target database for its control schema.
+application role `shop_app` has DML on the shop tables and nothing else; the
+replicator role owns nothing in the source and has DML on the target tables,
+the target's sequences (cutover moves them) and CREATE on the target database
+for its control schema.
+
+`setup` also undoes an earlier demo cutover, so the demo can run again: the
+application role gets its writes back and authority returns to the source.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from psycopg.types.json import Jsonb
 HERE = Path(__file__).resolve().parent
 PUBLICATION = os.environ.get("CDC_PUBLICATION", "cdc_shop")
 CAPTURED = ("customers", "products", "orders", "order_lines", "debezium_signal")
+APP_TABLES = CAPTURED[:-1]
+APP_ROLE = "shop_app"
+CONTROL_SCHEMA = os.environ.get("REPLICATOR_CONTROL_SCHEMA", "replicator")
 
 
 def env(name: str, default: str) -> str:
@@ -100,6 +111,16 @@ def setup_source(reset: bool) -> None:
         conn.execute("GRANT USAGE ON SCHEMA shop TO debezium")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA shop TO debezium")
         conn.execute("GRANT INSERT ON shop.debezium_signal TO debezium")
+        # The application: DML on its tables (re-granted here, so a demo cutover's fence is undone).
+        ensure_role(conn, APP_ROLE, env("CDC_APP_PASSWORD", APP_ROLE))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(APP_ROLE)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA shop TO {}").format(sql.Identifier(APP_ROLE)))
+        tables = sql.SQL(", ").join(sql.Identifier("shop", t) for t in APP_TABLES)
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(tables, sql.Identifier(APP_ROLE))
+        )
+        conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA shop TO {}").format(sql.Identifier(APP_ROLE)))
+        reset_authority(conn)
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,)).fetchone():
             tables = sql.SQL(", ").join(sql.Identifier("shop", t) for t in CAPTURED)
             conn.execute(
@@ -133,9 +154,22 @@ def setup_target(reset: bool, dbname: str | None = None) -> None:
             conn.execute(
                 sql.SQL(
                     "GRANT USAGE ON SCHEMA {0} TO {1}; "
-                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {0} TO {1}"
+                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {0} TO {1}; "
+                    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {0} TO {1}"
                 ).format(sql.Identifier(schema), sql.Identifier(user))
             )
+        reset_authority(conn)
+
+
+def reset_authority(conn: psycopg.Connection[Any]) -> None:
+    """A demo re-run after a demo cutover: authority back to the source (on either side)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{CONTROL_SCHEMA}.authority",)).fetchone()
+    if exists and exists[0] is not None:
+        conn.execute(
+            sql.SQL("UPDATE {} SET authority = 'source' WHERE authority <> 'source'").format(
+                sql.Identifier(CONTROL_SCHEMA, "authority")
+            )
+        )
 
 
 # ---------------------------------------------------------------- data
@@ -294,15 +328,35 @@ def one_operation(conn: psycopg.Connection[Any], rng: random.Random, n: int) -> 
         return "delete order"
 
 
+def app_conninfo() -> str:
+    """The application's own connection: the role a cutover fences."""
+    return psycopg.conninfo.make_conninfo(
+        admin_conninfo("SOURCE", source_db()),
+        user=APP_ROLE,
+        password=env("CDC_APP_PASSWORD", APP_ROLE),
+        application_name="shop-app",
+    )
+
+
 def workload(rate: float, seconds: float, seed_value: int) -> dict[str, int]:
+    """Operations as the application role; a fenced source refuses them and the workload goes on
+    trying (counted as `refused`), as an application would during a cutover."""
     rng = random.Random(seed_value)
     counts: dict[str, int] = {}
     interval = 1.0 / rate if rate > 0 else 0.0
-    with psycopg.connect(admin_conninfo("SOURCE", source_db()), autocommit=True) as conn:
+    conn = psycopg.connect(app_conninfo(), autocommit=True)
+    try:
         start = time.monotonic()
         n = 0
         while time.monotonic() - start < seconds:
-            name = one_operation(conn, rng, n)
+            try:
+                name = one_operation(conn, rng, n)
+            except psycopg.errors.InsufficientPrivilege:
+                name = "refused"
+            except psycopg.OperationalError:  # the fence ended our session; an application reconnects
+                name = "refused"
+                conn.close()
+                conn = psycopg.connect(app_conninfo(), autocommit=True)
             counts[name] = counts.get(name, 0) + 1
             n += 1
             if interval:
@@ -310,6 +364,8 @@ def workload(rate: float, seconds: float, seed_value: int) -> dict[str, int]:
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # pacing the generator, not waiting on a condition
+    finally:
+        conn.close()
     return counts
 
 

@@ -26,7 +26,17 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from replicator.core.mapping.plan import Narrowing, Plan, RowError, TablePlan
-from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, Failure, Op, Partition, TableRef, new_tuple
+from replicator.core.model import (
+    UNAVAILABLE,
+    Batch,
+    ChangeEvent,
+    Failure,
+    KafkaRef,
+    Op,
+    Partition,
+    TableRef,
+    new_tuple,
+)
 from replicator.core.ordering import Version
 
 Key = tuple[Any, ...]
@@ -220,13 +230,49 @@ class PreparedBatch:
     events: int
     # Per partition, the highest seq0 of the batch's streaming events (see core.holding).
     commit_lsns: Mapping[Partition, int] = dataclasses.field(default_factory=dict)
+    # Drain fences (rows of the source's signal table) read in this batch: stored with it.
+    fences: tuple[Fence, ...] = ()
 
 
-def prepare(batch: Batch, plan: Plan) -> PreparedBatch:
-    """Decode failures plus the mapping of every event: all of a batch's work outside the target."""
-    intents = to_intents(batch.events, plan.tables_for_topic)
+class Fence(NamedTuple):
+    """A drain fence as the replicator read it: its id and where it was in Kafka."""
+
+    fence_id: str
+    ref: KafkaRef
+
+
+FENCE_PREFIX: Final = "fence-"
+
+
+def split_signals(
+    events: Sequence[ChangeEvent], signal_table: TableRef | None
+) -> tuple[list[ChangeEvent], list[Fence], int]:
+    """(table events, the fences among the signal-table events, how many signal events there were)."""
+    if signal_table is None:
+        return list(events), [], 0
+    table_events: list[ChangeEvent] = []
+    fences: list[Fence] = []
+    signals = 0
+    for e in events:
+        if e.table != signal_table:
+            table_events.append(e)
+            continue
+        signals += 1
+        fence_id = (e.after or {}).get("id")
+        if e.op in (Op.CREATE, Op.READ) and isinstance(fence_id, str) and fence_id.startswith(FENCE_PREFIX):
+            fences.append(Fence(fence_id, e.ref))
+    return table_events, fences, signals
+
+
+def prepare(batch: Batch, plan: Plan, signal_table: TableRef | None = None) -> PreparedBatch:
+    """Decode failures plus the mapping of every event: all of a batch's work outside the target.
+    Events of `signal_table` are never mapped; the fences among them are carried to the writer."""
+    events, fences, signals = split_signals(batch.events, signal_table)
+    intents = to_intents(events, plan.tables_for_topic)
     counts = Counter(batch.counts)
     counts.update(intents.counts)
+    if signals:
+        counts["signal"] += signals
     commit_lsns: dict[Partition, int] = {}
     for e in batch.events:
         if e.position is not None:
@@ -239,4 +285,5 @@ def prepare(batch: Batch, plan: Plan) -> PreparedBatch:
         counts=counts,
         events=batch.size,
         commit_lsns=commit_lsns,
+        fences=tuple(fences),
     )

@@ -43,6 +43,7 @@ class TableDiff:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id (expected)
     errored: list[str] = field(default_factory=list)  # absent: an error record (needs action)
     held: list[str] = field(default_factory=list)  # absent: held back, waiting for a lagging table
+    target_owned: list[str] = field(default_factory=list)  # only in the target, declared target-owned
 
     def clean(self, accept_errors: bool = False) -> bool:
         """Nothing missing, extra, mismatched or a placeholder; nothing held; no error record
@@ -56,6 +57,7 @@ class TableDiff:
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
             f"placeholders={len(self.placeholders)} held={len(self.held)} "
             f"errored={len(self.errored)} (needs action) rejected={len(self.rejected)} (by a rule, expected)"
+            + (f" target_owned={len(self.target_owned)} (declared)" if self.target_owned else "")
         )
 
 
@@ -119,7 +121,11 @@ def diff(
     result.held = sorted(absent & held)
     result.errored = sorted((absent - held) & errored)
     result.missing = sorted(absent - held - errored)
-    result.extra = sorted(set(actual) - set(expected))
+    only_target = sorted(set(actual) - set(expected))
+    if table.target_owned_rows:
+        result.target_owned = only_target
+    else:
+        result.extra = only_target
     for key in sorted(set(expected) & set(actual)):
         want, got = expected[key], actual[key]
         for column in want:

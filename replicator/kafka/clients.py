@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from replicator.config import KafkaSettings
 from replicator.core.errors import Transient
@@ -30,6 +31,21 @@ def consumer_conf(kafka: KafkaSettings, group_id: str | None = None, **overrides
         conf["group.id"] = group_id
     conf.update(overrides)
     return conf
+
+
+# Consumer-only properties that an admin client would warn about.
+_CONSUMER_ONLY = frozenset(
+    {
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "isolation.level",
+        "auto.offset.reset",
+        "session.timeout.ms",
+        "max.poll.interval.ms",
+        "group.instance.id",
+    }
+)
 
 
 def new_consumer(kafka: KafkaSettings, group_id: str | None = None, **overrides: Any) -> Consumer:
@@ -106,3 +122,14 @@ class Metadata:
         finally:
             consumer.close()
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    def group_members(self, group: str) -> int:
+        """How many consumers are members of `group` right now (0: none is running)."""
+        conf = {k: v for k, v in consumer_conf(self._kafka).items() if k not in _CONSUMER_ONLY}
+        admin = AdminClient(conf)  # held until the future resolves: a collected client never answers
+        try:
+            found = admin.describe_consumer_groups([group], request_timeout=METADATA_TIMEOUT_S)
+            return len(found[group].result(timeout=METADATA_TIMEOUT_S * 2).members)
+        except (KafkaException, TimeoutError) as exc:
+            why = exc.args[0] if exc.args else f"no answer in {METADATA_TIMEOUT_S * 2}s"
+            raise Transient(f"kafka: cannot describe consumer group {group}: {why}") from exc

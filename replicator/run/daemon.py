@@ -20,6 +20,7 @@ from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
 from replicator.core.errors import Fatal, ReplicatorError, one_line
 from replicator.core.intents import Intent, to_intents
+from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.kafka.clients import Metadata
@@ -79,6 +80,23 @@ def capture_marks(settings: Settings, plan: Plan, log: RunLog) -> CaptureMarks:
         settings.hold.mark_interval_s,
         lambda kind, **fields: log.event(kind, **fields),
     )
+
+
+def refuse_when_target_authoritative(authority: Mapping[str, Any]) -> None:
+    if authority["authority"] != "source":
+        raise Fatal(
+            f"the target is authoritative since {authority['since']:%Y-%m-%d %H:%M:%S%z} (cutover "
+            f"{authority['cutover_id']}): a forward replicator must not write to it; nothing was started "
+            "(`replicator cutover status`; `replicator cutover rollback` makes the source authoritative)"
+        )
+
+
+def signal_options(settings: Settings, plan: Plan, mode: str) -> dict[str, Any]:
+    """The live run also consumes the signal table's topic, to record the drain fences it sees."""
+    table = capture(settings).signal_table
+    if table is None or mode != "run" or any(t.source == table for t in plan.tables):
+        return {}
+    return {"signal_table": table, "signal_topic": topic_for(plan.topic_prefix, table)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +161,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     with ControlStore.open(settings) as store:
         if request.mode == "run":
             store.ensure()
+            refuse_when_target_authoritative(store.authority())
             store.guard_partition_counts(counts)
         else:
             store.require()
@@ -187,6 +206,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             auto_offset_reset=settings.kafka.auto_offset_reset,
             stop_when_caught_up=request.stop_when_caught_up,
             stop_at=request.stop_at,
+            **signal_options(settings, plan, request.mode),
         ),
     )
     stop.forward_to(loop.request_stop)

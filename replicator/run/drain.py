@@ -55,7 +55,7 @@ def drain(
     deadline = started + timeout_s
     group = group or settings.kafka.group_id
     client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
-    lsn = write_fence(settings.source, TableRef.parse(signal_table))
+    _, lsn = write_fence(settings.source, TableRef.parse(signal_table))
     wait_for(
         lambda: client.flushed_lsn(connector) >= lsn,
         deadline,

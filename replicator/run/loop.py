@@ -38,7 +38,16 @@ from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
 from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch, prepare
 from replicator.core.mapping.plan import Plan
-from replicator.core.model import Batch, BatchResult, ChangeEvent, Failure, KafkaRef, Partition, Record
+from replicator.core.model import (
+    Batch,
+    BatchResult,
+    ChangeEvent,
+    Failure,
+    KafkaRef,
+    Partition,
+    Record,
+    TableRef,
+)
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.runlog import RunLog
 
@@ -85,6 +94,10 @@ class LoopOptions:
     stop_when_caught_up: bool = False
     # A range's upper bound per partition (exclusive); a bounded run stops there.
     stop_at: Mapping[Partition, int] = field(default_factory=dict)
+    # The source's signal table and its topic: consumed beside the mapped topics, never mapped;
+    # the drain fences on it are stored with the batch that read them.
+    signal_table: TableRef | None = None
+    signal_topic: str | None = None
 
 
 @dataclass(slots=True)
@@ -222,7 +235,8 @@ class ConsumerLoop:
 
     def run(self) -> Totals:
         """Consume until stopped (or caught up); raises Fatal with the first reason."""
-        self.source.subscribe(list(self.plan.topics), self._on_assign, self._on_revoke, self._to_pause)
+        topics = [*self.plan.topics, *([self.options.signal_topic] if self.options.signal_topic else [])]
+        self.source.subscribe(topics, self._on_assign, self._on_revoke, self._to_pause)
         limits = self.options.limits
         try:
             while not self.stopping:
@@ -303,7 +317,7 @@ class ConsumerLoop:
         """Map the batch in hand (while the previous one is still being applied), then hand it over."""
         batch = self.batch
         self._discard_batch()
-        prepared = prepare(batch, self.plan)
+        prepared = prepare(batch, self.plan, self.options.signal_table)
         self._settle()
         failpoints.hit("stop_before_apply")
         future = self._worker.submit(self._timed_apply, prepared)

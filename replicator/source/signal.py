@@ -14,13 +14,15 @@ from psycopg import sql
 
 from replicator.config import SourceSettings
 from replicator.core.errors import Fatal, one_line
+from replicator.core.intents import FENCE_PREFIX
 from replicator.core.model import TableRef
 from replicator.pg.session import connect
 
 
-def write_fence(source: SourceSettings, signal_table: TableRef) -> int:
-    """Insert a fence row into the signal table; return an LSN inside its transaction."""
-    fence_id = f"fence-{uuid.uuid4().hex[:20]}"
+def write_fence(source: SourceSettings, signal_table: TableRef) -> tuple[str, int]:
+    """Insert a fence row into the signal table; return its id and an LSN inside its transaction
+    (below its commit: a capture position at or past it includes the fence's transaction)."""
+    fence_id = f"{FENCE_PREFIX}{uuid.uuid4().hex[:20]}"
     with connect(source, "source") as conn:
         try:
             conn.execute(
@@ -40,4 +42,4 @@ def write_fence(source: SourceSettings, signal_table: TableRef) -> int:
             raise Fatal(f"source: cannot write the fence row into {signal_table}: {one_line(exc)}") from exc
         row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
     assert row is not None
-    return int(row[0])
+    return fence_id, int(row[0])

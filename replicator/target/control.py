@@ -17,6 +17,15 @@ Tables (schema name configurable, default `replicator`):
 - `run`: one row per run (mode, start, end, status, totals).
 - `topic_partitions`: partition counts seen per topic; a change is refused.
 - `shadow_diff`: the diffs of shadow runs (the dry run's output).
+- `authority`: one row: which database is authoritative (`source` until a
+  cutover flips it), since when, by which cutover. The forward apply reads it
+  in each batch's transaction (FOR SHARE) and writes nothing once it says
+  `target`.
+- `cutover`, `cutover_event`: each cutover's persisted state (fence LSN,
+  revoked grants, sequences, gates) and the audit trail of its transitions.
+- `fence_seen`: drain fences (rows of the source's signal table) as the
+  replicator saw them, written in the batch that read them: the end-to-end
+  proof that everything before the fence went the whole way.
 
 All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
 `replicator init` and by the live daemon, which own the schema; every other
@@ -110,6 +119,51 @@ CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
   topic      text PRIMARY KEY,
   partitions int  NOT NULL
 );
+ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolved_at timestamptz;
+ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolution text;
+CREATE TABLE IF NOT EXISTS {s}.authority (
+  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  authority  text NOT NULL CHECK (authority IN ('source', 'target')),
+  since      timestamptz NOT NULL DEFAULT now(),
+  cutover_id text,
+  fence_lsn  numeric
+);
+INSERT INTO {s}.authority (authority) VALUES ('source') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}.cutover (
+  cutover_id   text PRIMARY KEY,
+  state        text NOT NULL,
+  operator     text NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz NOT NULL DEFAULT now(),
+  options      jsonb NOT NULL DEFAULT '{{}}',
+  fence_id     text,
+  fence_lsn    numeric,
+  fenced_at    timestamptz,
+  flipped_at   timestamptz,
+  revoked      jsonb,
+  gates        jsonb,
+  sequences    jsonb,
+  flip_stats   jsonb,
+  flip_xid     text,
+  reason       text
+);
+CREATE TABLE IF NOT EXISTS {s}.cutover_event (
+  id          bigserial PRIMARY KEY,
+  cutover_id  text NOT NULL,
+  at          timestamptz NOT NULL DEFAULT now(),
+  from_state  text,
+  to_state    text NOT NULL,
+  operator    text NOT NULL,
+  detail      jsonb
+);
+CREATE TABLE IF NOT EXISTS {s}.fence_seen (
+  fence_id     text PRIMARY KEY,
+  group_id     text NOT NULL,
+  topic        text NOT NULL,
+  partition    int NOT NULL,
+  kafka_offset bigint NOT NULL,
+  seen_at      timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS {s}.shadow_diff (
   id           bigserial PRIMARY KEY,
   run_id       text NOT NULL,
@@ -141,13 +195,23 @@ def ensure(conn: psycopg.Connection[Any], schema: str) -> None:
 
 def require(conn: psycopg.Connection[Any], schema: str) -> None:
     """Raise `NotInitialized` (one line, with the fix) when the control schema is missing."""
-    row = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'checkpoint'", (schema,)
-    ).fetchone()
-    if row is None:
+    found = {
+        name
+        for (name,) in conn.execute(
+            "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s"
+            " AND tablename IN ('checkpoint', 'authority')",
+            (schema,),
+        ).fetchall()
+    }
+    if "checkpoint" not in found:
         raise NotInitialized(
             f"the control schema {schema!r} does not exist in the target; "
             "fix: run `replicator init` as the replicator's owner role"
+        )
+    if "authority" not in found:  # the newest table: anything older is an earlier version
+        raise NotInitialized(
+            f"the control schema {schema!r} is from an earlier version; fix: run `replicator init` "
+            "(or start `replicator run`, which upgrades it)"
         )
 
 

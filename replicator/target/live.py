@@ -9,7 +9,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from replicator.core.intents import Intent, key_text
+from replicator.core.errors import Fatal
+from replicator.core.intents import Fence, Intent, key_text
 from replicator.core.mapping.plan import Narrowing, Plan
 from replicator.core.model import BatchResult, Failure, TableRef
 from replicator.core.resolve import TableWrites
@@ -45,7 +46,19 @@ class LiveTables:
                 conn.execute(t.statements.create_stage)
 
     def before_writes(self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]) -> None:
-        """The live tables need nothing before a batch."""
+        """The authority check, in the batch's transaction and before its first write: the row is
+        read FOR SHARE, so a cutover's flip waits for this batch and every later batch sees it."""
+        row = conn.execute(
+            sql.SQL("SELECT authority, cutover_id, since FROM {} FOR SHARE").format(
+                control.table(self._schema, "authority")
+            )
+        ).fetchone()
+        if row is not None and row[0] != "source":
+            raise Fatal(
+                f"the target is authoritative since {row[2]:%Y-%m-%d %H:%M:%S%z} (cutover {row[1]}): this "
+                "forward replicator writes nothing to it and stops; nothing was written. Stop it for good, "
+                "or `replicator cutover rollback` to make the source authoritative again"
+            )
 
     def after_writes(
         self, conn: psycopg.Connection[Any], writes: Sequence[TableWrites], result: BatchResult
@@ -54,6 +67,18 @@ class LiveTables:
 
     def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None:
         """Nothing to record before a truncate is applied."""
+
+    def store_fences(self, conn: psycopg.Connection[Any], fences: Sequence[Fence]) -> None:
+        if not fences:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (fence_id, group_id, topic, partition, kafka_offset)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fence_id) DO NOTHING"
+                ).format(control.table(self._schema, "fence_seen")),
+                [(f.fence_id, self._group_id, f.ref.topic, f.ref.partition, f.ref.offset) for f in fences],
+            )
 
     def store_errors(
         self,

@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 
 from replicator.core.diff import row_diff
 from replicator.core.errors import NotInitialized
-from replicator.core.intents import Intent, Key, Kind, key_text
+from replicator.core.intents import Fence, Intent, Key, Kind, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.mapping.statements import TableStatements
 from replicator.core.model import BatchResult, Failure, TableRef
@@ -249,6 +249,9 @@ class ShadowClones:
                 record["message"],
             ),
         )
+
+    def store_fences(self, conn: psycopg.Connection[Any], fences: Sequence[Fence]) -> None:
+        """A shadow run proves no drain: its fences are not recorded."""
 
     def store_errors(
         self,

@@ -30,6 +30,10 @@ from replicator.pg.errors import sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
 
+_CUTOVER_FIELDS = frozenset({"fence_id", "fence_lsn", "reason", "flip_xid"})
+_CUTOVER_JSON = frozenset({"revoked", "gates", "sequences", "flip_stats"})
+_CUTOVER_TIMES = frozenset({"fenced_at", "flipped_at"})
+
 
 class ControlStore:
     def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -236,3 +240,159 @@ class ControlStore:
             (str(target),),
         ).fetchall()
         return frozenset(r[0] for r in rows)
+
+    # ---------------------------------------------------------------- authority and cutovers
+    def authority(self) -> dict[str, Any]:
+        """The authority row: authority ('source' | 'target'), since, cutover_id, fence_lsn."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT authority, since, cutover_id, fence_lsn FROM {}").format(self._t("authority"))
+            )
+            row = cur.fetchone()
+        return row or {"authority": "source", "since": None, "cutover_id": None, "fence_lsn": None}
+
+    def set_authority(self, authority: str, cutover_id: str | None, fence_lsn: int | None) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET authority = %s, since = now(), cutover_id = %s, fence_lsn = %s").format(
+                self._t("authority")
+            ),
+            (authority, cutover_id, fence_lsn),
+        )
+
+    def create_cutover(self, cutover_id: str, operator: str, options: Mapping[str, Any]) -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (cutover_id, state, operator, options) VALUES (%s, 'planned', %s, %s)"
+                ).format(self._t("cutover")),
+                (cutover_id, operator, dumps(options)),
+            )
+            self._event(cutover_id, None, "planned", operator, {"options": options})
+
+    def cutover(self, cutover_id: str | None = None) -> dict[str, Any] | None:
+        """One cutover record (the latest when no id is given)."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            if cutover_id is None:
+                cur.execute(
+                    sql.SQL("SELECT * FROM {} ORDER BY created_at DESC LIMIT 1").format(self._t("cutover"))
+                )
+            else:
+                cur.execute(
+                    sql.SQL("SELECT * FROM {} WHERE cutover_id = %s").format(self._t("cutover")),
+                    (cutover_id,),
+                )
+            return cur.fetchone()
+
+    def move_cutover(
+        self, cutover_id: str, from_state: str, to_state: str, operator: str, **fields: Any
+    ) -> None:
+        """Record a transition (and the fields it sets) with its audit event, atomically; refuses
+        when another process moved the cutover first (the state is not `from_state` any more)."""
+        assignments, values = self._cutover_assignments(fields)
+        assignments = [sql.SQL("state = %s"), *assignments]
+        values = [to_state, *values]
+        with self.conn.transaction():
+            done = self.conn.execute(
+                sql.SQL("UPDATE {} SET {} WHERE cutover_id = %s AND state = %s").format(
+                    self._t("cutover"), sql.SQL(", ").join(assignments)
+                ),
+                (*values, cutover_id, from_state),
+            )
+            if done.rowcount != 1:
+                raise Fatal(
+                    f"cutover {cutover_id} is no longer {from_state!r} (another process moved it); "
+                    "see `replicator cutover status`"
+                )
+            self._event(
+                cutover_id,
+                from_state,
+                to_state,
+                operator,
+                {k: v for k, v in fields.items() if k != "revoked"},
+            )
+
+    def note_cutover(self, cutover_id: str, state: str, **fields: Any) -> None:
+        """Set fields of a cutover without moving it (e.g. the grants about to be revoked, written
+        before they are); refuses when the cutover is not in `state`."""
+        assignments, values = self._cutover_assignments(fields)
+        done = self.conn.execute(
+            sql.SQL("UPDATE {} SET {} WHERE cutover_id = %s AND state = %s").format(
+                self._t("cutover"), sql.SQL(", ").join(assignments)
+            ),
+            (*values, cutover_id, state),
+        )
+        if done.rowcount != 1:
+            raise Fatal(f"cutover {cutover_id} is no longer {state!r}; see `replicator cutover status`")
+
+    @staticmethod
+    def _cutover_assignments(fields: Mapping[str, Any]) -> tuple[list[sql.Composable], list[Any]]:
+        unknown = set(fields) - _CUTOVER_FIELDS - _CUTOVER_JSON - _CUTOVER_TIMES
+        if unknown:
+            raise ValueError(f"unknown cutover fields {sorted(unknown)}")
+        assignments: list[sql.Composable] = [sql.SQL("updated_at = now()")]
+        values: list[Any] = []
+        for name, value in fields.items():
+            if name in _CUTOVER_TIMES:  # stamped by the server, once: the first stamp stays
+                assignments.append(sql.SQL("{0} = coalesce({0}, now())").format(sql.Identifier(name)))
+                continue
+            assignments.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+            values.append(dumps(value) if name in _CUTOVER_JSON else value)
+        return assignments, values
+
+    def _event(
+        self, cutover_id: str, from_state: str | None, to_state: str, operator: str, detail: Any
+    ) -> None:
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (cutover_id, from_state, to_state, operator, detail)"
+                " VALUES (%s, %s, %s, %s, %s)"
+            ).format(self._t("cutover_event")),
+            (cutover_id, from_state, to_state, operator, dumps(detail)),
+        )
+
+    def cutover_events(self, cutover_id: str) -> list[dict[str, Any]]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT at, from_state, to_state, operator, detail FROM {}"
+                    " WHERE cutover_id = %s ORDER BY id"
+                ).format(self._t("cutover_event")),
+                (cutover_id,),
+            )
+            return cur.fetchall()
+
+    def fence_seen(self, fence_id: str) -> bool:
+        row = self.conn.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE fence_id = %s").format(self._t("fence_seen")), (fence_id,)
+        ).fetchone()
+        return row is not None
+
+    def held_count(self, group: str) -> int:
+        row = self.conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE group_id = %s").format(self._t("held_event")), (group,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def open_error_count(self) -> int:
+        row = self.conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE kind = 'error' AND resolved_at IS NULL").format(
+                self._t("error_record")
+            )
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def recorded_partitions(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            sql.SQL("SELECT topic, partitions FROM {}").format(self._t("topic_partitions"))
+        ).fetchall()
+        return {t: int(n) for t, n in rows}
+
+    def latest_shadow_errors(self) -> int | None:
+        """Would-be error records of the latest finished shadow run (None: no shadow run yet)."""
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT totals->>'error_records' FROM {} WHERE mode = 'shadow' AND status = 'done'"
+                " ORDER BY ended_at DESC NULLS LAST LIMIT 1"
+            ).format(self._t("run"))
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])

@@ -42,7 +42,7 @@ from replicator import failpoints
 from replicator.config import HoldSettings, TargetSettings
 from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
 from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
-from replicator.core.intents import Intent, Kind, PreparedBatch, key_text
+from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
@@ -92,6 +92,7 @@ class WriteTarget(Protocol):
         self, conn: psycopg.Connection[Any], writes: Sequence[TableWrites], result: BatchResult
     ) -> None: ...
     def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None: ...
+    def store_fences(self, conn: psycopg.Connection[Any], fences: Sequence[Fence]) -> None: ...
     def store_errors(
         self,
         conn: psycopg.Connection[Any],
@@ -283,6 +284,7 @@ class BatchWriter:
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
         self.target.after_writes(conn, run.writes, result)
         self.target.store_errors(conn, result.errors, notes)
+        self.target.store_fences(conn, batch.fences)
         self._holds.put(conn, [*added, *(by_ref[r] for r in kept)])
         self._holds.remove(conn, (h.record.ref for h in removed))
         result.applied.update(run.applied)

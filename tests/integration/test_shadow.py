@@ -61,7 +61,7 @@ def checksum(stack: Stack, dbname: str) -> dict[str, str]:
 def source_in_kafka(stack: Stack) -> None:
     """Everything the source committed so far is in Kafka (no consumer involved)."""
     settings = load_settings(None)
-    lsn = write_fence(settings.source, TableRef("shop", "debezium_signal"))
+    _, lsn = write_fence(settings.source, TableRef("shop", "debezium_signal"))
     client = ConnectClient(stack.connect_url)
     wait_until(lambda: client.flushed_lsn(CONNECTOR) >= lsn, 120, "Connect to flush the fence")
 

@@ -283,7 +283,7 @@ def test_every_type_round_trips_or_is_a_documented_error_record(
     client.apply(connector, wait_s=120)
     try:
         settings = load_settings(None)
-        lsn = write_fence(settings.source, world.signal)  # the snapshot and the fence are in Kafka
+        _, lsn = write_fence(settings.source, world.signal)  # the snapshot and the fence are in Kafka
         wait_until(lambda: client.flushed_lsn(connector.name) >= lsn, 180, "the connector to flush")
         dbname = target_db(stack, world)
         env = {

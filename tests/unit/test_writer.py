@@ -19,7 +19,7 @@ from psycopg import sql
 
 from replicator.config import TargetSettings
 from replicator.core.errors import Fatal, Transient
-from replicator.core.intents import Intent, prepare
+from replicator.core.intents import Fence, Intent, prepare
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
 from replicator.core.mapping.plan import Narrowing
 from replicator.core.model import Batch, BatchResult, Failure, KafkaRef, Op, SourcePosition, TableRef
@@ -166,6 +166,9 @@ class FakeTarget:
     def before_truncate(self, conn: Any, intent: Intent) -> None:
         self.calls.append("before_truncate")
 
+    def store_fences(self, conn: Any, fences: Sequence[Fence]) -> None:
+        self.calls.append("store_fences")
+
     def store_errors(
         self, conn: Any, failures: Sequence[Failure], notes: Sequence[tuple[Intent, Narrowing]]
     ) -> None:
@@ -197,7 +200,13 @@ def writer(sessions: list[FakeSession], target: FakeTarget, policy: ErrorPolicy 
 def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_next_offsets() -> None:
     session, target = FakeSession(), FakeTarget(plan())
     result = writer([session], target).apply(prepare(batch(with_failure=True), plan()))
-    assert target.calls == ["prepare_session", "before_writes", "after_writes", "store_errors"]
+    assert target.calls == [
+        "prepare_session",
+        "before_writes",
+        "after_writes",
+        "store_errors",
+        "store_fences",
+    ]
     assert [f.rule_id for f in target.stored_failures] == ["decode"]  # the decode failure is recorded
     assert result.applied == {"dst.items:upsert": 1}
     assert session.outcomes == ["COMMIT", "COMMIT"]  # the session's temp tables, then the batch

@@ -102,7 +102,7 @@ def compile_spec(spec: Spec, target_catalog: Catalog) -> Plan:
         for t in tables
         for fk in (target_catalog.table(t.target) or _NO_TABLE).foreign_keys
     )
-    return Plan(spec.file, tuple(tables), order, warnings, fks)
+    return Plan(spec.file, tuple(tables), order, warnings, fks, spec.topic_prefix)
 
 
 _NO_TABLE = Table(TableRef("", ""), ())
@@ -232,6 +232,7 @@ def _compile_table(
         known_source_columns=frozenset(known),
         statements=statements,
         filter_describe=describe(rule.filter) if rule.filter is not None else "",
+        target_owned_rows=rule.target_owned_rows,
     )
 
 

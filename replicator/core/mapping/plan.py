@@ -151,6 +151,7 @@ class TablePlan:
     known_source_columns: frozenset[str]
     statements: TableStatements
     filter_describe: str = ""
+    target_owned_rows: bool = False  # rows only in the target are expected (see spec)
     _key_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
     _evaluators: tuple[tuple[str, ColumnEval], ...] = field(init=False, repr=False, compare=False)
     lookup_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
@@ -219,6 +220,7 @@ class Plan:
     apply_order: tuple[TableRef, ...]
     warnings: tuple[str, ...] = ()
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
+    topic_prefix: str = ""  # the connector's topic.prefix (the spec's)
     _by_topic: Mapping[str, tuple[TablePlan, ...]] = field(init=False, repr=False, compare=False)
     _feeders: Mapping[TableRef, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _fks: Mapping[tuple[TableRef, str], ForeignKeyPlan] = field(init=False, repr=False, compare=False)

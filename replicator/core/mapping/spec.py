@@ -498,6 +498,9 @@ class TableRule(_Model):
     truncate: TruncateRule
     unmapped_source_columns: Literal["fail", "ignore"] | None = None
     ignore_source_columns: list[Ident] = []
+    # Rows only in the target are the application's own (written there directly, dual writes):
+    # `verify` lists them apart and the cutover gate accepts them.
+    target_owned_rows: bool = False
     columns: dict[Ident, ColumnRule] = Field(min_length=1)
 
     def column_rule_id(self, target: str) -> str:

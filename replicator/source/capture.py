@@ -1,0 +1,48 @@
+"""What the cutover reads from the source about capture (I/O edge): the slot, the WAL, sequences.
+
+Read-only. The slot's retained WAL is measured from the current WAL position
+back to the slot's restart LSN (what PostgreSQL must keep for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from replicator.core.model import TableRef
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    name: str
+    active: bool
+    retained_wal_bytes: int
+
+
+def slot(conn: psycopg.Connection[Any], name: str) -> Slot | None:
+    row = conn.execute(
+        "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None else Slot(name, bool(row[0]), int(row[1]))
+
+
+def wal_lsn(conn: psycopg.Connection[Any]) -> int:
+    """The source's current WAL insert position, as an integer."""
+    row = conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def sequence_value(conn: psycopg.Connection[Any], table: TableRef, column: str) -> int | None:
+    """The last value of the sequence behind a source column (None: no sequence, or never used)."""
+    row = conn.execute(
+        "SELECT s.last_value FROM pg_sequences s"
+        " WHERE format('%%I.%%I', s.schemaname, s.sequencename)::regclass"
+        " = pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), %s)::regclass",
+        (table.schema, table.name, column),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
