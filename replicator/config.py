@@ -73,6 +73,12 @@ class TargetSettings(PostgresSettings):
     dbname: str = "shop_target"
     user: str = "replicator"
     password: SecretStr = SecretStr("replicator")
+    apply_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a batch transaction whose connection is silent this long is cut and retried"
+        " (a black-holed link or a lost COMMIT reply never raises by itself)",
+    )
 
 
 class KafkaSettings(BaseModel):

@@ -22,6 +22,12 @@ Inside the transaction, in this order:
 The error policy is applied once, before the commit. Kafka offsets are
 committed by the caller only after this returns.
 
+A batch that takes longer than `target.apply_timeout_s` has its socket shut
+down by a watchdog: a black-holed link (a proxy, a middlebox) keeps TCP alive
+and never raises, and a COMMIT whose reply is lost would wait forever. The
+cut surfaces as a lost connection (`Transient`); the batch is retried, and if
+the COMMIT did land, the stored versions make the re-apply a no-op.
+
 Where rows, versions, held events and error records go is a `WriteTarget`:
 `LiveTables` or the shadow's clones (`target.shadow`); the writer never knows
 which. Transient errors surface as `Transient` (the caller retries the whole
@@ -30,6 +36,8 @@ batch), others as `Fatal`.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +162,7 @@ class BatchWriter:
         on_holding: Callable[[bool], None] | None = None,
     ) -> None:
         self._connector = connector or (lambda: connect(target_settings, "target"))
+        self._apply_timeout_s = target_settings.apply_timeout_s
         self.target = target
         self.plan = target.plan
         self.schema = control_schema
@@ -238,13 +247,20 @@ class BatchWriter:
     def apply(self, batch: PreparedBatch) -> BatchResult:
         """Apply one batch in one transaction; raises Transient or Fatal."""
         conn = self.connect()
+        watchdog = threading.Timer(self._apply_timeout_s, _cut, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             with conn.transaction():
                 result, added, removed = self._apply(conn, batch)
                 self.policy.check(result)
+                failpoints.hit("stop_before_target_commit")
                 failpoints.hit("before_target_commit")
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
+        finally:
+            watchdog.cancel()
+            watchdog.join()
         self._holds.committed(added, removed)
         self._on_holding(self._holds.count > 0)
         return result
@@ -717,3 +733,14 @@ class BatchWriter:
                 [commit_lsn.get(tp, 0) for tp, _ in items],
             ),
         )
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut the socket of a silent batch down under the waiting driver: its read returns at
+    once with a lost connection (a dup of the descriptor, so the driver's own stays valid)."""
+    try:
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=socket.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # already closed: nothing is waiting on it
