@@ -136,7 +136,10 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
             report_dir=Path(args.report_dir),
         ),
     )
-    lines = [f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"]
+    lines = [
+        f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"
+        f" and {summary['review_html']}"
+    ]
     for table, counts in summary["diffs"].items():
         lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
