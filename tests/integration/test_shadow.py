@@ -5,7 +5,8 @@ equal what the live run then writes over the same range (captured by an
 AFTER trigger): same rows, same kinds, same field values, same error
 records; the shadow runs under a role without DML on the data tables and
 leaves the data byte-for-byte unchanged; the summary counts equal the JSON
-Lines report.
+Lines report, and every run's review (HTML and Markdown) shows those counts
+per table and its error records.
 """
 
 from __future__ import annotations
