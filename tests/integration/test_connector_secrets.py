@@ -11,7 +11,8 @@ the sentinel. The secrets file is 0600 in a 0700 directory.
 Control: the same config with the password inlined from the environment, applied to the same
 worker, puts the sentinel into the REST config and the config topic, and the same scan finds it
 there; so the clean result above is not a scan that cannot see. And `deploy/local/stack up`
-refuses a running worker whose configuration lacks the provider (one line with the fix).
+accepts a running worker started with the same configuration and refuses one whose
+configuration lacks the provider (one line with the fix).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def test_shipped_connector_keeps_the_password_out_of_connect(tmp_path: Path) -> 
     stack = ThrowawayStack.create("secrets", PORTS, extra={"CDC_DEBEZIUM_PASSWORD": sentinel})
     try:
         stack.up()
+        again = stack.cmd("up")  # the same worker configuration: nothing to restart
+        assert again.returncode == 0 and "connect already up" in again.stderr, again.stderr[-2000:]
         exports = stack.exports()
         env = {**stack.env, **exports, "PYTHONPATH": str(REPO)}
         secrets = Path(exports["CDC_CONNECT_SECRETS"])
