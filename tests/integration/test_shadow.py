@@ -6,7 +6,8 @@ AFTER trigger): same rows, same kinds, same field values, same error
 records; the shadow runs under a role without DML on the data tables and
 leaves the data byte-for-byte unchanged; the summary counts equal the JSON
 Lines report, and every run's review (HTML and Markdown) shows those counts
-per table and its error records.
+per table and its error records (the first run's page also as headless
+Chromium builds it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.integration.pipeline import (
 )
 from tests.integration.stack import Stack, one_row
 from tests.integration.test_daemon_apply import install_audit
+from tests.integration.test_report_browser import chromium
 from tests.unit.test_report import parse
 
 DATA_TABLES = ["crm.customer", "crm.customer_pii", "catalog.product", 'sales."order"', "sales.order_line"]
@@ -171,6 +173,11 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
     }
     assert predicted and any(d["kind"] == "update" for d in predicted.values())
     assert any(s == "23514" for *_, s in predicted_errors), "the CHECK violation is predicted"
+    # The real run's review page as a browser builds it: the counts and the would-be error records.
+    dom = parse(chromium(tmp_path / "browser", "--dump-dom", Path(summary["review_html"]).as_uri()).stdout)
+    for table, counts in summary["diffs"].items():
+        assert any(r.startswith(f"{table}|{counts.get('insert', 0)}|") for r in dom.rows), table
+    assert any(r.startswith("error|") and "|23514|" in r for r in dom.rows)
 
     install_audit(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
