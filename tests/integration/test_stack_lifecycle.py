@@ -6,24 +6,12 @@ address and health, `down` leaves no process of that stack behind.
 
 from __future__ import annotations
 
-import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
-STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack"
-
-
-def stack_cmd(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STACK), cmd], env=env, capture_output=True, text=True, timeout=400, check=False
-    )
-
-
-def stack_processes(state_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines() if str(state_dir) in line and "ps -ww" not in line]
-
+from tests.integration.throwaway import ThrowawayStack
 
 PORT_VARS = (
     "STACK_SOURCE_PG_PORT",
@@ -40,51 +28,45 @@ PORT_VARS = (
 )
 
 
-def free_ports(n: int) -> list[str]:
+def free_ports(n: int) -> list[int]:
     """Ports nobody listens on now (fixed ports collide with stacks other people configured on them)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
             s.bind(("127.0.0.1", 0))
-        return [str(s.getsockname()[1]) for s in socks]
+        return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:
             s.close()
 
 
-def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:
-    state = tmp_path / "stack"
-    main_dir = Path(os.environ.get("STACK_DIR", STACK.parents[2] / ".stack"))
-    env = {
-        **os.environ,
-        "STACK_DIR": str(state),
-        "STACK_DIST": os.environ.get("STACK_DIST", str(main_dir / "dist")),  # reuse the jar cache
-        **dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True)),
-        "STACK_CONNECT_HEAP": "512m",
-        "STACK_KAFKA_HEAP": "384m",
-    }
-    if os.geteuid() == 0:
-        os.chmod(tmp_path, 0o755)  # the postgres user must reach its data directory
-        for parent in tmp_path.parents:
-            if parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o005)
+def stack_processes(state_dir: Path) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if str(state_dir) in line and "ps -ww" not in line]
+
+
+def test_up_twice_status_and_down_leave_nothing() -> None:
+    # Its state is not under pytest's tmp_path: another pytest session resets that tree to 0700,
+    # which would lock the postgres user out and make `down` fail (see throwaway.py).
+    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
+    stack = ThrowawayStack.create("lifecycle", ports, extra={"STACK_REGISTRY": "on"})
+    state = stack.state
     try:
-        first = stack_cmd("up", env)
-        assert first.returncode == 0, first.stderr[-2000:]
-        second = stack_cmd("up", env)
+        stack.up()
+        second = stack.cmd("up")
         assert second.returncode == 0, second.stderr[-2000:]
         assert "already up" in second.stderr
         for component in ("postgres-source", "postgres-target", "kafka", "connect", "registry", "toxiproxy"):
             assert component in second.stdout
-        status = stack_cmd("status", env)
+        status = stack.cmd("status")
         assert status.returncode == 0
-        assert f"127.0.0.1:{env['STACK_KAFKA_PORT']}" in status.stdout and "up" in status.stdout
+        assert f"127.0.0.1:{ports['STACK_KAFKA_PORT']}" in status.stdout and "up" in status.stdout
         assert stack_processes(state), "the stack should be running before down"
     finally:
-        down = stack_cmd("down", env)
+        down = stack.cmd("down")
     assert down.returncode == 0, down.stderr
     assert stack_processes(state) == []
-    after = stack_cmd("status", env)
+    after = stack.cmd("status")
     assert after.returncode == 1
     assert after.stdout.count("down") == 6
+    shutil.rmtree(state.parent, ignore_errors=True)
