@@ -52,6 +52,9 @@ def _value_for(row: Row) -> tuple[str, Any]:
     if kind.startswith("number"):
         real = float(row.default.strip("`")) + 0.5
         return str(real), real
+    if kind.startswith("boolean"):
+        flipped = row.default != "`True`"
+        return str(flipped).lower(), flipped
     if kind.startswith("JSON object"):
         return '{"k": "v"}', {"k": "v"}
     if kind.startswith("path"):
