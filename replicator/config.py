@@ -198,6 +198,16 @@ class CutoverSettings(BaseModel):
         return [r.strip() for r in self.app_roles.split(",") if r.strip()]
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`) of `run` and `shadow`."""
+
+    port: int = Field(default=0, ge=0, le=65535, description="HTTP port of the endpoints (0: off)")
+    host: str = Field(
+        default="127.0.0.1",
+        description="address the endpoints listen on (`0.0.0.0` in a container, for Prometheus and probes)",
+    )
+
+
 _cli_config_file: Path | None = None
 
 
@@ -222,6 +232,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
     cutover: CutoverSettings = Field(default_factory=CutoverSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     connector: str | None = Field(
         default=None,
         description="the Debezium connector feeding the mapped topics (holding, `drain` and `cutover` read"

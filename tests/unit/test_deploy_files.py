@@ -33,12 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
 K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests claim to support
-PENDING_SETTINGS = {"REPLICATOR_METRICS__PORT"}  # issue 14's metrics endpoint, built beside these files
 OUTSIDE_MODEL = {"REPLICATOR_CONFIG_FILE", "REPLICATOR_DEBUG"}  # docs/settings.md, "Read outside"
 
 
 def settings_names() -> set[str]:
-    return {row.variable for _, row in rows()} | OUTSIDE_MODEL | PENDING_SETTINGS
+    return {row.variable for _, row in rows()} | OUTSIDE_MODEL
 
 
 def pom_version(name: str) -> str:
