@@ -503,7 +503,12 @@ def run_seed(seed: int, minutes: float, max_faults: int, n_instances: int, work:
     settings.source.dbname = world.source_db
     settings.target.dbname = target_db
     drained_at = time.monotonic()
-    drain(settings, world.topics, world.connector, world.signal_table, 600, group=group)
+    try:
+        drain(settings, world.topics, world.connector, world.signal_table, 600, group=group)
+    except BaseException:
+        for inst in instances:  # never leave the instances running behind a failed seed
+            inst.stop()
+        raise
     drain_s = time.monotonic() - drained_at
     run.sample_offsets()
     exits = [inst.stop() for inst in instances]
