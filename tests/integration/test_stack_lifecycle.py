@@ -7,37 +7,10 @@ address and health, `down` leaves no process of that stack behind.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
-from tests.integration.throwaway import ThrowawayStack
-
-PORT_VARS = (
-    "STACK_SOURCE_PG_PORT",
-    "STACK_TARGET_PG_PORT",
-    "STACK_KAFKA_PORT",
-    "STACK_KAFKA_CONTROLLER_PORT",
-    "STACK_CONNECT_PORT",
-    "STACK_REGISTRY_PORT",
-    "STACK_REGISTRY_MANAGEMENT_PORT",
-    "STACK_TOXIPROXY_PORT",
-    "STACK_KAFKA_PROXIED_PORT",
-    "STACK_KAFKA_PROXY_PORT",
-    "STACK_TARGET_PG_PROXY_PORT",
-)
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports nobody listens on now (fixed ports collide with stacks other people configured on them)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from tests.integration.throwaway import LISTENER_PORTS, ThrowawayStack, free_ports
 
 
 def stack_processes(state_dir: Path) -> list[str]:
@@ -48,8 +21,8 @@ def stack_processes(state_dir: Path) -> list[str]:
 def test_up_twice_status_and_down_leave_nothing() -> None:
     # Its state is not under pytest's tmp_path: another pytest session resets that tree to 0700,
     # which would lock the postgres user out and make `down` fail (see throwaway.py).
-    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
-    stack = ThrowawayStack.create("lifecycle", ports, extra={"STACK_REGISTRY": "on"})
+    ports = dict(zip(LISTENER_PORTS, free_ports(len(LISTENER_PORTS)), strict=True))
+    stack = ThrowawayStack.create("lifecycle", ports, extra={"STACK_REGISTRY": "on", "STACK_TOXIPROXY": "on"})
     state = stack.state
     try:
         stack.up()

@@ -34,6 +34,33 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+LISTENER_PORTS = (
+    "STACK_SOURCE_PG_PORT",
+    "STACK_TARGET_PG_PORT",
+    "STACK_KAFKA_PORT",
+    "STACK_KAFKA_CONTROLLER_PORT",
+    "STACK_CONNECT_PORT",
+    "STACK_REGISTRY_PORT",
+    "STACK_REGISTRY_MANAGEMENT_PORT",
+    "STACK_TOXIPROXY_PORT",
+    "STACK_KAFKA_PROXIED_PORT",
+    "STACK_KAFKA_PROXY_PORT",
+    "STACK_TARGET_PG_PROXY_PORT",
+)
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports nobody listens on now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 @dataclass
 class ThrowawayStack:
     state: Path
@@ -44,7 +71,14 @@ class ThrowawayStack:
     def create(cls, name: str, ports: dict[str, int], extra: dict[str, str] | None = None) -> ThrowawayStack:
         base = Path(tempfile.mkdtemp(prefix=f"cdc-{name}-"))
         base.chmod(0o755)  # the postgres user must reach its data directory
-        return cls(base / "stack", ports, extra or {})
+        # Every listener of the stack gets a port of its own: ports not given are free ones, never
+        # the defaults (nor the caller's environment), which the stack under test holds.
+        missing = [v for v in LISTENER_PORTS if v not in ports]
+        return cls(
+            base / "stack",
+            {**dict(zip(missing, free_ports(len(missing)), strict=True)), **ports},
+            extra or {},
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -54,6 +88,7 @@ class ThrowawayStack:
             "STACK_DIR": str(self.state),
             "STACK_DIST": os.environ.get("STACK_DIST", str(main_dir / "dist")),  # reuse the jar cache
             "STACK_REGISTRY": "off",
+            "STACK_TOXIPROXY": "off",
             "STACK_CONNECT_HEAP": "512m",
             "STACK_KAFKA_HEAP": "384m",
             **{name: str(port) for name, port in self.ports.items()},
