@@ -22,8 +22,8 @@ Inside the transaction, in this order:
 The error policy is applied once, before the commit. Kafka offsets are
 committed by the caller only after this returns.
 
-A batch that takes longer than `target.apply_timeout_s` has its socket shut
-down by a watchdog: a black-holed link (a proxy, a middlebox) keeps TCP alive
+A batch whose writes, or whose COMMIT, take longer than `target.apply_timeout_s`
+has its socket shut down by a watchdog: a black-holed link (a proxy, a middlebox) keeps TCP alive
 and never raises, and a COMMIT whose reply is lost would wait forever. The
 cut surfaces as a lost connection (`Transient`); the batch is retried, and if
 the COMMIT did land, the stored versions make the re-apply a no-op.
@@ -247,20 +247,21 @@ class BatchWriter:
     def apply(self, batch: PreparedBatch) -> BatchResult:
         """Apply one batch in one transaction; raises Transient or Fatal."""
         conn = self.connect()
-        watchdog = threading.Timer(self._apply_timeout_s, _cut, (conn,))
-        watchdog.daemon = True
-        watchdog.start()
+        watchdog = _Watchdog(conn, self._apply_timeout_s)
         try:
             with conn.transaction():
+                watchdog.arm()
                 result, added, removed = self._apply(conn, batch)
+                watchdog.disarm()
                 self.policy.check(result)
-                failpoints.hit("stop_before_target_commit")
-                failpoints.hit("before_target_commit")
+                if batch.next_offsets:  # a retry of held rows alone is not counted
+                    failpoints.hit("stop_before_target_commit")
+                    failpoints.hit("before_target_commit")
+                watchdog.arm()  # the COMMIT (sent on leaving the block) has a deadline of its own
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
         finally:
-            watchdog.cancel()
-            watchdog.join()
+            watchdog.disarm()
         self._holds.committed(added, removed)
         self._on_holding(self._holds.count > 0)
         return result
@@ -733,6 +734,29 @@ class BatchWriter:
                 [commit_lsn.get(tp, 0) for tp, _ in items],
             ),
         )
+
+
+class _Watchdog:
+    """Cuts the connection when an armed wait on the target outlives its deadline. Armed only
+    while the writer waits on the target (the writes, the COMMIT), so the process's own pauses
+    (a failpoint's SIGSTOP) never count against the link."""
+
+    def __init__(self, conn: psycopg.Connection[Any], timeout_s: float) -> None:
+        self._conn = conn
+        self._timeout_s = timeout_s
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        self.disarm()
+        self._timer = threading.Timer(self._timeout_s, _cut, (self._conn,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
+            self._timer = None
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

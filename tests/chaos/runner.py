@@ -42,7 +42,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -397,7 +397,18 @@ def mismatches(world: World, target_db: str) -> tuple[int, list[str]]:
 # ---------------------------------------------------------------------- one seed
 def workload(world: World, seconds: float, seed: int) -> list[subprocess.Popen[bytes]]:
     pg_env = {**os.environ, "PGPASSWORD": env("STACK_PG_ADMIN_PASSWORD", "postgres")}
-    bench = subprocess.Popen(
+    # The children inherit the log files; the parent closes its copies at once.
+    with open(world.work / "pgbench.log", "ab") as bench_log, open(world.work / "demo.log", "ab") as demo_log:
+        return [
+            bench_process(world, seconds, seed, pg_env, bench_log),
+            demo_process(world, seconds, seed, demo_log),
+        ]
+
+
+def bench_process(
+    world: World, seconds: float, seed: int, pg_env: dict[str, str], log_file: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             str(PGBENCH),
             "-n",
@@ -420,9 +431,12 @@ def workload(world: World, seconds: float, seed: int) -> list[subprocess.Popen[b
         ],
         env=pg_env,
         stdout=subprocess.DEVNULL,
-        stderr=open(world.work / "pgbench.log", "ab"),  # noqa: SIM115 - the child owns it
+        stderr=log_file,
     )
-    demo = subprocess.Popen(
+
+
+def demo_process(world: World, seconds: float, seed: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             sys.executable,
             str(REPO / "deploy/demo/demo.py"),
@@ -436,9 +450,8 @@ def workload(world: World, seconds: float, seed: int) -> list[subprocess.Popen[b
         ],
         env={**os.environ, "REPLICATOR_SOURCE__DBNAME": world.source_db},
         stdout=subprocess.DEVNULL,
-        stderr=open(world.work / "demo.log", "ab"),  # noqa: SIM115
+        stderr=log_file,
     )
-    return [bench, demo]
 
 
 def run_seed(seed: int, minutes: float, max_faults: int, n_instances: int, work: Path) -> tuple[str, bool]:
