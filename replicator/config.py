@@ -106,6 +106,11 @@ class KafkaSettings(BaseModel):
     max_poll_interval_ms: int = Field(
         default=300_000, description="the longest a batch may take before the member is considered stuck"
     )
+    rejoin_timeout_s: float = Field(
+        default=120.0,
+        description="a member left without an assignment this long after joining or losing its partitions"
+        " (librdkafka can stay stuck after a broker restart) rebuilds its consumer and joins again",
+    )
     # Static membership: a restarted process with the same id gets its partitions back at once
     # (no rebalance, no wait for the dead member's session to expire). Unique per process.
     instance_id: str | None = Field(

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from replicator import failpoints
@@ -191,7 +192,7 @@ class ConsumerLoop:
         highs: dict[Partition, int] = {}
         begins: dict[Partition, int] = {}  # the observer's next offsets: stored, else where it starts
         for p in partitions:
-            low, high = self.source.watermarks(p)
+            low, high = self._with_retry(partial(self.source.watermarks, p), "read watermarks")
             highs[p] = high
             begins[p] = stored.get(p, high if self.options.auto_offset_reset == "latest" else low)
             self.end_offsets.setdefault(p, high)

@@ -249,8 +249,8 @@ class BatchWriter:
         conn = self.connect()
         watchdog = _Watchdog(conn, self._apply_timeout_s)
         try:
+            watchdog.arm()  # BEGIN too: a link black-holed while idle hangs there
             with conn.transaction():
-                watchdog.arm()
                 result, added, removed = self._apply(conn, batch)
                 watchdog.disarm()
                 self.policy.check(result)
