@@ -136,7 +136,10 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
             report_dir=Path(args.report_dir),
         ),
     )
-    lines = [f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"]
+    lines = [
+        f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"
+        f" and {summary['review_html']}"
+    ]
     for table, counts in summary["diffs"].items():
         lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
@@ -257,12 +260,12 @@ def _cutover(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _cutover_done(args: argparse.Namespace, cutover: Any, report: Any) -> None:
-    from replicator.run.cutover import report_data, status_text, write_markdown
+    from replicator.run.cutover import report_data, status_text, write_reports
 
     mirror = cutover.source_mirror()
     if report.cutover_id is not None:
-        path = write_markdown(Path(args.report_dir) / f"{report.cutover_id}.md", report, mirror)
-        print(f"cutover report: {path}", file=sys.stderr if args.json else sys.stdout)
+        paths = write_reports(Path(args.report_dir), report, mirror)
+        print(f"cutover report: {', '.join(map(str, paths))}", file=sys.stderr if args.json else sys.stdout)
     _emit(report_data(report, mirror), args.json, status_text(report, mirror))
 
 

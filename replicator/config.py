@@ -28,15 +28,21 @@ from replicator.core.errors import ConfigError
 
 
 class PostgresSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 5432
-    dbname: str = "postgres"
-    user: str = "postgres"
-    password: SecretStr = SecretStr("")
-    connect_timeout: int = 10
-    application_name: str = "cdc-replicator"
+    """A PostgreSQL connection (libpq parameters)."""
+
+    host: str = Field(default="127.0.0.1", description="host name or address")
+    port: int = Field(default=5432, description="port")
+    dbname: str = Field(default="postgres", description="database name")
+    user: str = Field(default="postgres", description="role to log in as")
+    password: SecretStr = Field(default=SecretStr(""), description="that role's password (empty: none sent)")
+    connect_timeout: int = Field(default=10, description="seconds to wait for a connection")
+    application_name: str = Field(
+        default="cdc-replicator", description="shown in pg_stat_activity for the replicator's sessions"
+    )
     options: dict[str, str] = Field(
-        default_factory=dict, description="extra libpq parameters (sslmode, sslrootcert, ...)"
+        default_factory=dict,
+        description="extra libpq parameters as a JSON object (sslmode, sslrootcert, ...), e.g."
+        ' `{"sslmode": "verify-full"}`',
     )
 
     def conninfo(self) -> str:
@@ -59,35 +65,65 @@ class PostgresSettings(BaseModel):
 
 
 class SourceSettings(PostgresSettings):
-    """The source database (catalog checks, cutover). Defaults: the local demo."""
+    """The source database (catalog checks, drain's fence row, cutover). Defaults: the local demo."""
 
-    port: int = 55432
-    dbname: str = "shop"
-    password: SecretStr = SecretStr("postgres")
+    port: int = Field(default=55432, description="port")
+    dbname: str = Field(default="shop", description="database name")
+    password: SecretStr = Field(default=SecretStr("postgres"), description="that role's password")
 
 
 class TargetSettings(PostgresSettings):
     """The target database the replicator writes. Defaults: the local demo."""
 
-    port: int = 55433
-    dbname: str = "shop_target"
-    user: str = "replicator"
-    password: SecretStr = SecretStr("replicator")
+    port: int = Field(default=55433, description="port")
+    dbname: str = Field(default="shop_target", description="database name")
+    user: str = Field(default="replicator", description="role to log in as (shadow mode: a read-only role)")
+    password: SecretStr = Field(default=SecretStr("replicator"), description="that role's password")
+    apply_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a batch transaction whose connection is silent this long is cut and retried"
+        " (a black-holed link or a lost COMMIT reply never raises by itself)",
+    )
 
 
 class KafkaSettings(BaseModel):
-    bootstrap_servers: str = "127.0.0.1:59092"
-    group_id: str = "cdc-replicator"
-    auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
-    session_timeout_ms: int = 45_000
-    max_poll_interval_ms: int = 300_000
+    """The Kafka consumer (librdkafka)."""
+
+    bootstrap_servers: str = Field(default="127.0.0.1:59092", description="brokers, host:port[,host:port]")
+    group_id: str = Field(
+        default="cdc-replicator", description="consumer group; every process of one replicator shares it"
+    )
+    auto_offset_reset: Literal["earliest", "latest", "error"] = Field(
+        default="earliest",
+        description="where a partition without a stored position starts (`error`: refuse to start)",
+    )
+    session_timeout_ms: int = Field(
+        default=45_000,
+        description="a member silent this long loses its partitions (with an instance id, also how long"
+        " a dead process's partitions wait before moving)",
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, description="the longest a batch may take before the member is considered stuck"
+    )
+    rejoin_timeout_s: float = Field(
+        default=120.0,
+        description="a member left without an assignment this long after joining or losing its partitions"
+        " (librdkafka can stay stuck after a broker restart) rebuilds its consumer and joins again",
+    )
     # Static membership: a restarted process with the same id gets its partitions back at once
     # (no rebalance, no wait for the dead member's session to expire). Unique per process.
-    instance_id: str | None = None
-    sasl_password: SecretStr | None = None
+    instance_id: str | None = Field(
+        default=None,
+        description="static group membership (`group.instance.id`): unique per process and stable across"
+        " its restarts (e.g. the pod name), so a restarted process gets its partitions back at once",
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (`sasl.password`); the other SASL properties go in options"
+    )
     options: dict[str, str] = Field(
         default_factory=dict,
-        description="extra librdkafka properties (security.protocol, ssl.ca.location, ...)",
+        description="extra librdkafka properties as a JSON object (security.protocol, ssl.ca.location, ...)",
     )
 
     def consumer_config(self) -> dict[str, Any]:
@@ -111,17 +147,23 @@ class KafkaSettings(BaseModel):
 
 
 class ConnectSettings(BaseModel):
-    url: str = "http://127.0.0.1:58083"
-    timeout_s: float = 30.0
-    wait_running_s: float = 120.0
+    """The Kafka Connect worker's REST API."""
+
+    url: str = Field(default="http://127.0.0.1:58083", description="REST API base URL")
+    timeout_s: float = Field(default=30.0, description="seconds per REST request")
+    wait_running_s: float = Field(
+        default=120.0, description="`connectors apply`: how long to wait for a connector and its tasks to run"
+    )
 
 
 class BatchSettings(BaseModel):
     """Bounds of one target transaction (invariant 4)."""
 
-    max_events: int = Field(default=5000, ge=1)
-    max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    max_ms: int = Field(default=500, ge=1)
+    max_events: int = Field(default=5000, ge=1, description="events per batch, at most")
+    max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="bytes of Kafka values per batch, at most"
+    )
+    max_ms: int = Field(default=500, ge=1, description="milliseconds a batch collects events, at most")
 
 
 class HoldSettings(BaseModel):
@@ -161,6 +203,16 @@ class CutoverSettings(BaseModel):
         return [r.strip() for r in self.app_roles.split(",") if r.strip()]
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`) of `run` and `shadow`."""
+
+    port: int = Field(default=0, ge=0, le=65535, description="HTTP port of the endpoints (0: off)")
+    host: str = Field(
+        default="127.0.0.1",
+        description="address the endpoints listen on (`0.0.0.0` in a container, for Prometheus and probes)",
+    )
+
+
 _cli_config_file: Path | None = None
 
 
@@ -185,16 +237,33 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
     cutover: CutoverSettings = Field(default_factory=CutoverSettings)
-    # the Debezium connector feeding the mapped topics, and its signal table in the source
-    # (schema.table); when unset, the spec's `capture:` block (see `run.assembly.capture`)
-    connector: str | None = None
-    signal_table: str | None = None
-    registry_url: str | None = None
-    value_format: Literal["json", "avro"] = "json"
-    mapping: Path = Path("mappings/demo.yaml")
-    control_schema: str = "replicator"
-    unavailable_placeholder: str = "__debezium_unavailable_value"
-    log_format: Literal["text", "json"] = "text"
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    connector: str | None = Field(
+        default=None,
+        description="the Debezium connector feeding the mapped topics (holding, `drain` and `cutover` read"
+        " its committed offset); unset: the spec's `capture:` block",
+    )
+    signal_table: str | None = Field(
+        default=None,
+        description="its signal table in the source, schema.table (`drain` and `cutover` write their fence"
+        " row there); unset: the spec's `capture:` block",
+    )
+    registry_url: str | None = Field(
+        default=None, description="schema registry (Confluent API) for `value_format=avro`"
+    )
+    value_format: Literal["json", "avro"] = Field(
+        default="json", description="how Debezium's converter writes values: JsonConverter or Avro"
+    )
+    mapping: Path = Field(default=Path("mappings/demo.yaml"), description="the mapping spec (YAML)")
+    control_schema: str = Field(
+        default="replicator",
+        description="the target schema the replicator owns (checkpoints, versions, errors)",
+    )
+    unavailable_placeholder: str = Field(
+        default="__debezium_unavailable_value",
+        description="Debezium's value for an unchanged TOAST column (`unavailable.value.placeholder`)",
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="log lines as text or JSON")
 
     @classmethod
     def settings_customise_sources(

@@ -6,7 +6,9 @@ the n-th time (default 1st) it reaches `hit(<name>)`; names starting with
 resumes with SIGCONT). Unset, `hit` is a no-op.
 Names: `mid_batch` (inside the target transaction, after the row writes),
 `before_target_commit`, `after_target_commit` (before the Kafka commit),
-`stop_before_apply` (a decoded batch in hand, nothing applied yet).
+`stop_before_apply` (a decoded batch in hand, nothing applied yet),
+`stop_before_target_commit` (every write done, the COMMIT not yet sent). The two
+`*before_target_commit` points count batches that consume events, not retries of held rows.
 
 `REPLICATOR_FAILPOINT_PAUSE=<topic>[,<topic>...]` with
 `REPLICATOR_FAILPOINT_RELEASE=<path>`: the loop does not consume those topics

@@ -61,9 +61,15 @@ def substitute(text: str, environ: Mapping[str, str], origin: str) -> str:
     result = _PLACEHOLDER.sub(replace, text)
     if missing:
         names = ", ".join(sorted(set(missing)))
+        hint = (
+            " (CDC_CONNECT_SECRETS: the path of the Connect worker's secrets file;"
+            " `deploy/local/stack env` exports it)"
+            if "CDC_CONNECT_SECRETS" in missing
+            else ""
+        )
         raise ConnectorConfigError(
             f"{origin}: environment variable(s) {names} not set and no default given; "
-            "export them or write ${NAME:-default}"
+            "export them or write ${NAME:-default}" + hint
         )
     return result
 
@@ -112,7 +118,8 @@ _HINTS: tuple[tuple[str, str, str], ...] = (
     (
         "password authentication failed",
         "database.password",
-        "set the connector role's password (CDC_DEBEZIUM_PASSWORD in the shipped configs)",
+        "the shipped configs read debezium.password from the worker's secrets file ($CDC_CONNECT_SECRETS,"
+        " written by `deploy/local/stack up` from CDC_DEBEZIUM_PASSWORD): make it the role's password",
     ),
     ('role "', "database.user", "create the role or fix database.user"),
     ("does not exist", "database.dbname", "fix database.dbname or create the database"),

@@ -232,6 +232,8 @@ class PreparedBatch:
     commit_lsns: Mapping[Partition, int] = dataclasses.field(default_factory=dict)
     # Drain fences (rows of the source's signal table) read in this batch: stored with it.
     fences: tuple[Fence, ...] = ()
+    # Per partition, the newest event time (the envelope's ts_ms, milliseconds): end-to-end lag.
+    source_ts_ms: Mapping[Partition, int] = dataclasses.field(default_factory=dict)
 
 
 class Fence(NamedTuple):
@@ -274,9 +276,11 @@ def prepare(batch: Batch, plan: Plan, signal_table: TableRef | None = None) -> P
     if signals:
         counts["signal"] += signals
     commit_lsns: dict[Partition, int] = {}
+    source_ts_ms: dict[Partition, int] = {}
     for e in batch.events:
+        p = (e.ref.topic, e.ref.partition)
+        source_ts_ms[p] = max(source_ts_ms.get(p, 0), e.ts_ms)
         if e.position is not None:
-            p = (e.ref.topic, e.ref.partition)
             commit_lsns[p] = max(commit_lsns.get(p, 0), e.position.commit_lsn)
     return PreparedBatch(
         by_table=intents.by_table,
@@ -286,4 +290,5 @@ def prepare(batch: Batch, plan: Plan, signal_table: TableRef | None = None) -> P
         events=batch.size,
         commit_lsns=commit_lsns,
         fences=tuple(fences),
+        source_ts_ms=source_ts_ms,
     )

@@ -71,6 +71,12 @@ def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Ve
         if verdict is Verdict.UNORDERED:
             writes.unordered += 1
         previous = writes.final.get(intent.key)
+        if intent.kind is Kind.IGNORE and previous is not None:
+            # A delete the spec ignores leaves the row as this batch's earlier events made it
+            # (as it would if they had come in an earlier batch); only the version advances.
+            writes.versions[intent.key] = intent.version
+            writes.contributors.setdefault(intent.key, []).append(intent)
+            continue
         if intent.kind is Kind.UPSERT and previous is not None and previous.kind is Kind.UPSERT:
             missing = intent.unavailable
             if missing:

@@ -6,6 +6,9 @@ Invariants:
   `on_assign` (from the target-stored offsets), never by Kafka.
 - An exception raised by `on_assign` / `on_revoke` is re-raised from the
   next `poll`, and the records of that poll are dropped (none was handed out).
+- A member without an assignment `rejoin_timeout_s` after it subscribed or
+  lost its partitions (no rebalance completed: librdkafka can stay stuck
+  after a broker restart) closes its consumer and joins with a new one.
 - A record error that Kafka calls fatal, an offset out of range or an
   authorization failure becomes `Fatal` (never skipped silently); other
   errors go to `on_error` and polling goes on (librdkafka retries).
@@ -13,13 +16,15 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from replicator.config import KafkaSettings
-from replicator.core.errors import Fatal
+from replicator.core.errors import Fatal, Transient
 from replicator.core.model import KafkaRef, Partition, Record, new_tuple
 from replicator.kafka.clients import METADATA_TIMEOUT_S, new_consumer
 
@@ -48,14 +53,28 @@ class KafkaSource:
 
     def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
         member = {"group.instance.id": kafka.instance_id} if kafka.instance_id else {}
-        self._consumer = new_consumer(kafka, group_id, **{"auto.offset.reset": "error", **member})
+        self._new_consumer: Callable[[], Any] = lambda: new_consumer(
+            kafka, group_id, **{"auto.offset.reset": "error", **member}
+        )
+        self._consumer = self._new_consumer()
         self._on_error = on_error
         self._pending: BaseException | None = None
+        self._rejoin_timeout_s = kafka.rejoin_timeout_s
+        self._subscription: tuple[list[str], OnAssign, OnRevoke, ToPause | None] | None = None
+        self._joining_since: float | None = None  # set while no rebalance has completed
 
     def subscribe(
         self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
     ) -> None:
+        self._subscription = (topics, on_assign, on_revoke, to_pause)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        assert self._subscription is not None
+        topics, on_assign, on_revoke, to_pause = self._subscription
+
         def assign(consumer: Any, tps: list[TopicPartition]) -> None:
+            self._joining_since = None
             try:
                 starts = on_assign(_parts(tps))
             except Exception as exc:
@@ -81,9 +100,29 @@ class KafkaSource:
                 self._pending = self._pending or exc
             consumer.unassign()
 
-        self._consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=revoke)
+        def lost(consumer: Any, tps: list[TopicPartition]) -> None:
+            self._joining_since = time.monotonic()
+            revoke(consumer, tps)
+
+        self._joining_since = time.monotonic()
+        self._consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=lost)
+
+    def _rejoin_if_stuck(self) -> None:
+        since = self._joining_since
+        if since is None or time.monotonic() - since < self._rejoin_timeout_s:
+            return
+        self._on_error(
+            f"no group assignment {time.monotonic() - since:.0f} s after joining or losing it;"
+            " closing the consumer and joining again with a new one",
+            True,
+        )
+        with contextlib.suppress(KafkaException, RuntimeError):  # the stuck consumer goes either way
+            self._consumer.close()
+        self._consumer = self._new_consumer()
+        self._subscribe()
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        self._rejoin_if_stuck()
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         if self._pending is not None:
             pending, self._pending = self._pending, None
@@ -117,9 +156,19 @@ class KafkaSource:
             self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
 
     def watermarks(self, partition: Partition) -> tuple[int, int]:
-        low, high = self._consumer.get_watermark_offsets(
-            TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=False
-        )
+        """The partition's log start and end offsets; a failed lookup is `Transient` unless Kafka
+        calls it fatal (a leader moving after a broker restart is retried, not a crash)."""
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=False
+            )
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.fatal():
+                raise Fatal(
+                    f"kafka: {err.str()} reading the offsets of {partition[0]}[{partition[1]}]"
+                ) from exc
+            raise Transient(f"kafka: reading the offsets of {partition[0]}[{partition[1]}]: {err}") from exc
         return int(low), int(high)
 
     def positions(self, partitions: list[Partition]) -> dict[Partition, int]:

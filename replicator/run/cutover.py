@@ -69,6 +69,7 @@ from replicator.core.errors import Fatal, ReplicatorError, one_line
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Partition, TableRef
+from replicator.core.report import mapping_report, render_html, render_markdown
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture as configured_capture
@@ -702,40 +703,45 @@ def status_text(report: Report, source_mirror: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, report: Report, source_mirror: Mapping[str, Any] | None) -> Path:
-    """The cutover report beside the shadow reports: steps, gates, sequences, window, what next."""
-    out = [
-        f"# Cutover {report.cutover_id}",
-        "",
-        f"- State: **{report.state}**" + (f" — {report.reason}" if report.reason else ""),
-        f"- Authority: **{report.authority}** (target record); source mirror: "
-        + ("none" if source_mirror is None else f"{source_mirror['authority']} ({source_mirror['state']})"),
-        f"- Fence LSN: `{lsn_text(report.fence_lsn)}`; fenced at {report.fenced_at or '-'}; "
-        f"flipped at {report.flipped_at or '-'}",
-        "- Write-downtime window (fence → flip): "
-        + ("-" if report.window_s is None else f"{report.window_s:.2f} s"),
-        f"- Next: {report.next_action}",
-        "",
-        "## Steps",
-        "",
-        "| at | state | operator |",
-        "|---|---|---|",
-        *(f"| {at} | {st} | {op} |" for at, st, op in report.events),
-        "",
-        "## Gates",
-        "",
-        *(f"- {'ok' if g.ok else '**FAIL**'} `{g.name}`: {g.detail}" for g in report.gates),
-        "",
-        "## Sequences",
-        "",
-        "| sequence | column | target max | source value | set to |",
-        "|---|---|---|---|---|",
-        *(
-            f"| `{s.sequence}` | {s.table}.{s.column} | {s.target_max} | {s.source_value} | {s.value} |"
-            for s in report.sequences
-        ),
-        "",
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out), encoding="utf-8")
-    return path
+def write_reports(directory: Path, report: Report, source_mirror: Mapping[str, Any] | None) -> list[Path]:
+    """The cutover report beside the shadow reports, as Markdown and as a self-contained HTML page:
+    state, authority, window, what next, the steps, every gate, the sequences."""
+    mirror = "none" if source_mirror is None else f"{source_mirror['authority']} ({source_mirror['state']})"
+    data: dict[str, Any] = {
+        "state": f"{report.state}" + (f" ({report.reason})" if report.reason else ""),
+        "authority": f"{report.authority} (target record); source mirror: {mirror}",
+        "fence LSN": lsn_text(report.fence_lsn),
+        "fenced at": report.fenced_at or "-",
+        "flipped at": report.flipped_at or "-",
+        "write-downtime window (fence -> flip)": "-"
+        if report.window_s is None
+        else f"{report.window_s:.2f} s",
+        "next": report.next_action,
+        "steps": [{"at": at, "state": st, "operator": op} for at, st, op in report.events],
+        "gates": [{"gate": g.name, "ok": g.ok, "detail": g.detail} for g in report.gates],
+        "sequences": [
+            {
+                "sequence": q.sequence,
+                "column": f"{q.table}.{q.column}",
+                "target max": q.target_max,
+                "source value": q.source_value,
+                "set to": q.value,
+            }
+            for q in report.sequences
+        ],
+    }
+    facts = (
+        "state",
+        "authority",
+        "fence LSN",
+        "fenced at",
+        "flipped at",
+        "write-downtime window (fence -> flip)",
+        "next",
+    )
+    page = mapping_report(f"Cutover {report.cutover_id}", data, facts=facts)
+    directory.mkdir(parents=True, exist_ok=True)
+    md, html = directory / f"{report.cutover_id}.md", directory / f"{report.cutover_id}.html"
+    md.write_text(render_markdown(page), encoding="utf-8")
+    html.write_text(render_html(page), encoding="utf-8")
+    return [md, html]

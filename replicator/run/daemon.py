@@ -18,7 +18,7 @@ from typing import Any, Literal
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
-from replicator.core.errors import Fatal, ReplicatorError, one_line
+from replicator.core.errors import ConfigError, Fatal, ReplicatorError, one_line
 from replicator.core.intents import Intent, to_intents
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
@@ -28,6 +28,8 @@ from replicator.kafka.consumer import KafkaSource
 from replicator.run.assembly import capture, checked_plan, decoder
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
+from replicator.run.metrics import Metrics, MetricsServer
+from replicator.run.observer import Health, LoopObserver
 from replicator.runlog import RunLog, new_run_id
 from replicator.target.live import LiveTables
 from replicator.target.store import ControlStore
@@ -152,6 +154,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         on_error=request.on_error,
         **{**settings.summary(), "group_id": group},
     )
+    metrics, server = bind_metrics(settings, run_id, group, request.mode)  # a taken port fails here
     plan, problems = checked_plan(settings)
     for p in problems:
         if p.severity == "warning":
@@ -195,6 +198,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
     )
+    observer: LoopObserver | None = metrics
     loop = ConsumerLoop(
         source,
         sink,
@@ -208,16 +212,24 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             stop_at=request.stop_at,
             **signal_options(settings, plan, request.mode),
         ),
+        observer=observer,
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None
     marks.start()
+    if server is not None:
+        server.start()
+        log.event("metrics", url=f"http://{settings.metrics.host}:{server.port}/metrics")
     try:
         loop.run()
     except Fatal as exc:
         status, halt = "halted", exc
+        if metrics is not None:
+            metrics.halted(one_line(exc))
     finally:
         marks.stop()
+        if server is not None:
+            server.stop()
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}
     reason = str(halt) if halt else None
     log.event("end", status=status, reason=reason or "-", **summary)
@@ -229,3 +241,24 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     if halt is not None:
         raise halt
     return {"run_id": run_id, **summary}
+
+
+def bind_metrics(
+    settings: Settings, run_id: str, group: str, mode: str
+) -> tuple[Metrics | None, MetricsServer | None]:
+    """The metrics and health endpoints when `REPLICATOR_METRICS__PORT` is set (else none), bound
+    to their port but not serving yet."""
+    port, host = settings.metrics.port, settings.metrics.host
+    if port == 0:
+        return None, None
+    # A batch may take up to max.poll.interval.ms before Kafka considers the member stuck: so may the loop.
+    health = Health(stale_after_s=settings.kafka.max_poll_interval_ms / 1000)
+    metrics = Metrics(run_id, group, mode, health)
+    try:
+        server = MetricsServer(host, port, metrics)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); fix: REPLICATOR_METRICS__PORT"
+            " (a free port, or 0 for off) or REPLICATOR_METRICS__HOST"
+        ) from exc
+    return metrics, server

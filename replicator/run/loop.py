@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from replicator import failpoints
@@ -49,6 +50,7 @@ from replicator.core.model import (
     TableRef,
 )
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
+from replicator.run.observer import LoopObserver, NullObserver
 from replicator.runlog import RunLog
 
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -142,6 +144,7 @@ class Totals:
 
 POLL_RECORDS = 1000
 POLL_TIMEOUT_S = 0.1
+END_OFFSETS_EVERY_S = 5.0  # how often end offsets are re-read for an observer that wants them
 
 
 class ConsumerLoop:
@@ -155,6 +158,7 @@ class ConsumerLoop:
         options: LoopOptions,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        observer: LoopObserver | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -164,6 +168,8 @@ class ConsumerLoop:
         self.options = options
         self.clock = clock
         self.sleep = sleep
+        self.observer: LoopObserver = observer or NullObserver()
+        self._ends_read: float | None = None  # when end offsets were last read for the observer
         self.totals = Totals()
         self.stopping = False
         self.batch = Batch()
@@ -183,8 +189,12 @@ class ConsumerLoop:
         self.assigned = set(partitions)
         stored = self._with_retry(lambda: self.sink.on_assign(partitions), "read checkpoints")
         starts: dict[Partition, StartAt] = {}
+        highs: dict[Partition, int] = {}
+        begins: dict[Partition, int] = {}  # the observer's next offsets: stored, else where it starts
         for p in partitions:
-            low, high = self.source.watermarks(p)
+            low, high = self._with_retry(partial(self.source.watermarks, p), "read watermarks")
+            highs[p] = high
+            begins[p] = stored.get(p, high if self.options.auto_offset_reset == "latest" else low)
             self.end_offsets.setdefault(p, high)
             if p in stored:
                 if stored[p] < low:
@@ -203,6 +213,9 @@ class ConsumerLoop:
                 )
             else:
                 starts[p] = self.options.auto_offset_reset
+        self.observer.assigned(partitions, begins)
+        self.observer.end_offsets(highs)
+        self._ends_read = self.clock()
         self.log.event("assigned", partitions=",".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "-")
         return starts
 
@@ -224,6 +237,7 @@ class ConsumerLoop:
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
         self.sink.on_revoke(partitions)
+        self.observer.revoked(partitions)
 
     def _discard_batch(self) -> None:
         self.batch = Batch()
@@ -240,6 +254,8 @@ class ConsumerLoop:
         limits = self.options.limits
         try:
             while not self.stopping:
+                self.observer.turned()
+                self._refresh_end_offsets()
                 self._release_paused()
                 for record in self.source.poll(min(POLL_RECORDS, limits.max_events), POLL_TIMEOUT_S):
                     self._take(record)
@@ -261,6 +277,21 @@ class ConsumerLoop:
             finally:
                 self.sink.close()
         return self.totals
+
+    def _refresh_end_offsets(self) -> None:
+        """The assigned partitions' end offsets for the observer, at most every few seconds."""
+        if not self.observer.wants_end_offsets or not self.assigned:
+            return
+        now = self.clock()
+        if self._ends_read is not None and now - self._ends_read < END_OFFSETS_EVERY_S:
+            return
+        self._ends_read = now
+        try:
+            ends = {p: self.source.watermarks(p)[1] for p in sorted(self.assigned)}
+        except Exception as exc:  # only the lag gauges wait for the next refresh
+            self.log.event("warning", message=f"could not read end offsets: {exc}")
+            return
+        self.observer.end_offsets(ends)
 
     def _take(self, record: Record) -> None:
         ref = record.ref
@@ -340,6 +371,7 @@ class ConsumerLoop:
         failpoints.hit("after_target_commit")
         self.source.commit({p: o for p, o in prepared.next_offsets.items() if p in self.assigned})
         self.totals.add(prepared, result)
+        self.observer.applied(prepared, result, apply_s)
         self.log.event(
             "batch",
             events=prepared.events,
@@ -362,6 +394,7 @@ class ConsumerLoop:
             except Transient as exc:
                 attempt += 1
                 self.log.event("retry", what=what, attempt=attempt, error=str(exc), wait_s=delay)
+                self.observer.retried(what, str(exc))
                 if self.stopping and attempt > 3:
                     raise Fatal(f"{what}: still failing at shutdown: {exc}") from exc
                 self.sleep(delay)  # backoff between attempts against a failing target

@@ -2,10 +2,11 @@
 `ShadowClones` as the write target, then writes the reports.
 
 Reports (in `--report-dir`): `shadow-<run>.jsonl` (every diff), `.summary.json`
-(counts, the previewed offset range per partition) and `.md` (the cutover
-review). While the run is going the diffs are written to `.jsonl.partial`;
-only a run that ends cleanly renames it, so a crash never leaves a report
-that looks complete.
+(counts, the previewed offset range per partition), `.md` (the cutover review)
+and `.html` (the same review as one self-contained page, `core.report`).
+While the run is going the diffs are written to `.jsonl.partial`; only a run
+that ends cleanly renames it, so a crash never leaves a report that looks
+complete.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 from replicator.config import Settings
 from replicator.core.mapping.plan import Plan
+from replicator.core.report import collect_review, render_html, render_markdown, shadow_report
 from replicator.core.serialize import dumps
 from replicator.kafka.clients import Metadata
 from replicator.run.assembly import spec_topics
@@ -100,41 +102,17 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
         dumps(summary, indent=2), encoding="utf-8"
     )
     review = request.report_dir / f"shadow-{clones.run_id}.md"
-    write_review(review, summary, report)
-    return {**summary, "review": str(review)}
+    page = write_review(review, summary, report)
+    return {**summary, "review": str(review), "review_html": str(page)}
 
 
-def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: int = 20) -> None:
-    """A Markdown cutover-review report: counts per table and kind, sample diffs, errors."""
-    kinds = ["insert", "update", "delete", "noop", "error", "truncated", "truncate"]
-    ranges = ", ".join(f"{k} {a}..{b}" for k, (a, b) in summary.get("range", {}).items() if b > a)
-    lines = [
-        f"# Shadow run {summary['run_id']}",
-        "",
-        f"Consumer group `{summary['group_id']}`; diffs in `{report.name}`.",
-        "",
-        f"Previewed offsets (from..to, to exclusive): {ranges or 'none'}. Changes that reach",
-        "Kafka after these offsets are not in this preview; the live run applies them as usual.",
-        "",
-        "| table | " + " | ".join(kinds) + " |",
-        "|---|" + "---|" * len(kinds),
-    ]
-    for table, counts in summary["diffs"].items():
-        lines.append(f"| {table} | " + " | ".join(str(counts.get(k, 0)) for k in kinds) + " |")
-    lines += ["", "## Sample of field-level diffs", ""]
-    shown = 0
+def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: int = 20) -> Path:
+    """The cutover review of a shadow run: Markdown at `path` and the same as a self-contained
+    HTML page beside it (`.html`): counts per table and kind, sample diffs, error records.
+    Returns the HTML file's path."""
     with report.open(encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            if d["kind"] not in ("insert", "update", "delete") or shown >= sample:
-                continue
-            shown += 1
-            lines.append(
-                f"- **{d['kind']}** `{d['table']}` key `{d['key']}` at "
-                f"`{d['topic']}[{d['partition']}]@{d['offset']}` rules {', '.join(d['rule_ids'])}"
-            )
-            for col, change in (d["columns"] or {}).items():
-                lines.append(f"  - `{col}`: `{change['before']!r}` → `{change['after']!r}`")
-    lines += ["", "## Error records the live run would write", ""]
-    lines += [f"- {e}" for e in summary["errors"]] or ["none"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        review = shadow_report(collect_review(summary, report.name, (json.loads(line) for line in f), sample))
+    path.write_text(render_markdown(review), encoding="utf-8")
+    page = path.with_suffix(".html")
+    page.write_text(render_html(review), encoding="utf-8")
+    return page

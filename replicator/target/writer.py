@@ -22,6 +22,12 @@ Inside the transaction, in this order:
 The error policy is applied once, before the commit. Kafka offsets are
 committed by the caller only after this returns.
 
+A batch whose writes, or whose COMMIT, take longer than `target.apply_timeout_s`
+has its socket shut down by a watchdog: a black-holed link (a proxy, a middlebox) keeps TCP alive
+and never raises, and a COMMIT whose reply is lost would wait forever. The
+cut surfaces as a lost connection (`Transient`); the batch is retried, and if
+the COMMIT did land, the stored versions make the re-apply a no-op.
+
 Where rows, versions, held events and error records go is a `WriteTarget`:
 `LiveTables` or the shadow's clones (`target.shadow`); the writer never knows
 which. Transient errors surface as `Transient` (the caller retries the whole
@@ -30,6 +36,8 @@ batch), others as `Fatal`.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +162,7 @@ class BatchWriter:
         on_holding: Callable[[bool], None] | None = None,
     ) -> None:
         self._connector = connector or (lambda: connect(target_settings, "target"))
+        self._apply_timeout_s = target_settings.apply_timeout_s
         self.target = target
         self.plan = target.plan
         self.schema = control_schema
@@ -238,13 +247,21 @@ class BatchWriter:
     def apply(self, batch: PreparedBatch) -> BatchResult:
         """Apply one batch in one transaction; raises Transient or Fatal."""
         conn = self.connect()
+        watchdog = _Watchdog(conn, self._apply_timeout_s)
         try:
+            watchdog.arm()  # BEGIN too: a link black-holed while idle hangs there
             with conn.transaction():
                 result, added, removed = self._apply(conn, batch)
+                watchdog.disarm()
                 self.policy.check(result)
-                failpoints.hit("before_target_commit")
+                if batch.next_offsets:  # a retry of held rows alone is not counted
+                    failpoints.hit("stop_before_target_commit")
+                    failpoints.hit("before_target_commit")
+                watchdog.arm()  # the COMMIT (sent on leaving the block) has a deadline of its own
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
+        finally:
+            watchdog.disarm()
         self._holds.committed(added, removed)
         self._on_holding(self._holds.count > 0)
         return result
@@ -717,3 +734,37 @@ class BatchWriter:
                 [commit_lsn.get(tp, 0) for tp, _ in items],
             ),
         )
+
+
+class _Watchdog:
+    """Cuts the connection when an armed wait on the target outlives its deadline. Armed only
+    while the writer waits on the target (the writes, the COMMIT), so the process's own pauses
+    (a failpoint's SIGSTOP) never count against the link."""
+
+    def __init__(self, conn: psycopg.Connection[Any], timeout_s: float) -> None:
+        self._conn = conn
+        self._timeout_s = timeout_s
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        self.disarm()
+        self._timer = threading.Timer(self._timeout_s, _cut, (self._conn,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
+            self._timer = None
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut the socket of a silent batch down under the waiting driver: its read returns at
+    once with a lost connection (a dup of the descriptor, so the driver's own stays valid)."""
+    try:
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=socket.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # already closed: nothing is waiting on it

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from replicator.config import TargetSettings, load_settings
 from replicator.core.mapping import compile_spec, load_spec
@@ -106,14 +106,23 @@ def daemon(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Po
 
 
 def end_offsets(stack: Stack, topics: list[str]) -> dict[tuple[str, int], int]:
+    """End offsets per partition; a retriable lookup error (a topic created a moment ago has
+    no leader yet) is retried for up to 60 s."""
     consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "end-offsets"})
+    deadline = time.monotonic() + 60
+
+    def high(tp: TopicPartition) -> int:
+        while True:
+            try:
+                return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)  # backoff between lookups while the leader is elected
+
     try:
         md = consumer.list_topics(timeout=10)
-        out = {}
-        for t in topics:
-            for p in md.topics[t].partitions:
-                out[(t, p)] = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-        return out
+        return {(t, p): high(TopicPartition(t, p)) for t in topics for p in md.topics[t].partitions}
     finally:
         consumer.close()
 

@@ -2,11 +2,13 @@
 
 Proves: applying twice gives one connector with the same config (idempotent);
 a wrong password is a one-line error naming the field and the fix, and creates
-nothing.
+nothing. (That the shipped configs keep the password out of Connect is
+`test_connector_secrets.py`.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,13 +59,18 @@ def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack, prob
         drop_slot(stack, "cdc_probe_idem")
 
 
-def test_wrong_password_is_one_line_error_naming_the_field(stack: Stack) -> None:
+def test_wrong_password_is_one_line_error_naming_the_field(tmp_path: Path, stack: Stack) -> None:
+    # The shipped configs take the password from the worker's secrets file; a config that still
+    # inlines one (from the environment) must fail the same way without printing it.
+    inline = json.loads((CONNECTORS / "probe-postgres.json").read_text())
+    inline["config"]["database.password"] = "${CDC_DEBEZIUM_PASSWORD}"
+    (tmp_path / "probe-inline.json").write_text(json.dumps(inline))
     env = {
         "CDC_PROBE_CONNECTOR": "test-badpw",
         "CDC_DEBEZIUM_PASSWORD": "sentinel-wrong-pw-4711",
         "REPLICATOR_CONNECT__URL": stack.connect_url,
     }
-    result = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
+    result = run_cli("connectors", "apply", "--dir", str(tmp_path), env=env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

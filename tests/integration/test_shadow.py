@@ -5,7 +5,9 @@ equal what the live run then writes over the same range (captured by an
 AFTER trigger): same rows, same kinds, same field values, same error
 records; the shadow runs under a role without DML on the data tables and
 leaves the data byte-for-byte unchanged; the summary counts equal the JSON
-Lines report.
+Lines report, and every run's review (HTML and Markdown) shows those counts
+per table and its error records (the first run's page also as headless
+Chromium builds it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import psycopg
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
 from replicator.core.model import TableRef
+from replicator.core.report import KINDS
 from replicator.source.signal import write_fence
 from tests.integration.pipeline import (
     CONNECTOR,
@@ -37,6 +40,8 @@ from tests.integration.pipeline import (
 )
 from tests.integration.stack import Stack, one_row
 from tests.integration.test_daemon_apply import install_audit
+from tests.integration.test_report_browser import chromium
+from tests.unit.test_report import parse
 
 DATA_TABLES = ["crm.customer", "crm.customer_pii", "catalog.product", 'sales."order"', "sales.order_line"]
 ONE_BATCH = {
@@ -78,7 +83,22 @@ def run_shadow(
     done = run_cli(shadow_env, "shadow", *args, "--report-dir", str(report_dir), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{") :])
-    return summary, [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
+    diffs = [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
+    assert_review_shows(summary, diffs)
+    return summary, diffs
+
+
+def assert_review_shows(summary: dict[str, Any], diffs: list[dict[str, Any]]) -> None:
+    """The run's review twins (Markdown, HTML) show its counts per table and its error records
+    (the page in a browser: test_report_browser.py)."""
+    page = parse(Path(summary["review_html"]).read_text(encoding="utf-8"))
+    markdown = Path(summary["review"]).read_text(encoding="utf-8")
+    for table, counts in summary["diffs"].items():
+        n = [counts.get(k, 0) for k in KINDS]
+        assert "|".join([table, *map(str, n), str(sum(n))]) in page.rows, (table, counts)
+        assert f"| `{table}` | " + " | ".join(map(str, [*n, sum(n)])) + " |" in markdown
+    errors = [d for d in diffs if d["kind"] in ("error", "truncated")]
+    assert len([r for r in page.rows if r.startswith(("error|", "truncated|"))]) == min(len(errors), 500)
 
 
 def live_writes(stack: Stack, dbname: str) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
@@ -153,6 +173,11 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
     }
     assert predicted and any(d["kind"] == "update" for d in predicted.values())
     assert any(s == "23514" for *_, s in predicted_errors), "the CHECK violation is predicted"
+    # The real run's review page as a browser builds it: the counts and the would-be error records.
+    dom = parse(chromium(tmp_path / "browser", "--dump-dom", Path(summary["review_html"]).as_uri()).stdout)
+    for table, counts in summary["diffs"].items():
+        assert any(r.startswith(f"{table}|{counts.get('insert', 0)}|") for r in dom.rows), table
+    assert any(r.startswith("error|") and "|23514|" in r for r in dom.rows)
 
     install_audit(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname)) as conn:

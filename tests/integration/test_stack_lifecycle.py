@@ -6,17 +6,11 @@ address and health, `down` leaves no process of that stack behind.
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 from pathlib import Path
 
-STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack"
-
-
-def stack_cmd(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STACK), cmd], env=env, capture_output=True, text=True, timeout=400, check=False
-    )
+from tests.integration.throwaway import LISTENER_PORTS, ThrowawayStack, free_ports
 
 
 def stack_processes(state_dir: Path) -> list[str]:
@@ -24,45 +18,28 @@ def stack_processes(state_dir: Path) -> list[str]:
     return [line for line in out.stdout.splitlines() if str(state_dir) in line and "ps -ww" not in line]
 
 
-def test_up_twice_status_and_down_leave_nothing(tmp_path: Path) -> None:
-    state = tmp_path / "stack"
-    main_dir = Path(os.environ.get("STACK_DIR", STACK.parents[2] / ".stack"))
-    env = {
-        **os.environ,
-        "STACK_DIR": str(state),
-        "STACK_DIST": os.environ.get("STACK_DIST", str(main_dir / "dist")),  # reuse the jar cache
-        "STACK_SOURCE_PG_PORT": "56432",
-        "STACK_TARGET_PG_PORT": "56433",
-        "STACK_KAFKA_PORT": "60092",
-        "STACK_KAFKA_CONTROLLER_PORT": "60093",
-        "STACK_CONNECT_PORT": "59083",
-        "STACK_REGISTRY_PORT": "59081",
-        "STACK_REGISTRY_MANAGEMENT_PORT": "59091",
-        "STACK_CONNECT_HEAP": "512m",
-        "STACK_KAFKA_HEAP": "384m",
-    }
-    if os.geteuid() == 0:
-        os.chmod(tmp_path, 0o755)  # the postgres user must reach its data directory
-        for parent in tmp_path.parents:
-            if parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o005)
+def test_up_twice_status_and_down_leave_nothing() -> None:
+    # Its state is not under pytest's tmp_path: another pytest session resets that tree to 0700,
+    # which would lock the postgres user out and make `down` fail (see throwaway.py).
+    ports = dict(zip(LISTENER_PORTS, free_ports(len(LISTENER_PORTS)), strict=True))
+    stack = ThrowawayStack.create("lifecycle", ports, extra={"STACK_REGISTRY": "on", "STACK_TOXIPROXY": "on"})
+    state = stack.state
     try:
-        first = stack_cmd("up", env)
-        assert first.returncode == 0, first.stderr[-2000:]
-        second = stack_cmd("up", env)
+        stack.up()
+        second = stack.cmd("up")
         assert second.returncode == 0, second.stderr[-2000:]
         assert "already up" in second.stderr
-        for component in ("postgres-source", "postgres-target", "kafka", "connect", "registry"):
+        for component in ("postgres-source", "postgres-target", "kafka", "connect", "registry", "toxiproxy"):
             assert component in second.stdout
-        status = stack_cmd("status", env)
+        status = stack.cmd("status")
         assert status.returncode == 0
-        assert "127.0.0.1:60092" in status.stdout and "up" in status.stdout
+        assert f"127.0.0.1:{ports['STACK_KAFKA_PORT']}" in status.stdout and "up" in status.stdout
         assert stack_processes(state), "the stack should be running before down"
     finally:
-        down = stack_cmd("down", env)
+        down = stack.cmd("down")
     assert down.returncode == 0, down.stderr
     assert stack_processes(state) == []
-    after = stack_cmd("status", env)
+    after = stack.cmd("status")
     assert after.returncode == 1
-    assert after.stdout.count("down") == 5
+    assert after.stdout.count("down") == 6
+    shutil.rmtree(state.parent, ignore_errors=True)

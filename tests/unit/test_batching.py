@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +165,42 @@ def test_final_versions_equals_what_resolve_stores(plan: Plan) -> None:
     )  # newer offset, older position
     intents = [*intents, redelivered]
     assert final_versions(intents, {}) == resolve(table, intents, {}).versions
+
+
+def order(offset: int, op: Op = Op.UPDATE, status: str = "placed") -> ChangeEvent:
+    row = {
+        "id": 7,
+        "customer_id": 1,
+        "status": status,
+        "placed_at": datetime(2024, 3, 31, 0, 30, tzinfo=UTC),
+        "total": Decimal("1.50"),
+        "note": None,
+    }
+    return change(
+        "demo.shop.orders",
+        op,
+        "shop.orders",
+        offset=offset,
+        position=SourcePosition(1, offset),
+        key={"id": 7},
+        before=row if op is Op.DELETE else None,
+        after=None if op is Op.DELETE else row,
+    )
+
+
+def order_writes(plan: Plan, events: list[ChangeEvent]) -> TableWrites:
+    out = to_intents(events, plan.tables_for_topic)
+    table = next(t for t in plan.tables if t.rule_id == "order")
+    return resolve(table, out.by_table[table.target], {})
+
+
+def test_ignored_delete_after_an_upsert_in_the_same_batch_keeps_the_row(plan: Plan) -> None:
+    """`delete: ignore` (orders are archived, never removed): an order inserted, updated and
+    deleted within one batch must land as its last upserted state, as it does when the events
+    arrive in separate batches; the key's version still advances to the delete's."""
+    w = order_writes(plan, [order(1, Op.CREATE), order(2, status="paid"), order(3, Op.DELETE)])
+    final = w.final[(7,)]
+    assert final.kind is Kind.UPSERT and final.values["status"] == "PAID"
+    assert w.versions[(7,)].offset == 3
+    alone = order_writes(plan, [order(3, Op.DELETE)])
+    assert alone.final[(7,)].kind is Kind.IGNORE

@@ -1,0 +1,245 @@
+"""Reports a person reads (`core.report`): the shadow review and generic reports, HTML and Markdown.
+
+Proves: the shadow review's summary table holds the counts per table and kind with totals; samples
+show field-level before/after in JSON form (so "1" and 1 differ) and only inserts, updates and
+deletes; error records show every error and truncated diff with SQLSTATE and message; values from
+the data never become markup (HTML escaped, Markdown escaped or code spans); the page is
+self-contained (no script, no external resource); a mapping becomes titled sections of tables
+(the shape a cutover report takes); long values are cut with the rest counted.
+In a real browser: tests/integration/test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+from replicator.core.report import (
+    MAX_VALUE_CHARS,
+    Code,
+    Paragraph,
+    Report,
+    Section,
+    Table,
+    collect_review,
+    mapping_report,
+    render_html,
+    render_markdown,
+    shadow_report,
+)
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def sample_review(**overrides: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    summary: dict[str, Any] = {
+        "run_id": "run-42",
+        "group_id": "cdc-shadow-run-42",
+        "diffs": {"crm.customer": {"insert": 3, "update": 2}, 'sales."order"': {"delete": 1, "error": 1}},
+        "range": {"demo.shop.customers[0]": [10, 15], "demo.shop.orders[1]": [7, 7]},
+        "errors": [],
+        **overrides,
+    }
+    diffs: list[dict[str, Any]] = [
+        {
+            "kind": "insert",
+            "table": "crm.customer",
+            "key": '{"id": 1}',
+            "columns": {"name": {"before": None, "after": HOSTILE}, "n": {"before": "1", "after": 1}},
+            "topic": "demo.shop.customers",
+            "partition": 0,
+            "offset": 11,
+            "rule_ids": ["C1", "C2"],
+        },
+        {"kind": "noop", "table": "crm.customer", "key": '{"id": 2}', "columns": None, "rule_ids": []},
+        {
+            "kind": "error",
+            "table": 'sales."order"',
+            "key": "k|`x`",
+            "columns": None,
+            "topic": "demo.shop.orders",
+            "partition": 1,
+            "offset": 9,
+            "rule_ids": ["O9"],
+            "sqlstate": "23505",
+            "message": "duplicate key <b>value</b>",
+        },
+        {
+            "kind": "truncated",
+            "table": "crm.customer",
+            "key": "k2",
+            "columns": {"note": {"message": "cut to 10 characters"}},
+            "topic": "demo.shop.customers",
+            "partition": 0,
+            "offset": 12,
+            "rule_ids": ["C3"],
+        },
+    ]
+    return summary, diffs
+
+
+class Page(HTMLParser):
+    """Tags, attributes and the text of each table row (cells joined by |)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.rows: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+        elif tag == "tr" and self._row is not None:
+            self.rows.append("|".join(self._row))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        self._cell.append(data)
+        self.text.append(data)
+
+
+def parse(page: str) -> Page:
+    p = Page()
+    p.feed(page)
+    return p
+
+
+def shadow_page() -> tuple[str, str]:
+    summary, diffs = sample_review()
+    review = shadow_report(collect_review(summary, "shadow-run-42.jsonl", diffs))
+    return render_html(review), render_markdown(review)
+
+
+def test_summary_table_has_counts_per_table_and_kind_with_totals() -> None:
+    page, md = shadow_page()
+    rows = parse(page).rows
+    assert "table|insert|update|delete|noop|error|truncated|truncate|total" in rows
+    assert "crm.customer|3|2|0|0|0|0|0|5" in rows
+    assert 'sales."order"|0|0|1|0|1|0|0|2' in rows
+    assert "all tables|3|2|1|0|1|0|0|7" in rows
+    assert "| `crm.customer` | 3 | 2 | 0 | 0 | 0 | 0 | 0 | 5 |" in md
+    assert "| all tables | 3 | 2 | 1 | 0 | 1 | 0 | 0 | 7 |" in md
+
+
+def test_previewed_offsets_per_partition() -> None:
+    page, md = shadow_page()
+    assert "demo.shop.customers[0]|10|15|5" in parse(page).rows
+    assert "demo.shop.orders[1]|7|7|0" in parse(page).rows
+    assert "| `demo.shop.customers[0]` | 10 | 15 | 5 |" in md
+
+
+def test_samples_show_field_level_diffs_in_json_form() -> None:
+    page, md = shadow_page()
+    rows = parse(page).rows
+    assert 'n|"1"|1' in rows  # the string "1" became the number 1
+    assert 'name|null|"<img src=x onerror=\\"alert(1)\\">"' in rows
+    assert '{"id": 2}' not in page  # a noop is counted, not sampled
+    assert "1 of 6 inserts, updates and deletes" in page
+    assert '| `n` | `"1"` | `1` |' in md
+
+
+def test_error_records_list_every_error_and_truncation() -> None:
+    page, md = shadow_page()
+    rows = parse(page).rows
+    assert 'error|sales."order"|k|`x`|demo.shop.orders[1]@9|O9|23505|duplicate key <b>value</b>' in rows
+    assert "truncated|crm.customer|k2|demo.shop.customers[0]@12|C3||note: cut to 10 characters" in rows
+    assert "2 in all" in page
+    assert '| **error** | `sales."order"` | `` k\\|`x` `` | `demo.shop.orders[1]@9` | `O9` | 23505 |' in md
+    assert "duplicate key \\<b\\>value\\</b\\>" in md
+
+
+def test_data_never_becomes_markup() -> None:
+    page, md = shadow_page()
+    parsed = parse(page)
+    assert not [t for t, _ in parsed.tags if t in ("img", "b", "script")]
+    assert "<img src=x" in "".join(parsed.text)  # shown literally
+    # In Markdown, outside code spans (literal) no data character is markup.
+    outside = re.sub(r"(`+).*?\1", "", md)
+    assert "<img" not in outside and "<b>" not in outside
+    assert any("<img" in body for _, body in re.findall(r"(`+)(.*?)\1", md))
+
+
+def test_page_is_self_contained() -> None:
+    page, _ = shadow_page()
+    parsed = parse(page)
+    assert not [t for t, _ in parsed.tags if t in ("script", "link", "img", "iframe", "object", "embed")]
+    assert not [a for _, attrs in parsed.tags for k, a in attrs.items() if k in ("src", "href")]
+    assert "<style>" in page and "@import" not in page and "url(" not in page
+
+
+def test_an_empty_run_says_so() -> None:
+    summary, _ = sample_review(diffs={}, range={})
+    review = shadow_report(collect_review(summary, "r.jsonl", []))
+    page, md = render_html(review), render_markdown(review)
+    rows = parse(page).rows
+    assert "no events previewed" in rows and "no offsets were previewed" in rows
+    assert "0 of 0 inserts" in page and "none" in rows
+    assert "| no events previewed |" in md
+
+
+def test_long_values_are_cut_with_the_rest_counted() -> None:
+    summary, diffs = sample_review()
+    diffs[0]["columns"]["name"]["after"] = "x" * (MAX_VALUE_CHARS + 100)
+    review = shadow_report(collect_review(summary, "r.jsonl", diffs))
+    cut = MAX_VALUE_CHARS + 100 + 2 - MAX_VALUE_CHARS  # the JSON form has two quotes
+    assert f"… {cut} more characters" in render_html(review)
+    assert f"… {cut} more characters" in render_markdown(review)
+
+
+def test_error_records_beyond_the_cap_are_counted() -> None:
+    summary, diffs = sample_review()
+    errors = [dict(diffs[2], offset=i) for i in range(5)]
+    review = collect_review(summary, "r.jsonl", errors, max_errors=2)
+    page = render_html(shadow_report(review))
+    assert review.errors_total == 5 and len(review.errors) == 2
+    assert "5 in all; the first 2 are shown" in page
+
+
+def test_a_mapping_becomes_titled_sections_of_tables() -> None:
+    data = {
+        "state": "flipped",
+        "gates": [{"name": "lag is zero", "ok": True, "detail": "0 events"}, {"name": "verify", "ok": False}],
+        "timings": {"drain_s": 1.5, "flip_s": 0.2},
+        "window": {"from": "2024-05-01T10:00:00+00:00", "to": "2024-05-01T10:02:00+00:00"},
+        "audit_events": ["fence written", "writes <stopped>"],
+    }
+    report = mapping_report("Cutover c-7", data, facts=("state",))
+    page, md = render_html(report), render_markdown(report)
+    parsed = parse(page)
+    headings = [t for t, _ in parsed.tags if t == "h2"]
+    assert len(headings) == 5
+    for title in ("Facts", "Gates", "Timings", "Window", "Audit events"):
+        assert f">{title}</h2>" in page and f"## {title}" in md
+    assert "state|flipped" in parsed.rows
+    assert "lag is zero|ok|0 events" in parsed.rows and "verify|FAIL|-" in parsed.rows
+    assert "drain_s|1.5" in parsed.rows
+    assert "writes <stopped>" in "".join(parsed.text) and "<stopped>" not in page
+    assert "| lag is zero | **ok** | 0 events |" in md and "| verify | **FAIL** | - |" in md
+
+
+def test_any_report_of_sections_renders_in_both_forms() -> None:
+    report = Report(
+        "Plain",
+        [
+            Section(
+                "One",
+                [Paragraph(["see ", Code("a|b")]), Table(["k", "v"], [["a", 1]], numeric=frozenset({1}))],
+                id="one",
+            )
+        ],
+    )
+    page, md = render_html(report), render_markdown(report)
+    assert '<section id="one">' in page and "<code>a|b</code>" in page and "a|1" in parse(page).rows
+    assert md.splitlines()[:5] == ["# Plain", "", "## One", "", "see `a|b`"]
+    assert "|---|---:|" in md
