@@ -114,7 +114,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.daemon import RunRequest, run_daemon
 
     totals = run_daemon(
-        settings, RunRequest(stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
+        settings,
+        RunRequest(
+            stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error, progress=not args.json
+        ),
     )
     _emit(totals, args.json, "")
     return 0
@@ -134,6 +137,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
             to_time=parse_time(args.to_time) if args.to_time else None,
             stop_when_caught_up=args.stop_when_caught_up,
             report_dir=Path(args.report_dir),
+            progress=not args.json,
         ),
     )
     lines = [
