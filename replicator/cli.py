@@ -182,6 +182,55 @@ def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.core.replay import parse_offset
+    from replicator.run.replay import ReplayRequest, replay
+
+    chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp)]
+    if sum(chosen) != 1:
+        raise CliError("give exactly one of --to-earliest, --to-offset, --to-timestamp")
+    try:
+        offsets = dict(parse_offset(o) for o in args.to_offset or [])
+    except ValueError as exc:
+        raise CliError(f"--to-offset: {exc}") from exc
+    group = args.group or settings.kafka.group_id
+    moves = replay(
+        settings,
+        ReplayRequest(
+            group=group,
+            earliest=args.to_earliest,
+            offsets=offsets,
+            moment=parse_time(args.to_timestamp) if args.to_timestamp else None,
+            tables=tuple(t for t in (args.tables or "").split(",") if t),
+            dry_run=args.dry_run,
+        ),
+    )
+    rows = [
+        {
+            "topic": m.partition[0],
+            "partition": m.partition[1],
+            "stored": m.stored,
+            "to": m.to,
+            "events": m.events,
+        }
+        for m in moves
+    ]
+    lines = [
+        f"{t}[{p}]: {_or_dash(m.stored)} -> {m.to} ({m.events} events to read again)"
+        for m in moves
+        for t, p in [m.partition]
+    ]
+    total = sum(m.events for m in moves)
+    if args.dry_run:
+        lines.append(f"dry run: group {group} would read {total} events again; nothing changed")
+    else:
+        lines.append(
+            f"group {group} moved: {total} events to read again; start `replicator run` to replay them"
+        )
+    _emit({"group": group, "dry_run": args.dry_run, "moves": rows}, args.json, "\n".join(lines))
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import capture, spec_topics
     from replicator.run.drain import drain
@@ -449,6 +498,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--group", help="consumer group (default: the configured one)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    replay_p = sub.add_parser(
+        "replay", help="move a stopped group's positions back, so its next run reads those events again"
+    )
+    replay_p.add_argument("--group", help="consumer group (default: the configured one)")
+    replay_p.add_argument("--to-earliest", action="store_true", help="from each partition's log start")
+    replay_p.add_argument(
+        "--to-offset",
+        action="append",
+        metavar="TOPIC:PARTITION:OFFSET",
+        help="from this offset of this partition (repeatable; other partitions stay)",
+    )
+    replay_p.add_argument(
+        "--to-timestamp", metavar="ISO-8601", help="from the first events at or after this time, with a zone"
+    )
+    replay_p.add_argument("--tables", help="only these source tables (schema.table[,schema.table...])")
+    replay_p.add_argument("--dry-run", action="store_true", help="show the moves; change nothing")
+    replay_p.add_argument("--json", action="store_true")
+    replay_p.set_defaults(handler=cmd_replay)
 
     drain_p = sub.add_parser("drain", help="wait until the target reflects everything the source committed")
     drain_p.add_argument(
