@@ -290,7 +290,15 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.error_records import list_errors
 
-    rows = list_errors(settings, args.kind, args.limit)
+    rows = list_errors(
+        settings,
+        args.kind,
+        args.limit,
+        table=args.table,
+        rule=args.rule,
+        sqlstate=args.sqlstate,
+        run=args.run,
+    )
     text = (
         "\n".join(
             f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']} "
@@ -301,6 +309,18 @@ def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
         or "no error records"
     )
     _emit(rows, args.json, text)
+    return 0
+
+
+def cmd_errors_show(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.error_records import show_error
+
+    row = show_error(settings, args.id)
+    head = [f"{k}: {_or_dash(row[k])}" for k in row if k not in ("raw_key", "raw_value", "also")]
+    body = [f"{k}: {dumps(row[k], indent=2)}" for k in ("also", "raw_key", "raw_value")]
+    where = f"--topic {row['topic']} --partition {row['partition']} --offset {row['kafka_offset']}"
+    hint = f"reproduce: kafka-console-consumer.sh --bootstrap-server $BROKERS {where} --max-messages 1"
+    _emit(row, args.json, "\n".join([*head, *body, hint]))
     return 0
 
 
@@ -583,8 +603,16 @@ def build_parser() -> argparse.ArgumentParser:
     elist = esub.add_parser("list", help="the newest error records")
     elist.add_argument("--kind", choices=["error", "truncated"])
     elist.add_argument("--limit", type=int, default=50)
+    elist.add_argument("--table", help="only this target table (schema.table)")
+    elist.add_argument("--rule", help="only this spec rule id")
+    elist.add_argument("--sqlstate", help="only this SQLSTATE (e.g. 23503)")
+    elist.add_argument("--run", help="only this run id")
     elist.add_argument("--json", action="store_true")
     elist.set_defaults(handler=cmd_errors_list)
+    eshow = esub.add_parser("show", help="one error record: the raw event and its context")
+    eshow.add_argument("id", type=int)
+    eshow.add_argument("--json", action="store_true")
+    eshow.set_defaults(handler=cmd_errors_show)
     return parser
 
 

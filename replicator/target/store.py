@@ -172,17 +172,38 @@ class ControlStore:
                 )
 
     # ---------------------------------------------------------------- error records
-    def error_records(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+    def error_records(
+        self,
+        kind: str | None,
+        limit: int,
+        table: str | None = None,
+        rule: str | None = None,
+        sqlstate: str | None = None,
+        run: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest error records, optionally only those of a target table, rule, SQLSTATE, run."""
+        filters = {"kind": kind, "target_table": table, "rule_id": rule, "sqlstate": sqlstate, "run_id": run}
+        where = sql.SQL(" AND ").join(
+            sql.SQL("(%s::text IS NULL OR {} = %s)").format(sql.Identifier(column)) for column in filters
+        )
+        params: list[Any] = [v for value in filters.values() for v in (value, value)]
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
                     "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
-                    " sqlstate, message, created_at FROM {} WHERE (%s::text IS NULL OR kind = %s)"
-                    " ORDER BY id DESC LIMIT %s"
-                ).format(self._t("error_record")),
-                (kind, kind, limit),
+                    " sqlstate, message, created_at FROM {} WHERE {} ORDER BY id DESC LIMIT %s"
+                ).format(self._t("error_record"), where),
+                (*params, limit),
             )
             return cur.fetchall()
+
+    def error_record(self, record_id: int) -> dict[str, Any] | None:
+        """One error record with everything stored for it (raw key and value, the other rows)."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT * FROM {} WHERE id = %s").format(self._t("error_record")), (record_id,)
+            )
+            return cur.fetchone()
 
     def error_counts(self, group: str) -> dict[Partition, int]:
         rows = self.conn.execute(
