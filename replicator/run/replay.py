@@ -55,13 +55,17 @@ def replay_topics(settings: Settings, tables: tuple[str, ...]) -> list[str]:
 def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
     """Plan the moves and, unless a dry run, apply them; returns the moves."""
     topics = replay_topics(settings, request.tables)
-    with Metadata(settings.kafka) as metadata:
+    with Metadata(settings.kafka) as metadata, ControlStore.open(settings) as store:
+        store.require()
         partitions = metadata.partitions(topics)
         marks = {p: metadata.watermarks(p) for p in partitions}
+        stored = store.checkpoints(request.group, partitions)
         if request.earliest:
             wanted = {p: marks[p][0] for p in partitions}
         elif request.moment is not None:
-            wanted = metadata.offsets_at(topics, request.moment)
+            # A partition not yet past the moment stays where it is (never moved forward).
+            at = metadata.offsets_at(topics, request.moment)
+            wanted = {p: min(o, stored.get(p, o)) for p, o in at.items()}
         else:
             wanted = dict(request.offsets or {})
             unknown = sorted(set(wanted) - set(partitions))
@@ -70,25 +74,21 @@ def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
                     "--to-offset: " + ", ".join(f"{t}[{p}]" for t, p in unknown) + " is not a partition"
                     f" of the replayed topics ({', '.join(topics)})"
                 )
-        with ControlStore.open(settings) as store:
-            store.require()
-            stored = store.checkpoints(request.group, partitions)
-            try:
-                moves = plan_moves(wanted, stored, marks)
-            except ReplayRefused as exc:
-                raise Fatal(f"replay refused: {exc}") from exc
-            if request.dry_run:
-                return moves
-            members = metadata.group_members(request.group)
-            if members:
-                raise Fatal(
-                    f"replay refused: consumer group {request.group} has {members} live member(s); stop its"
-                    " `replicator run` processes first (they would go on from their own positions)"
-                )
-            changed = [m for m in moves if m.stored != m.to]
-            commit_kafka(settings, request.group, {m.partition: m.to for m in changed})
-            label = "replay-" + time.strftime("%Y%m%dT%H%M%S")
-            store.set_checkpoints(request.group, {m.partition: m.to for m in changed}, label)
+        try:
+            moves = plan_moves(wanted, stored, marks)
+        except ReplayRefused as exc:
+            raise Fatal(f"replay refused: {exc}") from exc
+        if request.dry_run:
+            return moves
+        members = metadata.group_members(request.group)
+        if members:
+            raise Fatal(
+                f"replay refused: consumer group {request.group} has {members} live member(s); stop its"
+                " `replicator run` processes first (they would go on from their own positions)"
+            )
+        changed = {m.partition: m.to for m in moves if m.stored != m.to}
+        commit_kafka(settings, request.group, changed)
+        store.set_checkpoints(request.group, changed, "replay-" + time.strftime("%Y%m%dT%H%M%S"))
     return moves
 
 
