@@ -100,14 +100,6 @@ def assert_oracles(stack: Stack, dbname: str, group: str) -> None:
     assert_converged_equal(stack, dbname)  # C
 
 
-@pytest.fixture
-def toxiproxy() -> Iterator[Toxiproxy]:
-    proxy = Toxiproxy.from_env()
-    proxy.reset()
-    yield proxy
-    proxy.reset()
-
-
 def run_with_fault(
     stack: Stack,
     tmp_path: Path,

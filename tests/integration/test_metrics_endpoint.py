@@ -18,15 +18,21 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.pipeline import TOPICS, daemon, end_offsets, env_for, fresh_target, wait_until
+from tests.integration.pipeline import (
+    TOPICS,
+    daemon,
+    end_offsets,
+    env_for,
+    fresh_target,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack
 from tests.integration.toxiproxy import Toxiproxy, target_proxy_port
 
@@ -94,18 +100,6 @@ def logged_applied(log: Path) -> Counter[str]:
     return out
 
 
-def stored(stack: Stack, dbname: str, group: str) -> dict[tuple[str, int], int]:
-    try:
-        with psycopg.connect(stack.target_admin(dbname)) as conn:
-            rows = conn.execute(
-                "SELECT topic, partition, next_offset FROM replicator.checkpoint WHERE group_id = %s",
-                (group,),
-            ).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return {}
-    return {(t, p): o for t, p, o in rows}
-
-
 def mapped(values: dict[tuple[str, int], N]) -> dict[tuple[str, int], N]:
     return {key: value for key, value in values.items() if key[0] in TOPICS}
 
@@ -129,7 +123,7 @@ def test_a_running_daemon_serves_metrics_consistent_with_the_target(stack: Stack
         def consistent() -> bool:
             samples = scrape(base)
             # The run also consumes the capture's signal topic; these checks are about the mapped ones.
-            at = mapped(stored(stack, dbname, group))
+            at = mapped(stored_offsets(stack, dbname, group))
             seen.update(samples=samples, stored=at)
             nexts = by_partition(samples, "replicator_partition_next_offset")
             lags = mapped(by_partition(samples, "replicator_partition_lag_events"))
@@ -165,14 +159,6 @@ def test_a_running_daemon_serves_metrics_consistent_with_the_target(stack: Stack
         assert samples[("replicator_rebalances_total", (("kind", "assign"),))] >= 1
         assert get(base + "/healthz") == (200, "ok\n")
     assert proc.returncode == 0, log.read_text()[-3000:]
-
-
-@pytest.fixture
-def toxiproxy() -> Iterator[Toxiproxy]:
-    proxy = Toxiproxy.from_env()
-    proxy.reset()
-    yield proxy
-    proxy.reset()
 
 
 def test_readyz_turns_503_while_the_target_is_unreachable(
