@@ -1,5 +1,5 @@
 """`replicator errors list` filters and `replicator errors show` on the real stack: after a run
-of the demo (whose workload inserts deliberately bad rows), every listed record matches the
+of the demo with deliberately bad rows of two rules inserted, every listed record matches the
 filter it was asked for, and `show` prints the stored raw event, readable (the JSON converter's
 envelope as JSON), with its Kafka position."""
 
@@ -8,16 +8,29 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from pathlib import Path
 
-from tests.integration.pipeline import env_for, fresh_target, run_cli
+import psycopg
+
+from tests.integration.pipeline import converge, daemon, env_for, fresh_target, run_cli
 from tests.integration.stack import Stack
 
 
-def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack) -> None:
+def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_path: Path) -> None:
     dbname = fresh_target("errcli")
-    env = env_for(stack, dbname, f"errcli-{uuid.uuid4().hex[:6]}")
-    done = run_cli(env, "run", "--stop-when-caught-up")
-    assert done.returncode == 0, done.stderr[-3000:]
+    group = f"errcli-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group)
+    tag = uuid.uuid4().hex[:6].upper()
+    with daemon(env, tmp_path / "d.log"):
+        with psycopg.connect(stack.source_admin()) as conn:
+            for i in range(2):  # rules product (CHECK price_cents >= 0) and product.sku (over varchar(64))
+                conn.execute(
+                    "INSERT INTO shop.products (sku, name, price) VALUES (%s, 'n', -1)", (f"NEG{i}-{tag}",)
+                )
+            conn.execute(
+                "INSERT INTO shop.products (sku, name, price) VALUES (%s, 'l', 1)", (f"L-{tag}-" + "X" * 70,)
+            )
+        converge(stack, dbname, group)
     listed = run_cli(env, "errors", "list", "--limit", "1000", "--json")
     assert listed.returncode == 0, listed.stderr
     records = json.loads(listed.stdout)
