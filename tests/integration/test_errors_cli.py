@@ -9,11 +9,13 @@ import json
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from tests.integration.pipeline import converge, daemon, env_for, fresh_target, run_cli
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 
 def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_path: Path) -> None:
@@ -66,3 +68,91 @@ def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_pat
     missing = run_cli(env, "errors", "show", "999999999")
     assert missing.returncode != 0 and "no error record #999999999" in missing.stderr, missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Retry goes through the guarded apply: a record whose row moved on since is a no-op, a row
+    refused again stays one open record, a fixed row lands; resolve closes one without applying."""
+    dbname = fresh_target("errretry")
+    group = f"errretry-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group)
+    tag = uuid.uuid4().hex[:6].upper()
+    stays, moves, long_sku = f"NEG-{tag}", f"MOVED-{tag}", f"L-{tag}-" + "X" * 70
+    with daemon(env, tmp_path / "d.log"):
+        with psycopg.connect(stack.source_admin()) as conn:
+            conn.execute("INSERT INTO shop.products (sku, name, price) VALUES (%s, 'n', -1)", (stays,))
+            conn.execute("INSERT INTO shop.products (sku, name, price) VALUES (%s, 'm', -2)", (moves,))
+            conn.execute("INSERT INTO shop.products (sku, name, price) VALUES (%s, 'l', 1)", (long_sku,))
+        converge(stack, dbname, group)  # its own batch: the update below must not be reduced into it
+        with psycopg.connect(stack.source_admin()) as conn:
+            conn.execute(
+                "UPDATE shop.products SET price = 2, name = 'fixed at the source' WHERE sku = %s", (moves,)
+            )
+        converge(stack, dbname, group)
+
+    def open_records() -> list[dict[str, Any]]:
+        """This test's open records (a long sku has no key text: found by its raw event)."""
+        with psycopg.connect(stack.target_admin(dbname), row_factory=psycopg.rows.dict_row) as conn:
+            return conn.execute(
+                "SELECT id, rule_id, sqlstate FROM replicator.error_record"
+                " WHERE resolved_at IS NULL AND target_table = 'catalog.product'"
+                " AND convert_from(raw_value, 'UTF8') LIKE %s ORDER BY id",
+                (f"%{tag}%",),
+            ).fetchall()
+
+    before = open_records()
+    assert sorted((r["rule_id"], r["sqlstate"]) for r in before) == [
+        ("product", "23514"),
+        ("product", "23514"),
+        ("product.sku", None),
+    ], before
+
+    dry = run_cli(env, "errors", "retry", "--all", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["chosen"] >= 3, dry.stdout
+    failing_dry = {int(i) for i in json.loads(dry.stdout)["failing"]}
+    assert next(r["id"] for r in before if r["rule_id"] == "product.sku") in failing_dry
+
+    again = run_cli(env, "errors", "retry", "--sqlstate", "23514", "--json")
+    assert again.returncode == 1, again.stderr
+    assert len(json.loads(again.stdout)["failing"]) == json.loads(again.stdout)["chosen"] >= 2
+    assert sorted(r["id"] for r in open_records()) == sorted(r["id"] for r in before), (
+        "no new record, none closed"
+    )
+
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        (check,) = one_row(
+            conn.execute(
+                "SELECT conname FROM pg_constraint"
+                " WHERE conrelid = 'catalog.product'::regclass AND contype = 'c'"
+            )
+        )
+        conn.execute(sql.SQL("ALTER TABLE catalog.product DROP CONSTRAINT {}").format(sql.Identifier(check)))
+    ours = [str(r["id"]) for r in before if r["sqlstate"] == "23514"]
+    fixed = run_cli(env, "errors", "retry", *ours, "--json")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    done = json.loads(fixed.stdout)
+    assert sorted(done["closed"]) == sorted(int(i) for i in ours) and not done["failing"], done
+    assert sum(done["applied"].values()) == 1 and done["skipped_older"] == 1, done
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        rows: dict[str, int] = dict(
+            conn.execute(
+                "SELECT sku, price_cents FROM catalog.product WHERE sku = ANY(%s)", ([stays, moves],)
+            ).fetchall()
+        )
+    assert rows == {stays: -100, moves: 200}, "the moved-on row kept its newer version"
+
+    (left,) = open_records()
+    assert left["rule_id"] == "product.sku"
+    closed = run_cli(env, "errors", "resolve", str(left["id"]), "--reason", "the sku is wrong at the source")
+    assert closed.returncode == 0, closed.stderr
+    assert open_records() == []
+    resolved = json.loads(
+        run_cli(env, "errors", "list", "--state", "resolved", "--limit", "1000", "--json").stdout
+    )
+    notes = {r["id"]: r["resolution"] for r in resolved}
+    assert "the sku is wrong at the source" in notes[left["id"]]
+    assert all("retried in run" in notes[int(i)] for i in ours)
+    twice = run_cli(env, "errors", "resolve", str(left["id"]), "--reason", "again")
+    assert twice.returncode != 0 and f"#{left['id']}" in twice.stderr and "Traceback" not in twice.stderr
