@@ -26,6 +26,7 @@ from replicator.core.model import ChangeEvent, Failure, Partition, Record, Table
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.run.assembly import capture, checked_plan, decoder
+from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
 from replicator.run.metrics import Metrics, MetricsServer
@@ -222,6 +223,8 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None
+    heartbeat = Heartbeat(settings, run_id, lambda message: log.event("warning", message=message))
+    heartbeat.start()
     marks.start()
     if server is not None:
         server.start()
@@ -234,6 +237,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             metrics.halted(one_line(exc))
     finally:
         marks.stop()
+        heartbeat.stop()
         if server is not None:
             server.stop()
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}

@@ -46,11 +46,16 @@ def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
 
 
 def capture_problem(state: ConnectorState | None, connector: str, url: str) -> str | None:
-    """Why the capture cannot move (the connector is missing or FAILED), or None."""
+    """Why the capture cannot move (the connector is missing, PAUSED or FAILED), or None."""
     if state is None:
         return (
             f"connector {connector} does not exist on {url}; fix: `replicator connectors apply`,"
             " or name the right one (REPLICATOR_CONNECTOR or the spec's capture.connector)"
+        )
+    if state.connector == "PAUSED":
+        return (
+            f"connector {connector} is PAUSED: it carries nothing; fix: resume it:"
+            f" PUT {url}/connectors/{connector}/resume"
         )
     if state.failed:
         cause = (state.trace or "no trace").strip().splitlines()[0][:300]
