@@ -96,7 +96,7 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
         """This test's open records (a long sku has no key text: found by its raw event)."""
         with psycopg.connect(stack.target_admin(dbname), row_factory=psycopg.rows.dict_row) as conn:
             return conn.execute(
-                "SELECT id, rule_id, sqlstate FROM replicator.error_record"
+                "SELECT id, rule_id, sqlstate, key FROM replicator.error_record"
                 " WHERE resolved_at IS NULL AND target_table = 'catalog.product'"
                 " AND convert_from(raw_value, 'UTF8') LIKE %s ORDER BY id",
                 (f"%{tag}%",),
@@ -114,12 +114,16 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     failing_dry = {int(i) for i in json.loads(dry.stdout)["failing"]}
     assert next(r["id"] for r in before if r["rule_id"] == "product.sku") in failing_dry
 
-    again = run_cli(env, "errors", "retry", "--sqlstate", "23514", "--json")
-    assert again.returncode == 1, again.stderr
-    assert len(json.loads(again.stdout)["failing"]) == json.loads(again.stdout)["chosen"] >= 2
-    assert sorted(r["id"] for r in open_records()) == sorted(r["id"] for r in before), (
-        "no new record, none closed"
+    stay_id, moved_id = (
+        next(r["id"] for r in before if r["key"] == json.dumps([sku])) for sku in (stays, moves)
     )
+    again = run_cli(env, "errors", "retry", str(stay_id), str(moved_id), "--json")
+    assert again.returncode == 1, again.stderr
+    first = json.loads(again.stdout)
+    assert first["closed"] == [moved_id] and set(first["failing"]) == {str(stay_id)}, first
+    assert "check constraint" in first["failing"][str(stay_id)]
+    assert sum(first["applied"].values()) == 0 and first["skipped_older"] == 1, "the moved-on row is a no-op"
+    assert [r["id"] for r in open_records()] == sorted(r["id"] for r in before if r["id"] != moved_id)
 
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         (check,) = one_row(
@@ -129,19 +133,18 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
             )
         )
         conn.execute(sql.SQL("ALTER TABLE catalog.product DROP CONSTRAINT {}").format(sql.Identifier(check)))
-    ours = [str(r["id"]) for r in before if r["sqlstate"] == "23514"]
-    fixed = run_cli(env, "errors", "retry", *ours, "--json")
+    fixed = run_cli(env, "errors", "retry", str(stay_id), "--json")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     done = json.loads(fixed.stdout)
-    assert sorted(done["closed"]) == sorted(int(i) for i in ours) and not done["failing"], done
-    assert sum(done["applied"].values()) == 1 and done["skipped_older"] == 1, done
+    assert done["closed"] == [stay_id] and not done["failing"], done
+    assert sum(done["applied"].values()) == 1 and done["skipped_older"] == 0, done
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         rows: dict[str, int] = dict(
             conn.execute(
                 "SELECT sku, price_cents FROM catalog.product WHERE sku = ANY(%s)", ([stays, moves],)
             ).fetchall()
         )
-    assert rows == {stays: -100, moves: 200}, "the moved-on row kept its newer version"
+    assert rows == {stays: -100, moves: 200}, "the fixed row landed; the moved-on row kept its newer version"
 
     (left,) = open_records()
     assert left["rule_id"] == "product.sku"
@@ -153,6 +156,6 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     )
     notes = {r["id"]: r["resolution"] for r in resolved}
     assert "the sku is wrong at the source" in notes[left["id"]]
-    assert all("retried in run" in notes[int(i)] for i in ours)
+    assert "retried in run" in notes[stay_id] and "retried in run" in notes[moved_id]
     twice = run_cli(env, "errors", "resolve", str(left["id"]), "--reason", "again")
     assert twice.returncode != 0 and f"#{left['id']}" in twice.stderr and "Traceback" not in twice.stderr

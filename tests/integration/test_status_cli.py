@@ -36,7 +36,9 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
     try:
 
         def ours(state: str) -> list[dict[str, Any]]:
-            return [r for r in status(env)[1]["runs"] if r["group"] == group and r["state"] == state]
+            done = run_cli(env, "status", "--json")  # fails in one line until the run made the control schema
+            runs = json.loads(done.stdout)["runs"] if done.stdout else []
+            return [r for r in runs if r["group"] == group and r["state"] == state]
 
         (live,) = wait_until(lambda: ours("running"), 120, "the run to show as running")
         code, shown = status(env)
