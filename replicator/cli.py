@@ -114,7 +114,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.daemon import RunRequest, run_daemon
 
     totals = run_daemon(
-        settings, RunRequest(stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error)
+        settings,
+        RunRequest(
+            stop_when_caught_up=args.stop_when_caught_up, on_error=args.on_error, progress=not args.json
+        ),
     )
     _emit(totals, args.json, "")
     return 0
@@ -134,6 +137,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
             to_time=parse_time(args.to_time) if args.to_time else None,
             stop_when_caught_up=args.stop_when_caught_up,
             report_dir=Path(args.report_dir),
+            progress=not args.json,
         ),
     )
     lines = [
@@ -149,12 +153,37 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import spec_topics
-    from replicator.run.status import held_status, partition_status
+    from replicator.run.status import capture_status, group_members, held_status, partition_status, run_status
 
     group = args.group or settings.kafka.group_id
     rows = partition_status(settings, spec_topics(settings), group)
     held = held_status(settings, group)
-    lines = [f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}"]
+    cap = capture_status(settings)
+    runs = run_status(settings)
+    members = group_members(settings, group)
+    slot = cap["slot"]
+    lines = [
+        f"capture: connector {cap['connector'] or '-'} {cap['state'] or '-'}"
+        f" tasks {','.join(cap['tasks']) or '-'}; slot "
+        + (
+            f"{slot['name']} {'active' if slot['active'] else 'INACTIVE'}"
+            f" retained WAL {slot['retained_wal_bytes']} bytes"
+            if slot
+            else "-"
+        ),
+        *(f"  PROBLEM: {p}" for p in cap["problems"]),
+        f"group {group}: {members} consumer{'s' if members != 1 else ''} running",
+        *(
+            f"run {r['run_id']} {r['mode']} group={r['group']} {r['state'].upper()}"
+            + (
+                f" (silent {r['silent_s']:.0f}s and never recorded its end: killed or its host lost)"
+                if r["state"] == "dead"
+                else ""
+            )
+            for r in runs
+        ),
+        f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}",
+    ]
     for r in rows:
         lines.append(
             f"{r['topic'] + '[' + str(r['partition']) + ']':36} {_or_dash(r['target_offset']):>8} "
@@ -169,13 +198,66 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         ]
     else:
         lines.append("held back: none")
-    _emit({"partitions": rows, "held": held}, args.json, "\n".join(lines))
-    return 0
+    _emit(
+        {"capture": cap, "members": members, "runs": runs, "partitions": rows, "held": held},
+        args.json,
+        "\n".join(lines),
+    )
+    return 1 if cap["problems"] else 0
 
 
 def _or_dash(value: object) -> str:
     """A cell of a text table: '-' for a value that does not exist yet (no offset stored)."""
     return "-" if value is None else str(value)
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.core.replay import parse_offset
+    from replicator.run.replay import ReplayRequest, replay
+
+    chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp)]
+    if sum(chosen) != 1:
+        raise CliError("give exactly one of --to-earliest, --to-offset, --to-timestamp")
+    try:
+        offsets = dict(parse_offset(o) for o in args.to_offset or [])
+    except ValueError as exc:
+        raise CliError(f"--to-offset: {exc}") from exc
+    group = args.group or settings.kafka.group_id
+    moves = replay(
+        settings,
+        ReplayRequest(
+            group=group,
+            earliest=args.to_earliest,
+            offsets=offsets,
+            moment=parse_time(args.to_timestamp) if args.to_timestamp else None,
+            tables=tuple(t for t in (args.tables or "").split(",") if t),
+            dry_run=args.dry_run,
+        ),
+    )
+    rows = [
+        {
+            "topic": m.partition[0],
+            "partition": m.partition[1],
+            "stored": m.stored,
+            "to": m.to,
+            "events": m.events,
+        }
+        for m in moves
+    ]
+    lines = [
+        f"{t}[{p}]: {_or_dash(m.stored)} -> {m.to} ({m.events} events to read again)"
+        for m in moves
+        for t, p in [m.partition]
+    ]
+    total = sum(m.events for m in moves)
+    if args.dry_run:
+        lines.append(f"dry run: group {group} would read {total} events again; nothing changed")
+    else:
+        lines.append(
+            f"group {group} moved: {total} events to read again; start `replicator run` to replay them"
+        )
+    _emit({"group": group, "dry_run": args.dry_run, "moves": rows}, args.json, "\n".join(lines))
+    return 0
 
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
@@ -237,17 +319,88 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.error_records import list_errors
 
-    rows = list_errors(settings, args.kind, args.limit)
+    rows = list_errors(
+        settings,
+        args.kind,
+        args.limit,
+        state=args.state,
+        table=args.table,
+        rule=args.rule,
+        sqlstate=args.sqlstate,
+        run=args.run,
+    )
     text = (
         "\n".join(
             f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']} "
             f"{r['target_table'] or '-'} key={r['key'] or '-'} {r['rule_id']} "
-            f"{r['sqlstate'] or ''} {r['message']}"
+            f"{r['sqlstate'] or ''} {r['message']}" + (f" [{r['resolution']}]" if r["resolved_at"] else "")
             for r in rows
         )
         or "no error records"
     )
     _emit(rows, args.json, text)
+    return 0
+
+
+def cmd_errors_show(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.error_records import show_error
+
+    row = show_error(settings, args.id)
+    head = [f"{k}: {_or_dash(row[k])}" for k in row if k not in ("raw_key", "raw_value", "also")]
+    body = [f"{k}: {dumps(row[k], indent=2)}" for k in ("also", "raw_key", "raw_value")]
+    where = f"--topic {row['topic']} --partition {row['partition']} --offset {row['kafka_offset']}"
+    hint = f"reproduce: kafka-console-consumer.sh --bootstrap-server $BROKERS {where} --max-messages 1"
+    _emit(row, args.json, "\n".join([*head, *body, hint]))
+    return 0
+
+
+def _chosen_errors(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "ids": args.ids,
+        "limit": args.limit,
+        "every": args.all,
+        "table": args.table,
+        "rule": args.rule,
+        "sqlstate": args.sqlstate,
+        "run": args.run,
+    }
+
+
+def cmd_errors_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.error_records import retry_errors
+
+    r = retry_errors(settings, dry_run=args.dry_run, **_chosen_errors(args))
+    verb = "would close" if args.dry_run else "closed"
+    lines = [f"#{i} still fails: {reason}" for i, reason in sorted(r.failing.items())]
+    note = " (dry run: the spec only, not the target's constraints)" if args.dry_run else ""
+    written = (
+        ""
+        if args.dry_run
+        else f"; rows written {sum(r.applied.values())}, older than their row {r.skipped_older}"
+    )
+    counts = f"{verb} {len(r.closed)}, still failing {len(r.failing)}"
+    lines.append(f"{r.chosen} error records retried{note}: {counts}{written}")
+    _emit(
+        {
+            "run_id": None if args.dry_run else r.run_id,
+            "dry_run": args.dry_run,
+            "chosen": r.chosen,
+            "closed": r.closed,
+            "failing": {str(i): reason for i, reason in sorted(r.failing.items())},
+            "applied": dict(r.applied),
+            "skipped_older": r.skipped_older,
+        },
+        args.json,
+        "\n".join(lines),
+    )
+    return 1 if r.failing else 0
+
+
+def cmd_errors_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.error_records import resolve_errors
+
+    closed = resolve_errors(settings, reason=args.reason, **_chosen_errors(args))
+    _emit({"closed": closed}, args.json, f"closed {len(closed)} error records: {args.reason}")
     return 0
 
 
@@ -441,10 +594,33 @@ def build_parser() -> argparse.ArgumentParser:
     shadow.add_argument("--json", action="store_true")
     shadow.set_defaults(handler=cmd_shadow)
 
-    status = sub.add_parser("status", help="per partition: target-stored, Kafka-committed, end offsets, lag")
+    status = sub.add_parser(
+        "status",
+        help="capture (connector, tasks, slot), runs (live or dead), per partition offsets and lag,"
+        " held rows; exit 1 on a capture problem",
+    )
     status.add_argument("--group", help="consumer group (default: the configured one)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    replay_p = sub.add_parser(
+        "replay", help="move a stopped group's positions back, so its next run reads those events again"
+    )
+    replay_p.add_argument("--group", help="consumer group (default: the configured one)")
+    replay_p.add_argument("--to-earliest", action="store_true", help="from each partition's log start")
+    replay_p.add_argument(
+        "--to-offset",
+        action="append",
+        metavar="TOPIC:PARTITION:OFFSET",
+        help="from this offset of this partition (repeatable; other partitions stay)",
+    )
+    replay_p.add_argument(
+        "--to-timestamp", metavar="ISO-8601", help="from the first events at or after this time, with a zone"
+    )
+    replay_p.add_argument("--tables", help="only these source tables (schema.table[,schema.table...])")
+    replay_p.add_argument("--dry-run", action="store_true", help="show the moves; change nothing")
+    replay_p.add_argument("--json", action="store_true")
+    replay_p.set_defaults(handler=cmd_replay)
 
     drain_p = sub.add_parser("drain", help="wait until the target reflects everything the source committed")
     drain_p.add_argument(
@@ -511,8 +687,37 @@ def build_parser() -> argparse.ArgumentParser:
     elist = esub.add_parser("list", help="the newest error records")
     elist.add_argument("--kind", choices=["error", "truncated"])
     elist.add_argument("--limit", type=int, default=50)
+    elist.add_argument("--table", help="only this target table (schema.table)")
+    elist.add_argument("--rule", help="only this spec rule id")
+    elist.add_argument("--sqlstate", help="only this SQLSTATE (e.g. 23503)")
+    elist.add_argument("--run", help="only this run id")
+    elist.add_argument("--state", choices=["open", "resolved", "all"], default="open")
     elist.add_argument("--json", action="store_true")
     elist.set_defaults(handler=cmd_errors_list)
+    for name, handler, text in (
+        ("retry", cmd_errors_retry, "apply open error records again (after a spec or target fix)"),
+        ("resolve", cmd_errors_resolve, "close open error records without applying them"),
+    ):
+        choose = esub.add_parser(name, help=text)
+        choose.add_argument("ids", type=int, nargs="*", help="error record ids (`replicator errors list`)")
+        choose.add_argument("--table", help="every open record of this target table (schema.table)")
+        choose.add_argument("--rule", help="every open record of this spec rule id")
+        choose.add_argument("--sqlstate", help="every open record of this SQLSTATE")
+        choose.add_argument("--run", help="every open record of this run id")
+        choose.add_argument("--all", action="store_true", help="every open error record")
+        choose.add_argument("--limit", type=int, default=100_000, help="records at most")
+        choose.add_argument("--json", action="store_true")
+        choose.set_defaults(handler=handler)
+        if name == "retry":
+            choose.add_argument(
+                "--dry-run", action="store_true", help="map with the current spec, write nothing"
+            )
+        else:
+            choose.add_argument("--reason", required=True, help="why (recorded with the record)")
+    eshow = esub.add_parser("show", help="one error record: the raw event and its context")
+    eshow.add_argument("id", type=int)
+    eshow.add_argument("--json", action="store_true")
+    eshow.set_defaults(handler=cmd_errors_show)
     return parser
 
 

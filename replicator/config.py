@@ -264,6 +264,12 @@ class Settings(BaseSettings):
         description="Debezium's value for an unchanged TOAST column (`unavailable.value.placeholder`)",
     )
     log_format: Literal["text", "json"] = Field(default="text", description="log lines as text or JSON")
+    heartbeat_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a run records that it is alive this often; `status` shows a run silent for"
+        " 3 heartbeats that never recorded its end as dead",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -155,12 +155,15 @@ class KafkaSource:
         if partitions:
             self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
 
-    def watermarks(self, partition: Partition) -> tuple[int, int]:
+    def watermarks(self, partition: Partition, cached: bool = False) -> tuple[int, int]:
         """The partition's log start and end offsets; a failed lookup is `Transient` unless Kafka
-        calls it fatal (a leader moving after a broker restart is retried, not a crash)."""
+        calls it fatal (a leader moving after a broker restart is retried, not a crash).
+        `cached`: the end offset the last fetch response carried, without asking the broker (an
+        uncached lookup queues behind the connection's long-polling fetch: up to fetch.wait.max.ms
+        per partition); -1001 where nothing was fetched yet."""
         try:
             low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=False
+                TopicPartition(*partition), timeout=METADATA_TIMEOUT_S, cached=cached
             )
         except KafkaException as exc:
             err = exc.args[0]

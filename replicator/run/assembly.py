@@ -112,5 +112,10 @@ def capture(
 
 def spec_topics(settings: Settings) -> list[str]:
     """The Kafka topics the configured spec maps (from the spec alone, no catalog)."""
+    return sorted(set(source_topics(settings).values()))
+
+
+def source_topics(settings: Settings) -> dict[str, str]:
+    """Each source table the spec maps (`schema.table`) and its topic."""
     spec = load_spec(settings.mapping)
-    return sorted({t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables})
+    return {str(t.source): t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables}

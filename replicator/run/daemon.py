@@ -26,10 +26,12 @@ from replicator.core.model import ChangeEvent, Failure, Partition, Record, Table
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.run.assembly import capture, checked_plan, decoder
+from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
 from replicator.run.metrics import Metrics, MetricsServer
-from replicator.run.observer import Health, LoopObserver
+from replicator.run.observer import Health, LoopObserver, observe_all
+from replicator.run.progress import progress_observer
 from replicator.runlog import RunLog, new_run_id
 from replicator.target.live import LiveTables
 from replicator.target.store import ControlStore
@@ -111,6 +113,7 @@ class RunRequest:
     on_error: Literal["record", "halt"] = "record"
     stop_at: Mapping[Partition, int] = field(default_factory=dict)  # a range's end (exclusive)
     sink: SinkFactory | None = None  # default: the live target writer
+    progress: bool = False  # progress on stderr (a line redrawn on a terminal, log events otherwise)
 
 
 def run_daemon(settings: Settings, request: RunRequest) -> dict[str, Any]:
@@ -198,7 +201,11 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
     )
-    observer: LoopObserver | None = metrics
+    observers: list[LoopObserver] = [metrics] if metrics is not None else []
+    if request.progress:
+        label = "shadow" if request.mode == "shadow" else "catch-up"
+        observers.append(progress_observer(label, log, caps=request.stop_at))
+    observer = observe_all(observers)
     loop = ConsumerLoop(
         source,
         sink,
@@ -216,6 +223,8 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None
+    heartbeat = Heartbeat(settings, run_id, lambda message: log.event("warning", message=message))
+    heartbeat.start()
     marks.start()
     if server is not None:
         server.start()
@@ -228,6 +237,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             metrics.halted(one_line(exc))
     finally:
         marks.stop()
+        heartbeat.stop()
         if server is not None:
             server.stop()
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}

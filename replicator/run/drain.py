@@ -6,6 +6,8 @@ at a known LSN; type `log`, so Debezium only logs it). Then, in order:
    source committed before the fence is durably in Kafka;
 2. the end offsets of the mapped topics are read;
 3. the target-stored checkpoints of the group reach those end offsets.
+A missing or FAILED connector ends the drain at once, naming it and the fix
+(checked before the fence and on every poll), instead of a timeout.
 This is the exact position that cutover drains to; tests use it as the
 convergence condition instead of sleeping.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicator.config import Settings
-from replicator.connect.client import ConnectClient
+from replicator.connect.client import ConnectClient, ConnectorState
 from replicator.core.errors import Fatal
 from replicator.core.model import Partition, TableRef
 from replicator.kafka.clients import Metadata
@@ -43,6 +45,33 @@ def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
         time.sleep(0.25)  # polling interval between checks of the condition
 
 
+def capture_problem(state: ConnectorState | None, connector: str, url: str) -> str | None:
+    """Why the capture cannot move (the connector is missing, PAUSED or FAILED), or None."""
+    if state is None:
+        return (
+            f"connector {connector} does not exist on {url}; fix: `replicator connectors apply`,"
+            " or name the right one (REPLICATOR_CONNECTOR or the spec's capture.connector)"
+        )
+    if state.connector == "PAUSED":
+        return (
+            f"connector {connector} is PAUSED: it carries nothing; fix: resume it:"
+            f" PUT {url}/connectors/{connector}/resume"
+        )
+    if state.failed:
+        cause = (state.trace or "no trace").strip().splitlines()[0][:300]
+        return (
+            f"connector {connector} is {state.connector} with tasks {','.join(state.tasks) or '-'}: {cause};"
+            f" fix the cause, then restart it: POST {url}/connectors/{connector}/restart?includeTasks=true"
+        )
+    return None
+
+
+def check_capture(client: ConnectClient, connector: str) -> None:
+    problem = capture_problem(client.state(connector), connector, client.url)
+    if problem is not None:
+        raise Fatal(f"drain: {problem}")
+
+
 def drain(
     settings: Settings,
     topics: list[str],
@@ -55,12 +84,14 @@ def drain(
     deadline = started + timeout_s
     group = group or settings.kafka.group_id
     client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
+    check_capture(client, connector)  # before the fence: a dead capture would never carry it
     _, lsn = write_fence(settings.source, TableRef.parse(signal_table))
-    wait_for(
-        lambda: client.flushed_lsn(connector) >= lsn,
-        deadline,
-        f"connector {connector} to flush past LSN {lsn}",
-    )
+
+    def flushed() -> bool:
+        check_capture(client, connector)
+        return client.flushed_lsn(connector) >= lsn
+
+    wait_for(flushed, deadline, f"connector {connector} to flush past LSN {lsn}")
     with Metadata(settings.kafka) as metadata:
         ends = metadata.end_offsets(topics)
 

@@ -16,7 +16,7 @@ sees either the old or the new value.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from replicator.core.intents import PreparedBatch
@@ -63,6 +63,49 @@ class NullObserver:
 
     def halted(self, reason: str) -> None:
         pass
+
+
+class FanOut:
+    """Several observers as one (metrics and progress)."""
+
+    def __init__(self, observers: Sequence[LoopObserver]) -> None:
+        self._observers = tuple(observers)
+        self.wants_end_offsets = any(o.wants_end_offsets for o in observers)
+
+    def turned(self) -> None:
+        for o in self._observers:
+            o.turned()
+
+    def assigned(self, partitions: list[Partition], stored: Mapping[Partition, int]) -> None:
+        for o in self._observers:
+            o.assigned(partitions, stored)
+
+    def revoked(self, partitions: list[Partition]) -> None:
+        for o in self._observers:
+            o.revoked(partitions)
+
+    def applied(self, batch: PreparedBatch, result: BatchResult, apply_s: float) -> None:
+        for o in self._observers:
+            o.applied(batch, result, apply_s)
+
+    def retried(self, what: str, error: str) -> None:
+        for o in self._observers:
+            o.retried(what, error)
+
+    def end_offsets(self, ends: Mapping[Partition, int]) -> None:
+        for o in self._observers:
+            o.end_offsets(ends)
+
+    def halted(self, reason: str) -> None:
+        for o in self._observers:
+            o.halted(reason)
+
+
+def observe_all(observers: Sequence[LoopObserver]) -> LoopObserver | None:
+    """None, the one observer, or a fan-out of several."""
+    if not observers:
+        return None
+    return observers[0] if len(observers) == 1 else FanOut(observers)
 
 
 class Health:

@@ -38,6 +38,7 @@ class ShadowRequest:
     to_time: datetime | None = None  # and end before the events at or after this time
     stop_when_caught_up: bool = False
     report_dir: Path = Path("reports")
+    progress: bool = False  # progress on stderr (a line redrawn on a terminal, log events otherwise)
 
 
 def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
                 stop_when_caught_up=request.stop_when_caught_up or bool(stop_at),
                 stop_at=stop_at,
                 sink=make_sink,
+                progress=request.progress,
             ),
         )
     finally:

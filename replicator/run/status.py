@@ -11,9 +11,87 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from replicator.config import Settings
+from replicator.connect.client import ConnectClient, ConnectError
+from replicator.core.errors import ReplicatorError, one_line
 from replicator.kafka.clients import Metadata
+from replicator.pg.session import connect
+from replicator.run.assembly import capture
+from replicator.run.drain import capture_problem
+from replicator.run.heartbeat import liveness
+from replicator.source import capture as source_capture
 from replicator.target.store import ControlStore
+
+
+def capture_status(settings: Settings) -> dict[str, Any]:
+    """The connector and its tasks (from Connect), the replication slot (from the source) and what
+    is wrong with them, if anything: `problems`, one line each with its fix."""
+    name = capture(settings).connector
+    out: dict[str, Any] = {"connector": name, "state": None, "tasks": [], "slot": None, "problems": []}
+    if name is None:
+        out["problems"].append(
+            "no connector named: capture is not watched; fix: REPLICATOR_CONNECTOR or the spec's"
+            " capture.connector"
+        )
+        return out
+    client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
+    config: dict[str, str] = {}
+    try:
+        state = client.state(name)
+        config = client.config(name) or {}
+    except ConnectError as exc:
+        out["problems"].append(f"Kafka Connect: {exc}")
+    else:
+        if state is not None:
+            out["state"], out["tasks"] = state.connector, list(state.tasks)
+        problem = capture_problem(state, name, client.url)
+        if problem is not None:
+            out["problems"].append(problem)
+    slot_name = config.get("slot.name", "debezium")
+    try:
+        with connect(settings.source, "source", autocommit=True) as conn:
+            slot = source_capture.slot(conn, slot_name)
+    except (ReplicatorError, psycopg.Error) as exc:
+        out["problems"].append(f"source: {one_line(exc)}")
+        return out
+    if slot is None:
+        out["problems"].append(f"replication slot {slot_name} does not exist on the source")
+    else:
+        out["slot"] = {
+            "name": slot.name,
+            "active": slot.active,
+            "retained_wal_bytes": slot.retained_wal_bytes,
+        }
+        if not slot.active:
+            out["problems"].append(
+                f"replication slot {slot_name} is not active: nothing reads the source's changes"
+            )
+    return out
+
+
+def run_status(settings: Settings) -> list[dict[str, Any]]:
+    """Runs that never recorded their end: `running` while they beat, `dead` once silent."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        runs = store.unfinished_runs()
+    return [
+        {
+            "run_id": r["run_id"],
+            "mode": r["mode"],
+            "group": r["group_id"],
+            "started_at": r["started_at"].isoformat(),
+            "state": liveness(r["silent_s"], settings.heartbeat_s),
+            "silent_s": round(r["silent_s"], 1),
+        }
+        for r in runs
+    ]
+
+
+def group_members(settings: Settings, group_id: str) -> int:
+    with Metadata(settings.kafka) as metadata:
+        return metadata.group_members(group_id)
 
 
 def held_status(settings: Settings, group_id: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ Tables (schema name configurable, default `replicator`):
   another table (FK parent, unique swap) that lags; written in the same
   transaction that moves the checkpoint past them, removed in the one that
   applies or supersedes them (or turns them into error records).
-- `run`: one row per run (mode, start, end, status, totals).
+- `run`: one row per run (mode, start, end, status, totals, the last heartbeat of a live one).
 - `topic_partitions`: partition counts seen per topic; a change is refused.
 - `shadow_diff`: the diffs of shadow runs (the dry run's output).
 - `authority`: one row: which database is authoritative (`source` until a
@@ -119,6 +119,7 @@ CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
   topic      text PRIMARY KEY,
   partitions int  NOT NULL
 );
+ALTER TABLE {s}.run ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
 ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolved_at timestamptz;
 ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolution text;
 CREATE TABLE IF NOT EXISTS {s}.authority (

@@ -126,12 +126,17 @@ class LiveTables:
         )
         if not rows:
             return
+        # An event already reported and still open (a replay, an `errors retry`) is not reported again.
         with conn.cursor() as cur:
             cur.executemany(
                 sql.SQL(
-                    "INSERT INTO {} (kind, run_id, group_id, topic, partition, kafka_offset,"
+                    "INSERT INTO {0} (kind, run_id, group_id, topic, partition, kafka_offset,"
                     " target_table, key, raw_key, raw_value, rule_id, sqlstate, message, also)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " SELECT %s, %s, %s, t, p, o, tt, %s, %s, %s, %s, %s, %s, %s"
+                    " FROM (SELECT %s::text AS t, %s::int AS p, %s::bigint AS o, %s::text AS tt) AS e"
+                    " WHERE NOT EXISTS (SELECT FROM {0} r WHERE r.topic = e.t AND r.partition = e.p"
+                    " AND r.kafka_offset = e.o AND r.target_table IS NOT DISTINCT FROM e.tt"
+                    " AND r.kind = %s AND r.resolved_at IS NULL)"
                 ).format(control.table(self._schema, "error_record")),
-                rows,
+                [(*r[:3], *r[7:], *r[3:7], r[0]) for r in rows],
             )

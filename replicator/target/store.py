@@ -14,7 +14,7 @@ psycopg.sql.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,6 +145,25 @@ class ControlStore:
             (status, dumps(totals), run_id),
         )
 
+    def beat(self, run_id: str) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET heartbeat_at = now() WHERE run_id = %s").format(self._t("run")), (run_id,)
+        )
+
+    def unfinished_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Runs that never recorded an end, newest first, with the seconds since their last sign of
+        life (heartbeat, else start): a live run beats; a killed one stays `running` and goes silent."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT run_id, mode, group_id, started_at, heartbeat_at,"
+                    " extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8 AS silent_s"
+                    " FROM {} WHERE status = 'running' ORDER BY started_at DESC LIMIT %s"
+                ).format(self._t("run")),
+                (limit,),
+            )
+            return cur.fetchall()
+
     # ---------------------------------------------------------------- partition guard
     def guard_partition_counts(self, counts: Mapping[str, int]) -> None:
         """Record partition counts; refuse to run if one changed (keys would move partitions)."""
@@ -172,23 +191,87 @@ class ControlStore:
                 )
 
     # ---------------------------------------------------------------- error records
-    def error_records(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+    def error_records(
+        self,
+        kind: str | None,
+        limit: int,
+        table: str | None = None,
+        rule: str | None = None,
+        sqlstate: str | None = None,
+        run: str | None = None,
+        state: str = "all",
+    ) -> list[dict[str, Any]]:
+        """The newest error records, optionally only those of a target table, rule, SQLSTATE, run, and
+        only the open (`state` "open") or the resolved ones."""
+        filters = {"kind": kind, "target_table": table, "rule_id": rule, "sqlstate": sqlstate, "run_id": run}
+        where = sql.SQL(" AND ").join(
+            [
+                *(sql.SQL("(%s::text IS NULL OR {} = %s)").format(sql.Identifier(c)) for c in filters),
+                sql.SQL(
+                    {"open": "resolved_at IS NULL", "resolved": "resolved_at IS NOT NULL"}.get(state, "true")
+                ),
+            ]
+        )
+        params: list[Any] = [v for value in filters.values() for v in (value, value)]
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
                     "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
-                    " sqlstate, message, created_at FROM {} WHERE (%s::text IS NULL OR kind = %s)"
+                    " sqlstate, message, created_at, resolved_at, resolution FROM {} WHERE {}"
                     " ORDER BY id DESC LIMIT %s"
-                ).format(self._t("error_record")),
-                (kind, kind, limit),
+                ).format(self._t("error_record"), where),
+                (*params, limit),
             )
             return cur.fetchall()
+
+    def open_errors(self, ids: Sequence[int], limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        """Open error records (kind `error`) chosen by id or by `filters` (table, rule, sqlstate, run),
+        with their raw events, in Kafka order."""
+        columns = {"table": "target_table", "rule": "rule_id", "sqlstate": "sqlstate", "run": "run_id"}
+        where: list[sql.Composable] = [sql.SQL("kind = 'error' AND resolved_at IS NULL")]
+        params: list[Any] = []
+        if ids:
+            where.append(sql.SQL("id = ANY(%s)"))
+            params.append(list(ids))
+        for name, value in filters.items():
+            if value is not None:
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(columns[name])))
+                params.append(value)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT id, group_id, topic, partition, kafka_offset, target_table, key, raw_key,"
+                    " raw_value, rule_id, sqlstate, message FROM {} WHERE {}"
+                    " ORDER BY topic, partition, kafka_offset, id LIMIT %s"
+                ).format(self._t("error_record"), sql.SQL(" AND ").join(where)),
+                (*params, limit),
+            )
+            return cur.fetchall()
+
+    def resolve_errors(self, ids: Sequence[int], resolution: str) -> list[int]:
+        """Close open error records without applying them; returns the ids closed."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "UPDATE {} SET resolved_at = now(), resolution = %s"
+                " WHERE id = ANY(%s) AND resolved_at IS NULL RETURNING id"
+            ).format(self._t("error_record")),
+            (resolution, list(ids)),
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def error_record(self, record_id: int) -> dict[str, Any] | None:
+        """One error record with everything stored for it (raw key and value, the other rows)."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT * FROM {} WHERE id = %s").format(self._t("error_record")), (record_id,)
+            )
+            return cur.fetchone()
 
     def error_counts(self, group: str) -> dict[Partition, int]:
         rows = self.conn.execute(
             sql.SQL(
                 "SELECT topic, partition, count(*) FROM {} WHERE group_id = %s AND kind = 'error'"
-                " GROUP BY 1, 2"
+                " AND resolved_at IS NULL GROUP BY 1, 2"
             ).format(self._t("error_record")),
             (group,),
         ).fetchall()

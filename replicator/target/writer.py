@@ -160,6 +160,7 @@ class BatchWriter:
         partition_counts: Mapping[str, int] | None = None,
         holding: HoldSettings | None = None,
         on_holding: Callable[[bool], None] | None = None,
+        may_hold: bool = True,
     ) -> None:
         self._connector = connector or (lambda: connect(target_settings, "target"))
         self._apply_timeout_s = target_settings.apply_timeout_s
@@ -174,6 +175,7 @@ class BatchWriter:
         self._counts = dict(partition_counts or {})
         self._holding = holding or HoldSettings()
         self._on_holding = on_holding or (lambda wanted: None)
+        self._may_hold = may_hold  # False: a refused row is an error record at once (errors retry)
         self._conn: psycopg.Connection[Any] | None = None
         self._last_retry = 0.0
         self._versions = VersionTable(target.versions)
@@ -573,7 +575,11 @@ class BatchWriter:
             chain = writes.contributors.get(intent.key, [intent])
             text = key_text(intent.key)
             result.unwritten.add((writes.table.target, text))
-            hold = self._hold_for(writes.table, refused) if refused.sqlstate in REORDER_SQLSTATES else None
+            hold = (
+                self._hold_for(writes.table, refused)
+                if self._may_hold and refused.sqlstate in REORDER_SQLSTATES
+                else None
+            )
             if hold is not None:
                 if progress is None:
                     progress = self._progress(conn)

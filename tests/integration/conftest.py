@@ -6,10 +6,13 @@ reason and the fix; it is never turned into skips.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 
 from tests.integration.stack import Stack
+from tests.integration.toxiproxy import Toxiproxy
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,12 @@ def probe_source(stack: Stack) -> str:
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'cdc_probe'").fetchone():
             conn.execute("CREATE PUBLICATION cdc_probe FOR TABLE probe.items")
     return "cdc_probe"
+
+
+@pytest.fixture
+def toxiproxy() -> Iterator[Toxiproxy]:
+    """The stack's Toxiproxy with every proxy reset (enabled, no toxics) before and after."""
+    proxy = Toxiproxy.from_env()
+    proxy.reset()
+    yield proxy
+    proxy.reset()

@@ -48,7 +48,8 @@ STACK = REPO / "deploy" / "local" / "stack"
 VERSION_LOG = """
 CREATE TABLE IF NOT EXISTS public.version_log (
   id bigserial PRIMARY KEY, target_table text, key text, partition int, kafka_offset bigint,
-  commit_lsn numeric, lsn numeric, total_order bigint, deleted boolean);
+  commit_lsn numeric, lsn numeric, total_order bigint, deleted boolean,
+  txid bigint NOT NULL DEFAULT txid_current());
 CREATE OR REPLACE FUNCTION public.log_version() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
   IF NEW.kafka_offset IS NOT NULL THEN
@@ -59,9 +60,20 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$;
+-- A version claimed and dropped again in one transaction (a key whose row was refused) was never
+-- a state of the target: its log entries go with it, so the log is the committed history.
+CREATE OR REPLACE FUNCTION public.unlog_version() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  DELETE FROM public.version_log
+   WHERE target_table = OLD.target_table AND key = OLD.key AND txid = txid_current();
+  RETURN NULL;
+END $$;
 DROP TRIGGER IF EXISTS log_version ON replicator.row_version;
 CREATE TRIGGER log_version AFTER INSERT OR UPDATE ON replicator.row_version
   FOR EACH ROW EXECUTE FUNCTION public.log_version();
+DROP TRIGGER IF EXISTS unlog_version ON replicator.row_version;
+CREATE TRIGGER unlog_version AFTER DELETE ON replicator.row_version
+  FOR EACH ROW EXECUTE FUNCTION public.unlog_version();
 """
 
 

@@ -100,14 +100,6 @@ def assert_oracles(stack: Stack, dbname: str, group: str) -> None:
     assert_converged_equal(stack, dbname)  # C
 
 
-@pytest.fixture
-def toxiproxy() -> Iterator[Toxiproxy]:
-    proxy = Toxiproxy.from_env()
-    proxy.reset()
-    yield proxy
-    proxy.reset()
-
-
 def run_with_fault(
     stack: Stack,
     tmp_path: Path,
@@ -204,12 +196,6 @@ def test_target_link_fault(stack: Stack, tmp_path: Path, toxiproxy: Toxiproxy, f
 
 
 # ---------------------------------------------------------------- lost COMMIT ack (matrix 12)
-@pytest.mark.xfail(
-    reason="open defect (issue 13): oracle H saw one version of a deliberately bad product"
-    " (catalog.product NEG-*) written twice, same Kafka offset and position, across the lost-ack"
-    " commit and its re-apply; the re-applied batch itself applied nothing",
-    strict=False,
-)
 def test_lost_commit_ack_reapply_is_noop(stack: Stack, tmp_path: Path, toxiproxy: Toxiproxy) -> None:
     """The daemon freezes right before its 4th target commit; the reply path of the target link
     becomes a black hole; it resumes: the COMMIT reaches the target and commits (the stored

@@ -6,8 +6,8 @@ the target-stored ones, lag gauges equal to Kafka's end offsets minus those (0 f
 customers' partitions once caught up; other tables' rows may be held back on the shared stack),
 and applied-event counters by table and op equal to the sum of the daemon's own batch log lines.
 Every check waits on its condition (a scrape is retried until consistent, since other users of the
-shared stack may write to the demo topics at any time). /readyz turning 503 when the target
-stops is proven in tests/unit/test_metrics.py: stopping the shared target is not an option here.
+shared stack may write to the demo topics at any time). /readyz turns 503 naming the target when
+the daemon's target link (through Toxiproxy) goes down under a write, and 200 again once it is back.
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ from typing import Any, TypeVar
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.pipeline import TOPICS, daemon, end_offsets, env_for, fresh_target, wait_until
+from tests.integration.pipeline import (
+    TOPICS,
+    daemon,
+    end_offsets,
+    env_for,
+    fresh_target,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack
+from tests.integration.toxiproxy import Toxiproxy, target_proxy_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -91,18 +100,6 @@ def logged_applied(log: Path) -> Counter[str]:
     return out
 
 
-def stored(stack: Stack, dbname: str, group: str) -> dict[tuple[str, int], int]:
-    try:
-        with psycopg.connect(stack.target_admin(dbname)) as conn:
-            rows = conn.execute(
-                "SELECT topic, partition, next_offset FROM replicator.checkpoint WHERE group_id = %s",
-                (group,),
-            ).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return {}
-    return {(t, p): o for t, p, o in rows}
-
-
 def mapped(values: dict[tuple[str, int], N]) -> dict[tuple[str, int], N]:
     return {key: value for key, value in values.items() if key[0] in TOPICS}
 
@@ -126,7 +123,7 @@ def test_a_running_daemon_serves_metrics_consistent_with_the_target(stack: Stack
         def consistent() -> bool:
             samples = scrape(base)
             # The run also consumes the capture's signal topic; these checks are about the mapped ones.
-            at = mapped(stored(stack, dbname, group))
+            at = mapped(stored_offsets(stack, dbname, group))
             seen.update(samples=samples, stored=at)
             nexts = by_partition(samples, "replicator_partition_next_offset")
             lags = mapped(by_partition(samples, "replicator_partition_lag_events"))
@@ -161,4 +158,41 @@ def test_a_running_daemon_serves_metrics_consistent_with_the_target(stack: Stack
         assert samples[("replicator_batch_events_count", ())] >= 1
         assert samples[("replicator_rebalances_total", (("kind", "assign"),))] >= 1
         assert get(base + "/healthz") == (200, "ok\n")
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def test_readyz_turns_503_while_the_target_is_unreachable(
+    stack: Stack, tmp_path: Path, toxiproxy: Toxiproxy
+) -> None:
+    dbname = fresh_target("ready")
+    group = f"ready-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = env_for(
+        stack,
+        dbname,
+        group,
+        REPLICATOR_METRICS__PORT=str(port),
+        REPLICATOR_TARGET__PORT=target_proxy_port(),
+        REPLICATOR_TARGET__APPLY_TIMEOUT_S="10",
+    )
+    log = tmp_path / "daemon.log"
+    with daemon(env, log) as proc:
+        wait_until(lambda: get(base + "/readyz") == (200, "ok\n") or proc.poll() is not None, 120, "ready")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        toxiproxy.enabled("target", False)
+        try:
+            with psycopg.connect(stack.source_admin(), autocommit=True) as conn:  # an event to apply
+                conn.execute(
+                    "UPDATE shop.customers SET full_name = full_name"
+                    " WHERE id = (SELECT min(id) FROM shop.customers)"
+                )
+            _, body = wait_until(
+                lambda: (r := get(base + "/readyz"))[0] == 503 and r, 120, "/readyz 503 with the target down"
+            )
+            assert body.startswith("target unreachable:"), body
+            assert get(base + "/healthz") == (200, "ok\n"), "the loop still turns: alive, not ready"
+        finally:
+            toxiproxy.enabled("target", True)
+        wait_until(lambda: get(base + "/readyz") == (200, "ok\n"), 120, "/readyz 200 with the target back")
     assert proc.returncode == 0, log.read_text()[-3000:]

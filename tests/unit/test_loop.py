@@ -86,7 +86,7 @@ class FakeSource:
         out, self.queue = self.queue[:max_records], self.queue[max_records:]
         return out
 
-    def watermarks(self, partition: Partition) -> tuple[int, int]:
+    def watermarks(self, partition: Partition, cached: bool = False) -> tuple[int, int]:
         return self.marks[partition]
 
     def positions(self, partitions: list[Partition]) -> dict[Partition, int]:

@@ -109,12 +109,15 @@ def test_the_loop_feeds_counts_lag_retries_and_rebalances() -> None:
 
 
 class ReadCounting(FakeSource):
-    """Counts the end-offset reads (each one is a broker round trip in the real source)."""
+    """Counts the end-offset reads; an uncached one is a broker round trip in the real source."""
 
     reads: list[Partition] = []  # noqa: RUF012 (replaced per instance on the first read)
+    uncached: list[Partition] = []  # noqa: RUF012
 
-    def watermarks(self, partition: Partition) -> tuple[int, int]:
+    def watermarks(self, partition: Partition, cached: bool = False) -> tuple[int, int]:
         self.reads = [*self.reads, partition]
+        if not cached:
+            self.uncached = [*self.uncached, partition]
         return super().watermarks(partition)
 
 
@@ -134,6 +137,9 @@ def test_end_offsets_are_re_read_at_most_every_few_seconds() -> None:
     clock.now += 5
     loop._refresh_end_offsets()
     assert len(source.reads) == 2
+    # Only the assignment asks the broker: an uncached lookup waits behind the long-polling fetch
+    # (a 15 s stall per refresh was seen on 15 partitions).
+    assert source.uncached == [(TOPIC, 0)]
     assert samples(metrics)[("replicator_partition_lag_events", (("partition", "0"), ("topic", TOPIC)))] == 6
 
 

@@ -1,0 +1,116 @@
+"""`replicator replay` on the real stack, through the CLI as a user runs it.
+
+Proves: replay is refused while the group has a live member; `--dry-run` shows every
+partition's move (stored position -> log start) and changes neither store; a replay of one
+table moves only its partitions, Kafka's committed offsets and the target-stored ones alike;
+the next run converges a target that is behind (one table emptied with its versions, as a
+restore from before those rows would leave it: every row back, field by field); a replay of
+everything on a current target then applies nothing (every batch `applied=-`) and deletes stay
+deleted (target == mapped source).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.integration.pipeline import (
+    TOPICS,
+    assert_converged_equal,
+    converge,
+    daemon,
+    env_for,
+    fresh_target,
+    kafka_committed,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
+from tests.integration.stack import Stack
+
+
+def log_starts(stack: Stack) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "log-starts"})
+    try:
+        md = consumer.list_topics(timeout=10)
+        return {
+            (t, p): int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[0])
+            for t in TOPICS
+            for p in md.topics[t].partitions
+        }
+    finally:
+        consumer.close()
+
+
+def mapped(offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    return {k: v for k, v in offsets.items() if k[0] in TOPICS}
+
+
+def batch_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "event=batch " in line]
+
+
+def test_replay_converges_a_target_behind_and_is_a_noop_on_a_current_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    dbname = fresh_target("replay")
+    group = f"replay-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group)
+    with daemon(env, tmp_path / "first.log"):
+        wait_until(lambda: stored_offsets(stack, dbname, group), 120, "the first checkpoints")
+        converge(stack, dbname, group, timeout_s=180)
+        refused = run_cli(env, "replay", "--to-earliest")
+        assert refused.returncode != 0, refused.stdout
+        assert "live member" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    stored = mapped(stored_offsets(stack, dbname, group))
+    committed = mapped(kafka_committed(stack, group, TOPICS))
+    starts = log_starts(stack)
+
+    dry = run_cli(env, "replay", "--to-earliest", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    moves = {(m["topic"], m["partition"]): m for m in json.loads(dry.stdout)["moves"]}
+    assert set(moves) == set(starts)
+    for p, m in moves.items():
+        assert (m["stored"], m["to"], m["events"]) == (stored[p], starts[p], stored[p] - starts[p]), p
+    assert mapped(stored_offsets(stack, dbname, group)) == stored, "a dry run changed the target"
+    assert mapped(kafka_committed(stack, group, TOPICS)) == committed, "a dry run changed Kafka"
+
+    # The target falls behind on one table: its rows and their versions are gone.
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        expected = conn.execute("SELECT * FROM crm.customer_pii ORDER BY 1").fetchall()
+        assert expected, "the demo has customers"
+        conn.execute("DELETE FROM crm.customer_pii")
+        conn.execute("DELETE FROM replicator.row_version WHERE target_table LIKE %s", ("%customer_pii",))
+
+    moved = run_cli(env, "replay", "--to-earliest", "--tables", "shop.customers")
+    assert moved.returncode == 0, moved.stderr
+    customers = {p for p in starts if p[0] == "demo.shop.customers"}
+    after = mapped(stored_offsets(stack, dbname, group))
+    kafka_after = mapped(kafka_committed(stack, group, TOPICS))
+    for p in starts:
+        want = starts[p] if p in customers else stored[p]
+        assert after[p] == want, (p, after[p], want)
+        assert kafka_after.get(p, want) == want, (p, kafka_after.get(p), want)
+    assert all(kafka_after[p] == starts[p] for p in customers), "Kafka's offsets did not move with the target"
+
+    caught_up = run_cli(env, "run", "--stop-when-caught-up")
+    assert caught_up.returncode == 0, caught_up.stderr[-3000:]
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        assert conn.execute("SELECT * FROM crm.customer_pii ORDER BY 1").fetchall() == expected
+    assert_converged_equal(stack, dbname)
+
+    again = run_cli(env, "replay", "--to-earliest")
+    assert again.returncode == 0, again.stderr
+    noop = run_cli(env, "run", "--stop-when-caught-up")
+    assert noop.returncode == 0, noop.stderr[-3000:]
+    lines = batch_lines(noop.stderr)
+    assert lines, noop.stderr[-2000:]
+    assert all(" applied=- " in line for line in lines), [
+        line for line in lines if " applied=- " not in line
+    ][:3]
+    assert_converged_equal(stack, dbname)
+    assert mapped(stored_offsets(stack, dbname, group)) == stored

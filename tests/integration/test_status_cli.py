@@ -1,0 +1,83 @@
+"""`replicator status` tells the truth about capture and runs, on the real stack: the demo's
+connector RUNNING with its slot active (exit 0); a run killed with kill -9 shown DEAD once silent;
+a connector whose task FAILED (a publication that does not exist) and a connector that does not
+exist each named in a PROBLEM line with exit 1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from replicator.connect.client import ConnectClient
+from replicator.connect.configs import ConnectorSpec
+from tests.integration.pipeline import CONNECTOR, drop_slot, env_for, fresh_target, run_cli, wait_until
+from tests.integration.stack import Stack
+
+
+def status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    done = run_cli(env, "status", "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
+    stack: Stack, tmp_path: Path
+) -> None:
+    dbname = fresh_target("status")
+    group = f"status-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group, REPLICATOR_HEARTBEAT_S="1", REPLICATOR_CONNECTOR=CONNECTOR)
+    with open(tmp_path / "d.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "replicator", "run"], env=env, stdout=out, stderr=out)
+    try:
+
+        def ours(state: str) -> list[dict[str, Any]]:
+            done = run_cli(env, "status", "--json")  # fails in one line until the run made the control schema
+            runs = json.loads(done.stdout)["runs"] if done.stdout else []
+            return [r for r in runs if r["group"] == group and r["state"] == state]
+
+        (live,) = wait_until(lambda: ours("running"), 120, "the run to show as running")
+        code, shown = status(env)
+        assert code == 0 and shown["capture"]["problems"] == [], shown["capture"]
+        assert shown["capture"]["state"] == "RUNNING" and shown["capture"]["tasks"] == ["RUNNING"]
+        assert shown["capture"]["slot"]["active"] is True
+        assert shown["members"] == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (dead,) = wait_until(lambda: ours("dead"), 60, "the killed run to show as dead")
+    assert dead["run_id"] == live["run_id"] and dead["silent_s"] > 3
+    text = run_cli(env, "status").stdout
+    assert f"run {live['run_id']} run group={group} DEAD" in text, text
+
+    missing = run_cli({**env, "REPLICATOR_CONNECTOR": "no-such-connector"}, "status")
+    assert missing.returncode == 1
+    assert "PROBLEM: connector no-such-connector does not exist" in missing.stdout, missing.stdout
+
+    client = ConnectClient(stack.connect_url)
+    base = client.config(CONNECTOR)
+    assert base is not None
+    name, slot = f"status-bad-{uuid.uuid4().hex[:6]}", f"status_bad_{uuid.uuid4().hex[:6]}"
+    bad = {
+        **base,
+        "name": name,
+        "topic.prefix": name,
+        "slot.name": slot,
+        "publication.name": "no_such_publication",
+    }
+    client.put_config(ConnectorSpec(name, bad, tmp_path / "bad.json"))
+    try:
+        failed_env = {**env, "REPLICATOR_CONNECTOR": name}
+        wait_until(lambda: "FAILED" in status(failed_env)[1]["capture"]["tasks"], 120, "the task to fail")
+        code, shown = status(failed_env)
+        assert code == 1
+        (problem,) = [p for p in shown["capture"]["problems"] if name in p]
+        assert "FAILED" in problem and "Publication autocreation is disabled" in problem, problem
+        assert f"/connectors/{name}/restart?includeTasks=true" in problem
+    finally:
+        client.delete(name)
+        drop_slot(stack, slot)
