@@ -25,6 +25,7 @@ from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
+from replicator.kafka.logs import route_kafka_logs
 from replicator.run.assembly import capture, checked_plan, decoder
 from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
@@ -148,6 +149,7 @@ class _StopRequest:
 def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> dict[str, Any]:
     run_id = new_run_id()
     log = RunLog(run_id, settings.log_format)
+    route_kafka_logs(log.event)  # librdkafka's lines as rate-limited events of this run
     started = time.monotonic()
     group = request.group or settings.kafka.group_id
     log.event(
