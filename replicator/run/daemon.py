@@ -166,6 +166,12 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             log.event("mapping_warning", problem=str(p))
     with Metadata(settings.kafka) as metadata:
         counts = metadata.partition_counts(plan.topics)
+    for topic in sorted(set(plan.topics) - set(counts)):  # subscribed anyway: picked up once it exists
+        log.event(
+            "warning",
+            message=f"topic {topic} does not exist in Kafka at {settings.kafka.bootstrap_servers}; its table"
+            " waits for it. Fix: make the spec's topic_prefix (or topic:) match the connector's topic.prefix",
+        )
     with ControlStore.open(settings) as store:
         if request.mode == "run":
             store.ensure()
