@@ -49,7 +49,7 @@ def parse_time(text: str) -> datetime:
 def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.connectors import apply_dir
 
-    results = apply_dir(settings, Path(args.dir))
+    results = apply_dir(settings, Path(args.dir), restart_failed=args.restart_failed)
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
         for r in results
@@ -524,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     csub = _Subparsers(connectors.add_subparsers(dest="connectors_command", required=True), common)
     apply = csub.add_parser("apply", help="validate, create or update, wait until RUNNING")
     apply.add_argument("--dir", default="connectors", help="directory of *.json configs")
+    apply.add_argument(
+        "--restart-failed",
+        action="store_true",
+        help="restart a FAILED connector or task once (after fixing its cause)",
+    )
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(handler=cmd_connectors_apply)
     status = csub.add_parser("status", help="state of every connector on the worker")
