@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def parse_time(text: str) -> datetime:
 def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.connectors import apply_dir
 
-    results = apply_dir(settings, Path(args.dir))
+    results = apply_dir(settings, Path(args.dir), restart_failed=args.restart_failed)
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
         for r in results
@@ -172,6 +173,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             else "-"
         ),
         *(f"  PROBLEM: {p}" for p in cap["problems"]),
+        *(f"  note: {n}" for n in cap["notes"]),
         f"group {group}: {members} consumer{'s' if members != 1 else ''} running",
         *(
             f"run {r['run_id']} {r['mode']} group={r['group']} {r['state'].upper()}"
@@ -404,6 +406,19 @@ def cmd_errors_resolve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.reload import reload_tables
+
+    say = (lambda _line: None) if args.json else (lambda line: print(line, file=sys.stderr))
+    done = reload_tables(settings, args.table, args.timeout, say)
+    text = (
+        f"reloaded {', '.join(done.sources)}: snapshot {done.snapshot_s:.1f}s, applied {done.applied_s:.1f}s"
+        " later; `replicator verify` compares them"
+    )
+    _emit(asdict(done), args.json, text)
+    return 0
+
+
 # ---------------------------------------------------------------- cutover
 def _cutover(args: argparse.Namespace, settings: Settings) -> Any:
     from replicator.run.cutover import Cutover
@@ -524,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     csub = _Subparsers(connectors.add_subparsers(dest="connectors_command", required=True), common)
     apply = csub.add_parser("apply", help="validate, create or update, wait until RUNNING")
     apply.add_argument("--dir", default="connectors", help="directory of *.json configs")
+    apply.add_argument(
+        "--restart-failed",
+        action="store_true",
+        help="restart a FAILED connector or task once (after fixing its cause)",
+    )
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(handler=cmd_connectors_apply)
     status = csub.add_parser("status", help="state of every connector on the worker")
@@ -681,6 +701,17 @@ def build_parser() -> argparse.ArgumentParser:
     _cutover_common(crollback)
     crollback.add_argument("--reason", help="why (recorded)")
     crollback.set_defaults(handler=cmd_cutover_rollback)
+
+    reload = sub.add_parser(
+        "reload",
+        help="reload tables through Debezium's incremental snapshot (needs `replicator run` running)",
+    )
+    reload.add_argument(
+        "--table", action="append", required=True, help="source or target table, schema.table (repeatable)"
+    )
+    reload.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait, at most")
+    reload.add_argument("--json", action="store_true")
+    reload.set_defaults(handler=cmd_reload)
 
     errors = sub.add_parser("errors", help="error records")
     esub = _Subparsers(errors.add_subparsers(dest="errors_command", required=True), common)

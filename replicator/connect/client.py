@@ -137,10 +137,12 @@ class ConnectClient:
         wait_s: float,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float], None] = time.sleep,
+        restart_failed: bool = False,
     ) -> tuple[str, ConnectorState]:
-        """Validate, create or update (only when changed), wait until RUNNING.
+        """Validate, create or update (only when changed), wait until RUNNING; `restart_failed`:
+        a FAILED connector or task is restarted once (connector and tasks) before it counts.
 
-        Returns ("created" | "updated" | "unchanged", state).
+        Returns ("created" | "updated" | "unchanged", with " and restarted" after a restart; state).
         """
         errors = self.validate(spec)
         if errors:
@@ -160,8 +162,19 @@ class ConnectClient:
             if state is not None and state.running:
                 return action, state
             if state is not None and state.failed:
+                if restart_failed and not action.endswith("restarted"):
+                    self.restart(spec.name)
+                    action += " and restarted"
+                    deadline = clock() + wait_s
+                    pause(0.5)
+                    continue
                 first = (state.trace or "no trace").strip().splitlines()[0]
-                raise ConnectError(f"connector {spec.name} FAILED: {first}")
+                hint = (
+                    ""
+                    if restart_failed
+                    else "; fix the cause, then `replicator connectors apply --restart-failed`"
+                )
+                raise ConnectError(f"connector {spec.name} FAILED: {first}{hint}")
             if clock() >= deadline:
                 shown = state.connector if state else "absent"
                 raise ConnectError(

@@ -165,7 +165,9 @@ class BatchResult:
     unordered: int = 0
     errors: list[Failure] = field(default_factory=list)
     truncated_notes: int = 0
+    skipped_by_table: Counter[str] = field(default_factory=Counter)  # "<table>:older|unordered" -> events
     held: int = 0  # events held back, waiting for a table that lags (new or still waiting)
+    held_by_table: Counter[str] = field(default_factory=Counter)  # newly held, by target table
     released: int = 0  # held events applied or superseded in this batch
     attempts: int = 0  # set-based statement attempts (bisection included)
     # (table, key text) whose final intent was not written: their versions must not move.

@@ -21,12 +21,13 @@ from confluent_kafka.admin import AdminClient
 from replicator.config import KafkaSettings
 from replicator.core.errors import Transient
 from replicator.core.model import Partition
+from replicator.kafka.logs import KAFKA_LOGGER
 
 METADATA_TIMEOUT_S = 10.0
 
 
 def consumer_conf(kafka: KafkaSettings, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    conf = kafka.consumer_config()
+    conf = {**kafka.consumer_config(), "logger": KAFKA_LOGGER}  # librdkafka's lines become our events
     if group_id:
         conf["group.id"] = group_id
     conf.update(overrides)

@@ -15,12 +15,15 @@ def _client(settings: Settings) -> ConnectClient:
     return ConnectClient(settings.connect.url, settings.connect.timeout_s)
 
 
-def apply_dir(settings: Settings, directory: Path) -> list[dict[str, Any]]:
-    """Validate, create or update (only when changed) and wait until RUNNING, per config file."""
+def apply_dir(settings: Settings, directory: Path, restart_failed: bool = False) -> list[dict[str, Any]]:
+    """Validate, create or update (only when changed) and wait until RUNNING, per config file;
+    `restart_failed`: restart a FAILED connector or task once first."""
     client = _client(settings)
     results: list[dict[str, Any]] = []
     for spec in load_connector_dir(directory, os.environ):
-        action, state = client.apply(spec, wait_s=settings.connect.wait_running_s)
+        action, state = client.apply(
+            spec, wait_s=settings.connect.wait_running_s, restart_failed=restart_failed
+        )
         results.append(
             {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
         )

@@ -25,6 +25,7 @@ from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
+from replicator.kafka.logs import route_kafka_logs
 from replicator.run.assembly import capture, checked_plan, decoder
 from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
@@ -148,6 +149,7 @@ class _StopRequest:
 def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> dict[str, Any]:
     run_id = new_run_id()
     log = RunLog(run_id, settings.log_format)
+    route_kafka_logs(log.event)  # librdkafka's lines as rate-limited events of this run
     started = time.monotonic()
     group = request.group or settings.kafka.group_id
     log.event(
@@ -164,6 +166,12 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             log.event("mapping_warning", problem=str(p))
     with Metadata(settings.kafka) as metadata:
         counts = metadata.partition_counts(plan.topics)
+    for topic in sorted(set(plan.topics) - set(counts)):  # subscribed anyway: picked up once it exists
+        log.event(
+            "warning",
+            message=f"topic {topic} does not exist in Kafka at {settings.kafka.bootstrap_servers}; its table"
+            " waits for it. Fix: make the spec's topic_prefix (or topic:) match the connector's topic.prefix",
+        )
     with ControlStore.open(settings) as store:
         if request.mode == "run":
             store.ensure()

@@ -88,12 +88,15 @@ class Metrics:
         self.skipped_total = Counter(
             "replicator_events_skipped_total",
             "events not written because the target already holds a newer version (reason=older) or"
-            " arrived out of order (reason=unordered)",
-            ["reason"],
+            " arrived out of order (reason=unordered), by target table",
+            ["table", "reason"],
             registry=r,
         )
         self.held_total = Counter(
-            "replicator_events_held_total", "events held back while a table they depend on lags", registry=r
+            "replicator_events_held_total",
+            "events held back while a table they depend on lags, by the held event's target table",
+            ["table"],
+            registry=r,
         )
         self.errored_total = Counter(
             "replicator_events_errored_total",
@@ -150,9 +153,11 @@ class Metrics:
         for key, rows in result.applied.items():
             table, _, op = key.rpartition(":")
             self.applied_total.labels(table, op).inc(rows)
-        self.skipped_total.labels("older").inc(result.skipped_older)
-        self.skipped_total.labels("unordered").inc(result.unordered)
-        self.held_total.inc(result.held)
+        for key, n in result.skipped_by_table.items():
+            table, _, reason = key.rpartition(":")
+            self.skipped_total.labels(table, reason).inc(n)
+        for table, n in result.held_by_table.items():
+            self.held_total.labels(table).inc(n)
         for f in result.errors:
             self.errored_total.labels(str(f.target) if f.target else "-", f.rule_id).inc()
         self.batch_events.observe(batch.events)

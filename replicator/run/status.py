@@ -1,4 +1,9 @@
-"""`replicator status`: per partition the target-stored, Kafka-committed and end offsets.
+"""`replicator status`: capture, runs, and per partition the target-stored, Kafka-committed and
+end offsets.
+
+Capture is the connector and its tasks (Connect) and the replication slot (the source), with one
+line per problem and its fix; runs that never recorded their end are `running` while they beat and
+`dead` once silent for three heartbeats (killed, or their host lost).
 
 Lag is measured from the target-stored offset (the truth), not Kafka's.
 Rows held back (waiting for a parent or a unique swap on a lagging
@@ -29,9 +34,16 @@ def capture_status(settings: Settings) -> dict[str, Any]:
     """The connector and its tasks (from Connect), the replication slot (from the source) and what
     is wrong with them, if anything: `problems`, one line each with its fix."""
     name = capture(settings).connector
-    out: dict[str, Any] = {"connector": name, "state": None, "tasks": [], "slot": None, "problems": []}
-    if name is None:
-        out["problems"].append(
+    out: dict[str, Any] = {
+        "connector": name,
+        "state": None,
+        "tasks": [],
+        "slot": None,
+        "problems": [],
+        "notes": [],
+    }
+    if name is None:  # a gap in the configuration, not a failure of the capture
+        out["notes"].append(
             "no connector named: capture is not watched; fix: REPLICATOR_CONNECTOR or the spec's"
             " capture.connector"
         )

@@ -1,7 +1,8 @@
-"""The drain fence on the source (I/O edge): a row in Debezium's signal table.
+"""Rows in Debezium's signal table (I/O edge): the drain fence and the reload request.
 
-The row is a captured change at a known LSN (type `log`, so Debezium only
-logs it). A missing signal table is one line saying how to create it.
+The fence is a captured change at a known LSN (type `log`, so Debezium only
+logs it); a reload is an `execute-snapshot` signal (an incremental snapshot of
+the named tables). A missing signal table is one line saying how to create it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,28 @@ def write_fence(source: SourceSettings, signal_table: TableRef) -> tuple[str, in
     """Insert a fence row into the signal table; return its id and an LSN inside its transaction
     (below its commit: a capture position at or past it includes the fence's transaction)."""
     fence_id = f"{FENCE_PREFIX}{uuid.uuid4().hex[:20]}"
+    data = {"message": f"cdc-replicator {fence_id}"}
+    return fence_id, _signal(source, signal_table, fence_id, "log", data)
+
+
+def write_snapshot_signal(
+    source: SourceSettings, signal_table: TableRef, tables: list[TableRef]
+) -> tuple[str, int]:
+    """Ask the connector for an incremental snapshot of `tables` (Debezium's `execute-snapshot`);
+    return the signal's id and an LSN inside its transaction."""
+    signal_id = f"reload-{uuid.uuid4().hex[:20]}"
+    data = {"data-collections": [str(t) for t in tables], "type": "incremental"}
+    return signal_id, _signal(source, signal_table, signal_id, "execute-snapshot", data)
+
+
+def _signal(source: SourceSettings, signal_table: TableRef, signal_id: str, kind: str, data: object) -> int:
     with connect(source, "source") as conn:
         try:
             conn.execute(
-                sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'log', %s)").format(
+                sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(
                     sql.Identifier(signal_table.schema, signal_table.name)
                 ),
-                (fence_id, json.dumps({"message": f"cdc-replicator {fence_id}"})),
+                (signal_id, kind, json.dumps(data)),
             )
         except psycopg.errors.UndefinedTable as exc:
             raise Fatal(
@@ -39,7 +55,9 @@ def write_fence(source: SourceSettings, signal_table: TableRef) -> tuple[str, in
                 "signal.data.collection to it) or point REPLICATOR_SIGNAL_TABLE at yours"
             ) from exc
         except psycopg.Error as exc:
-            raise Fatal(f"source: cannot write the fence row into {signal_table}: {one_line(exc)}") from exc
+            raise Fatal(
+                f"source: cannot write the {kind} signal into {signal_table}: {one_line(exc)}"
+            ) from exc
         row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
     assert row is not None
-    return fence_id, int(row[0])
+    return int(row[0])

@@ -39,6 +39,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -127,6 +128,7 @@ class _Pass:
     applied: dict[str, int] = field(default_factory=dict)
     skipped_older: int = 0
     unordered: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # "<table>:older|unordered" -> events
     truncates: list[tuple[Intent, str]] = field(default_factory=list)  # (intent, applied | older)
 
     def refused_events(self) -> set[KafkaRef]:
@@ -309,6 +311,8 @@ class BatchWriter:
         result.applied.update(run.applied)
         result.skipped_older += run.skipped_older
         result.unordered += run.unordered
+        result.skipped_by_table.update({k: n for k, n in run.skipped.items() if n})
+        result.held_by_table.update(str(h.target) for h in added)
         result.truncated_notes = len(notes)
         result.attempts = run.outcome.attempts
         result.held = len(added) + len(kept)
@@ -472,6 +476,8 @@ class BatchWriter:
         writes = resolve(table, intents, stored)
         run.skipped_older += writes.skipped_older
         run.unordered += writes.unordered
+        run.skipped[f"{table.target}:older"] += writes.skipped_older
+        run.skipped[f"{table.target}:unordered"] += writes.unordered
         return writes
 
     def _collect(self, writes: TableWrites, out: Outcome, run: _Pass) -> None:
@@ -516,6 +522,7 @@ class BatchWriter:
                 continue
             one = resolve(table, [intent], current)
             run.skipped_older += one.skipped_older
+            run.skipped[f"{table.target}:older"] += one.skipped_older
             if not one.final:
                 continue
             chain.append(intent)
@@ -538,6 +545,7 @@ class BatchWriter:
         stored = self._versions.lock(conn, table.target, [marker]).get(marker)
         if compare(intent.version, stored) is Verdict.OLDER:
             run.skipped_older += 1
+            run.skipped[f"{table.target}:older"] += 1
             return
         self.target.before_truncate(conn, intent)
         policy = table.truncate.kind

@@ -135,3 +135,22 @@ def test_thirty_percent_bad_rows_are_isolated_by_the_server_side_loop(stack: Sta
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
     assert skus == [f"BIS-{i:05d}" for i in range(2000) if i not in bad]
+
+
+def test_an_older_event_is_skipped_and_counted_for_its_target_table(stack: Stack) -> None:
+    """The skipped count carries its table (the metrics label it): a product event older than the
+    stored version writes nothing and counts once for catalog.product."""
+    dbname = fresh_target("skipped")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    writer = live_writer(stack, dbname, plan, "skipped", f"run-{uuid.uuid4().hex[:6]}")
+    newer = event(topic, "shop.products", 5, product(1, "2.00"))
+    older = event(topic, "shop.products", 4, product(1, "1.00"))
+    first = writer.apply(prepare(Batch(events=[newer], next_offsets={(topic, 0): 6}), plan))
+    second = writer.apply(prepare(Batch(events=[older], next_offsets={(topic, 0): 6}), plan))
+    writer.close()
+    assert not first.skipped_by_table and first.applied == {"catalog.product:upsert": 1}
+    assert second.skipped_by_table == {"catalog.product:older": 1} and not second.applied
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        (cents,) = one_row(conn.execute("SELECT price_cents FROM catalog.product WHERE sku = 'BIS-00001'"))
+    assert cents == 200

@@ -47,6 +47,21 @@ def test_demo_spec_checks_clean_against_live_catalogs(stack: Stack) -> None:
     assert "0 errors" in done.stdout
 
 
+def test_a_wrong_topic_prefix_is_a_warning_per_table_naming_the_topic(stack: Stack, tmp_path: Path) -> None:
+    wrong = planted(tmp_path, "prefix", "topic_prefix: demo", "topic_prefix: dmeo")
+    done = run_cli(env_for(stack, "shop_target", "check"), "mapping", "check", str(wrong))
+    assert done.returncode == 0, done.stderr  # a topic may not exist yet: a warning, not an error
+    warnings = [line for line in done.stdout.splitlines() if "does not exist in Kafka" in line]
+    line = line_of(wrong, "topic_prefix: dmeo")
+    assert (
+        f"warning: {wrong}:{line}: customer: topic dmeo.shop.customers does not exist in Kafka" in done.stdout
+    )
+    assert len(warnings) == len({w.split(": topic ")[1].split()[0] for w in warnings}) >= 4, done.stdout
+    assert all("topic.prefix" in w for w in warnings)
+    clean = run_cli(env_for(stack, "shop_target", "check"), "mapping", "check", str(SPEC))
+    assert "does not exist in Kafka" not in clean.stdout, clean.stdout
+
+
 def test_planted_mistakes_give_the_expected_lines(stack: Stack, tmp_path: Path) -> None:
     env = env_for(stack, "shop_target", "check")
     typo = planted(tmp_path, "typo", "from: full_name, sep", "from: full_nmae, sep")

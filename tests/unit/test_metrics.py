@@ -77,7 +77,11 @@ class CountingSink(FakeSink):
 
     def apply(self, batch: PreparedBatch) -> BatchResult:
         super().apply(batch)
-        return BatchResult(applied=Counter({"dst.items:c": batch.events}), skipped_older=1)
+        return BatchResult(
+            applied=Counter({"dst.items:c": batch.events}),
+            skipped_older=1,
+            skipped_by_table=Counter({"dst.items:older": 1}),
+        )
 
 
 def test_the_loop_feeds_counts_lag_retries_and_rebalances() -> None:
@@ -90,7 +94,7 @@ def test_the_loop_feeds_counts_lag_retries_and_rebalances() -> None:
     got = samples(metrics)
     assert got[("replicator_run_info", (("group", "g1"), ("mode", "run"), ("run_id", "run-1")))] == 1
     assert got[("replicator_events_applied_total", (("op", "c"), ("table", "dst.items")))] == 3
-    assert got[("replicator_events_skipped_total", (("reason", "older"),))] == 1
+    assert got[("replicator_events_skipped_total", (("reason", "older"), ("table", "dst.items")))] == 1
     p0 = (("partition", "0"), ("topic", TOPIC))
     p1 = (("partition", "1"), ("topic", TOPIC))
     # Stored next offset 8 after the batch; the end offset read at assignment is 10: 2 behind.
@@ -156,10 +160,12 @@ def test_error_records_count_by_table_and_rule() -> None:
     metrics = Metrics("r", "g", "run", Health(60))
     failure = Failure(KafkaRef(TOPIC, 0, 1), "not_null", "m", None, None, TableRef("dst", "items"))
     batch = PreparedBatch({}, (), {}, Counter(), 1, {})
-    metrics.applied(batch, BatchResult(errors=[failure, failure], held=4), 0.01)
+    held = Counter({"dst.items": 3, "dst.other": 1})
+    metrics.applied(batch, BatchResult(errors=[failure, failure], held=4, held_by_table=held), 0.01)
     got = samples(metrics)
     assert got[("replicator_events_errored_total", (("rule", "not_null"), ("table", "dst.items")))] == 2
-    assert got[("replicator_events_held_total", ())] == 4
+    assert got[("replicator_events_held_total", (("table", "dst.items"),))] == 3
+    assert got[("replicator_events_held_total", (("table", "dst.other"),))] == 1
 
 
 def get(url: str) -> tuple[int, str]:

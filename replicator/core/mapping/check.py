@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.core.mapping.catalog import INTEGER_RANGES, Catalog, Column, PgType, Table
-from replicator.core.mapping.compiler import apply_order, compile_spec
+from replicator.core.mapping.compiler import apply_order, compile_spec, topic_for
 from replicator.core.mapping.predicates import predicate_columns
 from replicator.core.mapping.spec import (
     Case,
@@ -498,3 +498,28 @@ def _conversion_fix(p: Produced, target: PgType, casted: bool) -> str:
     return "add a value_map producing the target type" + (
         "" if casted else f", or map a column of type {target}"
     )
+
+
+def topic_names(spec: Spec) -> list[str]:
+    return [rule.topic or topic_for(spec.topic_prefix, rule.source) for rule in spec.tables]
+
+
+def missing_topics(spec: Spec, existing: frozenset[str], where: str) -> list[Problem]:
+    """A warning per mapped topic that does not exist in Kafka (at `where`): a wrong topic_prefix
+    or `topic:` would otherwise pass the check and then wait forever."""
+    problems = []
+    warned = set(existing)  # one warning per topic, at its first table
+    for i, (rule, topic) in enumerate(zip(spec.tables, topic_names(spec), strict=True)):
+        if topic not in warned:
+            warned.add(topic)
+            problems.append(
+                spec.problem(
+                    ("tables", i, "topic") if rule.topic else ("topic_prefix",),
+                    rule.id,
+                    f"topic {topic} does not exist in Kafka at {where}",
+                    "make topic_prefix (or the table's topic:) match the connector's topic.prefix, or wait"
+                    " until the connector has created it (`replicator connectors status`)",
+                    "warning",
+                )
+            )
+    return problems

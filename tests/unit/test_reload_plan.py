@@ -1,0 +1,42 @@
+"""run.reload's pure parts: which source tables a reload snapshots, and when Connect's offsets
+say an incremental snapshot is still running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from replicator.core.errors import ConfigError
+from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
+from replicator.core.model import TableRef
+from replicator.run.reload import reload_sources, snapshot_running
+from tests.unit.mapping.demo_catalogs import TARGET
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_plan() -> Plan:
+    return compile_spec(load_spec(ROOT / "mappings" / "demo.yaml"), catalog_from_dict(TARGET))
+
+
+def test_a_target_table_names_its_source_and_a_source_names_itself_once() -> None:
+    plan = demo_plan()
+    assert reload_sources(plan, ["crm.customer_pii", "shop.customers", "crm.customer"]) == [
+        TableRef("shop", "customers")
+    ]
+    with pytest.raises(ConfigError, match="maps no such source or target table"):
+        reload_sources(plan, ["crm.nope"])
+    with pytest.raises(ConfigError, match=r"schema\.table"):
+        reload_sources(plan, ["nodot"])
+
+
+def test_a_snapshot_runs_while_the_offsets_carry_its_context() -> None:
+    running = {
+        "offsets": [
+            {"partition": {"server": "demo"}, "offset": {"lsn": 1, "incremental_snapshot_collections": "[]"}}
+        ]
+    }
+    assert snapshot_running(running)
+    assert not snapshot_running({"offsets": [{"partition": {}, "offset": {"lsn": 1, "lsn_commit": 1}}]})
+    assert not snapshot_running(None)
