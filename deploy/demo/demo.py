@@ -75,6 +75,51 @@ def target_db() -> str:
     return env("REPLICATOR_TARGET__DBNAME", "shop_target")
 
 
+def reset_capture() -> None:
+    """`--reset` recreates the source database, so the demo connector's stored LSN and its topics
+    describe a database that is gone: stop the connector, forget its offsets, delete it and its
+    topics (`replicator connectors apply` then starts a fresh snapshot). Nothing to do when Connect
+    or the connector is absent."""
+    from confluent_kafka.admin import AdminClient
+
+    from replicator.connect.client import ConnectClient, ConnectError
+
+    name = env("CDC_CONNECTOR_NAME", "demo-postgres")
+    prefix = env("CDC_TOPIC_PREFIX", "demo")
+    client = ConnectClient(env("REPLICATOR_CONNECT__URL", "http://127.0.0.1:58083"), 30)
+    try:
+        state = client.state(name)
+        if state is not None:
+            client.stop(name)
+            wait_for(lambda: (s := client.state(name)) is not None and s.connector == "STOPPED", f"{name} to stop")
+            client.reset_offsets(name)
+            client.delete(name)
+            wait_for(lambda: client.state(name) is None, f"{name} to be deleted")
+            print(f"demo: connector {name} removed with its offsets (re-apply it: replicator connectors apply)")
+    except ConnectError as exc:
+        print(f"demo: {exc}; the connector was left alone", file=sys.stderr)
+    admin = AdminClient({"bootstrap.servers": env("REPLICATOR_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:59092")})
+
+    def ours() -> list[str]:
+        names = admin.list_topics(timeout=10).topics
+        return sorted(t for t in names if t.startswith(f"{prefix}.") or t == f"__debezium-heartbeat.{prefix}")
+
+    topics = ours()
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result()
+        wait_for(lambda: not ours(), "the demo topics to be deleted")
+        print(f"demo: deleted topics {', '.join(topics)}")
+
+
+def wait_for(condition: Any, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.25)  # polling interval while the condition is checked
+
+
 def ensure_database(side: str, dbname: str, reset: bool) -> None:
     with psycopg.connect(admin_conninfo(side, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
@@ -376,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_setup = sub.add_parser("setup", help="create databases, roles, publication and seed data")
     p_setup.add_argument("--customers", type=int, default=200)
-    p_setup.add_argument("--reset", action="store_true", help="drop and recreate both demo databases")
+    p_setup.add_argument(
+        "--reset",
+        action="store_true",
+        help="drop and recreate both demo databases; remove the demo connector, its offsets and topics",
+    )
     p_setup.add_argument("--seed", type=int, default=42)
     p_target = sub.add_parser("target", help="create (or --reset) one demo target database")
     p_target.add_argument("--dbname", required=True)
@@ -390,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "setup":
+            if args.reset:
+                reset_capture()
             setup_source(args.reset)
             setup_target(args.reset)
             with psycopg.connect(admin_conninfo("SOURCE", source_db()), autocommit=True) as conn:

@@ -108,6 +108,15 @@ class ConnectClient:
     def delete(self, name: str) -> None:
         self._request("DELETE", f"/connectors/{urllib.parse.quote(name, safe='')}")
 
+    def stop(self, name: str) -> None:
+        """STOPPED: no tasks, offsets kept (Connect's offsets API needs a stopped connector)."""
+        self._request("PUT", f"/connectors/{urllib.parse.quote(name, safe='')}/stop")
+
+    def reset_offsets(self, name: str) -> None:
+        """Forget the (stopped) connector's source offsets, so one created again with this name starts
+        with a fresh snapshot instead of resuming at an LSN a recreated database no longer has."""
+        self._request("DELETE", f"/connectors/{urllib.parse.quote(name, safe='')}/offsets")
+
     def restart(self, name: str) -> None:
         self._request("POST", f"/connectors/{urllib.parse.quote(name, safe='')}/restart?includeTasks=true")
 
