@@ -12,6 +12,19 @@ deleted them are excluded where the spec keeps them (soft delete, ignore).
 The result counts missing, extra and mismatched rows, with the columns that
 differ, and any cell holding Debezium's unchanged-TOAST placeholder.
 
+Verifying only what changed (the cutover's window): a verify before the fence
+keeps a `TableBaseline` per table (every source key with the target key it
+maps to, every expected row, and the keys that differed then). After the
+drain, `expect_since` rebuilds the expected key set from the source keys that
+still exist (unchanged ones from the baseline, changed ones mapped again),
+and `diff(..., only=...)` compares values only for keys whose source or
+target row changed since the baseline's snapshots or that differed then.
+Missing and extra rows are always computed over the full key sets. The
+result equals a full verify when a row whose xmin the baseline's snapshot
+saw is the row the baseline read (an update or delete gives a new xmin or no
+row) and the mapping is a function of the source row (tables with lookups,
+or with source keys that are not unique, are compared in full).
+
 Pure: the reads are in `replicator.run.verify`.
 """
 
@@ -25,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.core.intents import key_text
-from replicator.core.mapping.plan import Plan, RowError, TablePlan
+from replicator.core.mapping.plan import RowError, TablePlan
 from replicator.core.model import TableRef
 
 Rows = dict[str, dict[str, Any]]  # key text -> column -> value
@@ -80,24 +93,90 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def expected_rows(
-    plan: Plan, source: Mapping[TableRef, Iterable[Mapping[str, Any]]]
-) -> dict[TableRef, tuple[Rows, list[tuple[str, str]]]]:
-    out: dict[TableRef, tuple[Rows, list[tuple[str, str]]]] = {}
-    for table in plan.tables:
-        rows: Rows = {}
-        rejected: list[tuple[str, str]] = []
-        for row in source.get(table.source, ()):
-            try:
-                if not table.accepts(row):
-                    continue
-                values = table.map_row(row)
-            except RowError as err:
-                rejected.append((key_text(tuple(row.get(k) for k in table.key_sources)), err.rule_id))
-                continue
-            rows[key_text(tuple(values[k] for k in table.key))] = values
-        out[table.target] = (rows, rejected)
-    return out
+def source_key(table: TablePlan, row: Mapping[str, Any]) -> str:
+    """The text of the source columns the target key is computed from."""
+    return key_text(tuple(row.get(k) for k in table.key_sources))
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What one source row means for one target table: its target row, or the rule that rejects
+    it, or nothing (filtered out)."""
+
+    source_key: str
+    key: str | None = None
+    values: dict[str, Any] | None = None
+    rule_id: str | None = None
+
+
+def expect(table: TablePlan, row: Mapping[str, Any]) -> Expectation:
+    try:
+        if not table.accepts(row):
+            return Expectation(source_key(table, row))
+        values = table.map_row(row)
+    except RowError as err:
+        return Expectation(source_key(table, row), rule_id=err.rule_id)
+    return Expectation(source_key(table, row), key_text(tuple(values[k] for k in table.key)), values)
+
+
+def collect(expectations: Iterable[Expectation]) -> tuple[Rows, list[tuple[str, str]]]:
+    """Expected rows by target key, and (source key, rule id) of the rejected rows."""
+    rows: Rows = {}
+    rejected: list[tuple[str, str]] = []
+    for e in expectations:
+        if e.rule_id is not None:
+            rejected.append((e.source_key, e.rule_id))
+        elif e.key is not None and e.values is not None:
+            rows[e.key] = e.values
+    return rows, rejected
+
+
+@dataclass(frozen=True, slots=True)
+class TableBaseline:
+    """A verify of one table before the fence: every source key with its expectation, and the
+    target keys that differed then (in motion, or wrong: compared again after the drain)."""
+
+    target: TableRef
+    by_source_key: Mapping[str, Expectation]
+    differed: frozenset[str]
+
+    @staticmethod
+    def of(table: TablePlan, expectations: list[Expectation], result: TableDiff) -> TableBaseline | None:
+        """None when the table must be compared in full after the drain: its mapping reads the
+        target (lookups) or two source rows share a source key."""
+        by_source_key = {e.source_key: e for e in expectations}
+        if table.lookup_columns or len(by_source_key) != len(expectations):
+            return None
+        differed = {
+            *result.missing,
+            *result.extra,
+            *(m[0] for m in result.mismatched),
+            *(p[0] for p in result.placeholders),
+            *result.errored,
+            *result.held,
+            *result.target_owned,
+        }
+        return TableBaseline(result.target, by_source_key, frozenset(differed))
+
+
+def expect_since(
+    baseline: TableBaseline, unchanged: Iterable[str], changed: Iterable[Expectation]
+) -> tuple[Rows, list[tuple[str, str]], set[str]] | None:
+    """The expected rows now: source keys whose rows did not change since the baseline keep its
+    expectation, changed rows bring their own. Returns (rows, rejected, target keys to compare
+    again), or None when a source key is unknown to the baseline without having changed (the
+    table is then compared in full)."""
+    kept: list[Expectation] = []
+    for key in unchanged:
+        e = baseline.by_source_key.get(key)
+        if e is None:
+            return None
+        kept.append(e)
+    fresh = list(changed)
+    rows, rejected = collect([*kept, *fresh])
+    again = set(baseline.differed)
+    again.update(e.key for e in fresh if e.key is not None)
+    return rows, rejected, again
 
 
 def diff(
@@ -108,12 +187,14 @@ def diff(
     placeholder: str,
     errored: frozenset[str] = frozenset(),
     held: frozenset[str] = frozenset(),
+    only: set[str] | None = None,
 ) -> TableDiff:
     """Compare one table. Absent keys in `errored` (error records) or `held` (held events) are
-    reported as such, never as missing."""
+    reported as such, never as missing. With `only`, values (and placeholders) are compared for
+    those keys alone; missing and extra rows are always over every key."""
     result = TableDiff(table.target, expected=len(expected), actual=len(actual), rejected=rejected)
     marker = placeholder.encode()
-    for key, row in actual.items():
+    for key, row in actual.items() if only is None else ((k, actual[k]) for k in sorted(only) if k in actual):
         for column, value in row.items():
             if value in (placeholder, marker) or (isinstance(value, list) and placeholder in value):
                 result.placeholders.append((key, column))
@@ -126,7 +207,8 @@ def diff(
         result.target_owned = only_target
     else:
         result.extra = only_target
-    for key in sorted(set(expected) & set(actual)):
+    both = set(expected) & set(actual)
+    for key in sorted(both if only is None else both & only):
         want, got = expected[key], actual[key]
         for column in want:
             if normalize(want[column]) != normalize(got.get(column)):

@@ -3,10 +3,22 @@
 Reads every current source row of the mapped tables and every target row,
 then `core.verify` decides: missing, extra, mismatched, placeholders, and
 rows absent because they are error records. Read-only on both sides.
+
+`compare_marked` is the same verify, each side read in one REPEATABLE READ
+snapshot whose xmin it keeps (`Baseline`); `compare_since` then verifies
+again reading only the key columns of unchanged rows: a row changed since
+a snapshot if its xmin is at or after that snapshot's xmin (modulo 2^32;
+transactions that were running then count as changed, also through their
+subtransactions, which the snapshot does not list). Rows that changed, and
+keys that differed before, are compared value by value; missing and extra
+rows over all keys. The cutover uses it inside the write-downtime window.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,20 +29,29 @@ from replicator.config import Settings
 from replicator.core.intents import key_text
 from replicator.core.mapping.plan import Plan, TablePlan
 from replicator.core.model import TableRef
-from replicator.core.verify import Rows, TableDiff, diff, expected_rows
+from replicator.core.verify import (
+    Rows,
+    TableBaseline,
+    TableDiff,
+    collect,
+    diff,
+    expect,
+    expect_since,
+)
 from replicator.pg.session import connect
 from replicator.pg.types import register_infinity
 from replicator.run.assembly import target_plan
 from replicator.target.store import ControlStore
 
 
-def read_source(conn: psycopg.Connection[Any], plan: Plan) -> dict[TableRef, list[dict[str, Any]]]:
-    out: dict[TableRef, list[dict[str, Any]]] = {}
+def _read_table(conn: psycopg.Connection[Any], ref: TableRef) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        for ref in sorted({t.source for t in plan.tables}):
-            cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(ref.schema, ref.name)))
-            out[ref] = list(cur.fetchall())
-    return out
+        cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(ref.schema, ref.name)))
+        return list(cur.fetchall())
+
+
+def read_source(conn: psycopg.Connection[Any], plan: Plan) -> dict[TableRef, list[dict[str, Any]]]:
+    return {ref: _read_table(conn, ref) for ref in sorted({t.source for t in plan.tables})}
 
 
 def read_target(conn: psycopg.Connection[Any], table: TablePlan, store: ControlStore) -> Rows:
@@ -60,20 +81,153 @@ def compare(
     placeholder: str = "__debezium_unavailable_value",
 ) -> list[TableDiff]:
     """Every mapped table of the target against the mapped source, through open sessions."""
-    expected = expected_rows(plan, read_source(source, plan))
+    return compare_marked(plan, source, target, control_schema, placeholder)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A verify read at two snapshots (their xmin, modulo 2^32) and what it saw per table; a table
+    it does not hold is compared in full by `compare_since`."""
+
+    source_xmin: int
+    target_xmin: int
+    tables: Mapping[TableRef, TableBaseline]
+    rows: int  # expected rows it compared
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[int]:
+    """One REPEATABLE READ transaction; yields its snapshot's xmin modulo 2^32."""
+    level = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296"
+            ).fetchone()
+            assert row is not None
+            yield int(row[0])
+    finally:
+        conn.isolation_level = level
+
+
+def _changed_since(xmin: int) -> sql.Composable:
+    """True for a row written by a transaction at or after the snapshot xmin (circular xid order)."""
+    return sql.SQL("((xmin::text::bigint - {} + 4294967296) % 4294967296) < 2147483648").format(
+        sql.Literal(xmin)
+    )
+
+
+def compare_marked(
+    plan: Plan,
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    control_schema: str,
+    placeholder: str = "__debezium_unavailable_value",
+) -> tuple[list[TableDiff], Baseline]:
+    """`compare`, each side read in one snapshot, and the baseline for `compare_since`."""
+    with _snapshot(source) as source_xmin:
+        rows = read_source(source, plan)
     store = ControlStore(target, control_schema)
-    store.require()
-    return [
-        diff(
-            t,
-            *expected[t.target],
-            read_target(target, t, store),
-            placeholder,
-            store.error_keys(t.target),
-            store.held_keys(t.target),
+    diffs: list[TableDiff] = []
+    tables: dict[TableRef, TableBaseline] = {}
+    with _snapshot(target) as target_xmin:
+        store.require()
+        for t in plan.tables:
+            expectations = [expect(t, row) for row in rows.get(t.source, ())]
+            result = diff(
+                t,
+                *collect(expectations),
+                read_target(target, t, store),
+                placeholder,
+                store.error_keys(t.target),
+                store.held_keys(t.target),
+            )
+            diffs.append(result)
+            baseline = TableBaseline.of(t, expectations, result)
+            if baseline is not None:
+                tables[t.target] = baseline
+    return diffs, Baseline(source_xmin, target_xmin, tables, sum(d.expected for d in diffs))
+
+
+def _source_since(
+    conn: psycopg.Connection[Any], table: TablePlan, xmin: int
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The source keys of rows unchanged since `xmin`, and the changed rows whole."""
+    ref = sql.Identifier(table.source.schema, table.source.name)
+    changed = _changed_since(xmin)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} WHERE NOT ({})").format(
+                sql.SQL(", ").join(sql.Identifier(k) for k in table.key_sources), ref, changed
+            )
         )
-        for t in plan.tables
-    ]
+        unchanged = [key_text(tuple(row)) for row in cur]
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL("SELECT * FROM {} WHERE {}").format(ref, changed))
+        return unchanged, list(cur.fetchall())
+
+
+def _target_changed(conn: psycopg.Connection[Any], table: TablePlan, xmin: int) -> set[str]:
+    """Target keys of rows written since `xmin` (directly, or by the replicator)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(sql.Identifier(k) for k in table.key),
+                sql.Identifier(table.target.schema, table.target.name),
+                _changed_since(xmin),
+            )
+        )
+        return {key_text(tuple(row)) for row in cur}
+
+
+def compare_since(
+    plan: Plan,
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    control_schema: str,
+    baseline: Baseline,
+    placeholder: str = "__debezium_unavailable_value",
+) -> tuple[list[TableDiff], int]:
+    """`compare` again, comparing values only where `baseline` cannot vouch for them. Returns the
+    diffs (as a full `compare` would give them) and how many rows were compared value by value."""
+    expected: dict[TableRef, tuple[Rows, list[tuple[str, str]], set[str] | None]] = {}
+    with _snapshot(source):
+        for t in plan.tables:
+            kept = baseline.tables.get(t.target)
+            since = None
+            if kept is not None and t.key_sources:
+                unchanged, changed = _source_since(source, t, baseline.source_xmin)
+                since = expect_since(kept, unchanged, (expect(t, row) for row in changed))
+            if since is None:  # no baseline for this table: every row is compared
+                rows, rejected = collect(expect(t, row) for row in _read_table(source, t.source))
+                expected[t.target] = (rows, rejected, None)
+            else:
+                expected[t.target] = since
+    store = ControlStore(target, control_schema)
+    diffs: list[TableDiff] = []
+    compared = 0
+    with _snapshot(target):
+        store.require()
+        for t in plan.tables:
+            rows, rejected, again = expected[t.target]
+            actual = read_target(target, t, store)
+            if again is not None:
+                again |= _target_changed(target, t, baseline.target_xmin)
+            compared += len(rows) if again is None else len(again)
+            diffs.append(
+                diff(
+                    t,
+                    rows,
+                    rejected,
+                    actual,
+                    placeholder,
+                    store.error_keys(t.target),
+                    store.held_keys(t.target),
+                    only=again,
+                )
+            )
+    return diffs, compared
 
 
 def verify(
