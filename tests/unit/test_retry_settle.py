@@ -54,3 +54,27 @@ def test_a_failure_of_another_table_that_names_the_record_in_also_keeps_it_open(
     )
     settled = settle([Chosen(1, A, "app.driver")], [other])
     assert settled.closed == () and settled.failing == {1: other}
+
+
+def test_records_of_one_key_folded_into_a_failing_write_all_stay_open() -> None:
+    """Retried together, the events of one key are folded into one write and a refusal is
+    reported under the last of them: none was written, so none of their records is closed."""
+    c = KafkaRef("fleet.ops.shipment", 2, 3188)
+    fold = Failure(
+        ref=c,
+        rule_id="shipment.manifest",
+        message="unchanged TOAST values and the row is absent",
+        raw_key=None,
+        raw_value=None,
+        target=TableRef("shipping", "shipment"),
+        key='["cb6a"]',
+    )
+    chosen = [
+        Chosen(1087, A, "shipping.shipment", '["cb6a"]'),
+        Chosen(2198, B, "shipping.shipment", '["cb6a"]'),
+        Chosen(3953, c, "shipping.shipment", '["cb6a"]'),
+        Chosen(9, B, "shipping.shipment", '["other"]'),
+    ]
+    settled = settle(chosen, [fold])
+    assert settled.closed == (9,)
+    assert set(settled.failing) == {1087, 2198, 3953}
