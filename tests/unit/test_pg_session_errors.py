@@ -22,7 +22,7 @@ def refuse(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     def fail(*args: Any, **kwargs: Any) -> None:
         raise psycopg.OperationalError(PREFIX + text)
 
-    monkeypatch.setattr(session.psycopg, "connect", fail)
+    monkeypatch.setattr(psycopg, "connect", fail)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,6 @@ def test_a_server_that_does_not_answer_is_transient_and_names_host_and_port(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise psycopg.OperationalError('connection failed: connection to server at "127.0.0.1" refused')
 
-    monkeypatch.setattr(session.psycopg, "connect", fail)
+    monkeypatch.setattr(psycopg, "connect", fail)
     with pytest.raises(Transient, match="REPLICATOR_TARGET__HOST / REPLICATOR_TARGET__PORT"):
         session.connect(TargetSettings(), "target")
