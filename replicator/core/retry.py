@@ -2,8 +2,13 @@
 
 A record is one event refused for one target table (or for none: a decode failure). Retried, the
 event goes through the guarded apply again; the record is closed unless the same event failed again
-for the same table, in which case it stays open with the new reason. A retried event that lands
-as older than the row's stored version is a no-op, never a regression: closed too.
+for the same table (or for another table whose failure names it in `also`: one event, all its rows
+or none), or failed for the same table and key (the retried events of one key are folded into one
+write, reported under the last of them: none of them was written), in which case it stays open
+with the new reason. A decode record whose event now decodes
+but is refused for a table stays open too, as that table's record (its rows were not written). A
+retried event that lands as older than the row's stored version is a no-op, never a regression:
+closed too.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Chosen:
     record_id: int
     ref: KafkaRef
     target_table: str | None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +38,24 @@ class Settled:
 
 
 def settle(chosen: Sequence[Chosen], failures: Sequence[Failure]) -> Settled:
-    by_event = {(f.ref, str(f.target) if f.target is not None else None): f for f in failures}
-    failing = {
-        c.record_id: by_event[(c.ref, c.target_table)] for c in chosen if (c.ref, c.target_table) in by_event
-    }
+    by_ref: dict[KafkaRef, list[Failure]] = {}
+    for f in failures:
+        by_ref.setdefault(f.ref, []).append(f)
+    by_row: dict[tuple[str | None, str | None], list[Failure]] = {}
+    for f in failures:
+        by_row.setdefault((_table(f), f.key), []).append(f)
+        for t, k in f.also:
+            by_row.setdefault((t, k), []).append(f)
+    failing: dict[int, Failure] = {}
+    for c in chosen:
+        found = by_ref.get(c.ref, [])
+        exact = [f for f in found if _table(f) == c.target_table]
+        related = [f for f in found if c.target_table is None or c.target_table in {t for t, _ in f.also}]
+        same_row = by_row.get((c.target_table, c.key), []) if c.key is not None else []
+        if exact or related or same_row:
+            failing[c.record_id] = (exact or related or same_row)[0]
     return Settled(tuple(c.record_id for c in chosen if c.record_id not in failing), failing)
+
+
+def _table(f: Failure) -> str | None:
+    return str(f.target) if f.target is not None else None

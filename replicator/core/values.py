@@ -118,10 +118,18 @@ _TS_INFINITIES: Final[dict[int, Infinity]] = {
     MICRO_POS_INFINITY // 1000: POS_INFINITY,
     MICRO_NEG_INFINITY // 1000: NEG_INFINITY,
 }
-# Debezium 3.6 sends date 'infinity' / '-infinity' as these day counts (pgjdbc's infinity
-# sentinels overflowing int32 on the way). Both lie far outside PostgreSQL's own date range
-# (4713 BC .. 5874897 AD, days -2440588 .. 2146764185 from 1970), so they can only mean infinity.
-_DATE_INFINITIES: Final[dict[int, Infinity]] = {-622191234: POS_INFINITY, -625821272: NEG_INFINITY}
+# Debezium 3.6 sends date 'infinity' / '-infinity' as these day counts. In the snapshot (read
+# through pgjdbc) its infinity sentinels overflow int32 on the way: -622191234 / -625821272.
+# While streaming (pgoutput) PostgreSQL's own sentinels (INT32_MAX / INT32_MIN days from 2000)
+# are moved to 1970 in int32 and wrap: -2147472692 / -2147472691. All four lie far outside
+# PostgreSQL's own date range (4713 BC .. 5874897 AD, days -2440588 .. 2146764185 from 1970),
+# so they can only mean infinity.
+_DATE_INFINITIES: Final[dict[int, Infinity]] = {
+    -622191234: POS_INFINITY,
+    -625821272: NEG_INFINITY,
+    -2147472692: POS_INFINITY,
+    -2147472691: NEG_INFINITY,
+}
 _ZONED_INFINITIES: Final[dict[str, Infinity]] = {
     "infinity": POS_INFINITY,
     "-infinity": NEG_INFINITY,

@@ -27,7 +27,7 @@ def connect(pg: PostgresSettings, side: str, *, autocommit: bool = False) -> psy
     try:
         conn = psycopg.connect(pg.conninfo(), autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        state = sqlstate(exc)
+        state = sqlstate(exc) or _login_state(str(exc))
         where = f"{side} database {pg.describe()}"
         if state in ("28000", "28P01"):
             raise Fatal(f"{where}: {one_line(exc)}; fix: {var}USER / {var}PASSWORD") from exc
@@ -36,3 +36,16 @@ def connect(pg: PostgresSettings, side: str, *, autocommit: bool = False) -> psy
         raise Transient(f"{where} is unreachable: {one_line(exc)}; check {var}HOST / {var}PORT") from exc
     register_infinity(conn)
     return conn
+
+
+# psycopg gives no SQLSTATE for a failed connection attempt (libpq keeps only the server's
+# message), so a refused login or a missing database is recognised by the server's FATAL text.
+def _login_state(message: str) -> str | None:
+    fatal = message.partition("FATAL:")[2].strip()
+    if fatal.startswith(("password authentication failed", "no password supplied")):
+        return "28P01"
+    if fatal.startswith("no pg_hba.conf entry") or (fatal.startswith('role "') and "does not exist" in fatal):
+        return "28000"
+    if fatal.startswith('database "') and "does not exist" in fatal:
+        return "3D000"
+    return None

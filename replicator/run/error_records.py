@@ -89,7 +89,7 @@ def retry_errors(
     step = settings.batch.max_events
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        chosen = [Chosen(r["id"], _ref(r), r["target_table"]) for r in chunk]
+        chosen = [Chosen(r["id"], _ref(r), r["target_table"], r["key"]) for r in chunk]
         records = [
             Record(c.ref, _raw(r["raw_key"]), _raw(r["raw_value"]))
             for c, r in zip(chosen, chunk, strict=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import BatchResult
@@ -42,11 +43,26 @@ class RetryTables(LiveTables):
                 list(settled.closed),
             ),
         )
+        # A decode record whose event now fails for a table becomes that table's record (so the
+        # failure is not stored again beside it: `store_errors` skips an open record of the event).
         with conn.cursor() as cur:
             cur.executemany(
-                sql.SQL("UPDATE {} SET rule_id = %s, sqlstate = %s, message = %s WHERE id = %s").format(
-                    table
-                ),
-                [(f.rule_id, f.sqlstate, f.message, i) for i, f in settled.failing.items()],
+                sql.SQL(
+                    "UPDATE {} SET rule_id = %s, sqlstate = %s, message = %s,"
+                    " target_table = coalesce(target_table, %s), key = coalesce(key, %s),"
+                    " also = coalesce(also, %s) WHERE id = %s"
+                ).format(table),
+                [
+                    (
+                        f.rule_id,
+                        f.sqlstate,
+                        f.message,
+                        str(f.target) if f.target is not None else None,
+                        f.key,
+                        Jsonb([{"table": t, "key": k} for t, k in f.also]) if f.also else None,
+                        i,
+                    )
+                    for i, f in settled.failing.items()
+                ],
             )
         self.settled = settled

@@ -29,3 +29,52 @@ def test_a_decode_record_matches_a_decode_failure_of_the_same_event() -> None:
     settled = settle([Chosen(7, A, None)], [failure(A, None)])
     assert settled.closed == () and set(settled.failing) == {7}
     assert settle([Chosen(7, A, None)], [failure(B, None)]).closed == (7,)
+
+
+def test_a_decode_record_whose_event_now_fails_for_a_table_stays_open_as_that_failure() -> None:
+    """A decode record retried after a decoder fix: the event decodes, but its row is refused by
+    the target (a FK): nothing was written, so the record is failing, not closed."""
+    fk = failure(A, TableRef("app", "depot"), "violates foreign key constraint")
+    settled = settle([Chosen(7, A, None), Chosen(8, B, None)], [fk])
+    assert settled.closed == (8,)
+    assert settled.failing == {7: fk}
+
+
+def test_a_failure_of_another_table_that_names_the_record_in_also_keeps_it_open() -> None:
+    """One event, all its rows or none: refused for app.driver_contact, it was not written to
+    app.driver either (`also`), so the app.driver record stays open."""
+    other = Failure(
+        ref=A,
+        rule_id="driver_contact",
+        message="unique violation",
+        raw_key=None,
+        raw_value=None,
+        target=TableRef("app", "driver_contact"),
+        also=(("app.driver", "[1]"),),
+    )
+    settled = settle([Chosen(1, A, "app.driver")], [other])
+    assert settled.closed == () and settled.failing == {1: other}
+
+
+def test_records_of_one_key_folded_into_a_failing_write_all_stay_open() -> None:
+    """Retried together, the events of one key are folded into one write and a refusal is
+    reported under the last of them: none was written, so none of their records is closed."""
+    c = KafkaRef("fleet.ops.shipment", 2, 3188)
+    fold = Failure(
+        ref=c,
+        rule_id="shipment.manifest",
+        message="unchanged TOAST values and the row is absent",
+        raw_key=None,
+        raw_value=None,
+        target=TableRef("shipping", "shipment"),
+        key='["cb6a"]',
+    )
+    chosen = [
+        Chosen(1087, A, "shipping.shipment", '["cb6a"]'),
+        Chosen(2198, B, "shipping.shipment", '["cb6a"]'),
+        Chosen(3953, c, "shipping.shipment", '["cb6a"]'),
+        Chosen(9, B, "shipping.shipment", '["other"]'),
+    ]
+    settled = settle(chosen, [fold])
+    assert settled.closed == (9,)
+    assert set(settled.failing) == {1087, 2198, 3953}

@@ -4,10 +4,11 @@
 
 Invariants:
 - Least privilege, per role: the connector role replicates and reads the captured tables
-  (and the signal table); the replicator's source role reads them and writes only fence rows
-  into the signal table; the replicator's target role writes the mapped tables, reads the
-  lookup tables and owns the control schema (`replicator init` creates it); the shadow role
-  reads the mapped and lookup tables and gets its control-schema grants from `init`.
+  (and the signal table, where it also inserts an incremental snapshot's window markers);
+  the replicator's source role reads them and writes only fence rows into the signal table;
+  the replicator's target role writes the mapped tables, reads the lookup tables and owns the
+  control schema (`replicator init` creates it); the shadow role reads the mapped and lookup
+  tables and gets its control-schema grants from `init`.
 - Every identifier is quoted with `psycopg.sql`; the text is deterministic (sorted tables).
 - No password is ever printed: roles are created by the administrator, with a placeholder.
 """
@@ -78,6 +79,8 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(src_db, conn_role),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), conn_role),
         sql.SQL("GRANT SELECT ON {} TO {}").format(_list(read_on_source), conn_role),
+        "-- INSERT: an incremental snapshot (`replicator reload`) writes its window markers there",
+        sql.SQL("GRANT INSERT ON {} TO {}").format(_t(signal_table), conn_role),
         "-- the replicator's source role: catalog checks, verify, drain's fence row",
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(src_db, src_role),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), src_role),

@@ -29,6 +29,9 @@ def test_demo_grants_cover_every_captured_and_mapped_table() -> None:
         '"shop"."orders", "shop"."products", "shop"."debezium_signal";'
     ) in text
     assert 'GRANT INSERT ON "shop"."debezium_signal" TO "repl_src";' in text
+    # Debezium writes an incremental snapshot's window markers into the signal table: without
+    # INSERT, `replicator reload` waits for a snapshot the connector skipped ("permission denied")
+    assert f'GRANT INSERT ON "shop"."debezium_signal" TO "{ROLES.connector_role}";' in text
     assert 'GRANT CONNECT, CREATE, TEMP ON DATABASE "app_new" TO "repl";' in text
     assert 'GRANT TRUNCATE ON "catalog"."product" TO "repl";' in text
     assert 'GRANT CONNECT, TEMP ON DATABASE "app_new" TO "repl_shadow";' in text
