@@ -163,20 +163,13 @@ class HoldStore:
                 found.setdefault(h.record.ref, h)
         return sorted(found.values(), key=lambda h: h.record.ref)
 
-    def any_for(self, conn: psycopg.Connection[Any], target: TableRef) -> bool:
-        """Does any instance of the group hold an event for `target` (or one whose target is unknown)?"""
-        if target == TableRef("*", "*"):
-            return bool(
-                conn.execute(
-                    sql.SQL("SELECT 1 FROM {} WHERE group_id = %s LIMIT 1").format(self.table),
-                    (self.group_id,),
-                ).fetchone()
-            )
-        row = conn.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE group_id = %s AND target_table = %s LIMIT 1").format(self.table),
-            (self.group_id, str(target)),
-        ).fetchone()
-        return row is not None
+    def held_tables(self, conn: psycopg.Connection[Any]) -> frozenset[str]:
+        """The target tables any instance of the group holds events for."""
+        rows = conn.execute(
+            sql.SQL("SELECT DISTINCT target_table FROM {} WHERE group_id = %s").format(self.table),
+            (self.group_id,),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
 
     def put(self, conn: psycopg.Connection[Any], rows: list[HeldRow]) -> None:
         """Hold these events (new ones inserted, ones already held counted as one more attempt)."""

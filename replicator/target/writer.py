@@ -145,6 +145,26 @@ class _Pass:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What the group had applied (checkpoints) and held, read before a batch's first write.
+
+    A refused row is judged against this, never against a later read: the target's constraint
+    checks run after it, so a parent applied (or released from holding) by another instance before
+    it was read is visible to them. Read after the writes instead, a parent committed in between
+    would count as "applied, yet absent" and turn a valid child into an error record.
+    """
+
+    progress: Mapping[Partition, Progress]
+    held_tables: frozenset[str]  # target tables the group holds events for ("*.*": unknown target)
+
+    def holds_for(self, target: TableRef) -> bool:
+        """Does the group hold an event for `target` (any table when `target` is unknown)?"""
+        if target == TableRef("*", "*"):
+            return bool(self.held_tables)
+        return str(target) in self.held_tables
+
+
 class BatchWriter:
     """Applies prepared batches to a `WriteTarget`, one target transaction per batch."""
 
@@ -281,6 +301,7 @@ class BatchWriter:
         result.errors.extend(self._lookups.resolve(conn, merged))
         self.target.before_writes(conn, merged)
         sequential = self._sequential_keys(merged, by_ref)
+        evidence = self._evidence(conn)  # before any write: see `_Evidence`
         stored, claimed, placeholders = self._lock(conn, merged, sequential)
         excluded: set[KafkaRef] = set()
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
@@ -299,7 +320,7 @@ class BatchWriter:
         run.refused = [*carried, *run.refused]
         run.outcome.attempts = attempts
         failpoints.hit("mid_batch")
-        added, kept = self._settle(conn, run, merged, by_ref, excluded, result)
+        added, kept = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
         self._store_versions(conn, run, claimed, placeholders)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
@@ -570,12 +591,12 @@ class BatchWriter:
         held: Mapping[KafkaRef, HeldRow],
         excluded: set[KafkaRef],
         result: BatchResult,
+        evidence: _Evidence,
     ) -> tuple[list[HeldRow], set[KafkaRef]]:
         """Refused rows become held events or error records. Returns (newly held, still held)."""
         if not run.refused:
             return [], set()
         others = self._other_targets(merged, excluded)
-        progress: dict[Partition, Progress] | None = None
         added: dict[KafkaRef, HeldRow] = {}
         kept: set[KafkaRef] = set()
         for writes, refused in run.refused:
@@ -589,14 +610,12 @@ class BatchWriter:
                 else None
             )
             if hold is not None:
-                if progress is None:
-                    progress = self._progress(conn)
                 hold = self._judged(conn, writes.table, refused, hold)
                 feeders = self._feeders(hold.blocked_by)
                 if (
                     feeders is None
-                    or self._holds.any_for(conn, hold.blocked_by)  # its parent may itself be waiting
-                    or not due_for_error(hold, feeders, progress, self._marks())
+                    or evidence.holds_for(hold.blocked_by)  # its parent may itself be waiting
+                    or not due_for_error(hold, feeders, evidence.progress, self._marks())
                 ):
                     for c in chain:
                         ref = c.event.ref
@@ -615,23 +634,27 @@ class BatchWriter:
                     }
                 )
             )
-            result.errors.append(
+            message = refused.message + (
+                f" (the event is not applied to {', '.join(t for t, _ in also)} either)" if also else ""
+            )
+            # Every event folded into the refused row gets its own record: the row's earlier events
+            # (an insert before an update that left a TOASTed column unchanged) are needed to build
+            # it again, and the checkpoint moves past all of them.
+            result.errors.extend(
                 Failure(
-                    ref=intent.event.ref,
+                    ref=c.event.ref,
                     rule_id=refused.rule_id,
-                    message=refused.message
-                    + (
-                        f" (the event is not applied to {', '.join(t for t, _ in also)} either)"
-                        if also
-                        else ""
-                    ),
-                    raw_key=intent.event.raw_key,
-                    raw_value=intent.event.raw_value,
+                    message=message
+                    if len(chain) == 1
+                    else f"{message} [event {n} of {len(chain)} folded into this row]",
+                    raw_key=c.event.raw_key,
+                    raw_value=c.event.raw_value,
                     target=writes.table.target,
                     key=text,
                     sqlstate=refused.sqlstate,
                     also=also,
                 )
+                for n, c in enumerate(chain, start=1)
             )
         return list(added.values()), kept
 
@@ -699,14 +722,17 @@ class BatchWriter:
             out += [(topic, p) for p in range(count)]
         return out
 
-    def _progress(self, conn: psycopg.Connection[Any]) -> dict[Partition, Progress]:
+    def _evidence(self, conn: psycopg.Connection[Any]) -> _Evidence:
+        if not self._may_hold:
+            return _Evidence({}, frozenset())
         rows = conn.execute(
             sql.SQL("SELECT topic, partition, next_offset, commit_lsn FROM {} WHERE group_id = %s").format(
                 control.table(self.schema, "checkpoint")
             ),
             (self.group_id,),
         ).fetchall()
-        return {(t, p): Progress(int(o), int(c)) for t, p, o, c in rows}
+        progress = {(t, p): Progress(int(o), int(c)) for t, p, o, c in rows}
+        return _Evidence(progress, self._holds.held_tables(conn))
 
     def _held_row(self, intent: Intent, table: TablePlan, text: str, refused: Refused, hold: Hold) -> HeldRow:
         e = intent.event

@@ -5,6 +5,10 @@ applied to all its target tables or to none (matrix 17).
   records, and the writer needs about 2·k·log2(n) statements for it, not n.
 - A customer event feeds crm.customer and crm.customer_pii; the second refuses it (a CHECK the
   test adds): the first is rolled back too, and one error record names both targets.
+- An insert and an update that leaves a TOASTed column unchanged, folded into one refused row:
+  each event gets its own error record (the insert is needed to build the row again).
+- A child whose parent another instance applies while the child's batch runs (between its write
+  and the judgement) is held, not turned into an error record.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+import pytest
 
+from replicator import failpoints
+from replicator.config import TargetSettings
 from replicator.core.intents import prepare
-from replicator.core.model import Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
-from tests.integration.pipeline import demo_plan, fresh_target, live_writer
+from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.target.live import LiveTables
+from replicator.target.writer import BatchWriter
+from tests.integration.pipeline import CONTROL, demo_plan, fresh_target, live_writer
 from tests.integration.stack import Stack, one_row
 
 
@@ -154,3 +163,98 @@ def test_an_older_event_is_skipped_and_counted_for_its_target_table(stack: Stack
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         (cents,) = one_row(conn.execute("SELECT price_cents FROM catalog.product WHERE sku = 'BIS-00001'"))
     assert cents == 200
+
+
+def test_every_event_folded_into_a_refused_row_gets_its_own_error_record(stack: Stack) -> None:
+    dbname = fresh_target("folded")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    insert = event(topic, "shop.products", 0, {**product(1, "-1.00"), "description": "x" * 5000})
+    update = event(topic, "shop.products", 1, {**product(1, "-2.00"), "description": UNAVAILABLE})
+    update = update._replace(op=Op.UPDATE)
+    writer = live_writer(stack, dbname, plan, "folded", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=[insert, update], next_offsets={(topic, 0): 2}), plan))
+    writer.close()
+    assert sorted((f.ref.offset, f.key, f.sqlstate) for f in result.errors) == [
+        (0, '["BIS-00001"]', "23514"),
+        (1, '["BIS-00001"]', "23514"),
+    ]
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        stored = conn.execute(
+            "SELECT kafka_offset, key, raw_value FROM replicator.error_record ORDER BY kafka_offset"
+        ).fetchall()
+    assert [(o, k, bytes(v)) for o, k, v in stored] == [
+        (0, '["BIS-00001"]', b"v"),
+        (1, '["BIS-00001"]', b"v"),
+    ]
+
+
+def order(i: int, customer_id: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "customer_id": customer_id,
+        "status": "placed",
+        "placed_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "total": Decimal("1.00"),
+        "note": None,
+    }
+
+
+def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judgement uses what the group had applied before the batch's writes: read after them,
+    a parent committed by another instance in between looks 'applied, yet absent'."""
+    dbname = fresh_target("race")
+    admin = stack.target_admin(dbname)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            'ALTER TABLE sales."order" ADD CONSTRAINT order_customer'
+            " FOREIGN KEY (customer_id) REFERENCES crm.customer"
+        )
+    plan = demo_plan(stack, dbname)
+    group, run_id = "race", f"run-{uuid.uuid4().hex[:6]}"
+    settings = TargetSettings(
+        host=stack.target_host,
+        port=stack.target_port,
+        dbname=dbname,
+        user="replicator",
+        password="replicator",
+    )
+    counts = {"demo.shop.customers": 1, "demo.shop.orders": 1}
+    writer = BatchWriter(
+        settings, LiveTables(plan, CONTROL, group, run_id), CONTROL, group, run_id, partition_counts=counts
+    )
+    writer.connect()
+    checkpoint = (
+        "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, commit_lsn)"
+        " VALUES (%s, %s, 0, %s, %s) ON CONFLICT (group_id, topic, partition)"
+        " DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn"
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:  # the order's own partition is covered
+        conn.execute(checkpoint, (group, "demo.shop.orders", 10, 10_000))
+        conn.execute(checkpoint, (group, "demo.shop.customers", 0, 0))
+
+    def parent_lands(name: str) -> None:
+        """Another instance applies the parent and moves its checkpoint past the order (mid_batch:
+        after the writes, before the judgement)."""
+        if name != "mid_batch":
+            return
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO crm.customer (customer_id, email, first_name, tier_code, signed_up_at)"
+                " VALUES (5, 'p@example.com', 'P', 'G', now())"
+            )
+            conn.execute(checkpoint, (group, "demo.shop.customers", 5, 10_000))
+
+    monkeypatch.setattr(failpoints, "hit", parent_lands)
+    child = event("demo.shop.orders", "shop.orders", 10, order(1, 5))._replace(
+        position=SourcePosition(5000, 5001)
+    )
+    result = writer.apply(prepare(Batch(events=[child], next_offsets={("demo.shop.orders", 0): 11}), plan))
+    writer.close()
+    assert result.errors == [] and result.held == 1
+    with psycopg.connect(admin) as conn:
+        (records,) = one_row(conn.execute("SELECT count(*) FROM replicator.error_record"))
+        (held,) = one_row(conn.execute("SELECT count(*) FROM replicator.held_event"))
+    assert (records, held) == (0, 1)
