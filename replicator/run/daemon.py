@@ -152,12 +152,16 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     route_kafka_logs(log.event)  # librdkafka's lines as rate-limited events of this run
     started = time.monotonic()
     group = request.group or settings.kafka.group_id
+    try:
+        connector = capture(settings).connector  # the setting, else the spec's capture block
+    except ReplicatorError:
+        connector = settings.connector  # a spec that does not load is reported by checked_plan below
     log.event(
         "start",
         mode=request.mode,
         stop_when_caught_up=request.stop_when_caught_up,
         on_error=request.on_error,
-        **{**settings.summary(), "group_id": group},
+        **{**settings.summary(), "group_id": group, "connector": connector},
     )
     metrics, server = bind_metrics(settings, run_id, group, request.mode)  # a taken port fails here
     plan, problems = checked_plan(settings)

@@ -24,6 +24,7 @@ def print_grants(
         shadow_role=shadow_role,
         publication=publication or f"cdc_{spec.topic_prefix}",
         control_schema=settings.control_schema,
+        app_roles=tuple(settings.cutover.roles()),
     )
     signal = capture(settings).need_signal_table("init --print-grants")
     return grants_sql(spec, signal, roles)

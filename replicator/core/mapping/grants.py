@@ -8,7 +8,9 @@ Invariants:
   the replicator's source role reads them and writes only fence rows into the signal table;
   the replicator's target role writes the mapped tables, reads the lookup tables and owns the
   control schema (`replicator init` creates it); the shadow role reads the mapped and lookup
-  tables and gets its control-schema grants from `init`.
+  tables and gets its control-schema grants from `init`. For `replicator cutover`, the source
+  role may also end the application roles' transactions, probe-write as them and keep the
+  authority mirror; the target role may move the mapped tables' sequences.
 - Every identifier is quoted with `psycopg.sql`; the text is deterministic (sorted tables).
 - No password is ever printed: roles are created by the administrator, with a placeholder.
 """
@@ -37,6 +39,7 @@ class Roles:
     shadow_role: str | None
     publication: str
     control_schema: str
+    app_roles: tuple[str, ...] = ()  # REPLICATOR_CUTOVER__APP_ROLES: the roles a cutover fences
 
 
 def _t(ref: TableRef) -> sql.Identifier:
@@ -106,6 +109,44 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), shadow),
             sql.SQL("GRANT SELECT ON {} TO {}").format(_list([*targets, *lookups]), shadow),
         ]
+    out += _cutover(captured, targets, roles)
     tail = f" --shadow-role {roles.shadow_role}" if roles.shadow_role else ""
     out += ["", f"-- then, as {roles.target_role}: replicator init{tail}"]
     return "\n".join(s if isinstance(s, str) else s.as_string() + ";" for s in out) + "\n"
+
+
+def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) -> list[str | sql.Composable]:
+    """What `replicator cutover` needs beyond replication (see the runbook's step 9)."""
+    src_role, tgt_role = sql.Identifier(roles.source_role), sql.Identifier(roles.target_role)
+    out: list[str | sql.Composable] = [
+        "",
+        f"-- for `replicator cutover` (source database {roles.source_db}, as an administrator):",
+        "-- the fence revokes the application roles' write privileges on the captured tables",
+        "-- and gives them back on abort: only the grantor can, so the source role must own those tables",
+        f"-- or be a member of their owner (GRANT <owner> TO {roles.source_role})",
+        "-- ending the application roles' open transactions:",
+        sql.SQL("GRANT pg_signal_backend TO {}").format(src_role),
+        "-- the authority mirror (a small table in the control schema, on the source too):",
+        sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(roles.source_db), src_role),
+        "-- reading the source sequences it carries over:",
+        sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(_schemas(captured), src_role),
+    ]
+    if roles.app_roles:
+        out += [
+            "-- the probe writes that prove the fence, made as each application role:",
+            sql.SQL("GRANT {} TO {}").format(
+                sql.SQL(", ").join(sql.Identifier(r) for r in roles.app_roles), src_role
+            ),
+        ]
+    else:
+        out.append(
+            "-- set REPLICATOR_CUTOVER__APP_ROLES to the roles your application writes as, then print again "
+            "for the probe grants"
+        )
+    out += [
+        f"-- target database {roles.target_db}: the sequences of the mapped tables, moved past the source's",
+        sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            _schemas(targets), tgt_role
+        ),
+    ]
+    return out

@@ -37,6 +37,32 @@ def test_demo_grants_cover_every_captured_and_mapped_table() -> None:
     assert 'GRANT CONNECT, TEMP ON DATABASE "app_new" TO "repl_shadow";' in text
     assert text.rstrip().endswith("-- then, as repl: replicator init --shadow-role repl_shadow")
     assert "PASSWORD '<secret>'" in text and "TO PUBLIC" not in text
+    # what a cutover needs: end the application's transactions, the source mirror, sequences
+    assert 'GRANT pg_signal_backend TO "repl_src";' in text
+    assert 'GRANT CREATE ON DATABASE "app" TO "repl_src";' in text
+    assert (
+        'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "catalog", "crm", "sales" TO "repl";' in text
+    )
+    assert "REPLICATOR_CUTOVER__APP_ROLES" in text  # no application roles configured: says how
+
+
+def test_cutover_probe_grants_name_the_application_roles() -> None:
+    text = grants_sql(
+        load_spec(DEMO_SPEC),
+        TableRef("shop", "debezium_signal"),
+        Roles(
+            ROLES.source_db,
+            ROLES.target_db,
+            ROLES.connector_role,
+            ROLES.source_role,
+            ROLES.target_role,
+            ROLES.shadow_role,
+            ROLES.publication,
+            ROLES.control_schema,
+            app_roles=("shop_app", "batch_app"),
+        ),
+    )
+    assert 'GRANT "shop_app", "batch_app" TO "repl_src";' in text
 
 
 def test_lookup_tables_are_readable_by_the_writer_and_the_shadow() -> None:
