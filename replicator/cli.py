@@ -214,16 +214,20 @@ def _or_dash(value: object) -> str:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.core.replay import parse_offset
+    from replicator.core.replay import parse_lsn, parse_offset
     from replicator.run.replay import ReplayRequest, replay
 
-    chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp)]
+    chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp), bool(args.to_lsn)]
     if sum(chosen) != 1:
-        raise CliError("give exactly one of --to-earliest, --to-offset, --to-timestamp")
+        raise CliError("give exactly one of --to-earliest, --to-offset, --to-timestamp, --to-lsn")
     try:
         offsets = dict(parse_offset(o) for o in args.to_offset or [])
     except ValueError as exc:
         raise CliError(f"--to-offset: {exc}") from exc
+    try:
+        lsn = parse_lsn(args.to_lsn) if args.to_lsn else None
+    except ValueError as exc:
+        raise CliError(f"--to-lsn: {exc}") from exc
     group = args.group or settings.kafka.group_id
     moves = replay(
         settings,
@@ -232,6 +236,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             earliest=args.to_earliest,
             offsets=offsets,
             moment=parse_time(args.to_timestamp) if args.to_timestamp else None,
+            lsn=lsn,
             tables=tuple(t for t in (args.tables or "").split(",") if t),
             dry_run=args.dry_run,
         ),
@@ -636,6 +641,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_p.add_argument(
         "--to-timestamp", metavar="ISO-8601", help="from the first events at or after this time, with a zone"
+    )
+    replay_p.add_argument(
+        "--to-lsn",
+        metavar="LSN",
+        help="from the first events of the source transactions that committed at or after this WAL"
+        " position (X/Y as pg_current_wal_lsn() shows it)",
     )
     replay_p.add_argument("--tables", help="only these source tables (schema.table[,schema.table...])")
     replay_p.add_argument("--dry-run", action="store_true", help="show the moves; change nothing")

@@ -17,15 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from replicator.config import Settings
+from replicator.core.decode import AvroDecoder, DecodeError, JsonDecoder
 from replicator.core.errors import ConfigError, Fatal
-from replicator.core.model import Partition
-from replicator.core.replay import Move, ReplayRefused, plan_moves
+from replicator.core.model import ChangeEvent, KafkaRef, Partition
+from replicator.core.replay import Move, Probe, ReplayRefused, first_at_lsn, plan_moves
 from replicator.kafka.clients import Metadata, new_consumer
-from replicator.run.assembly import source_topics, spec_topics
+from replicator.run.assembly import decoder, source_topics, spec_topics
 from replicator.target.store import ControlStore
+
+READ_TIMEOUT_S = 30.0  # one event read for the LSN search
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class ReplayRequest:
     earliest: bool = False
     offsets: Mapping[Partition, int] | None = None  # --to-offset, per partition
     moment: datetime | None = None  # --to-timestamp
+    lsn: int | None = None  # --to-lsn
     tables: tuple[str, ...] = ()  # source tables (schema.table); empty: every mapped table
     dry_run: bool = False
 
@@ -65,6 +69,9 @@ def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
         elif request.moment is not None:
             # A partition not yet past the moment stays where it is (never moved forward).
             at = metadata.offsets_at(topics, request.moment)
+            wanted = {p: min(o, stored.get(p, o)) for p, o in at.items()}
+        elif request.lsn is not None:
+            at = offsets_at_lsn(settings, marks, request.lsn)
             wanted = {p: min(o, stored.get(p, o)) for p, o in at.items()}
         else:
             wanted = dict(request.offsets or {})
@@ -105,3 +112,73 @@ def commit_kafka(settings: Settings, group: str, positions: Mapping[Partition, i
         raise Fatal(f"kafka: committing the replay positions of group {group}: {exc.args[0]}") from exc
     finally:
         consumer.close()
+
+
+def offsets_at_lsn(
+    settings: Settings, marks: Mapping[Partition, tuple[int, int]], lsn: int
+) -> dict[Partition, int]:
+    """Per partition, the first offset of a transaction that committed at or after `lsn`
+    (`core.replay.first_at_lsn`, reading single events from Kafka)."""
+    consumer = new_consumer(settings.kafka, f"replicator-replay-lsn-{time.time_ns()}")  # assigns, never joins
+    try:
+        out: dict[Partition, int] = {}
+        for p, (low, high) in sorted(marks.items()):
+            read = _EventReader(consumer, p, high, decoder(settings), READ_TIMEOUT_S)
+            try:
+                out[p] = first_at_lsn(low, high, lsn, read)
+            except ReplayRefused as exc:
+                raise Fatal(f"replay refused: {p[0]}[{p[1]}]: {exc}") from exc
+        return out
+    finally:
+        consumer.close()
+
+
+class _EventReader:
+    """The first event at or after an offset of one partition, as a `Probe` (cached)."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        partition: Partition,
+        high: int,
+        decode: JsonDecoder | AvroDecoder,
+        timeout_s: float,
+    ) -> None:
+        self._consumer, self._partition, self._high = consumer, partition, high
+        self._decode, self._timeout_s = decode, timeout_s
+        self._seen: dict[int, Probe | None] = {}
+
+    def __call__(self, offset: int) -> Probe | None:
+        if offset >= self._high:
+            return None
+        if offset not in self._seen:
+            self._seen[offset] = self._read(offset)
+        return self._seen[offset]
+
+    def _read(self, offset: int) -> Probe | None:
+        topic, partition = self._partition
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + self._timeout_s
+        while time.monotonic() < deadline:
+            msg = self._consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                raise Fatal(f"kafka: reading {topic}[{partition}] at offset {offset}: {msg.error()}")
+            at = msg.offset()
+            if at is None:
+                continue
+            ref = KafkaRef(topic, partition, at)
+            try:
+                event = self._decode.decode(ref, msg.key(), msg.value())
+            except DecodeError:
+                return Probe(ref.offset, None, None)  # not an event with a position
+            if not isinstance(event, ChangeEvent):
+                return Probe(ref.offset, None, None)
+            if event.position is not None:
+                return Probe(ref.offset, event.position.commit_lsn, event.position.lsn)
+            return Probe(ref.offset, None, event.lsn)  # a snapshot row: its snapshot's LSN
+        raise Fatal(
+            f"kafka: no event of {topic}[{partition}] at offset {offset} within {self._timeout_s:.0f}s;"
+            " is the broker reachable? (REPLICATOR_KAFKA__BOOTSTRAP_SERVERS)"
+        )
