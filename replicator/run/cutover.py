@@ -421,7 +421,7 @@ class Cutover:
         with self._store() as store:
 
             def applied() -> bool:
-                stopped = stop_lines(store.stops(self.group))
+                stopped = stop_lines([s for s in store.stops(self.group) if s["live"]])
                 if stopped:
                     raise _Abort(f"a table stopped while draining: {stopped[0]}")
                 stored = store.checkpoints(self.group)

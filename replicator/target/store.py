@@ -145,14 +145,18 @@ class ControlStore:
     # ---------------------------------------------------------------- schema stops
     def stops(self, group: str) -> list[dict[str, Any]]:
         """The partitions of `group` stopped by a source schema change (`core.schema_change`), with the
-        stopping event's offset, the source and target tables, rule, reason, fix and its columns."""
+        stopping event's offset, the source and target tables, rule, reason, fix and its columns;
+        `live`: the run that (last) stopped it has not recorded its end (else the next run that
+        reads the partition judges the event again, and clears or renews the stop)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
-                    "SELECT topic, partition, kafka_offset, source_table, target_tables, rule_id, reason,"
-                    " fix, columns, run_id, stopped_at, seen_at FROM {} WHERE group_id = %s"
-                    " ORDER BY topic, partition"
-                ).format(self._t("schema_stop")),
+                    "SELECT s.topic, s.partition, s.kafka_offset, s.source_table, s.target_tables, s.rule_id,"
+                    " s.reason, s.fix, s.columns, s.run_id, s.stopped_at, s.seen_at,"
+                    " coalesce(r.status = 'running', false) AS live"
+                    " FROM {} s LEFT JOIN {} r ON r.run_id = s.run_id WHERE s.group_id = %s"
+                    " ORDER BY s.topic, s.partition"
+                ).format(self._t("schema_stop"), self._t("run")),
                 (group,),
             )
             return cur.fetchall()
