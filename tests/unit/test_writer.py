@@ -254,3 +254,20 @@ def test_a_lost_connection_is_transient_and_the_next_batch_reconnects() -> None:
     assert broken.closed
     w.apply(prepare(batch(), plan()))
     assert target.calls.count("prepare_session") == 2 and fresh.outcomes[-1] == "COMMIT"
+
+
+def test_a_stop_is_stored_in_the_batch_transaction_beside_the_checkpoint_it_holds_back() -> None:
+    """`core.schema_change`: the stopped partition's checkpoint is the stopping event's offset, and
+    the stop is stored in the same transaction; a partition the batch applied flows again."""
+    session, target = FakeSession(), FakeTarget(plan())
+    stop = Stop(
+        KafkaRef(TOPIC, 1, 8), TableRef("src", "items"), (TableRef("dst", "items"),), "r", "x", "y", None
+    )
+    b = batch()
+    b.next_offsets[(TOPIC, 1)] = 8  # cut in front of offset 8 (`cut` leaves nothing of it after)
+    writer([session], target).apply(prepare(b, plan(), stops=(stop,)))
+    assert target.stops == [((stop,), ((TOPIC, 0),))]
+    assert target.calls.index("store_stops") > target.calls.index("before_writes")
+    (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
+    assert params[2:5] == ([TOPIC, TOPIC], [0, 1], [5, 8])
+    assert session.outcomes[-1] == "COMMIT" and session.log.count("BEGIN") == 2  # one batch transaction
