@@ -313,9 +313,16 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.assembly import target_topics
+    from replicator.run.status import table_status
     from replicator.run.verify import verify_configured
 
     diffs = verify_configured(settings)
+    stopped = {
+        t["table"]: f"stopped at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
+        for t in table_status(settings, settings.kafka.group_id, target_topics(settings))
+        if t["state"] == "stopped"
+    }
     rows = [
         {
             "table": str(d.target),
@@ -329,18 +336,29 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "errored": d.errored[:20],
             "rejected": len(d.rejected),
             "target_owned": d.target_owned[:20],
-            "clean": d.clean(args.accept_errors),
+            "clean": d.clean(args.accept_errors) and str(d.target) not in stopped,
+            "stopped": stopped.get(str(d.target)),
         }
         for d in diffs
     ]
-    text = "\n".join(("ok   " if d.clean(args.accept_errors) else "DIFF ") + d.summary() for d in diffs)
+    text = "\n".join(
+        ("ok   " if r["clean"] else "DIFF ")
+        + d.summary()
+        + (f"\n     {r['stopped']}" if r["stopped"] else "")
+        for d, r in zip(diffs, rows, strict=True)
+    )
     if any(d.errored for d in diffs) and not args.accept_errors:
         text += (
             "\nrows are missing because of error records: fix them (replicator errors list), or pass"
             " --accept-errors once you have reviewed them"
         )
+    if stopped:
+        text += (
+            "\na stopped table is compared with a source whose columns its spec no longer matches:"
+            " fix the spec, restart `replicator run`, drain, then verify"
+        )
     _emit(rows, args.json, text)
-    return 0 if all(d.clean(args.accept_errors) for d in diffs) else 1
+    return 0 if all(r["clean"] for r in rows) else 1
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:

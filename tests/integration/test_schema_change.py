@@ -15,7 +15,8 @@ it shares the source table):
   of customers inserted after the DDL are held, not error records; fewer than
   5 error records in all (none, in fact);
 - `replicator status` shows both customer tables `stopped` with one line of
-  reason and fix (exit 1), `drain` fails at once naming the table,
+  reason and fix (exit 1), `drain` fails at once naming the table, `verify`
+  says it is stopped (exit 1),
   `mapping check` reports the stopped table against the old spec and says the
   fixed spec matches the event that stopped it;
 - after the spec fix and a restart the target equals the mapped source
@@ -529,6 +530,8 @@ def test_a_source_ddl_under_load_stops_its_table_only_and_a_fixed_spec_loses_not
         assert drained.returncode == 1 and "stopped at" in drained.stderr, drained.stderr
         assert time.monotonic() - started < 60  # at once, not at its timeout
 
+        verified = site.cli("verify")  # a stopped table is never clean, and says why
+        assert verified.returncode == 1 and "stopped at" in verified.stdout, verified.stdout
         old_spec = site.cli("mapping", "check", str(site.spec))
         assert old_spec.returncode == 1
         assert "customer.on_schema_change" in old_spec.stderr and "is stopped" in old_spec.stderr
