@@ -14,7 +14,8 @@ Invariants:
   placeholders become `UNAVAILABLE`; nothing is rounded or dropped.
 - Every event of a schema carries that schema's one `SourceShape` (its row
   columns, types, nullability: what `core.schema_change` judges), built when
-  the schema is compiled; schemaless events carry none.
+  the schema is compiled; a schemaless event carries its row's column names
+  (one shape per column list; types unknown, never known to be nullable).
 - Streaming events get a `SourcePosition` from `source.sequence`
   (`(seq0 or 0, seq1, transaction.total_order or 0)`, falling back to
   `(0, source.lsn)`); snapshot rows (`source.snapshot` not false/null) get
@@ -113,6 +114,23 @@ def _type_text(ct: ColumnType) -> str:
     if ct.items is not None:
         text += f"<{_type_text(ct.items)}>"
     return text
+
+
+_ROW_SHAPES: dict[tuple[str, ...], SourceShape] = {}
+
+
+def _row_shape(row: Mapping[str, Any] | None) -> SourceShape | None:
+    """The shape of a schemaless row: its column names (JsonConverter writes every field, nulls
+    included), type unknown (""), never known to be nullable; one object per column list."""
+    if row is None:
+        return None
+    names = tuple(row)
+    shape = _ROW_SHAPES.get(names)
+    if shape is None:
+        if len(_ROW_SHAPES) >= _MAX_PLANS:
+            _ROW_SHAPES.clear()
+        shape = _ROW_SHAPES[names] = SourceShape(tuple(SourceColumn(n, "", False) for n in names))
+    return shape
 
 
 def _shape(env: ColumnType) -> SourceShape | None:
@@ -308,7 +326,10 @@ def _to_event(
     # ChangeEvent(ref, op, table, key, before, after, position, snapshot, ts_ms, raw_key, raw_value,
     # txid, lsn, headers, shape), built without the NamedTuple's Python-level __new__ (per event)
     fields = (ref, op, _table_ref(schema, table), key_row, before, after, position, snapshot, ts)
-    extra = (txid, lsn, tuple(headers) if headers else (), plan.shape)
+    shape = plan.shape
+    if shape is None:  # schemaless: the row's own columns, types and nullability unknown
+        shape = _row_shape(after if after is not None else before)
+    extra = (txid, lsn, tuple(headers) if headers else (), shape)
     return new_tuple(ChangeEvent, (*fields, raw_key, raw_value, *extra))
 
 

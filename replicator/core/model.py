@@ -15,8 +15,8 @@ Invariants:
   bytes, rule id, SQLSTATE); it is never dropped.
 - A `SourceShape` is the column list of an event's row struct as its schema
   declares it (names, Connect types, nullability): built once per schema by
-  the decoder and shared by every event of that schema; events without a
-  schema (schemaless JSON) carry none.
+  the decoder and shared by every event of that schema; a schemaless JSON
+  event carries its row's column names (types unknown, never nullable).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class ChangeEvent(NamedTuple):
     txid: int | None = None
     lsn: int | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
-    shape: SourceShape | None = None  # the row's columns per the event's schema (None: schemaless)
+    shape: SourceShape | None = None  # the row's columns per the event's schema (None: not known)
 
 
 Partition = tuple[str, int]  # (topic, partition)

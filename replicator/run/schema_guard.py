@@ -13,8 +13,9 @@ event of that shape:
   table as the event sees it: only the columns the event has (a column the
   source dropped since cannot be judged any more, and its rules are not);
   an error stops the table (`Drift.retyped`), none accepts the shape.
-Policy `record` tables are never judged. Schemaless events (no shape) are not
-judged: their rules decide row by row, as before.
+Policy `record` tables are never judged. Schemaless events carry their row's
+column names only: column-set changes are judged, a new column is never known
+to be nullable (`ignore_new_columns` stops on it), types are not compared.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ it shares the source table):
   reason and fix (exit 1), `drain` fails at once naming the table, `verify`
   says it is stopped (exit 1),
   `mapping check` reports the stopped table against the old spec and says the
-  fixed spec matches the event that stopped it;
+  fixed spec matches the event that stopped it; the dry run (`shadow`, DROP)
+  predicts the same stops;
 - after the spec fix and a restart the target equals the mapped source
   (`verify` clean, no error record to accept, nothing held, no stop left);
 - with two instances in the group (ADD), the instance that did not stop a
@@ -530,6 +531,20 @@ def test_a_source_ddl_under_load_stops_its_table_only_and_a_fixed_spec_loses_not
         assert drained.returncode == 1 and "stopped at" in drained.stderr, drained.stderr
         assert time.monotonic() - started < 60  # at once, not at its timeout
 
+        if kind == "drop":  # the dry run predicts the same stops, at the same events
+            shadow = site.cli(
+                "shadow",
+                "--from-group",
+                site.group,
+                "--stop-when-caught-up",
+                "--report-dir",
+                str(site.tmp / "reports"),
+                "--json",
+            )
+            assert shadow.returncode == 0, shadow.stderr[-3000:]
+            predicted = json.loads(shadow.stdout)["stopped"]
+            refs = [f"{t}[{p}]@{o}" for (t, p), o in sorted(first_new.items())]
+            assert sorted(r for r in refs if any(f"stopped at {r} " in line for line in predicted)) == refs
         verified = site.cli("verify")  # a stopped table is never clean, and says why
         assert verified.returncode == 1 and "stopped at" in verified.stdout, verified.stdout
         old_spec = site.cli("mapping", "check", str(site.spec))

@@ -425,3 +425,21 @@ def test_guard_rechecks_a_suspect_table_at_first_sight_but_not_columns_the_sourc
         )
     )
     assert guard_for(p, fine, suspect=(TOPIC,))(event(1, old)) is None  # full_name: gone since, not judged
+
+
+def test_a_schemaless_event_carries_its_rows_column_names_and_is_judged_on_them() -> None:
+    decoder = JsonDecoder()
+    built = create(PEOPLE, {"id": 1, "full_name": "A", "price": "1.00"}, schemas=False)
+    again = create(PEOPLE, {"id": 2, "full_name": "B", "price": "2.00"}, schemas=False)
+    one = decoder.decode(KafkaRef(TOPIC, 0, 1), built.key, built.value)
+    two = decoder.decode(KafkaRef(TOPIC, 0, 2), again.key, again.value)
+    assert isinstance(one, ChangeEvent) and isinstance(two, ChangeEvent) and one.shape is two.shape
+    assert one.shape is not None and one.shape.names == {"id", "full_name", "price"}
+    assert judge(people(plan()), one.shape) is None
+    renamed = create(PEOPLE, {"id": 3, "full_name": "C", "price": "3.00"}, schemas=False)
+    value = (renamed.value or b"").replace(b'"full_name"', b'"display_name"')
+    three = decoder.decode(KafkaRef(TOPIC, 0, 3), renamed.key, value)
+    assert isinstance(three, ChangeEvent) and three.shape is not None
+    drift = judge(people(plan("ignore_new_columns")), three.shape)
+    # a schemaless new column is never known to be nullable: ignore_new_columns stops on it too
+    assert drift is not None and drift.missing == ("full_name",) and drift.added == ("display_name",)
