@@ -72,6 +72,7 @@ class Drift:
     retyped: tuple[str, ...] = ()  # read columns whose new type the live check refuses
     problem: str = ""  # the live check's first error for a retyped column
     spec: str = ""  # the spec file to fix
+    remedy: str = ""  # the fix, when it is not in the spec (e.g. the live catalog could not be read)
 
     @property
     def reason(self) -> str:
@@ -81,7 +82,9 @@ class Drift:
             parts.append(f"{_names(self.missing)} read by the spec {_is(self.missing)} not in the event")
         if self.added:
             parts.append(f"{_names(self.added)} {_is(self.added)} new to the spec")
-        if self.retyped:
+        if self.retyped and self.remedy:
+            parts.append(f"{_names(self.retyped)} changed type, not judged: {self.problem}")
+        elif self.retyped:
             parts.append(f"{_names(self.retyped)} no longer {_fit(self.retyped)} the spec ({self.problem})")
         what = "renamed or dropped" if self.missing and self.added else "dropped or renamed"
         tail = f" ({what})" if self.missing else ""
@@ -90,6 +93,8 @@ class Drift:
     @property
     def fix(self) -> str:
         """One line: what to change, then how to go on."""
+        if self.remedy:
+            return self.remedy
         steps = []
         if self.missing:
             steps.append(f"read the columns {self.source} has now instead of {', '.join(self.missing)}")

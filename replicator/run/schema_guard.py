@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
+from replicator.core.errors import ReplicatorError, one_line
 from replicator.core.mapping import Catalog, Spec
 from replicator.core.mapping.catalog import Table
 from replicator.core.mapping.check import check_tables
@@ -63,19 +64,24 @@ class SchemaGuard:
         if last is not None and last[0] is shape:
             drifts = last[1]
         else:
-            drifts = self._judged(topic, shape)
-            self._last[topic] = (shape, drifts)
+            drifts, kept = self._judged(topic, shape)
+            if kept:
+                self._last[topic] = (shape, drifts)
         if not drifts:
             return None
         return stop_for(event, self.plan.tables_for_topic(topic), drifts)
 
-    def _judged(self, topic: str, shape: SourceShape) -> tuple[Drift, ...]:
+    def _judged(self, topic: str, shape: SourceShape) -> tuple[tuple[Drift, ...], bool]:
+        """The shape's drifts, and whether the verdict is kept for later events of that shape."""
         key = (topic, shape)
         found = self._drifts.get(key)
         if found is None:
-            found = self._judge(topic, shape)
+            try:
+                found = self._judge(topic, shape)
+            except _Unjudged as exc:  # stops this event; judged again when it is read again
+                return exc.drifts, False
             self._drifts[key] = found
-        return found
+        return found, True
 
     def _judge(self, topic: str, shape: SourceShape) -> tuple[Drift, ...]:
         tables = [t for t in self.plan.tables_for_topic(topic) if t.schema_change.kind != "record"]
@@ -105,7 +111,26 @@ class SchemaGuard:
     ) -> tuple[Drift, ...]:
         """The table rules re-checked against the live source table as this event sees it."""
         source_ref = tables[0].source
-        source, target = self._live(source_ref)
+        try:
+            source, target = self._live(source_ref)
+        except ReplicatorError as exc:
+            self._log("warning", message=f"schema re-check of {source_ref}: {one_line(exc)}")
+            raise _Unjudged(
+                tuple(
+                    Drift(
+                        t.schema_change.rule_id,
+                        t.source,
+                        t.target,
+                        retyped=changed or tuple(sorted(t.read_by)),
+                        problem=f"the live catalog could not be read: {one_line(exc)}",
+                        spec=self.plan.spec_path,
+                        remedy="make the source catalog readable (REPLICATOR_SOURCE__*), then restart"
+                        " `replicator run` (or let a rebalance hand the partition over): the event is"
+                        " judged again",
+                    )
+                    for t in tables[:1]
+                )
+            ) from exc
         live = source.table(source_ref)
         seen = _as_seen(live, shape)
         gone = {c for c in shape.names if live is not None and live.column(c) is None}
@@ -134,6 +159,15 @@ class SchemaGuard:
                 )
             )
         return tuple(drifts)
+
+
+class _Unjudged(Exception):
+    """A shape that could not be judged now (the live catalog was not readable): its event stops,
+    and the verdict is not kept."""
+
+    def __init__(self, drifts: tuple[Drift, ...]) -> None:
+        super().__init__("not judged")
+        self.drifts = drifts
 
 
 def _as_seen(live: Table | None, shape: SourceShape) -> Table | None:

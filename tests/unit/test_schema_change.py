@@ -26,6 +26,7 @@ import pytest
 
 from replicator.core.avro import column_type_from_avro
 from replicator.core.decode import JsonDecoder
+from replicator.core.errors import Fatal
 from replicator.core.intents import prepare, to_intents
 from replicator.core.mapping import (
     Catalog,
@@ -374,9 +375,12 @@ class LiveReads:
     def __init__(self, source: Catalog) -> None:
         self.source = source
         self.reads = 0
+        self.down = False
 
     def __call__(self, table: TableRef) -> tuple[Catalog, Catalog]:
         self.reads += 1
+        if self.down:
+            raise Fatal("source: cannot read the catalog: connection refused")
         return self.source, TARGET
 
 
@@ -443,3 +447,16 @@ def test_a_schemaless_event_carries_its_rows_column_names_and_is_judged_on_them(
     drift = judge(people(plan("ignore_new_columns")), three.shape)
     # a schemaless new column is never known to be nullable: ignore_new_columns stops on it too
     assert drift is not None and drift.missing == ("full_name",) and drift.added == ("display_name",)
+
+
+def test_guard_stops_a_retyped_shape_it_cannot_check_and_checks_it_again_next_time() -> None:
+    p = plan()
+    live = LiveReads(SOURCE)
+    guard = guard_for(p, live)
+    assert guard(event(1, TYPED)) is None
+    live.down = True
+    stop = guard(event(2, AS_TEXT))
+    assert stop is not None and "not judged: the live catalog could not be read" in stop.reason
+    assert "REPLICATOR_SOURCE__" in stop.fix and live.reads == 1
+    live.down = False
+    assert guard(event(3, AS_TEXT)) is None and live.reads == 2  # not kept: judged again, fits
