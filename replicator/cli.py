@@ -83,7 +83,7 @@ def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
     problems = check_spec(settings, args.spec)
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
-        _emit([{**vars(p)} for p in problems], True, "")
+        _emit([asdict(p) for p in problems], True, "")
     else:
         for p in problems:
             stream = sys.stderr if p.severity == "error" else sys.stdout
@@ -153,12 +153,21 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.assembly import spec_topics
-    from replicator.run.status import capture_status, group_members, held_status, partition_status, run_status
+    from replicator.run.assembly import spec_topics, target_topics
+    from replicator.run.status import (
+        capture_status,
+        group_members,
+        held_status,
+        partition_status,
+        run_status,
+        table_status,
+    )
 
     group = args.group or settings.kafka.group_id
     rows = partition_status(settings, spec_topics(settings), group)
     held = held_status(settings, group)
+    tables = table_status(settings, group, target_topics(settings))
+    stopped = [t for t in tables if t["state"] == "stopped"]
     cap = capture_status(settings)
     runs = run_status(settings)
     members = group_members(settings, group)
@@ -191,7 +200,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             f"{r['topic'] + '[' + str(r['partition']) + ']':36} {_or_dash(r['target_offset']):>8} "
             f"{_or_dash(r['kafka_committed']):>8} {r['end_offset']:>8} {r['lag']:>7} {r['errors']:>6}"
             + ("  KAFKA AHEAD OF TARGET" if r["kafka_ahead"] else "")
+            + ("  STOPPED" if r["stopped"] else "")
         )
+    lines.append("tables:")
+    for t in tables:
+        line = f"  {t['table']:34} {t['state']}"
+        if t["state"] == "stopped":
+            line += f" at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
+        elif t["reason"]:
+            line += f": {t['reason']}"
+        lines.append(line)
     if held:
         lines.append("held back, waiting for a lagging table:")
         lines += [
@@ -201,11 +219,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         lines.append("held back: none")
     _emit(
-        {"capture": cap, "members": members, "runs": runs, "partitions": rows, "held": held},
+        {
+            "capture": cap,
+            "members": members,
+            "runs": runs,
+            "partitions": rows,
+            "held": held,
+            "tables": tables,
+        },
         args.json,
         "\n".join(lines),
     )
-    return 1 if cap["problems"] else 0
+    return 1 if cap["problems"] or stopped else 0
 
 
 def _or_dash(value: object) -> str:
@@ -293,9 +318,16 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.assembly import target_topics
+    from replicator.run.status import table_status
     from replicator.run.verify import verify_configured
 
     diffs = verify_configured(settings)
+    stopped = {
+        t["table"]: f"stopped at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
+        for t in table_status(settings, settings.kafka.group_id, target_topics(settings))
+        if t["state"] == "stopped"
+    }
     rows = [
         {
             "table": str(d.target),
@@ -309,18 +341,29 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "errored": d.errored[:20],
             "rejected": len(d.rejected),
             "target_owned": d.target_owned[:20],
-            "clean": d.clean(args.accept_errors),
+            "clean": d.clean(args.accept_errors) and str(d.target) not in stopped,
+            "stopped": stopped.get(str(d.target)),
         }
         for d in diffs
     ]
-    text = "\n".join(("ok   " if d.clean(args.accept_errors) else "DIFF ") + d.summary() for d in diffs)
+    text = "\n".join(
+        ("ok   " if r["clean"] else "DIFF ")
+        + d.summary()
+        + (f"\n     {r['stopped']}" if r["stopped"] else "")
+        for d, r in zip(diffs, rows, strict=True)
+    )
     if any(d.errored for d in diffs) and not args.accept_errors:
         text += (
             "\nrows are missing because of error records: fix them (replicator errors list), or pass"
             " --accept-errors once you have reviewed them"
         )
+    if stopped:
+        text += (
+            "\na stopped table is compared with a source whose columns its spec no longer matches:"
+            " fix the spec, restart `replicator run`, drain, then verify"
+        )
     _emit(rows, args.json, text)
-    return 0 if all(d.clean(args.accept_errors) for d in diffs) else 1
+    return 0 if all(r["clean"] for r in rows) else 1
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Mapping
 from typing import Any, Final
@@ -99,7 +100,9 @@ def column_type_from_avro(schema: Any, named: Mapping[str, Any]) -> ColumnType:
     if isinstance(schema, list):
         branches = [b for b in schema if b != "null"]
         if len(branches) == 1:
-            return column_type_from_avro(branches[0], named)
+            return dataclasses.replace(
+                column_type_from_avro(branches[0], named), optional=len(branches) < len(schema)
+            )
         return ColumnType("union")  # passes through as fastavro decodes it
     if not isinstance(schema, Mapping):
         raise ValueError(f"not an Avro schema: {schema!r}")

@@ -149,6 +149,8 @@ class Facts:
     signal_table_exists: bool
     # The latest shadow run's would-be error records: None = not required, -1 = no shadow run yet.
     shadow_errors: int | None = None
+    # One line per target table a source schema change stopped (`core.schema_change`).
+    stopped_tables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,16 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
             facts.held_rows == 0,
             f"{facts.held_rows} rows held back waiting for a lagging table"
             + ("" if facts.held_rows == 0 else "; see `replicator status`"),
+        )
+    )
+    gates.append(
+        Gate(
+            "stopped_tables",
+            not facts.stopped_tables,
+            "; ".join(facts.stopped_tables[:3])
+            + (f" (and {len(facts.stopped_tables) - 3} more)" if len(facts.stopped_tables) > 3 else "")
+            if facts.stopped_tables
+            else "no table stopped by a source schema change",
         )
     )
     errors_ok = facts.error_records == 0 or accept_errors

@@ -12,6 +12,10 @@ Invariants:
   only exceptions that are not `DecodeError`; they propagate for a retry.
 - Values are converted by schema (see values.py); unchanged-TOAST
   placeholders become `UNAVAILABLE`; nothing is rounded or dropped.
+- Every event of a schema carries that schema's one `SourceShape` (its row
+  columns, types, nullability: what `core.schema_change` judges), built when
+  the schema is compiled; a schemaless event carries its row's column names
+  (one shape per column list; types unknown, never known to be nullable).
 - Streaming events get a `SourcePosition` from `source.sequence`
   (`(seq0 or 0, seq1, transaction.total_order or 0)`, falling back to
   `(0, source.lsn)`); snapshot rows (`source.snapshot` not false/null) get
@@ -34,7 +38,16 @@ import orjson
 
 from replicator.core import avro
 from replicator.core.errors import ReplicatorError
-from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef, new_tuple
+from replicator.core.model import (
+    ChangeEvent,
+    KafkaRef,
+    Op,
+    SourceColumn,
+    SourcePosition,
+    SourceShape,
+    TableRef,
+    new_tuple,
+)
 from replicator.core.values import (
     DEFAULT_PLACEHOLDER,
     ColumnType,
@@ -90,6 +103,44 @@ Decoded = ChangeEvent | Tombstone | NotTableData
 class _EnvelopePlan:
     before: RowFn
     after: RowFn
+    shape: SourceShape | None = None  # the row struct's columns (None: no schema)
+
+
+def _type_text(ct: ColumnType) -> str:
+    """A column's Connect type as one comparable string: type, semantic name, parameters, items."""
+    text = ct.type + (f"/{ct.name}" if ct.name else "")
+    if ct.parameters:
+        text += "(" + ",".join(f"{k}={v}" for k, v in sorted(ct.parameters.items())) + ")"
+    if ct.items is not None:
+        text += f"<{_type_text(ct.items)}>"
+    return text
+
+
+_ROW_SHAPES: dict[tuple[str, ...], SourceShape] = {}
+
+
+def _row_shape(row: Mapping[str, Any] | None) -> SourceShape | None:
+    """The shape of a schemaless row: its column names (JsonConverter writes every field, nulls
+    included), type unknown (""), never known to be nullable; one object per column list."""
+    if row is None:
+        return None
+    names = tuple(row)
+    shape = _ROW_SHAPES.get(names)
+    if shape is None:
+        if len(_ROW_SHAPES) >= _MAX_PLANS:
+            _ROW_SHAPES.clear()
+        shape = _ROW_SHAPES[names] = SourceShape(tuple(SourceColumn(n, "", False) for n in names))
+    return shape
+
+
+def _shape(env: ColumnType) -> SourceShape | None:
+    """The columns of the envelope's row struct (`after`, else `before`), as its schema declares them."""
+    fields = dict(env.fields)
+    for side in ("after", "before"):
+        row = fields.get(side)
+        if row is not None and row.type == "struct":
+            return SourceShape(tuple(SourceColumn(n, _type_text(c), c.optional) for n, c in row.fields))
+    return None
 
 
 def _identity_row(row: Any) -> dict[str, Any]:
@@ -110,7 +161,7 @@ def _envelope_plan(env: ColumnType | None, placeholder: str, *, binary_base64: b
             return _identity_row
         return RowConverter(ct, placeholder=placeholder, binary_base64=binary_base64)
 
-    return _EnvelopePlan(row("before"), row("after"))
+    return _EnvelopePlan(row("before"), row("after"), _shape(env))
 
 
 def _key_plan(ct: ColumnType | None, *, binary_base64: bool) -> RowFn:
@@ -273,9 +324,13 @@ def _to_event(
         raise DecodeError(ref, "envelope has no ts_ms (neither top-level nor source.ts_ms)")
 
     # ChangeEvent(ref, op, table, key, before, after, position, snapshot, ts_ms, raw_key, raw_value,
-    # txid, lsn, headers), built without the NamedTuple's Python-level __new__ (per event)
+    # txid, lsn, headers, shape), built without the NamedTuple's Python-level __new__ (per event)
     fields = (ref, op, _table_ref(schema, table), key_row, before, after, position, snapshot, ts)
-    return new_tuple(ChangeEvent, (*fields, raw_key, raw_value, txid, lsn, tuple(headers) if headers else ()))
+    shape = plan.shape
+    if shape is None:  # schemaless: the row's own columns, types and nullability unknown
+        shape = _row_shape(after if after is not None else before)
+    extra = (txid, lsn, tuple(headers) if headers else (), shape)
+    return new_tuple(ChangeEvent, (*fields, raw_key, raw_value, *extra))
 
 
 def _key_row(ref: KafkaRef, key_plan: RowFn, key_payload: Any) -> dict[str, Any] | None:

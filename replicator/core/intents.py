@@ -38,6 +38,7 @@ from replicator.core.model import (
     new_tuple,
 )
 from replicator.core.ordering import Version
+from replicator.core.schema_change import Stop, ignored_columns
 
 Key = tuple[Any, ...]
 
@@ -124,6 +125,8 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
             row = event.after or {}
             if table.unmapped == "fail":
                 unknown = table.unknown_columns(row)
+                if unknown and event.shape is not None:  # new nullable columns the policy ignores
+                    unknown -= ignored_columns(table, event.shape)
                 if unknown:
                     return _failure(
                         event,
@@ -234,6 +237,9 @@ class PreparedBatch:
     fences: tuple[Fence, ...] = ()
     # Per partition, the newest event time (the envelope's ts_ms, milliseconds): end-to-end lag.
     source_ts_ms: Mapping[Partition, int] = dataclasses.field(default_factory=dict)
+    # Partitions stopped in front of an event that does not match the spec (`core.schema_change`):
+    # stored with the batch, whose next offset for them is that event's offset.
+    stops: tuple[Stop, ...] = ()
 
 
 class Fence(NamedTuple):
@@ -266,9 +272,12 @@ def split_signals(
     return table_events, fences, signals
 
 
-def prepare(batch: Batch, plan: Plan, signal_table: TableRef | None = None) -> PreparedBatch:
+def prepare(
+    batch: Batch, plan: Plan, signal_table: TableRef | None = None, stops: tuple[Stop, ...] = ()
+) -> PreparedBatch:
     """Decode failures plus the mapping of every event: all of a batch's work outside the target.
-    Events of `signal_table` are never mapped; the fences among them are carried to the writer."""
+    Events of `signal_table` are never mapped; the fences among them are carried to the writer.
+    `stops`: the partitions `core.schema_change.cut` stopped (already cut out of `batch`)."""
     events, fences, signals = split_signals(batch.events, signal_table)
     intents = to_intents(events, plan.tables_for_topic)
     counts = Counter(batch.counts)
@@ -291,4 +300,5 @@ def prepare(batch: Batch, plan: Plan, signal_table: TableRef | None = None) -> P
         commit_lsns=commit_lsns,
         fences=tuple(fences),
         source_ts_ms=source_ts_ms,
+        stops=stops,
     )

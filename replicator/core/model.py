@@ -13,6 +13,10 @@ Invariants:
   and incremental-snapshot events have none (they follow Kafka order).
 - A `Failure` carries the context to reproduce it (Kafka coordinates, raw
   bytes, rule id, SQLSTATE); it is never dropped.
+- A `SourceShape` is the column list of an event's row struct as its schema
+  declares it (names, Connect types, nullability): built once per schema by
+  the decoder and shared by every event of that schema; a schemaless JSON
+  event carries its row's column names (types unknown, never nullable).
 """
 
 from __future__ import annotations
@@ -99,6 +103,43 @@ class SourcePosition(NamedTuple):
         return (self.commit_lsn, self.lsn, self.total_order)
 
 
+class SourceColumn(NamedTuple):
+    """One column of a source row as its event's schema declares it."""
+
+    name: str
+    # Connect type, semantic name and parameters, e.g. "bytes/org.apache.kafka.connect.data.Decimal(scale=2)"
+    type: str
+    optional: bool  # nullable in the source
+
+
+@dataclass(frozen=True, slots=True)
+class SourceShape:
+    """The columns of a source table as one event's schema declares them (see `core.schema_change`)."""
+
+    columns: tuple[SourceColumn, ...]
+    names: frozenset[str] = field(init=False, compare=False, repr=False)
+    _by_name: Mapping[str, SourceColumn] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+        object.__setattr__(self, "names", frozenset(self._by_name))
+
+    def column(self, name: str) -> SourceColumn | None:
+        return self._by_name.get(name)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"name": c.name, "type": c.type, "optional": c.optional} for c in self.columns]
+
+    @staticmethod
+    def from_json(data: Any) -> SourceShape:
+        return SourceShape(
+            tuple(SourceColumn(str(c["name"]), str(c["type"]), bool(c["optional"])) for c in data)
+        )
+
+    def __str__(self) -> str:
+        return ", ".join(f"{c.name} {c.type}{'' if c.optional else ' not null'}" for c in self.columns)
+
+
 class ChangeEvent(NamedTuple):
     """One decoded Debezium change event (a table row change, or a truncate)."""
 
@@ -116,6 +157,7 @@ class ChangeEvent(NamedTuple):
     txid: int | None = None
     lsn: int | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    shape: SourceShape | None = None  # the row's columns per the event's schema (None: not known)
 
 
 Partition = tuple[str, int]  # (topic, partition)

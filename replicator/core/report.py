@@ -392,7 +392,7 @@ def mapping_report(
 
 KINDS = ("insert", "update", "delete", "noop", "error", "truncated", "truncate")
 SAMPLED = ("insert", "update", "delete")  # field-level diffs shown as samples
-ERROR_KINDS = ("error", "truncated")
+ERROR_KINDS = ("error", "truncated", "stopped")  # "stopped": a table a source schema change stops
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,7 @@ class ColumnType:
     parameters: Mapping[str, str] = field(default_factory=dict)
     items: ColumnType | None = None  # array element or map value type
     fields: tuple[tuple[str, ColumnType], ...] = ()  # struct fields in order
+    optional: bool = False  # the value may be null (a nullable column)
 
     @classmethod
     def from_connect(cls, schema: Mapping[str, Any]) -> ColumnType:
@@ -187,7 +188,7 @@ class ColumnType:
         elif typ == "struct":
             fields = tuple((f["field"], cls.from_connect(f)) for f in schema.get("fields") or ())
         params = schema.get("parameters") or {}
-        return cls(typ, schema.get("name"), dict(params), items, fields)
+        return cls(typ, schema.get("name"), dict(params), items, fields, schema.get("optional") is True)
 
 
 # --------------------------------------------------------------------------- scalar converters

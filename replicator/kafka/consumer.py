@@ -6,6 +6,9 @@ Invariants:
   `on_assign` (from the target-stored offsets), never by Kafka.
 - An exception raised by `on_assign` / `on_revoke` is re-raised from the
   next `poll`, and the records of that poll are dropped (none was handed out).
+- Every assignment starts with its partitions fetching, except those `to_pause`
+  names: a pause never carries over from an earlier assignment (librdkafka
+  would keep it).
 - A member without an assignment `rejoin_timeout_s` after it subscribed or
   lost its partitions (no rebalance completed: librdkafka can stay stuck
   after a broker restart) closes its consumer and joins with a new one.
@@ -90,6 +93,10 @@ class KafkaSource:
                     tp.offset = start
             consumer.assign(tps)
             paused = to_pause(_parts(tps)) if to_pause is not None else []
+            # librdkafka keeps a partition's pause across unassign/assign: a pause of an earlier
+            # assignment (a table stopped by a schema change) must not outlive it.
+            kept = set(paused)
+            consumer.resume([tp for tp in tps if (tp.topic, tp.partition) not in kept])
             if paused:
                 consumer.pause([TopicPartition(t, p) for t, p in paused])
 

@@ -1,11 +1,18 @@
 """Assembly of the one pipeline that `run` and `shadow` share: spec -> checked plan, decoder.
 
 The daemon refuses to start on a spec that does not check against the live
-source and target catalogs (errors only; warnings are logged).
+source and target catalogs (errors only; warnings are logged), with one
+exception (`run_plan`): the errors of a table rule whose topic the group has
+applied from already, and whose `on_schema_change` is not `record`. The
+source changed under a running migration; refusing would stop every table
+(and a restarted group could never stop just that one). The run starts, that
+table's events are judged one by one (`run.schema_guard`), and it stops at
+the first one that does not match.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +22,17 @@ from replicator.config import PostgresSettings, Settings
 from replicator.connect.registry import RegistryClient
 from replicator.core.decode import AvroDecoder, JsonDecoder
 from replicator.core.errors import Fatal, one_line
-from replicator.core.mapping import Catalog, Plan, Problem, Spec, check, compile_spec, load_spec, topic_for
+from replicator.core.mapping import (
+    Catalog,
+    Plan,
+    Problem,
+    Spec,
+    SpecError,
+    check,
+    compile_spec,
+    load_spec,
+    topic_for,
+)
 from replicator.core.model import TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.pg.session import connect
@@ -59,6 +76,62 @@ def checked_plan(settings: Settings, spec_path: Path | None = None) -> tuple[Pla
             + "; run `replicator mapping check` for details"
         )
     return compile_spec(spec, target), problems
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """The plan a run starts with, the spec it comes from, the problems it logs (warnings, and the
+    errors it tolerates) and the table rules whose errors it tolerated."""
+
+    spec: Spec
+    plan: Plan
+    problems: list[Problem]
+    tolerated: frozenset[str]
+
+
+def run_plan(settings: Settings, replicating: Callable[[], frozenset[str]]) -> RunPlan:
+    """`checked_plan` for `run` and `shadow`: errors of table rules whose topic is in `replicating()`
+    (read only when there are errors) and whose policy is not `record` do not refuse the start."""
+    spec = load_spec(settings.mapping)
+    source, target = catalogs(spec, settings)
+    problems = check(spec, source, target)
+    errors = [p for p in problems if p.severity == "error"]
+    tolerated: set[str] = set()
+    if errors:
+        topics = replicating()
+        tolerable = {
+            t.id
+            for t in spec.tables
+            if spec.schema_change_policy(t) != "record"
+            and (t.topic or topic_for(spec.topic_prefix, t.source)) in topics
+        }
+        tolerated = {p.table for p in errors if p.table in tolerable}
+        refused = [p for p in errors if p.table not in tolerated]
+        if refused:
+            raise Fatal(
+                f"mapping {settings.mapping} does not check ({len(refused)} problems): "
+                + " | ".join(str(p) for p in refused)
+                + "; run `replicator mapping check` for details"
+            )
+    try:
+        plan = compile_spec(spec, target)
+    except SpecError as exc:
+        raise Fatal(f"mapping {settings.mapping} does not compile: {exc}") from exc
+    return RunPlan(spec, plan, problems, frozenset(tolerated))
+
+
+def live_catalogs(settings: Settings, spec: Spec) -> Callable[[TableRef], tuple[Catalog, Catalog]]:
+    """A reader of the live source catalog of one source table's schema and of the target catalog
+    (the schema guard's re-check after a source schema change)."""
+    target_schemas = sorted({t.target.schema for t in spec.tables})
+
+    def read(source: TableRef) -> tuple[Catalog, Catalog]:
+        return (
+            read_side_catalog(settings.source, [source.schema], "source"),
+            read_side_catalog(settings.target, target_schemas, "target"),
+        )
+
+    return read
 
 
 def decoder(settings: Settings) -> JsonDecoder | AvroDecoder:
@@ -119,3 +192,9 @@ def source_topics(settings: Settings) -> dict[str, str]:
     """Each source table the spec maps (`schema.table`) and its topic."""
     spec = load_spec(settings.mapping)
     return {str(t.source): t.topic or topic_for(spec.topic_prefix, t.source) for t in spec.tables}
+
+
+def target_topics(settings: Settings) -> list[tuple[str, str]]:
+    """Each target table the spec writes (`schema.table`) and the topic feeding it, in spec order."""
+    spec = load_spec(settings.mapping)
+    return [(str(t.target), t.topic or topic_for(spec.topic_prefix, t.source)) for t in spec.tables]

@@ -74,6 +74,7 @@ from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture as configured_capture
 from replicator.run.assembly import target_plan
+from replicator.run.drain import stop_lines
 from replicator.run.verify import Baseline, compare, compare_marked, compare_since
 from replicator.source import capture, fence, mirror
 from replicator.source.signal import write_fence
@@ -172,6 +173,7 @@ class Cutover:
             stored = store.checkpoints(self.group)
             held = store.held_count(self.group)
             errors = store.open_error_count()
+            stopped = tuple(stop_lines(store.stops(self.group)))
             recorded = store.recorded_partitions()
             shadow = store.latest_shadow_errors() if self.settings.cutover.require_shadow else None
         lag: dict[str, int] = {}
@@ -202,6 +204,7 @@ class Cutover:
             shadow_errors=None
             if not self.settings.cutover.require_shadow
             else (-1 if shadow is None else shadow),
+            stopped_tables=stopped,
         )
 
     def gates(self, accept_errors: bool) -> list[Gate]:
@@ -440,6 +443,9 @@ class Cutover:
         with self._store() as store:
 
             def applied() -> bool:
+                stopped = stop_lines([s for s in store.stops(self.group) if s["live"]])
+                if stopped:
+                    raise _Abort(f"a table stopped while draining: {stopped[0]}")
                 stored = store.checkpoints(self.group)
                 behind = {p: e for p, e in ends.items() if e > 0 and stored.get(p, 0) < e}
                 return not behind and store.fence_seen(fence_id) and store.held_count(self.group) == 0

@@ -1,6 +1,8 @@
 """`replicator run` (and the engine under `shadow`): assemble the loop and run it.
 
-Start: a run id, the checked plan (refuses a spec that does not check), the
+Start: a run id, the checked plan (refuses a spec that does not check, except
+the tables the source changed under, see `run.assembly.run_plan`), the schema
+guard that stops a table whose events no longer match (`run.schema_guard`), the
 control schema (live mode owns it), a refusal if a topic's partition count
 changed since the last run (a key would move partition and lose its
 ordering), the run row. End: totals in the run log and the run row; a halt
@@ -26,13 +28,14 @@ from replicator.core.model import ChangeEvent, Failure, Partition, Record, Table
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.kafka.logs import route_kafka_logs
-from replicator.run.assembly import capture, checked_plan, decoder
+from replicator.run.assembly import capture, decoder, live_catalogs, run_plan
 from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
 from replicator.run.metrics import Metrics, MetricsServer
 from replicator.run.observer import Health, LoopObserver, observe_all
 from replicator.run.progress import progress_observer
+from replicator.run.schema_guard import SchemaGuard, topics_of
 from replicator.runlog import RunLog, new_run_id
 from replicator.target.live import LiveTables
 from replicator.target.store import ControlStore
@@ -164,10 +167,29 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         **{**settings.summary(), "group_id": group, "connector": connector},
     )
     metrics, server = bind_metrics(settings, run_id, group, request.mode)  # a taken port fails here
-    plan, problems = checked_plan(settings)
-    for p in problems:
+
+    def replicating() -> frozenset[str]:
+        with ControlStore.open(settings) as store:
+            return store.replicating_topics(group)
+
+    checked = run_plan(settings, replicating)
+    plan = checked.plan
+    for p in checked.problems:
         if p.severity == "warning":
             log.event("mapping_warning", problem=str(p))
+        elif p.severity == "error":  # tolerated: the table is judged event by event
+            log.event(
+                "mapping_warning",
+                problem=f"{p} (the source changed under table {p.table}: it stops at its first event"
+                " that does not match)",
+            )
+    guard = SchemaGuard(
+        checked.spec,
+        plan,
+        live_catalogs(settings, checked.spec),
+        suspect=topics_of(plan, checked.tolerated),
+        log=log.event,
+    )
     with Metadata(settings.kafka) as metadata:
         counts = metadata.partition_counts(plan.topics)
     for topic in sorted(set(plan.topics) - set(counts)):  # subscribed anyway: picked up once it exists
@@ -232,6 +254,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             **signal_options(settings, plan, request.mode),
         ),
         observer=observer,
+        verdict=guard,
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None

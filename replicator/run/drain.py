@@ -7,7 +7,9 @@ at a known LSN; type `log`, so Debezium only logs it). Then, in order:
 2. the end offsets of the mapped topics are read;
 3. the target-stored checkpoints of the group reach those end offsets.
 A missing or FAILED connector ends the drain at once, naming it and the fix
-(checked before the fence and on every poll), instead of a timeout.
+(checked before the fence and on every poll), instead of a timeout; so does a
+table stopped by a source schema change (`core.schema_change`), which would
+never drain.
 This is the exact position that cutover drains to; tests use it as the
 convergence condition instead of sleeping.
 """
@@ -66,6 +68,30 @@ def capture_problem(state: ConnectorState | None, connector: str, url: str) -> s
     return None
 
 
+def stop_lines(stops: list[dict[str, Any]]) -> list[str]:
+    """One line per stopped table (rows of `ControlStore.stops`), with its reason and fix."""
+    out: dict[str, str] = {}
+    for s in stops:
+        tables = ", ".join(s["target_tables"] or [s["source_table"]])
+        out.setdefault(
+            tables,
+            f"{tables} stopped at {s['topic']}[{s['partition']}]@{s['kafka_offset']} ({s['rule_id']}):"
+            f" {s['reason']}; fix: {s['fix']}",
+        )
+    return list(out.values())
+
+
+def check_stops(settings: Settings, group: str, topics: list[str]) -> None:
+    """A table stopped by a source schema change never drains: say so at once, with its fix. Only a
+    stop of a live run counts: one left by an ended run is judged again by the next run."""
+    with ControlStore.open(settings) as store:
+        stops = store.stops(group) if store.initialized() else []
+    stops = [s for s in stops if s["topic"] in topics and s["live"]]
+    lines = stop_lines(stops)
+    if lines:
+        raise Fatal(f"drain: {lines[0]}" + (f" (and {len(lines) - 1} more tables)" if len(lines) > 1 else ""))
+
+
 def check_capture(client: ConnectClient, connector: str) -> None:
     problem = capture_problem(client.state(connector), connector, client.url)
     if problem is not None:
@@ -85,6 +111,7 @@ def drain(
     group = group or settings.kafka.group_id
     client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
     check_capture(client, connector)  # before the fence: a dead capture would never carry it
+    check_stops(settings, group, topics)  # a stopped table would never drain
     _, lsn = write_fence(settings.source, TableRef.parse(signal_table))
 
     def flushed() -> bool:
@@ -96,6 +123,7 @@ def drain(
         ends = metadata.end_offsets(topics)
 
     def applied() -> bool:
+        check_stops(settings, group, topics)
         with ControlStore.open(settings) as store:
             stored = store.checkpoints(group) if store.initialized() else {}  # nothing applied yet
         return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)

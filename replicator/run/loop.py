@@ -18,6 +18,11 @@ Invariants:
   Kafka offsets are committed while its partitions are still assigned).
 - Transient sink errors retry the same batch with backoff, forever, logging
   each attempt; a `Fatal` stops the run and keeps its cause.
+- A partition whose event no longer matches the spec (`core.schema_change`,
+  judged by `verdict` before the batch is mapped) is cut in front of that
+  event, paused, and anything fetched of it later is dropped: its checkpoint
+  stays at that event until the partition is assigned again and the event is
+  judged again. A stopped partition counts as caught up.
 
 The loop builds no client: it is given a `Source` (Kafka) and a `Sink` (the
 target writer or the shadow), so it unit-tests with fakes of both.
@@ -49,6 +54,7 @@ from replicator.core.model import (
     Record,
     TableRef,
 )
+from replicator.core.schema_change import Stop, Verdict, cut
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.observer import LoopObserver, NullObserver
 from replicator.runlog import RunLog
@@ -159,8 +165,10 @@ class ConsumerLoop:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         observer: LoopObserver | None = None,
+        verdict: Verdict | None = None,
     ) -> None:
         self.source = source
+        self.verdict = verdict  # None: no schema-change check (every event goes to the mapping)
         self.sink = sink
         self.decoder = decoder
         self.plan = plan
@@ -179,6 +187,7 @@ class ConsumerLoop:
         self.start_offsets: dict[Partition, int] = {}  # where each partition was positioned
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
+        self.stopped: dict[Partition, Stop] = {}  # stopped by a schema change until assigned again
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._inflight: tuple[PreparedBatch, Future[tuple[BatchResult, float]]] | None = None
 
@@ -187,6 +196,8 @@ class ConsumerLoop:
         self._settle()  # positions come from the target: the batch in flight first
         self._discard_batch()
         self.assigned = set(partitions)
+        for p in partitions:  # read again from its checkpoint: its stopping event is judged again
+            self.stopped.pop(p, None)
         stored = self._with_retry(lambda: self.sink.on_assign(partitions), "read checkpoints")
         starts: dict[Partition, StartAt] = {}
         highs: dict[Partition, int] = {}
@@ -228,7 +239,7 @@ class ConsumerLoop:
 
     def _release_paused(self) -> None:
         if self.paused and not failpoints.paused_topics():
-            self.source.resume(sorted(self.paused))
+            self.source.resume(sorted(self.paused - set(self.stopped)))
             self.paused.clear()
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
@@ -236,6 +247,8 @@ class ConsumerLoop:
         self._discard_batch()
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
+        for p in partitions:
+            self.stopped.pop(p, None)
         self.sink.on_revoke(partitions)
         self.observer.revoked(partitions)
 
@@ -299,6 +312,8 @@ class ConsumerLoop:
         limit = self.options.stop_at.get(partition)
         if limit is not None and ref.offset >= limit:
             return  # beyond the requested range: not part of this run
+        if partition in self.stopped:
+            return  # fetched before the pause took: read again from the checkpoint once assigned again
         if self.batch_started is None:
             self.batch_started = self.clock()
         batch = self.batch
@@ -337,6 +352,8 @@ class ConsumerLoop:
         if not self.assigned:
             return False
         for p, offset in self.source.positions(sorted(self.assigned)).items():
+            if p in self.stopped:
+                continue  # nothing more of it is applied in this run
             end = self.end_offsets.get(p, 0)
             # Nothing consumed yet from a partition: its position is where we put it.
             position = offset if offset >= 0 else self.start_offsets.get(p, -1)
@@ -348,11 +365,23 @@ class ConsumerLoop:
         """Map the batch in hand (while the previous one is still being applied), then hand it over."""
         batch = self.batch
         self._discard_batch()
-        prepared = prepare(batch, self.plan, self.options.signal_table)
+        stops: tuple[Stop, ...] = ()
+        if self.verdict is not None:
+            batch, stops = cut(batch, self.verdict)
+            self._stop(stops)
+        prepared = prepare(batch, self.plan, self.options.signal_table, stops)
         self._settle()
         failpoints.hit("stop_before_apply")
         future = self._worker.submit(self._timed_apply, prepared)
         self._inflight = (prepared, future)
+
+    def _stop(self, stops: tuple[Stop, ...]) -> None:
+        """Pause the partitions stopped by a schema change (their records fetched later are dropped)."""
+        for stop in stops:
+            self.stopped[stop.partition] = stop
+            self.log.event("stopped", table=",".join(str(t) for t in stop.targets), line=stop.line())
+        if stops:
+            self.source.pause(sorted(s.partition for s in stops))
 
     def _timed_apply(self, prepared: PreparedBatch) -> tuple[BatchResult, float]:
         started = self.clock()

@@ -1,4 +1,9 @@
-"""`replicator mapping check|explain`: a spec against the live catalogs, and its compiled plan."""
+"""`replicator mapping check|explain`: a spec against the live catalogs, and its compiled plan.
+
+`check` also judges the spec against the events that stopped tables of the configured group
+(`core.schema_change`): a stopped table the spec still does not match is an error naming what
+to change; one it matches now is a note saying a restart applies its held events.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,23 @@ from pathlib import Path
 
 from replicator.config import Settings
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Plan, Problem, check, compile_spec, load_spec
+from replicator.core.mapping import Catalog, Plan, Problem, Spec, SpecError, check, compile_spec, load_spec
 from replicator.core.mapping.check import missing_topics, topic_names
+from replicator.core.model import SourceShape
+from replicator.core.schema_change import judge
 from replicator.kafka.clients import Metadata
 from replicator.run.assembly import catalogs
+from replicator.target.store import ControlStore
 
 
 def check_spec(settings: Settings, path: Path) -> list[Problem]:
-    """The spec against both catalogs, and a warning per mapped topic Kafka does not have."""
+    """The spec against both catalogs, against the events that stopped tables, and a warning per
+    mapped topic Kafka does not have."""
     spec = load_spec(path)
     source, target = catalogs(spec, settings)
     problems = check(spec, source, target)
+    failing = {p.table for p in problems if p.severity == "error"}
+    problems += stopped_tables(settings, spec, target, failing)
     try:
         with Metadata(settings.kafka) as metadata:
             existing = frozenset(metadata.partition_counts(topic_names(spec)))
@@ -27,6 +38,53 @@ def check_spec(settings: Settings, path: Path) -> list[Problem]:
             spec.problem(("topic_prefix",), "topics", f"topics not checked: {exc}", fix, "warning"),
         ]
     return [*problems, *missing_topics(spec, existing, settings.kafka.bootstrap_servers)]
+
+
+def stopped_tables(settings: Settings, spec: Spec, target: Catalog, failing: set[str]) -> list[Problem]:
+    """Each table of the configured group stopped by a source schema change, judged with `spec`
+    (a table in `failing` has errors against the live catalog already: no note that it matches)."""
+    try:
+        plan = compile_spec(spec, target)
+    except SpecError:
+        return []  # the check lists why it does not compile
+    group = settings.kafka.group_id
+    with ControlStore.open(settings) as store:
+        stops = store.stops(group) if store.initialized() else []
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for stop in stops:
+        if stop["topic"] in seen or stop["columns"] is None:
+            continue
+        seen.add(stop["topic"])
+        shape = SourceShape.from_json(stop["columns"])
+        at = f"{stop['topic']}[{stop['partition']}]@{stop['kafka_offset']}"
+        for i, rule in enumerate(spec.tables):
+            table = next((t for t in plan.tables if t.rule_id == rule.id), None)
+            if table is None or table.topic != stop["topic"]:
+                continue
+            where = ("tables", i, "on_schema_change") if rule.on_schema_change else ("tables", i)
+            drift = judge(table, shape, spec.file)
+            if drift is not None:
+                out.append(
+                    spec.problem(
+                        where,
+                        drift.rule_id,
+                        f"{table.target} is stopped (group {group}) at {at}: {drift.reason}",
+                        drift.fix,
+                    )
+                )
+            elif rule.id not in failing:
+                out.append(
+                    spec.problem(
+                        where,
+                        table.schema_change.rule_id,
+                        f"{table.target} is stopped (group {group}) at {at}; this spec matches the event"
+                        " that stopped it",
+                        "restart `replicator run`: it applies the events held in Kafka",
+                        "info",
+                    )
+                )
+    return out
 
 
 def explain_spec(settings: Settings, path: Path) -> Plan:

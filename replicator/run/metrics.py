@@ -71,6 +71,14 @@ class Metrics:
         self.end_offset = Gauge(
             "replicator_partition_end_offset", "the partition's end offset (high watermark)", part, registry=r
         )
+        self._stop_labels: set[Partition] = set()  # partitions the stopped gauge has a sample for
+        self.stopped = Gauge(
+            "replicator_partition_stopped",
+            "1 while the partition is stopped in front of an event its spec no longer matches (a source"
+            " schema change), else 0",
+            part,
+            registry=r,
+        )
         self.e2e_lag = Gauge(
             "replicator_end_to_end_lag_seconds",
             "target commit time of the last batch minus its newest event time (ts_ms)",
@@ -144,6 +152,9 @@ class Metrics:
             for p in partitions:
                 for gauge in (self.lag_events, self.lag_seconds, self.next_offset, self.end_offset):
                     gauge.remove(*_labels(p))
+                if p in self._stop_labels:
+                    self.stopped.remove(*_labels(p))
+                    self._stop_labels.discard(p)
                 self._stored.pop(p, None)
                 self._ends.pop(p, None)
 
@@ -169,6 +180,10 @@ class Metrics:
                 self._newest_ms[p] = max(self._newest_ms.get(p, 0), ts)
             self._stored.update(batch.next_offsets)
             self._publish(list(batch.next_offsets))
+            stopped = {s.partition for s in batch.stops}
+            for p in batch.next_offsets:
+                self.stopped.labels(*_labels(p)).set(1 if p in stopped else 0)
+                self._stop_labels.add(p)
 
     def retried(self, what: str, error: str) -> None:
         self.retries_total.labels(what).inc()

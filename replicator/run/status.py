@@ -7,7 +7,11 @@ line per problem and its fix; runs that never recorded their end are `running` w
 
 Lag is measured from the target-stored offset (the truth), not Kafka's.
 Rows held back (waiting for a parent or a unique swap on a lagging
-partition) are listed per table. `kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
+partition) are listed per table. Each target table is `running`, `held`
+(rows of it wait for a lagging table) or `stopped` (its source table changed
+under the spec: the partition waits in front of the first event that does not
+match, `core.schema_change`), with the one-line reason and fix.
+`kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
 target-stored one, which the loop never does (invariant 1). Read-only: on a
 target without the control schema it says so in one line.
 """
@@ -118,6 +122,7 @@ def partition_status(settings: Settings, topics: list[str], group_id: str) -> li
         store.require()
         stored = store.checkpoints(group_id)
         errors = store.error_counts(group_id)
+        stopped = {(r["topic"], r["partition"]) for r in store.stops(group_id)}
     rows: list[dict[str, Any]] = []
     with Metadata(settings.kafka) as metadata:
         partitions = metadata.partitions(topics)
@@ -137,6 +142,44 @@ def partition_status(settings: Settings, topics: list[str], group_id: str) -> li
                     "lag": high - (target if target is not None else low),
                     "errors": errors.get(p, 0),
                     "kafka_ahead": kafka is not None and target is not None and kafka > target,
+                    "stopped": p in stopped,
                 }
             )
     return rows
+
+
+def table_status(settings: Settings, group_id: str, tables: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per target table (`tables`: target and its topic, in spec order): `stopped` (a partition of its
+    topic is stopped by a source schema change), `held` (rows of it are held back) or `running`."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        stops = store.stops(group_id)
+        held = {h["table"]: h for h in store.held_summary(group_id)}
+    out = []
+    for target, topic in tables:
+        mine = [s for s in stops if s["topic"] == topic or target in (s["target_tables"] or ())]
+        row: dict[str, Any] = {
+            "table": target,
+            "topic": topic,
+            "state": "running",
+            "reason": None,
+            "fix": None,
+        }
+        if mine:
+            first = mine[0]
+            row.update(
+                state="stopped",
+                rule_id=first["rule_id"],
+                at=f"{first['topic']}[{first['partition']}]@{first['kafka_offset']}",
+                partitions_stopped=len(mine),
+                reason=first["reason"],
+                fix=first["fix"],
+                stopped_at=first["stopped_at"].isoformat(),
+            )
+        elif target in held:
+            h = held[target]
+            row.update(
+                state="held", reason=f"{h['held']} rows wait for {h['waiting_for']} (oldest {h['oldest_s']}s)"
+            )
+        out.append(row)
+    return out

@@ -26,6 +26,12 @@ Tables (schema name configurable, default `replicator`):
 - `fence_seen`: drain fences (rows of the source's signal table) as the
   replicator saw them, written in the batch that read them: the end-to-end
   proof that everything before the fence went the whole way.
+- `schema_stop`: per consumer group and partition, the partition stopped in
+  front of the first event whose source columns no longer match the spec
+  (`core.schema_change`): the event's offset (the checkpoint stays there),
+  the source and target tables, the rule, the one-line reason and fix, the
+  event's columns. Written in the batch that stopped it, removed by the batch
+  that applies the partition again; `status` and `drain` read it.
 
 All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
 `replicator init` and by the live daemon, which own the schema; every other
@@ -183,6 +189,22 @@ CREATE TABLE IF NOT EXISTS {s}.shadow_diff (
   created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS shadow_diff_run ON {s}.shadow_diff (run_id);
+CREATE TABLE IF NOT EXISTS {s}.schema_stop (
+  group_id      text   NOT NULL,
+  topic         text   NOT NULL,
+  partition     int    NOT NULL,
+  kafka_offset  bigint NOT NULL,
+  source_table  text   NOT NULL,
+  target_tables text[] NOT NULL,
+  rule_id       text   NOT NULL,
+  reason        text   NOT NULL,
+  fix           text   NOT NULL,
+  columns       jsonb,
+  run_id        text,
+  stopped_at    timestamptz NOT NULL DEFAULT now(),
+  seen_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_id, topic, partition)
+);
 """
 
 
@@ -200,7 +222,7 @@ def require(conn: psycopg.Connection[Any], schema: str) -> None:
         name
         for (name,) in conn.execute(
             "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s"
-            " AND tablename IN ('checkpoint', 'authority')",
+            " AND tablename IN ('checkpoint', 'schema_stop')",
             (schema,),
         ).fetchall()
     }
@@ -209,7 +231,7 @@ def require(conn: psycopg.Connection[Any], schema: str) -> None:
             f"the control schema {schema!r} does not exist in the target; "
             "fix: run `replicator init` as the replicator's owner role"
         )
-    if "authority" not in found:  # the newest table: anything older is an earlier version
+    if "schema_stop" not in found:  # the newest table: anything older is an earlier version
         raise NotInitialized(
             f"the control schema {schema!r} is from an earlier version; fix: run `replicator init` "
             "(or start `replicator run`, which upgrades it)"

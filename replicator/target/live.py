@@ -1,4 +1,5 @@
-"""The live write target: the real target tables, `row_version`, `held_event`, `error_record`."""
+"""The live write target: the real target tables, `row_version`, `held_event`, `error_record`,
+`schema_stop`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from psycopg.types.json import Jsonb
 from replicator.core.errors import Fatal
 from replicator.core.intents import Fence, Intent, key_text
 from replicator.core.mapping.plan import Narrowing, Plan
-from replicator.core.model import BatchResult, Failure, TableRef
+from replicator.core.model import BatchResult, Failure, Partition, TableRef
 from replicator.core.resolve import TableWrites
+from replicator.core.schema_change import Stop
 from replicator.target import control
 
 
@@ -78,6 +80,52 @@ class LiveTables:
                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fence_id) DO NOTHING"
                 ).format(control.table(self._schema, "fence_seen")),
                 [(f.fence_id, self._group_id, f.ref.topic, f.ref.partition, f.ref.offset) for f in fences],
+            )
+
+    def store_stops(
+        self, conn: psycopg.Connection[Any], stops: Sequence[Stop], flowing: Sequence[Partition]
+    ) -> None:
+        """The partitions stopped by a schema change (re-stopped: the newest judgement), and the end
+        of the stop of those that flow again."""
+        table = control.table(self._schema, "schema_stop")
+        if flowing:
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE group_id = %s"
+                    " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                ).format(table),
+                (self._group_id, [t for t, _ in flowing], [p for _, p in flowing]),
+            )
+        if not stops:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (group_id, topic, partition, kafka_offset, source_table, target_tables,"
+                    " rule_id, reason, fix, columns, run_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (group_id, topic, partition) DO UPDATE SET"
+                    " kafka_offset = EXCLUDED.kafka_offset, source_table = EXCLUDED.source_table,"
+                    " target_tables = EXCLUDED.target_tables, rule_id = EXCLUDED.rule_id,"
+                    " reason = EXCLUDED.reason, fix = EXCLUDED.fix, columns = EXCLUDED.columns,"
+                    " run_id = EXCLUDED.run_id, seen_at = now()"
+                ).format(table),
+                [
+                    (
+                        self._group_id,
+                        s.ref.topic,
+                        s.ref.partition,
+                        s.ref.offset,
+                        str(s.source),
+                        [str(t) for t in s.targets],
+                        s.rule_id,
+                        s.reason,
+                        s.fix,
+                        Jsonb(s.shape.to_json()) if s.shape is not None else None,
+                        self._run_id,
+                    )
+                    for s in stops
+                ],
             )
 
     def store_errors(

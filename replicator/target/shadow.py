@@ -17,6 +17,9 @@ only SELECT on them); the live guard table `row_version` is only read.
 Diffs go to `<control>.shadow_diff` and to a JSON Lines report, through the
 one serializer (`core.serialize`), so no value can make the run crash.
 
+A partition the live run would stop on a source schema change becomes a
+`stopped` diff per target table it feeds (`store_stops`).
+
 Limits (documented): FK violations and unique violations against rows the
 batch does not touch are not predicted (the clones hold only touched rows);
 a source TRUNCATE is reported as one `truncate` diff for the table.
@@ -39,8 +42,9 @@ from replicator.core.errors import NotInitialized
 from replicator.core.intents import Fence, Intent, Key, Kind, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.mapping.statements import TableStatements
-from replicator.core.model import BatchResult, Failure, TableRef
+from replicator.core.model import BatchResult, Failure, Partition, TableRef
 from replicator.core.resolve import TableWrites
+from replicator.core.schema_change import Stop
 from replicator.core.serialize import dumps, to_jsonable
 from replicator.target import control
 
@@ -80,6 +84,7 @@ class ShadowClones:
         self._before: dict[TableRef, dict[str, dict[str, Any] | None]] = {}
         self.counts: Counter[tuple[str, str]] = Counter()
         self.error_lines: list[str] = []
+        self.stop_lines: list[str] = []
 
     @property
     def plan(self) -> Plan:
@@ -253,6 +258,17 @@ class ShadowClones:
     def store_fences(self, conn: psycopg.Connection[Any], fences: Sequence[Fence]) -> None:
         """A shadow run proves no drain: its fences are not recorded."""
 
+    def store_stops(
+        self, conn: psycopg.Connection[Any], stops: Sequence[Stop], flowing: Sequence[Partition]
+    ) -> None:
+        """A table the live run would stop becomes a `stopped` diff per target table (nothing is
+        persisted: the live group's state is not the shadow's)."""
+        for stop in stops:
+            note = Failure(stop.ref, stop.rule_id, f"{stop.reason}; fix: {stop.fix}", None, None)
+            for target in stop.targets:
+                self._record(conn, target, None, "stopped", None, None, [stop.rule_id], note)
+            self.stop_lines.append(stop.line())
+
     def store_errors(
         self,
         conn: psycopg.Connection[Any],
@@ -288,4 +304,5 @@ class ShadowClones:
             "group_id": self.group_id,
             "diffs": per_table,
             "errors": self.error_lines,
+            "stopped": self.stop_lines,
         }

@@ -128,6 +128,39 @@ class ControlStore:
             (to_group, from_group),
         )
 
+    def replicating_topics(self, group: str) -> frozenset[str]:
+        """Topics `group` has applied from (a checkpoint stored); none before `replicator init`."""
+        found = self.conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'checkpoint'",
+            (self.schema,),
+        ).fetchone()
+        if found is None:
+            return frozenset()
+        rows = self.conn.execute(
+            sql.SQL("SELECT DISTINCT topic FROM {} WHERE group_id = %s").format(self._t("checkpoint")),
+            (group,),
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    # ---------------------------------------------------------------- schema stops
+    def stops(self, group: str) -> list[dict[str, Any]]:
+        """The partitions of `group` stopped by a source schema change (`core.schema_change`), with the
+        stopping event's offset, the source and target tables, rule, reason, fix and its columns;
+        `live`: the run that (last) stopped it has not recorded its end (else the next run that
+        reads the partition judges the event again, and clears or renews the stop)."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT s.topic, s.partition, s.kafka_offset, s.source_table, s.target_tables, s.rule_id,"
+                    " s.reason, s.fix, s.columns, s.run_id, s.stopped_at, s.seen_at,"
+                    " coalesce(r.status = 'running', false) AS live"
+                    " FROM {} s LEFT JOIN {} r ON r.run_id = s.run_id WHERE s.group_id = %s"
+                    " ORDER BY s.topic, s.partition"
+                ).format(self._t("schema_stop"), self._t("run")),
+                (group,),
+            )
+            return cur.fetchall()
+
     # ---------------------------------------------------------------- runs
     def start_run(self, run_id: str, mode: str, group: str, settings: Mapping[str, Any]) -> None:
         self.conn.execute(

@@ -18,7 +18,10 @@ Inside the transaction, in this order:
    is truly absent; every other refusal is an error record naming every
    target row of its event;
 6. versions, held events, error records and checkpoints (next offset and the
-   applied commit LSN per partition, never moved backwards) are stored.
+   applied commit LSN per partition, never moved backwards) are stored, and
+   the partitions a schema change stopped (`core.schema_change`; their next
+   offset is the stopping event's) with them; a partition the batch applied
+   without a stop is no longer stopped.
 The error policy is applied once, before the commit. Kafka offsets are
 committed by the caller only after this returns.
 
@@ -56,6 +59,7 @@ from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
 from replicator.core.resolve import TableWrites, final_versions, resolve, split_at_truncates
+from replicator.core.schema_change import Stop
 from replicator.pg.errors import is_transient, sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
@@ -102,6 +106,9 @@ class WriteTarget(Protocol):
     ) -> None: ...
     def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None: ...
     def store_fences(self, conn: psycopg.Connection[Any], fences: Sequence[Fence]) -> None: ...
+    def store_stops(
+        self, conn: psycopg.Connection[Any], stops: Sequence[Stop], flowing: Sequence[Partition]
+    ) -> None: ...
     def store_errors(
         self,
         conn: psycopg.Connection[Any],
@@ -339,6 +346,8 @@ class BatchWriter:
         result.held = len(added) + len(kept)
         result.released = len(removed)
         self._store_checkpoints(conn, batch)
+        stopped = {s.partition for s in batch.stops}
+        self.target.store_stops(conn, batch.stops, sorted(p for p in batch.next_offsets if p not in stopped))
         return result, added, removed
 
     # ------------------------------------------------------------------ step 1: held events join

@@ -126,8 +126,8 @@ def failed(facts: Facts, accept_errors: bool = False) -> list[str]:
 def test_every_gate_passes_on_a_healthy_migration() -> None:
     gates = evaluate_gates(good_facts(), BOUNDS, accept_errors=False)
     assert [g.name for g in gates] == [
-        "connector", "slot", "lag", "held_rows", "error_records", "partitions", "replicator", "fence",
-        "signal_table",
+        "connector", "slot", "lag", "held_rows", "stopped_tables", "error_records", "partitions",
+        "replicator", "fence", "signal_table",
     ]  # fmt: skip
     assert all(g.ok for g in gates)
 
@@ -143,6 +143,11 @@ def test_every_gate_passes_on_a_healthy_migration() -> None:
         ({"retained_wal_bytes": 1001}, "slot", "retains 1001 bytes"),
         ({"lag": {"t[0]": 11, "t[1]": 0}}, "lag", "behind: t[0]"),
         ({"held_rows": 2}, "held_rows", "2 rows held back"),
+        (
+            {"stopped_tables": ("crm.customer stopped at t[0]@7 (customer.on_schema_change): x; fix: y",)},
+            "stopped_tables",
+            "crm.customer stopped at t[0]@7",
+        ),
         ({"error_records": 5}, "error_records", "--accept-errors"),
         ({"partition_changes": {"t": (3, 4)}}, "partitions", "t: 3 -> 4"),
         ({"consumers": 0}, "replicator", "start `replicator run`"),

@@ -1,5 +1,6 @@
 """The consumer edge's own recovery: a member stuck without an assignment rebuilds its consumer,
-and a failed offset lookup is retried (`Transient`) instead of crashing the loop."""
+a failed offset lookup is retried (`Transient`) instead of crashing the loop, and a pause never
+outlives the assignment it was made in (librdkafka would keep it across a re-assignment)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from replicator.config import KafkaSettings
 from replicator.core.errors import Transient
@@ -24,6 +25,7 @@ class FakeConsumer:
         self.callbacks: dict[str, Callback] = {}
         self.closed = False
         self.lookup_error: KafkaError | None = None
+        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
 
     def subscribe(self, topics: list[str], **callbacks: Callback) -> None:
         self.callbacks = callbacks
@@ -32,7 +34,13 @@ class FakeConsumer:
         return []
 
     def assign(self, tps: list[Any]) -> None:
-        pass
+        self.calls.append(("assign", sorted((tp.topic, tp.partition) for tp in tps)))
+
+    def pause(self, tps: list[Any]) -> None:
+        self.calls.append(("pause", sorted((tp.topic, tp.partition) for tp in tps)))
+
+    def resume(self, tps: list[Any]) -> None:
+        self.calls.append(("resume", sorted((tp.topic, tp.partition) for tp in tps)))
 
     def unassign(self) -> None:
         pass
@@ -110,3 +118,19 @@ def test_a_failed_offset_lookup_is_transient(
     built[0].lookup_error = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
     with pytest.raises(Transient, match=r"t\[0\]"):
         src.watermarks(("t", 0))
+
+
+def test_an_assignment_resumes_what_an_earlier_one_paused_except_what_it_pauses_itself(
+    built: list[FakeConsumer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "monotonic", Clock())
+    src = consumer.KafkaSource(KafkaSettings(), "g", lambda m, _r: None)
+    src.subscribe(["t"], lambda parts: {}, lambda parts: None, lambda parts: [p for p in parts if p[1] == 1])
+    src.pause([("t", 0)])  # e.g. a table stopped by a schema change, in the first assignment
+    fake = built[0]
+    fake.callbacks["on_assign"](fake, [TopicPartition("t", 0), TopicPartition("t", 1)])
+    assert fake.calls[-3:] == [
+        ("assign", [("t", 0), ("t", 1)]),
+        ("resume", [("t", 0)]),  # fetched again: its stopping event is judged again
+        ("pause", [("t", 1)]),  # what this assignment pauses stays paused
+    ]

@@ -21,7 +21,8 @@ from replicator.core.decode import JsonDecoder
 from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
-from replicator.core.model import BatchResult, KafkaRef, Partition, Record
+from replicator.core.model import BatchResult, ChangeEvent, KafkaRef, Partition, Record, TableRef
+from replicator.core.schema_change import Stop
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.loop import ConsumerLoop, LoopOptions
 from replicator.runlog import RunLog
@@ -308,3 +309,37 @@ def test_an_applied_batch_is_committed_without_waiting_for_the_next_batch() -> N
     loop.run()
     assert source.committed_while_running
     assert source.committed == [{(TOPIC, 0): 2}]
+
+
+def test_a_schema_change_stops_its_partition_in_front_of_the_event_and_drops_what_follows() -> None:
+    """`core.schema_change`: the partition's checkpoint stays at the first event that does not
+    match, it is paused, records of it fetched later are dropped, the others flow; a bounded run
+    ends with it stopped."""
+    p0, p1 = (TOPIC, 0), (TOPIC, 1)
+    records = [record(i) for i in range(6)] + [record(i, partition=1) for i in range(3)]
+    source = FakeSource(records, {p0: (0, 6), p1: (0, 3)})
+    sink = FakeSink(source, {})
+
+    def verdict(e: ChangeEvent) -> Stop | None:
+        if (e.ref.partition, e.ref.offset) != (0, 3):
+            return None
+        return Stop(
+            e.ref, e.table, (TableRef("dst", "items"),), "items.on_schema_change", "changed", "fix", None
+        )
+
+    loop = make_loop(source, sink, limits=BatchSettings(max_events=2, max_ms=1))
+    loop.verdict = verdict
+    loop.run()
+    applied = [
+        (i.event.ref.partition, i.event.ref.offset)
+        for b in sink.applied
+        for t in b.by_table.values()
+        for i in t
+    ]
+    assert sorted(applied) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]  # nothing of p0 from offset 3
+    stopping = [b for b in sink.applied if b.stops]
+    assert len(stopping) == 1 and stopping[0].next_offsets[p0] == 3
+    assert [s.ref.offset for s in stopping[0].stops] == [3]
+    assert max(c[p0] for c in source.committed if p0 in c) == 3  # Kafka never ahead of the stop either
+    assert sink.stored[p0] == 3 and sink.stored[p1] == 3
+    assert "pause" in source.events and loop.stopped[p0].rule_id == "items.on_schema_change"

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.core.intents import PreparedBatch
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, TableRef
+from replicator.core.schema_change import Stop
 from replicator.run.metrics import Metrics, MetricsServer
 from replicator.run.observer import Health
 from tests.unit.test_loop import TOPIC, FakeSink, FakeSource, make_loop, record
@@ -166,6 +167,21 @@ def test_error_records_count_by_table_and_rule() -> None:
     assert got[("replicator_events_errored_total", (("rule", "not_null"), ("table", "dst.items")))] == 2
     assert got[("replicator_events_held_total", (("table", "dst.items"),))] == 3
     assert got[("replicator_events_held_total", (("table", "dst.other"),))] == 1
+
+
+def test_a_partition_stopped_by_a_schema_change_is_1_until_a_batch_applies_it_again() -> None:
+    metrics = Metrics("r", "g", "run", Health(60))
+    metrics.assigned([(TOPIC, 0)], {(TOPIC, 0): 0})
+    stop = Stop(
+        KafkaRef(TOPIC, 0, 4), TableRef("src", "items"), (TableRef("dst", "items"),), "r", "x", "y", None
+    )
+    key = ("replicator_partition_stopped", (("partition", "0"), ("topic", TOPIC)))
+    metrics.applied(PreparedBatch({}, (), {(TOPIC, 0): 4}, Counter(), 1, stops=(stop,)), BatchResult(), 0.01)
+    assert samples(metrics)[key] == 1
+    metrics.applied(PreparedBatch({}, (), {(TOPIC, 0): 9}, Counter(), 5), BatchResult(), 0.01)
+    assert samples(metrics)[key] == 0
+    metrics.revoked([(TOPIC, 0)])
+    assert key not in samples(metrics)
 
 
 def get(url: str) -> tuple[int, str]:

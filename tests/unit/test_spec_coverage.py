@@ -1,7 +1,7 @@
 """The mapping spec is the contract: every rule id of the demo spec is named by a test.
 
 Collects every rule id of the compiled demo plan (tables, columns, keys,
-filters, delete and truncate policies, soft-delete set columns) and fails for
+filters, delete and truncate policies, schema-change policies, soft-delete set columns) and fails for
 any id that no test file under tests/ mentions.
 """
 
@@ -19,7 +19,7 @@ def demo_rule_ids() -> set[str]:
     plan = compile_spec(load_spec(ROOT / "mappings" / "demo.yaml"), catalog_from_dict(TARGET))
     ids: set[str] = set()
     for t in plan.tables:
-        ids |= {t.rule_id, f"{t.rule_id}.key", t.delete.rule_id, t.truncate.rule_id}
+        ids |= {t.rule_id, f"{t.rule_id}.key", t.delete.rule_id, t.truncate.rule_id, t.schema_change.rule_id}
         if t.filter is not None:
             ids.add(t.filter_rule_id)
         ids |= {c.rule_id for c in t.columns}

@@ -22,8 +22,18 @@ from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import Fence, Intent, prepare
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
 from replicator.core.mapping.plan import Narrowing
-from replicator.core.model import Batch, BatchResult, Failure, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.model import (
+    Batch,
+    BatchResult,
+    Failure,
+    KafkaRef,
+    Op,
+    Partition,
+    SourcePosition,
+    TableRef,
+)
 from replicator.core.resolve import TableWrites
+from replicator.core.schema_change import Stop
 from replicator.target.writer import BatchWriter, ErrorPolicy
 from tests.events import change
 
@@ -141,6 +151,7 @@ class FakeTarget:
         self._plan = plan
         self.calls: list[str] = []
         self.stored_failures: list[Failure] = []
+        self.stops: list[tuple[tuple[Stop, ...], tuple[Partition, ...]]] = []
 
     @property
     def plan(self) -> Plan:
@@ -168,6 +179,10 @@ class FakeTarget:
 
     def store_fences(self, conn: Any, fences: Sequence[Fence]) -> None:
         self.calls.append("store_fences")
+
+    def store_stops(self, conn: Any, stops: Sequence[Stop], flowing: Sequence[Partition]) -> None:
+        self.calls.append("store_stops")
+        self.stops.append((tuple(stops), tuple(flowing)))
 
     def store_errors(
         self, conn: Any, failures: Sequence[Failure], notes: Sequence[tuple[Intent, Narrowing]]
@@ -206,7 +221,9 @@ def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_ne
         "after_writes",
         "store_errors",
         "store_fences",
+        "store_stops",
     ]
+    assert target.stops == [((), ((TOPIC, 0),))]  # the partition flows: a stop of it, if any, ends
     assert [f.rule_id for f in target.stored_failures] == ["decode"]  # the decode failure is recorded
     assert result.applied == {"dst.items:upsert": 1}
     assert session.outcomes == ["COMMIT", "COMMIT"]  # the session's temp tables, then the batch
@@ -237,3 +254,20 @@ def test_a_lost_connection_is_transient_and_the_next_batch_reconnects() -> None:
     assert broken.closed
     w.apply(prepare(batch(), plan()))
     assert target.calls.count("prepare_session") == 2 and fresh.outcomes[-1] == "COMMIT"
+
+
+def test_a_stop_is_stored_in_the_batch_transaction_beside_the_checkpoint_it_holds_back() -> None:
+    """`core.schema_change`: the stopped partition's checkpoint is the stopping event's offset, and
+    the stop is stored in the same transaction; a partition the batch applied flows again."""
+    session, target = FakeSession(), FakeTarget(plan())
+    stop = Stop(
+        KafkaRef(TOPIC, 1, 8), TableRef("src", "items"), (TableRef("dst", "items"),), "r", "x", "y", None
+    )
+    b = batch()
+    b.next_offsets[(TOPIC, 1)] = 8  # cut in front of offset 8 (`cut` leaves nothing of it after)
+    writer([session], target).apply(prepare(b, plan(), stops=(stop,)))
+    assert target.stops == [((stop,), ((TOPIC, 0),))]
+    assert target.calls.index("store_stops") > target.calls.index("before_writes")
+    (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
+    assert params[2:5] == ([TOPIC, TOPIC], [0, 1], [5, 8])
+    assert session.outcomes[-1] == "COMMIT" and session.log.count("BEGIN") == 2  # one batch transaction

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -91,6 +92,18 @@ def check(spec: Spec, source_catalog: Catalog, target_catalog: Catalog) -> list[
     )
     rank = {"error": 0, "warning": 1, "info": 2}
     return sorted(problems, key=lambda p: (rank[p.severity], p.line))
+
+
+def check_tables(
+    spec: Spec, table_ids: Iterable[str], source_catalog: Catalog, target_catalog: Catalog
+) -> list[Problem]:
+    """The problems of some table rules only (a re-check after a source schema change)."""
+    wanted = set(table_ids)
+    problems: list[Problem] = []
+    for i, rule in enumerate(spec.tables):
+        if rule.id in wanted:
+            _check_table(spec, ("tables", i), rule, source_catalog, target_catalog, problems)
+    return problems
 
 
 def _check_table(
@@ -204,6 +217,7 @@ def _check_table(
             )
 
     # unmapped source columns
+    policy = spec.schema_change_policy(rule)
     if spec.unmapped_policy(rule) == "fail":
         known = {c for r in rules.values() for c in r.source_columns()}
         known |= {c for r in rule.delete.set.values() for c in r.source_columns()}
@@ -211,13 +225,34 @@ def _check_table(
         if rule.filter is not None:
             known |= predicate_columns(rule.filter)
         for col in src.columns:
-            if col.name not in known:
+            if col.name in known:
+                continue
+            if policy == "ignore_new_columns" and col.nullable:
                 add(
-                    ("columns",),
-                    rule.id,
-                    f"source column {col.name!r} is not mapped (unmapped_source_columns: fail)",
+                    ("on_schema_change",) if rule.on_schema_change else ("columns",),
+                    rule.schema_change_rule_id,
+                    f"source column {col.name!r} is not mapped: ignored"
+                    " (on_schema_change: ignore_new_columns)",
                     "map it, or list it in ignore_source_columns",
+                    "warning",
                 )
+                continue
+            add(
+                ("columns",),
+                rule.id,
+                f"source column {col.name!r} is not mapped (unmapped_source_columns: fail)",
+                "map it, or list it in ignore_source_columns"
+                + (" (it is NOT NULL: ignore_new_columns does not ignore it)" if not col.nullable else ""),
+            )
+    if policy == "record":
+        add(
+            ("on_schema_change",) if rule.on_schema_change else ("tables",),
+            rule.schema_change_rule_id,
+            "on_schema_change: record: after a source schema change every event of this table that no"
+            " longer maps becomes an error record (the table is never stopped)",
+            "use stop (the default) to hold its events in Kafka until the spec is fixed",
+            "info",
+        )
 
     # truncate vs FKs
     if rule.truncate.policy == "truncate":

@@ -40,6 +40,7 @@ from replicator.core.mapping.plan import (
     Narrowing,
     Plan,
     RowError,
+    SchemaChangePolicy,
     TablePlan,
     TruncatePolicy,
 )
@@ -206,6 +207,15 @@ def _compile_table(
         | set(rule.ignore_source_columns)
         | filter_cols
     )
+    readers: dict[str, list[str]] = {}
+    for rid, sources in (
+        *((c.rule_id, c.sources) for c in (*columns, *set_columns)),
+        (rule.key_rule_id, tuple(rule.key.values())),
+        (rule.filter_rule_id, tuple(sorted(filter_cols))),
+    ):
+        for source in sources:
+            if rid not in readers.setdefault(source, []):
+                readers[source].append(rid)
     written = {c.target for c in columns} | {c.target for c in set_columns}
     statements = TableStatements(
         target=rule.target,
@@ -233,6 +243,8 @@ def _compile_table(
         statements=statements,
         filter_describe=describe(rule.filter) if rule.filter is not None else "",
         target_owned_rows=rule.target_owned_rows,
+        schema_change=SchemaChangePolicy(spec.schema_change_policy(rule), rule.schema_change_rule_id),
+        read_by={c: tuple(r) for c, r in sorted(readers.items())},
     )
 
 

@@ -135,6 +135,16 @@ class TruncatePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaChangePolicy:
+    """What a source schema change does to the table (`core.schema_change`): `stop` its
+    partitions before the first event that does not match, `ignore_new_columns` (new nullable
+    columns; anything else stops), or `record` (no check: events become error records)."""
+
+    kind: Literal["stop", "ignore_new_columns", "record"]
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TablePlan:
     rule_id: str
     source: TableRef
@@ -152,6 +162,9 @@ class TablePlan:
     statements: TableStatements
     filter_describe: str = ""
     target_owned_rows: bool = False  # rows only in the target are expected (see spec)
+    schema_change: SchemaChangePolicy = SchemaChangePolicy("stop", "")
+    # Each source column a rule reads (columns, key, filter, soft-delete set), with the ids of those rules.
+    read_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _key_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
     _evaluators: tuple[tuple[str, ColumnEval], ...] = field(init=False, repr=False, compare=False)
     lookup_columns: tuple[ColumnPlan, ...] = field(init=False, repr=False, compare=False)
@@ -277,6 +290,7 @@ class Plan:
                     },
                     "truncate": {"id": t.truncate.rule_id, "policy": t.truncate.kind},
                     "unmapped_source_columns": t.unmapped,
+                    "on_schema_change": {"id": t.schema_change.rule_id, "policy": t.schema_change.kind},
                     "known_source_columns": sorted(t.known_source_columns),
                     "columns": [_column_json(c) for c in t.columns],
                 }
@@ -301,6 +315,7 @@ class Plan:
                 lines.append(f"    set {c.target} = {c.describe}")
             lines.append(f"  truncate [{t.truncate.rule_id}]: {t.truncate.kind}")
             lines.append(f"  unmapped source columns: {t.unmapped}")
+            lines.append(f"  on schema change [{t.schema_change.rule_id}]: {t.schema_change.kind}")
             for c in t.columns:
                 flag = " (key)" if c.is_key else ""
                 lines.append(f"  {c.target} {c.target_type}{flag} <- {c.describe}  [{c.rule_id}]")

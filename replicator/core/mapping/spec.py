@@ -11,7 +11,9 @@ Invariants:
   would silently truncate longer names, so two long names could collide.
 - Every rule has a stable id: the table `id`, `<table id>.<target column>` for
   a column (or its explicit `id`), `<table id>.key|filter|delete|truncate`,
-  `<table id>.delete.<column>` for soft-delete assignments.
+  `<table id>.delete.<column>` for soft-delete assignments,
+  `<table id>.on_schema_change` for what a source schema change does
+  (`stop`, `ignore_new_columns` or `record`; `core.schema_change`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Problem:
     message: str
     fix: str = ""
     severity: Severity = "error"
+    table: str = ""  # the id of the table rule it is about ("" for the spec as a whole)
 
     def __str__(self) -> str:
         tail = f"; fix: {self.fix}" if self.fix else ""
@@ -487,6 +490,9 @@ class TruncateRule(_Model):
     policy: Literal["truncate", "delete", "ignore", "error"]
 
 
+SchemaChange = Literal["stop", "ignore_new_columns", "record"]
+
+
 class TableRule(_Model):
     id: RuleId
     source: TableName
@@ -498,6 +504,10 @@ class TableRule(_Model):
     truncate: TruncateRule
     unmapped_source_columns: Literal["fail", "ignore"] | None = None
     ignore_source_columns: list[Ident] = []
+    # When the source table's columns stop matching this rule (added, dropped, renamed, retyped):
+    # stop its partitions before the first such event (default), ignore new nullable columns, or
+    # make error records of the events (record). See replicator/core/schema_change.py.
+    on_schema_change: SchemaChange | None = None
     # Rows only in the target are the application's own (written there directly, dual writes):
     # `verify` lists them apart and the cutover gate accepts them.
     target_owned_rows: bool = False
@@ -525,9 +535,14 @@ class TableRule(_Model):
     def key_rule_id(self) -> str:
         return f"{self.id}.key"
 
+    @property
+    def schema_change_rule_id(self) -> str:
+        return f"{self.id}.on_schema_change"
+
 
 class Defaults(_Model):
     unmapped_source_columns: Literal["fail", "ignore"] = "fail"
+    on_schema_change: SchemaChange = "stop"
 
 
 class Capture(_Model):
@@ -560,10 +575,19 @@ class Spec(_Model):
     def problem(
         self, path: tuple[str | int, ...], rule_id: str, message: str, fix: str, severity: Severity = "error"
     ) -> Problem:
-        return Problem(self._file, self.line(*path), rule_id, message, fix, severity)
+        return Problem(self._file, self.line(*path), rule_id, message, fix, severity, self.table_of(path))
 
     def unmapped_policy(self, table: TableRule) -> Literal["fail", "ignore"]:
         return table.unmapped_source_columns or self.defaults.unmapped_source_columns
+
+    def schema_change_policy(self, table: TableRule) -> SchemaChange:
+        return table.on_schema_change or self.defaults.on_schema_change
+
+    def table_of(self, path: tuple[str | int, ...]) -> str:
+        """The id of the table rule a spec path lies in ("" outside the tables)."""
+        if len(path) >= 2 and path[0] == "tables" and isinstance(path[1], int) and path[1] < len(self.tables):
+            return self.tables[path[1]].id
+        return ""
 
 
 def _line_for(lines: Mapping[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
@@ -701,6 +725,8 @@ def _rule_id_for(data: Any, loc: tuple[Any, ...]) -> str:
         if isinstance(col, dict) and isinstance(col.get("id"), str):
             return str(col["id"])
         return f"{tid}.{loc[3]}"
+    if len(loc) >= 3 and loc[2] == "on_schema_change":
+        return f"{tid}.on_schema_change"
     if len(loc) >= 3 and loc[2] in ("filter", "delete", "truncate", "key"):
         if loc[2] == "delete" and len(loc) >= 5 and loc[3] == "set":
             return f"{tid}.delete.{loc[4]}"
