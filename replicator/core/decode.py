@@ -310,9 +310,9 @@ def _to_event(
             ref, f"delete for {schema}.{table} has neither 'before' nor a key; cannot find the row"
         )
 
-    ts_ms = payload.get("ts_ms")
+    ts_ms = source.get("ts_ms")  # when the source committed it (the envelope's: when Debezium read it)
     if ts_ms is None:
-        ts_ms = source.get("ts_ms")
+        ts_ms = payload.get("ts_ms")
     try:
         lsn = _int_or_none(source.get("lsn"))
         txid = _int_or_none(source.get("txId"))

@@ -151,7 +151,7 @@ class ChangeEvent(NamedTuple):
     after: Row | None
     position: SourcePosition | None
     snapshot: bool
-    ts_ms: int
+    ts_ms: int  # source.ts_ms: the source's commit time (the envelope's ts_ms when it is missing)
     raw_key: bytes | None
     raw_value: bytes | None
     txid: int | None = None

@@ -10,7 +10,7 @@ watermark, re-read at most every `LAG_REFRESH_S` seconds) minus the
 target-stored next offset; in seconds, 0 when caught up, else the age of the
 newest applied event on that partition (an upper bound of how far the target
 is behind). End-to-end lag: the target commit time of a batch minus the
-newest event time (the envelope's `ts_ms`) in it.
+newest event's source commit time (`source.ts_ms`) in it.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Metrics:
         )
         self.e2e_lag = Gauge(
             "replicator_end_to_end_lag_seconds",
-            "target commit time of the last batch minus its newest event time (ts_ms)",
+            "target commit time of the last batch minus its newest event's source commit time (source.ts_ms)",
             registry=r,
         )
         self.assigned_partitions = Gauge(

@@ -33,7 +33,7 @@ def test_create_decodes_op_table_key_after_and_raw_bytes() -> None:
     assert ev.before is None
     assert ev.after == {"id": 1, "name": "a"}
     assert ev.snapshot is False
-    assert ev.ts_ms == 1_700_000_000_123
+    assert ev.ts_ms == 1_700_000_000_000  # source.ts_ms (the commit), not the envelope's (_123)
     assert ev.raw_key == rec.key and ev.raw_value == rec.value
     assert ev.ref == KafkaRef(T.topic, 0, 7)
     assert ev.txid == 771 and ev.lsn == 24023960
