@@ -627,6 +627,11 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 _Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+# YAML 1.2 core: `010` is ten (PyYAML's 1.1 constructor reads it as octal, and `08` not at all).
+_Loader.add_constructor(
+    "tag:yaml.org,2002:int",
+    lambda loader, node: int(str(loader.construct_scalar(node)), 10),  # type: ignore[arg-type]
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -743,7 +748,7 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "missing":
         return f"missing required key {loc[-1]!r} at {where}", f"add {loc[-1]}"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{msg} (at {where})", "see the spec format in replicator/mapping/spec.py"
+    return f"{msg} (at {where})", "see the spec format in docs/mapping-spec.md"
 
 
 def spec_from_data(data: Any, lines: dict[tuple[Any, ...], int], file: str) -> Spec:

@@ -75,6 +75,13 @@ def test_yaml12_scalars_norway_stays_text() -> None:
     assert pred is not None and pred.value == ["NO", "on", "1", "1:30", "2024-01-01", 7]  # type: ignore[union-attr]
 
 
+def test_yaml12_integers_with_leading_zeros_are_decimal() -> None:
+    """spec YAML: 010 is ten and 08 is eight (YAML 1.1 read 010 as octal and failed on 08)."""
+    text = BASE + "    filter: {column: c, op: in, value: [010, 08, -007]}\n"
+    pred = load_spec_text(text).tables[0].filter
+    assert pred is not None and pred.value == [10, 8, -7]  # type: ignore[union-attr]
+
+
 def test_unknown_keys_refused_with_line_and_rule_id() -> None:
     """spec: unknown keys at table and column level name file:line and the rule id."""
     text = BASE.replace("    key:", "    kee: 1\n    key:").replace("{from: name}", "{from: name, frob: 1}")
