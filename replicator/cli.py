@@ -770,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     errors = sub.add_parser("errors", help="error records")
     esub = _Subparsers(errors.add_subparsers(dest="errors_command", required=True), common)
     elist = esub.add_parser("list", help="the newest error records")
-    elist.add_argument("--kind", choices=["error", "truncated"])
+    elist.add_argument("--kind", choices=["error", "truncated", "unavailable"])
     elist.add_argument("--limit", type=int, default=50)
     elist.add_argument("--table", help="only this target table (schema.table)")
     elist.add_argument("--rule", help="only this spec rule id")

@@ -390,9 +390,11 @@ def mapping_report(
 
 # --------------------------------------------------------------------------- the shadow review
 
-KINDS = ("insert", "update", "delete", "noop", "error", "truncated", "truncate")
+KINDS = ("insert", "update", "delete", "noop", "error", "truncated", "unavailable", "truncate")
 SAMPLED = ("insert", "update", "delete")  # field-level diffs shown as samples
-ERROR_KINDS = ("error", "truncated", "stopped")  # "stopped": a table a source schema change stops
+# "unavailable": a combining column left as it was (an unchanged TOAST input); "stopped": a table a
+# source schema change stops
+ERROR_KINDS = ("error", "truncated", "unavailable", "stopped")
 
 
 @dataclass(frozen=True, slots=True)

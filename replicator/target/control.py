@@ -8,7 +8,9 @@ Tables (schema name configurable, default `replicator`):
 - `row_version`: per target table and key, the version of the last applied
   event (partition, offset, source position, deleted). The ordering guard.
 - `error_record`: every record not applied, with the context to reproduce it;
-  `kind` is `error`, or `truncated` for a declared, applied narrowing;
+  `kind` is `error`, `truncated` for a declared, applied narrowing, or
+  `unavailable` for a column combining several source columns left as it was
+  because one of them arrived as an unchanged TOAST placeholder;
   `also` lists the other target rows of the same event, held back with it.
 - `held_event`: source events held back because a row they write waits for
   another table (FK parent, unique swap) that lags; written in the same

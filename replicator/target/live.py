@@ -155,7 +155,7 @@ class LiveTables:
         ]
         rows.extend(
             (
-                "truncated",
+                n.kind,
                 self._run_id,
                 self._group_id,
                 i.event.ref.topic,

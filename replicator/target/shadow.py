@@ -284,7 +284,7 @@ class ShadowClones:
                 conn,
                 intent.table.target,
                 key_text(intent.key),
-                "truncated",
+                note.kind,
                 {note.target: {"message": note.message}},
                 intent,
                 [note.rule_id],

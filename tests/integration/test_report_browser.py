@@ -103,9 +103,9 @@ def test_shadow_review_in_headless_chromium(tmp_path: Path) -> None:
 
     # What the browser built from the page.
     dom: Page = parse(chromium(tmp_path / "p1", "--dump-dom", html_file.as_uri()).stdout)
-    assert "table|insert|update|delete|noop|error|truncated|truncate|total" in dom.rows
-    assert "crm.customer|3|2|0|0|0|0|0|5" in dom.rows
-    assert "all tables|3|2|1|0|1|0|0|7" in dom.rows
+    assert "table|insert|update|delete|noop|error|truncated|unavailable|truncate|total" in dom.rows
+    assert "crm.customer|3|2|0|0|0|0|0|0|5" in dom.rows
+    assert "all tables|3|2|1|0|1|0|0|0|7" in dom.rows
     assert 'n|"1"|1' in dom.rows  # a field-level sample
     assert 'error|sales."order"|k|`x`|demo.shop.orders[1]@9|O9|23505|duplicate key <b>value</b>' in dom.rows
     assert not [t for t, _ in dom.tags if t in ("img", "b", "script")], "data became markup in the browser"

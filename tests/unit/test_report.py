@@ -124,12 +124,12 @@ def shadow_page() -> tuple[str, str]:
 def test_summary_table_has_counts_per_table_and_kind_with_totals() -> None:
     page, md = shadow_page()
     rows = parse(page).rows
-    assert "table|insert|update|delete|noop|error|truncated|truncate|total" in rows
-    assert "crm.customer|3|2|0|0|0|0|0|5" in rows
-    assert 'sales."order"|0|0|1|0|1|0|0|2' in rows
-    assert "all tables|3|2|1|0|1|0|0|7" in rows
-    assert "| `crm.customer` | 3 | 2 | 0 | 0 | 0 | 0 | 0 | 5 |" in md
-    assert "| all tables | 3 | 2 | 1 | 0 | 1 | 0 | 0 | 7 |" in md
+    assert "table|insert|update|delete|noop|error|truncated|unavailable|truncate|total" in rows
+    assert "crm.customer|3|2|0|0|0|0|0|0|5" in rows
+    assert 'sales."order"|0|0|1|0|1|0|0|0|2' in rows
+    assert "all tables|3|2|1|0|1|0|0|0|7" in rows
+    assert "| `crm.customer` | 3 | 2 | 0 | 0 | 0 | 0 | 0 | 0 | 5 |" in md
+    assert "| all tables | 3 | 2 | 1 | 0 | 1 | 0 | 0 | 0 | 7 |" in md
 
 
 def test_previewed_offsets_per_partition() -> None:

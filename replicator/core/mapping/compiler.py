@@ -431,9 +431,11 @@ def _column(
         )
 
     def evaluate(row: Row, notes: list[Narrowing] | None) -> Any:
-        for s in sources:
-            if row.get(s) is UNAVAILABLE:
-                return UNAVAILABLE
+        missing = [s for s in sources if row.get(s) is UNAVAILABLE]
+        if missing:
+            if notes is not None and len(missing) < len(sources):
+                notes.append(_left_unchanged(rule_id, target, missing, sources))
+            return UNAVAILABLE
         try:
             v = read(row)
             for step in pipeline:
@@ -460,6 +462,21 @@ def _column(
         evaluate=evaluate,
         truncates=rule.cast is not None and rule.cast.on_narrowing == "truncate",
         describe=_describe_rule(rule),
+    )
+
+
+def _left_unchanged(rule_id: str, target: str, missing: list[str], sources: tuple[str, ...]) -> Narrowing:
+    """The report of a column combining several source columns when some arrive as unchanged TOAST
+    placeholders: it cannot be computed, so it keeps its old value, which is stale if the others
+    changed (the event cannot tell)."""
+    others = [s for s in sources if s not in missing]
+    return Narrowing(
+        rule_id,
+        target,
+        f"{target} left as it was: {', '.join(missing)} arrived unchanged (a TOAST placeholder), so the"
+        f" value combining it with {', '.join(others)} cannot be computed; fix: REPLICA IDENTITY FULL on"
+        " the source table, then `replicator reload --table` for rows already affected",
+        kind="unavailable",
     )
 
 

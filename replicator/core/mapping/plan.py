@@ -50,11 +50,14 @@ class RowError(ReplicatorError):
 
 @dataclass(frozen=True, slots=True)
 class Narrowing:
-    """A declared, applied truncation: reported, never silent."""
+    """A value the target does not get exactly, reported, never silent: a declared, applied
+    truncation (`truncated`), or a column left as it was because one of the several source
+    columns it combines arrived as an unchanged TOAST placeholder (`unavailable`)."""
 
     rule_id: str
     target: str
     message: str
+    kind: Literal["truncated", "unavailable"] = "truncated"
 
 
 ColumnEval = Callable[[Row, "list[Narrowing] | None"], Any]

@@ -280,6 +280,25 @@ def test_unavailable_is_never_transformed(demo_plan: Plan) -> None:
         t.map_row({**row, "sku": UNAVAILABLE})
 
 
+def test_a_column_combining_an_unavailable_value_with_others_is_left_and_reported() -> None:
+    """A concat of a short column and a TOASTed one: with the TOASTed input an unchanged
+    placeholder and the other present, the column is left as it was (UNAVAILABLE) and an
+    `unavailable` report names the rule; with every input unavailable nothing changed: no report."""
+    plan = compile_text(
+        spec_for("a.b", "{id: id}", '      v: {concat: [{column: title}, ": ", {column: body}]}'),
+        {"a.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}},
+    )
+    (t,) = plan.tables
+    out, notes = t.map_row_noted({"id": 1, "title": "T", "body": UNAVAILABLE})
+    assert out["v"] is UNAVAILABLE
+    (note,) = notes
+    assert (note.rule_id, note.kind) == ("t.v", "unavailable")
+    assert "body arrived unchanged" in note.message and "REPLICA IDENTITY FULL" in note.message
+    out, notes = t.map_row_noted({"id": 1, "title": UNAVAILABLE, "body": UNAVAILABLE})
+    assert out["v"] is UNAVAILABLE and notes == ()
+    assert t.map_row_noted({"id": 1, "title": "T", "body": "B"})[0]["v"] == "T: B"
+
+
 def test_demo_product_title_truncate_is_reported(demo_plan: Plan) -> None:
     """demo rule product.title: cast truncate applies AND reports a Narrowing."""
     t = demo_plan.tables_for_topic("demo.shop.products")[0]
