@@ -77,17 +77,23 @@ def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Ve
             writes.versions[intent.key] = intent.version
             writes.contributors.setdefault(intent.key, []).append(intent)
             continue
-        if intent.kind is Kind.UPSERT and previous is not None and previous.kind is Kind.UPSERT:
-            missing = intent.unavailable
-            if missing:
-                merged = dict(intent.values)
-                for column in missing:
-                    merged[column] = previous.values.get(column, UNAVAILABLE)
-                intent = intent._replace(values=merged, unavailable=unavailable_columns(merged))
+        intent = completed(intent, previous)
         writes.final[intent.key] = intent
         writes.versions[intent.key] = intent.version
         writes.contributors.setdefault(intent.key, []).append(intent)
     return writes
+
+
+def completed(intent: Intent, previous: Intent | None) -> Intent:
+    """`intent` with its UNAVAILABLE (unchanged-TOAST) columns taken from `previous`, an earlier
+    upsert of the same key, when both are upserts; otherwise `intent` as it is."""
+    missing = intent.unavailable
+    if not missing or intent.kind is not Kind.UPSERT or previous is None or previous.kind is not Kind.UPSERT:
+        return intent
+    merged = dict(intent.values)
+    for column in missing:
+        merged[column] = previous.values.get(column, UNAVAILABLE)
+    return intent._replace(values=merged, unavailable=unavailable_columns(merged))
 
 
 def final_versions(intents: Sequence[Intent], stored: Mapping[Key, Version]) -> dict[Key, Version]:

@@ -9,7 +9,8 @@ Inside the transaction, in this order:
 3. per table (upserts parents first, deletes children first), the intents
    are resolved against those versions (`core.resolve`) and written set-based
    with bad rows isolated by bisection (`target.rows`). Keys whose held
-   events swap a unique value are replayed event by event in source order;
+   events swap a unique value are replayed event by event in source order
+   (a step refused for lag does not stop the key's later events);
 4. one source event, all its target rows or none: when a row of an event is
    refused, the batch's writes roll back to a savepoint and run again without
    that event (a fixpoint: the excluded set only grows);
@@ -58,7 +59,7 @@ from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
-from replicator.core.resolve import TableWrites, final_versions, resolve, split_at_truncates
+from replicator.core.resolve import TableWrites, completed, final_versions, resolve, split_at_truncates
 from replicator.core.schema_change import Stop
 from replicator.pg.errors import is_transient, sqlstate
 from replicator.pg.session import connect
@@ -535,10 +536,20 @@ class BatchWriter:
         run: _Pass,
     ) -> TableWrites:
         """Event by event in source order: a unique-value swap across partitions needs the
-        intermediate states the source went through. Returns what it wrote, as one TableWrites."""
+        intermediate states the source went through. Returns what it wrote, as one TableWrites.
+
+        An event refused for lag (FK, unique) does not stop its key: the key's later events are
+        tried all the same, and one that fits supersedes the refusal (the source left that state
+        too, as when events are folded). Once a row ahead of this one has taken the value of a held
+        step, the step can never fit again; stopping there kept the row, and every row waiting for
+        its value, held for good. A key's refusal is reported only when no later event of it fit
+        (its version is then not stored: its whole chain stays held); any other refusal stops the
+        key, as before."""
         writes = TableWrites(table)
         current = dict(stored)
-        failed: set[Any] = set()
+        last: dict[Any, Intent] = {}  # per key, its latest event tried (unchanged-TOAST values)
+        refusals: dict[Any, list[Refused]] = {}  # per key, the refusal of its latest event tried
+        stopped: set[Any] = set()  # keys refused for another reason than lag
 
         def order(i: Intent) -> tuple[int, tuple[int, int, int], KafkaRef]:
             p = i.event.position
@@ -547,10 +558,10 @@ class BatchWriter:
         rows = self._rows[table.target]
         for intent in sorted(intents, key=order):
             chain = writes.contributors.setdefault(intent.key, [])
-            if intent.key in failed:
+            if intent.key in stopped:
                 chain.append(intent)
                 continue
-            one = resolve(table, [intent], current)
+            one = resolve(table, [completed(intent, last.get(intent.key))], current)
             run.skipped_older += one.skipped_older
             run.skipped[f"{table.target}:older"] += one.skipped_older
             if not one.final:
@@ -559,14 +570,18 @@ class BatchWriter:
             out = Outcome()
             rows.upserts(conn, one, out)
             rows.deletes(conn, one, out)
-            writes.final[intent.key] = intent
+            writes.final[intent.key] = last[intent.key] = one.final[intent.key]
             if out.refused:
-                failed.add(intent.key)
+                refusals[intent.key] = out.refused
                 writes.versions.pop(intent.key, None)
+                if any(r.sqlstate not in REORDER_SQLSTATES for r in out.refused):
+                    stopped.add(intent.key)
             else:
+                refusals.pop(intent.key, None)
                 current[intent.key] = intent.version
                 writes.versions[intent.key] = intent.version
-            self._collect(writes, out, run)
+            self._collect(writes, Outcome(applied=out.applied, attempts=out.attempts), run)
+        run.refused.extend((writes, r) for refused in refusals.values() for r in refused)
         return writes
 
     def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, run: _Pass) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -24,8 +25,19 @@ import pytest
 
 from replicator import failpoints
 from replicator.config import TargetSettings
-from replicator.core.intents import prepare
-from replicator.core.model import UNAVAILABLE, Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.intents import Intent, prepare, to_intents
+from replicator.core.model import (
+    UNAVAILABLE,
+    Batch,
+    BatchResult,
+    ChangeEvent,
+    Failure,
+    KafkaRef,
+    Op,
+    Record,
+    SourcePosition,
+    TableRef,
+)
 from replicator.target.live import LiveTables
 from replicator.target.writer import BatchWriter
 from tests.integration.pipeline import CONTROL, demo_plan, fresh_target, live_writer
@@ -258,3 +270,143 @@ def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
         (records,) = one_row(conn.execute("SELECT count(*) FROM replicator.error_record"))
         (held,) = one_row(conn.execute("SELECT count(*) FROM replicator.held_event"))
     assert (records, held) == (0, 1)
+
+
+class Products:
+    """catalog.product with a unique title, fed by hand-built events on several partitions, and a
+    writer that can retry held events (its remap maps a held record back to the event it was)."""
+
+    topic = "demo.shop.products"
+
+    def __init__(self, stack: Stack, name: str) -> None:
+        self.dbname = fresh_target(name)
+        self.admin = stack.target_admin(self.dbname)
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute("ALTER TABLE catalog.product ADD CONSTRAINT product_title_key UNIQUE (title)")
+        self.plan = demo_plan(stack, self.dbname)
+        self.events: dict[KafkaRef, ChangeEvent] = {}
+        self.offsets: dict[int, int] = {}
+        settings = TargetSettings(
+            host=stack.target_host,
+            port=stack.target_port,
+            dbname=self.dbname,
+            user="replicator",
+            password="replicator",
+        )
+        run_id = f"run-{uuid.uuid4().hex[:6]}"
+        self.writer = BatchWriter(
+            settings,
+            LiveTables(self.plan, CONTROL, name, run_id),
+            CONTROL,
+            name,
+            run_id,
+            remap=self.remap,
+        )
+
+    def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
+        mapped = to_intents([self.events[r.ref] for r in records], self.plan.tables_for_topic)
+        return mapped.by_table, mapped.failures
+
+    def event(
+        self, partition: int, commit: int, lsn: int, sku: str, title: str | None, **values: Any
+    ) -> ChangeEvent:
+        """The next event of `sku` (on its own partition) at source position (commit, lsn); no
+        title: a delete."""
+        offset = self.offsets.get(partition, 0)
+        self.offsets[partition] = offset + 1
+        row = {**product(0, "1.00"), "sku": sku, "name": title, **values}
+        e = ChangeEvent(
+            ref=KafkaRef(self.topic, partition, offset),
+            op=Op.UPDATE if title is not None else Op.DELETE,
+            table=TableRef.parse("shop.products"),
+            key={"sku": sku},
+            before=None if title is not None else {"sku": sku},
+            after=row if title is not None else None,
+            position=SourcePosition(commit, lsn),
+            snapshot=False,
+            ts_ms=0,
+            raw_key=sku.encode(),
+            raw_value=b"v",
+        )
+        self.events[e.ref] = e
+        return e
+
+    def apply(self, *events: ChangeEvent) -> BatchResult:
+        nexts: dict[tuple[str, int], int] = {}
+        for e in events:
+            nexts[(e.ref.topic, e.ref.partition)] = e.ref.offset + 1
+        result = self.writer.apply(prepare(Batch(events=list(events), next_offsets=nexts), self.plan))
+        assert result.errors == [], result.errors
+        return result
+
+    def rows(self) -> tuple[dict[str, str], list[tuple[str, str, str]], int]:
+        """(title per sku, held (key, sqlstate, message), error records)."""
+        with psycopg.connect(self.admin) as conn:
+            titles: dict[str, str] = dict(
+                conn.execute("SELECT sku, title FROM catalog.product ORDER BY 1").fetchall()
+            )
+            held = conn.execute(
+                "SELECT key, sqlstate, message FROM replicator.held_event ORDER BY key, kafka_offset"
+            ).fetchall()
+            (errors,) = one_row(conn.execute("SELECT count(*) FROM replicator.error_record"))
+        return titles, held, errors
+
+
+def test_a_held_swap_step_that_no_longer_fits_does_not_block_the_rows_later_events(stack: Stack) -> None:
+    """A unique title passed around three rows, each on its own partition: A and B swap (T2), then
+    B's old value goes to C (T3), then B is deleted (T4). Lag applies C's T3 first, then A's T2,
+    then B's T2 step alone (held: C took 'a' meanwhile), then the rest of B. B's held step can
+    never fit again (C keeps 'a'; the source left that state at T3): B's later events, its delete
+    included, must apply anyway, and A, waiting for B's 'b', lands at the next retry. Before the
+    fix, B's event-by-event replay stopped at that step for good: B, deleted in the source,
+    stayed in the target, and A stayed held behind it (the fleet trial's symptom)."""
+    w = Products(stack, "swapdel")
+    a0, b0, c0 = (
+        w.event(p, 100, 101 + p, sku, title)
+        for p, sku, title in ((0, "A", "a"), (1, "B", "b"), (2, "C", "c"))
+    )
+    a1, b1, a2 = (
+        w.event(0, 200, 201, "A", "tA"),
+        w.event(1, 200, 202, "B", "a"),
+        w.event(0, 200, 203, "A", "b"),
+    )
+    b2, c1, b3 = (
+        w.event(1, 300, 301, "B", "tB"),
+        w.event(2, 300, 302, "C", "a"),
+        w.event(1, 300, 303, "B", "c"),
+    )
+    b4 = w.event(1, 400, 401, "B", None)
+    w.apply(a0, b0, c0)
+    assert w.apply(c1).held == 1  # 'a' is still A's
+    assert w.apply(a1, a2).held == 3  # 'b' is still B's (C retried: still A's 'a')
+    assert w.apply(b1).held == 3  # B's T2 step: 'a' is A's; then A's replay moves it on, C takes 'a'
+    assert w.rows()[0] == {"A": "tA", "B": "b", "C": "a"}
+    w.apply(b2, b3, b4)  # B's held T2 step never fits again: its later events go on regardless
+    titles, held, errors = w.rows()
+    assert (titles, [k for k, _, _ in held], errors) == ({"A": "tA", "C": "a"}, ['["A"]', '["A"]'], 0), held
+    w.apply(w.event(3, 500, 501, "D", "d"))  # a later product batch retries A: 'b' is free now
+    w.writer.close()
+    assert w.rows() == ({"A": "b", "C": "a", "D": "d"}, [], 0)
+
+
+def test_a_held_insert_whose_value_was_taken_lands_whole_with_its_toast_skipping_update(
+    stack: Stack,
+) -> None:
+    """D is inserted with title 'x' (T1) and renamed 'y' by an update that leaves its TOASTed
+    description unchanged (T2); then E takes 'x' (T3). E's partition runs ahead, so D's insert
+    is refused and held; when D's update arrives, the insert still cannot fit (E keeps 'x'), yet
+    the update must land with the insert's description (it completes the held insert), never be
+    refused as 'row absent' (an error record for a valid row) nor stay held behind the insert."""
+    w = Products(stack, "swaptoast")
+    body = "d" * 5000
+    d1 = w.event(0, 100, 101, "D", "x", description=body)
+    d2 = w.event(0, 200, 201, "D", "y", description=UNAVAILABLE)
+    e1 = w.event(1, 300, 301, "E", "x")
+    w.apply(e1)
+    assert w.apply(d1).held == 1  # 'x' is E's
+    w.apply(d2)
+    w.writer.close()
+    assert w.rows() == ({"D": "y", "E": "x"}, [], 0)
+    with psycopg.connect(w.admin) as conn:
+        (description,) = one_row(conn.execute("SELECT description FROM catalog.product WHERE sku = 'D'"))
+    assert description == body
