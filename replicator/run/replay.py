@@ -119,11 +119,14 @@ def offsets_at_lsn(
 ) -> dict[Partition, int]:
     """Per partition, the first offset of a transaction that committed at or after `lsn`
     (`core.replay.first_at_lsn`, reading single events from Kafka)."""
-    consumer = new_consumer(settings.kafka, f"replicator-replay-lsn-{time.time_ns()}")  # assigns, never joins
+    # assigns, never joins; a fetch returns as soon as it has data
+    consumer = new_consumer(
+        settings.kafka, f"replicator-replay-lsn-{time.time_ns()}", **{"fetch.wait.max.ms": 10}
+    )
     try:
         out: dict[Partition, int] = {}
         for p, (low, high) in sorted(marks.items()):
-            read = _EventReader(consumer, p, high, decoder(settings), READ_TIMEOUT_S)
+            read = _EventReader(consumer, p, low, high, decoder(settings), READ_TIMEOUT_S)
             try:
                 out[p] = first_at_lsn(low, high, lsn, read)
             except ReplayRefused as exc:
@@ -134,51 +137,68 @@ def offsets_at_lsn(
 
 
 class _EventReader:
-    """The first event at or after an offset of one partition, as a `Probe` (cached)."""
+    """The first event at or after an offset of one partition, as a `Probe`. A miss fetches a window
+    around the offset in one go (the search steps back over a transaction one event at a time, and
+    skips forward over position-less ones), and everything fetched is kept."""
+
+    WINDOW = 64  # events before the asked offset fetched with it
+    BATCH = 256  # events asked of the consumer at a time
 
     def __init__(
         self,
         consumer: Consumer,
         partition: Partition,
+        low: int,
         high: int,
         decode: JsonDecoder | AvroDecoder,
         timeout_s: float,
     ) -> None:
-        self._consumer, self._partition, self._high = consumer, partition, high
+        self._consumer, self._partition, self._low, self._high = consumer, partition, low, high
         self._decode, self._timeout_s = decode, timeout_s
-        self._seen: dict[int, Probe | None] = {}
+        self._seen: dict[int, Probe] = {}
 
     def __call__(self, offset: int) -> Probe | None:
         if offset >= self._high:
             return None
         if offset not in self._seen:
-            self._seen[offset] = self._read(offset)
-        return self._seen[offset]
+            self._fetch(offset)
+        found = self._seen.get(offset)
+        if found is None:  # a gap in the log (compaction, aborted transactions): the next event
+            later = [o for o in self._seen if offset < o < self._high]
+            found = self._seen[min(later)] if later else None
+        return found
 
-    def _read(self, offset: int) -> Probe | None:
+    def _fetch(self, offset: int) -> None:
         topic, partition = self._partition
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        start = max(self._low, offset - self.WINDOW)
+        self._consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + self._timeout_s
+        reached = -1  # the last offset this fetch read: everything from `start` to it is cached
+        # as many as the log still has from `start`: consume returns once it has them (it waits
+        # for a full batch otherwise)
+        wanted = max(1, min(self.BATCH, self._high - start))
         while time.monotonic() < deadline:
-            msg = self._consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                raise Fatal(f"kafka: reading {topic}[{partition}] at offset {offset}: {msg.error()}")
-            at = msg.offset()
-            if at is None:
-                continue
-            ref = KafkaRef(topic, partition, at)
-            try:
-                event = self._decode.decode(ref, msg.key(), msg.value())
-            except DecodeError:
-                return Probe(ref.offset, None, None)  # not an event with a position
-            if not isinstance(event, ChangeEvent):
-                return Probe(ref.offset, None, None)
-            if event.position is not None:
-                return Probe(ref.offset, event.position.commit_lsn, event.position.lsn)
-            return Probe(ref.offset, None, event.lsn)  # a snapshot row: its snapshot's LSN
+            for msg in self._consumer.consume(wanted, 0.2):
+                if msg.error() is not None:
+                    raise Fatal(f"kafka: reading {topic}[{partition}] at offset {offset}: {msg.error()}")
+                at = msg.offset()
+                if at is not None and (msg.topic(), msg.partition()) == self._partition:  # not a leftover
+                    self._seen[at] = self._probe(KafkaRef(topic, partition, at), msg.key(), msg.value())
+                    reached = max(reached, at)
+            if reached >= offset or reached >= self._high - 1:
+                return
         raise Fatal(
             f"kafka: no event of {topic}[{partition}] at offset {offset} within {self._timeout_s:.0f}s;"
             " is the broker reachable? (REPLICATOR_KAFKA__BOOTSTRAP_SERVERS)"
         )
+
+    def _probe(self, ref: KafkaRef, key: bytes | None, value: bytes | None) -> Probe:
+        try:
+            event = self._decode.decode(ref, key, value)
+        except DecodeError:
+            return Probe(ref.offset, None, None)  # not an event with a position
+        if not isinstance(event, ChangeEvent):
+            return Probe(ref.offset, None, None)
+        if event.position is not None:
+            return Probe(ref.offset, event.position.commit_lsn, event.position.lsn)
+        return Probe(ref.offset, None, event.lsn)  # a snapshot row: its snapshot's LSN
