@@ -480,10 +480,10 @@ def cmd_partitions_accept(args: argparse.Namespace, settings: Settings) -> int:
     say = (lambda _line: None) if args.json else (lambda line: print(line, file=sys.stderr))
     operator = args.operator or settings.cutover.operator or getpass.getuser()
     done = accept_partitions(settings, args.topic, operator, args.timeout, say)
-    starts = ", ".join(f"[{p}]@{o}" for p, o in done.starts.items())
+    starts = ", ".join(f"[{p}]@{done.changed[p]}-{o}" for p, o in done.starts.items())
     text = (
         f"accepted {done.topic}: {done.before} -> {done.partitions} partitions (layout {done.epoch};"
-        f" it starts at {starts}); the running instances resume it."
+        f" transition {starts}); the running instances resume it."
         f" Next: `{done.next_step}`, then `replicator verify`"
     )
     _emit({**asdict(done), "next": done.next_step}, args.json, text)

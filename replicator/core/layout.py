@@ -17,29 +17,38 @@ instance applied before its next check (at most `CHECK_EVERY_S`, and never
 a partition the change created: an instance that is assigned one checks
 before it reads it).
 
-`replicator partitions accept` (the supported way on) restarts the capture
-connector, so every record from then on is produced with the new count,
-and only then records a `Layout`: the new count and, per partition that
-existed before, the end offset read after the restart (`starts`). Every
-record of a topic therefore belongs to one layout *epoch*: a record of
-epoch `i` was appended after every record of an earlier epoch, by a
-producer that used the later count. The epoch of a record is known from
-its partition and offset alone (`Layouts.epoch`), so every instance orders
-two events of one key on different partitions the same way:
+`replicator partitions accept` (the supported way on) records a `Layout`
+with two offsets per partition that existed before:
+- `changed`: where the group's checkpoint stood (the stopped partitions
+  stand where the change was seen; a group lagging behind stands earlier);
+- `starts`: the end offset read after the accept stopped and resumed the
+  capture connector, i.e. after its producer was closed and a new one,
+  which reads the new count before its first record, took over.
+The producer switches to the new count at some moment between the change
+and that restart (when its metadata refreshes: seconds or minutes). So per
+partition, a record before `changed` was produced with the old count
+(unless the producer switched before the change was seen: the few seconds
+of the check interval), a record from `starts` on (or on a partition the
+change created) with the new one, and one in between (the *transition*)
+with either. That gives every record a *rank* from its partition and
+offset alone (`Layouts.rank`): 2i for layout i settled, 2i-1 for its
+transition, so every instance orders two events of one key on different
+partitions of a topic the same way:
 - both carry a source position: the positions decide (as before);
-- otherwise the later epoch is newer. A record is produced after the
-  source committed what it carries (streaming) or after it read it
-  (snapshot and incremental-snapshot rows), so a record appended later
-  reflects a state at least as new, for records of one connector; this is
-  the same guarantee Kafka order gives inside a partition. Debezium's
-  redeliveries after a restart can cross the boundary, but they are
-  streaming events with positions.
-- same epoch, another partition, a position missing: undecided (not
-  applied, an error record; see `core.ordering`). With one count per epoch
-  this happens only to records produced between the count change and the
-  accept's restart on a producer that had already refreshed its metadata
-  (librdkafka and the Java producer refresh every few minutes), and a
-  reload after the accept lands in the later epoch and wins.
+- otherwise the higher rank is newer. Records of one key on two partitions
+  were produced with two counts, the old one first; a record before the
+  transition precedes it, and one after it follows every record of the
+  transition (the capture's producer appends a record after the source
+  committed what it carries, or read it: snapshot rows; so appended later
+  means a state at least as new, the guarantee Kafka order gives inside a
+  partition). Debezium's redeliveries after a restart can cross these
+  boundaries, but they are streaming events with positions.
+- same rank, another partition, a position missing: undecided (not
+  applied, an error record; `core.ordering`). That takes a snapshot row in
+  the transition (a snapshot running while the count changed), or a
+  producer that switched before the change was seen; the reload that
+  follows an accept is produced after `starts`, so its rows outrank every
+  earlier record and repair the rows.
 """
 
 from __future__ import annotations
@@ -57,31 +66,38 @@ CHECK_EVERY_S: Final = 5.0  # how often a running instance compares the counts
 
 
 class Layout(NamedTuple):
-    """One accepted change of a topic's partition count: epoch `epoch` starts here."""
+    """One accepted change of a topic's partition count (see the module)."""
 
     epoch: int  # 1, 2, ... in the order accepted
     before: int  # partitions before the change
     partitions: int  # partitions after it
-    starts: tuple[int, ...]  # per partition that existed before: the first offset of this layout
+    starts: tuple[int, ...]  # per partition that existed before: from here on, the new count only
+    changed: tuple[int, ...]  # per partition that existed before: the transition starts here
 
-    def covers(self, partition: int, offset: int) -> bool:
-        """Was the record at `partition`/`offset` appended in this layout (or a later one)?"""
-        return partition >= self.before or offset >= self.starts[partition]
+    def rank(self, partition: int, offset: int) -> int | None:
+        """2 * epoch for a record of this layout, one less in its transition, None before it."""
+        if partition >= self.before or offset >= self.starts[partition]:
+            return 2 * self.epoch
+        if offset >= self.changed[partition]:
+            return 2 * self.epoch - 1
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class Layouts:
-    """Every topic's accepted layouts, oldest first (a topic without any is in epoch 0)."""
+    """Every topic's accepted layouts, oldest first (a topic without any has rank 0 throughout)."""
 
     by_topic: Mapping[str, tuple[Layout, ...]] = field(default_factory=dict)
 
-    def epoch(self, topic: str, partition: int, offset: int) -> int:
-        """The layout epoch a record was appended in. Monotone: a later layout has at least as many
-        partitions before it and starts no earlier on each, so the newest layout covering the
-        record is found first."""
+    def rank(self, topic: str, partition: int, offset: int) -> int:
+        """Where a record stands among its topic's layouts (see the module). The newest layout that
+        places the record decides: each layout's transition starts no earlier than the one before
+        settled (`next_layout`) and a partition it creates was new to none before, so the regions
+        nest."""
         for layout in reversed(self.by_topic.get(topic, ())):
-            if layout.covers(partition, offset):
-                return layout.epoch
+            found = layout.rank(partition, offset)
+            if found is not None:
+                return found
         return 0
 
     def __bool__(self) -> bool:
@@ -91,14 +107,29 @@ class Layouts:
 NO_LAYOUTS: Final = Layouts()
 
 
-def next_layout(current: Sequence[Layout], before: int, partitions: int, ends: Mapping[int, int]) -> Layout:
-    """The layout an accept records: `ends` are the end offsets of the partitions that existed
-    before, read after the capture connector restarted with the new count."""
-    missing = [p for p in range(before) if p not in ends]
+def next_layout(
+    current: Sequence[Layout],
+    before: int,
+    partitions: int,
+    ends: Mapping[int, int],
+    standing: Mapping[int, int],
+) -> Layout:
+    """The layout an accept records. `ends`: the end offsets of the partitions that existed before,
+    read after the capture connector restarted with the new count; `standing`: where the group's
+    checkpoints stood on them. The transition is kept within [the previous layout's start, end]."""
+    missing = [p for p in range(before) if p not in ends or p not in standing]
     if missing:
-        raise ValueError(f"end offsets missing for partitions {missing}")
-    epoch = (current[-1].epoch if current else 0) + 1
-    return Layout(epoch, before, partitions, tuple(ends[p] for p in range(before)))
+        raise ValueError(f"offsets missing for partitions {missing}")
+    last = current[-1] if current else None
+    settled = [last.starts[p] if last is not None and p < last.before else 0 for p in range(before)]
+    epoch = (last.epoch if last is not None else 0) + 1
+    return Layout(
+        epoch,
+        before,
+        partitions,
+        tuple(ends[p] for p in range(before)),
+        tuple(min(ends[p], max(standing[p], settled[p])) for p in range(before)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

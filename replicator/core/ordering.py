@@ -13,9 +13,9 @@ it deleted the row. An event is applied only if it is newer:
 - different partition: offsets are incomparable. When both are streaming
   events their positions decide. Otherwise:
   - another partition of the same topic (its partition count changed, see
-    `core.layout`): the later layout epoch is newer (records of a later
-    epoch were appended after every record of an earlier one). In the same
-    epoch the event is `UNDECIDED`: it is not applied and becomes an error
+    `core.layout`): the higher layout rank is newer (records of a higher
+    rank were appended after every record of a lower one). At the same
+    rank the event is `UNDECIDED`: it is not applied and becomes an error
     record, never silently newer (an old snapshot row replayed over a newer
     row would regress it for good) nor silently older (a valid newer row
     would be lost);
@@ -70,8 +70,8 @@ def compare(event: Version, stored: Version | None, layouts: Layouts = NO_LAYOUT
         return Verdict.NEWER if mine > theirs else Verdict.OLDER
     if event.topic != stored.topic:
         return Verdict.UNORDERED
-    later = layouts.epoch(event.topic, event.partition, event.offset)
-    earlier = layouts.epoch(stored.topic, stored.partition, stored.offset)
-    if later != earlier:
-        return Verdict.NEWER if later > earlier else Verdict.OLDER
+    mine_rank = layouts.rank(event.topic, event.partition, event.offset)
+    their_rank = layouts.rank(stored.topic, stored.partition, stored.offset)
+    if mine_rank != their_rank:
+        return Verdict.NEWER if mine_rank > their_rank else Verdict.OLDER
     return Verdict.UNDECIDED

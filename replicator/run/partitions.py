@@ -9,9 +9,10 @@ before is done:
    producer closed, so every record it produced with the old count is in
    Kafka) and resumed (RUNNING again: a new producer, which reads the new
    count before its first record);
-3. the end offsets of the partitions that existed before are read: the
-   first offset of the new layout on each (every record before them was
-   produced with the old count, every record from them on with the new);
+3. the end offsets of the partitions that existed before are read: from
+   them on every record was produced with the new count; the group's
+   checkpoints there (where the partitions stopped) start the transition,
+   where either count may have been used (`core.layout`);
 4. one target transaction records the layout and the new count, gives every
    group that reads the topic a checkpoint at the log start of each new
    partition, and ends the topic's `partitions` stops.
@@ -44,7 +45,8 @@ class Accepted:
     before: int
     partitions: int
     epoch: int
-    starts: dict[str, int]  # "partition" -> the first offset of the new layout (old partitions)
+    starts: dict[str, int]  # "partition" -> from here on the new count only (old partitions)
+    changed: dict[str, int]  # "partition" -> where the transition starts (the group's checkpoint)
     sources: tuple[str, ...]  # the source tables to reload
 
     @property
@@ -60,10 +62,12 @@ def accept_partitions(
     if not sources:
         mapped = ", ".join(sorted(set(source_topics(settings).values())))
         raise ConfigError(f"--topic {topic}: the spec maps no table from it (its topics: {mapped})")
+    group = settings.kafka.group_id
     with ControlStore.open(settings) as store:
         store.require()
         recorded = store.recorded_partitions().get(topic)
         current = store.layouts().by_topic.get(topic, ())
+        standing = store.checkpoints(group, [(topic, p) for p in range(recorded or 0)])
     with Metadata(settings.kafka) as metadata:
         found = metadata.partition_counts([topic]).get(topic)
     if recorded is None or found is None:
@@ -92,13 +96,24 @@ def accept_partitions(
     say(f"partitions accept: connector {connector} running again with {found} partitions")
     with Metadata(settings.kafka) as metadata:
         marks = {p: metadata.watermarks((topic, p)) for p in range(found)}
+    old = {p: m for p, m in marks.items() if p < recorded}
     layout = next_layout(
-        current, recorded, found, {p: high for p, (_, high) in marks.items() if p < recorded}
+        current,
+        recorded,
+        found,
+        {p: high for p, (_, high) in old.items()},
+        {p: standing.get((topic, p), low) for p, (low, _) in old.items()},  # never read: its log start
     )
     with ControlStore.open(settings) as store:
         store.accept_layout(topic, layout, {p: low for p, (low, _) in marks.items()}, operator)
     return Accepted(
-        topic, recorded, found, layout.epoch, {str(p): o for p, o in enumerate(layout.starts)}, sources
+        topic,
+        recorded,
+        found,
+        layout.epoch,
+        {str(p): o for p, o in enumerate(layout.starts)},
+        {str(p): o for p, o in enumerate(layout.changed)},
+        sources,
     )
 
 

@@ -22,8 +22,9 @@ Tables (schema name configurable, default `replicator`):
   instance that sees another count in Kafka stops the topic (`core.layout`).
 - `partition_layout`: per topic, each accepted change of its partition count
   (`core.layout.Layout`): the epoch, the counts before and after, and per
-  partition that existed before, the first offset of the new layout. Read at
-  every assignment; the ordering rule uses it across partitions.
+  partition that existed before, where the transition to the new count
+  starts and where it is settled. Read at every assignment; the ordering
+  rule uses it across partitions.
 - `shadow_diff`: the diffs of shadow runs (the dry run's output).
 - `authority`: one row: which database is authoritative (`source` until a
   cutover flips it), since when, by which cutover. The forward apply reads it
@@ -222,6 +223,7 @@ CREATE TABLE IF NOT EXISTS {s}.partition_layout (
   before      int      NOT NULL,
   partitions  int      NOT NULL,
   starts      bigint[] NOT NULL,
+  changed     bigint[] NOT NULL,
   operator    text     NOT NULL,
   accepted_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (topic, epoch)

@@ -219,14 +219,20 @@ class ControlStore:
     def layouts(self) -> Layouts:
         """Every accepted partition layout, per topic, oldest first."""
         rows = self.conn.execute(
-            sql.SQL("SELECT topic, epoch, before, partitions, starts FROM {} ORDER BY topic, epoch").format(
-                self._t("partition_layout")
-            )
+            sql.SQL(
+                "SELECT topic, epoch, before, partitions, starts, changed FROM {} ORDER BY topic, epoch"
+            ).format(self._t("partition_layout"))
         ).fetchall()
         by_topic: dict[str, list[Layout]] = {}
-        for topic, epoch, before, partitions, starts in rows:
+        for topic, epoch, before, partitions, starts, changed in rows:
             by_topic.setdefault(topic, []).append(
-                Layout(int(epoch), int(before), int(partitions), tuple(int(o) for o in starts))
+                Layout(
+                    int(epoch),
+                    int(before),
+                    int(partitions),
+                    tuple(int(o) for o in starts),
+                    tuple(int(o) for o in changed),
+                )
             )
         return Layouts({t: tuple(layouts) for t, layouts in by_topic.items()})
 
@@ -250,10 +256,18 @@ class ControlStore:
                 )
             self.conn.execute(
                 sql.SQL(
-                    "INSERT INTO {} (topic, epoch, before, partitions, starts, operator)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    "INSERT INTO {} (topic, epoch, before, partitions, starts, changed, operator)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 ).format(self._t("partition_layout")),
-                (topic, layout.epoch, layout.before, layout.partitions, list(layout.starts), operator),
+                (
+                    topic,
+                    layout.epoch,
+                    layout.before,
+                    layout.partitions,
+                    list(layout.starts),
+                    list(layout.changed),
+                    operator,
+                ),
             )
             self.conn.execute(
                 sql.SQL("UPDATE {} SET partitions = %s WHERE topic = %s").format(self._t("topic_partitions")),

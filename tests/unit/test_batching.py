@@ -188,14 +188,15 @@ def test_an_undecided_event_is_set_aside_not_applied_and_the_version_stays(plan:
 
 
 def test_replaying_old_partitions_after_an_accepted_layout_regresses_no_row(plan: Plan) -> None:
-    """The issue's case: the topic went from 1 to 2 partitions (layout 1 starts at offset 30 of
-    partition 0); S1 moved to partition 1, where a streaming update is its version. Replaying
-    partition 0 from its start (the snapshot row, then old updates) changes nothing."""
-    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,)),)})
+    """The issue's case: the topic went from 1 to 2 partitions (partition 0 in transition from
+    offset 20, settled from 30); S1 moved to partition 1, where a streaming update is its version.
+    Replaying partition 0 from its start (the snapshot row, then old updates) changes nothing."""
+    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
     stored = {("S1",): Version(TOPIC, 1, 4, SourcePosition(50, 51))}
     old = [
         moved(product(0, name="snapshot"), 0, snapshot=True),
         product(7, name="old update", position=SourcePosition(8, 9)),
+        moved(product(25, name="snapshot in the transition"), 0, snapshot=True),
     ]
     w = resolve(
         next(t for t in plan.tables if t.rule_id == "product"),
@@ -203,13 +204,13 @@ def test_replaying_old_partitions_after_an_accepted_layout_regresses_no_row(plan
         stored,
         layouts,
     )
-    assert w.final == {} and w.skipped_older == 2 and w.undecided == []
+    assert w.final == {} and w.skipped_older == 3 and w.undecided == []
 
 
 def test_a_reload_row_in_the_new_layout_lands_over_an_old_layout_version(plan: Plan) -> None:
     """Nothing lost: after the accept, the reload's row (no position, on the key's new partition)
     is newer than the version an old-layout event left, whatever their offsets."""
-    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,)),)})
+    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
     stored = {("S1",): Version(TOPIC, 0, 29, SourcePosition(8, 9))}
     w = writes_with(plan, [moved(product(2, name="reloaded"), 1, snapshot=True)], stored, layouts)
     assert [i.values["title"] for i in w.final.values()] == ["reloaded"]
@@ -228,7 +229,7 @@ def test_final_versions_agree_with_resolve_across_partitions(plan: Plan) -> None
     """The claim of a new key must not take a version `resolve` sets aside (undecided) or skips."""
     from replicator.core.resolve import final_versions
 
-    accepted = Layouts({TOPIC: (Layout(1, 1, 2, (30,)),)})
+    accepted = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
     table = next(t for t in plan.tables if t.rule_id == "product")
     for layouts, events in (
         (Layouts(), [product(3), moved(product(1), 1, snapshot=True)]),  # one layout: undecided

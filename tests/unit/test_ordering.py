@@ -108,8 +108,9 @@ def test_ordering_rule(name: str, event: Version, stored: Version | None, verdic
     assert compare(event, stored) is verdict
 
 
-# T went from 3 to 4 partitions; the new layout starts at offsets 100, 200, 300 of partitions 0-2.
-LAYOUTS = Layouts({T: (Layout(1, 3, 4, (100, 200, 300)),)})
+# T went from 3 to 4 partitions: partitions 0-2 are in transition from 60, 150, 250 (where the group
+# stopped) and settled from 100, 200, 300 (the ends after the connector restarted).
+LAYOUTS = Layouts({T: (Layout(1, 3, 4, (100, 200, 300), (60, 150, 250)),)})
 
 LAYOUT_CASES = [
     (
@@ -143,10 +144,34 @@ LAYOUT_CASES = [
         Verdict.NEWER,
     ),
     (
-        "an old partition before its start is the old layout: older than past another's start",
-        Version(T, 1, 150, None),
+        "an old partition before its transition is older than another settled in the new layout",
+        Version(T, 1, 140, None),
         Version(T, 0, 120, None),
         Verdict.OLDER,
+    ),
+    (
+        "a record of the transition over a version from before it: newer",
+        Version(T, 1, 170, None),
+        Version(T, 0, 50, P(5, 5)),
+        Verdict.NEWER,
+    ),
+    (
+        "a reload row after the restart over a version of the transition: newer",
+        Version(T, 3, 10, None),
+        Version(T, 0, 80, P(7, 7)),
+        Verdict.NEWER,
+    ),
+    (
+        "replay: a record of the transition under a settled new-layout version: older",
+        Version(T, 0, 80, None),
+        Version(T, 3, 10, P(9, 9)),
+        Verdict.OLDER,
+    ),
+    (
+        "two records of the transition on different partitions, a position missing: undecided",
+        Version(T, 0, 80, None),
+        Version(T, 1, 160, P(7, 7)),
+        Verdict.UNDECIDED,
     ),
     (
         "both positioned across layouts: positions decide (a redelivery is no newer)",

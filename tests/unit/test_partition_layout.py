@@ -37,38 +37,51 @@ def plan() -> Plan:
     return compile_spec(load_spec_text(SPEC, "items.yaml"), catalog)
 
 
-# 3 -> 4 partitions, then 4 -> 6.
-TWO = Layouts({T: (Layout(1, 3, 4, (100, 200, 300)), Layout(2, 4, 6, (150, 260, 320, 40)))})
+# 3 -> 4 partitions (transition from 60/150/250, settled from 100/200/300), then 4 -> 6.
+TWO = Layouts(
+    {
+        T: (
+            Layout(1, 3, 4, (100, 200, 300), (60, 150, 250)),
+            Layout(2, 4, 6, (150, 260, 320, 40), (120, 230, 300, 10)),
+        )
+    }
+)
 
 
 @pytest.mark.parametrize(
-    ("partition", "offset", "epoch"),
+    ("partition", "offset", "rank"),
     [
-        (0, 99, 0),  # before the first layout's start on partition 0
-        (0, 100, 1),
-        (0, 149, 1),
-        (0, 150, 2),
-        (3, 0, 1),  # created by the first change: never in epoch 0
-        (3, 39, 1),
-        (3, 40, 2),
-        (4, 0, 2),  # created by the second change
-        (5, 7, 2),
+        (0, 59, 0),  # before the first change was seen on partition 0
+        (0, 60, 1),  # its transition: either count
+        (0, 99, 1),
+        (0, 100, 2),  # settled in layout 1
+        (0, 119, 2),
+        (0, 120, 3),  # the second transition
+        (0, 150, 4),
+        (3, 0, 2),  # created by the first change: never in a transition of it
+        (3, 9, 2),
+        (3, 10, 3),
+        (3, 40, 4),
+        (4, 0, 4),  # created by the second change
+        (5, 7, 4),
     ],
 )
-def test_a_records_epoch_follows_its_partition_and_offset(partition: int, offset: int, epoch: int) -> None:
-    assert TWO.epoch(T, partition, offset) == epoch
+def test_a_records_rank_follows_its_partition_and_offset(partition: int, offset: int, rank: int) -> None:
+    assert TWO.rank(T, partition, offset) == rank
 
 
-def test_a_topic_without_an_accepted_layout_is_in_epoch_zero() -> None:
-    assert TWO.epoch("t.src.other", 5, 10**9) == 0
+def test_a_topic_without_an_accepted_layout_has_rank_zero() -> None:
+    assert TWO.rank("t.src.other", 5, 10**9) == 0
 
 
-def test_the_next_layout_starts_where_the_old_partitions_end_and_counts_on() -> None:
-    first = next_layout((), 3, 4, {0: 10, 1: 20, 2: 30})
-    assert first == Layout(1, 3, 4, (10, 20, 30))
-    assert next_layout((first,), 4, 6, {0: 11, 1: 21, 2: 31, 3: 5}) == Layout(2, 4, 6, (11, 21, 31, 5))
+def test_the_next_layout_settles_at_the_ends_and_its_transition_starts_where_the_group_stood() -> None:
+    first = next_layout((), 3, 4, {0: 10, 1: 20, 2: 30}, {0: 7, 1: 20, 2: 0})
+    assert first == Layout(1, 3, 4, (10, 20, 30), (7, 20, 0))
+    # a group standing behind the previous layout's settled offsets: the transition starts there
+    second = next_layout((first,), 4, 6, {0: 11, 1: 21, 2: 31, 3: 5}, {0: 3, 1: 21, 2: 31, 3: 2})
+    assert second == Layout(2, 4, 6, (11, 21, 31, 5), (10, 21, 31, 2))
     with pytest.raises(ValueError, match=r"\[2\]"):
-        next_layout((), 3, 4, {0: 10, 1: 20})
+        next_layout((), 3, 4, {0: 10, 1: 20}, {0: 1, 1: 1, 2: 1})
 
 
 def test_only_a_recorded_topic_with_another_count_is_a_change() -> None:
