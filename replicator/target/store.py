@@ -146,10 +146,11 @@ class ControlStore:
 
     # ---------------------------------------------------------------- schema stops
     def stops(self, group: str) -> list[dict[str, Any]]:
-        """The partitions of `group` stopped by a source schema change (`core.schema_change`), with the
-        stopping event's offset, the source and target tables, rule, reason, fix and its columns;
-        `live`: the run that (last) stopped it has not recorded its end (else the next run that
-        reads the partition judges the event again, and clears or renews the stop)."""
+        """The partitions of `group` stopped by a source schema change (`core.schema_change`) or a
+        partition count change (`core.layout`, rule `partitions`), with the stopping offset, the
+        source and target tables, rule, reason, fix and the event's columns; `live`: the run that
+        (last) stopped it has not recorded its end (else the next run that reads the partition
+        judges it again, and clears or renews the stop)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
