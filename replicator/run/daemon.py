@@ -21,7 +21,7 @@ from typing import Any, Literal
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
-from replicator.core.errors import ConfigError, Fatal, ReplicatorError, one_line
+from replicator.core.errors import ConfigError, Fatal, ReplicatorError, Transient, one_line
 from replicator.core.intents import Intent, to_intents
 from replicator.core.layout import changes
 from replicator.core.mapping import topic_for
@@ -301,11 +301,15 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
 
 def recorded_counts(settings: Settings, mode: str, found: Mapping[str, int]) -> dict[str, int]:
     """The recorded partition counts of `found`'s topics; the live run records a topic seen for the
-    first time (the shadow only reads: the live group's record is the one both compare with)."""
-    with ControlStore.open(settings) as store:
-        if mode == "run":
-            return store.record_partitions(found)
-        return {t: n for t, n in store.recorded_partitions().items() if t in found}
+    first time (the shadow only reads: the live group's record is the one both compare with). A
+    target that does not answer is `Transient`: the loop compares again later, it does not halt."""
+    try:
+        with ControlStore.open(settings) as store:
+            if mode == "run":
+                return store.record_partitions(found)
+            return {t: n for t, n in store.recorded_partitions().items() if t in found}
+    except ReplicatorError as exc:
+        raise Transient(f"reading the recorded partition counts: {one_line(exc)}") from exc
 
 
 def bind_metrics(
