@@ -359,8 +359,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         )
     if stopped:
         text += (
-            "\na stopped table is compared with a source whose columns its spec no longer matches:"
-            " fix the spec, restart `replicator run`, drain, then verify"
+            "\na stopped table is not applied any more (a source schema change, or its topic's partition"
+            " count changed): follow its fix, drain, then verify"
         )
     _emit(rows, args.json, text)
     return 0 if all(r["clean"] for r in rows) else 1
@@ -464,6 +464,29 @@ def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
         " later; `replicator verify` compares them"
     )
     _emit(asdict(done), args.json, text)
+    return 0
+
+
+def cmd_partitions_accept(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from replicator.run.partitions import accept_partitions
+
+    if not args.yes:
+        raise CliError(
+            f"partitions accept changes how the events of {args.topic} are ordered across its partitions and"
+            " restarts the capture connector; confirm with --yes (MIGRATION-ARTIFACTS.md, runbook step 10)"
+        )
+    say = (lambda _line: None) if args.json else (lambda line: print(line, file=sys.stderr))
+    operator = args.operator or settings.cutover.operator or getpass.getuser()
+    done = accept_partitions(settings, args.topic, operator, args.timeout, say)
+    starts = ", ".join(f"[{p}]@{done.changed[p]}-{o}" for p, o in done.starts.items())
+    text = (
+        f"accepted {done.topic}: {done.before} -> {done.partitions} partitions (layout {done.epoch};"
+        f" transition {starts}); the running instances resume it."
+        f" Next: `{done.next_step}`, then `replicator verify`"
+    )
+    _emit({**asdict(done), "next": done.next_step}, args.json, text)
     return 0
 
 
@@ -766,6 +789,24 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait, at most")
     reload.add_argument("--json", action="store_true")
     reload.set_defaults(handler=cmd_reload)
+
+    partitions = sub.add_parser("partitions", help="a topic's partition count that changed")
+    psub = _Subparsers(partitions.add_subparsers(dest="partitions_command", required=True), common)
+    paccept = psub.add_parser(
+        "accept",
+        help="record a topic's new partition count (restarts the capture connector); its stopped tables"
+        " resume; then reload them",
+    )
+    paccept.add_argument("--topic", required=True, help="the topic whose partition count changed")
+    paccept.add_argument("--yes", action="store_true", help="confirm (required)")
+    paccept.add_argument(
+        "--operator", help="who accepts (recorded; default: REPLICATOR_CUTOVER__OPERATOR or the OS user)"
+    )
+    paccept.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the connector to stop and run again"
+    )
+    paccept.add_argument("--json", action="store_true")
+    paccept.set_defaults(handler=cmd_partitions_accept)
 
     errors = sub.add_parser("errors", help="error records")
     esub = _Subparsers(errors.add_subparsers(dest="errors_command", required=True), common)

@@ -112,6 +112,10 @@ class ConnectClient:
         """STOPPED: no tasks, offsets kept (Connect's offsets API needs a stopped connector)."""
         self._request("PUT", f"/connectors/{urllib.parse.quote(name, safe='')}/stop")
 
+    def resume(self, name: str) -> None:
+        """A PAUSED or STOPPED connector runs again (a stopped one gets new tasks)."""
+        self._request("PUT", f"/connectors/{urllib.parse.quote(name, safe='')}/resume")
+
     def reset_offsets(self, name: str) -> None:
         """Forget the (stopped) connector's source offsets, so one created again with this name starts
         with a fresh snapshot instead of resuming at an LSN a recreated database no longer has."""

@@ -217,7 +217,7 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
             "; ".join(facts.stopped_tables[:3])
             + (f" (and {len(facts.stopped_tables) - 3} more)" if len(facts.stopped_tables) > 3 else "")
             if facts.stopped_tables
-            else "no table stopped by a source schema change",
+            else "no table stopped by a source schema change or a partition count change",
         )
     )
     errors_ok = facts.error_records == 0 or accept_errors
@@ -231,7 +231,15 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
         )
     )
     changed = ", ".join(f"{t}: {a} -> {b}" for t, (a, b) in sorted(facts.partition_changes.items()))
-    gates.append(Gate("partitions", not changed, changed or "partition counts unchanged"))
+    gates.append(
+        Gate(
+            "partitions",
+            not changed,
+            f"{changed}; fix: `replicator partitions accept --topic <topic> --yes`, then `replicator reload`"
+            if changed
+            else "partition counts as recorded",
+        )
+    )
     gates.append(
         Gate(
             "replicator",

@@ -10,10 +10,18 @@ it deleted the row. An event is applied only if it is newer:
   Debezium's at-least-once redeliveries no-ops (they arrive at newer offsets
   carrying older positions). Snapshot rows carry no comparable position and
   follow Kafka order.
-- different partition (the topic's partition count changed, or one target key
-  is fed from two topics): offsets are incomparable, so only positions decide;
-  without positions on both sides the event is treated as newer and the case
-  is counted (`Verdict.UNORDERED`) so it is visible, never silent.
+- different partition: offsets are incomparable. When both are streaming
+  events their positions decide. Otherwise:
+  - another partition of the same topic (its partition count changed, see
+    `core.layout`): the higher layout rank is newer (records of a higher
+    rank were appended after every record of a lower one). At the same
+    rank the event is `UNDECIDED`: it is not applied and becomes an error
+    record, never silently newer (an old snapshot row replayed over a newer
+    row would regress it for good) nor silently older (a valid newer row
+    would be lost);
+  - another topic (one target key fed from two topics): the event is
+    treated as newer and the case is counted (`Verdict.UNORDERED`) so it is
+    visible, never silent.
 
 Pure: no I/O.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+from replicator.core.layout import NO_LAYOUTS, Layouts
 from replicator.core.model import KafkaRef, SourcePosition, new_tuple
 
 
@@ -41,11 +50,13 @@ class Version(NamedTuple):
 class Verdict(enum.Enum):
     NEWER = "newer"
     OLDER = "older"  # at or before the stored version: a no-op
-    UNORDERED = "unordered"  # incomparable; applied, and counted
+    UNORDERED = "unordered"  # another topic, incomparable; applied, and counted
+    UNDECIDED = "undecided"  # another partition of the same layout, incomparable: an error record
 
 
-def compare(event: Version, stored: Version | None) -> Verdict:
-    """Is `event` newer than `stored` (the version the target row reflects)?"""
+def compare(event: Version, stored: Version | None, layouts: Layouts = NO_LAYOUTS) -> Verdict:
+    """Is `event` newer than `stored` (the version the target row reflects)? `layouts`: the
+    accepted partition layouts of the topics (`core.layout`)."""
     if stored is None:
         return Verdict.NEWER
     mine, theirs = event.position, stored.position
@@ -57,4 +68,10 @@ def compare(event: Version, stored: Version | None) -> Verdict:
         return Verdict.NEWER
     if mine is not None and theirs is not None:
         return Verdict.NEWER if mine > theirs else Verdict.OLDER
-    return Verdict.UNORDERED
+    if event.topic != stored.topic:
+        return Verdict.UNORDERED
+    mine_rank = layouts.rank(event.topic, event.partition, event.offset)
+    their_rank = layouts.rank(stored.topic, stored.partition, stored.offset)
+    if mine_rank != their_rank:
+        return Verdict.NEWER if mine_rank > their_rank else Verdict.OLDER
+    return Verdict.UNDECIDED

@@ -2,11 +2,14 @@
 
 Per target key, in Kafka order, fold the intents against the stored version
 (`ordering.compare`): older events are no-ops; the last newer one wins (the
-reduction buffer). An upsert whose unchanged-TOAST columns are UNAVAILABLE
-takes those values from an earlier accepted upsert of the same key in the
-batch when there is one; otherwise the columns stay UNAVAILABLE and the
-writer leaves them untouched. A truncate is a barrier: `split_at_truncates`
-cuts a table's intents into segments resolved and written in order.
+reduction buffer); an event that cannot be ordered against the key's version
+(`Verdict.UNDECIDED`) is neither: it is set aside (`undecided`) for the
+writer to turn into an error record, and the key's version does not move.
+An upsert whose unchanged-TOAST columns are UNAVAILABLE takes those values
+from an earlier accepted upsert of the same key in the batch when there is
+one; otherwise the columns stay UNAVAILABLE and the writer leaves them
+untouched. A truncate is a barrier: `split_at_truncates` cuts a table's
+intents into segments resolved and written in order.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from replicator.core.intents import Intent, Key, Kind, unavailable_columns
+from replicator.core.layout import NO_LAYOUTS, Layouts
 from replicator.core.mapping.plan import TablePlan
 from replicator.core.model import UNAVAILABLE
 from replicator.core.ordering import Verdict, Version, compare
@@ -32,6 +36,9 @@ class TableWrites:
     older: list[Intent] = field(default_factory=list)  # no-ops: at or before the stored version
     skipped_older: int = 0
     unordered: int = 0
+    # Intents not ordered against the version they met (another partition of the same layout,
+    # a source position missing), with that version: not applied, error records.
+    undecided: list[tuple[Intent, Version | None]] = field(default_factory=list)
     # Key texts the writer locked that had no stored version (its placeholder rows); set by the writer.
     unversioned: frozenset[str] = frozenset()
 
@@ -58,15 +65,23 @@ def split_at_truncates(intents: Sequence[Intent]) -> list[list[Intent]]:
     return [s for s in segments if s]
 
 
-def resolve(table: TablePlan, intents: Sequence[Intent], stored: Mapping[Key, Version]) -> TableWrites:
+def resolve(
+    table: TablePlan,
+    intents: Sequence[Intent],
+    stored: Mapping[Key, Version],
+    layouts: Layouts = NO_LAYOUTS,
+) -> TableWrites:
     """Apply the ordering rule and the reduction buffer to one segment (no truncates)."""
     writes = TableWrites(table)
     for intent in intents:
         current = writes.versions.get(intent.key, stored.get(intent.key))
-        verdict = compare(intent.version, current)
+        verdict = compare(intent.version, current, layouts)
         if verdict is Verdict.OLDER:
             writes.skipped_older += 1
             writes.older.append(intent)
+            continue
+        if verdict is Verdict.UNDECIDED:
+            writes.undecided.append((intent, current))
             continue
         if verdict is Verdict.UNORDERED:
             writes.unordered += 1
@@ -96,7 +111,9 @@ def completed(intent: Intent, previous: Intent | None) -> Intent:
     return intent._replace(values=merged, unavailable=unavailable_columns(merged))
 
 
-def final_versions(intents: Sequence[Intent], stored: Mapping[Key, Version]) -> dict[Key, Version]:
+def final_versions(
+    intents: Sequence[Intent], stored: Mapping[Key, Version], layouts: Layouts = NO_LAYOUTS
+) -> dict[Key, Version]:
     """The version each key ends with after `intents` (what `resolve` stores), without building
     the writes: the cheap fold the writer claims new keys with."""
     out: dict[Key, Version] = {}
@@ -105,6 +122,6 @@ def final_versions(intents: Sequence[Intent], stored: Mapping[Key, Version]) -> 
         current = out.get(key)
         if current is None:
             current = stored.get(key)
-        if compare(intent.version, current) is not Verdict.OLDER:
+        if compare(intent.version, current, layouts) in (Verdict.NEWER, Verdict.UNORDERED):
             out[key] = intent.version
     return out

@@ -11,7 +11,9 @@ Invariants:
   would keep it).
 - A member without an assignment `rejoin_timeout_s` after it subscribed or
   lost its partitions (no rebalance completed: librdkafka can stay stuck
-  after a broker restart) closes its consumer and joins with a new one.
+  after a broker restart) closes its consumer and joins with a new one;
+  `rejoin` does the same on request (every partition is assigned again,
+  through `on_assign`, positioned from the target).
 - A record error that Kafka calls fatal, an offset out of range or an
   authorization failure becomes `Fatal` (never skipped silently); other
   errors go to `on_error` and polling goes on (librdkafka retries).
@@ -123,10 +125,26 @@ class KafkaSource:
             " closing the consumer and joining again with a new one",
             True,
         )
-        with contextlib.suppress(KafkaException, RuntimeError):  # the stuck consumer goes either way
+        self.rejoin()
+
+    def rejoin(self) -> None:
+        """Close the consumer (its partitions are revoked through `on_revoke`) and join the group
+        again with a new one: every partition it gets is positioned by `on_assign` afresh, and no
+        pause carries over."""
+        with contextlib.suppress(KafkaException, RuntimeError):  # the old consumer goes either way
             self._consumer.close()
         self._consumer = self._new_consumer()
         self._subscribe()
+
+    def partition_counts(self, topics: list[str]) -> dict[str, int]:
+        """Partitions per topic as the brokers report them now (topics that exist); `Transient`
+        when they do not answer."""
+        try:
+            metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise Transient(f"kafka: reading the topics' partition counts: {exc.args[0]}") from exc
+        found = {name: t for name, t in metadata.topics.items() if t.error is None}
+        return {t: len(found[t].partitions) for t in topics if t in found}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         self._rejoin_if_stuck()

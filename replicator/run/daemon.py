@@ -3,10 +3,10 @@
 Start: a run id, the checked plan (refuses a spec that does not check, except
 the tables the source changed under, see `run.assembly.run_plan`), the schema
 guard that stops a table whose events no longer match (`run.schema_guard`), the
-control schema (live mode owns it), a refusal if a topic's partition count
-changed since the last run (a key would move partition and lose its
-ordering), the run row. End: totals in the run log and the run row; a halt
-re-raises its `Fatal` with its cause.
+control schema (live mode owns it), the partition counts recorded (a topic
+whose count changed since is logged here and stopped by the loop when
+assigned, `run.partition_watch`; other topics run), the run row. End: totals
+in the run log and the run row; a halt re-raises its `Fatal` with its cause.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
-from replicator.core.errors import ConfigError, Fatal, ReplicatorError, one_line
+from replicator.core.errors import ConfigError, Fatal, ReplicatorError, Transient, one_line
 from replicator.core.intents import Intent, to_intents
+from replicator.core.layout import changes
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
@@ -34,6 +36,7 @@ from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
 from replicator.run.metrics import Metrics, MetricsServer
 from replicator.run.observer import Health, LoopObserver, observe_all
+from replicator.run.partition_watch import PartitionWatch
 from replicator.run.progress import progress_observer
 from replicator.run.schema_guard import SchemaGuard, topics_of
 from replicator.runlog import RunLog, new_run_id
@@ -202,10 +205,16 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         if request.mode == "run":
             store.ensure()
             refuse_when_target_authoritative(store.authority())
-            store.guard_partition_counts(counts)
+            recorded = store.record_partitions(counts)
         else:
             store.require()
+            recorded = store.recorded_partitions()
         store.start_run(run_id, request.mode, group, settings.summary())
+    for change in changes(counts, recorded).values():  # stopped by the loop when assigned
+        sources = [t.source for t in plan.tables_for_topic(change.topic)]
+        log.event(
+            "warning", message=f"{change.reason()}; its tables stop when assigned; fix: {change.fix(sources)}"
+        )
     dec = decoder(settings)
     marks = capture_marks(settings, plan, log)
     parts = WriterParts(
@@ -235,6 +244,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
     )
+    watch = PartitionWatch(source.partition_counts, partial(recorded_counts, settings, request.mode))
     observers: list[LoopObserver] = [metrics] if metrics is not None else []
     if request.progress:
         label = "shadow" if request.mode == "shadow" else "catch-up"
@@ -255,6 +265,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         ),
         observer=observer,
         verdict=guard,
+        watch=watch,
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None
@@ -286,6 +297,19 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     if halt is not None:
         raise halt
     return {"run_id": run_id, **summary}
+
+
+def recorded_counts(settings: Settings, mode: str, found: Mapping[str, int]) -> dict[str, int]:
+    """The recorded partition counts of `found`'s topics; the live run records a topic seen for the
+    first time (the shadow only reads: the live group's record is the one both compare with). A
+    target that does not answer is `Transient`: the loop compares again later, it does not halt."""
+    try:
+        with ControlStore.open(settings) as store:
+            if mode == "run":
+                return store.record_partitions(found)
+            return {t: n for t, n in store.recorded_partitions().items() if t in found}
+    except ReplicatorError as exc:
+        raise Transient(f"reading the recorded partition counts: {one_line(exc)}") from exc
 
 
 def bind_metrics(

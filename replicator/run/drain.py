@@ -82,8 +82,9 @@ def stop_lines(stops: list[dict[str, Any]]) -> list[str]:
 
 
 def check_stops(settings: Settings, group: str, topics: list[str]) -> None:
-    """A table stopped by a source schema change never drains: say so at once, with its fix. Only a
-    stop of a live run counts: one left by an ended run is judged again by the next run."""
+    """A stopped table (a source schema change, a partition count change) never drains: say so at
+    once, with its fix. Only a stop of a live run counts: one left by an ended run is judged again
+    by the next run."""
     with ControlStore.open(settings) as store:
         stops = store.stops(group) if store.initialized() else []
     stops = [s for s in stops if s["topic"] in topics and s["live"]]

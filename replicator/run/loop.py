@@ -23,6 +23,16 @@ Invariants:
   event, paused, and anything fetched of it later is dropped: its checkpoint
   stays at that event until the partition is assigned again and the event is
   judged again. A stopped partition counts as caught up.
+- A topic whose partition count in Kafka is not the recorded one
+  (`run.partition_watch`, asked at every assignment and every few seconds)
+  stops the same way, all its assigned partitions where they stand: at an
+  assignment they are never fetched; while running, what the batch in hand
+  holds of them is dropped (not applied: their checkpoints stay where the
+  batch in flight leaves them) and they are paused. The stops are stored
+  with the next batch (an empty one if need be). A topic accepted since
+  (`replicator partitions accept`) makes the instance join the group
+  again: every partition is assigned and positioned from the target anew,
+  with the writer's layouts read again (see `core.layout`).
 
 The loop builds no client: it is given a `Source` (Kafka) and a `Sink` (the
 target writer or the shadow), so it unit-tests with fakes of both.
@@ -43,6 +53,8 @@ from replicator.config import BatchSettings
 from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
 from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch, prepare
+from replicator.core.layout import RULE as PARTITIONS_RULE
+from replicator.core.layout import Change, without
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import (
     Batch,
@@ -57,6 +69,7 @@ from replicator.core.model import (
 from replicator.core.schema_change import Stop, Verdict, cut
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.observer import LoopObserver, NullObserver
+from replicator.run.partition_watch import PartitionWatch
 from replicator.runlog import RunLog
 
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -68,6 +81,7 @@ class Source(Protocol):
     ) -> None: ...
     def pause(self, partitions: list[Partition]) -> None: ...
     def resume(self, partitions: list[Partition]) -> None: ...
+    def rejoin(self) -> None: ...
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
     def watermarks(self, partition: Partition, cached: bool = False) -> tuple[int, int]: ...
     def positions(self, partitions: list[Partition]) -> dict[Partition, int]: ...
@@ -166,9 +180,11 @@ class ConsumerLoop:
         sleep: Callable[[float], None] = time.sleep,
         observer: LoopObserver | None = None,
         verdict: Verdict | None = None,
+        watch: PartitionWatch | None = None,
     ) -> None:
         self.source = source
         self.verdict = verdict  # None: no schema-change check (every event goes to the mapping)
+        self.watch = watch  # None: partition counts are not compared while running
         self.sink = sink
         self.decoder = decoder
         self.plan = plan
@@ -188,6 +204,10 @@ class ConsumerLoop:
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
         self.stopped: dict[Partition, Stop] = {}  # stopped by a schema change until assigned again
+        self._unsaved: list[Stop] = []  # partition-count stops not yet stored (go with the next batch)
+        self._next: dict[
+            Partition, int
+        ] = {}  # per partition, the next offset once the batches handed over commit
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._inflight: tuple[PreparedBatch, Future[tuple[BatchResult, float]]] | None = None
 
@@ -224,6 +244,16 @@ class ConsumerLoop:
                 )
             else:
                 starts[p] = self.options.auto_offset_reset
+        self._next.update(begins)
+        if self.watch is not None:  # before anything of them is read
+            watch = self.watch
+            mapped = set(self.plan.topics)
+            watched = self._with_retry(
+                lambda: watch.check({t for t, _ in partitions if t in mapped}, partitions, force=True),
+                "compare partition counts",
+            )
+            if watched is not None:
+                self._halt(watched.changed, {p: begins[p] for p in partitions})
         self.observer.assigned(partitions, begins)
         self.observer.end_offsets(highs)
         self._ends_read = self.clock()
@@ -235,7 +265,7 @@ class ConsumerLoop:
         held = failpoints.paused_topics()
         paused = [p for p in partitions if p[0] in held]
         self.paused.update(paused)
-        return paused
+        return sorted({*paused, *(p for p in partitions if p in self.stopped)})
 
     def _release_paused(self) -> None:
         if self.paused and not failpoints.paused_topics():
@@ -249,6 +279,7 @@ class ConsumerLoop:
         self.paused -= set(partitions)
         for p in partitions:
             self.stopped.pop(p, None)
+        self._unsaved = [s for s in self._unsaved if s.partition in self.assigned]
         self.sink.on_revoke(partitions)
         self.observer.revoked(partitions)
 
@@ -269,13 +300,14 @@ class ConsumerLoop:
             while not self.stopping:
                 self.observer.turned()
                 self._refresh_end_offsets()
+                self._check_partitions()
                 self._release_paused()
                 for record in self.source.poll(min(POLL_RECORDS, limits.max_events), POLL_TIMEOUT_S):
                     self._take(record)
                 if self._batch_full() or (self._batch_due() and self.batch):
                     self._flush()
-                elif not self.batch and self.sink.retry_due():
-                    self._flush()  # nothing new to read: retry the held rows on their own
+                elif not self.batch and (self._unsaved or self.sink.retry_due()):
+                    self._flush()  # nothing new to read: store the stops, retry the held rows on their own
                 elif self._inflight is not None and self._inflight[1].done():
                     self._settle()  # an applied batch is committed to Kafka and logged, not left waiting
                 if self.options.stop_when_caught_up and self._caught_up():
@@ -305,6 +337,60 @@ class ConsumerLoop:
             self.log.event("warning", message=f"could not read end offsets: {exc}")
             return
         self.observer.end_offsets({p: end for p, end in ends.items() if end >= 0})
+
+    def _check_partitions(self) -> None:
+        """Stop the topics whose partition count changed; rejoin when one was accepted since."""
+        if self.watch is None or not self.assigned:
+            return
+        mapped = set(self.plan.topics)
+        stopped = {s.ref.topic for s in self.stopped.values() if s.rule_id == PARTITIONS_RULE}
+        try:
+            watched = self.watch.check(
+                {t for t, _ in self.assigned if t in mapped}, sorted(self.assigned), stopped
+            )
+        except Transient as exc:  # compared again at the next check
+            self.log.event("warning", message=f"could not compare partition counts: {exc}")
+            return
+        if watched is None:
+            return
+        if watched.changed:
+            parts = [p for p in self.assigned if p[0] in watched.changed and p not in self.stopped]
+            self.batch = without(self.batch, parts)
+            if not self.batch:
+                self.batch_started = None
+            stops = self._halt(watched.changed, {p: self._next.get(p, -1) for p in parts})
+            self.source.pause(sorted(s.partition for s in stops))
+        if watched.lifted:
+            self.log.event(
+                "resumed",
+                topics=",".join(sorted(watched.lifted)),
+                message="partition count accepted: joining the group again, the topics are read from their"
+                " checkpoints",
+            )
+            self._settle()
+            self._discard_batch()
+            self.source.rejoin()
+
+    def _halt(self, changed: Mapping[str, Change], at: Mapping[Partition, int]) -> list[Stop]:
+        """Stop every partition in `at` of a changed topic (not stopped already); one line per topic."""
+        made: list[Stop] = []
+        for topic, change in sorted(changed.items()):
+            parts = {p: o for p, o in at.items() if p[0] == topic and p not in self.stopped}
+            if not parts:
+                continue
+            stops = change.stops(self.plan.tables_for_topic(topic), parts)
+            for stop in stops:
+                self.stopped[stop.partition] = stop
+            self.log.event(
+                "stopped",
+                table=",".join(str(t) for t in stops[0].targets),
+                partitions=",".join(str(p) for _, p in sorted(parts)),
+                line=f"{', '.join(str(t) for t in stops[0].targets)} stopped ({PARTITIONS_RULE}):"
+                f" {change.reason()}; fix: {stops[0].fix}",
+            )
+            made += stops
+        self._unsaved += made
+        return made
 
     def _take(self, record: Record) -> None:
         ref = record.ref
@@ -369,6 +455,9 @@ class ConsumerLoop:
         if self.verdict is not None:
             batch, stops = cut(batch, self.verdict)
             self._stop(stops)
+        stops = (*self._unsaved, *stops)  # partition-count stops go with this batch
+        self._unsaved = []
+        self._next.update(batch.next_offsets)
         prepared = prepare(batch, self.plan, self.options.signal_table, stops)
         self._settle()
         failpoints.hit("stop_before_apply")

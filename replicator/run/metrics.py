@@ -75,7 +75,7 @@ class Metrics:
         self.stopped = Gauge(
             "replicator_partition_stopped",
             "1 while the partition is stopped in front of an event its spec no longer matches (a source"
-            " schema change), else 0",
+            " schema change) or because its topic's partition count changed, else 0",
             part,
             registry=r,
         )
@@ -181,7 +181,7 @@ class Metrics:
             self._stored.update(batch.next_offsets)
             self._publish(list(batch.next_offsets))
             stopped = {s.partition for s in batch.stops}
-            for p in batch.next_offsets:
+            for p in sorted({*batch.next_offsets, *stopped}):  # a partition-count stop moves no offset
                 self.stopped.labels(*_labels(p)).set(1 if p in stopped else 0)
                 self._stop_labels.add(p)
 

@@ -150,7 +150,8 @@ def partition_status(settings: Settings, topics: list[str], group_id: str) -> li
 
 def table_status(settings: Settings, group_id: str, tables: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """Per target table (`tables`: target and its topic, in spec order): `stopped` (a partition of its
-    topic is stopped by a source schema change), `held` (rows of it are held back) or `running`."""
+    topic is stopped by a source schema change or a partition count change), `held` (rows of it are
+    held back) or `running`."""
     with ControlStore.open(settings) as store:
         store.require()
         stops = store.stops(group_id)

@@ -17,7 +17,14 @@ Tables (schema name configurable, default `replicator`):
   transaction that moves the checkpoint past them, removed in the one that
   applies or supersedes them (or turns them into error records).
 - `run`: one row per run (mode, start, end, status, totals, the last heartbeat of a live one).
-- `topic_partitions`: partition counts seen per topic; a change is refused.
+- `topic_partitions`: the accepted partition count per topic (the first one
+  seen, then each one `replicator partitions accept` recorded); a running
+  instance that sees another count in Kafka stops the topic (`core.layout`).
+- `partition_layout`: per topic, each accepted change of its partition count
+  (`core.layout.Layout`): the epoch, the counts before and after, and per
+  partition that existed before, where the transition to the new count
+  starts and where it is settled. Read at every assignment; the ordering
+  rule uses it across partitions.
 - `shadow_diff`: the diffs of shadow runs (the dry run's output).
 - `authority`: one row: which database is authoritative (`source` until a
   cutover flips it), since when, by which cutover. The forward apply reads it
@@ -33,7 +40,10 @@ Tables (schema name configurable, default `replicator`):
   (`core.schema_change`): the event's offset (the checkpoint stays there),
   the source and target tables, the rule, the one-line reason and fix, the
   event's columns. Written in the batch that stopped it, removed by the batch
-  that applies the partition again; `status` and `drain` read it.
+  that applies the partition again; `status` and `drain` read it. A topic
+  whose partition count changed stops the same way (rule `partitions`, the
+  offset where each partition stood, no columns); `partitions accept`
+  removes those stops.
 
 All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
 `replicator init` and by the live daemon, which own the schema; every other
@@ -207,6 +217,17 @@ CREATE TABLE IF NOT EXISTS {s}.schema_stop (
   seen_at       timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (group_id, topic, partition)
 );
+CREATE TABLE IF NOT EXISTS {s}.partition_layout (
+  topic       text     NOT NULL,
+  epoch       int      NOT NULL,
+  before      int      NOT NULL,
+  partitions  int      NOT NULL,
+  starts      bigint[] NOT NULL,
+  changed     bigint[] NOT NULL,
+  operator    text     NOT NULL,
+  accepted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (topic, epoch)
+);
 """
 
 
@@ -224,7 +245,7 @@ def require(conn: psycopg.Connection[Any], schema: str) -> None:
         name
         for (name,) in conn.execute(
             "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s"
-            " AND tablename IN ('checkpoint', 'schema_stop')",
+            " AND tablename IN ('checkpoint', 'partition_layout')",
             (schema,),
         ).fetchall()
     }
@@ -233,7 +254,7 @@ def require(conn: psycopg.Connection[Any], schema: str) -> None:
             f"the control schema {schema!r} does not exist in the target; "
             "fix: run `replicator init` as the replicator's owner role"
         )
-    if "schema_stop" not in found:  # the newest table: anything older is an earlier version
+    if "partition_layout" not in found:  # the newest table: anything older is an earlier version
         raise NotInitialized(
             f"the control schema {schema!r} is from an earlier version; fix: run `replicator init` "
             "(or start `replicator run`, which upgrades it)"

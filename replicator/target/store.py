@@ -3,8 +3,8 @@
 A batch's own control writes (versions, error records, checkpoints) happen
 inside its target transaction, in `target.writer`; everything else is here:
 checkpoints read at assignment and by `status`/`drain`, the shadow's seeded
-positions, runs, the partition-count guard, error-record listings and the
-keys `verify` needs.
+positions, runs, the recorded partition counts and layouts (`core.layout`),
+error-record listings and the keys `verify` needs.
 
 Invariants: read-only callers (`status`, `errors list`, `verify`, `drain`)
 never run DDL: on a target where `replicator init` never ran, `require()`
@@ -24,6 +24,8 @@ from psycopg.rows import dict_row
 
 from replicator.config import Settings
 from replicator.core.errors import Fatal, one_line
+from replicator.core.layout import RULE as PARTITIONS_RULE
+from replicator.core.layout import Layout, Layouts
 from replicator.core.model import Partition, TableRef
 from replicator.core.serialize import dumps
 from replicator.pg.errors import sqlstate
@@ -144,10 +146,11 @@ class ControlStore:
 
     # ---------------------------------------------------------------- schema stops
     def stops(self, group: str) -> list[dict[str, Any]]:
-        """The partitions of `group` stopped by a source schema change (`core.schema_change`), with the
-        stopping event's offset, the source and target tables, rule, reason, fix and its columns;
-        `live`: the run that (last) stopped it has not recorded its end (else the next run that
-        reads the partition judges the event again, and clears or renews the stop)."""
+        """The partitions of `group` stopped by a source schema change (`core.schema_change`) or a
+        partition count change (`core.layout`, rule `partitions`), with the stopping offset, the
+        source and target tables, rule, reason, fix and the event's columns; `live`: the run that
+        (last) stopped it has not recorded its end (else the next run that reads the partition
+        judges it again, and clears or renews the stop)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
@@ -197,31 +200,95 @@ class ControlStore:
             )
             return cur.fetchall()
 
-    # ---------------------------------------------------------------- partition guard
-    def guard_partition_counts(self, counts: Mapping[str, int]) -> None:
-        """Record partition counts; refuse to run if one changed (keys would move partitions)."""
+    # ---------------------------------------------------------------- partition counts and layouts
+    def record_partitions(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """Record the count of each topic seen for the first time; return the recorded counts of
+        `counts`' topics (the first instance to record a topic wins: all read the same row)."""
         tp = self._t("topic_partitions")
-        with self.conn.transaction():
-            seen = dict(
-                self.conn.execute(
-                    sql.SQL("SELECT topic, partitions FROM {} FOR UPDATE").format(tp)
-                ).fetchall()
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (topic, partitions) VALUES (%s, %s) ON CONFLICT (topic) DO NOTHING"
+                ).format(tp),
+                sorted(counts.items()),
             )
-            changed = {t: (seen[t], n) for t, n in counts.items() if t in seen and seen[t] != n}
-            if changed:
-                detail = ", ".join(f"{t}: {a} -> {b}" for t, (a, b) in sorted(changed.items()))
+        rows = self.conn.execute(
+            sql.SQL("SELECT topic, partitions FROM {} WHERE topic = ANY(%s)").format(tp), (sorted(counts),)
+        ).fetchall()
+        return {t: int(n) for t, n in rows}
+
+    def layouts(self) -> Layouts:
+        """Every accepted partition layout, per topic, oldest first."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT topic, epoch, before, partitions, starts, changed FROM {} ORDER BY topic, epoch"
+            ).format(self._t("partition_layout"))
+        ).fetchall()
+        by_topic: dict[str, list[Layout]] = {}
+        for topic, epoch, before, partitions, starts, changed in rows:
+            by_topic.setdefault(topic, []).append(
+                Layout(
+                    int(epoch),
+                    int(before),
+                    int(partitions),
+                    tuple(int(o) for o in starts),
+                    tuple(int(o) for o in changed),
+                )
+            )
+        return Layouts({t: tuple(layouts) for t, layouts in by_topic.items()})
+
+    def accept_layout(self, topic: str, layout: Layout, log_starts: Mapping[int, int], operator: str) -> None:
+        """Record an accepted partition count, atomically: the layout, the new count, a checkpoint
+        at the log start of each new partition for every group that reads the topic (so no reset
+        policy can skip its first records), and the end of the topic's `partitions` stops. Refuses
+        when the recorded count is no longer `layout.before` (another accept came first)."""
+        with self.conn.transaction():
+            row = self.conn.execute(
+                sql.SQL("SELECT partitions FROM {} WHERE topic = %s FOR UPDATE").format(
+                    self._t("topic_partitions")
+                ),
+                (topic,),
+            ).fetchone()
+            if row is None or int(row[0]) != layout.before:
+                now = "none" if row is None else row[0]
                 raise Fatal(
-                    f"partition count changed ({detail}); keys moved partitions and per-key order is "
-                    "lost. Changing partition counts during a migration is unsupported: restore the "
-                    "count, or re-snapshot into an empty target"
+                    f"partitions accept: {topic} has {now} partitions recorded, not {layout.before} (another"
+                    " accept came first?); nothing recorded: run it again"
                 )
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    sql.SQL(
-                        "INSERT INTO {} (topic, partitions) VALUES (%s, %s) ON CONFLICT (topic) DO NOTHING"
-                    ).format(tp),
-                    sorted(counts.items()),
-                )
+            self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (topic, epoch, before, partitions, starts, changed, operator)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                ).format(self._t("partition_layout")),
+                (
+                    topic,
+                    layout.epoch,
+                    layout.before,
+                    layout.partitions,
+                    list(layout.starts),
+                    list(layout.changed),
+                    operator,
+                ),
+            )
+            self.conn.execute(
+                sql.SQL("UPDATE {} SET partitions = %s WHERE topic = %s").format(self._t("topic_partitions")),
+                (layout.partitions, topic),
+            )
+            new = sorted(p for p in log_starts if p >= layout.before)
+            self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {0} (group_id, topic, partition, next_offset, run_id)"
+                    " SELECT g.group_id, %s, n.p, n.o, 'partitions accept'"
+                    " FROM (SELECT DISTINCT group_id FROM {0} WHERE topic = %s) AS g,"
+                    " unnest(%s::int[], %s::bigint[]) AS n(p, o)"
+                    " ON CONFLICT (group_id, topic, partition) DO NOTHING"
+                ).format(self._t("checkpoint")),
+                (topic, topic, new, [log_starts[p] for p in new]),
+            )
+            self.conn.execute(
+                sql.SQL("DELETE FROM {} WHERE topic = %s AND rule_id = %s").format(self._t("schema_stop")),
+                (topic, PARTITIONS_RULE),
+            )
 
     # ---------------------------------------------------------------- error records
     def error_records(

@@ -7,13 +7,16 @@ Inside the transaction, in this order:
    then the values of lookup rules are read from the target (`target.lookups`);
 2. the stored versions of every key are locked (`target.versions`);
 3. per table (upserts parents first, deletes children first), the intents
-   are resolved against those versions (`core.resolve`) and written set-based
-   with bad rows isolated by bisection (`target.rows`). Keys whose held
-   events swap a unique value are replayed event by event in source order
-   (a step refused for lag does not stop the key's later events);
+   are resolved against those versions and the topics' partition layouts
+   (`core.resolve`, `core.layout`; the layouts are read at each assignment)
+   and written set-based with bad rows isolated by bisection (`target.rows`).
+   Keys whose held events swap a unique value are replayed event by event in
+   source order (a step refused for lag does not stop the key's later events);
 4. one source event, all its target rows or none: when a row of an event is
-   refused, the batch's writes roll back to a savepoint and run again without
-   that event (a fixpoint: the excluded set only grows);
+   refused, or an event cannot be ordered against a row's version
+   (`Verdict.UNDECIDED`: an error record), the batch's writes roll back to a
+   savepoint and run again without that event (a fixpoint: the excluded set
+   only grows);
 5. a refused row whose SQLSTATE can come from lag across partitions (FK,
    unique) is held, unless `core.holding.due_for_error` shows the dependency
    is truly absent; every other refusal is an error record naming every
@@ -56,6 +59,7 @@ from replicator.config import HoldSettings, TargetSettings
 from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
 from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
 from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
+from replicator.core.layout import NO_LAYOUTS, Layouts
 from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
 from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
@@ -67,6 +71,7 @@ from replicator.target import control
 from replicator.target.holds import HeldRow, HoldStore
 from replicator.target.lookups import LookupResolver
 from replicator.target.rows import Outcome, Refused, TableRows
+from replicator.target.store import ControlStore
 from replicator.target.versions import VersionTable
 
 Remap = Callable[[Sequence[Record]], tuple[Mapping[TableRef, list[Intent]], list[Failure]]]
@@ -138,9 +143,14 @@ class _Pass:
     unordered: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # "<table>:older|unordered" -> events
     truncates: list[tuple[Intent, str]] = field(default_factory=list)  # (intent, applied | older)
+    # Intents not ordered against their row's version (`Verdict.UNDECIDED`), with that version.
+    undecided: list[tuple[TablePlan, Intent, Version | None]] = field(default_factory=list)
 
     def refused_events(self) -> set[KafkaRef]:
         return {c.event.ref for w, r in self.refused for c in w.contributors.get(r.intent.key, [r.intent])}
+
+    def undecided_events(self) -> set[KafkaRef]:
+        return {i.event.ref for _, i, _ in self.undecided}
 
     def written_events(self) -> set[KafkaRef]:
         refused = {(w.table.target, r.intent.key) for w, r in self.refused}
@@ -207,6 +217,7 @@ class BatchWriter:
         self._on_holding = on_holding or (lambda wanted: None)
         self._may_hold = may_hold  # False: a refused row is an error record at once (errors retry)
         self._conn: psycopg.Connection[Any] | None = None
+        self._layouts: Layouts = NO_LAYOUTS  # read at each assignment (an accept is followed by one)
         self._last_retry = 0.0
         self._versions = VersionTable(target.versions)
         self._lookups = LookupResolver(self.plan)
@@ -258,6 +269,7 @@ class BatchWriter:
                     (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
                 ).fetchall()
                 self._holds.load_index(conn, partitions)
+                self._layouts = ControlStore(conn, self.schema).layouts()
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
         self._on_holding(self._holds.count > 0)
@@ -313,20 +325,24 @@ class BatchWriter:
         stored, claimed, placeholders = self._lock(conn, merged, sequential)
         excluded: set[KafkaRef] = set()
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
+        undecided: list[tuple[TablePlan, Intent, Version | None]] = []  # likewise, unordered events
         attempts = 0
         while True:
             try:
                 with conn.transaction():  # a savepoint: step 4 may roll the writes back
                     run = self._write(conn, merged, stored, excluded, sequential)
                     attempts += run.outcome.attempts
-                    if (run.refused_events() - excluded) & run.written_events():
+                    if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
                 break
             except _Redo:
-                excluded |= run.refused_events()
+                excluded |= run.refused_events() | run.undecided_events()
                 carried += run.refused
+                undecided += run.undecided
         run.refused = [*carried, *run.refused]
+        run.undecided = [*undecided, *run.undecided]
         run.outcome.attempts = attempts
+        result.errors.extend(self._undecided(run, self._other_targets(merged, excluded)))
         failpoints.hit("mid_batch")
         added, kept = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
@@ -413,7 +429,7 @@ class BatchWriter:
             if sequential.get(target) or len(intents) != len(merged[target]):
                 claims[target] = dict.fromkeys(keys)
             else:
-                final = final_versions(intents, {})
+                final = final_versions(intents, {}, self._layouts)
                 claims[target] = {text: final.get(key) for text, key in keys.items()}
         found, taken = self._versions.lock_or_claim(conn, claims)
         stored = {t: {texts[t][k]: v for k, v in versions.items()} for t, versions in found.items()}
@@ -504,7 +520,8 @@ class BatchWriter:
     def _resolve(
         self, table: TablePlan, intents: Sequence[Intent], stored: Mapping[Any, Version], run: _Pass
     ) -> TableWrites:
-        writes = resolve(table, intents, stored)
+        writes = resolve(table, intents, stored, self._layouts)
+        run.undecided += [(table, i, v) for i, v in writes.undecided]
         run.skipped_older += writes.skipped_older
         run.unordered += writes.unordered
         run.skipped[f"{table.target}:older"] += writes.skipped_older
@@ -561,7 +578,8 @@ class BatchWriter:
             if intent.key in stopped:
                 chain.append(intent)
                 continue
-            one = resolve(table, [completed(intent, last.get(intent.key))], current)
+            one = resolve(table, [completed(intent, last.get(intent.key))], current, self._layouts)
+            run.undecided += [(table, i, v) for i, v in one.undecided]
             run.skipped_older += one.skipped_older
             run.skipped[f"{table.target}:older"] += one.skipped_older
             if not one.final:
@@ -588,7 +606,7 @@ class BatchWriter:
         table = intent.table
         marker = _truncate_key(intent)
         stored = self._versions.lock(conn, table.target, [marker]).get(marker)
-        if compare(intent.version, stored) is Verdict.OLDER:
+        if compare(intent.version, stored, self._layouts) is Verdict.OLDER:
             run.skipped_older += 1
             run.skipped[f"{table.target}:older"] += 1
             return
@@ -605,6 +623,35 @@ class BatchWriter:
         key = f"{table.target}:truncate_{policy}"
         run.applied[key] = run.applied.get(key, 0) + 1
         self._versions.update_many(conn, {table.target: {marker: intent.version}})
+
+    def _undecided(self, run: _Pass, others: Mapping[KafkaRef, list[tuple[TableRef, str]]]) -> list[Failure]:
+        """Error records of the events that could not be ordered against a row's version (step 4
+        kept them out of every table they write)."""
+        out: list[Failure] = []
+        for table, intent, stored in run.undecided:
+            e, text = intent.event, key_text(intent.key)
+            also = tuple(sorted({(str(t), k) for t, k in others.get(e.ref, ()) if t != table.target}))
+            against = (
+                f"{stored.topic}[{stored.partition}]@{stored.offset}" if stored is not None else "its version"
+            )
+            out.append(
+                Failure(
+                    ref=e.ref,
+                    rule_id="ordering",
+                    message=f"{table.target} key {text}: not ordered against the row's version from"
+                    f" {against} (another partition of {e.ref.topic} in the same partition layout, and a"
+                    " source position missing): not applied; fix: if the topic's partition count changed,"
+                    f" `replicator partitions accept --topic {e.ref.topic} --yes`, then"
+                    f" `replicator reload --table {table.source}` (a later layout wins), then"
+                    " `replicator errors resolve --rule ordering`",
+                    raw_key=e.raw_key,
+                    raw_value=e.raw_value,
+                    target=table.target,
+                    key=text,
+                    also=also,
+                )
+            )
+        return out
 
     # ------------------------------------------------------------------ step 5: hold or error
     def _settle(

@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replicator.core.intents import Key, Kind, key_text, to_intents
+from replicator.core.layout import Layout, Layouts
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.core.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition
+from replicator.core.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition, TableRef
 from replicator.core.ordering import Version
 from replicator.core.resolve import TableWrites, resolve, split_at_truncates
 from tests.events import change
@@ -165,6 +166,80 @@ def test_final_versions_equals_what_resolve_stores(plan: Plan) -> None:
     )  # newer offset, older position
     intents = [*intents, redelivered]
     assert final_versions(intents, {}) == resolve(table, intents, {}).versions
+
+
+def moved(event: ChangeEvent, partition: int, snapshot: bool = False) -> ChangeEvent:
+    """`event` on another partition of its topic; a snapshot row (no source position) if asked."""
+    return event._replace(
+        ref=event.ref._replace(partition=partition),
+        position=None if snapshot else event.position,
+        snapshot=snapshot,
+        op=Op.READ if snapshot else event.op,
+    )
+
+
+def test_an_undecided_event_is_set_aside_not_applied_and_the_version_stays(plan: Plan) -> None:
+    """A snapshot row from another partition of the same layout (no accept recorded) is neither
+    newer nor older: it is set aside for an error record, and the row keeps its version."""
+    stored = {("S1",): Version(TOPIC, 0, 40, SourcePosition(9, 9))}
+    w = writes(plan, [moved(product(5, name="old snapshot"), 1, snapshot=True)], stored)
+    assert w.final == {} and w.versions == {} and w.skipped_older == 0
+    assert [(i.event.ref.partition, v) for i, v in w.undecided] == [(1, stored[("S1",)])]
+
+
+def test_replaying_old_partitions_after_an_accepted_layout_regresses_no_row(plan: Plan) -> None:
+    """The issue's case: the topic went from 1 to 2 partitions (partition 0 in transition from
+    offset 20, settled from 30); S1 moved to partition 1, where a streaming update is its version.
+    Replaying partition 0 from its start (the snapshot row, then old updates) changes nothing."""
+    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
+    stored = {("S1",): Version(TOPIC, 1, 4, SourcePosition(50, 51))}
+    old = [
+        moved(product(0, name="snapshot"), 0, snapshot=True),
+        product(7, name="old update", position=SourcePosition(8, 9)),
+        moved(product(25, name="snapshot in the transition"), 0, snapshot=True),
+    ]
+    w = resolve(
+        next(t for t in plan.tables if t.rule_id == "product"),
+        to_intents(old, plan.tables_for_topic).by_table[TableRef("catalog", "product")],
+        stored,
+        layouts,
+    )
+    assert w.final == {} and w.skipped_older == 3 and w.undecided == []
+
+
+def test_a_reload_row_in_the_new_layout_lands_over_an_old_layout_version(plan: Plan) -> None:
+    """Nothing lost: after the accept, the reload's row (no position, on the key's new partition)
+    is newer than the version an old-layout event left, whatever their offsets."""
+    layouts = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
+    stored = {("S1",): Version(TOPIC, 0, 29, SourcePosition(8, 9))}
+    w = writes_with(plan, [moved(product(2, name="reloaded"), 1, snapshot=True)], stored, layouts)
+    assert [i.values["title"] for i in w.final.values()] == ["reloaded"]
+    assert w.versions[("S1",)] == Version(TOPIC, 1, 2, None)
+
+
+def writes_with(
+    plan: Plan, events: list[ChangeEvent], stored: dict[Key, Version], layouts: Layouts
+) -> TableWrites:
+    out = to_intents(events, plan.tables_for_topic)
+    table = next(t for t in plan.tables if t.rule_id == "product")
+    return resolve(table, out.by_table[table.target], stored, layouts)
+
+
+def test_final_versions_agree_with_resolve_across_partitions(plan: Plan) -> None:
+    """The claim of a new key must not take a version `resolve` sets aside (undecided) or skips."""
+    from replicator.core.resolve import final_versions
+
+    accepted = Layouts({TOPIC: (Layout(1, 1, 2, (30,), (20,)),)})
+    table = next(t for t in plan.tables if t.rule_id == "product")
+    for layouts, events in (
+        (Layouts(), [product(3), moved(product(1), 1, snapshot=True)]),  # one layout: undecided
+        (accepted, [product(31), moved(product(1), 0, snapshot=True)]),  # new layout, then old: older
+        (accepted, [product(3), moved(product(2), 1, snapshot=True)]),  # old layout, then new: newer
+    ):
+        intents = to_intents(events, plan.tables_for_topic).by_table[table.target]
+        final = final_versions(intents, {}, layouts)
+        assert final == resolve(table, intents, {}, layouts).versions
+        assert len(final) == 1
 
 
 def order(offset: int, op: Op = Op.UPDATE, status: str = "placed") -> ChangeEvent:

@@ -64,18 +64,41 @@ class FakeSource:
 
     def __init__(self, records: list[Record], watermarks: Mapping[Partition, tuple[int, int]]) -> None:
         self.queue = list(records)
+        self.records = list(records)  # the log, read again from the starts after a rejoin
         self.marks = dict(watermarks)
         self.starts: dict[Partition, StartAt] = {}
         self.committed: list[dict[Partition, int]] = []
         self.events: list[str] = []
         self.on_revoke: OnRevoke | None = None
+        self.on_assign: OnAssign | None = None
+        self.to_pause: ToPause | None = None
+        self.paused_at_assign: list[list[Partition]] = []
         self.closed = False
 
     def subscribe(
         self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
     ) -> None:
-        self.starts = dict(on_assign(sorted(self.marks)))
-        self.on_revoke = on_revoke
+        self.on_assign, self.on_revoke, self.to_pause = on_assign, on_revoke, to_pause
+        self._assign()
+
+    def _assign(self) -> None:
+        assert self.on_assign is not None
+        self.starts = dict(self.on_assign(sorted(self.marks)))
+        if self.to_pause is not None:
+            self.paused_at_assign.append(self.to_pause(sorted(self.marks)))
+
+    def rejoin(self) -> None:
+        """A new consumer: everything revoked, then assigned again (the group's partitions now)."""
+        self.events.append("rejoin")
+        assert self.on_revoke is not None
+        self.on_revoke(sorted(self.marks))
+        self._assign()
+
+        def start(p: Partition) -> int:
+            at = self.starts.get(p, "earliest")
+            return at if isinstance(at, int) else self.marks[p][0] if at == "earliest" else self.marks[p][1]
+
+        self.queue = [r for r in self.records if r.ref.offset >= start((r.ref.topic, r.ref.partition))]
 
     def pause(self, partitions: list[Partition]) -> None:
         self.events.append("pause")

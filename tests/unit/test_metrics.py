@@ -184,6 +184,24 @@ def test_a_partition_stopped_by_a_schema_change_is_1_until_a_batch_applies_it_ag
     assert key not in samples(metrics)
 
 
+def test_a_partition_stopped_by_a_partition_count_change_is_1_though_its_batch_moves_no_offset() -> None:
+    metrics = Metrics("r", "g", "run", Health(60))
+    metrics.assigned([(TOPIC, 0), (TOPIC, 1)], {(TOPIC, 0): 0, (TOPIC, 1): 0})
+    stop = Stop(
+        KafkaRef(TOPIC, 1, 7),
+        TableRef("src", "items"),
+        (TableRef("dst", "items"),),
+        "partitions",
+        "x",
+        "y",
+        None,
+    )
+    metrics.applied(PreparedBatch({}, (), {(TOPIC, 0): 4}, Counter(), 1, stops=(stop,)), BatchResult(), 0.01)
+    got = samples(metrics)
+    assert got[("replicator_partition_stopped", (("partition", "1"), ("topic", TOPIC)))] == 1
+    assert got[("replicator_partition_stopped", (("partition", "0"), ("topic", TOPIC)))] == 0
+
+
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:

@@ -60,11 +60,14 @@ def plan() -> Plan:
 
 
 class FakeResult:
+    def __init__(self, rows: list[Any] | None = None) -> None:
+        self.rows = rows or []
+
     def fetchall(self) -> list[Any]:
-        return []
+        return self.rows
 
     def fetchone(self) -> Any:
-        return None
+        return self.rows[0] if self.rows else None
 
 
 class FakeCopy:
@@ -102,7 +105,8 @@ class FakeCursor:
 class FakeSession:
     """Records statements; `fail_on` makes a statement containing that text raise."""
 
-    def __init__(self, fail_on: str | None = None) -> None:
+    def __init__(self, fail_on: str | None = None, rows: Mapping[str, list[Any]] | None = None) -> None:
+        self.rows = dict(rows or {})  # the rows a statement containing that text returns
         self.log: list[str] = []
         self.executed: list[tuple[str, Any]] = []
         self.copied: list[list[Any]] = []
@@ -135,7 +139,7 @@ class FakeSession:
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         self.log.append(text)
         self.executed.append((text, params))
-        return FakeResult()
+        return FakeResult(next((rows for part, rows in self.rows.items() if part in text), None))
 
     def cursor(self) -> FakeCursor:
         return FakeCursor(self)
@@ -271,3 +275,27 @@ def test_a_stop_is_stored_in_the_batch_transaction_beside_the_checkpoint_it_hold
     (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
     assert params[2:5] == ([TOPIC, TOPIC], [0, 1], [5, 8])
     assert session.outcomes[-1] == "COMMIT" and session.log.count("BEGIN") == 2  # one batch transaction
+
+
+def test_an_event_not_ordered_against_its_rows_version_is_an_error_record_and_writes_nothing() -> None:
+    """`Verdict.UNDECIDED`: a snapshot row of partition 1 meets key 7's version from partition 0 of
+    the same topic, no layout recorded between them. Not applied (no row staged), not dropped: one
+    error record (rule `ordering`) with the raw event and the way on; the checkpoint moves on."""
+    locked = "FOR UPDATE OF v"  # the version lock of `VersionTable.lock_or_claim`
+    stored = ["dst.items", "[7]", TOPIC, 0, 40, 9, 9, 0, False]
+    session, target = FakeSession(rows={locked: [stored]}), FakeTarget(plan())
+    event = change(
+        TOPIC, Op.READ, "src.items", offset=3, position=SourcePosition(1, 2), after={"id": 7, "name": "old"}
+    )
+    event = event._replace(ref=KafkaRef(TOPIC, 1, 3), position=None, snapshot=True)
+    b = Batch(events=[event], next_offsets={(TOPIC, 1): 4})
+    result = writer([session], target).apply(prepare(b, plan()))
+    assert result.applied == {} and [7, "old", 1] not in [list(r) for r in session.copied]
+    assert [(f.ref, f.rule_id, f.target, f.key, f.raw_value) for f in target.stored_failures] == [
+        (KafkaRef(TOPIC, 1, 3), "ordering", TableRef("dst", "items"), "[7]", b"v")
+    ]
+    message = target.stored_failures[0].message
+    assert f"{TOPIC}[0]@40" in message and "\n" not in message
+    assert f"`replicator partitions accept --topic {TOPIC} --yes`" in message
+    (params,) = [p for text, p in session.executed if 'INTO "ctl"."checkpoint"' in text]
+    assert params[2:5] == ([TOPIC], [1], [4])
