@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from replicator.connect.client import ConnectClient
 from replicator.core.decode import JsonDecoder
 from replicator.core.model import ChangeEvent, KafkaRef
 from replicator.core.replay import Probe, parse_lsn
 from tests.integration.pipeline import (
+    CONNECTOR,
     TOPICS,
     assert_converged_equal,
     converge,
@@ -120,13 +125,21 @@ def test_replay_converges_a_target_behind_and_is_a_noop_on_a_current_one(
     assert mapped(stored_offsets(stack, dbname, group)) == stored
 
 
-def topic_positions(stack: Stack, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], list[Probe]]:
-    """Every event of each partition up to `ends`, as what its source position says."""
+@dataclass(frozen=True)
+class Logged:
+    """An event read back from Kafka: where it sits in the source and when Kafka stamped it."""
+
+    probe: Probe
+    timestamp_ms: int
+
+
+def topic_events(stack: Stack, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], list[Logged]]:
+    """Every event of each partition up to `ends`."""
     decoder = JsonDecoder()
     consumer = Consumer(
         {"bootstrap.servers": stack.kafka, "group.id": "lsn-reader", "enable.auto.commit": False}
     )
-    out: dict[tuple[str, int], list[Probe]] = {p: [] for p in ends}
+    out: dict[tuple[str, int], list[Logged]] = {p: [] for p in ends}
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
         left = {p for p, end in ends.items() if end > 0}
@@ -141,7 +154,7 @@ def topic_positions(stack: Stack, ends: dict[tuple[str, int], int]) -> dict[tupl
 def _read_into(
     consumer: Consumer,
     decoder: JsonDecoder,
-    out: dict[tuple[str, int], list[Probe]],
+    out: dict[tuple[str, int], list[Logged]],
     ends: dict[tuple[str, int], int],
     left: set[tuple[str, int]],
 ) -> bool:
@@ -155,41 +168,64 @@ def _read_into(
             continue
         event = decoder.decode(KafkaRef(topic, partition, offset), msg.key(), msg.value())
         if isinstance(event, ChangeEvent) and event.position is not None:
-            out[p].append(Probe(offset, event.position.commit_lsn, event.position.lsn))
+            probe = Probe(offset, event.position.commit_lsn, event.position.lsn)
         else:
-            out[p].append(Probe(offset, None, event.lsn if isinstance(event, ChangeEvent) else None))
+            probe = Probe(offset, None, event.lsn if isinstance(event, ChangeEvent) else None)
+        out[p].append(Logged(probe, msg.timestamp()[1]))
         if offset + 1 >= ends[p]:
             left.discard(p)
     return not left
 
 
-def test_replay_to_an_lsn_reads_again_what_committed_after_it(stack: Stack, tmp_path: Path) -> None:
-    """Two bursts of the workload with the source's WAL position read between them: `--to-lsn`
-    moves every partition to its first event of the second burst (or at most one transaction
-    earlier), never past one; a target missing a row of the second burst converges."""
-    dbname = fresh_target("replay_lsn")
-    group = f"replay-lsn-{uuid.uuid4().hex[:6]}"
+@pytest.mark.parametrize("to", ["lsn", "timestamp"])
+def test_replay_to_a_point_between_two_bursts(stack: Stack, tmp_path: Path, to: str) -> None:
+    """Two bursts of the workload; between them the source's WAL position, and the time once
+    Connect has flushed the first burst. `--to-lsn` moves every partition to its first event of
+    the second burst (or at most one transaction earlier), `--to-timestamp` to its first event
+    Kafka stamped at or after the time; neither skips anything of the second burst (checked
+    against every event read back from Kafka). On a current target the replay applies nothing;
+    a target that lost a row of the second burst gets it back."""
+    dbname = fresh_target(f"replay_{to}")
+    group = f"replay-{to}-{uuid.uuid4().hex[:6]}"
     env = env_for(stack, dbname, group)
     workload(3, rate=40, seed=31)
     with psycopg.connect(stack.source_admin()) as conn:
         (lsn_text,) = one_row(conn.execute("SELECT pg_current_wal_lsn()::text"))
     lsn = parse_lsn(lsn_text)
+    connect = ConnectClient(stack.connect_url)
+    wait_until(lambda: connect.flushed_lsn(CONNECTOR) >= lsn, 120, "Connect to flush the first burst")
+    moment = datetime.now(UTC)
     workload(3, rate=40, seed=32)
     with daemon(env, tmp_path / "daemon.log"):
         wait_until(lambda: stored_offsets(stack, dbname, group), 120, "the first checkpoints")
         ends = converge(stack, dbname, group, timeout_s=180)
+    point = ["--to-lsn", lsn_text] if to == "lsn" else ["--to-timestamp", moment.isoformat()]
 
-    dry = run_cli(env, "replay", "--to-lsn", lsn_text, "--dry-run", "--json")
+    dry = run_cli(env, "replay", *point, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     moves = {(m["topic"], m["partition"]): m["to"] for m in json.loads(dry.stdout)["moves"]}
-    events = topic_positions(stack, {p: e for p, e in ends.items() if p[0] in TOPICS})
+    events = topic_events(stack, {p: e for p, e in ends.items() if p[0] in TOPICS})
     assert set(moves) == set(events)
-    for p, to in moves.items():
-        before = [e for e in events[p] if e.offset < to]
-        after = [e for e in events[p] if e.offset >= to]
-        assert all(e.lsn is None or e.lsn < lsn for e in before), (p, to)  # nothing of burst 2 skipped
-        early = [e for e in after if e.lsn is not None and e.lsn < lsn]
-        assert len({e.seq0 for e in early}) <= 1, (p, to, early[:5])  # at most one transaction more
+    moment_ms = int(moment.timestamp() * 1000)
+    for p, start in moves.items():
+        before = [e for e in events[p] if e.probe.offset < start]
+        after = [e for e in events[p] if e.probe.offset >= start]
+        assert all(e.probe.lsn is None or e.probe.lsn < lsn for e in before), (p, start)  # none of burst 2
+        if to == "lsn":
+            early = [e.probe for e in after if e.probe.lsn is not None and e.probe.lsn < lsn]
+            assert len({e.seq0 for e in early}) <= 1, (p, start, early[:5])  # at most one transaction more
+        else:
+            assert all(e.timestamp_ms < moment_ms for e in before), (p, start)
+            assert not after or after[0].timestamp_ms >= moment_ms, (p, start)
+
+    # On a current target the replay is a no-op.
+    assert run_cli(env, "replay", *point).returncode == 0
+    noop = run_cli(env, "run", "--stop-when-caught-up")
+    assert noop.returncode == 0, noop.stderr[-3000:]
+    lines = batch_lines(noop.stderr)
+    assert lines and all(" applied=- " in line for line in lines), [
+        line for line in lines if " applied=- " not in line
+    ][:3]
 
     # A row the second burst inserted is lost from the target, with its version.
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
@@ -200,7 +236,7 @@ def test_replay_to_an_lsn_reads_again_what_committed_after_it(stack: Stack, tmp_
             "DELETE FROM replicator.row_version WHERE target_table = 'sales.order' AND key = %s",
             (f"[{order_id}]",),
         )
-    moved = run_cli(env, "replay", "--to-lsn", lsn_text)
+    moved = run_cli(env, "replay", *point)
     assert moved.returncode == 0, moved.stderr
     assert mapped(stored_offsets(stack, dbname, group)) == {p: min(o, ends[p]) for p, o in moves.items()}
     caught_up = run_cli(env, "run", "--stop-when-caught-up")
