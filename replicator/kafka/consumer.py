@@ -136,16 +136,6 @@ class KafkaSource:
         self._consumer = self._new_consumer()
         self._subscribe()
 
-    def partition_counts(self, topics: list[str]) -> dict[str, int]:
-        """Partitions per topic as the brokers report them now (topics that exist); `Transient`
-        when they do not answer."""
-        try:
-            metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
-        except KafkaException as exc:
-            raise Transient(f"kafka: reading the topics' partition counts: {exc.args[0]}") from exc
-        found = {name: t for name, t in metadata.topics.items() if t.error is None}
-        return {t: len(found[t].partitions) for t in topics if t in found}
-
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         self._rejoin_if_stuck()
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)

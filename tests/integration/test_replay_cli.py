@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from replicator.connect.client import ConnectClient
-from replicator.core.decode import JsonDecoder
+from replicator.core.decode import DecodeError, JsonDecoder
 from replicator.core.model import ChangeEvent, KafkaRef
 from replicator.core.replay import Probe, parse_lsn
 from tests.integration.pipeline import (
@@ -166,7 +166,10 @@ def _read_into(
         if offset >= ends[p]:
             left.discard(p)
             continue
-        event = decoder.decode(KafkaRef(topic, partition, offset), msg.key(), msg.value())
+        try:
+            event: object = decoder.decode(KafkaRef(topic, partition, offset), msg.key(), msg.value())
+        except DecodeError:  # e.g. a timestamp past year 9999 another test wrote: no position to read
+            event = None
         if isinstance(event, ChangeEvent) and event.position is not None:
             probe = Probe(offset, event.position.commit_lsn, event.position.lsn)
         else:
