@@ -25,6 +25,7 @@ import pytest
 
 from replicator import failpoints
 from replicator.config import TargetSettings
+from replicator.core.errors import Fatal
 from replicator.core.intents import Intent, prepare, to_intents
 from replicator.core.model import (
     UNAVAILABLE,
@@ -39,7 +40,7 @@ from replicator.core.model import (
     TableRef,
 )
 from replicator.target.live import LiveTables
-from replicator.target.writer import BatchWriter
+from replicator.target.writer import BatchWriter, ErrorPolicy
 from tests.integration.pipeline import CONTROL, demo_plan, fresh_target, live_writer
 from tests.integration.stack import Stack, one_row
 
@@ -410,3 +411,33 @@ def test_a_held_insert_whose_value_was_taken_lands_whole_with_its_toast_skipping
     with psycopg.connect(w.admin) as conn:
         (description,) = one_row(conn.execute("SELECT description FROM catalog.product WHERE sku = 'D'"))
     assert description == body
+
+
+def test_the_row_loop_is_created_again_after_the_transaction_that_created_it_rolled_back(
+    stack: Stack,
+) -> None:
+    """Trial 2: a daemon halted under load with `function pg_temp.replicator_rows_...() does not
+    exist (SQLSTATE 42883)` after a deadlock retry. The row-by-row loop is a session-local function
+    created inside the batch transaction and remembered per session; when that transaction is
+    rolled back (a deadlock, then a new session that Python gave the id of the closed one, or a
+    halted batch on a kept session), the function is gone but was still remembered, and the next
+    batch with a bad row called it: a Fatal halt instead of an error record. Here: a halted batch
+    creates the loop and rolls back, then the same batch under `record` needs the loop again."""
+    dbname = fresh_target("loopgone")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    bad = {3, 7}
+    events = [
+        event(topic, "shop.products", i, product(i, "-1.00" if i in bad else "9.99")) for i in range(20)
+    ]
+    writer = live_writer(stack, dbname, plan, "loopgone", f"run-{uuid.uuid4().hex[:6]}")
+    writer.policy = ErrorPolicy("halt")
+    with pytest.raises(Fatal, match="on-error=halt"):
+        writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 20}), plan))
+    writer.policy = ErrorPolicy("record")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 20}), plan))
+    writer.close()
+    assert sorted(str(f.key) for f in result.errors) == sorted(f'["BIS-{i:05d}"]' for i in bad)
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        (n,) = one_row(conn.execute("SELECT count(*) FROM catalog.product"))
+    assert n == 18
