@@ -80,7 +80,8 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.mapping import check_spec
 
-    problems = check_spec(settings, args.spec)
+    spec = args.spec or settings.mapping
+    problems = check_spec(settings, spec)
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
         _emit([asdict(p) for p in problems], True, "")
@@ -88,14 +89,14 @@ def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
         for p in problems:
             stream = sys.stderr if p.severity == "error" else sys.stdout
             print(f"{p.severity}: {p}", file=stream)
-        print(f"{args.spec}: {len(errors)} errors, {len(problems) - len(errors)} notes")
+        print(f"{spec}: {len(errors)} errors, {len(problems) - len(errors)} notes")
     return 1 if errors else 0
 
 
 def cmd_mapping_explain(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.mapping import explain_spec
 
-    plan = explain_spec(settings, args.spec)
+    plan = explain_spec(settings, args.spec or settings.mapping)
     _emit(plan.to_json(), args.json, plan.explain())
     return 0
 
@@ -625,11 +626,23 @@ def build_parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser("mapping", help="the mapping spec: check and explain")
     msub = _Subparsers(mapping.add_subparsers(dest="mapping_command", required=True), common)
     mcheck = msub.add_parser("check", help="check a spec against the live source and target catalogs")
-    mcheck.add_argument("spec", type=Path)
+    mcheck.add_argument(
+        "spec",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="the spec (default: --mapping, then REPLICATOR_MAPPING)",
+    )
     mcheck.add_argument("--json", action="store_true")
     mcheck.set_defaults(handler=cmd_mapping_check)
     mexplain = msub.add_parser("explain", help="print the compiled plan")
-    mexplain.add_argument("spec", type=Path)
+    mexplain.add_argument(
+        "spec",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="the spec (default: --mapping, then REPLICATOR_MAPPING)",
+    )
     mexplain.add_argument("--json", action="store_true")
     mexplain.set_defaults(handler=cmd_mapping_explain)
 

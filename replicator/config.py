@@ -187,6 +187,12 @@ class CutoverSettings(BaseModel):
     max_retained_wal_bytes: int = Field(
         default=1024**3, ge=0, description="gate: WAL the replication slot holds back, at most"
     )
+    max_held_age_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="gate: no row held back longer than this (younger ones are in motion while the "
+        "application writes; the drain after the fence waits for them); 0: no held row at all",
+    )
     timeout_s: float = Field(
         default=300.0, gt=0, description="the drain's deadline; past it the cutover aborts"
     )

@@ -125,6 +125,7 @@ def next_action(state: State) -> str:
 class Bounds:
     max_lag_events: int
     max_retained_wal_bytes: int
+    max_held_age_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,8 @@ class Facts:
     shadow_errors: int | None = None
     # One line per target table a source schema change stopped (`core.schema_change`).
     stopped_tables: tuple[str, ...] = ()
+    # Of `held_rows`, those held longer than `Bounds.max_held_age_s` (None: not measured, all count).
+    held_stuck: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +205,25 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
             + (f"; behind: {', '.join(behind[:5])}" if behind else ""),
         )
     )
+    # Rows in motion (a child whose parent is a few events behind on another partition) are
+    # normal while the application writes; the drain after the fence waits until none is held.
+    stuck = facts.held_rows if facts.held_stuck is None else facts.held_stuck
     gates.append(
         Gate(
             "held_rows",
-            facts.held_rows == 0,
+            stuck == 0,
             f"{facts.held_rows} rows held back waiting for a lagging table"
-            + ("" if facts.held_rows == 0 else "; see `replicator status`"),
+            + (
+                f", {stuck} of them for longer than {bounds.max_held_age_s:g} s;"
+                " see `replicator status` (REPLICATOR_CUTOVER__MAX_HELD_AGE_S)"
+                if stuck
+                else (
+                    f", none for longer than {bounds.max_held_age_s:g} s (in motion: the drain"
+                    " after the fence waits for them)"
+                    if facts.held_rows
+                    else ""
+                )
+            ),
         )
     )
     gates.append(

@@ -126,11 +126,17 @@ class Metadata:
 
     def group_members(self, group: str) -> int:
         """How many consumers are members of `group` right now (0: none is running)."""
+        return len(self.group_member_instances(group))
+
+    def group_member_instances(self, group: str) -> list[str | None]:
+        """The static instance id (`group.instance.id`) of each member of `group` right now, None
+        for a dynamic member. A static member that stopped cleanly stays until its session timeout."""
         conf = {k: v for k, v in consumer_conf(self._kafka).items() if k not in _CONSUMER_ONLY}
         admin = AdminClient(conf)  # held until the future resolves: a collected client never answers
         try:
             found = admin.describe_consumer_groups([group], request_timeout=METADATA_TIMEOUT_S)
-            return len(found[group].result(timeout=METADATA_TIMEOUT_S * 2).members)
+            members = found[group].result(timeout=METADATA_TIMEOUT_S * 2).members
+            return [m.group_instance_id or None for m in members]
         except (KafkaException, TimeoutError) as exc:
             why = exc.args[0] if exc.args else f"no answer in {METADATA_TIMEOUT_S * 2}s"
             raise Transient(f"kafka: cannot describe consumer group {group}: {why}") from exc

@@ -17,6 +17,12 @@ Invariants:
 - A record error that Kafka calls fatal, an offset out of range or an
   authorization failure becomes `Fatal` (never skipped silently); other
   errors go to `on_error` and polling goes on (librdkafka retries).
+- `partition_counts` asks through a second handle, never the member's:
+  it is called from `on_assign`, inside the member's `consume`, and
+  confluent-kafka's `list_topics` on the member's own handle there clears
+  the handle's call state, so the next callback of that same `consume` (a
+  librdkafka log line routed to our logger) aborts the process
+  (`CallState_get: Assertion 'cs != NULL' failed`, SIGABRT).
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ class KafkaSource:
         self._rejoin_timeout_s = kafka.rejoin_timeout_s
         self._subscription: tuple[list[str], OnAssign, OnRevoke, ToPause | None] | None = None
         self._joining_since: float | None = None  # set while no rebalance has completed
+        # metadata questions asked from inside a rebalance callback (see the module); no group
+        self._new_side: Callable[[], Any] = lambda: new_consumer(kafka, f"{group_id}-metadata")
+        self._side: Any = None
 
     def subscribe(
         self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke, to_pause: ToPause | None = None
@@ -135,6 +144,18 @@ class KafkaSource:
             self._consumer.close()
         self._consumer = self._new_consumer()
         self._subscribe()
+
+    def partition_counts(self, topics: list[str]) -> dict[str, int]:
+        """Partitions per topic as the brokers report them now (topics that exist); `Transient`
+        when they do not answer."""
+        try:
+            if self._side is None:
+                self._side = self._new_side()
+            metadata = self._side.list_topics(timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise Transient(f"kafka: reading the topics' partition counts: {exc.args[0]}") from exc
+        found = {name: t for name, t in metadata.topics.items() if t.error is None}
+        return {t: len(found[t].partitions) for t in topics if t in found}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         self._rejoin_if_stuck()
@@ -206,4 +227,10 @@ class KafkaSource:
             self._on_error(f"offset commit failed: {exc.args[0]}", True)
 
     def close(self) -> None:
-        self._consumer.close()
+        try:
+            self._consumer.close()
+        finally:
+            side, self._side = self._side, None
+            if side is not None:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    side.close()

@@ -172,6 +172,7 @@ class Cutover:
             store.require()
             stored = store.checkpoints(self.group)
             held = store.held_count(self.group)
+            stuck = store.held_count(self.group, older_than_s=self.settings.cutover.max_held_age_s)
             errors = store.open_error_count()
             stopped = tuple(stop_lines(store.stops(self.group)))
             recorded = store.recorded_partitions()
@@ -193,6 +194,7 @@ class Cutover:
             retained_wal_bytes=slot.retained_wal_bytes if slot else None,
             lag=lag,
             held_rows=held,
+            held_stuck=stuck,
             error_records=errors,
             partition_changes=changes,
             consumers=consumers,
@@ -209,7 +211,9 @@ class Cutover:
 
     def gates(self, accept_errors: bool) -> list[Gate]:
         c = self.settings.cutover
-        return evaluate_gates(self.facts(), Bounds(c.max_lag_events, c.max_retained_wal_bytes), accept_errors)
+        return evaluate_gates(
+            self.facts(), Bounds(c.max_lag_events, c.max_retained_wal_bytes, c.max_held_age_s), accept_errors
+        )
 
     def dry_run(self, options: Options) -> tuple[list[Gate], dict[str, Any]]:
         """Every gate's verdict and what a cutover would do; changes nothing anywhere."""

@@ -244,10 +244,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
     )
-    # A handle of its own: the watch also asks inside the rebalance callback, where a metadata call
-    # on the subscribed consumer crashed the process (confluent_kafka's CallState assertion).
-    counter = Metadata(settings.kafka)
-    watch = PartitionWatch(counter.partition_counts, partial(recorded_counts, settings, request.mode))
+    watch = PartitionWatch(source.partition_counts, partial(recorded_counts, settings, request.mode))
     observers: list[LoopObserver] = [metrics] if metrics is not None else []
     if request.progress:
         label = "shadow" if request.mode == "shadow" else "catch-up"
@@ -287,7 +284,6 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     finally:
         marks.stop()
         heartbeat.stop()
-        counter.close()
         if server is not None:
             server.stop()
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}

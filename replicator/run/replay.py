@@ -87,16 +87,30 @@ def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
             raise Fatal(f"replay refused: {exc}") from exc
         if request.dry_run:
             return moves
-        members = metadata.group_members(request.group)
+        members = metadata.group_member_instances(request.group)
         if members:
-            raise Fatal(
-                f"replay refused: consumer group {request.group} has {members} live member(s); stop its"
-                " `replicator run` processes first (they would go on from their own positions)"
-            )
+            raise Fatal(live_members_refusal(request.group, members, settings.kafka.session_timeout_ms))
         changed = {m.partition: m.to for m in moves if m.stored != m.to}
         commit_kafka(settings, request.group, changed)
         store.set_checkpoints(request.group, changed, "replay-" + time.strftime("%Y%m%dT%H%M%S"))
     return moves
+
+
+def live_members_refusal(group: str, instances: list[str | None], session_timeout_ms: int) -> str:
+    """Why a replay is refused while `group` has members (their instance ids, None: dynamic)."""
+    line = (
+        f"replay refused: consumer group {group} has {len(instances)} live member(s); stop its"
+        " `replicator run` processes first (they would go on from their own positions)"
+    )
+    static = sorted(i for i in instances if i is not None)
+    if static:
+        line += (
+            f". Static members ({', '.join(static)}: REPLICATOR_KAFKA__INSTANCE_ID) stay in the group"
+            " after their process stopped, even cleanly, until their session timeout"
+            f" (REPLICATOR_KAFKA__SESSION_TIMEOUT_MS, {session_timeout_ms / 1000:g} s): once their"
+            " processes are stopped, run replay again after that"
+        )
+    return line
 
 
 def commit_kafka(settings: Settings, group: str, positions: Mapping[Partition, int]) -> None:

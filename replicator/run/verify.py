@@ -12,6 +12,11 @@ transactions that were running then count as changed, also through their
 subtransactions, which the snapshot does not list). Rows that changed, and
 keys that differed before, are compared value by value; missing and extra
 rows over all keys. The cutover uses it inside the write-downtime window.
+
+Lookup columns are resolved in the target the way the writer resolves them
+(`target.lookups`: the same stage, join and `on_missing`), and the `take`
+text is cast to the target column's type by the target; a value the lookup
+cannot give is an expected error record of the column's rule.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from psycopg.rows import dict_row
 
 from replicator.config import Settings
 from replicator.core.intents import key_text
-from replicator.core.mapping.plan import Plan, TablePlan
+from replicator.core.mapping.plan import LookupRef, Plan, TablePlan
 from replicator.core.model import TableRef
 from replicator.core.verify import (
+    Expectation,
     Rows,
     TableBaseline,
     TableDiff,
@@ -41,6 +47,7 @@ from replicator.core.verify import (
 from replicator.pg.session import connect
 from replicator.pg.types import register_infinity
 from replicator.run.assembly import target_plan
+from replicator.target.lookups import LookupResolver
 from replicator.target.store import ControlStore
 
 
@@ -71,6 +78,57 @@ def read_target(conn: psycopg.Connection[Any], table: TablePlan, store: ControlS
         for key in store.deleted_keys(table.target):
             rows.pop(key, None)
     return rows
+
+
+def resolve_lookups(
+    conn: psycopg.Connection[Any], plan: Plan, table: TablePlan, expectations: list[Expectation]
+) -> list[Expectation]:
+    """The expectations with every `LookupRef` replaced by what the target's lookup table gives
+    now, typed as the target column; a value the lookup cannot give makes the row rejected by the
+    column's rule (the writer made it an error record). Inside the caller's transaction."""
+    if not table.lookup_columns:
+        return expectations
+    refs = [
+        v
+        for e in expectations
+        if e.values is not None
+        for c in table.lookup_columns
+        if isinstance(v := e.values.get(c.target), LookupRef)
+    ]
+    if not refs:
+        return expectations
+    resolver = LookupResolver(plan)
+    with conn.transaction():
+        resolver.prepare_session(conn)
+        found = resolver.read(conn, refs)
+    typed: dict[str, dict[str, Any]] = {}  # column -> take text -> value of the column's type
+    for c in table.lookup_columns:
+        texts = sorted({f.value for f in found.values() if f.value is not None})
+        rows = conn.execute(
+            sql.SQL("SELECT t, t::{} FROM unnest(%s::text[]) AS t").format(sql.SQL(c.target_type)), (texts,)
+        ).fetchall()
+        typed[c.target] = {t: v for t, v in rows}
+    out: list[Expectation] = []
+    for e in expectations:
+        if e.values is None:
+            out.append(e)
+            continue
+        values = dict(e.values)
+        rejected: str | None = None
+        for c in table.lookup_columns:
+            v = values.get(c.target)
+            if not isinstance(v, LookupRef):
+                continue
+            got = found[(id(v.lookup), key_text(v.values))]
+            if got.problem is not None:
+                rejected = rejected or c.rule_id
+            values[c.target] = None if got.value is None else typed[c.target][got.value]
+        out.append(
+            Expectation(e.source_key, rule_id=rejected)
+            if rejected is not None
+            else Expectation(e.source_key, e.key, values)
+        )
+    return out
 
 
 def compare(
@@ -134,7 +192,9 @@ def compare_marked(
     with _snapshot(target) as target_xmin:
         store.require()
         for t in plan.tables:
-            expectations = [expect(t, row) for row in rows.get(t.source, ())]
+            expectations = resolve_lookups(
+                target, plan, t, [expect(t, row) for row in rows.get(t.source, ())]
+            )
             result = diff(
                 t,
                 *collect(expectations),
@@ -192,6 +252,7 @@ def compare_since(
     """`compare` again, comparing values only where `baseline` cannot vouch for them. Returns the
     diffs (as a full `compare` would give them) and how many rows were compared value by value."""
     expected: dict[TableRef, tuple[Rows, list[tuple[str, str]], set[str] | None]] = {}
+    full: dict[TableRef, list[Expectation]] = {}  # compared in full (lookups resolved in the target)
     with _snapshot(source):
         for t in plan.tables:
             kept = baseline.tables.get(t.target)
@@ -200,8 +261,7 @@ def compare_since(
                 unchanged, changed = _source_since(source, t, baseline.source_xmin)
                 since = expect_since(kept, unchanged, (expect(t, row) for row in changed))
             if since is None:  # no baseline for this table: every row is compared
-                rows, rejected = collect(expect(t, row) for row in _read_table(source, t.source))
-                expected[t.target] = (rows, rejected, None)
+                full[t.target] = [expect(t, row) for row in _read_table(source, t.source)]
             else:
                 expected[t.target] = since
     store = ControlStore(target, control_schema)
@@ -209,6 +269,9 @@ def compare_since(
     compared = 0
     with _snapshot(target):
         store.require()
+        for ref, expectations in full.items():
+            table = next(t for t in plan.tables if t.target == ref)
+            expected[ref] = (*collect(resolve_lookups(target, plan, table, expectations)), None)
         for t in plan.tables:
             rows, rejected, again = expected[t.target]
             actual = read_target(target, t, store)

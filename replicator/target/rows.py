@@ -14,7 +14,9 @@ Invariants:
   row in one round trip by a PL/pgSQL loop (a session-local function, one
   subtransaction per row), so many bad rows cost one call per chunk, not a
   statement per row. Each refused row comes back as a `Refused` with its
-  SQLSTATE, message and the constraint and table the server named.
+  SQLSTATE, message and the constraint and table the server named. The
+  function is created inside the batch transaction: one that a rollback
+  took away since (a retried or halted batch) is created again.
 - Anything that is not a row-level error propagates (the caller classifies).
 """
 
@@ -180,11 +182,21 @@ class TableRows:
             return None
 
         def leaf(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
-            with conn.transaction():
-                self._stage(conn, cols, chunk)
-                rows = conn.execute(
-                    sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
-                ).fetchall()
+            try:
+                with conn.transaction():
+                    self._stage(conn, cols, chunk)
+                    rows = conn.execute(
+                        sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
+                    ).fetchall()
+            except psycopg.errors.UndefinedFunction:
+                # Created in a transaction rolled back since (a retried or halted batch), or on a
+                # closed session whose id() a new one reuses: create it again, once.
+                self._loops.discard((id(conn), self._loop_name(conn, one_row)))
+                with conn.transaction():
+                    self._stage(conn, cols, chunk)
+                    rows = conn.execute(
+                        sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
+                    ).fetchall()
             return [(n - 1, Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(intents, attempt, leaf, LEAF_ROWS)
@@ -196,7 +208,7 @@ class TableRows:
         """The session-local function applying the staged rows one by one with `one_row`
         (created once per session and statement)."""
         body = one_row.as_string(conn)
-        name = "replicator_rows_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+        name = self._loop_name(conn, one_row)
         fn = sql.Identifier("pg_temp", name)
         if (id(conn), name) in self._loops:
             return fn
@@ -215,6 +227,10 @@ class TableRows:
         )
         self._loops.add((id(conn), name))
         return fn
+
+    @staticmethod
+    def _loop_name(conn: psycopg.Connection[Any], one_row: sql.Composed) -> str:
+        return "replicator_rows_" + hashlib.sha256(one_row.as_string(conn).encode()).hexdigest()[:16]
 
     def _refused(self, intent: Intent, why: Refusal) -> Refused:
         rule = next(

@@ -550,10 +550,20 @@ class ControlStore:
         ).fetchone()
         return row is not None
 
-    def held_count(self, group: str) -> int:
-        row = self.conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE group_id = %s").format(self._t("held_event")), (group,)
-        ).fetchone()
+    def held_count(self, group: str, older_than_s: float | None = None) -> int:
+        """Rows `group` holds back; with `older_than_s`, only those first held longer ago."""
+        if older_than_s is None:
+            row = self.conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE group_id = %s").format(self._t("held_event")), (group,)
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {} WHERE group_id = %s"
+                    " AND held_at < now() - make_interval(secs => %s)"
+                ).format(self._t("held_event")),
+                (group, older_than_s),
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def open_error_count(self) -> int:

@@ -511,7 +511,9 @@ def test_each_gate_refuses_its_own_planted_fault_and_changes_nothing(
     connect_url = f"{stack.connect_url}/connectors/{world.connector}"
 
     def refused_gates(*extra: str) -> set[str]:
-        result = site.cli("cutover", *extra, REPLICATOR_CUTOVER__MAX_LAG_EVENTS="3")
+        result = site.cli(
+            "cutover", *extra, REPLICATOR_CUTOVER__MAX_LAG_EVENTS="3", REPLICATOR_CUTOVER__MAX_HELD_AGE_S="0"
+        )
         out = cli_out(result)
         assert result.returncode != 0, out
         assert app_can_write(stack, world), out  # nothing changed
