@@ -10,6 +10,14 @@ from an earlier accepted upsert of the same key in the batch when there is
 one; otherwise the columns stay UNAVAILABLE and the writer leaves them
 untouched. A truncate is a barrier: `split_at_truncates` cuts a table's
 intents into segments resolved and written in order.
+
+A source TRUNCATE arrives on one partition of its topic (its key is null),
+while the rows it removed, and rows written after it, sit on all of them.
+The newest applied truncate of a table is its *barrier*: an event that the
+source committed before it (`truncated_before`) is older than the target
+row can be, whatever partition it comes from and whenever it is applied, so
+a lagging partition cannot bring back what the truncate removed. (The
+writer's truncate itself spares rows written after it: `written_after`.)
 """
 
 from __future__ import annotations
@@ -65,17 +73,35 @@ def split_at_truncates(intents: Sequence[Intent]) -> list[list[Intent]]:
     return [s for s in segments if s]
 
 
+def truncated_before(intent: Intent, barrier: Version | None) -> bool:
+    """Did the source commit `intent`'s event before the truncate `barrier`? Positions order
+    events across partitions; a snapshot row is judged by its snapshot's LSN (before the
+    truncate's transaction began); a row without either (an incremental snapshot's, read from the
+    live table) is never before it."""
+    if barrier is None or barrier.position is None:
+        return False
+    mine = intent.event.position
+    if mine is not None:
+        return mine <= barrier.position
+    snapshot_lsn = intent.event.lsn
+    return snapshot_lsn is not None and snapshot_lsn <= barrier.position.commit_lsn
+
+
 def resolve(
     table: TablePlan,
     intents: Sequence[Intent],
     stored: Mapping[Key, Version],
     layouts: Layouts = NO_LAYOUTS,
+    barrier: Version | None = None,
 ) -> TableWrites:
-    """Apply the ordering rule and the reduction buffer to one segment (no truncates)."""
+    """Apply the ordering rule and the reduction buffer to one segment (no truncates); events the
+    source committed before the table's truncate `barrier` are older than any row."""
     writes = TableWrites(table)
     for intent in intents:
         current = writes.versions.get(intent.key, stored.get(intent.key))
         verdict = compare(intent.version, current, layouts)
+        if verdict is not Verdict.OLDER and truncated_before(intent, barrier):
+            verdict = Verdict.OLDER
         if verdict is Verdict.OLDER:
             writes.skipped_older += 1
             writes.older.append(intent)

@@ -270,6 +270,20 @@ class TableRows:
                 stmt, one = statements.update_only(cols), statements.update_only(cols, one_row=True)
                 self._isolated(conn, cols, there, stmt, one, "upsert", out)
 
+    def delete_all_but(self, conn: psycopg.Connection[Any], keep: set[str]) -> int:
+        """Delete every row whose key text is not in `keep`; returns how many went."""
+        statements = self.table.statements
+        gone = [
+            row for row in conn.execute(statements.all_keys).fetchall() if key_text(tuple(row)) not in keep
+        ]
+        if gone:
+            conn.execute(sql.SQL("DELETE FROM {}").format(self._stage_id))
+            with conn.cursor().copy(statements.copy_stage(self.table.key, numbered=True)) as copy:
+                for n, row in enumerate(gone, 1):
+                    copy.write_row([*row, n])
+            conn.execute(statements.delete_keys)
+        return len(gone)
+
     def _present_keys(self, conn: psycopg.Connection[Any], intents: Sequence[Intent]) -> set[str]:
         self._stage(conn, self.table.key, intents)
         rows = conn.execute(self.table.statements.select_keys(self.table.key)).fetchall()

@@ -18,7 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -126,6 +126,47 @@ class VersionTable:
             (str(target), key),
         ).fetchone()
         return None if row is None else _version(row)
+
+    def share(
+        self, conn: psycopg.Connection[Any], key: str, tables: Sequence[TableRef]
+    ) -> dict[TableRef, Version]:
+        """The version stored under `key` for each table (its truncate barrier), locked FOR SHARE
+        (a placeholder is inserted first where none is stored, so it is locked too): a writer
+        that takes it FOR UPDATE (a truncate) waits for every batch that read it, and they wait
+        for it."""
+        if not tables:
+            return {}
+        names = sorted(str(t) for t in tables)
+        by_name = {str(t): t for t in tables}
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (target_table, key) SELECT t, %s FROM unnest(%s::text[]) AS t"
+                " ORDER BY t ON CONFLICT DO NOTHING"
+            ).format(self.table),
+            (key, names),
+        )
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT target_table, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
+                " FROM {} WHERE target_table = ANY(%s) AND key = %s ORDER BY target_table FOR SHARE"
+            ).format(self.table),
+            (names, key),
+        ).fetchall()
+        return {by_name[row[0]]: _version(row[1:]) for row in rows if row[3] is not None}
+
+    def written_after(
+        self, conn: psycopg.Connection[Any], target: TableRef, position: SourcePosition
+    ) -> set[str]:
+        """Keys of `target` whose stored version is a row (not a delete) written by an event after
+        `position` in source order."""
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT key FROM {} WHERE target_table = %s AND NOT deleted AND lsn IS NOT NULL"
+                " AND left(key, 1) <> '!' AND (commit_lsn, lsn, total_order) > (%s, %s, %s)"
+            ).format(self.table),
+            (str(target), position.commit_lsn, position.lsn, position.total_order),
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def update_many(self, conn: psycopg.Connection[Any], versions: Versions) -> None:
         """Move the stored versions of keys whose final intent was written."""

@@ -131,6 +131,10 @@ def _truncate_key(intent: Intent) -> str:
     return f"!truncate/{intent.event.ref.topic}/{intent.event.ref.partition}"
 
 
+# The version key of a table's truncate barrier: its newest applied truncate (`core.resolve`).
+BARRIER = "!truncate"
+
+
 @dataclass(slots=True)
 class _Pass:
     """One run of a batch's writes (step 3): what was written and what was refused."""
@@ -322,6 +326,9 @@ class BatchWriter:
         self.target.before_writes(conn, merged)
         sequential = self._sequential_keys(merged, by_ref)
         evidence = self._evidence(conn)  # before any write: see `_Evidence`
+        barriers = self._versions.share(
+            conn, BARRIER, [t for t in merged if self._tables[t].truncate.kind in ("truncate", "delete")]
+        )
         stored, claimed, placeholders = self._lock(conn, merged, sequential)
         excluded: set[KafkaRef] = set()
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
@@ -330,7 +337,7 @@ class BatchWriter:
         while True:
             try:
                 with conn.transaction():  # a savepoint: step 4 may roll the writes back
-                    run = self._write(conn, merged, stored, excluded, sequential)
+                    run = self._write(conn, merged, stored, excluded, sequential, dict(barriers))
                     attempts += run.outcome.attempts
                     if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
@@ -481,7 +488,9 @@ class BatchWriter:
         stored: Mapping[TableRef, dict[Any, Version]],
         excluded: set[KafkaRef],
         sequential: Mapping[TableRef, set[Any]],
+        barriers: dict[TableRef, Version],
     ) -> _Pass:
+        """`barriers`: each table's newest applied truncate (a truncate of this pass moves it)."""
         run = _Pass()
         plain: list[tuple[TableWrites, list[Intent]]] = []
         for target in self._order:
@@ -494,14 +503,16 @@ class BatchWriter:
                 keys = sequential.get(target, set())
                 now = [i for i in intents if i.key not in keys]
                 later = [i for i in intents if i.key in keys]
-                writes = self._resolve(table, now, stored.get(target, {}), run)
+                writes = self._resolve(table, now, stored.get(target, {}), run, barriers.get(target))
                 plain.append((writes, later))
                 continue
             for segment in segments:  # a truncate is a barrier: this table's segments run in order, now
                 if segment[0].kind is Kind.TRUNCATE:
-                    self._truncate(conn, segment[0], run)
+                    newest = self._truncate(conn, segment[0], run)
+                    if newest is not None:
+                        barriers[target] = newest
                     continue
-                writes = self._resolve(table, segment, stored.get(target, {}), run)
+                writes = self._resolve(table, segment, stored.get(target, {}), run, barriers.get(target))
                 self._upserts(conn, writes, run)
                 self._deletes(conn, writes, run)
                 run.writes.append(writes)
@@ -509,8 +520,9 @@ class BatchWriter:
         for writes, later in plain:
             self._upserts(conn, writes, run)
             if later:
+                target = writes.table.target
                 replayed.append(
-                    self._replay(conn, writes.table, later, stored.get(writes.table.target, {}), run)
+                    self._replay(conn, writes.table, later, stored.get(target, {}), run, barriers.get(target))
                 )
         for writes, _ in reversed(plain):
             self._deletes(conn, writes, run)
@@ -518,9 +530,14 @@ class BatchWriter:
         return run
 
     def _resolve(
-        self, table: TablePlan, intents: Sequence[Intent], stored: Mapping[Any, Version], run: _Pass
+        self,
+        table: TablePlan,
+        intents: Sequence[Intent],
+        stored: Mapping[Any, Version],
+        run: _Pass,
+        barrier: Version | None = None,
     ) -> TableWrites:
-        writes = resolve(table, intents, stored, self._layouts)
+        writes = resolve(table, intents, stored, self._layouts, barrier)
         run.undecided += [(table, i, v) for i, v in writes.undecided]
         run.skipped_older += writes.skipped_older
         run.unordered += writes.unordered
@@ -551,6 +568,7 @@ class BatchWriter:
         intents: list[Intent],
         stored: Mapping[Any, Version],
         run: _Pass,
+        barrier: Version | None = None,
     ) -> TableWrites:
         """Event by event in source order: a unique-value swap across partitions needs the
         intermediate states the source went through. Returns what it wrote, as one TableWrites.
@@ -578,7 +596,7 @@ class BatchWriter:
             if intent.key in stopped:
                 chain.append(intent)
                 continue
-            one = resolve(table, [completed(intent, last.get(intent.key))], current, self._layouts)
+            one = resolve(table, [completed(intent, last.get(intent.key))], current, self._layouts, barrier)
             run.undecided += [(table, i, v) for i, v in one.undecided]
             run.skipped_older += one.skipped_older
             run.skipped[f"{table.target}:older"] += one.skipped_older
@@ -602,14 +620,24 @@ class BatchWriter:
         run.refused.extend((writes, r) for refused in refusals.values() for r in refused)
         return writes
 
-    def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, run: _Pass) -> None:
+    def _truncate(self, conn: psycopg.Connection[Any], intent: Intent, run: _Pass) -> Version | None:
+        """Apply a source TRUNCATE; returns the table's barrier after it (None: nothing changed).
+
+        It came on one partition; the other partitions of its topic may be applied before it or
+        after it. Before it: rows the source wrote after the truncate may already be in the
+        target; they are spared (their versions say so: `written_after`, and this pass's own
+        writes). After it: what the source committed before it is older than the barrier
+        (`core.resolve.truncated_before`). The barrier row is locked FOR UPDATE here and FOR SHARE
+        by every batch of the table, so a batch reads it after a truncate commits, or the
+        truncate sees that batch's rows."""
         table = intent.table
         marker = _truncate_key(intent)
         stored = self._versions.lock(conn, table.target, [marker]).get(marker)
         if compare(intent.version, stored, self._layouts) is Verdict.OLDER:
             run.skipped_older += 1
             run.skipped[f"{table.target}:older"] += 1
-            return
+            return None
+        barrier = self._versions.lock(conn, table.target, [BARRIER]).get(BARRIER)
         self.target.before_truncate(conn, intent)
         policy = table.truncate.kind
         if policy == "error":
@@ -618,11 +646,47 @@ class BatchWriter:
                 f"{intent.event.ref} and the spec says truncate: error; decide, then set the "
                 "policy to truncate, delete or ignore"
             )
-        if policy in ("truncate", "delete"):
-            conn.execute(table.statements.truncate if policy == "truncate" else table.statements.delete_all)
         key = f"{table.target}:truncate_{policy}"
         run.applied[key] = run.applied.get(key, 0) + 1
-        self._versions.update_many(conn, {table.target: {marker: intent.version}})
+        if policy not in ("truncate", "delete"):
+            self._versions.update_many(conn, {table.target: {marker: intent.version}})
+            return None
+        keep = self._written_after(conn, table, intent.version, run)
+        if keep:
+            deleted = self._rows[table.target].delete_all_but(conn, keep)
+            run.applied[f"{table.target}:truncate_spared"] = len(keep)
+            run.applied[f"{table.target}:truncate_deleted"] = deleted
+        else:
+            conn.execute(table.statements.truncate if policy == "truncate" else table.statements.delete_all)
+        newest = intent.version  # a truncate from another partition may have been applied first
+        if (
+            barrier is not None
+            and barrier.position is not None
+            and (newest.position is None or barrier.position > newest.position)
+        ):
+            newest = barrier
+        self._versions.update_many(conn, {table.target: {marker: intent.version, BARRIER: newest}})
+        return newest
+
+    def _written_after(
+        self, conn: psycopg.Connection[Any], table: TablePlan, truncate: Version, run: _Pass
+    ) -> set[str]:
+        """Keys of rows in the target that the source wrote after the truncate: stored versions,
+        and this pass's writes to the table before the truncate's segment."""
+        if truncate.position is None:
+            return set()
+        keep = self._versions.written_after(conn, table.target, truncate.position)
+        for w in run.writes:
+            if w.table.target != table.target:
+                continue
+            for k, v in w.versions.items():
+                final = w.final.get(k)
+                if v.position is not None and v.position > truncate.position:
+                    if final is not None and final.kind is Kind.UPSERT:
+                        keep.add(key_text(k))
+                    else:
+                        keep.discard(key_text(k))
+        return keep
 
     def _undecided(self, run: _Pass, others: Mapping[KafkaRef, list[tuple[TableRef, str]]]) -> list[Failure]:
         """Error records of the events that could not be ordered against a row's version (step 4

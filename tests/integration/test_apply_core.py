@@ -459,15 +459,11 @@ def at(partition: int, offset: int, op: Op, after: dict[str, Any] | None, lsn: i
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trial 2 bug (wrong data): a source TRUNCATE is ordered per partition only. When the"
-    " truncate's partition is applied before another partition that still holds inserts committed"
-    " before the truncate (an instance killed or behind), those rows are applied after it and"
-    " resurrect in the target: crm.activity, 300 rows inserted, TRUNCATE, 5 inserted, one of two"
-    " instances down for 20 s -> target 113 rows, source 5; drain said drained, verify extra=108",
-)
 def test_an_insert_committed_before_a_truncate_is_not_applied_after_it(stack: Stack) -> None:
+    """A source TRUNCATE arrives on one partition; an insert the source committed before it, on a
+    partition applied after it (an instance killed or behind), must not bring its row back (trial
+    2: 300 rows, TRUNCATE, 5 rows, one of two instances down: 113 rows in the target, 5 in the
+    source). Fails without the table's truncate barrier."""
     dbname = fresh_target("truncorder")
     plan = demo_plan(stack, dbname)
     writer = live_writer(stack, dbname, plan, "truncorder", f"run-{uuid.uuid4().hex[:6]}")
@@ -483,3 +479,37 @@ def test_an_insert_committed_before_a_truncate_is_not_applied_after_it(stack: St
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
     assert skus == ["BIS-00002"]  # the source holds only the row inserted after the truncate
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_a_truncate_applied_late_spares_rows_written_after_it(stack: Stack, same_batch: bool) -> None:
+    """The other way round: a partition ahead of the truncate's has applied a row the source wrote
+    after the truncate (and one written before it); the late truncate removes only the older
+    row, also when both come in the truncate's own batch. A TRUNCATE TABLE would have lost the
+    newer row."""
+    dbname = fresh_target("trunclate")
+    plan = demo_plan(stack, dbname)
+    writer = live_writer(stack, dbname, plan, "trunclate", f"run-{uuid.uuid4().hex[:6]}")
+    older = at(1, 0, Op.CREATE, product(1, "9.99"), lsn=4000)  # committed before the truncate
+    newer = at(1, 1, Op.CREATE, product(2, "9.99"), lsn=6000)  # committed after it
+    truncate = at(0, 0, Op.TRUNCATE, None, lsn=5000)  # its partition lags
+    try:
+        if same_batch:
+            batch = Batch(
+                events=[older, newer, truncate],
+                next_offsets={("demo.shop.products", 1): 2, ("demo.shop.products", 0): 1},
+            )
+            result = writer.apply(prepare(batch, plan))
+        else:
+            writer.apply(
+                prepare(Batch(events=[older, newer], next_offsets={("demo.shop.products", 1): 2}), plan)
+            )
+            result = writer.apply(
+                prepare(Batch(events=[truncate], next_offsets={("demo.shop.products", 0): 1}), plan)
+            )
+    finally:
+        writer.close()
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
+    assert skus == ["BIS-00002"]
+    assert result.applied.get("catalog.product:truncate_spared") == 1

@@ -163,6 +163,11 @@ class TableStatements:
     def delete_all(self) -> sql.Composed:
         return sql.SQL("DELETE FROM {}").format(self._target)
 
+    @property
+    def all_keys(self) -> sql.Composed:
+        """The key of every target row (a truncate that spares the rows written after it)."""
+        return sql.SQL("SELECT {} FROM {}").format(_ids(self.key), self._target)
+
     # -- memoized, per column list -------------------------------------------
     def copy_stage(self, cols: tuple[str, ...], numbered: bool = False) -> sql.Composed:
         """COPY into the stage; `numbered`: each row ends with its row number (1, 2, ...)."""
