@@ -273,7 +273,11 @@ class BatchWriter:
                     (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
                 ).fetchall()
                 self._holds.load_index(conn, partitions)
-                self._layouts = ControlStore(conn, self.schema).layouts()
+                store = ControlStore(conn, self.schema)
+                self._layouts = store.layouts()
+                # a topic created after the start (the snapshot still creating topics) is recorded
+                # by the partition watch; without its count no held row waiting on it is judged
+                self._counts.update(store.recorded_partitions())
         except psycopg.Error as exc:
             raise self._classify(exc) from exc
         self._on_holding(self._holds.count > 0)
@@ -747,6 +751,9 @@ class BatchWriter:
             if hold is not None:
                 hold = self._judged(conn, writes.table, refused, hold)
                 feeders = self._feeders(hold.blocked_by)
+                if feeders is None:  # a topic created since: its count may be recorded by now
+                    self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
+                    feeders = self._feeders(hold.blocked_by)
                 if (
                     feeders is None
                     or evidence.holds_for(hold.blocked_by)  # its parent may itself be waiting
