@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -63,8 +64,18 @@ class Toxiproxy:
                 raise
 
     def enabled(self, proxy: str, on: bool) -> None:
-        """Disabling a proxy closes its connections and refuses new ones."""
-        self._call("POST", f"/proxies/{proxy}", {"enabled": on})
+        """Disabling a proxy closes its connections and refuses new ones. Enabling it listens again:
+        Toxiproxy answers 500 while its port is taken (an outgoing connection given that ephemeral
+        port while it was closed, where the stack could not reserve it): asked again until it binds."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._call("POST", f"/proxies/{proxy}", {"enabled": on})
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 500 or not on or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)  # until the port is free again
 
     @contextmanager
     def fault(self, proxy: str, kind: str, **attributes: int) -> Iterator[None]:
