@@ -131,6 +131,8 @@ def _truncate_key(intent: Intent) -> str:
     return f"!truncate/{intent.event.ref.topic}/{intent.event.ref.partition}"
 
 
+_RETRY_ON_SESSION = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
 # The version key of a table's truncate barrier: its newest applied truncate (`core.resolve`).
 BARRIER = "!truncate"
 
@@ -255,7 +257,10 @@ class BatchWriter:
 
     def _classify(self, exc: psycopg.Error) -> Exception:
         if is_transient(exc):
-            self.close()
+            # a deadlock or serialization failure rolled the transaction back on a sound session:
+            # the batch is retried on it; anything else (a lost link) gets a new session
+            if sqlstate(exc) not in _RETRY_ON_SESSION or self._conn is None or self._conn.broken:
+                self.close()
             return Transient(one_line(exc))
         return Fatal(f"target: {one_line(exc)} (SQLSTATE {sqlstate(exc)})")
 
