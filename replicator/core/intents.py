@@ -63,11 +63,10 @@ class Intent(NamedTuple):
 
 
 def unavailable_columns(values: Mapping[str, Any]) -> frozenset[str]:
-    return (
-        frozenset(c for c, v in values.items() if v is UNAVAILABLE)
-        if UNAVAILABLE in values.values()
-        else _NONE
-    )
+    for v in values.values():  # by identity: `in` would call every value's __eq__
+        if v is UNAVAILABLE:
+            return frozenset(c for c, v in values.items() if v is UNAVAILABLE)
+    return _NONE
 
 
 _NONE: Final[frozenset[str]] = frozenset()
