@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -577,12 +578,21 @@ class _Subparsers:
         return parser
 
 
-def _cutover_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true")
+def _cutover_common(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    """The options `cutover` and its subcommands share. A subcommand's defaults are SUPPRESS, so
+    `cutover --report-dir D status` keeps D (argparse lets a subparser's default overwrite it)."""
+    defaults: dict[str, Any] = {"default": argparse.SUPPRESS} if sub else {}
+    parser.add_argument("--json", action="store_true", **defaults)
     parser.add_argument(
-        "--operator", help="who runs it (recorded; default: REPLICATOR_CUTOVER__OPERATOR or the OS user)"
+        "--operator",
+        help="who runs it (recorded; default: REPLICATOR_CUTOVER__OPERATOR or the OS user)",
+        **defaults,
     )
-    parser.add_argument("--report-dir", default="reports", help="where the Markdown cutover report goes")
+    parser.add_argument(
+        "--report-dir",
+        help="where the Markdown cutover report goes (default: reports)",
+        **(defaults or {"default": "reports"}),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -783,12 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
     cutover.set_defaults(handler=cmd_cutover)
     csub2 = _Subparsers(cutover.add_subparsers(dest="cutover_command"), common)
     cstatus = csub2.add_parser("status", help="authority, state, each step's time, window, what next")
-    _cutover_common(cstatus)
+    _cutover_common(cstatus, sub=True)
     cstatus.set_defaults(handler=cmd_cutover_status)
     crollback = csub2.add_parser(
         "rollback", help="authority back to the source, only while nothing was written to the target"
     )
-    _cutover_common(crollback)
+    _cutover_common(crollback, sub=True)
     crollback.add_argument("--reason", help="why (recorded)")
     crollback.set_defaults(handler=cmd_cutover_rollback)
 
@@ -860,6 +870,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (not a socket of ours that broke). If so,
+    stdout is pointed at /dev/null, so the interpreter's last flush does not fail again."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return gone
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -872,6 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            return 141  # `| head` stopped reading: quiet, as a tool killed by SIGPIPE
         if os.environ.get("REPLICATOR_DEBUG"):
             raise
         from replicator.run.known import known_reason

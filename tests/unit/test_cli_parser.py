@@ -1,0 +1,65 @@
+"""The command line: options given before a subcommand survive it; a closed stdout ends it quietly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from replicator.cli import build_parser
+
+
+@pytest.mark.parametrize(
+    ("argv", "report_dir", "as_json"),
+    [
+        (["cutover", "--report-dir", "/tmp/r", "status"], "/tmp/r", False),
+        (["cutover", "status", "--report-dir", "/tmp/r", "--json"], "/tmp/r", True),
+        (["cutover", "--json", "rollback"], "reports", True),
+        (["cutover", "status"], "reports", False),
+        (["cutover", "--report-dir", "/tmp/r"], "/tmp/r", False),
+    ],
+)
+def test_cutover_options_before_or_after_the_subcommand(
+    argv: list[str], report_dir: str, as_json: bool
+) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.report_dir == report_dir
+    assert args.json is as_json
+
+
+_SCRIPT = """
+import argparse, sys
+import replicator.cli as cli
+
+def handler(args, settings):
+    if sys.argv[1] == "print":
+        for i in range(200_000):
+            print("line", i)
+    raise BrokenPipeError(32, "Broken pipe")  # a socket of ours, not stdout
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(handler=handler)
+cli.build_parser = lambda: parser
+cli.load_settings = lambda *a, **k: None
+sys.exit(cli.main([]))
+"""
+
+
+def test_a_reader_that_stops_reading_stdout_ends_the_command_quietly() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, "print"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"line 0\n"
+        proc.stdout.close()  # as `| head -1` does
+        assert proc.wait(timeout=60) == 141
+        assert proc.stderr.read() == b""
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, "raise"], capture_output=True, timeout=60, check=False
+    )
+    assert proc.returncode != 0 and proc.returncode != 141
+    assert b"Broken pipe" in proc.stderr
