@@ -354,10 +354,11 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         + (f"\n     {r['stopped']}" if r["stopped"] else "")
         for d, r in zip(diffs, rows, strict=True)
     )
-    if any(d.errored for d in diffs) and not args.accept_errors:
+    if any(d.errored or d.rejected for d in diffs) and not args.accept_errors:
         text += (
-            "\nrows are missing because of error records: fix them (replicator errors list), or pass"
-            " --accept-errors once you have reviewed them"
+            "\nsource rows are not in the target because of error records (refused by the target, or"
+            " rejected by a rule): fix them (replicator errors list), or pass --accept-errors once you"
+            " have reviewed them"
         )
     if stopped:
         text += (

@@ -1,13 +1,14 @@
 """Verification that understands the mapping: target == mapped(source), row by row.
 
 The expected target is computed by running every current source row through
-the compiled plan (filters included); rows the plan rejects are expected
-error records, not rows ("rejected by a rule": expected). An expected row
-that is absent is one of three things: an error record the target refused
-("errored": needs action), held back waiting for a lagging table ("held":
-will land), or missing (a loss). Only the absence of all of them is clean;
-`clean(accept_errors=True)` lets error records through when the operator has
-looked at them. Target rows whose stored version says the source
+the compiled plan (filters included); rows the plan rejects are error
+records, not rows ("rejected by a rule", e.g. a value a cast refuses). An
+expected row that is absent is one of three things: an error record the
+target refused ("errored"), held back waiting for a lagging table ("held":
+will land), or missing (a loss). Only the absence of all of them is clean:
+a rejected or errored row is a source row the target does not have, so
+both need action; `clean(accept_errors=True)` lets them through when the
+operator has looked at them. Target rows whose stored version says the source
 deleted them are excluded where the spec keeps them (soft delete, ignore).
 The result counts missing, extra and mismatched rows, with the columns that
 differ, and any cell holding Debezium's unchanged-TOAST placeholder.
@@ -59,17 +60,18 @@ class TableDiff:
     target_owned: list[str] = field(default_factory=list)  # only in the target, declared target-owned
 
     def clean(self, accept_errors: bool = False) -> bool:
-        """Nothing missing, extra, mismatched or a placeholder; nothing held; no error record
-        unless `accept_errors`."""
+        """Nothing missing, extra, mismatched or a placeholder; nothing held; no source row kept
+        out by an error record (refused by the target, or rejected by a rule) unless
+        `accept_errors`: a row of the source that is not in the target is never clean unseen."""
         bad = self.missing or self.extra or self.mismatched or self.placeholders or self.held
-        return not bad and (accept_errors or not self.errored)
+        return not bad and (accept_errors or not (self.errored or self.rejected))
 
     def summary(self) -> str:
         return (
             f"{self.target}: expected={self.expected} actual={self.actual} missing={len(self.missing)} "
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
             f"placeholders={len(self.placeholders)} held={len(self.held)} "
-            f"errored={len(self.errored)} (needs action) rejected={len(self.rejected)} (by a rule, expected)"
+            f"errored={len(self.errored)} (refused by the target) rejected={len(self.rejected)} (by a rule)"
             + (f" target_owned={len(self.target_owned)} (declared)" if self.target_owned else "")
         )
 

@@ -515,7 +515,7 @@ class Cutover:
             or d.mismatched
             or d.placeholders
             or d.held
-            or (d.errored and not options.accept_errors)
+            or ((d.errored or d.rejected) and not options.accept_errors)
         ]
         only_target = {str(d.target): len(d.extra) for d in diffs}
         return [verify_gate(bad, not bad), target_only_gate(only_target, options.accept_target_only)]

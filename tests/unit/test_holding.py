@@ -155,7 +155,15 @@ def test_verify_never_calls_a_held_or_errored_row_clean() -> None:
     assert not held.clean() and not held.clean(accept_errors=True)
     errored = TableDiff(TableRef("s", "t"), expected=2, actual=1, errored=["[2]"])
     assert not errored.clean() and errored.clean(accept_errors=True)
-    assert "errored=1 (needs action)" in errored.summary() and "held=1" in held.summary()
+    assert "errored=1 (refused by the target)" in errored.summary() and "held=1" in held.summary()
+
+
+def test_verify_never_calls_a_row_rejected_by_a_rule_clean_unseen() -> None:
+    """A source row the spec cannot map (a cast refuses its value) is an error record, not a row:
+    the target lacks it, so verify is not clean until the operator accepts the error records."""
+    rejected = TableDiff(TableRef("s", "t"), expected=1, actual=1, rejected=[("[2]", "t.n")])
+    assert not rejected.clean() and rejected.clean(accept_errors=True)
+    assert "rejected=1 (by a rule)" in rejected.summary()
 
 
 def test_dense_failures_go_row_by_row_in_one_call_per_chunk() -> None:
