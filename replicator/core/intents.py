@@ -138,6 +138,10 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
                 return _delete_intent(table, event, row)
             values, notes = table.map_row_noted(row)
             key = tuple(values[k] for k in table.key)
+            if event.key is None and event.before and event.op is Op.UPDATE:
+                moved = _moved_key(table, event.before, key)
+                if moved is not None:
+                    return _failure(event, table, moved, f"{table.rule_id}.key")
             version = Version.of(event.ref, event.position, deleted)
             return new_tuple(
                 Intent, (table, Kind.UPSERT, key, values, version, event, notes, unavailable_columns(values))
@@ -148,6 +152,24 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
     except RowError as err:
         return _failure(event, table, err)
     return _failure(event, table, f"operation {event.op.value!r} has no table mapping", "decode.op")
+
+
+def _moved_key(table: TablePlan, before: Mapping[str, Any], key: Key) -> str | None:
+    """Why an update of a table without a primary key cannot be applied, or None. Such events
+    have no Kafka key, and Debezium sends a change of the key columns as one update (with a
+    primary key it sends a delete and a create): upserting the new key would leave the old row."""
+    try:
+        old = table.map_key(before)
+    except RowError:
+        return None  # `before` lacks the key columns (no REPLICA IDENTITY FULL): nothing to compare
+    if old == key:
+        return None
+    return (
+        f"update moves the row from key {key_text(old)} to {key_text(key)}, and the source table has "
+        "no primary key (the event has no Kafka key), so the old row would stay in the target; fix: "
+        "add a primary key to the source table (or set the connector's message.key.columns to the "
+        "key columns), then reload the table"
+    )
 
 
 def _delete_intent(table: TablePlan, event: ChangeEvent, row: Mapping[str, Any]) -> Intent:

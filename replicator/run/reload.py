@@ -19,9 +19,12 @@ from typing import Any
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.errors import ConfigError, Fatal
+from replicator.core.mapping.catalog import Catalog
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import TableRef
 from replicator.kafka.clients import Metadata
+from replicator.pg.catalog import read_catalog
+from replicator.pg.session import connect
 from replicator.run.assembly import capture, target_plan
 from replicator.run.drain import check_capture, drain
 from replicator.source.signal import write_snapshot_signal
@@ -56,6 +59,11 @@ def reload_sources(plan: Plan, names: list[str]) -> list[TableRef]:
     return out
 
 
+def without_primary_key(catalog: Catalog, sources: list[TableRef]) -> list[TableRef]:
+    """The tables Debezium's incremental snapshot skips (it reads in primary-key order)."""
+    return [s for s in sources if (t := catalog.table(s)) is not None and not t.primary_key]
+
+
 def snapshot_running(offsets: Mapping[str, Any] | None) -> bool:
     """Whether the connector's committed offsets carry an incremental snapshot in progress."""
     return any(
@@ -70,6 +78,14 @@ def reload_tables(
 ) -> Reloaded:
     plan = target_plan(settings)
     sources = reload_sources(plan, names)
+    with connect(settings.source, "source") as conn:
+        keyless = without_primary_key(read_catalog(conn, sorted({s.schema for s in sources})), sources)
+    if keyless:
+        raise ConfigError(
+            f"reload: {', '.join(map(str, keyless))} has no primary key, and Debezium's incremental "
+            "snapshot skips such a table (it would report done having read nothing); fix: add a "
+            "primary key to it, then reload"
+        )
     cap = capture(settings)
     connector = cap.need_connector("reload")
     signal_table = cap.need_signal_table("reload")

@@ -153,6 +153,25 @@ def test_mapping_failure_carries_the_target_key_when_computable(plan: Plan) -> N
     assert [(f.rule_id, f.key) for f in out.failures] == [("product.weight_kg", '["S1"]')]
 
 
+def test_an_update_that_moves_a_row_of_a_keyless_table_is_an_error_record(plan: Plan) -> None:
+    """product.key: without a primary key (no Kafka key) Debezium sends a change of the key columns
+    as one update; upserting the new key would leave the old row, so it is an error record naming
+    both keys. With a Kafka key, or the same key before and after, the update applies."""
+    row = product(1).after or {}
+
+    def update(key: dict[str, Any] | None, before_sku: str) -> ChangeEvent:
+        event = product(1, sku="S2")
+        return event._replace(key=key, before={**row, "sku": before_sku})
+
+    out = to_intents([update(None, "S1")], plan.tables_for_topic)
+    (failure,) = out.failures
+    assert (failure.rule_id, failure.key) == ("product.key", '["S2"]')
+    assert 'from key ["S1"] to ["S2"]' in failure.message and "primary key" in failure.message
+    for event in (update({"sku": "S2"}, "S1"), update(None, "S2")):
+        out = to_intents([event], plan.tables_for_topic)
+        assert not out.failures and [i.key for i in out.by_table[TableRef("catalog", "product")]] == [("S2",)]
+
+
 def test_final_versions_equals_what_resolve_stores(plan: Plan) -> None:
     """The writer claims new keys with `final_versions`; it must agree with `resolve`."""
     from replicator.core.resolve import final_versions

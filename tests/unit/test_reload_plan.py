@@ -10,7 +10,7 @@ import pytest
 from replicator.core.errors import ConfigError
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
 from replicator.core.model import TableRef
-from replicator.run.reload import reload_sources, snapshot_running
+from replicator.run.reload import reload_sources, snapshot_running, without_primary_key
 from tests.unit.mapping.demo_catalogs import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +40,15 @@ def test_a_snapshot_runs_while_the_offsets_carry_its_context() -> None:
     assert snapshot_running(running)
     assert not snapshot_running({"offsets": [{"partition": {}, "offset": {"lsn": 1, "lsn_commit": 1}}]})
     assert not snapshot_running(None)
+
+
+def test_a_table_without_a_primary_key_is_named_before_any_signal() -> None:
+    """Debezium's incremental snapshot skips a table without a primary key: reload refuses it."""
+    catalog = catalog_from_dict(
+        {
+            "s.keyed": {"columns": {"id": "bigint"}, "pk": ["id"]},
+            "s.keyless": {"columns": {"id": "bigint"}, "unique": [["id"]], "replica_identity": "full"},
+        }
+    )
+    sources = [TableRef("s", "keyed"), TableRef("s", "keyless")]
+    assert without_primary_key(catalog, sources) == [TableRef("s", "keyless")]

@@ -149,6 +149,15 @@ def _check_table(
             f"{list(src.primary_key)} that Debezium puts in event keys",
             "key the rule on the source primary key columns",
         )
+    if not src.primary_key and not src.is_unique_key(rule.key.values()):
+        add(
+            ("key",),
+            rule.key_rule_id,
+            f"source table {rule.source} has no primary key, and the key sources "
+            f"{list(rule.key.values())} are not a unique constraint of it: source rows with equal "
+            "keys would collapse into one target row",
+            f"add a primary key to {rule.source} (or a unique constraint on {', '.join(rule.key.values())})",
+        )
     if not tgt.is_unique_key(rule.key):
         add(
             ("key",),

@@ -72,7 +72,9 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
         f"-- source database {roles.source_db}, as an administrator (or the tables' owner)",
         "-- the signal table: `replicator drain` writes its fence rows here, the connector captures them",
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SIGNAL_COLUMNS + ")").format(_t(signal_table)),
-        "-- every captured table needs a primary key (or REPLICA IDENTITY FULL)",
+        "-- every captured table needs a primary key: once in a publication, a table with neither a"
+        " primary key nor REPLICA IDENTITY FULL refuses the application's UPDATE and DELETE."
+        " `replicator mapping check` names such tables: run it before this",
         sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
             sql.Identifier(roles.publication), _list(read_on_source)
         ),

@@ -134,6 +134,20 @@ def test_source_without_pk_or_identity() -> None:
     assert any("has no primary key or replica identity" in m for m in msgs)
 
 
+def test_source_without_pk_needs_unique_key_sources() -> None:
+    """check key (t.key): a source table without a primary key (replica identity full) is keyed
+    only on a unique constraint of it; otherwise equal source rows would collapse."""
+    tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}}
+    src: CatalogSpec = {"s.a": {"columns": {"id": "bigint", "v": "text"}, "replica_identity": "full"}}
+    msgs = errors(run("      v: {from: v}", src=src, tgt=tgt))
+    assert any(
+        ": t.key: source table s.a has no primary key, and the key sources ['id'] are not a unique" in m
+        for m in msgs
+    ), msgs
+    src = {"s.a": {"columns": {"id": "bigint", "v": "text"}, "replica_identity": "full", "unique": [["id"]]}}
+    assert errors(run("      v: {from: v}", src=src, tgt=tgt)) == []
+
+
 def test_not_null_target_without_rule() -> None:
     """check: a NOT NULL target column without default that no rule writes."""
     tgt: CatalogSpec = {
