@@ -123,7 +123,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     _emit(totals, args.json, "")
-    return 0
+    stopped = totals.get("stopped") or []
+    for line in stopped:
+        print(f"replicator: stopped: {line}", file=sys.stderr)
+    # Caught up means every table's events were read, not applied: a stopped table is not done.
+    return 1 if stopped and args.stop_when_caught_up else 0
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:

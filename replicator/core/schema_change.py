@@ -86,8 +86,12 @@ class Drift:
             parts.append(f"{_names(self.retyped)} changed type, not judged: {self.problem}")
         elif self.retyped:
             parts.append(f"{_names(self.retyped)} no longer {_fit(self.retyped)} the spec ({self.problem})")
-        what = "renamed or dropped" if self.missing and self.added else "dropped or renamed"
-        tail = f" ({what})" if self.missing else ""
+        if self.missing and self.added:
+            tail = " (renamed or dropped)"
+        elif self.missing:
+            tail = f" (dropped or renamed, or the event is older than {_them_it(self.missing)})"
+        else:
+            tail = ""
         return f"source {self.source} changed: " + "; ".join(parts) + tail
 
     @property
@@ -96,8 +100,16 @@ class Drift:
         if self.remedy:
             return self.remedy
         steps = []
-        if self.missing:
+        if self.missing and self.added:
             steps.append(f"read the columns {self.source} has now instead of {', '.join(self.missing)}")
+        elif self.missing:
+            steps.append(
+                f"if {self.source} has {', '.join(self.missing)} now, the event was written before"
+                f" {_them_it(self.missing)} existed: replay the group to a position after the ALTER"
+                f" (replicator replay --to-timestamp) and reload the table (replicator reload --table"
+                f" {self.source}); else read the columns {self.source} has now instead of"
+                f" {', '.join(self.missing)}"
+            )
         if self.added:
             steps.append(
                 f"map {', '.join(self.added)} or list {_them(self.added)} in ignore_source_columns"
@@ -122,6 +134,10 @@ def _is(columns: Sequence[str]) -> str:
 
 def _fit(columns: Sequence[str]) -> str:
     return "fits" if len(columns) == 1 else "fit"
+
+
+def _them_it(columns: Sequence[str]) -> str:
+    return "that column" if len(columns) == 1 else "those columns"
 
 
 def _them(columns: Sequence[str]) -> str:

@@ -305,7 +305,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         log.event("warning", message=f"could not record the run end: {one_line(exc)}")
     if halt is not None:
         raise halt
-    return {"run_id": run_id, **summary}
+    return {"run_id": run_id, **summary, "stopped": sorted({s.line() for s in loop.stopped.values()})}
 
 
 def recorded_counts(settings: Settings, mode: str, found: Mapping[str, int]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""The command line: options given before a subcommand survive it; a closed stdout ends it quietly."""
+"""The command line: options given before a subcommand survive it; a closed stdout ends it quietly;
+a run that ends with a stopped table says so."""
 
 from __future__ import annotations
 
@@ -63,3 +64,19 @@ def test_a_broken_pipe_elsewhere_is_still_an_error() -> None:
     )
     assert proc.returncode != 0 and proc.returncode != 141
     assert b"Broken pipe" in proc.stderr
+
+
+@pytest.mark.parametrize(("until_caught_up", "code"), [(True, 1), (False, 0)])
+def test_a_run_that_ends_with_a_stopped_table_says_so_and_is_not_done(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], until_caught_up: bool, code: int
+) -> None:
+    """`run --stop-when-caught-up` read every event, but a stopped table's were not applied: exit 1
+    with the stop's line (a daemon stopped by a signal exits 0 and says it too)."""
+    import replicator.run.daemon as daemon
+
+    line = "crm.account stopped at t[0]@0 (account.on_schema_change): ...; fix: ..."
+    monkeypatch.setattr(daemon, "run_daemon", lambda *a, **k: {"run_id": "r", "stopped": [line]})
+    argv = ["run", *(["--stop-when-caught-up"] if until_caught_up else [])]
+    args = build_parser().parse_args(argv)
+    assert args.handler(args, None) == code
+    assert f"replicator: stopped: {line}" in capsys.readouterr().err

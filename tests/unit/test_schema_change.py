@@ -161,9 +161,15 @@ def test_reason_and_fix_are_one_line_each_naming_columns_rule_and_spec() -> None
     )
     assert "full_name" in renamed.fix and "people.yaml" in renamed.fix and "table people" in renamed.fix
     assert "restart `replicator run`" in renamed.fix
+    dropped = judge(people(plan()), shape("id", "price"), "people.yaml")
+    assert dropped is not None and dropped.reason.endswith(
+        "(dropped or renamed, or the event is older than that column)"
+    )
+    assert "replay --to-timestamp" in dropped.fix and "reload --table src.people" in dropped.fix
+    assert "instead of full_name" in dropped.fix
     added = judge(people(plan()), shape("id", "full_name", "price", "points"), "people.yaml")
     assert added is not None and "ignore_source_columns" in added.fix and "ignore_new_columns" in added.fix
-    for text in (renamed.reason, renamed.fix, added.reason, added.fix):
+    for text in (renamed.reason, renamed.fix, dropped.reason, dropped.fix, added.reason, added.fix):
         assert "\n" not in text
 
 
