@@ -327,7 +327,7 @@ def test_a_partition_added_while_running_stops_its_topic_and_the_way_on_ends_cle
             stack, w, "SELECT partitions FROM replicator.topic_partitions WHERE topic = %s", w.item_topic
         ) == [(4,)]
         wait_until(
-            lambda: all("event=resumed" in log.read_text() for log in logs), 60, "both instances to resume"
+            lambda: all("event=resumed" in log.read_text() for log in logs), 180, "both instances to resume"
         )
         statements = load.statements
         wait_until(lambda: load.statements > statements + 200, 120, "more of the workload")
