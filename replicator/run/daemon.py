@@ -101,11 +101,15 @@ def capture_marks(settings: Settings, plan: Plan, log: RunLog) -> CaptureMarks:
 
 def refuse_when_target_authoritative(authority: Mapping[str, Any]) -> None:
     if authority["authority"] != "source":
-        raise Fatal(
-            f"the target is authoritative since {authority['since']:%Y-%m-%d %H:%M:%S%z} (cutover "
-            f"{authority['cutover_id']}): a forward replicator must not write to it; nothing was started "
-            "(`replicator cutover status`; `replicator cutover rollback` makes the source authoritative)"
-        )
+        raise target_authoritative(authority, "nothing was started")
+
+
+def target_authoritative(authority: Mapping[str, Any], outcome: str) -> Fatal:
+    return Fatal(
+        f"the target is authoritative since {authority['since']:%Y-%m-%d %H:%M:%S%z} (cutover "
+        f"{authority['cutover_id']}): a forward replicator must not write to it; {outcome} "
+        "(`replicator cutover status`; `replicator cutover rollback` makes the source authoritative)"
+    )
 
 
 def signal_options(settings: Settings, plan: Plan, mode: str) -> dict[str, Any]:
@@ -278,7 +282,18 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     )
     stop.forward_to(loop.request_stop)
     status, halt = "done", None
-    heartbeat = Heartbeat(settings, run_id, lambda message: log.event("warning", message=message))
+    flipped: list[Mapping[str, Any]] = []  # the authority row, once a cutover flipped while running
+
+    def on_flipped(authority: Mapping[str, Any]) -> None:
+        flipped.append(authority)
+        loop.request_stop()
+
+    heartbeat = Heartbeat(
+        settings,
+        run_id,
+        lambda message: log.event("warning", message=message),
+        on_flipped if request.mode == "run" else None,
+    )
     heartbeat.start()
     marks.start()
     if server is not None:
@@ -295,6 +310,8 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         heartbeat.stop()
         if server is not None:
             server.stop()
+    if halt is None and flipped:  # an idle daemon learns of the flip from its heartbeat
+        status, halt = "halted", target_authoritative(flipped[0], "this forward replicator stops")
     summary = {**loop.totals.as_dict(), "runtime_s": round(time.monotonic() - started, 3)}
     reason = str(halt) if halt else None
     log.event("end", status=status, reason=reason or "-", **summary)

@@ -1,10 +1,14 @@
 """A run's heartbeat: its row in `run` records that the process is alive every `heartbeat_s`, so
-`status` can tell a live run from one killed without recording its end (kill -9, a lost host)."""
+`status` can tell a live run from one killed without recording its end (kill -9, a lost host).
+With `on_flipped`, each beat also reads the authority row: once the target is authoritative (a
+cutover flipped), `on_flipped` is called once, so an idle forward daemon stops too (a busy one
+stops at its next batch, which reads the row before writing)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from replicator.config import Settings
 from replicator.core.errors import one_line
@@ -14,10 +18,17 @@ DEAD_AFTER_BEATS = 3  # silent this many heartbeats (and not ended): dead
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, run_id: str, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        warn: Callable[[str], None],
+        on_flipped: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._run_id = run_id
         self._warn = warn
+        self._on_flipped = on_flipped
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -36,6 +47,14 @@ class Heartbeat:
             try:
                 with ControlStore.open(self._settings) as store:
                     store.beat(self._run_id)
+                    authority = store.authority() if self._on_flipped is not None else None
+                if (
+                    self._on_flipped is not None
+                    and authority is not None
+                    and authority["authority"] != "source"
+                ):
+                    self._on_flipped(authority)
+                    self._on_flipped = None
                 failing = False
             except Exception as exc:  # the target is away: the apply path reports and retries it; beat on
                 if not failing:

@@ -513,3 +513,25 @@ def test_a_truncate_applied_late_spares_rows_written_after_it(stack: Stack, same
         skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
     assert skus == ["BIS-00002"]
     assert result.applied.get("catalog.product:truncate_spared") == 1
+
+
+def test_a_batch_after_the_flip_writes_nothing_and_halts(stack: Stack) -> None:
+    """A forward batch that meets `authority = target` (a cutover flipped) raises a Fatal before
+    its first write: the new primary keeps its row. (An idle daemon learns of the flip from its
+    heartbeat: tests/integration/test_cutover.py.)"""
+    dbname = fresh_target("flipped")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    writer = live_writer(stack, dbname, plan, "flipped", f"run-{uuid.uuid4().hex[:6]}")
+    first = event(topic, "shop.products", 0, product(1, "1.00"))
+    writer.apply(prepare(Batch(events=[first], next_offsets={(topic, 0): 1}), plan))
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute("UPDATE replicator.authority SET authority = 'target', cutover_id = 'c-test'")
+    later = event(topic, "shop.products", 1, product(1, "2.00"))
+    with pytest.raises(Fatal, match=r"the target is authoritative since .* \(cutover c-test\)"):
+        writer.apply(prepare(Batch(events=[later], next_offsets={(topic, 0): 2}), plan))
+    writer.close()
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        (cents,) = one_row(conn.execute("SELECT price_cents FROM catalog.product WHERE sku = 'BIS-00001'"))
+        stored = conn.execute("SELECT next_offset FROM replicator.checkpoint").fetchall()
+    assert cents == 100 and stored == [(1,)]

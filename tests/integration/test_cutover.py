@@ -444,15 +444,16 @@ def test_cutover_under_app_writes_drains_exactly_carries_sequences_and_flips(
     assert app.first_refused is not None and app.last_ok <= app.first_refused
     print(f"cutover window {data['window_s']:.2f}s under about 50 app transactions/s")
 
-    # the forward daemon left running sees a new source change and writes nothing: it stops
+    # the forward daemon left running, idle, learns of the flip from its heartbeat and stops; a
+    # source change after that (by a role outside the fence) reaches nothing in the target
     capture_target_writes(stack, site)
-    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:  # a role outside the fence
-        conn.execute(
-            sql.SQL("INSERT INTO {}.parent (name) VALUES ('late')").format(sql.Identifier(world.schema))
-        )
     assert site.daemon is not None
     assert site.daemon.wait(timeout=120) != 0
     assert "the target is authoritative" in site.log.read_text()
+    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.parent (name) VALUES ('late')").format(sql.Identifier(world.schema))
+        )
     assert target_writes(stack, site) == 0
 
 
