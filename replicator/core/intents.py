@@ -155,9 +155,10 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
 
 
 def _moved_key(table: TablePlan, before: Mapping[str, Any], key: Key) -> str | None:
-    """Why an update of a table without a primary key cannot be applied, or None. Such events
-    have no Kafka key, and Debezium sends a change of the key columns as one update (with a
-    primary key it sends a delete and a create): upserting the new key would leave the old row."""
+    """Why an update without a Kafka key cannot be applied, or None. Debezium sends such events for
+    a table with neither a primary key nor a unique index, and a change of the key columns as one
+    update (with either it sends a delete and a create): upserting the new key would leave the
+    old row."""
     try:
         old = table.map_key(before)
     except RowError:
