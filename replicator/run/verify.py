@@ -102,8 +102,15 @@ def resolve_lookups(
         resolver.prepare_session(conn)
         found = resolver.read(conn, refs)
     typed: dict[str, dict[str, Any]] = {}  # column -> take text -> value of the column's type
-    for c in table.lookup_columns:
-        texts = sorted({f.value for f in found.values() if f.value is not None})
+    for c in table.lookup_columns:  # each column's own texts: another column's may not cast
+        texts = sorted(
+            {
+                got.value
+                for e in expectations
+                if e.values is not None and isinstance(v := e.values.get(c.target), LookupRef)
+                if (got := found[(id(v.lookup), key_text(v.values))]).value is not None
+            }
+        )
         rows = conn.execute(
             sql.SQL("SELECT t, t::{} FROM unnest(%s::text[]) AS t").format(sql.SQL(c.target_type)), (texts,)
         ).fetchall()
