@@ -181,22 +181,21 @@ class TableRows:
                 return _from_exception(exc)
             return None
 
+        def looped(chunk: Sequence[Intent]) -> list[tuple[Any, ...]]:
+            with conn.transaction():
+                self._stage(conn, cols, chunk)
+                return conn.execute(
+                    sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
+                ).fetchall()
+
         def leaf(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
             try:
-                with conn.transaction():
-                    self._stage(conn, cols, chunk)
-                    rows = conn.execute(
-                        sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
-                    ).fetchall()
+                rows = looped(chunk)
             except psycopg.errors.UndefinedFunction:
                 # Created in a transaction rolled back since (a retried or halted batch), or on a
                 # closed session whose id() a new one reuses: create it again, once.
                 self._loops.discard((id(conn), self._loop_name(conn, one_row)))
-                with conn.transaction():
-                    self._stage(conn, cols, chunk)
-                    rows = conn.execute(
-                        sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
-                    ).fetchall()
+                rows = looped(chunk)
             return [(n - 1, Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(intents, attempt, leaf, LEAF_ROWS)

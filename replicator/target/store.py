@@ -552,18 +552,13 @@ class ControlStore:
 
     def held_count(self, group: str, older_than_s: float | None = None) -> int:
         """Rows `group` holds back; with `older_than_s`, only those first held longer ago."""
-        if older_than_s is None:
-            row = self.conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE group_id = %s").format(self._t("held_event")), (group,)
-            ).fetchone()
-        else:
-            row = self.conn.execute(
-                sql.SQL(
-                    "SELECT count(*) FROM {} WHERE group_id = %s"
-                    " AND held_at < now() - make_interval(secs => %s)"
-                ).format(self._t("held_event")),
-                (group, older_than_s),
-            ).fetchone()
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {} WHERE group_id = %s"
+                " AND (%s::float8 IS NULL OR held_at < now() - make_interval(secs => %s::float8))"
+            ).format(self._t("held_event")),
+            (group, older_than_s, older_than_s),
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def open_error_count(self) -> int:
