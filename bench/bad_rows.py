@@ -27,7 +27,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replicator.core.intents import prepare
-from replicator.core.model import Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition
+from tests.events import change
 from tests.integration.pipeline import demo_plan, fresh_target, live_writer
 from tests.integration.stack import Stack
 
@@ -43,18 +44,13 @@ def product_event(offset: int, bad: bool) -> ChangeEvent:
         "weight_grams": None,
         "image": None,
     }
-    return ChangeEvent(
-        ref=KafkaRef(TOPIC, 0, offset),
-        op=Op.CREATE,
-        table=TableRef("shop", "products"),
-        key=None,
-        before=None,
-        after=after,
+    return change(
+        TOPIC,
+        Op.CREATE,
+        "shop.products",
+        offset=offset,
         position=SourcePosition(1000, 2000 + offset),
-        snapshot=False,
-        ts_ms=0,
-        raw_key=b"k",
-        raw_value=b"v",
+        after=after,
     )
 
 
