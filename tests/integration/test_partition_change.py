@@ -319,6 +319,7 @@ def test_a_partition_added_while_running_stops_its_topic_and_the_way_on_ends_cle
         assert drained.returncode == 1 and f"{w.schema}.item" in drained.stderr and reason in drained.stderr
 
         # the way on: accept, the instances resume by themselves, reload, verify
+        seen = [len(log.read_text().splitlines()) for log in logs]
         accepted = run_cli(environ, "partitions", "accept", "--topic", w.item_topic, "--yes")
         assert accepted.returncode == 0, accepted.stderr
         assert accepted.stdout.startswith(f"accepted {w.item_topic}: 3 -> 4 partitions (layout 1;")
@@ -326,8 +327,22 @@ def test_a_partition_added_while_running_stops_its_topic_and_the_way_on_ends_cle
         assert query(
             stack, w, "SELECT partitions FROM replicator.topic_partitions WHERE topic = %s", w.item_topic
         ) == [(4,)]
+
+        def resumed(log: Path, before: int) -> bool:
+            """The instance rejoined on seeing the accept (`resumed`), or the other's rejoin
+            assigned it the topic's partitions again first, and nothing stopped them since."""
+            lines = log.read_text().splitlines()[before:]
+            if any("event=resumed" in line for line in lines):
+                return True
+            assigned = [
+                i for i, line in enumerate(lines) if "event=assigned" in line and w.item_topic in line
+            ]
+            return bool(assigned) and not any("event=stopped" in line for line in lines[assigned[-1] :])
+
         wait_until(
-            lambda: all("event=resumed" in log.read_text() for log in logs), 180, "both instances to resume"
+            lambda: all(resumed(log, before) for log, before in zip(logs, seen, strict=True)),
+            180,
+            "both instances to resume",
         )
         statements = load.statements
         wait_until(lambda: load.statements > statements + 200, 120, "more of the workload")
