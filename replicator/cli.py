@@ -161,6 +161,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import spec_topics, target_topics
     from replicator.run.status import (
+        authority_status,
         capture_status,
         group_members,
         held_status,
@@ -177,8 +178,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     cap = capture_status(settings)
     runs = run_status(settings)
     members = group_members(settings, group)
+    authority = authority_status(settings)
     slot = cap["slot"]
     lines = [
+        "authority: source (the replicator applies its changes to the target)"
+        if authority["authority"] == "source"
+        else f"authority: TARGET since {authority['since']} (cutover {authority['cutover_id']}):"
+        " the replicator writes nothing more",
         f"capture: connector {cap['connector'] or '-'} {cap['state'] or '-'}"
         f" tasks {','.join(cap['tasks']) or '-'}; slot "
         + (
@@ -226,6 +232,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         lines.append("held back: none")
     _emit(
         {
+            "authority": authority,
             "capture": cap,
             "members": members,
             "runs": runs,

@@ -11,6 +11,8 @@ partition) are listed per table. Each target table is `running`, `held`
 (rows of it wait for a lagging table) or `stopped` (its source table changed
 under the spec: the partition waits in front of the first event that does not
 match, `core.schema_change`), with the one-line reason and fix.
+The authority line says which database is authoritative (`target` after a
+cutover's flip: the replicator writes nothing more).
 `kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
 target-stored one, which the loop never does (invariant 1). Read-only: on a
 target without the control schema it says so in one line.
@@ -103,6 +105,20 @@ def run_status(settings: Settings) -> list[dict[str, Any]]:
         }
         for r in runs
     ]
+
+
+def authority_status(settings: Settings) -> dict[str, Any]:
+    """Which database is authoritative: `source` until a cutover flips it (then `target`, since
+    when, by which cutover)."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        row = store.authority()
+    since = row["since"]
+    return {
+        "authority": row["authority"],
+        "since": since.isoformat() if since is not None else None,
+        "cutover_id": row["cutover_id"],
+    }
 
 
 def group_members(settings: Settings, group_id: str) -> int:

@@ -442,6 +442,8 @@ def test_cutover_under_app_writes_drains_exactly_carries_sequences_and_flips(
     assert [e["state"] for e in data["events"]] == [*STATES, "flipped"]
     assert {s["table"] for s in data["sequences"]} == {f"{world.schema}.parent"}
     assert app.first_refused is not None and app.last_ok <= app.first_refused
+    shown = json.loads(site.cli("status", "--json").stdout)["authority"]  # `status` names the flip too
+    assert shown["authority"] == "target" and shown["cutover_id"] == data["cutover_id"]
     print(f"cutover window {data['window_s']:.2f}s under about 50 app transactions/s")
 
     # the forward daemon left running, idle, learns of the flip from its heartbeat and stops; a

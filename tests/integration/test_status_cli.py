@@ -46,6 +46,7 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
         assert shown["capture"]["state"] == "RUNNING" and shown["capture"]["tasks"] == ["RUNNING"]
         assert shown["capture"]["slot"]["active"] is True
         assert shown["members"] == 1
+        assert shown["authority"] == {"authority": "source", "since": None, "cutover_id": None}
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
