@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -204,6 +204,8 @@ class ConsumerLoop:
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
         self.stopped: dict[Partition, Stop] = {}  # stopped by a schema change until assigned again
+        # topics whose partition-count stop a revoke dropped: `resumed` if assigned and not stopped again
+        self._count_stops_dropped: set[str] = set()
         self._unsaved: list[Stop] = []  # partition-count stops not yet stored (go with the next batch)
         self._next: dict[
             Partition, int
@@ -254,6 +256,10 @@ class ConsumerLoop:
             )
             if watched is not None:
                 self._halt(watched.changed, {p: begins[p] for p in partitions})
+        resumed = {t for t, _ in partitions if t in self._count_stops_dropped} - {p[0] for p in self.stopped}
+        self._count_stops_dropped.clear()
+        if resumed:  # accepted by another instance (its rejoin gave us the topic again)
+            self._log_resumed(resumed)
         self.observer.assigned(partitions, begins)
         self.observer.end_offsets(highs)
         self._ends_read = self.clock()
@@ -278,7 +284,9 @@ class ConsumerLoop:
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
         for p in partitions:
-            self.stopped.pop(p, None)
+            stop = self.stopped.pop(p, None)
+            if stop is not None and stop.rule_id == PARTITIONS_RULE:
+                self._count_stops_dropped.add(p[0])
         self._unsaved = [s for s in self._unsaved if s.partition in self.assigned]
         self.sink.on_revoke(partitions)
         self.observer.revoked(partitions)
@@ -361,15 +369,19 @@ class ConsumerLoop:
             stops = self._halt(watched.changed, {p: self._next.get(p, -1) for p in parts})
             self.source.pause(sorted(s.partition for s in stops))
         if watched.lifted:
-            self.log.event(
-                "resumed",
-                topics=",".join(sorted(watched.lifted)),
-                message="partition count accepted: joining the group again, the topics are read from their"
-                " checkpoints",
-            )
+            self._log_resumed(watched.lifted)
             self._settle()
             self._discard_batch()
+            for p in [p for p, stop in self.stopped.items() if stop.ref.topic in watched.lifted]:
+                del self.stopped[p]  # said above: the rejoin's revoke does not say it again
             self.source.rejoin()
+
+    def _log_resumed(self, topics: Collection[str]) -> None:
+        self.log.event(
+            "resumed",
+            topics=",".join(sorted(topics)),
+            message="partition count accepted: the topics are read again from their checkpoints",
+        )
 
     def _halt(self, changed: Mapping[str, Change], at: Mapping[Partition, int]) -> list[Stop]:
         """Stop every partition in `at` of a changed topic (not stopped already); one line per topic."""

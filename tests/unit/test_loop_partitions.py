@@ -76,14 +76,19 @@ class Counts:
 
 
 def make_loop(
-    source: FakeSource, sink: FakeSink, watch: PartitionWatch, max_events: int = 2, caught_up: bool = True
+    source: FakeSource,
+    sink: FakeSink,
+    watch: PartitionWatch,
+    max_events: int = 2,
+    caught_up: bool = True,
+    log: StringIO | None = None,
 ) -> ConsumerLoop:
     return ConsumerLoop(
         source,
         sink,
         JsonDecoder(),
         plan(),
-        RunLog("test", stream=StringIO()),
+        RunLog("test", stream=log or StringIO()),
         LoopOptions(limits=BatchSettings(max_events=max_events, max_ms=1), stop_when_caught_up=caught_up),
         sleep=lambda s: None,
         watch=watch,
@@ -154,7 +159,10 @@ def test_an_accept_seen_while_stopped_rejoins_and_the_topic_flows_from_its_check
             counts.target[ITEMS] = 2
         return counts.recorded(found)
 
-    loop = make_loop(source, sink, PartitionWatch(counts.found, recorded, every_s=0), caught_up=False)
+    log = StringIO()
+    loop = make_loop(
+        source, sink, PartitionWatch(counts.found, recorded, every_s=0), caught_up=False, log=log
+    )
     give_up = threading.Timer(10, loop.request_stop)  # a stopped topic never catches up: end it
     give_up.start()
 
@@ -172,6 +180,69 @@ def test_an_accept_seen_while_stopped_rejoins_and_the_topic_flows_from_its_check
     assert source.starts[i0] == 3  # positioned from the target again
     assert (ITEMS, 1, 0) in applied(sink) and (ITEMS, 0, 3) in applied(sink)
     assert sink.stored[i0] == 4 and sink.stored[i1] == 1 and not loop.stopped
+    assert log.getvalue().count("event=resumed") == 1  # said once, not again by the rejoin's revoke
+
+
+def test_an_instance_given_an_accepted_topic_again_by_another_ones_rejoin_says_resumed() -> None:
+    i0, i1 = (ITEMS, 0), (ITEMS, 1)
+    source = FakeSource([record(ITEMS, 0, 3), record(ITEMS, 1, 0)], {i0: (0, 4), i1: (0, 1)})
+    sink = FakeSink(source, {i0: 3})
+    counts = Counts({ITEMS: 2}, {ITEMS: 1})
+    log = StringIO()
+    # compares only when assigned: the accept is never seen here, only the other instance's rejoin
+    loop = make_loop(
+        source, sink, PartitionWatch(counts.found, counts.recorded, every_s=3600), caught_up=False, log=log
+    )
+    give_up = threading.Timer(10, loop.request_stop)
+    give_up.start()
+
+    def turn() -> bool:
+        if any(b.stops for b in sink.applied) and "rejoin" not in source.events:
+            counts.target[ITEMS] = 2  # accepted elsewhere; that instance's rejoin rebalances the group
+            source.rejoin()
+        if sink.stored.get(i1) == 1:
+            loop.request_stop()
+        return False
+
+    sink.retry_due = turn  # type: ignore[method-assign]
+    try:
+        loop.run()
+    finally:
+        give_up.cancel()
+    lines = log.getvalue().splitlines()
+    (said,) = [line for line in lines if "event=resumed" in line]
+    assert ITEMS in said and lines.index(said) > next(i for i, x in enumerate(lines) if "event=stopped" in x)
+    assert sink.stored[i0] == 4 and sink.stored[i1] == 1 and not loop.stopped
+
+
+def test_a_topic_assigned_again_while_still_not_accepted_is_stopped_again_not_resumed() -> None:
+    i0 = (ITEMS, 0)
+    source = FakeSource([record(ITEMS, 0, 3)], {i0: (0, 4)})
+    sink = FakeSink(source, {i0: 3})
+    counts = Counts({ITEMS: 2}, {ITEMS: 1})
+    log = StringIO()
+    loop = make_loop(
+        source, sink, PartitionWatch(counts.found, counts.recorded, every_s=3600), caught_up=False, log=log
+    )
+    give_up = threading.Timer(10, loop.request_stop)
+    give_up.start()
+
+    def turn() -> bool:
+        if any(b.stops for b in sink.applied):
+            if "rejoin" not in source.events:
+                source.rejoin()  # a member joins or leaves: a rebalance, no accept
+            else:
+                loop.request_stop()
+        return False
+
+    sink.retry_due = turn  # type: ignore[method-assign]
+    try:
+        loop.run()
+    finally:
+        give_up.cancel()
+    assert "event=resumed" not in log.getvalue()
+    assert log.getvalue().count("event=stopped") == 2 and i0 in loop.stopped
+    assert sink.stored[i0] == 3
 
 
 def test_the_watch_reads_the_target_only_when_a_count_may_have_moved() -> None:
