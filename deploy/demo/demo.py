@@ -169,7 +169,9 @@ def setup_source(reset: bool) -> None:
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,)).fetchone():
             tables = sql.SQL(", ").join(sql.Identifier("shop", t) for t in CAPTURED)
             conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(PUBLICATION), tables)
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
+                    sql.Identifier(PUBLICATION), tables
+                )
             )
 
 

@@ -27,6 +27,8 @@ import psycopg
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectError
 from replicator.core.errors import ReplicatorError, one_line
+from replicator.core.mapping import load_spec
+from replicator.core.publication import capture_gaps
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture
@@ -35,11 +37,16 @@ from replicator.run.heartbeat import liveness
 from replicator.source import capture as source_capture
 from replicator.target.store import ControlStore
 
+DEBEZIUM_PUBLICATION = "dbz_publication"  # the connector's default publication.name
+
 
 def capture_status(settings: Settings) -> dict[str, Any]:
-    """The connector and its tasks (from Connect), the replication slot (from the source) and what
-    is wrong with them, if anything: `problems`, one line each with its fix."""
-    name = capture(settings).connector
+    """The connector and its tasks (from Connect), the replication slot (from the source), whether
+    the publication and the connector's table filters carry every mapped table and the signal
+    table (`core.publication`), and what is wrong with them, if anything: `problems`, one line each
+    with its fix."""
+    source = capture(settings)
+    name = source.connector
     out: dict[str, Any] = {
         "connector": name,
         "state": None,
@@ -68,9 +75,20 @@ def capture_status(settings: Settings) -> dict[str, Any]:
         if problem is not None:
             out["problems"].append(problem)
     slot_name = config.get("slot.name", "debezium")
+    captured = [t.source for t in load_spec(settings.mapping).tables]
+    captured += [source.signal_table] if source.signal_table is not None else []
+    publication_name = config.get("publication.name", DEBEZIUM_PUBLICATION)
     try:
         with connect(settings.source, "source", autocommit=True) as conn:
             slot = source_capture.slot(conn, slot_name)
+            if config:  # the connector's publication and filters: known only from its config
+                out["problems"] += capture_gaps(
+                    captured,
+                    source_capture.partitioned(conn, captured),
+                    source_capture.publication(conn, publication_name),
+                    publication_name,
+                    config,
+                )
     except (ReplicatorError, psycopg.Error) as exc:
         out["problems"].append(f"source: {one_line(exc)}")
         return out

@@ -1,4 +1,5 @@
-"""What the cutover reads from the source about capture (I/O edge): the slot, the WAL, sequences.
+"""What the cutover and status read from the source about capture (I/O edge): the slot, the
+publication, the WAL, sequences.
 
 Read-only. The slot's retained WAL is measured from the current WAL position
 back to the slot's restart LSN (what PostgreSQL must keep for it).
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 
 from replicator.core.model import TableRef
+from replicator.core.publication import Publication
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,26 @@ def slot(conn: psycopg.Connection[Any], name: str) -> Slot | None:
         (name,),
     ).fetchone()
     return None if row is None else Slot(name, bool(row[0]), int(row[1]))
+
+
+def publication(conn: psycopg.Connection[Any], name: str) -> Publication | None:
+    row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    if row is None:
+        return None
+    tables = conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)
+    ).fetchall()
+    return Publication(name, bool(row[0]), frozenset(TableRef(s, t) for s, t in tables))
+
+
+def partitioned(conn: psycopg.Connection[Any], tables: list[TableRef]) -> frozenset[TableRef]:
+    """Those of `tables` that are partitioned (declarative partitioning: relkind 'p')."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'p' AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([t.schema for t in tables], [t.name for t in tables]),
+    ).fetchall()
+    return frozenset(TableRef(s, t) for s, t in rows)
 
 
 def wal_lsn(conn: psycopg.Connection[Any]) -> int:

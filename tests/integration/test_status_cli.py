@@ -46,7 +46,7 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
         assert shown["capture"]["state"] == "RUNNING" and shown["capture"]["tasks"] == ["RUNNING"]
         assert shown["capture"]["slot"]["active"] is True
         assert shown["members"] == 1
-        assert shown["authority"] == {"authority": "source", "since": None, "cutover_id": None}
+        assert shown["authority"]["authority"] == "source" and shown["authority"]["cutover_id"] is None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -75,7 +75,9 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
         "-- every captured table needs a primary key: once in a publication, a table with neither a"
         " primary key nor REPLICA IDENTITY FULL refuses the application's UPDATE and DELETE."
         " `replicator mapping check` names such tables: run it before this",
-        sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+        "-- publish_via_partition_root: a partitioned table's changes are published as its own"
+        " (the table the spec names), not as its partitions' (which no rule maps)",
+        sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
             sql.Identifier(roles.publication), _list(read_on_source)
         ),
         f"-- the connector role (create it if needed: CREATE ROLE {roles.connector_role} "

@@ -26,7 +26,8 @@ def test_demo_grants_cover_every_captured_and_mapped_table() -> None:
     text = grants_sql(load_spec(DEMO_SPEC), TableRef("shop", "debezium_signal"), ROLES)
     assert (
         'CREATE PUBLICATION "cdc_app" FOR TABLE "shop"."customers", "shop"."order_lines", '
-        '"shop"."orders", "shop"."products", "shop"."debezium_signal";'
+        '"shop"."orders", "shop"."products", "shop"."debezium_signal"'
+        " WITH (publish_via_partition_root = true);"  # a partitioned table's changes as its own
     ) in text
     assert 'GRANT INSERT ON "shop"."debezium_signal" TO "repl_src";' in text
     # Debezium writes an incremental snapshot's window markers into the signal table: without
