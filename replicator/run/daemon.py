@@ -32,6 +32,7 @@ from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.kafka.logs import route_kafka_logs
 from replicator.run.assembly import capture, decoder, live_catalogs, run_plan
+from replicator.run.capture_check import capture_gap_warnings
 from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
 from replicator.run.marks import CaptureMarks
@@ -214,6 +215,8 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             message=f"topic {topic} does not exist in Kafka at {settings.kafka.bootstrap_servers}; its table"
             " waits for it. Fix: make the spec's topic_prefix (or topic:) match the connector's topic.prefix",
         )
+    for line in capture_gap_warnings(settings):
+        log.event("warning", message=line)
     with ControlStore.open(settings) as store:
         if request.mode == "run":
             store.ensure()

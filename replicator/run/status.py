@@ -27,17 +27,14 @@ import psycopg
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectError
 from replicator.core.errors import ReplicatorError, one_line
-from replicator.core.mapping import load_spec
-from replicator.core.publication import capture_gaps
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture
+from replicator.run.capture_check import capture_gaps
 from replicator.run.drain import capture_problem
 from replicator.run.heartbeat import liveness
 from replicator.source import capture as source_capture
 from replicator.target.store import ControlStore
-
-DEBEZIUM_PUBLICATION = "dbz_publication"  # the connector's default publication.name
 
 
 def capture_status(settings: Settings) -> dict[str, Any]:
@@ -45,8 +42,7 @@ def capture_status(settings: Settings) -> dict[str, Any]:
     the publication and the connector's table filters carry every mapped table and the signal
     table (`core.publication`), and what is wrong with them, if anything: `problems`, one line each
     with its fix."""
-    source = capture(settings)
-    name = source.connector
+    name = capture(settings).connector
     out: dict[str, Any] = {
         "connector": name,
         "state": None,
@@ -75,20 +71,11 @@ def capture_status(settings: Settings) -> dict[str, Any]:
         if problem is not None:
             out["problems"].append(problem)
     slot_name = config.get("slot.name", "debezium")
-    captured = [t.source for t in load_spec(settings.mapping).tables]
-    captured += [source.signal_table] if source.signal_table is not None else []
-    publication_name = config.get("publication.name", DEBEZIUM_PUBLICATION)
     try:
         with connect(settings.source, "source", autocommit=True) as conn:
             slot = source_capture.slot(conn, slot_name)
             if config:  # the connector's publication and filters: known only from its config
-                out["problems"] += capture_gaps(
-                    captured,
-                    source_capture.partitioned(conn, captured),
-                    source_capture.publication(conn, publication_name),
-                    publication_name,
-                    config,
-                )
+                out["problems"] += capture_gaps(settings, config, conn)
     except (ReplicatorError, psycopg.Error) as exc:
         out["problems"].append(f"source: {one_line(exc)}")
         return out

@@ -166,6 +166,9 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
             sql.Identifier(world.publication)
         )
         assert f"fix: {fix.as_string()}" in status.stdout
+        early = run_cli(env, "run", "--stop-when-caught-up")  # a run says it too, as it starts
+        assert early.returncode == 0, early.stderr[-3000:]
+        assert f"{world.schema}.{TABLE} is partitioned and publication" in early.stderr, early.stderr[-3000:]
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             conn.execute(fix)
         status = run_cli(env, "status")
