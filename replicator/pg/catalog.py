@@ -31,7 +31,8 @@ SELECT n.nspname, c.relname, c.relreplident, a.attname,
          (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e
            WHERE e.enumtypid = CASE WHEN t.typelem <> 0 THEN t.typelem ELSE t.oid END),
          ARRAY[]::text[]),
-       t.typcategory = 'A'
+       t.typcategory = 'A',
+       a.attgenerated = 's'
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -86,7 +87,19 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
     replident: dict[TableRef, ReplicaIdentity] = {}
     with conn.cursor() as cur:
         cur.execute(_COLUMNS_SQL, params)
-        for nsp, rel, ident, att, typ, notnull, hasdef, is_enum, labels, is_array in cur.fetchall():
+        for (
+            nsp,
+            rel,
+            ident,
+            att,
+            typ,
+            notnull,
+            hasdef,
+            is_enum,
+            labels,
+            is_array,
+            generated,
+        ) in cur.fetchall():
             ref = TableRef(nsp, rel)
             replident[ref] = _REPLIDENT.get(ident, "default")
             if is_enum:
@@ -100,6 +113,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
                     nullable=not notnull,
                     has_default=bool(hasdef),
                     enum_labels=tuple(labels or ()),
+                    generated=bool(generated),
                 )
             )
         pks: dict[TableRef, tuple[str, ...]] = {}

@@ -9,7 +9,6 @@ the events have no Kafka key and such a change is one update: the writer makes i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,10 +23,9 @@ from psycopg import sql
 
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
-from replicator.connect.configs import load_connector
 from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import REPO, drop_slot, run_cli, wait_until
+from tests.integration.pipeline import drop_slot, own_connector, run_cli, wait_until
 from tests.integration.stack import Stack
 
 
@@ -71,16 +69,9 @@ def world(stack: Stack) -> Iterator[World]:
 
 
 def connector(world: World) -> Any:
-    base = load_connector(REPO / "connectors" / "demo-postgres.json", dict(os.environ))
-    config = {
-        **base.config,
-        "topic.prefix": world.prefix,
-        "slot.name": f"cdc_{world.prefix}",
-        "publication.name": f"cdc_{world.schema}",
-        "table.include.list": f"{world.schema}.t,{world.schema}.n,{world.signal}",
-        "signal.data.collection": str(world.signal),
-    }
-    return dataclasses.replace(base, name=f"test-{world.prefix}", config=config)
+    return own_connector(
+        world.prefix, f"cdc_{world.schema}", [f"{world.schema}.t", f"{world.schema}.n"], str(world.signal)
+    )
 
 
 def spec(tmp_path: Path, world: World, keyless_source: str) -> Path:

@@ -10,7 +10,6 @@ statement that fixes it; `init --print-grants` creates the publication with the 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -25,10 +24,9 @@ from psycopg import sql
 
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
-from replicator.connect.configs import load_connector
 from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import REPO, drop_slot, run_cli, wait_until
+from tests.integration.pipeline import drop_slot, own_connector, run_cli, wait_until
 from tests.integration.stack import Stack
 
 TABLE = "Events"  # mixed case: quoted everywhere
@@ -81,16 +79,7 @@ def world(stack: Stack) -> Iterator[World]:
 
 
 def connector(world: World) -> Any:
-    base = load_connector(REPO / "connectors" / "demo-postgres.json", dict(os.environ))
-    config = {
-        **base.config,
-        "topic.prefix": world.prefix,
-        "slot.name": f"cdc_{world.prefix}",
-        "publication.name": world.publication,
-        "table.include.list": f"{world.schema}.{TABLE},{world.signal}",
-        "signal.data.collection": str(world.signal),
-    }
-    return dataclasses.replace(base, name=f"test-{world.prefix}", config=config)
+    return own_connector(world.prefix, world.publication, [f"{world.schema}.{TABLE}"], str(world.signal))
 
 
 def spec(tmp_path: Path, world: World) -> Path:

@@ -146,6 +146,7 @@ class Column:
     nullable: bool = True
     has_default: bool = False  # DEFAULT, identity or generated: an INSERT may omit it
     enum_labels: tuple[str, ...] = ()
+    generated: bool = False  # GENERATED ALWAYS AS (...) STORED: computed, never written
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,8 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
             "fks": [{"columns": ["x"], "references": "crm.other", "ref_columns": ["id"]}],
             "replica_identity": "default"}}
 
-    Column strings are `<type> [not null] [default]`; `enum(a,b,...)` declares an
+    Column strings are `<type> [not null] [default | generated]` (generated: a stored generated
+    column); `enum(a,b,...)` declares an
     enum type with its labels. Primary key columns are implicitly NOT NULL.
     """
     tables: dict[TableRef, Table] = {}
@@ -235,8 +237,12 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
 def _column_from_text(name: str, text: str, *, in_pk: bool) -> Column:
     words = text.strip()
     low = words.lower()
-    has_default = low.endswith(" default")
-    if has_default:
+    generated = low.endswith(" generated")
+    if generated:
+        words = words[: -len(" generated")].rstrip()
+        low = words.lower()
+    has_default = generated or low.endswith(" default")
+    if has_default and low.endswith(" default"):
         words = words[: -len(" default")].rstrip()
         low = words.lower()
     not_null = low.endswith(" not null")
@@ -249,7 +255,14 @@ def _column_from_text(name: str, text: str, *, in_pk: bool) -> Column:
         typ = PgType("enum", is_enum=True, is_array=bool(m[2]))
     else:
         typ = PgType.parse(words)
-    return Column(name, typ, nullable=not (not_null or in_pk), has_default=has_default, enum_labels=labels)
+    return Column(
+        name,
+        typ,
+        nullable=not (not_null or in_pk),
+        has_default=has_default,
+        enum_labels=labels,
+        generated=generated,
+    )
 
 
 # --- live reader -------------------------------------------------------------

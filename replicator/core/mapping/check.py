@@ -295,6 +295,15 @@ def _check_column(
             f"use one of {', '.join(tgt.column_names)}",
         )
         return
+    if target.generated:
+        add(
+            where,
+            rule_id,
+            f"target column {name!r} of {tgt.ref} is a generated column: PostgreSQL computes it and"
+            " refuses a written value",
+            f"remove {name!r} from the rule (the target computes it from the columns the rule writes)",
+        )
+        return
     missing = [c for c in rule.source_columns() if src.column(c) is None]
     for c in missing:
         add(

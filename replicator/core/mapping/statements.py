@@ -184,7 +184,11 @@ class TableStatements:
         """INSERT from the stage; on key conflict update only rows that change."""
 
         def build(c: tuple[str, ...]) -> sql.Composed:
-            head = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} AS s{} ON CONFLICT ({}) ").format(
+            # OVERRIDING SYSTEM VALUE: the source's value of a GENERATED ALWAYS identity column
+            # is written as it is (no effect on other columns and tables)
+            head = sql.SQL(
+                "INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s{} ON CONFLICT ({}) "
+            ).format(
                 self._target, _ids(c), _ids(c), self._stage, _one_row(one_row, " WHERE "), _ids(self.key)
             )
             rest = tuple(x for x in c if x not in self.key)

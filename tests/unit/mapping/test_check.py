@@ -112,6 +112,16 @@ def test_unknown_source_and_target_columns_and_tables() -> None:
     assert msgs[1].startswith("m.yaml:6: t: target table s.b does not exist")
 
 
+def test_a_generated_target_column_is_never_written() -> None:
+    """check (t.w): a stored generated target column refuses a written value; unmapped it is fine."""
+    tgt: CatalogSpec = {
+        "s.b": {"columns": {"id": "bigint", "v": "text", "w": "integer generated"}, "pk": ["id"]}
+    }
+    (msg,) = errors(run("      v: {from: v}\n      w: {from: i, cast: {on_narrowing: reject}}", tgt=tgt))
+    assert "t.w: target column 'w' of s.b is a generated column: PostgreSQL computes it" in msg
+    assert errors(run("      v: {from: v}", tgt=tgt)) == []
+
+
 def test_target_key_must_be_pk_or_unique() -> None:
     """check key (t.key): target key columns must be the PK or a unique constraint."""
     tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}

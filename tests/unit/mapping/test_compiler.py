@@ -54,7 +54,8 @@ SQL_CASES = [
             "create_stage": f'CREATE TEMP TABLE IF NOT EXISTS "{STAGE}" ON COMMIT DELETE ROWS '
             'AS SELECT "id", "v", NULL::int AS "__replicator_row" FROM "a"."b" WITH NO DATA',
             "copy": f'COPY "{STAGE}" ("id", "v") FROM STDIN',
-            "upsert": f'INSERT INTO "a"."b" AS t ("id", "v") SELECT "id", "v" FROM "{STAGE}" AS s '
+            "upsert": f'INSERT INTO "a"."b" AS t ("id", "v") OVERRIDING SYSTEM VALUE '
+            f'SELECT "id", "v" FROM "{STAGE}" AS s '
             'ON CONFLICT ("id") DO UPDATE SET "v" = EXCLUDED."v" '
             'WHERE ("t"."v") IS DISTINCT FROM (EXCLUDED."v")',
             "update_only": f'UPDATE "a"."b" AS t SET "v" = "s"."v" FROM "{STAGE}" AS s '
@@ -80,7 +81,7 @@ SQL_CASES = [
         ("order_id", "line_no"),
         {
             "upsert": f'INSERT INTO "sales"."order_line" AS t ("order_id", "line_no") '
-            f'SELECT "order_id", "line_no" FROM "{STAGE}" AS s '
+            f'OVERRIDING SYSTEM VALUE SELECT "order_id", "line_no" FROM "{STAGE}" AS s '
             'ON CONFLICT ("order_id", "line_no") DO NOTHING',
             "delete_keys": f'DELETE FROM "sales"."order_line" AS t USING "{STAGE}" AS s '
             'WHERE "t"."order_id" = "s"."order_id" '
@@ -96,7 +97,7 @@ SQL_CASES = [
         ("select", 'we"ird %s {} Col'),
         {
             "upsert": f'INSERT INTO "Sales;"."order" AS t ("select", "we""ird %s {{}} Col") '
-            f'SELECT "select", "we""ird %s {{}} Col" FROM "{STAGE}" AS s '
+            f'OVERRIDING SYSTEM VALUE SELECT "select", "we""ird %s {{}} Col" FROM "{STAGE}" AS s '
             'ON CONFLICT ("select") DO UPDATE SET '
             '"we""ird %s {} Col" = EXCLUDED."we""ird %s {} Col" '
             'WHERE ("t"."we""ird %s {} Col") IS DISTINCT FROM '

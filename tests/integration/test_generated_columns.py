@@ -1,0 +1,167 @@
+"""Identity and generated columns, on the real stack: a target made from the source's DDL (as
+`pg_dump --schema-only` gives it) keeps `GENERATED ALWAYS AS IDENTITY` keys and stored generated
+columns. The replicator writes the source's identity values as they are (`OVERRIDING SYSTEM
+VALUE`), and `mapping check` refuses a rule that writes a generated column (PostgreSQL computes
+it, and refuses a written value).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from replicator.config import load_settings
+from replicator.connect.client import ConnectClient
+from replicator.core.model import TableRef
+from replicator.source.signal import write_fence
+from tests.integration.pipeline import drop_slot, own_connector, run_cli, wait_until
+from tests.integration.stack import Stack
+
+# the same DDL on both sides, as a schema dump carries it
+DDL = (
+    "CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,"
+    " cents integer NOT NULL, dollars numeric GENERATED ALWAYS AS (cents / 100.0) STORED)"
+)
+
+
+@dataclass(frozen=True)
+class World:
+    schema: str
+    signal: TableRef
+    prefix: str
+
+
+@pytest.fixture
+def world(stack: Stack) -> Iterator[World]:
+    run = uuid.uuid4().hex[:6]
+    schema = f"gen{run}"
+    s = sql.Identifier(schema)
+    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE SCHEMA {s}; " + DDL + ";"
+                " CREATE TABLE {s}.debezium_signal (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL,"
+                " data varchar(2048));"
+                " GRANT USAGE ON SCHEMA {s} TO debezium;"
+                " GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO debezium;"
+                " CREATE PUBLICATION {p} FOR TABLE {t}, {s}.debezium_signal;"
+                " INSERT INTO {t} (name, cents) VALUES ('one', 100), ('two', 250)"
+            ).format(s=s, t=sql.Identifier(schema, "acct"), p=sql.Identifier(f"cdc_{schema}"))
+        )
+    try:
+        yield World(schema, TableRef(schema, "debezium_signal"), f"gc{run}")
+    finally:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(f"cdc_{schema}")))
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+
+
+def connector(world: World) -> Any:
+    return own_connector(world.prefix, f"cdc_{world.schema}", [f"{world.schema}.acct"], str(world.signal))
+
+
+def spec(tmp_path: Path, world: World, *, write_generated: bool) -> Path:
+    columns: dict[str, Any] = {"name": {"from": "name"}, "cents": {"from": "cents"}}
+    if write_generated:
+        columns["dollars"] = {"from": "dollars"}
+    document = {
+        "version": 1,
+        "topic_prefix": world.prefix,
+        "capture": {"signal_table": str(world.signal)},
+        "tables": [
+            {
+                "id": "acct",
+                "source": f"{world.schema}.acct",
+                "target": f"{world.schema}.acct",
+                "key": {"id": "id"},
+                "delete": {"policy": "hard"},
+                "truncate": {"policy": "ignore"},
+                "ignore_source_columns": [] if write_generated else ["dollars"],
+                "columns": columns,
+            }
+        ],
+    }
+    path = tmp_path / f"gen-{write_generated}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def target_db(stack: Stack, world: World) -> str:
+    dbname = f"t_gen_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        s = sql.Identifier(world.schema)
+        conn.execute(
+            sql.SQL(
+                "CREATE SCHEMA {s}; " + DDL + ";"
+                " GRANT USAGE ON SCHEMA {s} TO replicator;"
+                " GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO replicator"
+            ).format(s=s, t=sql.Identifier(world.schema, "acct"))
+        )
+    return dbname
+
+
+def rows(conninfo: str, world: World) -> list[tuple[Any, ...]]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            sql.SQL("SELECT id, name, cents, dollars FROM {} ORDER BY id").format(
+                sql.Identifier(world.schema, "acct")
+            )
+        ).fetchall()
+
+
+def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_are_computed(
+    stack: Stack, world: World, tmp_path: Path
+) -> None:
+    dbname = target_db(stack, world)
+    env = {
+        **os.environ,
+        "REPLICATOR_TARGET__DBNAME": dbname,
+        "REPLICATOR_MAPPING": str(spec(tmp_path, world, write_generated=False)),
+        "REPLICATOR_CONNECTOR": connector(world).name,
+        "REPLICATOR_KAFKA__GROUP_ID": f"gen-{world.prefix}",
+        "REPLICATOR_BATCH__MAX_MS": "200",
+    }
+    writes = run_cli(
+        {**env, "REPLICATOR_MAPPING": str(spec(tmp_path, world, write_generated=True))}, "mapping", "check"
+    )
+    assert writes.returncode == 1, writes.stderr
+    assert (
+        f"acct.dollars: target column 'dollars' of {world.schema}.acct is a generated column" in writes.stderr
+    )
+    checked = run_cli(env, "mapping", "check")
+    assert checked.returncode == 0, checked.stderr
+    client = ConnectClient(stack.connect_url)
+    client.apply(connector(world), wait_s=120)
+    name = connector(world).name
+    try:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            t = sql.Identifier(world.schema, "acct")
+            conn.execute(sql.SQL("INSERT INTO {} (name, cents) VALUES ('three', 399)").format(t))
+            conn.execute(sql.SQL("UPDATE {} SET cents = 175 WHERE name = 'one'").format(t))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE name = 'two'").format(t))
+        _, lsn = write_fence(load_settings(None).source, world.signal)
+        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the changes to flush")
+        assert run_cli(env, "init").returncode == 0
+        applied = run_cli(env, "run", "--stop-when-caught-up")
+        assert applied.returncode == 0, applied.stderr[-3000:]
+        expected = rows(stack.source_admin(), world)
+        assert [(n, c) for _, n, c, _ in expected] == [("one", 175), ("three", 399)]
+        assert rows(stack.target_admin(dbname), world) == expected  # ids as the source's, dollars computed
+        with psycopg.connect(stack.target_admin(dbname)) as conn:
+            assert conn.execute("SELECT count(*) FROM replicator.error_record").fetchone() == (0,)
+        verified = run_cli(env, "verify")
+        assert verified.returncode == 0, verified.stdout
+    finally:
+        client.delete(name)
+        drop_slot(stack, connector(world).config["slot.name"])
