@@ -314,6 +314,16 @@ def _check_column(
         )
     if missing:
         return
+    for c in rule.source_columns():
+        if (col := src.column(c)) is not None and col.generated:
+            add(
+                where,
+                rule_id,
+                f"source column {c!r} of {src.ref} is a generated column: logical replication (PostgreSQL"
+                " before 18) does not carry it, so only the snapshot would have its values",
+                f"compute it on the target instead (a generated column there) and list {c!r} under"
+                " ignore_source_columns",
+            )
     produced = _produced(rule, src, tgt_cat)
     verdict = _compat(produced, target)
     if verdict == "unknown" and _json_into_text(rule, target.type):

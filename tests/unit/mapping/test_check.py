@@ -122,6 +122,16 @@ def test_a_generated_target_column_is_never_written() -> None:
     assert errors(run("      v: {from: v}", tgt=tgt)) == []
 
 
+def test_a_generated_source_column_is_refused_its_values_never_stream() -> None:
+    """check (t.w): logical replication does not carry a generated source column."""
+    src: CatalogSpec = {
+        "s.a": {"columns": {"id": "bigint", "v": "text", "g": "integer generated"}, "pk": ["id"]}
+    }
+    (msg,) = errors(run("      v: {from: v, cast: {on_narrowing: truncate}}\n      w: {from: g}", src=src))
+    assert "t.w: source column 'g' of s.a is a generated column: logical replication" in msg
+    assert "list 'g' under ignore_source_columns" in msg
+
+
 def test_target_key_must_be_pk_or_unique() -> None:
     """check key (t.key): target key columns must be the PK or a unique constraint."""
     tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}
