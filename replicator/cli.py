@@ -21,6 +21,7 @@ from typing import Any
 
 from replicator.config import Settings, load_settings
 from replicator.core.errors import ReplicatorError
+from replicator.core.model import TableRef
 from replicator.core.serialize import dumps
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -99,6 +100,42 @@ def cmd_mapping_explain(args: argparse.Namespace, settings: Settings) -> int:
 
     plan = explain_spec(settings, args.spec or settings.mapping)
     _emit(plan.to_json(), args.json, plan.explain())
+    return 0
+
+
+def _table_refs(text: str | None, what: str) -> list[TableRef]:
+    try:
+        return [TableRef.parse(t.strip()) for t in (text or "").split(",") if t.strip()]
+    except ValueError as exc:
+        raise CliError(f"{what}: {exc}; write schema.table[,schema.table...]") from exc
+
+
+def cmd_mapping_scaffold(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.mapping import scaffold_spec
+
+    schemas = [s.strip() for s in (args.schemas or "").split(",") if s.strip()]
+    tables = _table_refs(args.tables, "--tables")
+    if not schemas and not tables:
+        raise CliError("mapping scaffold: name the tables to migrate with --schemas a,b or --tables s.t,...")
+    target_schemas: dict[str, str] = {}
+    for pair in args.target_schema or []:
+        src, sep, dst = pair.partition("=")
+        if not sep or not src or not dst:
+            raise CliError(f"--target-schema {pair!r}: write SOURCE=TARGET, e.g. app=app_new")
+        target_schemas[src] = dst
+    signal = _table_refs(args.signal_table or settings.signal_table, "--signal-table")
+    done = scaffold_spec(
+        settings,
+        schemas,
+        tables,
+        args.topic_prefix,
+        target_schemas,
+        args.connector or settings.connector,
+        signal[0] if signal else None,
+    )
+    for line in done.skipped:
+        print(f"mapping scaffold: skipped {line}", file=sys.stderr)
+    print(done.text(), end="")
     return 0
 
 
@@ -667,6 +704,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mexplain.add_argument("--json", action="store_true")
     mexplain.set_defaults(handler=cmd_mapping_explain)
+
+    mscaffold = msub.add_parser(
+        "scaffold", help="print an identity spec of the source's tables (a start to edit, then check)"
+    )
+    mscaffold.add_argument("--topic-prefix", required=True, help="the connector's topic.prefix")
+    mscaffold.add_argument("--schemas", help="every table of these source schemas (a,b)")
+    mscaffold.add_argument("--tables", help="these source tables (schema.table,...)")
+    mscaffold.add_argument(
+        "--target-schema",
+        action="append",
+        metavar="SOURCE=TARGET",
+        help="write a source schema's tables into another target schema (repeatable)",
+    )
+    mscaffold.add_argument("--connector", help="the capture connector (default: REPLICATOR_CONNECTOR)")
+    mscaffold.add_argument(
+        "--signal-table", help="the connector's signal table, never mapped (default: REPLICATOR_SIGNAL_TABLE)"
+    )
+    mscaffold.set_defaults(handler=cmd_mapping_scaffold)
 
     init = sub.add_parser("init", help="create the control schema in the target")
     init.add_argument("--shadow-role", help="grant this role what shadow mode needs (read data, own diffs)")

@@ -148,3 +148,13 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
         for ref, c in cols.items()
     }
     return Catalog(tables)
+
+
+def partitions(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> frozenset[TableRef]:
+    """The tables of `schemas` that are partitions of another (their rows are its rows)."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relispartition AND n.nspname = ANY(%(schemas)s)",
+        {"schemas": list(schemas)},
+    ).fetchall()
+    return frozenset(TableRef(nsp, rel) for nsp, rel in rows)

@@ -1,4 +1,5 @@
-"""`replicator mapping check|explain`: a spec against the live catalogs, and its compiled plan.
+"""`replicator mapping check|explain|scaffold`: a spec against the live catalogs, its compiled
+plan, and an identity spec of the source's tables to start from (`core.mapping.scaffold`).
 
 `check` also judges the spec against the events that stopped tables of the configured group
 (`core.schema_change`): a stopped table the spec still does not match is an error naming what
@@ -13,9 +14,12 @@ from replicator.config import Settings
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Catalog, Plan, Problem, Spec, SpecError, check, compile_spec, load_spec
 from replicator.core.mapping.check import missing_topics, topic_names
-from replicator.core.model import SourceShape
+from replicator.core.mapping.scaffold import Scaffold, scaffold
+from replicator.core.model import SourceShape, TableRef
 from replicator.core.schema_change import judge
 from replicator.kafka.clients import Metadata
+from replicator.pg.catalog import partitions, read_catalog
+from replicator.pg.session import connect
 from replicator.run.assembly import catalogs
 from replicator.target.store import ControlStore
 
@@ -91,3 +95,40 @@ def explain_spec(settings: Settings, path: Path) -> Plan:
     spec = load_spec(path)
     _source, target = catalogs(spec, settings)
     return compile_spec(spec, target)
+
+
+def scaffold_spec(
+    settings: Settings,
+    schemas: list[str],
+    tables: list[TableRef],
+    topic_prefix: str,
+    target_schemas: dict[str, str],
+    connector: str | None,
+    signal_table: TableRef | None,
+) -> Scaffold:
+    """The identity spec of `tables`, or of every table of `schemas` (partitions excepted: their
+    partitioned table stands for them), read from the source's catalog."""
+    wanted = sorted({*schemas, *(t.schema for t in tables)})
+    with connect(settings.source, "source") as conn:
+        catalog = read_catalog(conn, wanted)
+        leaves = partitions(conn, wanted)
+    missing = [t for t in tables if t not in catalog.tables]
+    if missing:
+        raise ReplicatorError(
+            f"scaffold: {', '.join(map(str, missing))} not found in the source database"
+            f" {settings.source.dbname}; fix: name existing tables as schema.table"
+        )
+    chosen = list(tables) or [t for t in catalog.tables if t.schema in schemas and t not in leaves]
+    if not chosen:
+        raise ReplicatorError(
+            f"scaffold: no table in schema(s) {', '.join(schemas)} of the source database"
+            f" {settings.source.dbname}; fix: name the schemas that hold the tables to migrate"
+        )
+    return scaffold(
+        catalog,
+        chosen,
+        topic_prefix=topic_prefix,
+        connector=connector,
+        signal_table=signal_table,
+        schemas=target_schemas,
+    )

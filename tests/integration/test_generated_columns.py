@@ -141,6 +141,27 @@ def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_
     )
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
+    # the scaffold of the source's schema is that spec: it checks clean, and the run below uses it
+    made = run_cli(
+        env,
+        "mapping",
+        "scaffold",
+        "--topic-prefix",
+        world.prefix,
+        "--schemas",
+        world.schema,
+        "--signal-table",
+        str(world.signal),
+    )
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    (rule,) = yaml.safe_load(made.stdout)["tables"]
+    assert rule["key"] == {"id": "id"} and rule["ignore_source_columns"] == ["dollars"]
+    assert rule["columns"] == {"name": {"from": "name"}, "cents": {"from": "cents"}}
+    scaffolded = tmp_path / "scaffold.yaml"
+    scaffolded.write_text(made.stdout)
+    env["REPLICATOR_MAPPING"] = str(scaffolded)
+    checked = run_cli(env, "mapping", "check")
+    assert checked.returncode == 0, checked.stderr
     client = ConnectClient(stack.connect_url)
     client.apply(connector(world), wait_s=120)
     name = connector(world).name

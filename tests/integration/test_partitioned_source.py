@@ -139,6 +139,13 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
     }
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
+    # a scaffold of the schema maps the partitioned table, not its partitions
+    made = run_cli(env, "mapping", "scaffold", "--topic-prefix", world.prefix, "--schemas", world.schema)
+    assert made.returncode == 0, made.stderr
+    assert [(t["source"], t["key"]) for t in yaml.safe_load(made.stdout)["tables"]] == [
+        (f"{world.schema}.{TABLE}", {"id": "id", "at": "at"}),
+        (f"{world.schema}.debezium_signal", {"id": "id"}),  # not named a signal table here
+    ]
     assert run_cli(env, "init").returncode == 0
     client = ConnectClient(stack.connect_url)
     client.apply(connector(world), wait_s=120)

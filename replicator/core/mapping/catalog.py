@@ -204,8 +204,8 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
             "replica_identity": "default"}}
 
     Column strings are `<type> [not null] [default | generated]` (generated: a stored generated
-    column); `enum(a,b,...)` declares an
-    enum type with its labels. Primary key columns are implicitly NOT NULL.
+    column); `enum(a,b,...)` declares an enum type with its labels. Primary key columns are
+    implicitly NOT NULL.
     """
     tables: dict[TableRef, Table] = {}
     for dotted, t in spec.items():
