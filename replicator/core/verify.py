@@ -36,7 +36,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from replicator.core.intents import key_text
 from replicator.core.mapping.plan import RowError, TablePlan
@@ -76,14 +76,17 @@ class TableDiff:
         )
 
 
+NAN: Final = "NaN"  # numeric and float NaN: equal to itself here (a Decimal NaN never is)
+
+
 def normalize(value: Any) -> Any:
-    """A comparable form: numbers by value, instants in UTC, containers recursively."""
+    """A comparable form: numbers by value (NaN as `NAN`), instants in UTC, containers
+    recursively."""
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, int | Decimal):
-        return Decimal(value).normalize()
-    if isinstance(value, float):
-        return Decimal(repr(value)).normalize()
+    if isinstance(value, int | Decimal | float):
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        return NAN if number.is_nan() else number.normalize()
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC)
     if isinstance(value, memoryview | bytearray):

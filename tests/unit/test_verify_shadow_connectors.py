@@ -24,6 +24,17 @@ def test_normalize_compares_numbers_by_value_and_instants_in_utc() -> None:
     assert normalize(memoryview(b"ab")) == b"ab"
 
 
+def test_normalize_makes_nan_equal_to_itself_and_to_nothing_else() -> None:
+    """numeric 'NaN' read back from both databases is the same value (Decimal NaN != NaN)."""
+    assert normalize(Decimal("NaN")) == normalize(Decimal("NaN")) == normalize(float("nan"))
+    assert normalize(Decimal("NaN")) not in (
+        normalize(None),
+        normalize(Decimal(0)),
+        normalize(Decimal("Infinity")),
+    )
+    assert normalize(Decimal("Infinity")) == normalize(float("inf")) != normalize(Decimal("-Infinity"))
+
+
 def test_shadow_row_diff_kinds_and_changed_columns() -> None:
     cols = ["k", "a", "b"]
     assert row_diff(None, {"k": 1, "a": 2, "b": None}, cols)[0] == "insert"
