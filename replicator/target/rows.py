@@ -13,8 +13,10 @@ Invariants:
   other row lands. A failed chunk of at most `LEAF_ROWS` rows is applied row by
   row in one round trip by a PL/pgSQL loop (a session-local function, one
   subtransaction per row), so many bad rows cost one call per chunk, not a
-  statement per row. Each refused row comes back as a `Refused` with its
-  SQLSTATE, message and the constraint and table the server named. The
+  statement per row; a chunk whose staging fails (a value the stage's COPY
+  cannot parse) is staged and written row by row instead. Each refused row
+  comes back as a `Refused` with its SQLSTATE, message and the constraint
+  and table the server named. The
   function is created inside the batch transaction: one that a rollback
   took away since (a retried or halted batch) is created again.
 - Anything that is not a row-level error propagates (the caller classifies).
@@ -188,14 +190,25 @@ class TableRows:
                     sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
                 ).fetchall()
 
+        def one_by_one(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
+            refused = ((i, attempt([intent])) for i, intent in enumerate(chunk))
+            return [(i, why) for i, why in refused if why is not None]
+
         def leaf(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
             try:
-                rows = looped(chunk)
-            except psycopg.errors.UndefinedFunction:
-                # Created in a transaction rolled back since (a retried or halted batch), or on a
-                # closed session whose id() a new one reuses: create it again, once.
-                self._loops.discard((id(conn), self._loop_name(conn, one_row)))
-                rows = looped(chunk)
+                try:
+                    rows = looped(chunk)
+                except psycopg.errors.UndefinedFunction:
+                    # Created in a transaction rolled back since (a retried or halted batch), or on
+                    # a closed session whose id() a new one reuses: create it again, once.
+                    self._loops.discard((id(conn), self._loop_name(conn, one_row)))
+                    rows = looped(chunk)
+            except psycopg.Error as exc:
+                if not is_row_error(exc):
+                    raise
+                # the stage itself refused a value (COPY: text its column type cannot parse), so
+                # the loop never ran: each row is staged and written alone
+                return one_by_one(chunk)
             return [(n - 1, Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(intents, attempt, leaf, LEAF_ROWS)

@@ -443,6 +443,36 @@ def test_the_row_loop_is_created_again_after_the_transaction_that_created_it_rol
     assert n == 18
 
 
+def test_a_value_the_stage_cannot_parse_is_an_error_record_not_a_halt(stack: Stack) -> None:
+    """Trial 4: with the connector's decimal.handling.mode=string, Debezium spells numeric
+    Infinity `POSITIVE_INFINITY`; the stage's COPY refused that text, which failed the
+    row-by-row loop's staging too, and the daemon halted on every restart. Now such a chunk is
+    staged row by row: the bad rows are error records, the others land. (Here: text that is not
+    bytea, passed through to the bytea column `image`.)"""
+    dbname = fresh_target("unparsed")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    bad = {2, 11}
+    events = [
+        event(
+            topic,
+            "shop.products",
+            i,
+            {**product(i, "9.99"), **({"image": "\\zz NOT BYTEA"} if i in bad else {})},
+        )
+        for i in range(20)
+    ]
+    writer = live_writer(stack, dbname, plan, "unparsed", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 20}), plan))
+    writer.close()
+    assert sorted(str(f.key) for f in result.errors) == sorted(f'["BIS-{i:05d}"]' for i in bad)
+    assert {f.sqlstate for f in result.errors} == {"22P02"}
+    assert all("bytea" in f.message for f in result.errors), [f.message for f in result.errors]
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        skus = [r[0] for r in conn.execute("SELECT sku FROM catalog.product ORDER BY 1").fetchall()]
+    assert skus == [f"BIS-{i:05d}" for i in range(20) if i not in bad]
+
+
 def at(partition: int, offset: int, op: Op, after: dict[str, Any] | None, lsn: int) -> ChangeEvent:
     return ChangeEvent(
         ref=KafkaRef("demo.shop.products", partition, offset),
