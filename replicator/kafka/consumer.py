@@ -15,8 +15,11 @@ Invariants:
   `rejoin` does the same on request (every partition is assigned again,
   through `on_assign`, positioned from the target).
 - A record error that Kafka calls fatal, an offset out of range or an
-  authorization failure becomes `Fatal` (never skipped silently); other
-  errors go to `on_error` and polling goes on (librdkafka retries).
+  authorization failure becomes `Fatal` (never skipped silently), and so
+  does librdkafka's fatal consumer error (`_FATAL`, e.g. fenced by another
+  member with the same group.instance.id: it arrives as a record error whose
+  `fatal()` is false); other errors go to `on_error` and polling goes on
+  (librdkafka retries).
 - `partition_counts` asks through a second handle, never the member's:
   it is called from `on_assign`, inside the member's `consume`, and
   confluent-kafka's `list_topics` on the member's own handle there clears
@@ -64,6 +67,7 @@ class KafkaSource:
 
     def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
         member = {"group.instance.id": kafka.instance_id} if kafka.instance_id else {}
+        self._instance_id = kafka.instance_id
         self._new_consumer: Callable[[], Any] = lambda: new_consumer(
             kafka, group_id, **{"auto.offset.reset": "error", **member}
         )
@@ -173,6 +177,8 @@ class KafkaSource:
                 append(new_tuple(Record, (ref, msg.key(), msg.value(), ())))
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
+            elif err.code() == KafkaError._FATAL:  # the consumer is unusable from here on
+                raise Fatal(f"kafka: {err.str()}{self._fatal_fix(err)}")
             elif err.code() in _FATAL_CODES or err.fatal():
                 raise Fatal(
                     f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: set this group's "
@@ -181,6 +187,14 @@ class KafkaSource:
             else:
                 self._on_error(err.str(), bool(err.retriable()))
         return out
+
+    def _fatal_fix(self, err: KafkaError) -> str:
+        if "group.instance.id" in err.str():  # fenced: another member joined with this one's id
+            return (
+                "; fix: give each process its own REPLICATOR_KAFKA__INSTANCE_ID"
+                f" (this one's is {self._instance_id!r}); this process stops"
+            )
+        return ""
 
     def pause(self, partitions: list[Partition]) -> None:
         """Stop fetching these partitions (their position is kept)."""
