@@ -70,12 +70,14 @@ def capture_status(settings: Settings) -> dict[str, Any]:
         problem = capture_problem(state, name, client.url)
         if problem is not None:
             out["problems"].append(problem)
-    slot_name = config.get("slot.name", "debezium")
+    if not config:  # which slot and publication are the connector's is known only from its config
+        out["notes"].append("replication slot and publication not checked: the connector's config is unknown")
+        return out
+    slot_name = config.get("slot.name", "debezium")  # Debezium's default
     try:
         with connect(settings.source, "source", autocommit=True) as conn:
             slot = source_capture.slot(conn, slot_name)
-            if config:  # the connector's publication and filters: known only from its config
-                out["problems"] += capture_gaps(settings, config, conn)
+            out["problems"] += capture_gaps(settings, config, conn)
     except (ReplicatorError, psycopg.Error) as exc:
         out["problems"].append(f"source: {one_line(exc)}")
         return out

@@ -59,6 +59,9 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
     missing = run_cli({**env, "REPLICATOR_CONNECTOR": "no-such-connector"}, "status")
     assert missing.returncode == 1
     assert "PROBLEM: connector no-such-connector does not exist" in missing.stdout, missing.stdout
+    # no config, so no slot name: none is guessed (trial 4: "slot debezium does not exist")
+    assert "slot debezium" not in missing.stdout
+    assert "note: replication slot and publication not checked" in missing.stdout, missing.stdout
 
     client = ConnectClient(stack.connect_url)
     base = client.config(CONNECTOR)
