@@ -24,7 +24,10 @@ from replicator.core.model import TableRef
 
 _COLUMNS_SQL = """
 SELECT n.nspname, c.relname, c.relreplident, a.attname,
-       format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       -- a domain column is judged by its base type (its CHECK refuses rows when written)
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+            ELSE format_type(a.atttypid, a.atttypmod) END,
+       a.attnotnull OR (t.typtype = 'd' AND t.typnotnull),
        (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
        t.typtype = 'e' OR (et.typtype IS NOT NULL AND et.typtype = 'e'),
        COALESCE(

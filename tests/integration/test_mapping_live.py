@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql
 
 from replicator.core.intents import prepare
-from replicator.core.mapping import SpecError, compile_spec, load_spec_text
-from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition
+from replicator.core.mapping import SpecError, check, compile_spec, load_spec_text
+from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition, TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.target import control
 from tests.events import change
@@ -93,6 +93,34 @@ def test_daemon_refuses_a_spec_that_does_not_check(stack: Stack, tmp_path: Path)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert "does not check" in last and "full_nmae" in last
+
+
+def test_domain_columns_are_judged_by_their_base_type(stack: Stack) -> None:
+    """Trial 4: `mapping check` refused every column of a DOMAIN type (and suggested a value_map).
+    A domain is its base type with a CHECK; the CHECK refuses bad rows when they are written."""
+    dbname = fresh_target("domain")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA dom; CREATE DOMAIN dom.email AS text CHECK (VALUE LIKE '%@%');"
+            " CREATE DOMAIN dom.cents AS numeric(10,2) NOT NULL;"
+            " CREATE TABLE dom.src (id bigint PRIMARY KEY, mail text, amount numeric(10,2) NOT NULL);"
+            " CREATE TABLE dom.dst (id bigint PRIMARY KEY, mail dom.email, amount dom.cents)"
+        )
+        catalog = read_catalog(conn, ["dom"])
+    dst = catalog.table(TableRef("dom", "dst"))
+    assert dst is not None
+    assert [(c.name, str(c.type), c.nullable) for c in dst.columns] == [
+        ("id", "bigint", False),
+        ("mail", "text", True),
+        ("amount", "numeric(10,2)", False),  # the domain's NOT NULL
+    ]
+    spec = load_spec_text(
+        "version: 1\ntopic_prefix: d\ntables:\n  - id: t\n    source: dom.src\n    target: dom.dst\n"
+        "    key: {id: id}\n    delete: {policy: hard}\n    truncate: {policy: ignore}\n"
+        "    columns: {mail: {from: mail}, amount: {from: amount}}\n",
+        "domain.yaml",
+    )
+    assert [str(p) for p in check(spec, catalog, catalog) if p.severity == "error"] == []
 
 
 HOSTILE_SCHEMA = 'Weird "Schema"'
