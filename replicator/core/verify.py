@@ -80,8 +80,8 @@ NAN: Final = "NaN"  # numeric and float NaN: equal to itself here (a Decimal NaN
 
 
 def normalize(value: Any) -> Any:
-    """A comparable form: numbers by value (NaN as `NAN`), instants in UTC, containers
-    recursively."""
+    """A comparable form: numbers by value (NaN as `NAN`), instants and times of day with a
+    zone in UTC, containers recursively."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | Decimal | float):
@@ -89,6 +89,8 @@ def normalize(value: Any) -> Any:
         return NAN if number.is_nan() else number.normalize()
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC)
+    if isinstance(value, dt.time) and value.tzinfo is not None:  # timetz: Debezium sends it in UTC
+        return dt.datetime.combine(dt.date(2000, 1, 1), value).astimezone(dt.UTC).timetz()
     if isinstance(value, memoryview | bytearray):
         return bytes(value)
     if isinstance(value, list | tuple):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +22,14 @@ def test_normalize_compares_numbers_by_value_and_instants_in_utc() -> None:
     assert normalize(datetime(2024, 1, 1, 1, tzinfo=berlin)) == normalize(datetime(2024, 1, 1, tzinfo=UTC))
     assert normalize({"b": 1, "a": [1, 2]}) == normalize({"a": [1, 2], "b": 1})
     assert normalize(memoryview(b"ab")) == b"ab"
+
+
+def test_normalize_compares_times_of_day_with_a_zone_in_utc() -> None:
+    """timetz: Debezium sends 10:00:00+02 as 08:00:00Z; the same time, so verify calls it equal."""
+    plus2 = timezone(timedelta(hours=2))
+    assert normalize(time(10, 0, tzinfo=plus2)) == normalize(time(8, 0, tzinfo=UTC))
+    assert normalize(time(1, 0, tzinfo=plus2)) == normalize(time(23, 0, tzinfo=UTC))  # across midnight
+    assert normalize(time(10, 0, tzinfo=plus2)) != normalize(time(10, 0, tzinfo=UTC))
 
 
 def test_normalize_makes_nan_equal_to_itself_and_to_nothing_else() -> None:
