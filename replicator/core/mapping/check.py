@@ -324,6 +324,17 @@ def _check_column(
                 f"compute it on the target instead (a generated column there) and list {c!r} under"
                 " ignore_source_columns",
             )
+    if target.type.name == "bit varying" and not target.type.is_array and rule.source_columns():
+        add(
+            where,
+            rule_id,
+            f"target column {name!r} is bit varying: Debezium drops a value's leading zero bits"
+            " (B'0011' and B'11' arrive alike), so every non-null value would be an error record",
+            f"leave {name!r} out of the rule (and its source column under ignore_source_columns) and"
+            " copy it another way",
+            "warning",  # loud at run time too: each such value is an error record naming why
+        )
+        return
     produced = _produced(rule, src, tgt_cat)
     verdict = _compat(produced, target)
     if verdict == "unknown" and _json_into_text(rule, target.type):

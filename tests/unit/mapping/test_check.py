@@ -132,6 +132,14 @@ def test_a_generated_source_column_is_refused_its_values_never_stream() -> None:
     assert "list 'g' under ignore_source_columns" in msg
 
 
+def test_a_bit_varying_target_is_refused_debezium_drops_leading_zero_bits() -> None:
+    src: CatalogSpec = {"s.a": {"columns": {"id": "bigint", "b": "bit varying"}, "pk": ["id"]}}
+    tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "w": "bit varying"}, "pk": ["id"]}}
+    (problem,) = [p for p in run("      w: {from: b}", src=src, tgt=tgt) if p.severity != "info"]
+    assert problem.severity == "warning"  # each value is an error record at run time, naming why
+    assert "t.w: target column 'w' is bit varying: Debezium drops a value's leading zero bits" in str(problem)
+
+
 def test_target_key_must_be_pk_or_unique() -> None:
     """check key (t.key): target key columns must be the PK or a unique constraint."""
     tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}
