@@ -238,6 +238,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             + (
                 f" (silent {r['silent_s']:.0f}s and never recorded its end: killed or its host lost)"
                 if r["state"] == "dead"
+                else f" at {r['ended_at']}: {r['reason']}; fix it, then start the run again"
+                if r["state"] == "halted"
                 else ""
             )
             for r in runs
@@ -280,7 +282,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         args.json,
         "\n".join(lines),
     )
-    return 1 if cap["problems"] or stopped else 0
+    # a halted run of this group that nothing replaced: no change is applied (after a cutover's
+    # flip, the forward run halting is the expected end)
+    halted = [r for r in runs if r["state"] == "halted" and r["group"] == group and r["mode"] == "run"]
+    return 1 if cap["problems"] or stopped or (halted and authority["authority"] == "source") else 0
 
 
 def _or_dash(value: object) -> str:

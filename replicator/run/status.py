@@ -3,7 +3,8 @@ end offsets.
 
 Capture is the connector and its tasks (Connect) and the replication slot (the source), with one
 line per problem and its fix; runs that never recorded their end are `running` while they beat and
-`dead` once silent for three heartbeats (killed, or their host lost).
+`dead` once silent for three heartbeats (killed, or their host lost); a run that ended `halted`
+(a fatal error) is listed with its reason until a later run of its group starts.
 
 Lag is measured from the target-stored offset (the truth), not Kafka's.
 Rows held back (waiting for a parent or a unique swap on a lagging
@@ -97,20 +98,36 @@ def capture_status(settings: Settings) -> dict[str, Any]:
 
 
 def run_status(settings: Settings) -> list[dict[str, Any]]:
-    """Runs that never recorded their end: `running` while they beat, `dead` once silent."""
+    """Runs that never recorded their end (`running` while they beat, `dead` once silent), then
+    runs that ended `halted` with nothing started after them in their group (with the reason)."""
     with ControlStore.open(settings) as store:
         store.require()
         runs = store.unfinished_runs()
+        halted = store.halted_runs()
     return [
-        {
-            "run_id": r["run_id"],
-            "mode": r["mode"],
-            "group": r["group_id"],
-            "started_at": r["started_at"].isoformat(),
-            "state": liveness(r["silent_s"], settings.heartbeat_s),
-            "silent_s": round(r["silent_s"], 1),
-        }
-        for r in runs
+        *(
+            {
+                "run_id": r["run_id"],
+                "mode": r["mode"],
+                "group": r["group_id"],
+                "started_at": r["started_at"].isoformat(),
+                "state": liveness(r["silent_s"], settings.heartbeat_s),
+                "silent_s": round(r["silent_s"], 1),
+            }
+            for r in runs
+        ),
+        *(
+            {
+                "run_id": r["run_id"],
+                "mode": r["mode"],
+                "group": r["group_id"],
+                "started_at": r["started_at"].isoformat(),
+                "state": "halted",
+                "ended_at": r["ended_at"].isoformat(),
+                "reason": r["reason"],
+            }
+            for r in halted
+        ),
     ]
 
 

@@ -200,6 +200,21 @@ class ControlStore:
             )
             return cur.fetchall()
 
+    def halted_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Runs that ended halted with no later run of their group and mode (nothing took over
+        since), newest first, with the one-line reason they recorded."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT run_id, mode, group_id, started_at, ended_at, totals->>'reason' AS reason"
+                    " FROM {0} AS r WHERE status = 'halted' AND NOT EXISTS (SELECT 1 FROM {0} AS l"
+                    " WHERE l.group_id = r.group_id AND l.mode = r.mode AND l.started_at > r.started_at)"
+                    " ORDER BY ended_at DESC LIMIT %s"
+                ).format(self._t("run")),
+                (limit,),
+            )
+            return cur.fetchall()
+
     # ---------------------------------------------------------------- partition counts and layouts
     def record_partitions(self, counts: Mapping[str, int]) -> dict[str, int]:
         """Record the count of each topic seen for the first time; return the recorded counts of

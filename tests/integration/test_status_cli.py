@@ -86,3 +86,25 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
     finally:
         client.delete(name)
         drop_slot(stack, slot)
+
+
+def test_status_names_a_halted_run_until_a_later_run_of_its_group_starts(stack: Stack) -> None:
+    """Trial 4: after the daemon halted on a fatal error, `status` exited 0 and listed nothing
+    (the run had recorded its end). A halted run is listed with its reason, exit 1, until a later
+    run of its group starts."""
+    dbname = fresh_target("halted")
+    group = f"halted-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group, REPLICATOR_CONNECTOR=CONNECTOR)
+    halting = run_cli({**env, "REPLICATOR_KAFKA__AUTO_OFFSET_RESET": "error"}, "run", "--stop-when-caught-up")
+    assert halting.returncode == 1 and "auto_offset_reset=error" in halting.stderr, halting.stderr[-2000:]
+    code, shown = status(env)
+    (halted,) = [r for r in shown["runs"] if r["group"] == group]
+    assert code == 1 and halted["state"] == "halted" and "auto_offset_reset=error" in halted["reason"]
+    text = run_cli(env, "status").stdout
+    assert f"run {halted['run_id']} run group={group} HALTED at " in text, text
+
+    applied = run_cli(env, "run", "--stop-when-caught-up")
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    code, shown = status(env)
+    assert [r for r in shown["runs"] if r["group"] == group] == []
+    assert code == 0, shown
