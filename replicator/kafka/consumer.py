@@ -68,6 +68,7 @@ class KafkaSource:
     def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
         member = {"group.instance.id": kafka.instance_id} if kafka.instance_id else {}
         self._instance_id = kafka.instance_id
+        self._missing: set[str] = set()  # subscribed topics Kafka said do not exist (said once)
         self._new_consumer: Callable[[], Any] = lambda: new_consumer(
             kafka, group_id, **{"auto.offset.reset": "error", **member}
         )
@@ -184,9 +185,18 @@ class KafkaSource:
                     f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: set this group's "
                     "row in replicator.checkpoint to a valid offset (never skipped silently)"
                 )
+            elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                self._missing_topic(msg.topic() or "")
             else:
                 self._on_error(err.str(), bool(err.retriable()))
         return out
+
+    def _missing_topic(self, topic: str) -> None:
+        """A subscribed topic that does not exist yet (the signal table's, before its first row;
+        a table's, before the snapshot reaches it): said once, read once it exists."""
+        if topic not in self._missing:
+            self._missing.add(topic)
+            self._on_error(f"topic {topic} does not exist yet: subscribed, it is read once it exists", True)
 
     def _fatal_fix(self, err: KafkaError) -> str:
         if "group.instance.id" in err.str():  # fenced: another member joined with this one's id

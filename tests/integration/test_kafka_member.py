@@ -1,7 +1,12 @@
-"""Two processes with the same group.instance.id (trial 4: a second daemon started with the first
-one's REPLICATOR_KAFKA__INSTANCE_ID): Kafka fences the older member. librdkafka reports that as a
-fatal client error, which the older member used to log and then go on applying batches beside the
-new one. Now its next poll raises `Fatal`, naming the setting to change."""
+"""A group member against real Kafka (trial 4).
+
+- Two processes with the same group.instance.id (a second daemon started with the first one's
+  REPLICATOR_KAFKA__INSTANCE_ID): Kafka fences the older member. librdkafka reports that as a
+  fatal consumer error, which the older member used to log and then go on applying batches
+  beside the new one. Now its next poll raises `Fatal`, naming the setting to change.
+- A subscribed topic that does not exist yet (the signal table's before its first row) was a
+  `kafka_error ... retriable=False` line at every poll; it is said once.
+"""
 
 from __future__ import annotations
 
@@ -55,3 +60,20 @@ def test_a_member_fenced_by_a_second_one_with_its_instance_id_stops_with_the_fix
             with contextlib.suppress(KafkaException, RuntimeError):  # a fenced consumer may refuse
                 source.close()
         admin.delete_topics([topic])
+
+
+def test_a_subscribed_topic_that_does_not_exist_yet_is_said_once(stack: Stack) -> None:
+    topic = f"absent-{uuid.uuid4().hex[:8]}"
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka, group_id=topic)
+    said: list[tuple[str, bool]] = []
+    source = KafkaSource(
+        kafka, kafka.group_id, on_error=lambda message, retriable: said.append((message, retriable))
+    )
+    source.subscribe([topic], lambda partitions: {}, lambda partitions: None)
+    try:
+        wait_until(lambda: source.poll(10, 0.5) == [] and said, 60, "the missing topic to be said")
+        for _ in range(6):  # librdkafka repeats the error on later metadata refreshes
+            source.poll(10, 0.5)
+    finally:
+        source.close()
+    assert said == [(f"topic {topic} does not exist yet: subscribed, it is read once it exists", True)]
