@@ -120,12 +120,14 @@ class ControlStore:
             )
 
     def copy_checkpoints(self, from_group: str, to_group: str) -> None:
-        """Start `to_group` where `from_group` stands, for partitions `to_group` has no position on."""
+        """Start `to_group` where `from_group` stands now, on every partition `from_group` has a
+        position on (a position `to_group` kept from an earlier run is replaced)."""
         self.conn.execute(
             sql.SQL(
                 "INSERT INTO {0} (group_id, topic, partition, next_offset, run_id)"
                 " SELECT %s, topic, partition, next_offset, 'seeded' FROM {0} WHERE group_id = %s"
-                " ON CONFLICT (group_id, topic, partition) DO NOTHING"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id"
             ).format(self._t("checkpoint")),
             (to_group, from_group),
         )

@@ -207,6 +207,18 @@ def test_shadow_predicts_exactly_what_the_live_run_writes(stack: Stack, tmp_path
                 assert same(change["after"], row[column]), (k, column, change["after"], row[column])
     assert live_errors == predicted_errors
 
+    # a second preview starts where the live group stands now, not where the first one ended
+    # (trial 4: it previewed 11,911 old events from its own old positions)
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        stands = {
+            f"{t}[{p}]": o
+            for t, p, o in conn.execute(
+                "SELECT topic, partition, next_offset FROM replicator.checkpoint WHERE group_id = %s", (live,)
+            ).fetchall()
+        }
+    again, _ = run_shadow({**env, **ONE_BATCH}, tmp_path, "--stop-when-caught-up", "--from-group", live)
+    assert {k: start for k, (start, _) in again["range"].items() if k in stands} == stands
+
 
 def keys_touched_after(stack: Stack, dbname: str, since: dict[str, list[int]]) -> set[tuple[str, str]]:
     """Target keys that events beyond the previewed offsets map to (through the demo plan)."""
