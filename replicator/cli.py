@@ -55,6 +55,7 @@ def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     results = apply_dir(settings, Path(args.dir), restart_failed=args.restart_failed)
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
+        f" (held {r['settled_s']:g}s; a task can still fail later: `replicator connectors status`)"
         for r in results
     )
     _emit(results, args.json, text)

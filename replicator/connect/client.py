@@ -151,9 +151,12 @@ class ConnectClient:
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float], None] = time.sleep,
         restart_failed: bool = False,
+        settle_s: float = 0.0,
     ) -> tuple[str, ConnectorState]:
         """Validate, create or update (only when changed), wait until RUNNING; `restart_failed`:
         a FAILED connector or task is restarted once (connector and tasks) before it counts.
+        `settle_s`: RUNNING counts once it held that long (polled throughout): a task fails on its
+        first records (e.g. RecordTooLargeException), seconds after Connect reported it RUNNING.
 
         Returns ("created" | "updated" | "unchanged", with " and restarted" after a restart; state).
         """
@@ -170,10 +173,17 @@ class ConnectClient:
         else:
             action = "unchanged"
         deadline = clock() + wait_s
+        running_since: float | None = None
         while True:
             state = self.state(spec.name)
             if state is not None and state.running:
-                return action, state
+                now = clock()
+                running_since = now if running_since is None else running_since
+                if now - running_since >= settle_s:
+                    return action, state
+                pause(0.5)  # still RUNNING: polled again until it has held for settle_s
+                continue
+            running_since = None
             if state is not None and state.failed:
                 if restart_failed and not action.endswith("restarted"):
                     self.restart(spec.name)

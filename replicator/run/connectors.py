@@ -22,10 +22,19 @@ def apply_dir(settings: Settings, directory: Path, restart_failed: bool = False)
     results: list[dict[str, Any]] = []
     for spec in load_connector_dir(directory, os.environ):
         action, state = client.apply(
-            spec, wait_s=settings.connect.wait_running_s, restart_failed=restart_failed
+            spec,
+            wait_s=settings.connect.wait_running_s,
+            restart_failed=restart_failed,
+            settle_s=settings.connect.settle_s,
         )
         results.append(
-            {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
+            {
+                "name": spec.name,
+                "action": action,
+                "connector": state.connector,
+                "tasks": list(state.tasks),
+                "settled_s": settings.connect.settle_s,
+            }
         )
     return results
 
