@@ -76,7 +76,9 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
             line += f" ({r['trace']})"
         lines.append(line)
     _emit(rows, args.json, "\n".join(lines))
-    return 0 if all(r["connector"] == "RUNNING" for r in rows) else 1
+    # a RUNNING connector whose task FAILED carries nothing: that is not healthy either
+    healthy = all(r["connector"] == "RUNNING" and r["tasks"] and set(r["tasks"]) == {"RUNNING"} for r in rows)
+    return 0 if healthy else 1
 
 
 # ---------------------------------------------------------------- mapping

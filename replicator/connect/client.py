@@ -40,6 +40,15 @@ class ConnectorState:
     def failed(self) -> bool:
         return self.connector == "FAILED" or any(t == "FAILED" for t in self.tasks)
 
+    @property
+    def cause(self) -> str:
+        """The trace in one line: its first line and, when it has one, its innermost `Caused by:`
+        (a task's first line is often only "Unrecoverable exception from producer send callback";
+        the RecordTooLargeException that says what to change is the cause)."""
+        lines = [line.strip() for line in (self.trace or "no trace").strip().splitlines()]
+        causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+        return lines[0] if not causes else f"{lines[0]} (caused by {causes[-1]})"
+
 
 class ConnectClient:
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
@@ -191,7 +200,7 @@ class ConnectClient:
                     deadline = clock() + wait_s
                     pause(0.5)
                     continue
-                first = (state.trace or "no trace").strip().splitlines()[0]
+                first = state.cause
                 hint = (
                     ""
                     if restart_failed

@@ -51,7 +51,7 @@ def connector_states(settings: Settings, verbose: bool) -> list[dict[str, Any]]:
                 "name": name,
                 "connector": state.connector if state else "absent",
                 "tasks": list(state.tasks) if state else [],
-                "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
+                "trace": state.cause if state and state.trace else None,
                 "config": mask_secrets(config) if verbose else None,
             }
         )

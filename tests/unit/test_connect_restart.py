@@ -68,7 +68,11 @@ class FlappingWorker(ConnectClient):
         if path.endswith("/status"):
             self.polls += 1
             state = "RUNNING" if self.polls == 1 else "FAILED"
-            trace = "org.apache.kafka.common.errors.RecordTooLargeException: too big\n at x"
+            trace = (
+                "org.apache.kafka.connect.errors.ConnectException: Unrecoverable exception from producer"
+                " send callback\n\tat x\nCaused by: org.apache.kafka.common.errors.RecordTooLargeException:"
+                " The message is 5246099 bytes\n\tat y"
+            )
             return {"connector": {"state": "RUNNING"}, "tasks": [{"state": state, "trace": trace}]}
         raise AssertionError(path)
 
@@ -86,7 +90,10 @@ class Clock:
 
 def test_running_counts_only_once_it_held_for_the_settle_time() -> None:
     clock = Clock()
-    with pytest.raises(ConnectError, match=r"FAILED: org.apache.kafka.common.errors.RecordTooLargeException"):
+    # the innermost cause is named: what to change
+    first = r"FAILED: org.apache.kafka.connect.errors.ConnectException: Unrecoverable exception from producer"
+    cause = r" send callback \(caused by org.apache.kafka.common.errors.RecordTooLargeException: The message"
+    with pytest.raises(ConnectError, match=first + cause):
         FlappingWorker().apply(SPEC, wait_s=30, clock=clock, pause=clock.pause, settle_s=5)
     # without a settle time the first RUNNING is taken at its word
     action, state = FlappingWorker().apply(SPEC, wait_s=30, clock=clock, pause=clock.pause)
