@@ -55,6 +55,7 @@ def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     results = apply_dir(settings, Path(args.dir), restart_failed=args.restart_failed)
     text = "\n".join(
         f"{r['name']}: {r['action']}; connector {r['connector']}, tasks {', '.join(r['tasks'])}"
+        f" (held {r['settled_s']:g}s; a task can still fail later: `replicator connectors status`)"
         for r in results
     )
     _emit(results, args.json, text)
@@ -75,7 +76,9 @@ def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
             line += f" ({r['trace']})"
         lines.append(line)
     _emit(rows, args.json, "\n".join(lines))
-    return 0 if all(r["connector"] == "RUNNING" for r in rows) else 1
+    # a RUNNING connector whose task FAILED carries nothing: that is not healthy either
+    healthy = all(r["connector"] == "RUNNING" and r["tasks"] and set(r["tasks"]) == {"RUNNING"} for r in rows)
+    return 0 if healthy else 1
 
 
 # ---------------------------------------------------------------- mapping

@@ -154,6 +154,12 @@ class ConnectSettings(BaseModel):
     wait_running_s: float = Field(
         default=120.0, description="`connectors apply`: how long to wait for a connector and its tasks to run"
     )
+    settle_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="`connectors apply`: how long a connector and its tasks must stay RUNNING before apply"
+        " reports them so (a task can fail on its first records, seconds after Connect said RUNNING)",
+    )
 
 
 class BatchSettings(BaseModel):

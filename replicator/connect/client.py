@@ -40,6 +40,15 @@ class ConnectorState:
     def failed(self) -> bool:
         return self.connector == "FAILED" or any(t == "FAILED" for t in self.tasks)
 
+    @property
+    def cause(self) -> str:
+        """The trace in one line: its first line and, when it has one, its innermost `Caused by:`
+        (a task's first line is often only "Unrecoverable exception from producer send callback";
+        the RecordTooLargeException that says what to change is the cause)."""
+        lines = [line.strip() for line in (self.trace or "no trace").strip().splitlines()]
+        causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+        return lines[0] if not causes else f"{lines[0]} (caused by {causes[-1]})"
+
 
 class ConnectClient:
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
@@ -151,9 +160,12 @@ class ConnectClient:
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float], None] = time.sleep,
         restart_failed: bool = False,
+        settle_s: float = 0.0,
     ) -> tuple[str, ConnectorState]:
         """Validate, create or update (only when changed), wait until RUNNING; `restart_failed`:
         a FAILED connector or task is restarted once (connector and tasks) before it counts.
+        `settle_s`: RUNNING counts once it held that long (polled throughout): a task fails on its
+        first records (e.g. RecordTooLargeException), seconds after Connect reported it RUNNING.
 
         Returns ("created" | "updated" | "unchanged", with " and restarted" after a restart; state).
         """
@@ -170,10 +182,17 @@ class ConnectClient:
         else:
             action = "unchanged"
         deadline = clock() + wait_s
+        running_since: float | None = None
         while True:
             state = self.state(spec.name)
             if state is not None and state.running:
-                return action, state
+                now = clock()
+                running_since = now if running_since is None else running_since
+                if now - running_since >= settle_s:
+                    return action, state
+                pause(0.5)  # still RUNNING: polled again until it has held for settle_s
+                continue
+            running_since = None
             if state is not None and state.failed:
                 if restart_failed and not action.endswith("restarted"):
                     self.restart(spec.name)
@@ -181,7 +200,7 @@ class ConnectClient:
                     deadline = clock() + wait_s
                     pause(0.5)
                     continue
-                first = (state.trace or "no trace").strip().splitlines()[0]
+                first = state.cause
                 hint = (
                     ""
                     if restart_failed

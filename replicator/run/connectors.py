@@ -22,10 +22,19 @@ def apply_dir(settings: Settings, directory: Path, restart_failed: bool = False)
     results: list[dict[str, Any]] = []
     for spec in load_connector_dir(directory, os.environ):
         action, state = client.apply(
-            spec, wait_s=settings.connect.wait_running_s, restart_failed=restart_failed
+            spec,
+            wait_s=settings.connect.wait_running_s,
+            restart_failed=restart_failed,
+            settle_s=settings.connect.settle_s,
         )
         results.append(
-            {"name": spec.name, "action": action, "connector": state.connector, "tasks": list(state.tasks)}
+            {
+                "name": spec.name,
+                "action": action,
+                "connector": state.connector,
+                "tasks": list(state.tasks),
+                "settled_s": settings.connect.settle_s,
+            }
         )
     return results
 
@@ -42,7 +51,7 @@ def connector_states(settings: Settings, verbose: bool) -> list[dict[str, Any]]:
                 "name": name,
                 "connector": state.connector if state else "absent",
                 "tasks": list(state.tasks) if state else [],
-                "trace": (state.trace or "").strip().splitlines()[0] if state and state.trace else None,
+                "trace": state.cause if state and state.trace else None,
                 "config": mask_secrets(config) if verbose else None,
             }
         )

@@ -60,7 +60,7 @@ def capture_problem(state: ConnectorState | None, connector: str, url: str) -> s
             f" PUT {url}/connectors/{connector}/resume"
         )
     if state.failed:
-        cause = (state.trace or "no trace").strip().splitlines()[0][:300]
+        cause = state.cause[:500]
         return (
             f"connector {connector} is {state.connector} with tasks {','.join(state.tasks) or '-'}: {cause};"
             f" fix the cause, then restart it: POST {url}/connectors/{connector}/restart?includeTasks=true"

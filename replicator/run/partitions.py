@@ -131,7 +131,7 @@ def _wait(
         if done(state):
             return
         if state.failed:
-            first = (state.trace or "no trace").strip().splitlines()[0]
+            first = state.cause
             raise Fatal(
                 f"partitions accept: connector {connector} FAILED: {first}; nothing recorded: fix it"
                 " (`replicator connectors apply --restart-failed`), then run the accept again"

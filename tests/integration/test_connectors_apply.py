@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from replicator.connect.client import ConnectClient
@@ -34,29 +35,29 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_apply_twice_gives_one_connector_with_the_same_config(stack: Stack, probe_source: str) -> None:
-    env = {
-        "CDC_PROBE_CONNECTOR": "test-idempotent",
-        "CDC_PROBE_SLOT": "cdc_probe_idem",
-        "REPLICATOR_CONNECT__URL": stack.connect_url,
-    }
+    # A name of its own per run: Connect keeps a deleted connector's source offsets, and a later
+    # run under the same name would resume from an LSN whose slot this test dropped (the task
+    # fails "no longer available on the server" once apply waits for RUNNING to hold).
+    run = uuid.uuid4().hex[:6]
+    name, slot = f"test-idempotent-{run}", f"cdc_probe_idem_{run}"
+    env = {"CDC_PROBE_CONNECTOR": name, "CDC_PROBE_SLOT": slot, "REPLICATOR_CONNECT__URL": stack.connect_url}
     client = ConnectClient(stack.connect_url)
-    client.delete("test-idempotent")
     try:
         first = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
         assert first.returncode == 0, first.stderr
-        assert "test-idempotent: created" in first.stdout
-        config_after_first = client.config("test-idempotent")
+        assert f"{name}: created; connector RUNNING, tasks RUNNING (held 5s" in first.stdout
+        config_after_first = client.config(name)
         assert config_after_first is not None, "the connector exists after apply"
         second = run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env)
         assert second.returncode == 0, second.stderr
-        assert "test-idempotent: unchanged" in second.stdout
-        assert client.connectors().count("test-idempotent") == 1
-        assert client.config("test-idempotent") == config_after_first
+        assert f"{name}: unchanged" in second.stdout
+        assert client.connectors().count(name) == 1
+        assert client.config(name) == config_after_first
         wanted = load_connector(CONNECTORS / "probe-postgres.json", {**os.environ, **env})
         assert {k: v for k, v in config_after_first.items() if k != "name"} == dict(wanted.config)
     finally:
-        client.delete("test-idempotent")
-        drop_slot(stack, "cdc_probe_idem")
+        client.delete(name)
+        drop_slot(stack, slot)
 
 
 def test_wrong_password_is_one_line_error_naming_the_field(tmp_path: Path, stack: Stack) -> None:

@@ -1,7 +1,8 @@
 """`deploy/local/stack` lifecycle on a second, throw-away stack (own dir and ports).
 
 Proves: `up` twice is harmless, `status` reports each component with its
-address and health, `down` leaves no process of that stack behind.
+address and health, the broker and worker files carry the message size limits and a broker running
+with other limits makes `up` ask for a restart, `down` leaves no process of that stack behind.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ def test_up_twice_status_and_down_leave_nothing() -> None:
         assert status.returncode == 0
         assert f"127.0.0.1:{ports['STACK_KAFKA_PORT']}" in status.stdout and "up" in status.stdout
         assert stack_processes(state), "the stack should be running before down"
+        # the message size limits are in the files the running broker and worker read
+        server = (state / "conf" / "server.properties").read_text().splitlines()
+        assert "message.max.bytes=67108864" in server
+        worker = (state / "conf" / "connect.properties").read_text().splitlines()
+        assert "producer.max.request.size=67108864" in worker
+        # a broker running with other limits than `up` would write is named, not kept silently
+        stack.extra["STACK_MAX_MESSAGE_BYTES"] = "1048588"
+        stale = stack.cmd("up")
+        del stack.extra["STACK_MAX_MESSAGE_BYTES"]
+        assert stale.returncode != 0
+        changed = "broker configuration (changed: message.max.bytes replica.fetch.max.bytes )"
+        assert f"runs with an out-of-date {changed}" in stale.stderr, stale.stderr[-2000:]
+        assert (state / "conf" / "server.properties").read_text().splitlines() == server
     finally:
         down = stack.cmd("down")
     assert down.returncode == 0, down.stderr

@@ -50,3 +50,59 @@ def test_without_the_flag_failed_is_an_error_naming_it() -> None:
     with pytest.raises(ConnectError, match=r"FAILED: boom; fix the cause, then .*--restart-failed"):
         worker.apply(SPEC, wait_s=5, pause=lambda _s: None)
     assert not worker.restarted
+
+
+class FlappingWorker(ConnectClient):
+    """Unchanged config; the task RUNNING on the first status poll, FAILED from the second on
+    (what a task does that fails on its first records, e.g. RecordTooLargeException)."""
+
+    def __init__(self) -> None:
+        super().__init__("http://worker")
+        self.polls = 0
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        if path.endswith("/config/validate"):
+            return {"configs": []}
+        if path.endswith("/config"):
+            return dict(SPEC.config)
+        if path.endswith("/status"):
+            self.polls += 1
+            state = "RUNNING" if self.polls == 1 else "FAILED"
+            trace = (
+                "org.apache.kafka.connect.errors.ConnectException: Unrecoverable exception from producer"
+                " send callback\n\tat x\nCaused by: org.apache.kafka.common.errors.RecordTooLargeException:"
+                " The message is 5246099 bytes\n\tat y"
+            )
+            return {"connector": {"state": "RUNNING"}, "tasks": [{"state": state, "trace": trace}]}
+        raise AssertionError(path)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_running_counts_only_once_it_held_for_the_settle_time() -> None:
+    clock = Clock()
+    # the innermost cause is named: what to change
+    first = r"FAILED: org.apache.kafka.connect.errors.ConnectException: Unrecoverable exception from producer"
+    cause = r" send callback \(caused by org.apache.kafka.common.errors.RecordTooLargeException: The message"
+    with pytest.raises(ConnectError, match=first + cause):
+        FlappingWorker().apply(SPEC, wait_s=30, clock=clock, pause=clock.pause, settle_s=5)
+    # without a settle time the first RUNNING is taken at its word
+    action, state = FlappingWorker().apply(SPEC, wait_s=30, clock=clock, pause=clock.pause)
+    assert action == "unchanged" and state.running
+
+
+def test_a_steady_running_connector_is_reported_after_the_settle_time() -> None:
+    clock = Clock()
+    worker = ScriptedWorker()
+    worker.restarted = True  # RUNNING throughout
+    action, state = worker.apply(SPEC, wait_s=30, clock=clock, pause=clock.pause, settle_s=5)
+    assert action == "unchanged" and state.running and clock.now >= 5
