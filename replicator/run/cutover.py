@@ -11,8 +11,9 @@ is recorded (the kill -9 tests).
 
 Steps, in order:
 - gates (`core.cutover.evaluate_gates`): nothing changes before all pass;
-- fence: revoke the application roles' writes on the mapped source tables,
-  end their open transactions, and prove by probe that no write is possible;
+- fence: revoke the application roles' writes on the mapped source tables
+  and on all their partitions (and inheritance children), end their open
+  transactions, and prove by probe that no write is possible on any of them;
 - drain: a fence row in the signal table; wait until Connect has flushed past
   it, then until the group's target-stored offsets reach the end offsets of
   the mapped topics and the signal topic, the replicator has recorded the
@@ -413,9 +414,11 @@ class Cutover:
         if left:
             raise _Abort(f"the fence does not hold: {'; '.join(left[:5])}")
         self._move(record, Step.FENCE)
+        relations = len({(g.schema, g.table) for g in grants})
         self.say(
-            f"fenced: revoked {len(grants)} write grants of {', '.join(self.roles)} on "
-            f"{len(self.source_tables)} tables, ended {ended} open transactions; probe: no write possible"
+            f"fenced: revoked {len(grants)} write grants of {', '.join(self.roles)} on {relations} tables "
+            f"(the {len(self.source_tables)} mapped ones, their partitions and inheritance children), ended "
+            f"{ended} open transactions; probe: no write possible"
         )
 
     def _write_fence(self, record: Mapping[str, Any]) -> None:
@@ -621,7 +624,9 @@ class Cutover:
         grants = [fence.Grant.of(d) for d in record.get("revoked") or []]
         with self._source() as src:
             fence.grant(src, grants)
-            left = fence.writable(src, self.source_tables, self.roles)
+            # every table given back is probed, even a partition detached since the fence
+            given = {TableRef(g.schema, g.table) for g in grants}
+            left = fence.writable(src, [*self.source_tables, *given], self.roles)
         can = set(left)
         missing = [
             f"{g.role} may {g.privilege} {g.schema}.{g.table}"

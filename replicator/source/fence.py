@@ -11,6 +11,17 @@ runs each write as the role (statements matching no row, rolled back).
 Unfence grants back exactly what was recorded and `writable` proves that the
 roles can write again.
 
+Partitions: PostgreSQL checks a partition's own privileges when it is written
+directly (not through its partitioned table), so a fence on the partitioned
+table alone leaves those writes open, and they never reach the target. Every
+function here therefore works on the mapped tables and all their descendants
+in pg_inherits (`covered`: partitions, sub-partitions, and legacy inheritance
+children alike), re-read on every call: a grant on a partition is recorded,
+revoked, probed and given back like one on a mapped table, and a partition
+attached after the fence makes `writable` report it. Foreign-table partitions
+are fenced by their grants and judged by the privilege functions only (a
+probe write would reach the remote server).
+
 Invariants: revoking and granting are idempotent, so a step repeated after a
 crash is safe; the probes change nothing; identifiers only via psycopg.sql.
 """
@@ -68,9 +79,30 @@ def check_roles(conn: psycopg.Connection[Any], roles: Sequence[str]) -> None:
         )
 
 
-def grants(conn: psycopg.Connection[Any], tables: Iterable[TableRef], roles: Sequence[str]) -> list[Grant]:
-    """The write privileges the roles hold directly on the tables (what the fence revokes)."""
+def covered(conn: psycopg.Connection[Any], tables: Iterable[TableRef]) -> list[tuple[TableRef, bool]]:
+    """The tables and every descendant of theirs in pg_inherits (partitions at any depth, inheritance
+    children), each once, sorted, with whether a probe write may be run on it (not a foreign table).
+    A table given is always in the result, even when it does not exist (the caller's check fails)."""
     refs = sorted(set(tables))
+    rows = conn.execute(
+        "WITH RECURSIVE tree(oid) AS ("
+        " SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        " UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)"
+        " SELECT n.nspname, c.relname, c.relkind <> 'f' FROM tree t JOIN pg_class c ON c.oid = t.oid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f')",
+        ([t.schema for t in refs], [t.name for t in refs]),
+    ).fetchall()
+    out = {t: True for t in refs}
+    for schema, name, probe in rows:
+        out.setdefault(TableRef(schema, name), bool(probe))
+    return sorted(out.items())
+
+
+def grants(conn: psycopg.Connection[Any], tables: Iterable[TableRef], roles: Sequence[str]) -> list[Grant]:
+    """The write privileges the roles hold directly on the tables and their partitions and inheritance
+    children (what the fence revokes)."""
+    refs = [t for t, _ in covered(conn, tables)]
     rows = conn.execute(
         "SELECT r.rolname, n.nspname, c.relname, a.privilege_type, a.is_grantable"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
@@ -132,20 +164,21 @@ def end_transactions(conn: psycopg.Connection[Any], roles: Sequence[str]) -> int
 
 
 def writable(conn: psycopg.Connection[Any], tables: Iterable[TableRef], roles: Sequence[str]) -> list[str]:
-    """Every (role, table, privilege) write still possible, as 'role may INSERT schema.table'.
+    """Every (role, table, privilege) write still possible, as 'role may INSERT schema.table', on
+    the tables and their partitions and inheritance children (`covered`).
 
     Empty means fenced. PostgreSQL's privilege functions decide (they see every
     path to a grant); when this session may act as the role, each write is also
     run as the role, matching no row, and must fail with insufficient_privilege.
     """
     out: list[str] = []
-    refs = sorted(set(tables))
+    refs = covered(conn, tables)  # every partition too: each one refuses, or the fence does not hold
     for role in roles:
         can_act = _can_set_role(conn, role)
-        for t in refs:
+        for t, probe in refs:
             qualified = f"{t.schema}.{t.name}"
             allowed = _privileges(conn, role, t)
-            probed = _probe(conn, role, t) if can_act else {}
+            probed = _probe(conn, role, t) if can_act and probe else {}
             for priv in WRITES:
                 if allowed.get(priv) or probed.get(priv):
                     out.append(f"{role} may {priv} {qualified}")
@@ -159,8 +192,9 @@ def foreign_writes(
     revoking their grants would not stop these, so the fence cannot hold."""
     own = {(g.role, g.schema, g.table, g.privilege) for g in direct}
     out: list[str] = []
+    refs = [t for t, _ in covered(conn, tables)]
     for role in roles:
-        for t in sorted(set(tables)):
+        for t in refs:
             for priv, allowed in _privileges(conn, role, t).items():
                 if allowed and (role, t.schema, t.name, priv) not in own:
                     out.append(

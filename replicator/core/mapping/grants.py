@@ -125,7 +125,8 @@ def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) ->
     out: list[str | sql.Composable] = [
         "",
         f"-- for `replicator cutover` (source database {roles.source_db}, as an administrator):",
-        "-- the fence revokes the application roles' write privileges on the captured tables",
+        "-- the fence revokes the application roles' write privileges on the captured tables and on all",
+        "-- their partitions (a partition written directly checks its own grants)",
         "-- and gives them back on abort: only the grantor can, so the source role must own those tables",
         f"-- or be a member of their owner (GRANT <owner> TO {roles.source_role})",
         "-- ending the application roles' open transactions:",
