@@ -7,7 +7,6 @@ target-stored checkpoints at the end offsets).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -23,7 +22,6 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from replicator.config import TargetSettings, load_settings
-from replicator.connect.configs import load_connector
 from replicator.core.mapping import compile_spec, load_spec
 from replicator.core.mapping.plan import Plan
 from replicator.core.verify import TableDiff
@@ -238,18 +236,3 @@ def drop_slot(stack: Stack, slot: str) -> None:
             return True
 
     wait_until(dropped, 60, f"slot {slot} to be released")
-
-
-def own_connector(prefix: str, publication: str, tables: list[str], signal: str) -> Any:
-    """The demo connector's settings, capturing `tables` (and the signal table) of a test's own
-    schema through its own publication, slot (`cdc_<prefix>`) and topic prefix."""
-    base = load_connector(REPO / "connectors" / "demo-postgres.json", dict(os.environ))
-    config = {
-        **base.config,
-        "topic.prefix": prefix,
-        "slot.name": f"cdc_{prefix}",
-        "publication.name": publication,
-        "table.include.list": ",".join([*tables, signal]),
-        "signal.data.collection": signal,
-    }
-    return dataclasses.replace(base, name=f"test-{prefix}", config=config)

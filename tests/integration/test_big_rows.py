@@ -10,50 +10,27 @@ naming the task's trace.
 
 from __future__ import annotations
 
-import os
 import secrets
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import yaml
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
-from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import drop_slot, end_offsets, own_connector, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target
+from tests.integration.pipeline import drop_slot, end_offsets, run_cli, wait_until
 from tests.integration.stack import Stack, collect, event_payload, key_payload
 
 TABLE = "blobs"
 BYTEA_BYTES = 3 * 1024 * 1024
 TEXT_CHARS = 1024 * 1024
 PLACEHOLDER = "__debezium_unavailable_value"
-
-
-@dataclass(frozen=True)
-class World:
-    schema: str
-    signal: TableRef
-    prefix: str
-
-    @property
-    def publication(self) -> str:
-        return f"cdc_{self.schema}"
-
-    @property
-    def table(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, TABLE)
-
-    @property
-    def topic(self) -> str:
-        return f"{self.prefix}.{self.schema}.{TABLE}"
 
 
 def big_row(conn: psycopg.Connection[Any], table: sql.Identifier, row_id: int, note: str) -> None:
@@ -66,45 +43,30 @@ def big_row(conn: psycopg.Connection[Any], table: sql.Identifier, row_id: int, n
 
 
 @pytest.fixture
-def world(stack: Stack) -> Iterator[World]:
-    run = uuid.uuid4().hex[:6]
-    schema = f"big{run}"
-    s = sql.Identifier(schema)
-    found = World(schema, TableRef(schema, "debezium_signal"), f"bg{run}")
-    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s};"
-                " CREATE TABLE {t} (id int PRIMARY KEY, note text, payload bytea, doc text);"
-                " CREATE TABLE {s}.debezium_signal (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL,"
-                " data varchar(2048));"
-                " GRANT USAGE ON SCHEMA {s} TO debezium;"
-                " GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO debezium;"
-                " CREATE PUBLICATION {p} FOR TABLE {t}, {s}.debezium_signal"
-            ).format(s=s, t=found.table, p=sql.Identifier(found.publication))
-        )
-        for row_id in (1, 2):  # before the connector: the snapshot reads them
-            big_row(conn, found.table, row_id, f"snapshot {row_id}")
-        toasted = conn.execute(
-            sql.SQL("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = {}::regclass").format(
-                sql.Literal(f"{schema}.{TABLE}")
-            )
-        ).fetchone()
-        assert toasted is not None and toasted[0] >= 2 * (BYTEA_BYTES + TEXT_CHARS), "the values are TOASTed"
-    try:
-        yield found
-    finally:
+def world(stack: Stack) -> Iterator[OwnSchema]:
+    with own_source(stack, "big", [TABLE], table_ddl) as own:
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(found.publication)))
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+            for row_id in (1, 2):  # before the connector: the snapshot reads them
+                big_row(conn, own.table(TABLE), row_id, f"snapshot {row_id}")
+            toasted = conn.execute(
+                sql.SQL(
+                    "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = {}::regclass"
+                ).format(sql.Literal(f"{own.schema}.{TABLE}"))
+            ).fetchone()
+        assert toasted is not None and toasted[0] >= 2 * (BYTEA_BYTES + TEXT_CHARS), "the values are TOASTed"
+        yield own
 
 
-def spec(tmp_path: Path, world: World) -> Path:
-    document = {
-        "version": 1,
-        "topic_prefix": world.prefix,
-        "capture": {"signal_table": str(world.signal)},
-        "tables": [
+def table_ddl(s: sql.Identifier) -> sql.Composed:
+    return sql.SQL("CREATE TABLE {}.{} (id int PRIMARY KEY, note text, payload bytea, doc text)").format(
+        s, sql.Identifier(TABLE)
+    )
+
+
+def spec(tmp_path: Path, world: OwnSchema) -> Path:
+    return world.spec(
+        tmp_path / "big.yaml",
+        [
             {
                 "id": "blobs",
                 "source": f"{world.schema}.{TABLE}",
@@ -115,26 +77,11 @@ def spec(tmp_path: Path, world: World) -> Path:
                 "columns": {"note": {"from": "note"}, "payload": {"from": "payload"}, "doc": {"from": "doc"}},
             }
         ],
-    }
-    path = tmp_path / "big.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    )
 
 
-def target_db(stack: Stack, world: World) -> str:
-    dbname = f"t_big_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
-    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s};"
-                " CREATE TABLE {t} (id int PRIMARY KEY, note text, payload bytea, doc text);"
-                " GRANT USAGE ON SCHEMA {s} TO replicator;"
-                " GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO replicator"
-            ).format(s=sql.Identifier(world.schema), t=world.table)
-        )
-    return dbname
+def target_db(stack: Stack, world: OwnSchema) -> str:
+    return own_target(stack, world, [TABLE], table_ddl)
 
 
 def fields(conninfo: str, table: sql.Identifier) -> dict[int, dict[str, Any]]:
@@ -174,18 +121,11 @@ def all_events(stack: Stack, topic: str) -> list[tuple[Any, dict[str, Any], int]
 
 
 def test_rows_with_megabytes_of_toasted_values_replicate_field_by_field(
-    stack: Stack, world: World, tmp_path: Path
+    stack: Stack, world: OwnSchema, tmp_path: Path
 ) -> None:
     dbname = target_db(stack, world)
-    connector = own_connector(world.prefix, world.publication, [f"{world.schema}.{TABLE}"], str(world.signal))
-    env = {
-        **os.environ,
-        "REPLICATOR_TARGET__DBNAME": dbname,
-        "REPLICATOR_MAPPING": str(spec(tmp_path, world)),
-        "REPLICATOR_CONNECTOR": connector.name,
-        "REPLICATOR_KAFKA__GROUP_ID": f"big-{world.prefix}",
-        "REPLICATOR_BATCH__MAX_MS": "200",
-    }
+    connector = world.connector()
+    env = world.env(dbname, spec(tmp_path, world))
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
     assert run_cli(env, "init").returncode == 0
@@ -196,19 +136,21 @@ def test_rows_with_megabytes_of_toasted_values_replicate_field_by_field(
         wait_until(lambda: flushed_past(client, connector.name, lsn), 180, "the snapshot to flush")
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             for row_id in (3, 4):  # streamed
-                big_row(conn, world.table, row_id, f"streamed {row_id}")
+                big_row(conn, world.table(TABLE), row_id, f"streamed {row_id}")
             # another column of big rows (one from the snapshot, one streamed): unchanged TOAST
-            conn.execute(sql.SQL("UPDATE {} SET note = 'touched' WHERE id IN (1, 3)").format(world.table))
+            conn.execute(
+                sql.SQL("UPDATE {} SET note = 'touched' WHERE id IN (1, 3)").format(world.table(TABLE))
+            )
             # a big value itself
             conn.execute(
-                sql.SQL("UPDATE {} SET doc = %s WHERE id = 2").format(world.table),
+                sql.SQL("UPDATE {} SET doc = %s WHERE id = 2").format(world.table(TABLE)),
                 (secrets.token_hex(TEXT_CHARS // 2),),
             )
         _, lsn = write_fence(load_settings(None).source, world.signal)
         wait_until(lambda: flushed_past(client, connector.name, lsn), 180, "the changes to flush")
 
         # the events are big, and the note updates carry the placeholder for the big columns
-        events = all_events(stack, world.topic)
+        events = all_events(stack, world.topic(TABLE))
         assert max(size for _, _, size in events) > 5 * 1024 * 1024
         touched = [e for k, e, _ in events if e["op"] == "u" and k["id"] in (1, 3)]
         assert len(touched) == 2
@@ -216,8 +158,8 @@ def test_rows_with_megabytes_of_toasted_values_replicate_field_by_field(
 
         applied = run_cli(env, "run", "--stop-when-caught-up")
         assert applied.returncode == 0, applied.stderr[-3000:]
-        source = fields(stack.source_admin(), world.table)
-        target = fields(stack.target_admin(dbname), world.table)
+        source = fields(stack.source_admin(), world.table(TABLE))
+        target = fields(stack.target_admin(dbname), world.table(TABLE))
         assert sorted(source) == [1, 2, 3, 4]
         assert {r["payload_bytes"] for r in source.values()} == {BYTEA_BYTES}
         assert {r["doc_chars"] for r in source.values()} == {TEXT_CHARS}

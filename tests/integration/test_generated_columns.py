@@ -7,10 +7,7 @@ it, and refuses a written value).
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,9 @@ from psycopg import sql
 
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
-from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import drop_slot, own_connector, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target
+from tests.integration.pipeline import drop_slot, run_cli, wait_until
 from tests.integration.stack import Stack
 
 # the same DDL on both sides, as a schema dump carries it
@@ -33,51 +30,28 @@ DDL = (
 )
 
 
-@dataclass(frozen=True)
-class World:
-    schema: str
-    signal: TableRef
-    prefix: str
+def table_ddl(s: sql.Identifier) -> sql.Composed:
+    return sql.SQL(DDL).format(t=sql.SQL("{}.acct").format(s))
 
 
 @pytest.fixture
-def world(stack: Stack) -> Iterator[World]:
-    run = uuid.uuid4().hex[:6]
-    schema = f"gen{run}"
-    s = sql.Identifier(schema)
-    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s}; " + DDL + ";"
-                " CREATE TABLE {s}.debezium_signal (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL,"
-                " data varchar(2048));"
-                " GRANT USAGE ON SCHEMA {s} TO debezium;"
-                " GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO debezium;"
-                " CREATE PUBLICATION {p} FOR TABLE {t}, {s}.debezium_signal;"
-                " INSERT INTO {t} (name, cents) VALUES ('one', 100), ('two', 250)"
-            ).format(s=s, t=sql.Identifier(schema, "acct"), p=sql.Identifier(f"cdc_{schema}"))
-        )
-    try:
-        yield World(schema, TableRef(schema, "debezium_signal"), f"gc{run}")
-    finally:
-        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(f"cdc_{schema}")))
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+def world(stack: Stack) -> Iterator[OwnSchema]:
+    def ddl(s: sql.Identifier) -> sql.Composed:
+        return table_ddl(s) + sql.SQL(
+            "; INSERT INTO {}.acct (name, cents) VALUES ('one', 100), ('two', 250)"
+        ).format(s)
+
+    with own_source(stack, "gen", ["acct"], ddl) as own:
+        yield own
 
 
-def connector(world: World) -> Any:
-    return own_connector(world.prefix, f"cdc_{world.schema}", [f"{world.schema}.acct"], str(world.signal))
-
-
-def spec(tmp_path: Path, world: World, *, write_generated: bool) -> Path:
+def spec(tmp_path: Path, world: OwnSchema, *, write_generated: bool) -> Path:
     columns: dict[str, Any] = {"name": {"from": "name"}, "cents": {"from": "cents"}}
     if write_generated:
         columns["dollars"] = {"from": "dollars"}
-    document = {
-        "version": 1,
-        "topic_prefix": world.prefix,
-        "capture": {"signal_table": str(world.signal)},
-        "tables": [
+    return world.spec(
+        tmp_path / f"gen-{write_generated}.yaml",
+        [
             {
                 "id": "acct",
                 "source": f"{world.schema}.acct",
@@ -89,29 +63,14 @@ def spec(tmp_path: Path, world: World, *, write_generated: bool) -> Path:
                 "columns": columns,
             }
         ],
-    }
-    path = tmp_path / f"gen-{write_generated}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    )
 
 
-def target_db(stack: Stack, world: World) -> str:
-    dbname = f"t_gen_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
-    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
-        s = sql.Identifier(world.schema)
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s}; " + DDL + ";"
-                " GRANT USAGE ON SCHEMA {s} TO replicator;"
-                " GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO replicator"
-            ).format(s=s, t=sql.Identifier(world.schema, "acct"))
-        )
-    return dbname
+def target_db(stack: Stack, world: OwnSchema) -> str:
+    return own_target(stack, world, ["acct"], table_ddl)
 
 
-def rows(conninfo: str, world: World) -> list[tuple[Any, ...]]:
+def rows(conninfo: str, world: OwnSchema) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(
             sql.SQL("SELECT id, name, cents, dollars FROM {} ORDER BY id").format(
@@ -121,17 +80,10 @@ def rows(conninfo: str, world: World) -> list[tuple[Any, ...]]:
 
 
 def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_are_computed(
-    stack: Stack, world: World, tmp_path: Path
+    stack: Stack, world: OwnSchema, tmp_path: Path
 ) -> None:
     dbname = target_db(stack, world)
-    env = {
-        **os.environ,
-        "REPLICATOR_TARGET__DBNAME": dbname,
-        "REPLICATOR_MAPPING": str(spec(tmp_path, world, write_generated=False)),
-        "REPLICATOR_CONNECTOR": connector(world).name,
-        "REPLICATOR_KAFKA__GROUP_ID": f"gen-{world.prefix}",
-        "REPLICATOR_BATCH__MAX_MS": "200",
-    }
+    env = world.env(dbname, spec(tmp_path, world, write_generated=False))
     writes = run_cli(
         {**env, "REPLICATOR_MAPPING": str(spec(tmp_path, world, write_generated=True))}, "mapping", "check"
     )
@@ -163,8 +115,8 @@ def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
     client = ConnectClient(stack.connect_url)
-    client.apply(connector(world), wait_s=120)
-    name = connector(world).name
+    client.apply(world.connector(), wait_s=120)
+    name = world.connector().name
     try:
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             t = sql.Identifier(world.schema, "acct")
@@ -185,4 +137,4 @@ def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_
         assert verified.returncode == 0, verified.stdout
     finally:
         client.delete(name)
-        drop_slot(stack, connector(world).config["slot.name"])
+        drop_slot(stack, world.connector().config["slot.name"])

@@ -10,10 +10,7 @@ statement that fixes it; `init --print-grants` creates the publication with the 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +21,34 @@ from psycopg import sql
 
 from replicator.config import load_settings
 from replicator.connect.client import ConnectClient
-from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import drop_slot, own_connector, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target
+from tests.integration.pipeline import drop_slot, run_cli, wait_until
 from tests.integration.stack import Stack
 
 TABLE = "Events"  # mixed case: quoted everywhere
 
 
-@dataclass(frozen=True)
-class World:
-    schema: str
-    signal: TableRef
-    prefix: str
-
-    @property
-    def publication(self) -> str:
-        return f"cdc_{self.schema}"
-
-
 @pytest.fixture
-def world(stack: Stack) -> Iterator[World]:
-    run = uuid.uuid4().hex[:6]
-    schema = f"parted{run}"
-    s, t = sql.Identifier(schema), sql.Identifier(schema, TABLE)
-    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s};"
-                " CREATE TABLE {t} (id bigint, at timestamptz, v text, PRIMARY KEY (id, at))"
-                " PARTITION BY RANGE (at);"
-                " CREATE TABLE {p2025} PARTITION OF {t} FOR VALUES FROM ('2025-01-01Z') TO ('2026-01-01Z');"
-                " CREATE TABLE {p2026} PARTITION OF {t} FOR VALUES FROM ('2026-01-01Z') TO ('2027-01-01Z');"
-                " CREATE TABLE {s}.debezium_signal (id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL,"
-                " data varchar(2048));"
-                " GRANT USAGE ON SCHEMA {s} TO debezium;"
-                " GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO debezium;"
-                " CREATE PUBLICATION {p} FOR TABLE {t}, {s}.debezium_signal;"  # without the option
-                " INSERT INTO {t} VALUES (1, '2025-03-01Z', 'one'), (2, '2026-03-01Z', 'two')"
-            ).format(
-                s=s,
-                t=t,
-                p2025=sql.Identifier(schema, f"{TABLE}_2025"),
-                p2026=sql.Identifier(schema, f"{TABLE}_2026"),
-                p=sql.Identifier(f"cdc_{schema}"),
-            )
-        )
-    try:
-        yield World(schema, TableRef(schema, "debezium_signal"), f"pt{run}")
-    finally:
-        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(f"cdc_{schema}")))
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+def world(stack: Stack) -> Iterator[OwnSchema]:
+    def ddl(s: sql.Identifier) -> sql.Composed:
+        t = sql.SQL("{}.{}").format(s, sql.Identifier(TABLE))
+        return sql.SQL(
+            "CREATE TABLE {t} (id bigint, at timestamptz, v text, PRIMARY KEY (id, at))"
+            " PARTITION BY RANGE (at);"
+            " CREATE TABLE {s}.{p2025} PARTITION OF {t} FOR VALUES FROM ('2025-01-01Z') TO ('2026-01-01Z');"
+            " CREATE TABLE {s}.{p2026} PARTITION OF {t} FOR VALUES FROM ('2026-01-01Z') TO ('2027-01-01Z');"
+            " INSERT INTO {t} VALUES (1, '2025-03-01Z', 'one'), (2, '2026-03-01Z', 'two')"
+        ).format(s=s, t=t, p2025=sql.Identifier(f"{TABLE}_2025"), p2026=sql.Identifier(f"{TABLE}_2026"))
+
+    with own_source(stack, "parted", [TABLE], ddl, via_root=False) as own:  # without the option
+        yield own
 
 
-def connector(world: World) -> Any:
-    return own_connector(world.prefix, world.publication, [f"{world.schema}.{TABLE}"], str(world.signal))
-
-
-def spec(tmp_path: Path, world: World) -> Path:
-    document = {
-        "version": 1,
-        "topic_prefix": world.prefix,
-        "capture": {"signal_table": str(world.signal)},
-        "tables": [
+def spec(tmp_path: Path, world: OwnSchema) -> Path:
+    return world.spec(
+        tmp_path / "parted.yaml",
+        [
             {
                 "id": "events",
                 "source": f"{world.schema}.{TABLE}",
@@ -98,26 +59,18 @@ def spec(tmp_path: Path, world: World) -> Path:
                 "columns": {"v": {"from": "v"}},
             }
         ],
-    }
-    path = tmp_path / "parted.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    )
 
 
-def target_db(stack: Stack, world: World) -> str:
-    dbname = f"t_parted_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
-    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE SCHEMA {s}; CREATE TABLE {s}.events (id bigint, at timestamptz, v text,"
-                " PRIMARY KEY (id, at));"
-                " GRANT USAGE ON SCHEMA {s} TO replicator;"
-                " GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.events TO replicator"
-            ).format(s=sql.Identifier(world.schema))
-        )
-    return dbname
+def target_db(stack: Stack, world: OwnSchema) -> str:
+    return own_target(
+        stack,
+        world,
+        ["events"],
+        lambda s: sql.SQL(
+            "CREATE TABLE {}.events (id bigint, at timestamptz, v text, PRIMARY KEY (id, at))"
+        ).format(s),
+    )
 
 
 def rows(conninfo: str, table: sql.Composable) -> list[tuple[Any, ...]]:
@@ -126,17 +79,10 @@ def rows(conninfo: str, table: sql.Composable) -> list[tuple[Any, ...]]:
 
 
 def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_losing_publication(
-    stack: Stack, world: World, tmp_path: Path
+    stack: Stack, world: OwnSchema, tmp_path: Path
 ) -> None:
     dbname = target_db(stack, world)
-    env = {
-        **os.environ,
-        "REPLICATOR_TARGET__DBNAME": dbname,
-        "REPLICATOR_MAPPING": str(spec(tmp_path, world)),
-        "REPLICATOR_CONNECTOR": connector(world).name,
-        "REPLICATOR_KAFKA__GROUP_ID": f"parted-{world.prefix}",
-        "REPLICATOR_BATCH__MAX_MS": "200",
-    }
+    env = world.env(dbname, spec(tmp_path, world))
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
     # a scaffold of the schema maps the partitioned table, not its partitions
@@ -148,8 +94,8 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
     ]
     assert run_cli(env, "init").returncode == 0
     client = ConnectClient(stack.connect_url)
-    client.apply(connector(world), wait_s=120)
-    name = connector(world).name
+    client.apply(world.connector(), wait_s=120)
+    name = world.connector().name
     try:
         # published through its partitions: status names the loss and the fix
         status = run_cli(env, "status")
@@ -197,4 +143,4 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
         assert verified.returncode == 0, verified.stdout
     finally:
         client.delete(name)
-        drop_slot(stack, connector(world).config["slot.name"])
+        drop_slot(stack, world.connector().config["slot.name"])
