@@ -10,9 +10,11 @@ include list (naming the partitioned table) filters out.
 
 Invariants:
 - One problem line per table, each naming the table and its fix.
-- Debezium matches its table filters as case-insensitive regular expressions
-  against the whole `schema.table` name; so do we (a pattern that Python
-  cannot compile is skipped: the connector's own validation judges it).
+- Debezium matches its filters as case-insensitive regular expressions
+  against the whole schema name (`schema.include.list` / `schema.exclude.list`)
+  and the whole `schema.table` name (`table.include.list` /
+  `table.exclude.list`); a table must pass both; so do we (a pattern that
+  Python cannot compile is skipped: the connector's own validation judges it).
 """
 
 from __future__ import annotations
@@ -47,14 +49,24 @@ def _patterns(text: str | None) -> list[re.Pattern[str]] | None:
     return out
 
 
+def _kept(name: str, include: str | None, exclude: str | None) -> bool:
+    """Debezium's rule for one include/exclude pair: an include list keeps only what it matches
+    (the exclude list is then not used); else an exclude list drops what it matches."""
+    included, excluded = _patterns(include), _patterns(exclude)
+    if included is not None:
+        return any(p.fullmatch(name) for p in included)
+    return excluded is None or not any(p.fullmatch(name) for p in excluded)
+
+
 def filtered_out(table: TableRef, config: Mapping[str, str]) -> bool:
-    """Whether the connector's table filters drop `table`'s events."""
-    name = f"{table.schema}.{table.name}"
-    include = _patterns(config.get("table.include.list"))
-    exclude = _patterns(config.get("table.exclude.list"))
-    if include is not None:
-        return not any(p.fullmatch(name) for p in include)
-    return exclude is not None and any(p.fullmatch(name) for p in exclude)
+    """Whether the connector's schema or table filters drop `table`'s events."""
+    schema_kept = _kept(table.schema, config.get("schema.include.list"), config.get("schema.exclude.list"))
+    return not (
+        schema_kept
+        and _kept(
+            f"{table.schema}.{table.name}", config.get("table.include.list"), config.get("table.exclude.list")
+        )
+    )
 
 
 def capture_gaps(
@@ -75,9 +87,9 @@ def capture_gaps(
     for table in sorted(set(tables), key=str):
         if filtered_out(table, config):
             problems.append(
-                f"{table} is not in the connector's table.include.list (or is in its"
-                " table.exclude.list): its changes never reach Kafka; fix: add it to the connector's"
-                " table.include.list and apply the connector again"
+                f"{table} is filtered out by the connector's schema or table include/exclude lists:"
+                " its changes never reach Kafka; fix: add it to the connector's table.include.list"
+                " (and its schema to schema.include.list, if set) and apply the connector again"
             )
         elif table in partitioned and not publication.via_root:
             fix = sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(pub)

@@ -44,4 +44,14 @@ def test_the_connector_filters_match_whole_names_as_case_insensitive_patterns() 
     (problem,) = capture_gaps(
         [ORDERS, EVENTS, SIGNAL], frozenset(), pub, "cdc", {"table.include.list": "app.*"}
     )
-    assert problem.startswith("ops.signal is not in the connector's table.include.list")
+    assert problem.startswith("ops.signal is filtered out by the connector's schema or table include/exclude")
+
+
+def test_the_schema_filters_apply_before_the_table_filters() -> None:
+    assert filtered_out(ORDERS, {"schema.include.list": "ops"})
+    assert not filtered_out(ORDERS, {"schema.include.list": "APP,ops"})  # case-insensitive
+    assert filtered_out(ORDERS, {"schema.exclude.list": "app"})
+    assert filtered_out(ORDERS, {"schema.include.list": "app", "table.include.list": "app.lines"})
+    assert not filtered_out(
+        ORDERS, {"schema.include.list": "app", "schema.exclude.list": "app"}
+    )  # include wins
