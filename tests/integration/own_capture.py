@@ -22,9 +22,12 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from replicator.config import load_settings
+from replicator.connect.client import ConnectClient
 from replicator.connect.configs import ConnectorSpec, load_connector
 from replicator.core.model import TableRef
-from tests.integration.pipeline import REPO
+from replicator.source.signal import write_fence
+from tests.integration.pipeline import REPO, drop_slot, wait_until
 from tests.integration.stack import Stack
 
 Ddl = Callable[[sql.Identifier], sql.Composed]  # the schema's tables (and rows), given the schema
@@ -118,6 +121,26 @@ def own_source(
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(own.publication)))
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+
+
+@contextmanager
+def running_connector(stack: Stack, own: OwnSchema) -> Iterator[Callable[[str], None]]:
+    """The capture's connector, applied and RUNNING; yields `flush(what)`: a fence row into the
+    signal table, then a wait until the connector has flushed past it (everything the source
+    committed before is in Kafka). Deleted, and its slot dropped, at the end."""
+    client = ConnectClient(stack.connect_url)
+    connector = own.connector()
+    client.apply(connector, wait_s=120)
+
+    def flush(what: str) -> None:
+        _, lsn = write_fence(load_settings(None).source, own.signal)
+        wait_until(lambda: client.flushed_lsn(connector.name) >= lsn, 180, f"{what} to flush")
+
+    try:
+        yield flush
+    finally:
+        client.delete(connector.name)
+        drop_slot(stack, connector.config["slot.name"])
 
 
 def own_target(stack: Stack, own: OwnSchema, tables: Sequence[str], ddl: Ddl) -> str:

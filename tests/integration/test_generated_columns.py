@@ -16,11 +16,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from replicator.config import load_settings
-from replicator.connect.client import ConnectClient
-from replicator.source.signal import write_fence
-from tests.integration.own_capture import OwnSchema, own_source, own_target
-from tests.integration.pipeline import drop_slot, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target, running_connector
+from tests.integration.pipeline import run_cli
 from tests.integration.stack import Stack
 
 # the same DDL on both sides, as a schema dump carries it
@@ -114,17 +111,13 @@ def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_
     env["REPLICATOR_MAPPING"] = str(scaffolded)
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
-    client = ConnectClient(stack.connect_url)
-    client.apply(world.connector(), wait_s=120)
-    name = world.connector().name
-    try:
+    with running_connector(stack, world) as flush:
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             t = sql.Identifier(world.schema, "acct")
             conn.execute(sql.SQL("INSERT INTO {} (name, cents) VALUES ('three', 399)").format(t))
             conn.execute(sql.SQL("UPDATE {} SET cents = 175 WHERE name = 'one'").format(t))
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = 'two'").format(t))
-        _, lsn = write_fence(load_settings(None).source, world.signal)
-        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the changes to flush")
+        flush("the changes")
         assert run_cli(env, "init").returncode == 0
         applied = run_cli(env, "run", "--stop-when-caught-up")
         assert applied.returncode == 0, applied.stderr[-3000:]
@@ -135,6 +128,3 @@ def test_identity_keys_are_written_as_the_source_has_them_and_generated_columns_
             assert conn.execute("SELECT count(*) FROM replicator.error_record").fetchone() == (0,)
         verified = run_cli(env, "verify")
         assert verified.returncode == 0, verified.stdout
-    finally:
-        client.delete(name)
-        drop_slot(stack, world.connector().config["slot.name"])

@@ -17,11 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from replicator.config import load_settings
-from replicator.connect.client import ConnectClient
-from replicator.source.signal import write_fence
-from tests.integration.own_capture import OwnSchema, own_source, own_target
-from tests.integration.pipeline import drop_slot, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target, running_connector
+from tests.integration.pipeline import run_cli
 from tests.integration.stack import Stack
 
 
@@ -84,20 +81,15 @@ def test_tables_without_a_primary_key_replicate_on_a_unique_key_and_follow_its_m
     assert "not a unique constraint" in loose.stderr, loose.stderr
     checked = run_cli(env, "mapping", "check")
     assert checked.returncode == 0, checked.stderr
-    client = ConnectClient(stack.connect_url)
-    client.apply(world.connector(), wait_s=120)
-    name = world.connector().name
-    try:
-        _, lsn = write_fence(load_settings(None).source, world.signal)
-        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the snapshot to flush")
+    with running_connector(stack, world) as flush:
+        flush("the snapshot")
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             for table in ("t", "n"):
                 t = sql.Identifier(world.schema, table)
                 conn.execute(sql.SQL("UPDATE {} SET v = 'uno' WHERE code = 'a'").format(t))  # same key
                 conn.execute(sql.SQL("UPDATE {} SET code = 'b2' WHERE code = 'b'").format(t))  # a move
                 conn.execute(sql.SQL("INSERT INTO {} VALUES ('c', 'three')").format(t))
-        _, lsn = write_fence(load_settings(None).source, world.signal)
-        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the changes to flush")
+        flush("the changes")
         assert run_cli(env, "init").returncode == 0
         applied = run_cli(env, "run", "--stop-when-caught-up")
         assert applied.returncode == 0, applied.stderr[-3000:]
@@ -116,6 +108,3 @@ def test_tables_without_a_primary_key_replicate_on_a_unique_key_and_follow_its_m
         assert verified.returncode == 0, verified.stdout
         reload = run_cli(env, "reload", "--table", f"{world.schema}.n", timeout=60)
         assert reload.returncode == 1 and "has no primary key" in reload.stderr, reload.stderr
-    finally:
-        client.delete(name)
-        drop_slot(stack, world.connector().config["slot.name"])

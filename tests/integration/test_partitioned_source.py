@@ -19,11 +19,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from replicator.config import load_settings
-from replicator.connect.client import ConnectClient
-from replicator.source.signal import write_fence
-from tests.integration.own_capture import OwnSchema, own_source, own_target
-from tests.integration.pipeline import drop_slot, run_cli, wait_until
+from tests.integration.own_capture import OwnSchema, own_source, own_target, running_connector
+from tests.integration.pipeline import run_cli
 from tests.integration.stack import Stack
 
 TABLE = "Events"  # mixed case: quoted everywhere
@@ -93,10 +90,7 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
         (f"{world.schema}.debezium_signal", {"id": "id"}),  # not named a signal table here
     ]
     assert run_cli(env, "init").returncode == 0
-    client = ConnectClient(stack.connect_url)
-    client.apply(world.connector(), wait_s=120)
-    name = world.connector().name
-    try:
+    with running_connector(stack, world) as flush:
         # published through its partitions: status names the loss and the fix
         status = run_cli(env, "status")
         assert status.returncode == 1, status.stdout
@@ -116,8 +110,7 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
         status = run_cli(env, "status")
         assert status.returncode == 0 and "PROBLEM" not in status.stdout, status.stdout
 
-        _, lsn = write_fence(load_settings(None).source, world.signal)
-        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the snapshot to flush")
+        flush("the snapshot")
         source_table = sql.Identifier(world.schema, TABLE)
         with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
             conn.execute(
@@ -130,8 +123,7 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
                 sql.SQL("UPDATE {} SET at = '2026-05-01Z' WHERE id = 3").format(source_table)
             )  # moves
             conn.execute(sql.SQL("DELETE FROM {} WHERE id = 2").format(source_table))
-        _, lsn = write_fence(load_settings(None).source, world.signal)
-        wait_until(lambda: client.flushed_lsn(name) >= lsn, 180, "the changes to flush")
+        flush("the changes")
         applied = run_cli(env, "run", "--stop-when-caught-up")
         assert applied.returncode == 0, applied.stderr[-3000:]
         expected = rows(stack.source_admin(), source_table)
@@ -141,6 +133,3 @@ def test_a_partitioned_table_lands_whole_in_one_target_table_and_status_names_a_
             assert conn.execute("SELECT count(*) FROM replicator.error_record").fetchone() == (0,)
         verified = run_cli(env, "verify")
         assert verified.returncode == 0, verified.stdout
-    finally:
-        client.delete(name)
-        drop_slot(stack, world.connector().config["slot.name"])

@@ -9,7 +9,7 @@ checkpoints, the new partition included.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import StringIO
 
 from replicator.config import BatchSettings
@@ -104,6 +104,23 @@ def applied(sink: FakeSink) -> list[tuple[str, int, int]]:
     )
 
 
+def run_turning(loop: ConsumerLoop, sink: FakeSink, turn: Callable[[], None]) -> None:
+    """Run `loop` with `turn` called every time its batch is empty, until `turn` stops it (a
+    stopped topic never catches up: a timer ends a run that would hang)."""
+
+    def due() -> bool:
+        turn()
+        return False
+
+    give_up = threading.Timer(10, loop.request_stop)
+    give_up.start()
+    sink.retry_due = due  # type: ignore[method-assign]  # asked every turn the batch is empty
+    try:
+        loop.run()
+    finally:
+        give_up.cancel()
+
+
 def test_a_partition_added_while_running_stops_every_partition_of_its_topic_where_it_stands() -> None:
     i0, i1, o0 = (ITEMS, 0), (ITEMS, 1), (OTHERS, 0)
     records = [record(ITEMS, p, o) for o in range(6) for p in (0, 1)] + [
@@ -163,19 +180,12 @@ def test_an_accept_seen_while_stopped_rejoins_and_the_topic_flows_from_its_check
     loop = make_loop(
         source, sink, PartitionWatch(counts.found, recorded, every_s=0), caught_up=False, log=log
     )
-    give_up = threading.Timer(10, loop.request_stop)  # a stopped topic never catches up: end it
-    give_up.start()
 
-    def done() -> bool:
+    def done() -> None:
         if sink.stored.get(i1) == 1:
             loop.request_stop()
-        return False
 
-    sink.retry_due = done  # type: ignore[method-assign]  # asked every turn the batch is empty
-    try:
-        loop.run()
-    finally:
-        give_up.cancel()
+    run_turning(loop, sink, done)
     assert "rejoin" in source.events
     assert source.starts[i0] == 3  # positioned from the target again
     assert (ITEMS, 1, 0) in applied(sink) and (ITEMS, 0, 3) in applied(sink)
@@ -193,22 +203,15 @@ def test_an_instance_given_an_accepted_topic_again_by_another_ones_rejoin_says_r
     loop = make_loop(
         source, sink, PartitionWatch(counts.found, counts.recorded, every_s=3600), caught_up=False, log=log
     )
-    give_up = threading.Timer(10, loop.request_stop)
-    give_up.start()
 
-    def turn() -> bool:
+    def turn() -> None:
         if any(b.stops for b in sink.applied) and "rejoin" not in source.events:
             counts.target[ITEMS] = 2  # accepted elsewhere; that instance's rejoin rebalances the group
             source.rejoin()
         if sink.stored.get(i1) == 1:
             loop.request_stop()
-        return False
 
-    sink.retry_due = turn  # type: ignore[method-assign]
-    try:
-        loop.run()
-    finally:
-        give_up.cancel()
+    run_turning(loop, sink, turn)
     lines = log.getvalue().splitlines()
     (said,) = [line for line in lines if "event=resumed" in line]
     assert ITEMS in said and lines.index(said) > next(i for i, x in enumerate(lines) if "event=stopped" in x)
@@ -224,22 +227,15 @@ def test_a_topic_assigned_again_while_still_not_accepted_is_stopped_again_not_re
     loop = make_loop(
         source, sink, PartitionWatch(counts.found, counts.recorded, every_s=3600), caught_up=False, log=log
     )
-    give_up = threading.Timer(10, loop.request_stop)
-    give_up.start()
 
-    def turn() -> bool:
+    def turn() -> None:
         if any(b.stops for b in sink.applied):
             if "rejoin" not in source.events:
                 source.rejoin()  # a member joins or leaves: a rebalance, no accept
             else:
                 loop.request_stop()
-        return False
 
-    sink.retry_due = turn  # type: ignore[method-assign]
-    try:
-        loop.run()
-    finally:
-        give_up.cancel()
+    run_turning(loop, sink, turn)
     assert "event=resumed" not in log.getvalue()
     assert log.getvalue().count("event=stopped") == 2 and i0 in loop.stopped
     assert sink.stored[i0] == 3
