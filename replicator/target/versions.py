@@ -3,12 +3,13 @@
 Invariants:
 - Every key a batch touches is locked before any of its rows is written, in
   key order (no deadlock between instances), so a stale instance's late batch
-  waits, then reads the newer versions, and its writes become no-ops. Two
-  statements do it for all the batch's tables (`lock_or_claim`): keys with a
-  stored version are locked (SELECT ... FOR UPDATE) and their versions
-  returned; keys without one are *claimed*, inserted with the version they
+  waits, then reads the newer versions, and its writes become no-ops. One
+  statement does it for all the batch's tables (`lock_or_claim`): keys
+  without a stored version are *claimed*, inserted with the version they
   will end with (a concurrent writer of the same new key waits, then reads
-  ours), so a new key costs one insert, not placeholder + update + delete.
+  ours), so a new key costs one insert, not placeholder + update + delete;
+  keys with one are locked by the same INSERT's conflict arm, and only their
+  versions are read afterwards (a batch of new keys reads nothing).
 - A version moves only for a key whose final intent was written: stored
   keys are updated after the writes (`update_many`); a claimed key whose row
   was not written after all, or ended with another version, is corrected
@@ -35,6 +36,10 @@ _SESSION_DDL = sql.SQL(
 ).format(_NEW)
 
 Versions = Mapping[TableRef, Mapping[str, Version]]  # per table: key text -> version
+_MOVE = sql.SQL(
+    "UPDATE {} AS v SET topic = u.topic, partition = u.partition, kafka_offset = u.kafka_offset,"
+    " commit_lsn = u.commit_lsn, lsn = u.lsn, total_order = u.total_order, deleted = u.deleted"
+)
 
 
 def _version(row: tuple[Any, ...]) -> Version:
@@ -46,6 +51,8 @@ def _version(row: tuple[Any, ...]) -> Version:
 class VersionTable:
     def __init__(self, table: sql.Composable) -> None:
         self.table = table
+        # What the session table holds, as the mapping last copied into it (compared by identity).
+        self._staged: object = None
 
     @staticmethod
     def prepare_session(conn: psycopg.Connection[Any]) -> None:
@@ -55,43 +62,51 @@ class VersionTable:
     def lock_or_claim(
         self, conn: psycopg.Connection[Any], claims: Mapping[TableRef, Mapping[str, Version | None]]
     ) -> tuple[dict[TableRef, dict[str, Version]], dict[TableRef, set[str]]]:
-        """Lock every key of a batch. A key with a stored version is locked (SELECT ... FOR UPDATE)
-        and its version returned; a key without one is claimed: inserted with the version given for
-        it (None: a placeholder). A key another transaction claimed in between is locked and read
-        too. Returns (stored versions, claimed keys)."""
+        """Lock every key of a batch. A key without a stored version is claimed: inserted with the
+        version given for it (None: a placeholder); a key with one is locked and its version
+        returned. Returns (stored versions, claimed keys).
+
+        One INSERT does both, in key order: `ON CONFLICT DO UPDATE ... WHERE false` locks a
+        conflicting row without changing it, and RETURNING names only the rows it inserted. A key
+        another transaction is claiming makes it wait for that one's end, then lock or insert it.
+        The versions of the keys it did not insert are read afterwards (already locked: stable)."""
         stored: dict[TableRef, dict[str, Version]] = {t: {} for t in claims}
         claimed: dict[TableRef, set[str]] = {t: set() for t in claims}
         if not any(claims.values()):
             return stored, claimed
         self._copy(conn, claims)
         by_name = {str(t): t for t in claims}
-        found: dict[TableRef, set[str]] = {t: set() for t in claims}
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
-                " v.total_order, v.deleted FROM {} AS v JOIN {} AS b"
-                " ON v.target_table = b.target_table AND v.key = b.key ORDER BY 1, 2 FOR UPDATE OF v"
-            ).format(self.table, _NEW)
-        ).fetchall()
-        for row in rows:
-            target = by_name[row[0]]
-            found[target].add(row[1])
-            if row[4] is not None:  # a placeholder has no event applied yet
-                stored[target][row[1]] = _version(row[2:])
         inserted = conn.execute(
             sql.SQL(
-                "INSERT INTO {0} (target_table, key, topic, partition, kafka_offset, commit_lsn, lsn,"
-                " total_order, deleted) SELECT * FROM {1} AS n WHERE NOT EXISTS (SELECT 1 FROM {0} AS v"
-                " WHERE v.target_table = n.target_table AND v.key = n.key) ORDER BY 1, 2"
-                " ON CONFLICT DO NOTHING RETURNING target_table, key"
+                "INSERT INTO {0} AS v (target_table, key, topic, partition, kafka_offset, commit_lsn, lsn,"
+                " total_order, deleted) SELECT * FROM {1} ORDER BY 1, 2"
+                " ON CONFLICT (target_table, key) DO UPDATE SET deleted = v.deleted WHERE false"
+                " RETURNING target_table, key"
             ).format(self.table, _NEW)
         ).fetchall()
         for name, key in inserted:
             claimed[by_name[name]].add(key)
+        names: list[str] = []
+        keys: list[str] = []
         for target, texts in claims.items():
-            lost = sorted(k for k in texts if k not in found[target] and k not in claimed[target])
-            if lost:  # another writer claimed them between our two statements: they exist now
-                stored[target].update(self.lock(conn, target, lost, placeholders=False))
+            mine = claimed[target]
+            for text in texts:
+                if text not in mine:
+                    names.append(str(target))
+                    keys.append(text)
+        if keys:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
+                    " v.total_order, v.deleted FROM {} AS v"
+                    " JOIN unnest(%s::text[], %s::text[]) AS b (target_table, key)"
+                    " ON v.target_table = b.target_table AND v.key = b.key"
+                ).format(self.table),
+                (names, keys),
+            ).fetchall()
+            for row in rows:
+                if row[4] is not None:  # a placeholder has no event applied yet
+                    stored[by_name[row[0]]][row[1]] = _version(row[2:])
         return stored, claimed
 
     def lock(
@@ -168,18 +183,45 @@ class VersionTable:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def update_many(self, conn: psycopg.Connection[Any], versions: Versions) -> None:
-        """Move the stored versions of keys whose final intent was written."""
+    def update_many(
+        self,
+        conn: psycopg.Connection[Any],
+        versions: Versions,
+        claims: Mapping[TableRef, Mapping[str, Version | None]] | None = None,
+    ) -> None:
+        """Move the stored versions of keys whose final intent was written. `claims`: what this
+        batch's `lock_or_claim` was given; a key moving to the version claimed for it is moved
+        from the session table that call filled, while it still holds them (no second COPY)."""
         if not any(versions.values()):
             return
-        self._copy(conn, versions)
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} AS v SET topic = u.topic, partition = u.partition, kafka_offset = u.kafka_offset,"
-                " commit_lsn = u.commit_lsn, lsn = u.lsn, total_order = u.total_order, deleted = u.deleted"
-                " FROM {} AS u WHERE v.target_table = u.target_table AND v.key = u.key"
-            ).format(self.table, _NEW)
-        )
+        staged = claims if claims is not None and claims is self._staged else {}
+        names: list[str] = []
+        keys: list[str] = []
+        rest: dict[TableRef, dict[str, Version]] = {}
+        for target, texts in versions.items():
+            claimed = staged.get(target, {})
+            for text, version in texts.items():
+                if claimed.get(text) == version:
+                    names.append(str(target))
+                    keys.append(text)
+                else:
+                    rest.setdefault(target, {})[text] = version
+        if keys:
+            conn.execute(
+                sql.SQL(
+                    "{} FROM {} AS u JOIN unnest(%s::text[], %s::text[]) AS k (target_table, key)"
+                    " ON u.target_table = k.target_table AND u.key = k.key"
+                    " WHERE v.target_table = u.target_table AND v.key = u.key"
+                ).format(_MOVE.format(self.table), _NEW),
+                (names, keys),
+            )
+        if rest:
+            self._copy(conn, rest)
+            conn.execute(
+                sql.SQL("{} FROM {} AS u WHERE v.target_table = u.target_table AND v.key = u.key").format(
+                    _MOVE.format(self.table), _NEW
+                )
+            )
 
     def drop(self, conn: psycopg.Connection[Any], keys: Mapping[TableRef, Iterable[str]]) -> None:
         """Remove the versions (claimed, or placeholders) of keys whose rows were not written."""
@@ -194,6 +236,7 @@ class VersionTable:
     def _copy(
         self, conn: psycopg.Connection[Any], versions: Mapping[TableRef, Mapping[str, Version | None]]
     ) -> None:
+        self._staged = versions
         conn.execute(sql.SQL("TRUNCATE {}").format(_NEW))
         with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_NEW)) as copy:
             for target, texts in versions.items():

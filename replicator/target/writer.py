@@ -338,7 +338,7 @@ class BatchWriter:
         barriers = self._versions.share(
             conn, BARRIER, [t for t in merged if self._tables[t].truncate.kind in ("truncate", "delete")]
         )
-        stored, claimed, placeholders = self._lock(conn, merged, sequential)
+        stored, claimed, placeholders, claims = self._lock(conn, merged, sequential)
         excluded: set[KafkaRef] = set()
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
         undecided: list[tuple[TablePlan, Intent, Version | None]] = []  # likewise, unordered events
@@ -362,7 +362,7 @@ class BatchWriter:
         failpoints.hit("mid_batch")
         added, kept = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
-        self._store_versions(conn, run, claimed, placeholders)
+        self._store_versions(conn, run, claimed, placeholders, claims)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
         self.target.after_writes(conn, run.writes, result)
         self.target.store_errors(conn, result.errors, notes)
@@ -428,12 +428,15 @@ class BatchWriter:
         merged: Mapping[TableRef, list[Intent]],
         sequential: Mapping[TableRef, set[Any]],
     ) -> tuple[
-        dict[TableRef, dict[Any, Version]], dict[TableRef, dict[Any, Version]], dict[TableRef, set[Any]]
+        dict[TableRef, dict[Any, Version]],
+        dict[TableRef, dict[Any, Version]],
+        dict[TableRef, set[Any]],
+        Mapping[TableRef, Mapping[str, Version | None]],
     ]:
-        """Lock every key of the batch (one statement, `VersionTable.lock_or_claim`). A key without a
-        stored version is claimed with the version it ends with if nothing stops it; a table with a
+        """Lock every key of the batch (`VersionTable.lock_or_claim`). A key without a stored
+        version is claimed with the version it ends with if nothing stops it; a table with a
         truncate, or keys replayed event by event, claim placeholders instead.
-        Returns (stored, claimed, placeholder keys) per table."""
+        Returns (stored, claimed, placeholder keys) per table, and the claims as given."""
         claims: dict[TableRef, dict[str, Version | None]] = {}
         texts: dict[TableRef, dict[str, Any]] = {}
         for target in self._order:
@@ -458,7 +461,7 @@ class BatchWriter:
                     placeholders.setdefault(target, set()).add(texts[target][text])
                 else:
                     claimed.setdefault(target, {})[texts[target][text]] = version
-        return stored, claimed, placeholders
+        return stored, claimed, placeholders, claims
 
     def _store_versions(
         self,
@@ -466,6 +469,7 @@ class BatchWriter:
         run: _Pass,
         claimed: Mapping[TableRef, Mapping[Any, Version]],
         placeholders: Mapping[TableRef, set[Any]],
+        claims: Mapping[TableRef, Mapping[str, Version | None]],
     ) -> None:
         """Versions move for written keys only: stored and placeholder keys are updated, claimed
         keys kept (or corrected, or dropped when their rows were not written after all)."""
@@ -483,10 +487,10 @@ class BatchWriter:
         for target, keys in placeholders.items():
             done = written.get(target, {})
             drops.setdefault(target, set()).update(key_text(k) for k in keys if k not in done)
-        for target, claims in claimed.items():
+        for target, won in claimed.items():
             done = written.get(target, {})
-            drops.setdefault(target, set()).update(key_text(k) for k in claims if k not in done)
-        self._versions.update_many(conn, updates)
+            drops.setdefault(target, set()).update(key_text(k) for k in won if k not in done)
+        self._versions.update_many(conn, updates, claims)
         self._versions.drop(conn, drops)
 
     # ------------------------------------------------------------------ step 3: write

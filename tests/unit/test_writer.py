@@ -307,7 +307,7 @@ def test_an_event_not_ordered_against_its_rows_version_is_an_error_record_and_wr
     """`Verdict.UNDECIDED`: a snapshot row of partition 1 meets key 7's version from partition 0 of
     the same topic, no layout recorded between them. Not applied (no row staged), not dropped: one
     error record (rule `ordering`) with the raw event and the way on; the checkpoint moves on."""
-    locked = "FOR UPDATE OF v"  # the version lock of `VersionTable.lock_or_claim`
+    locked = "JOIN unnest"  # the stored versions read by `VersionTable.lock_or_claim`
     stored = ["dst.items", "[7]", TOPIC, 0, 40, 9, 9, 0, False]
     session, target = FakeSession(rows={locked: [stored]}), FakeTarget(plan())
     event = change(
