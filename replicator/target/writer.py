@@ -127,6 +127,19 @@ class _Redo(Exception):
     """Roll the batch's writes back to the savepoint and run them again without some events."""
 
 
+class _DeferredViolation(Exception):
+    """A DEFERRABLE constraint of the target failed when checked at the end of the writes."""
+
+
+# Deferred constraints (DEFERRABLE INITIALLY DEFERRED, e.g. an FK cycle) are checked at the end of
+# the writes, not at COMMIT: a violation there rolls the writes back to their savepoint and they run
+# again with every constraint checked per statement, so the rows that do not fit yet are held or
+# recorded one by one, as for immediate constraints, instead of failing the whole batch at COMMIT.
+# Rows that only fit together (the two halves of a cycle) land when they meet in one batch.
+_CONSTRAINTS_IMMEDIATE = sql.SQL("SET CONSTRAINTS ALL IMMEDIATE")
+_DEFERRED_STATES = frozenset({"23503", "23505", "23P01", "23514"})
+
+
 def _truncate_key(intent: Intent) -> str:
     return f"!truncate/{intent.event.ref.topic}/{intent.event.ref.partition}"
 
@@ -343,18 +356,25 @@ class BatchWriter:
         carried: list[tuple[TableWrites, Refused]] = []  # refusals of the passes rolled back
         undecided: list[tuple[TablePlan, Intent, Version | None]] = []  # likewise, unordered events
         attempts = 0
+        immediate = False  # deferred constraints checked per statement (after they failed at the end)
         while True:
             try:
                 with conn.transaction():  # a savepoint: step 4 may roll the writes back
+                    if immediate:
+                        conn.execute(_CONSTRAINTS_IMMEDIATE)
                     run = self._write(conn, merged, stored, excluded, sequential, dict(barriers))
                     attempts += run.outcome.attempts
                     if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
+                    if not immediate:
+                        self._check_deferred(conn)
                 break
             except _Redo:
                 excluded |= run.refused_events() | run.undecided_events()
                 carried += run.refused
                 undecided += run.undecided
+            except _DeferredViolation:
+                immediate = True
         run.refused = [*carried, *run.refused]
         run.undecided = [*undecided, *run.undecided]
         run.outcome.attempts = attempts
@@ -382,6 +402,16 @@ class BatchWriter:
         stopped = {s.partition for s in batch.stops}
         self.target.store_stops(conn, batch.stops, sorted(p for p in batch.next_offsets if p not in stopped))
         return result, added, removed
+
+    @staticmethod
+    def _check_deferred(conn: psycopg.Connection[Any]) -> None:
+        """Check the constraints deferred so far (`_CONSTRAINTS_IMMEDIATE`); raises _DeferredViolation."""
+        try:
+            conn.execute(_CONSTRAINTS_IMMEDIATE)
+        except psycopg.errors.IntegrityError as exc:
+            if sqlstate(exc) in _DEFERRED_STATES:
+                raise _DeferredViolation from exc
+            raise
 
     # ------------------------------------------------------------------ step 1: held events join
     def _due(self, conn: psycopg.Connection[Any], batch: PreparedBatch) -> list[HeldRow]:
