@@ -130,4 +130,21 @@ def drain(
         return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
 
     wait_for(applied, deadline, f"group {group} to apply up to {ends}")
+    held: list[tuple[str, int, str]] = []
+
+    def released() -> bool:  # a row held back is not in the target yet: drained means none is left
+        nonlocal held
+        with ControlStore.open(settings) as store:
+            held = store.held_before(group, lsn)
+        return not held
+
+    try:
+        wait_for(released, deadline, "the rows held back before the fence to be applied")
+    except Fatal:
+        waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in held)
+        raise Fatal(
+            f"drain timed out: group {group} applied past the fence LSN {lsn} but holds rows back"
+            f" ({waiting}); see `replicator status` (a parent that never comes: its spec rule, or"
+            " a NOT DEFERRABLE foreign-key cycle in the target)"
+        ) from None
     return Drained(lsn, ends, time.monotonic() - started)

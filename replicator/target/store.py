@@ -567,6 +567,18 @@ class ControlStore:
         ).fetchone()
         return row is not None
 
+    def held_before(self, group: str, lsn: int) -> list[tuple[str, int, str]]:
+        """Per target table, rows `group` holds back that the source committed before `lsn`
+        (their judgement point is below it): (table, rows, what they wait for)."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT target_table, count(*), string_agg(DISTINCT coalesce(blocked_by, '?'), ',')"
+                " FROM {} WHERE group_id = %s AND judged_at < %s GROUP BY 1 ORDER BY 1"
+            ).format(self._t("held_event")),
+            (group, lsn),
+        ).fetchall()
+        return [(str(t), int(n), str(w)) for t, n, w in rows]
+
     def held_count(self, group: str, older_than_s: float | None = None) -> int:
         """Rows `group` holds back; with `older_than_s`, only those first held longer ago."""
         row = self.conn.execute(
