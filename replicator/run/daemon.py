@@ -197,8 +197,9 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         elif p.severity == "error":  # tolerated: the table is judged event by event
             log.event(
                 "mapping_warning",
-                problem=f"{p} (the source changed under table {p.table}: it stops at its first event"
-                " that does not match)",
+                problem=f"{p} (the spec and the source disagree on table {p.table}: a spec error, or the"
+                " source changed under it; it stops at its first event that does not match; check with"
+                " `replicator mapping check`)",
             )
     guard = SchemaGuard(
         checked.spec,

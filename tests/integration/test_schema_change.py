@@ -576,7 +576,7 @@ def test_a_source_ddl_under_load_stops_its_table_only_and_a_fixed_spec_loses_not
                 lambda: all(r in restarted.read_text() for r in refs), 120, "the restarted run to stop again"
             )
             assert daemons[-1][0].poll() is None, restarted.read_text()[-3000:]
-            assert "the source changed under table customer" in restarted.read_text()
+            assert "the spec and the source disagree on table customer" in restarted.read_text()
             assert customer_state_reached()
     finally:
         if not load.stopped:
