@@ -294,6 +294,18 @@ def split_signals(
     return table_events, fences, signals
 
 
+def _with_targets(failure: Failure, plan: Plan) -> Failure:
+    """A record that could not be decoded names the target tables its topic feeds (the first as
+    its table, the others in `also`), so `errors list --table` finds it; its key stays unknown."""
+    if failure.target is not None:
+        return failure
+    tables = plan.tables_for_topic(failure.ref.topic)
+    if not tables:
+        return failure
+    also = tuple((str(t.target), None) for t in tables[1:])
+    return dataclasses.replace(failure, target=tables[0].target, also=also)
+
+
 def prepare(
     batch: Batch, plan: Plan, signal_table: TableRef | None = None, stops: tuple[Stop, ...] = ()
 ) -> PreparedBatch:
@@ -315,7 +327,7 @@ def prepare(
             commit_lsns[p] = max(commit_lsns.get(p, 0), e.position.commit_lsn)
     return PreparedBatch(
         by_table=intents.by_table,
-        failures=(*batch.failures, *intents.failures),
+        failures=(*(_with_targets(f, plan) for f in batch.failures), *intents.failures),
         next_offsets=dict(batch.next_offsets),
         counts=counts,
         events=batch.size,

@@ -12,10 +12,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.core.intents import Key, Kind, key_text, to_intents
+from replicator.core.intents import Key, Kind, key_text, prepare, to_intents
 from replicator.core.layout import Layout, Layouts
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
-from replicator.core.model import UNAVAILABLE, ChangeEvent, Op, SourcePosition, TableRef
+from replicator.core.model import (
+    UNAVAILABLE,
+    Batch,
+    ChangeEvent,
+    Failure,
+    KafkaRef,
+    Op,
+    SourcePosition,
+    TableRef,
+)
 from replicator.core.ordering import Version
 from replicator.core.resolve import TableWrites, resolve, split_at_truncates
 from tests.events import change
@@ -298,3 +307,18 @@ def test_ignored_delete_after_an_upsert_in_the_same_batch_keeps_the_row(plan: Pl
     assert w.versions[(7,)].offset == 3
     alone = order_writes(plan, [order(3, Op.DELETE)])
     assert alone.final[(7,)].kind is Kind.IGNORE
+
+
+def test_a_record_that_cannot_be_decoded_names_the_tables_its_topic_feeds(plan: Plan) -> None:
+    """Trial 5: decode failures had no table, so `errors list --table` missed them. The demo's
+    customers topic feeds two target tables: the first is the record's table, the other in `also`."""
+    broken = Failure(KafkaRef("demo.shop.customers", 1, 7), "decode", "value is not JSON", b"k", b"{x")
+    foreign = Failure(KafkaRef("other.topic", 0, 1), "decode", "value is not JSON", None, b"{x")
+    prepared = prepare(Batch(failures=[broken, foreign], next_offsets={("other.topic", 0): 2}), plan)
+    named, unknown = prepared.failures
+    assert (named.target, named.key, named.also) == (
+        TableRef("crm", "customer"),
+        None,
+        (("crm.customer_pii", None),),
+    )
+    assert unknown == foreign  # a topic the spec does not map: nothing to name
