@@ -88,13 +88,16 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
         sql.SQL("GRANT SELECT ON {} TO {}").format(_list(read_on_source), conn_role),
         "-- INSERT: an incremental snapshot (`replicator reload`) writes its window markers there",
         sql.SQL("GRANT INSERT ON {} TO {}").format(_t(signal_table), conn_role),
-        "-- the replicator's source role: catalog checks, verify, drain's fence row",
+        f"-- the replicator's source role: catalog checks, verify, drain's fence row (create it if needed:"
+        f" CREATE ROLE {roles.source_role} WITH LOGIN PASSWORD '<secret>')",
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(src_db, src_role),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), src_role),
         sql.SQL("GRANT SELECT ON {} TO {}").format(_list(captured), src_role),
         sql.SQL("GRANT INSERT ON {} TO {}").format(_t(signal_table), src_role),
         "",
         f"-- target database {roles.target_db}, as the owner of the target tables",
+        f"-- the replicator's target role (create it if needed: CREATE ROLE {roles.target_role} WITH LOGIN"
+        " PASSWORD '<secret>')",
         "-- CREATE: `replicator init`, run as this role, creates and owns the control schema "
         f"{roles.control_schema}; TEMP: per-session stage tables",
         sql.SQL("GRANT CONNECT, CREATE, TEMP ON DATABASE {} TO {}").format(tgt_db, tgt_role),
@@ -108,7 +111,8 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
     if roles.shadow_role is not None:
         shadow = sql.Identifier(roles.shadow_role)
         out += [
-            "-- the shadow role: reads the data, never writes it (TEMP: its session-local clones)",
+            "-- the shadow role: reads the data, never writes it (TEMP: its session-local clones; create it"
+            f" if needed: CREATE ROLE {roles.shadow_role} WITH LOGIN PASSWORD '<secret>')",
             sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(tgt_db, shadow),
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), shadow),
             sql.SQL("GRANT SELECT ON {} TO {}").format(_list([*targets, *lookups]), shadow),
@@ -149,7 +153,9 @@ def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) ->
             "for the probe grants"
         )
     out += [
-        f"-- target database {roles.target_db}: the sequences of the mapped tables, moved past the source's",
+        "",
+        f"-- for `replicator cutover` (target database {roles.target_db}, as the target tables' owner):",
+        "-- the sequences of the mapped tables, moved past the source's",
         sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             _schemas(targets), tgt_role
         ),

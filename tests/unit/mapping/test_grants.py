@@ -75,3 +75,18 @@ def test_lookup_tables_are_readable_by_the_writer_and_the_shadow() -> None:
     assert 'CREATE TABLE IF NOT EXISTS "ops"."signal" (id varchar(42) PRIMARY KEY' in text
     assert 'GRANT USAGE ON SCHEMA "old", "ops" TO "debezium";' in text
     assert "TRUNCATE" not in text  # no truncate policy asks for it
+
+
+def test_each_section_runs_in_the_one_database_its_heading_names() -> None:
+    """Trial 5: the target's sequence grant sat at the end of the source's cutover section, so that
+    section failed when run on the source. Every blank-line section names its database once, and a
+    section for the source names no target role's grant; every role has a CREATE ROLE hint."""
+    text = grants_sql(load_spec(DEMO_SPEC), TableRef("shop", "debezium_signal"), ROLES)
+    sections = [s for s in text.split("\n\n") if "GRANT" in s or "CREATE" in s]
+    for section in sections:
+        databases = {db for db in ("source database app,", "target database app_new,") if db in section}
+        assert len(databases) == 1, section
+        if "source database" in section:
+            assert 'TO "repl";' not in section and 'TO "repl_shadow";' not in section, section
+    for role in ("debezium", "repl_src", "repl", "repl_shadow"):
+        assert f"CREATE ROLE {role} WITH LOGIN" in text
