@@ -5,13 +5,16 @@ Python's range). Connections that read rows the pipeline compares or diffs
 (the shadow's clones, verification) register these loaders, so such values
 come back as `values.POS_INFINITY` / `NEG_INFINITY`, the same objects the
 decoder produces, and round-trip as text ('infinity') when written; time
-'24:00:00' comes back as `values.PgText`, as the decoder carries it.
+'24:00:00' comes back as `values.PgText`, as the decoder carries it, and so
+do dates and timestamps outside Python's years 1..9999 ('0044-03-15 BC'):
+compared as the server's text, never a crash of the whole comparison.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Dumper
 from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, TimestamptzLoader
@@ -28,19 +31,33 @@ def _infinite(data: Any) -> Any:
     return None
 
 
+def _out_of_range(data: Any) -> PgText:
+    """A value PostgreSQL holds and Python cannot (BC, or beyond year 9999): its text."""
+    return PgText(bytes(data).decode())
+
+
 class _InfTimestampLoader(TimestampLoader):
     def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+        try:
+            return _infinite(data) or super().load(data)
+        except psycopg.DataError:
+            return _out_of_range(data)
 
 
 class _InfTimestamptzLoader(TimestamptzLoader):
     def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+        try:
+            return _infinite(data) or super().load(data)
+        except psycopg.DataError:
+            return _out_of_range(data)
 
 
 class _InfDateLoader(DateLoader):
     def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+        try:
+            return _infinite(data) or super().load(data)
+        except psycopg.DataError:
+            return _out_of_range(data)
 
 
 class _TimeLoader(TimeLoader):
