@@ -5,8 +5,8 @@ A refused login (28000/28P01) or a missing database (3D000) is `Fatal`;
 anything else that stops a connection is `Transient` (the daemon retries, a
 one-shot command reports it in one line). The password never appears in a
 message: psycopg's errors do not carry it and only `describe()` is printed.
-Every session loads ±infinity dates and timestamps as the pipeline's
-`Infinity` objects (`pg.types`).
+Every session loads the values Python cannot hold or would round (±infinity,
+BC dates, intervals, JSON numbers) as the pipeline's own objects (`pg.types`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import psycopg
 from replicator.config import PostgresSettings
 from replicator.core.errors import Fatal, Transient, one_line
 from replicator.pg.errors import sqlstate
-from replicator.pg.types import register_infinity
+from replicator.pg.types import register_types
 
 
 def connect(pg: PostgresSettings, side: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -34,7 +34,7 @@ def connect(pg: PostgresSettings, side: str, *, autocommit: bool = False) -> psy
         if state == "3D000":
             raise Fatal(f"{where}: {one_line(exc)}; fix: {var}DBNAME") from exc
         raise Transient(f"{where} is unreachable: {one_line(exc)}; check {var}HOST / {var}PORT") from exc
-    register_infinity(conn)
+    register_types(conn)
     return conn
 
 

@@ -8,16 +8,24 @@ decoder produces, and round-trip as text ('infinity') when written; time
 '24:00:00' comes back as `values.PgText`, as the decoder carries it, and so
 do dates and timestamps outside Python's years 1..9999 ('0044-03-15 BC'):
 compared as the server's text, never a crash of the whole comparison.
+Intervals come back as the server's text too (a timedelta folds '3 mons' into
+'90 days', which PostgreSQL keeps apart), and JSON numbers as Decimal (floats
+would round 1.000000000000000000001 to 1.0): the previews and comparisons
+show and compare what the database holds.
 """
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Dumper
 from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, TimestamptzLoader
+from psycopg.types.json import set_json_loads
+from psycopg.types.string import TextLoader
 
 from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity, PgText
 
@@ -68,6 +76,17 @@ class _TimeLoader(TimeLoader):
         return PgText(raw.decode()) if raw.startswith(b"24:") else super().load(data)
 
 
+class _IntervalLoader(TextLoader):
+    """An interval as the server writes it ('3 mons 3 days 05:42:38'): PgText."""
+
+    def load(self, data: Any) -> Any:
+        return PgText(bytes(data).decode())
+
+
+def _exact_json(data: str | bytes) -> Any:
+    return json.loads(data, parse_float=Decimal)
+
+
 class _InfinityDumper(Dumper):
     """'infinity' / '-infinity' as text of an unknown type: the server reads it as the column's
     date or timestamp type (in COPY and in parameters alike)."""
@@ -78,10 +97,13 @@ class _InfinityDumper(Dumper):
         return str(obj).encode()
 
 
-def register_infinity(context: AdaptContext) -> None:
-    """Load ±infinity dates and timestamps as the pipeline's Infinity objects, and write them back."""
+def register_types(context: AdaptContext) -> None:
+    """Load the values Python cannot hold (or would round) as the pipeline's own objects, and
+    write the Infinity objects back."""
     context.adapters.register_loader("timestamp", _InfTimestampLoader)
     context.adapters.register_loader("timestamptz", _InfTimestamptzLoader)
     context.adapters.register_loader("date", _InfDateLoader)
     context.adapters.register_loader("time", _TimeLoader)
+    context.adapters.register_loader("interval", _IntervalLoader)
+    set_json_loads(_exact_json, context)
     context.adapters.register_dumper(Infinity, _InfinityDumper)

@@ -45,7 +45,7 @@ from replicator.core.verify import (
     expect_since,
 )
 from replicator.pg.session import connect
-from replicator.pg.types import register_infinity
+from replicator.pg.types import register_types
 from replicator.run.assembly import target_plan
 from replicator.target.lookups import LookupResolver
 from replicator.target.store import ControlStore
@@ -309,8 +309,8 @@ def verify(
 ) -> list[TableDiff]:
     """`compare` on sessions opened from connection strings (tests pass administrator ones)."""
     with psycopg.connect(source_conninfo) as src, psycopg.connect(target_conninfo, autocommit=True) as tgt:
-        register_infinity(src)
-        register_infinity(tgt)
+        register_types(src)
+        register_types(tgt)
         return compare(plan, src, tgt, control_schema, placeholder)
 
 

@@ -4,11 +4,12 @@ rows (verify, the shadow's clones), against a real server."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import psycopg
 
 from replicator.core.values import POS_INFINITY, PgText
-from replicator.pg.types import register_infinity
+from replicator.pg.types import register_types
 from tests.integration.stack import Stack
 
 
@@ -17,7 +18,7 @@ def test_dates_outside_python_years_come_back_as_the_servers_text_not_an_error(s
     nothing. Such a value now reads as its text, so a BC source date beside the AD date Debezium's
     snapshot wrote is a mismatch verify reports."""
     with psycopg.connect(stack.target_admin()) as conn:
-        register_infinity(conn)
+        register_types(conn)
         row = conn.execute(
             "SELECT '0044-03-15 BC'::date, '4000-01-01 12:00 BC'::timestamp,"
             " '0044-03-15 10:00+00 BC'::timestamptz, '10000-01-01'::date, 'infinity'::date,"
@@ -32,3 +33,20 @@ def test_dates_outside_python_years_come_back_as_the_servers_text_not_an_error(s
         dt.date(2020, 1, 2),
     )
     assert isinstance(row[0], PgText) and row[0] != dt.date(44, 3, 15)
+
+
+def test_intervals_and_json_numbers_come_back_exactly_as_the_database_holds_them(stack: Stack) -> None:
+    """Trial 5: the shadow preview showed '93 days, 5:42:38' for '3 mons 3 days 05:42:38' and
+    {"big": 1.0} for 1.000000000000000000001 (the run wrote both right); a comparison reading them
+    so would call '3 mons' equal to '90 days' and the two numbers equal."""
+    with psycopg.connect(stack.target_admin()) as conn:
+        register_types(conn)
+        row = conn.execute(
+            "SELECT '3 mons 3 days 05:42:38'::interval, '90 days'::interval,"
+            " '{\"big\": 1.000000000000000000001, \"n\": [2.50, 3]}'::jsonb, '0.1'::json"
+        ).fetchone()
+    assert row is not None
+    months, days, doc, scalar = row
+    assert (months, days) == (PgText("3 mons 3 days 05:42:38"), PgText("90 days")) and months != days
+    assert doc == {"big": Decimal("1.000000000000000000001"), "n": [Decimal("2.50"), 3]}
+    assert scalar == Decimal("0.1") and isinstance(scalar, Decimal)
