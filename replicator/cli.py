@@ -264,6 +264,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         elif t["reason"]:
             line += f": {t['reason']}"
         lines.append(line)
+    limit = settings.cutover.max_held_age_s
+    stuck = [h for h in held if float(h["oldest_s"]) > limit]
     if held:
         lines.append("held back, waiting for a lagging table:")
         lines += [
@@ -272,6 +274,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         ]
     else:
         lines.append("held back: none")
+    # rows held longer than the cutover gate allows are not lag in motion: something keeps them out
+    lines += [
+        f"  PROBLEM: {h['table']} has rows held longer than {limit:g} s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S),"
+        f" waiting for {h['waiting_for']}: a lagging or stopped topic, a parent rejected by the spec, or a"
+        " NOT DEFERRABLE foreign-key cycle in the target (runbook: Known limitations)"
+        for h in stuck
+    ]
     _emit(
         {
             "authority": authority,
@@ -288,7 +297,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     # a halted run of this group that nothing replaced: no change is applied (after a cutover's
     # flip, the forward run halting is the expected end)
     halted = [r for r in runs if r["state"] == "halted" and r["group"] == group and r["mode"] == "run"]
-    return 1 if cap["problems"] or stopped or (halted and authority["authority"] == "source") else 0
+    return 1 if cap["problems"] or stopped or stuck or (halted and authority["authority"] == "source") else 0
 
 
 def _or_dash(value: object) -> str:

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import ConnectorSpec
 from tests.integration.pipeline import CONNECTOR, drop_slot, env_for, fresh_target, run_cli, wait_until
@@ -108,3 +110,30 @@ def test_status_names_a_halted_run_until_a_later_run_of_its_group_starts(stack: 
     code, shown = status(env)
     assert [r for r in shown["runs"] if r["group"] == group] == []
     assert code == 0, shown
+
+
+def test_rows_held_longer_than_the_cutover_gate_allows_are_a_problem(stack: Stack) -> None:
+    """Trial 5: rows held for 381 s (each half of a NOT DEFERRABLE FK cycle waiting for the other)
+    and `status` exited 0. A table whose oldest held row is older than the cutover gate's limit
+    is a PROBLEM line, exit 1; rows held for less are lag in motion, exit 0."""
+    dbname = fresh_target("stuck")
+    group = f"stuck-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group, REPLICATOR_CONNECTOR=CONNECTOR)
+    assert run_cli(env, "init").returncode == 0
+    hold = (
+        "INSERT INTO replicator.held_event (group_id, topic, partition, kafka_offset, target_table, key,"
+        " blocked_by, judged_at, positioned, held_at) VALUES (%s, 'demo.shop.orders', 0, %s, 'sales.order',"
+        " '[1]', 'crm.customer', 1, true, now() - make_interval(secs => %s))"
+    )
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(hold, (group, 1, 5))
+    code, shown = status(env)
+    assert code == 0 and [h["table"] for h in shown["held"]] == ["sales.order"], shown
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(hold, (group, 2, 120))
+    code, _ = status(env)
+    text = run_cli(env, "status").stdout
+    assert code == 1
+    assert (
+        "PROBLEM: sales.order has rows held longer than 60 s" in text and "waiting for crm.customer" in text
+    )
