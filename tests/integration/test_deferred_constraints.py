@@ -6,7 +6,7 @@ that does not fit yet is held (not a halt of the whole batch) and lands with the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -132,8 +132,10 @@ class Cycle:
 
 
 @pytest.fixture
-def cycle(stack: Stack) -> Cycle:
-    return Cycle(stack)
+def cycle(stack: Stack) -> Iterator[Cycle]:
+    world = Cycle(stack)
+    yield world
+    world.writer.close()
 
 
 def test_a_cycle_written_in_one_batch_lands_whole(cycle: Cycle) -> None:
