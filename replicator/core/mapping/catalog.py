@@ -155,6 +155,7 @@ class ForeignKey:
     columns: tuple[str, ...]
     references: TableRef
     ref_columns: tuple[str, ...]
+    deferrable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,7 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
                 columns=tuple(fk["columns"]),
                 references=TableRef.parse(fk["references"]),
                 ref_columns=tuple(fk["ref_columns"]),
+                deferrable=bool(fk.get("deferrable", False)),
             )
             for fk in t.get("fks", ())
         )

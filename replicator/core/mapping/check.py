@@ -15,12 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from replicator.core.mapping.catalog import INTEGER_RANGES, Catalog, Column, PgType, Table
+from replicator.core.mapping.catalog import INTEGER_RANGES, Catalog, Column, ForeignKey, PgType, Table
 from replicator.core.mapping.compiler import apply_order, compile_spec, topic_for
 from replicator.core.mapping.predicates import predicate_columns
 from replicator.core.mapping.spec import (
@@ -41,6 +41,7 @@ from replicator.core.mapping.spec import (
     UnmappedDefault,
 )
 from replicator.core.mapping.transforms import PARSED_TYPES
+from replicator.core.model import TableRef
 
 _INT_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
 _FAMILY = {
@@ -79,6 +80,7 @@ def check(spec: Spec, source_catalog: Catalog, target_catalog: Catalog) -> list[
             compile_spec(spec, target_catalog)
         except SpecError as exc:
             problems.extend(exc.problems)
+    problems += _immediate_cycles(spec, target_catalog)
     order = apply_order([t.target for t in spec.tables], target_catalog)
     problems.append(
         Problem(
@@ -92,6 +94,67 @@ def check(spec: Spec, source_catalog: Catalog, target_catalog: Catalog) -> list[
     )
     rank = {"error": 0, "warning": 1, "info": 2}
     return sorted(problems, key=lambda p: (rank[p.severity], p.line))
+
+
+_CYCLE_DEPTH = 6
+
+
+def _immediate_cycles(spec: Spec, catalog: Catalog) -> list[Problem]:
+    """Mapped target tables that reference each other in a cycle with a NOT DEFERRABLE
+    constraint: rows a source writes together (its own constraints deferred) fit in no order."""
+    mapped = {t.target for t in spec.tables}
+    edges: dict[TableRef, list[tuple[TableRef, ForeignKey]]] = {}
+    for ref in sorted(mapped):
+        table = catalog.table(ref)
+        for fk in table.foreign_keys if table is not None else ():
+            if fk.references in mapped and fk.references != ref:
+                edges.setdefault(ref, []).append((fk.references, fk))
+    problems: list[Problem] = []
+    said: set[frozenset[TableRef]] = set()
+    for start in sorted(edges):
+        for cycle in _cycles_from(start, edges):
+            tables = frozenset(child for child, _ in cycle)
+            immediate = [f"{child}.{fk.name}" for child, fk in cycle if not fk.deferrable]
+            if tables in said or not immediate:
+                continue
+            said.add(tables)
+            rule = next(t for t in spec.tables if t.target == start)
+            names = " -> ".join(str(child) for child, _ in cycle) + f" -> {cycle[0][0]}"
+            problems.append(
+                Problem(
+                    spec.file,
+                    spec.line("tables"),
+                    rule.id,
+                    f"foreign keys form a cycle in the target ({names}) with NOT DEFERRABLE"
+                    f" {', '.join(immediate)}: rows the source writes in one transaction (its constraints"
+                    " deferred) fit in no order and stay held",
+                    "make them DEFERRABLE INITIALLY DEFERRED in the target (ALTER TABLE ... ALTER"
+                    " CONSTRAINT ...), unless the source's own are immediate too",
+                    "warning",
+                )
+            )
+    return problems
+
+
+def _cycles_from(
+    start: TableRef, edges: Mapping[TableRef, list[tuple[TableRef, ForeignKey]]]
+) -> list[list[tuple[TableRef, ForeignKey]]]:
+    """Simple cycles through `start` (each as (child, its FK) steps) of at most `_CYCLE_DEPTH`
+    tables, depth-first (bounded: a schema with hundreds of tables and FKs stays quick)."""
+    found: list[list[tuple[TableRef, ForeignKey]]] = []
+
+    def walk(node: TableRef, path: list[tuple[TableRef, ForeignKey]], seen: set[TableRef]) -> None:
+        if len(path) >= _CYCLE_DEPTH or len(found) >= _CYCLE_DEPTH:
+            return
+        for parent, fk in edges.get(node, ()):
+            step = [*path, (node, fk)]
+            if parent == start:
+                found.append(step)
+            elif parent not in seen and parent > start:  # each cycle once, from its smallest table
+                walk(parent, step, {*seen, parent})
+
+    walk(start, [], {start})
+    return found
 
 
 def check_tables(

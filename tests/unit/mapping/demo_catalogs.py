@@ -21,6 +21,7 @@ class ForeignKeySpec(TypedDict):
     references: str
     ref_columns: list[str]
     name: NotRequired[str]
+    deferrable: NotRequired[bool]
 
 
 class TableSpec(TypedDict):

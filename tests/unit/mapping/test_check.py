@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from replicator.core.mapping import Catalog, Problem, catalog_from_dict, check, load_spec, load_spec_text
-from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET, CatalogSpec
+from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET, CatalogSpec, TableSpec
 
 
 def errors(problems: list[Problem]) -> list[str]:
@@ -219,3 +219,66 @@ def test_demo_catalog_drift_is_caught() -> None:
     src["shop.products"]["columns"]["colour"] = "text"
     problems = check(load_spec(DEMO_SPEC), catalog_from_dict(src), catalog_from_dict(TARGET))
     assert any("product: source column 'colour' is not mapped" in m for m in errors(problems))
+
+
+CYCLE_SPEC = """\
+version: 1
+topic_prefix: demo
+tables:
+  - id: team
+    source: s.team
+    target: t.team
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    columns: {id: {from: id}, lead: {from: lead}}
+  - id: member
+    source: s.member
+    target: t.member
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    columns: {id: {from: id}, team: {from: team}}
+"""
+
+
+def cycle_catalogs(team_deferrable: bool, member_deferrable: bool) -> tuple[Catalog, Catalog]:
+    def tables(schema: str) -> CatalogSpec:
+        team: TableSpec = {"columns": {"id": "int not null", "lead": "int"}, "pk": ["id"]}
+        member: TableSpec = {"columns": {"id": "int not null", "team": "int"}, "pk": ["id"]}
+        return {f"{schema}.team": team, f"{schema}.member": member}
+
+    target = tables("t")
+    target["t.team"]["fks"] = [
+        {
+            "columns": ["lead"],
+            "references": "t.member",
+            "ref_columns": ["id"],
+            "name": "team_lead_fk",
+            "deferrable": team_deferrable,
+        }
+    ]
+    target["t.member"]["fks"] = [
+        {
+            "columns": ["team"],
+            "references": "t.team",
+            "ref_columns": ["id"],
+            "name": "member_team_fk",
+            "deferrable": member_deferrable,
+        }
+    ]
+    return catalog_from_dict(tables("s")), catalog_from_dict(target)
+
+
+def test_a_target_fk_cycle_with_an_immediate_constraint_is_a_warning_naming_it() -> None:
+    """Trial 5: a two-table cycle written in one source transaction stays held forever when a
+    constraint of the cycle is NOT DEFERRABLE in the target; check says so (a warning: a source
+    whose own constraints are immediate writes such rows in an order that fits)."""
+    spec = load_spec_text(CYCLE_SPEC)
+    warned = [p for p in check(spec, *cycle_catalogs(False, True)) if p.severity == "warning"]
+    assert len(warned) == 1
+    assert "t.member -> t.team -> t.member" in warned[0].message or "t.team -> t.member" in warned[0].message
+    assert "t.team.team_lead_fk" in warned[0].message and "member_team_fk" not in warned[0].message
+    assert "DEFERRABLE INITIALLY DEFERRED" in warned[0].fix
+    deferred = check(spec, *cycle_catalogs(True, True))
+    assert [p for p in deferred if p.severity == "warning"] == []
