@@ -296,8 +296,16 @@ def _to_event(
 
     try:
         before_raw, after_raw = payload.get("before"), payload.get("after")
-        before = None if before_raw is None else plan.before(before_raw)
         after = None if after_raw is None else plan.after(after_raw)
+        try:
+            before = None if before_raw is None else plan.before(before_raw)
+        except (ValueConversionError, TypeError):
+            # The old row image only locates a row without a Kafka key (or a delete's row): an
+            # update that has both its new row and its key is applied without it (a value Python
+            # cannot hold in the old image, e.g. a BC date under REPLICA IDENTITY FULL, is no loss).
+            if after is None or key_row is None:
+                raise
+            before = None
     except ValueConversionError as e:
         raise DecodeError(ref, f"{schema}.{table} {e}") from e
     except TypeError as e:
