@@ -9,16 +9,17 @@ decoder produces, and round-trip as text ('infinity') when written; time
 do dates and timestamps outside Python's years 1..9999 ('0044-03-15 BC'):
 compared as the server's text, never a crash of the whole comparison.
 Intervals come back as the server's text too (a timedelta folds '3 mons' into
-'90 days', which PostgreSQL keeps apart), and JSON numbers as Decimal (floats
-would round 1.000000000000000000001 to 1.0): the previews and comparisons
-show and compare what the database holds.
+'90 days', which PostgreSQL keeps apart). Cursors that read rows to compare or
+preview (`exact_rows`) also read JSON numbers as Decimal (floats would round
+1.000000000000000000001 to 1.0); the control schema's own JSON (settings,
+totals) keeps psycopg's plain loading.
 """
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.abc import AdaptContext, Buffer
@@ -105,5 +106,13 @@ def register_types(context: AdaptContext) -> None:
     context.adapters.register_loader("date", _InfDateLoader)
     context.adapters.register_loader("time", _TimeLoader)
     context.adapters.register_loader("interval", _IntervalLoader)
-    set_json_loads(_exact_json, context)
     context.adapters.register_dumper(Infinity, _InfinityDumper)
+
+
+C = TypeVar("C", bound="psycopg.Cursor[Any]")
+
+
+def exact_rows(cursor: C) -> C:
+    """`cursor`, reading JSON numbers as Decimal: for rows that are compared or shown."""
+    set_json_loads(_exact_json, cursor)
+    return cursor

@@ -45,14 +45,14 @@ from replicator.core.verify import (
     expect_since,
 )
 from replicator.pg.session import connect
-from replicator.pg.types import register_types
+from replicator.pg.types import exact_rows, register_types
 from replicator.run.assembly import target_plan
 from replicator.target.lookups import LookupResolver
 from replicator.target.store import ControlStore
 
 
 def _read_table(conn: psycopg.Connection[Any], ref: TableRef) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
+    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
         cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(ref.schema, ref.name)))
         return list(cur.fetchall())
 
@@ -65,7 +65,7 @@ def read_target(conn: psycopg.Connection[Any], table: TablePlan, store: ControlS
     """Target rows by key, leaving out rows the source deleted that the spec keeps."""
     cols = [c.target for c in table.columns]
     rows: Rows = {}
-    with conn.cursor(row_factory=dict_row) as cur:
+    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
         cur.execute(
             sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(sql.Identifier(c) for c in cols),
@@ -111,9 +111,11 @@ def resolve_lookups(
                 if (got := found[(id(v.lookup), key_text(v.values))]).value is not None
             }
         )
-        rows = conn.execute(
-            sql.SQL("SELECT t, t::{} FROM unnest(%s::text[]) AS t").format(sql.SQL(c.target_type)), (texts,)
-        ).fetchall()
+        with exact_rows(conn.cursor()) as cur:
+            rows = cur.execute(
+                sql.SQL("SELECT t, t::{} FROM unnest(%s::text[]) AS t").format(sql.SQL(c.target_type)),
+                (texts,),
+            ).fetchall()
         typed[c.target] = {t: v for t, v in rows}
     out: list[Expectation] = []
     for e in expectations:
@@ -230,7 +232,7 @@ def _source_since(
             )
         )
         unchanged = [key_text(tuple(row)) for row in cur]
-    with conn.cursor(row_factory=dict_row) as cur:
+    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
         cur.execute(sql.SQL("SELECT * FROM {} WHERE {}").format(ref, changed))
         return unchanged, list(cur.fetchall())
 

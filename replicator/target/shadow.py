@@ -46,6 +46,7 @@ from replicator.core.model import BatchResult, Failure, Partition, TableRef
 from replicator.core.resolve import TableWrites
 from replicator.core.schema_change import Stop
 from replicator.core.serialize import dumps, to_jsonable
+from replicator.pg.types import exact_rows
 from replicator.target import control
 
 
@@ -141,7 +142,8 @@ class ShadowClones:
         cols = tuple(c.target for c in table.columns)
         self._stage_keys(conn, table, keys)
         names = list(table.key) + [c for c in cols if c not in table.key]
-        rows = conn.execute(table.statements.select_keys(cols)).fetchall()
+        with exact_rows(conn.cursor()) as cur:
+            rows = cur.execute(table.statements.select_keys(cols)).fetchall()
         out = {}
         for row in rows:
             values = dict(zip(names, row, strict=True))

@@ -9,7 +9,7 @@ from decimal import Decimal
 import psycopg
 
 from replicator.core.values import POS_INFINITY, PgText
-from replicator.pg.types import register_types
+from replicator.pg.types import exact_rows, register_types
 from tests.integration.stack import Stack
 
 
@@ -41,11 +41,17 @@ def test_intervals_and_json_numbers_come_back_exactly_as_the_database_holds_them
     so would call '3 mons' equal to '90 days' and the two numbers equal."""
     with psycopg.connect(stack.target_admin()) as conn:
         register_types(conn)
-        row = conn.execute(
-            "SELECT '3 mons 3 days 05:42:38'::interval, '90 days'::interval,"
-            " '{\"big\": 1.000000000000000000001, \"n\": [2.50, 3]}'::jsonb, '0.1'::json"
-        ).fetchone()
-    assert row is not None
+        plain = conn.execute("SELECT '{\"timeout_s\": 1.5}'::jsonb").fetchone()
+        row = (
+            exact_rows(conn.cursor())
+            .execute(
+                "SELECT '3 mons 3 days 05:42:38'::interval, '90 days'::interval,"
+                " '{\"big\": 1.000000000000000000001, \"n\": [2.50, 3]}'::jsonb, '0.1'::json"
+            )
+            .fetchone()
+        )
+    assert row is not None and plain is not None
+    assert type(plain[0]["timeout_s"]) is float  # the control schema's JSON (settings) stays plain
     months, days, doc, scalar = row
     assert (months, days) == (PgText("3 mons 3 days 05:42:38"), PgText("90 days")) and months != days
     assert doc == {"big": Decimal("1.000000000000000000001"), "n": [Decimal("2.50"), 3]}
