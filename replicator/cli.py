@@ -307,7 +307,7 @@ def _or_dash(value: object) -> str:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.core.replay import parse_lsn, parse_offset
-    from replicator.run.replay import ReplayRequest, replay
+    from replicator.run.replay import ReplayRequest, refusal_now, replay
 
     chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp), bool(args.to_lsn)]
     if sum(chosen) != 1:
@@ -349,13 +349,22 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         for t, p in [m.partition]
     ]
     total = sum(m.events for m in moves)
+    refusal = refusal_now(settings, group) if args.dry_run else None
     if args.dry_run:
         lines.append(f"dry run: group {group} would read {total} events again; nothing changed")
+        if refusal is not None:  # the plan holds, but the replay itself cannot run yet
+            lines.append(
+                "note: " + refusal.replace("replay refused:", "the replay itself would be refused now:")
+            )
     else:
         lines.append(
             f"group {group} moved: {total} events to read again; start `replicator run` to replay them"
         )
-    _emit({"group": group, "dry_run": args.dry_run, "moves": rows}, args.json, "\n".join(lines))
+    _emit(
+        {"group": group, "dry_run": args.dry_run, "moves": rows, "refused_now": refusal},
+        args.json,
+        "\n".join(lines),
+    )
     return 0
 
 

@@ -96,6 +96,14 @@ def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
     return moves
 
 
+def refusal_now(settings: Settings, group: str) -> str | None:
+    """Why a replay of `group` would be refused at this moment (live members), or None: what a
+    dry run adds, so it does not succeed where the replay a second later cannot."""
+    with Metadata(settings.kafka) as metadata:
+        members = metadata.group_member_instances(group)
+    return live_members_refusal(group, members, settings.kafka.session_timeout_ms) if members else None
+
+
 def live_members_refusal(group: str, instances: list[str | None], session_timeout_ms: int) -> str:
     """Why a replay is refused while `group` has members (their instance ids, None: dynamic)."""
     line = (

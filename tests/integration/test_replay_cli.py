@@ -75,12 +75,17 @@ def test_replay_converges_a_target_behind_and_is_a_noop_on_a_current_one(
         refused = run_cli(env, "replay", "--to-earliest")
         assert refused.returncode != 0, refused.stdout
         assert "live member" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        # trial 5: a dry run succeeded here and the replay a second later was refused
+        live_dry = run_cli(env, "replay", "--to-earliest", "--dry-run")
+        assert live_dry.returncode == 0, live_dry.stderr
+        assert "note: the replay itself would be refused now: consumer group" in live_dry.stdout
     stored = mapped(stored_offsets(stack, dbname, group))
     committed = mapped(kafka_committed(stack, group, TOPICS))
     starts = log_starts(stack)
 
     dry = run_cli(env, "replay", "--to-earliest", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["refused_now"] is None  # the group has no member any more
     moves = {(m["topic"], m["partition"]): m for m in json.loads(dry.stdout)["moves"]}
     assert set(moves) == set(starts)
     for p, m in moves.items():
