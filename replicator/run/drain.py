@@ -130,21 +130,17 @@ def drain(
         return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
 
     wait_for(applied, deadline, f"group {group} to apply up to {ends}")
-    held: list[tuple[str, int, str]] = []
-
-    def released() -> bool:  # a row held back is not in the target yet: drained means none is left
-        nonlocal held
+    while True:  # a row held back is not in the target yet: drained means none is left
         with ControlStore.open(settings) as store:
-            held = store.held_before(group, lsn)
-        return not held
-
-    try:
-        wait_for(released, deadline, "the rows held back before the fence to be applied")
-    except Fatal:
-        waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in held)
-        raise Fatal(
-            f"drain timed out: group {group} applied past the fence LSN {lsn} but holds rows back"
-            f" ({waiting}); see `replicator status` (a parent that never comes: its spec rule, or"
-            " a NOT DEFERRABLE foreign-key cycle in the target)"
-        ) from None
+            held = store.held_before(group, lsn) if store.initialized() else []
+        if not held:
+            break
+        if time.monotonic() > deadline:
+            waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in held)
+            raise Fatal(
+                f"drain timed out: group {group} applied past the fence LSN {lsn} but holds rows back"
+                f" ({waiting}); see `replicator status` (a parent that never comes: its spec rule, or"
+                " a NOT DEFERRABLE foreign-key cycle in the target)"
+            )
+        time.sleep(0.25)  # polling the held rows until the group has applied them
     return Drained(lsn, ends, time.monotonic() - started)
