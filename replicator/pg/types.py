@@ -18,6 +18,7 @@ totals) keeps psycopg's plain loading.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -40,33 +41,33 @@ def _infinite(data: Any) -> Any:
     return None
 
 
-def _out_of_range(data: Any) -> PgText:
-    """A value PostgreSQL holds and Python cannot (BC, or beyond year 9999): its text."""
+def _server_text(data: Any) -> PgText:
+    """A value as the server wrote it: for what Python cannot hold (BC, beyond year 9999) or
+    would fold (an interval's months)."""
     return PgText(bytes(data).decode())
+
+
+def _date_or_text(data: Any, load: Callable[[Any], Any]) -> Any:
+    """±infinity as the Infinity objects, a value out of Python's range as its text, else `load`."""
+    try:
+        return _infinite(data) or load(data)
+    except psycopg.DataError:
+        return _server_text(data)
 
 
 class _InfTimestampLoader(TimestampLoader):
     def load(self, data: Any) -> Any:
-        try:
-            return _infinite(data) or super().load(data)
-        except psycopg.DataError:
-            return _out_of_range(data)
+        return _date_or_text(data, super().load)
 
 
 class _InfTimestamptzLoader(TimestamptzLoader):
     def load(self, data: Any) -> Any:
-        try:
-            return _infinite(data) or super().load(data)
-        except psycopg.DataError:
-            return _out_of_range(data)
+        return _date_or_text(data, super().load)
 
 
 class _InfDateLoader(DateLoader):
     def load(self, data: Any) -> Any:
-        try:
-            return _infinite(data) or super().load(data)
-        except psycopg.DataError:
-            return _out_of_range(data)
+        return _date_or_text(data, super().load)
 
 
 class _TimeLoader(TimeLoader):
@@ -81,7 +82,7 @@ class _IntervalLoader(TextLoader):
     """An interval as the server writes it ('3 mons 3 days 05:42:38'): PgText."""
 
     def load(self, data: Any) -> Any:
-        return PgText(bytes(data).decode())
+        return _server_text(data)
 
 
 def _exact_json(data: str | bytes) -> Any:
