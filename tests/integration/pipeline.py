@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,10 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from replicator.config import TargetSettings, load_settings
+from replicator.core.intents import Intent, prepare, to_intents
 from replicator.core.mapping import compile_spec, load_spec
 from replicator.core.mapping.plan import Plan
+from replicator.core.model import Batch, BatchResult, ChangeEvent, Failure, KafkaRef, Record, TableRef
 from replicator.core.verify import TableDiff
 from replicator.pg.catalog import read_catalog
 from replicator.run.drain import drain
@@ -171,6 +173,46 @@ def live_writer(stack: Stack, dbname: str, plan: Plan, group: str, run_id: str) 
         password="replicator",
     )
     return BatchWriter(target, LiveTables(plan, CONTROL, group, run_id), CONTROL, group, run_id)
+
+
+class HandFed:
+    """The live batch writer on a test target, fed hand-built events. It can retry held events: its
+    remap maps a held record back to the event it was (every event applied is remembered)."""
+
+    def __init__(self, stack: Stack, dbname: str, plan: Plan, group: str) -> None:
+        self.plan = plan
+        self.events: dict[KafkaRef, ChangeEvent] = {}
+        run_id = f"run-{uuid.uuid4().hex[:6]}"
+        self.writer = BatchWriter(
+            TargetSettings(
+                host=stack.target_host,
+                port=stack.target_port,
+                dbname=dbname,
+                user="replicator",
+                password="replicator",
+            ),
+            LiveTables(plan, CONTROL, group, run_id),
+            CONTROL,
+            group,
+            run_id,
+            remap=self.remap,
+        )
+
+    def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
+        mapped = to_intents([self.events[r.ref] for r in records], self.plan.tables_for_topic)
+        return mapped.by_table, mapped.failures
+
+    def apply(self, *events: ChangeEvent) -> BatchResult:
+        """One batch of `events` (each partition's next offset after its last); no error records."""
+        for e in events:
+            self.events[e.ref] = e
+        nexts = {(e.ref.topic, e.ref.partition): e.ref.offset + 1 for e in events}
+        result = self.writer.apply(prepare(Batch(events=list(events), next_offsets=nexts), self.plan))
+        assert result.errors == [], result.errors
+        return result
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def demo_plan(stack: Stack, dbname: str) -> Plan:

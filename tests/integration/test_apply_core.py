@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -26,22 +25,19 @@ import pytest
 from replicator import failpoints
 from replicator.config import TargetSettings
 from replicator.core.errors import Fatal
-from replicator.core.intents import Intent, prepare, to_intents
+from replicator.core.intents import prepare
 from replicator.core.model import (
     UNAVAILABLE,
     Batch,
-    BatchResult,
     ChangeEvent,
-    Failure,
     KafkaRef,
     Op,
-    Record,
     SourcePosition,
     TableRef,
 )
 from replicator.target.live import LiveTables
 from replicator.target.writer import BatchWriter, ErrorPolicy
-from tests.integration.pipeline import CONTROL, demo_plan, fresh_target, live_writer
+from tests.integration.pipeline import CONTROL, HandFed, demo_plan, fresh_target, live_writer
 from tests.integration.stack import Stack, one_row
 
 
@@ -273,9 +269,8 @@ def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
     assert (records, held) == (0, 1)
 
 
-class Products:
-    """catalog.product with a unique title, fed by hand-built events on several partitions, and a
-    writer that can retry held events (its remap maps a held record back to the event it was)."""
+class Products(HandFed):
+    """catalog.product with a unique title, fed by hand-built events on several partitions."""
 
     topic = "demo.shop.products"
 
@@ -284,29 +279,8 @@ class Products:
         self.admin = stack.target_admin(self.dbname)
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute("ALTER TABLE catalog.product ADD CONSTRAINT product_title_key UNIQUE (title)")
-        self.plan = demo_plan(stack, self.dbname)
-        self.events: dict[KafkaRef, ChangeEvent] = {}
+        super().__init__(stack, self.dbname, demo_plan(stack, self.dbname), name)
         self.offsets: dict[int, int] = {}
-        settings = TargetSettings(
-            host=stack.target_host,
-            port=stack.target_port,
-            dbname=self.dbname,
-            user="replicator",
-            password="replicator",
-        )
-        run_id = f"run-{uuid.uuid4().hex[:6]}"
-        self.writer = BatchWriter(
-            settings,
-            LiveTables(self.plan, CONTROL, name, run_id),
-            CONTROL,
-            name,
-            run_id,
-            remap=self.remap,
-        )
-
-    def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
-        mapped = to_intents([self.events[r.ref] for r in records], self.plan.tables_for_topic)
-        return mapped.by_table, mapped.failures
 
     def event(
         self, partition: int, commit: int, lsn: int, sku: str, title: str | None, **values: Any
@@ -316,7 +290,7 @@ class Products:
         offset = self.offsets.get(partition, 0)
         self.offsets[partition] = offset + 1
         row = {**product(0, "1.00"), "sku": sku, "name": title, **values}
-        e = ChangeEvent(
+        return ChangeEvent(
             ref=KafkaRef(self.topic, partition, offset),
             op=Op.UPDATE if title is not None else Op.DELETE,
             table=TableRef.parse("shop.products"),
@@ -329,16 +303,6 @@ class Products:
             raw_key=sku.encode(),
             raw_value=b"v",
         )
-        self.events[e.ref] = e
-        return e
-
-    def apply(self, *events: ChangeEvent) -> BatchResult:
-        nexts: dict[tuple[str, int], int] = {}
-        for e in events:
-            nexts[(e.ref.topic, e.ref.partition)] = e.ref.offset + 1
-        result = self.writer.apply(prepare(Batch(events=list(events), next_offsets=nexts), self.plan))
-        assert result.errors == [], result.errors
-        return result
 
     def rows(self) -> tuple[dict[str, str], list[tuple[str, str, str]], int]:
         """(title per sku, held (key, sqlstate, message), error records)."""
@@ -386,7 +350,7 @@ def test_a_held_swap_step_that_no_longer_fits_does_not_block_the_rows_later_even
     titles, held, errors = w.rows()
     assert (titles, [k for k, _, _ in held], errors) == ({"A": "tA", "C": "a"}, ['["A"]', '["A"]'], 0), held
     w.apply(w.event(3, 500, 501, "D", "d"))  # a later product batch retries A: 'b' is free now
-    w.writer.close()
+    w.close()
     assert w.rows() == ({"A": "b", "C": "a", "D": "d"}, [], 0)
 
 
@@ -406,7 +370,7 @@ def test_a_held_insert_whose_value_was_taken_lands_whole_with_its_toast_skipping
     w.apply(e1)
     assert w.apply(d1).held == 1  # 'x' is E's
     w.apply(d2)
-    w.writer.close()
+    w.close()
     assert w.rows() == ({"D": "y", "E": "x"}, [], 0)
     with psycopg.connect(w.admin) as conn:
         (description,) = one_row(conn.execute("SELECT description FROM catalog.product WHERE sku = 'D'"))

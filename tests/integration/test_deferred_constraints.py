@@ -5,34 +5,22 @@ that does not fit yet is held (not a halt of the whole batch) and lands with the
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from replicator.config import TargetSettings
-from replicator.core.intents import Intent, prepare, to_intents
 from replicator.core.mapping.compiler import compile_spec
-from replicator.core.mapping.plan import Plan
 from replicator.core.mapping.spec import load_spec_text
 from replicator.core.model import (
-    Batch,
-    BatchResult,
     ChangeEvent,
-    Failure,
-    KafkaRef,
     Op,
-    Record,
     SourcePosition,
-    TableRef,
 )
 from replicator.pg.catalog import read_catalog
-from replicator.target.live import LiveTables
-from replicator.target.writer import BatchWriter
 from tests.events import change
-from tests.integration.pipeline import CONTROL, fresh_target
+from tests.integration.pipeline import HandFed, fresh_target
 from tests.integration.stack import Stack
 
 SCHEMA = """
@@ -72,8 +60,8 @@ tables:
 """
 
 
-class Cycle:
-    """The cyc target, a writer that retries held events, and hand-built events of both tables."""
+class Cycle(HandFed):
+    """The cyc target and hand-built events of both tables."""
 
     def __init__(self, stack: Stack) -> None:
         self.dbname = fresh_target("deferred")
@@ -81,25 +69,8 @@ class Cycle:
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(SCHEMA)
             catalog = read_catalog(conn, ["cyc"])
-        self.plan: Plan = compile_spec(load_spec_text(SPEC), catalog)
-        self.events: dict[KafkaRef, ChangeEvent] = {}
+        super().__init__(stack, self.dbname, compile_spec(load_spec_text(SPEC), catalog), "deferred")
         self.offset = 0
-        settings = TargetSettings(
-            host=stack.target_host,
-            port=stack.target_port,
-            dbname=self.dbname,
-            user="replicator",
-            password="replicator",
-        )
-        run_id = f"run-{uuid.uuid4().hex[:6]}"
-        group = f"deferred-{run_id}"
-        self.writer = BatchWriter(
-            settings, LiveTables(self.plan, CONTROL, group, run_id), CONTROL, group, run_id, remap=self.remap
-        )
-
-    def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
-        mapped = to_intents([self.events[r.ref] for r in records], self.plan.tables_for_topic)
-        return mapped.by_table, mapped.failures
 
     def insert(self, table: str, lsn: int, **after: Any) -> ChangeEvent:
         self.offset += 1
@@ -112,15 +83,7 @@ class Cycle:
             key={"id": after["id"]},
             after=after,
         )
-        e = e._replace(raw_key=f"{table}/{after['id']}".encode())
-        self.events[e.ref] = e
-        return e
-
-    def apply(self, *events: ChangeEvent) -> BatchResult:
-        nexts = {(e.ref.topic, e.ref.partition): e.ref.offset + 1 for e in events}
-        result = self.writer.apply(prepare(Batch(events=list(events), next_offsets=nexts), self.plan))
-        assert result.errors == [], result.errors
-        return result
+        return e._replace(raw_key=f"{table}/{after['id']}".encode())
 
     def state(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
         """(teams, members, held events)."""
@@ -135,7 +98,7 @@ class Cycle:
 def cycle(stack: Stack) -> Iterator[Cycle]:
     world = Cycle(stack)
     yield world
-    world.writer.close()
+    world.close()
 
 
 def test_a_cycle_written_in_one_batch_lands_whole(cycle: Cycle) -> None:
