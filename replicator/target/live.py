@@ -17,6 +17,7 @@ from replicator.core.model import BatchResult, Failure, Partition, TableRef
 from replicator.core.resolve import TableWrites
 from replicator.core.schema_change import Stop
 from replicator.target import control
+from replicator.target.stages import create_stage
 
 
 class LiveTables:
@@ -45,7 +46,7 @@ class LiveTables:
         control.ensure(conn, self._schema)
         with conn.transaction():
             for t in self._plan.tables:
-                conn.execute(t.statements.create_stage)
+                create_stage(conn, t.statements.create_stage, t.statements.stage)
 
     def before_writes(self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]) -> None:
         """The authority check, in the batch's transaction and before its first write: the row is

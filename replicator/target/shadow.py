@@ -48,6 +48,7 @@ from replicator.core.schema_change import Stop
 from replicator.core.serialize import dumps, to_jsonable
 from replicator.pg.types import exact_rows
 from replicator.target import control
+from replicator.target.stages import create_stage
 
 
 def _clone_name(rule_id: str) -> str:
@@ -125,7 +126,7 @@ class ShadowClones:
                         sql.Identifier(real.target.schema, real.target.name),
                     )
                 )
-                conn.execute(t.statements.create_stage)
+                create_stage(conn, t.statements.create_stage, t.statements.stage)
         # A new session starts with empty clones: nothing is seeded yet.
         self._seeded = {t.target: set() for t in self._plan.tables}
 
