@@ -175,7 +175,11 @@ class BatchSettings(BaseModel):
 class HoldSettings(BaseModel):
     """Rows held back while a table they depend on lags (see core.holding)."""
 
-    retry_after_s: float = Field(default=2.0, gt=0, description="retry a held event at least this often")
+    retry_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="retry a held event after this long, doubled per failed attempt (at most 16 times)",
+    )
     retry_limit: int = Field(default=5000, ge=1, description="held events retried per batch, at most")
     mark_interval_s: float = Field(
         default=2.0, gt=0, description="how often Connect's committed position is read while rows are held"

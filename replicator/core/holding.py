@@ -99,6 +99,9 @@ class Hold:
     judged_at: int  # commit LSN (`judgement_lsn`, raised by point 4)
     held_at: float  # wall clock of the first hold (marks must be newer for position-less rows)
     positioned: bool  # False for incremental-snapshot rows
+    # The key text (`core.intents.key_text`) of the parent row a child waits for, when its foreign
+    # key references the parent's key: the row is retried as soon as a batch writes that key.
+    awaits: str | None = None
 
 
 def due_for_error(

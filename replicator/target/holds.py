@@ -10,8 +10,15 @@ Invariants (see `core.holding` for when a held row becomes an error record):
 - Whenever a batch carries an event for a key that has held events, all of
   that key's held events join the batch ahead of it (Kafka order per key is
   kept, and an unchanged-TOAST update finds the held insert it completes).
-- A batch retries at most `limit` other held events: those waiting for a
-  table the batch writes, and the ones not tried for `retry_after_s`.
+- A batch retries at most `limit` other held events: a child whose parent
+  row is applied now (its version is stored, whichever instance wrote it),
+  one waiting for a table the batch writes without a known parent key (a
+  unique swap, a parent deleted before its children: tried in the next
+  three such batches, then with the backoff below), and any not tried for
+  `retry_after_s` doubled per attempt (at most 16 times). A child is not
+  retried by every batch that writes its parent's table: while a backlog
+  drained with FKs in the target, that retried every held child in every
+  batch (each one held again, its stored row rewritten).
 """
 
 from __future__ import annotations
@@ -39,11 +46,12 @@ class HeldRow:
     message: str
     held_at: float  # epoch seconds of the first hold
     attempts: int = 1
+    awaits: str | None = None  # the key text of the parent row it waits for (`core.holding.Hold`)
 
 
 _COLUMNS = (
     "topic, partition, kafka_offset, raw_key, raw_value, target_table, key, blocked_by, judged_at,"
-    " positioned, sqlstate, message, extract(epoch from held_at), attempts"
+    " positioned, sqlstate, message, extract(epoch from held_at), attempts, awaits"
 )
 
 
@@ -62,7 +70,14 @@ def _row(r: tuple[Any, ...]) -> HeldRow:
         message=msg,
         held_at=float(r[12]),
         attempts=int(r[13]),
+        awaits=r[14],
     )
+
+
+def _backoff(first: int) -> sql.Composable:
+    """`retry_after_s` doubled per attempt from attempt `first` on, at most 16 times."""
+    doubled = sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - {}, 4))")
+    return doubled.format(sql.Literal(first))
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -70,8 +85,9 @@ def _bytes(value: Any) -> bytes | None:
 
 
 class HoldStore:
-    def __init__(self, table: sql.Composable, group_id: str) -> None:
+    def __init__(self, table: sql.Composable, versions: sql.Composable, group_id: str) -> None:
         self.table = table
+        self.versions = versions  # the row_version table: a parent applied has its version there
         self.group_id = group_id
         self.index: dict[Partition, Counter[bytes | None]] = {}
 
@@ -103,11 +119,12 @@ class HoldStore:
         self,
         conn: psycopg.Connection[Any],
         batch_keys: Mapping[Partition, set[bytes | None]],
-        written: Iterable[TableRef],
+        written: Mapping[TableRef, Iterable[str]],
         retry_after_s: float,
         limit: int,
     ) -> list[HeldRow]:
-        """Held events to retry in this batch (locked): key matches first, then a bounded rest."""
+        """Held events to retry in this batch (locked): key matches first, then a bounded rest.
+        `written`: the key texts the batch writes, per table."""
         mine = [p for p, keys in self.index.items() if keys]
         if not mine:
             return []
@@ -131,26 +148,43 @@ class HoldStore:
             found.update((h.record.ref, h) for h in map(_row, rows))
         rows = conn.execute(
             sql.SQL(
-                "SELECT {} FROM {} WHERE group_id = %s"
-                " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
-                " AND (blocked_by IS NULL OR blocked_by = ANY(%s)"
-                "      OR last_try_at < now() - make_interval(secs => %s))"
-                " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %s FOR UPDATE SKIP LOCKED"
-            ).format(sql.SQL(_COLUMNS), self.table),
-            (
-                self.group_id,
-                [t for t, _ in mine],
-                [p for _, p in mine],
-                sorted(str(t) for t in written),
-                retry_after_s,
-                limit,
-            ),
+                "SELECT {} FROM {} AS h WHERE group_id = %(group)s"
+                " AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))"
+                # what it waits for may be there now (and it has not failed on it three times over)
+                # (its parent row applied already, or written by this batch: the other half of a cycle)
+                " AND (((CASE WHEN awaits IS NOT NULL"
+                "        THEN EXISTS (SELECT FROM {} AS v WHERE v.target_table = h.blocked_by"
+                "          AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
+                "          OR (blocked_by, awaits) IN"
+                "            (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
+                "        ELSE blocked_by IS NULL OR blocked_by = ANY(%(written)s) END)"
+                "      AND (attempts <= 3 OR last_try_at < now() - {}))"
+                # or it has waited long enough, whatever it waits for
+                "   OR last_try_at < now() - {})"
+                " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+            ).format(sql.SQL(_COLUMNS), self.table, self.versions, _backoff(4), _backoff(1)),
+            {
+                "group": self.group_id,
+                "topics": [t for t, _ in mine],
+                "partitions": [p for _, p in mine],
+                "written": sorted(str(t) for t in written),
+                "tables": [str(t) for t, texts in written.items() for _ in texts],
+                "keys": [k for texts in written.values() for k in texts],
+                "after": retry_after_s,
+                "limit": limit,
+            },
         ).fetchall()
         for h in map(_row, rows):
             found.setdefault(h.record.ref, h)
-        # Every held event of a key goes with the others (a limit must not split a key's chain).
-        chained = {(h.record.ref.topic, h.record.ref.partition, h.record.key) for h in found.values()}
-        extra = [c for c in chained if c not in {(p[0], p[1], k) for p, k in wanted}]
+        # Every held event of a key goes with the others (a limit must not split a key's chain):
+        # read the rest of the chains the index says were not all found (most keys hold one event).
+        chained = Counter((h.record.ref.topic, h.record.ref.partition, h.record.key) for h in found.values())
+        matched = {(p[0], p[1], k) for p, k in wanted}
+        extra = [
+            c
+            for c, n in chained.items()
+            if c not in matched and self.index.get((c[0], c[1]), Counter())[c[2]] > n
+        ]
         if extra:
             rows = conn.execute(
                 sql.SQL(
@@ -175,20 +209,11 @@ class HoldStore:
         """Hold these events (new ones inserted, ones already held counted as one more attempt)."""
         if not rows:
             return
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} AS h (group_id, topic, partition, kafka_offset, raw_key, raw_value,"
-                    " target_table, key, blocked_by, judged_at, positioned, sqlstate, message)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (group_id, topic, partition, kafka_offset) DO UPDATE SET"
-                    " attempts = h.attempts + 1, last_try_at = now(), blocked_by = EXCLUDED.blocked_by,"
-                    " sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,"
-                    " judged_at = EXCLUDED.judged_at"
-                ).format(self.table),
-                [
+        rows = sorted(rows, key=lambda h: h.record.ref)  # one order for every writer: no lock cycles
+        columns = list(
+            zip(
+                *(
                     (
-                        self.group_id,
                         h.record.ref.topic,
                         h.record.ref.partition,
                         h.record.ref.offset,
@@ -201,10 +226,27 @@ class HoldStore:
                         h.positioned,
                         h.sqlstate,
                         h.message,
+                        h.awaits,
                     )
                     for h in rows
-                ],
+                ),
+                strict=True,
             )
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} AS h (group_id, topic, partition, kafka_offset, raw_key, raw_value,"
+                " target_table, key, blocked_by, judged_at, positioned, sqlstate, message, awaits)"
+                " SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[], %b::bytea[], %b::bytea[],"
+                " %s::text[], %s::text[], %s::text[], %s::numeric[], %s::boolean[], %s::text[], %s::text[],"
+                " %s::text[])"
+                " ON CONFLICT (group_id, topic, partition, kafka_offset) DO UPDATE SET"
+                " attempts = h.attempts + 1, last_try_at = now(), blocked_by = EXCLUDED.blocked_by,"
+                " sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,"
+                " judged_at = EXCLUDED.judged_at, awaits = EXCLUDED.awaits"
+            ).format(self.table),
+            (self.group_id, *(list(c) for c in columns)),
+        )
 
     def remove(self, conn: psycopg.Connection[Any], refs: Iterable[KafkaRef]) -> None:
         gone = sorted(set(refs))

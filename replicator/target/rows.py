@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 from replicator.core.errors import one_line
 from replicator.core.intents import Intent, Kind, key_text
 from replicator.core.isolate import isolate
-from replicator.core.mapping.plan import TablePlan
+from replicator.core.mapping.plan import ForeignKeyPlan, TablePlan
 from replicator.core.mapping.statements import ROW_NUMBER, ROW_VARIABLE
 from replicator.core.model import TableRef
 from replicator.core.resolve import TableWrites
@@ -93,6 +93,14 @@ class Refusal(NamedTuple):
     schema: str | None
     table: str | None
     column: str | None
+
+
+def _pairs(left: str, lcols: Sequence[str], right: str, rcols: Sequence[str]) -> sql.Composed:
+    """`left.a = right.x AND left.b = right.y ...`, column by column."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, a), sql.Identifier(right, b))
+        for a, b in zip(lcols, rcols, strict=True)
+    )
 
 
 def _from_exception(exc: psycopg.Error) -> Refusal:
@@ -300,6 +308,39 @@ class TableRows:
         self._stage(conn, self.table.key, intents)
         rows = conn.execute(self.table.statements.select_keys(self.table.key)).fetchall()
         return {key_text(tuple(r)) for r in rows}
+
+    # ------------------------------------------------------------------ deferred foreign keys
+    def unreferenced(
+        self, conn: psycopg.Connection[Any], fk: ForeignKeyPlan, rows: Sequence[Intent]
+    ) -> list[Intent]:
+        """Of `rows` (this table's upserts, written, every column of `fk` set), those whose
+        referenced row is not in `fk.parent` now."""
+        self._stage(conn, fk.columns, rows)
+        found = conn.execute(
+            sql.SQL("SELECT s.{} FROM {} AS s WHERE NOT EXISTS (SELECT FROM {} AS p WHERE {})").format(
+                sql.Identifier(ROW_NUMBER),
+                self._stage_id,
+                sql.Identifier(fk.parent.schema, fk.parent.name),
+                _pairs("p", fk.ref_columns, "s", fk.columns),
+            )
+        ).fetchall()
+        return [rows[n - 1] for (n,) in found]
+
+    def referenced(
+        self, conn: psycopg.Connection[Any], fk: ForeignKeyPlan, rows: Sequence[Intent]
+    ) -> list[Intent]:
+        """Of `rows` (this table's hard deletes, whose key `fk` references), those a row of
+        `fk.child` still references."""
+        self._stage(conn, fk.ref_columns, rows)
+        found = conn.execute(
+            sql.SQL("SELECT s.{} FROM {} AS s WHERE EXISTS (SELECT FROM {} AS c WHERE {})").format(
+                sql.Identifier(ROW_NUMBER),
+                self._stage_id,
+                sql.Identifier(fk.child.schema, fk.child.name),
+                _pairs("c", fk.columns, "s", fk.ref_columns),
+            )
+        ).fetchall()
+        return [rows[n - 1] for (n,) in found]
 
     def deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome) -> None:
         statements = self.table.statements

@@ -115,6 +115,8 @@ class ShadowClones:
                         sql.Identifier(f"shadow_{name}"), control.table(self.schema, name)
                     )
                 )
+            # a control schema from before `awaits` (a daemon's start adds it; the shadow role may not)
+            conn.execute("ALTER TABLE pg_temp.shadow_held_event ADD COLUMN IF NOT EXISTS awaits text")
             for t in self._plan.tables:
                 real = self._real[t.target]
                 conn.execute(

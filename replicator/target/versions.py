@@ -131,16 +131,24 @@ class VersionTable:
         ).fetchall()
         return {row[0]: _version(row[1:]) for row in rows if row[3] is not None}  # placeholders left out
 
-    def read(self, conn: psycopg.Connection[Any], target: TableRef, key: str) -> Version | None:
-        """One stored version, unlocked (to judge a held row against its parent's history)."""
-        row = conn.execute(
+    def read_many(
+        self, conn: psycopg.Connection[Any], keys: Iterable[tuple[TableRef, str]]
+    ) -> dict[tuple[TableRef, str], Version]:
+        """Stored versions, unlocked (to judge held rows against their parents' history)."""
+        wanted = sorted(keys, key=lambda k: (str(k[0]), k[1]))
+        if not wanted:
+            return {}
+        by_name = {str(t): t for t, _ in wanted}
+        rows = conn.execute(
             sql.SQL(
-                "SELECT topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted FROM {}"
-                " WHERE target_table = %s AND key = %s AND kafka_offset IS NOT NULL"
+                "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
+                " v.total_order, v.deleted FROM {} AS v"
+                " JOIN unnest(%s::text[], %s::text[]) AS w (target_table, key)"
+                " ON v.target_table = w.target_table AND v.key = w.key WHERE v.kafka_offset IS NOT NULL"
             ).format(self.table),
-            (str(target), key),
-        ).fetchone()
-        return None if row is None else _version(row)
+            ([str(t) for t, _ in wanted], [k for _, k in wanted]),
+        ).fetchall()
+        return {(by_name[r[0]], r[1]): _version(r[2:]) for r in rows}
 
     def share(
         self, conn: psycopg.Connection[Any], key: str, tables: Sequence[TableRef]

@@ -48,7 +48,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import psycopg
@@ -60,8 +60,8 @@ from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
 from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
 from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
 from replicator.core.layout import NO_LAYOUTS, Layouts
-from replicator.core.mapping.plan import Narrowing, Plan, TablePlan
-from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
+from replicator.core.mapping.plan import ForeignKeyPlan, Narrowing, Plan, TablePlan
+from replicator.core.model import UNAVAILABLE, BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
 from replicator.core.resolve import TableWrites, completed, final_versions, resolve, split_at_truncates
 from replicator.core.schema_change import Stop
@@ -240,7 +240,7 @@ class BatchWriter:
         self._last_retry = 0.0
         self._versions = VersionTable(target.versions)
         self._lookups = LookupResolver(self.plan)
-        self._holds = HoldStore(target.holds, group_id)
+        self._holds = HoldStore(target.holds, target.versions, group_id)
         self._tables = {t.target: t for t in self.plan.tables}
         self._rows = {t.target: TableRows(t) for t in self.plan.tables}
         order = list(self.plan.apply_order) + [
@@ -367,6 +367,10 @@ class BatchWriter:
                     if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
                     if not immediate:
+                        late = self._deferred_violations(conn, run)
+                        if late:
+                            run.refused.extend(late)
+                            raise _Redo
                         self._check_deferred(conn)
                 break
             except _Redo:
@@ -403,6 +407,41 @@ class BatchWriter:
         self.target.store_stops(conn, batch.stops, sorted(p for p in batch.next_offsets if p not in stopped))
         return result, added, removed
 
+    def _deferred_violations(
+        self, conn: psycopg.Connection[Any], run: _Pass
+    ) -> list[tuple[TableWrites, Refused]]:
+        """The rows of this pass a DEFERRABLE foreign key would refuse at COMMIT, row by row: parent
+        deletes that rows of the child table still reference, else (checked in the pass that
+        keeps those parents) children whose parent is not in the target. The server's own check
+        names only its first violation; redone with immediate checks, no row of a cycle could be
+        written, so one half whose partner is late held back every cycle of the batch."""
+        deferrable = [fk for fk in self.plan.foreign_keys if fk.deferrable]
+        if not deferrable:
+            return []
+        refused = {(w.table.target, r.intent.key) for w, r in run.refused}
+        parents: list[tuple[TableWrites, Refused]] = []
+        children: list[tuple[TableWrites, Refused]] = []
+        for w in run.writes:
+            target = w.table.target
+            rows = self._rows[target]
+            for fk in deferrable:
+                if fk.parent == target and set(fk.ref_columns) == set(w.table.key):
+                    gone = [i for i in w.by_kind(Kind.DELETE) if (target, i.key) not in refused]
+                    why = f"delete on table {target} is refused: rows of {fk.child} still reference it"
+                    found = rows.referenced(conn, fk, gone) if gone else []
+                    parents += [(w, _deferred(i, fk, why)) for i in found]
+                if fk.child == target and not parents:
+                    pointing = [
+                        i
+                        for i in w.by_kind(Kind.UPSERT)
+                        if (target, i.key) not in refused
+                        and all(_set(i.values.get(c, UNAVAILABLE)) for c in fk.columns)
+                    ]
+                    why = f"the row it references in {fk.parent} is not in the target"
+                    found = rows.unreferenced(conn, fk, pointing) if pointing else []
+                    children += [(w, _deferred(i, fk, why)) for i in found]
+        return parents or children
+
     @staticmethod
     def _check_deferred(conn: psycopg.Connection[Any]) -> None:
         """Check the constraints deferred so far (`_CONSTRAINTS_IMMEDIATE`); raises _DeferredViolation."""
@@ -422,9 +461,8 @@ class BatchWriter:
         for intents in batch.by_table.values():
             for i in intents:
                 keys.setdefault((i.event.ref.topic, i.event.ref.partition), set()).add(i.event.raw_key)
-        return self._holds.due(
-            conn, keys, batch.by_table.keys(), self._holding.retry_after_s, self._holding.retry_limit
-        )
+        written = {t: [key_text(i.key) for i in intents] for t, intents in batch.by_table.items()}
+        return self._holds.due(conn, keys, written, self._holding.retry_after_s, self._holding.retry_limit)
 
     def _with_held(
         self, batch: PreparedBatch, held: list[HeldRow], result: BatchResult
@@ -777,18 +815,21 @@ class BatchWriter:
         others = self._other_targets(merged, excluded)
         added: dict[KafkaRef, HeldRow] = {}
         kept: set[KafkaRef] = set()
-        for writes, refused in run.refused:
+        holds = [
+            self._hold_for(w.table, r) if self._may_hold and r.sqlstate in REORDER_SQLSTATES else None
+            for w, r in run.refused
+        ]
+        # the awaited parents' versions, in one read (a drain with FKs holds thousands of children)
+        parents = self._versions.read_many(
+            conn, {(h.blocked_by, h.awaits) for h in holds if h is not None and h.awaits is not None}
+        )
+        for (writes, refused), hold in zip(run.refused, holds, strict=True):
             intent = refused.intent
             chain = writes.contributors.get(intent.key, [intent])
             text = key_text(intent.key)
             result.unwritten.add((writes.table.target, text))
-            hold = (
-                self._hold_for(writes.table, refused)
-                if self._may_hold and refused.sqlstate in REORDER_SQLSTATES
-                else None
-            )
             if hold is not None:
-                hold = self._judged(conn, writes.table, refused, hold)
+                hold = _judged(hold, parents)
                 feeders = self._feeders(hold.blocked_by)
                 if feeders is None:  # a topic created since: its count may be recorded by now
                     self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
@@ -853,6 +894,7 @@ class BatchWriter:
         """What a refused row waits for (None: nothing it could wait for)."""
         intent = refused.intent
         blocked: TableRef | None = table.target
+        awaits: str | None = None
         if refused.sqlstate == "23503":
             fk = (
                 self.plan.foreign_key(refused.server_table, refused.constraint)
@@ -863,6 +905,7 @@ class BatchWriter:
                 blocked = None  # unknown constraint: wait for every mapped table
             elif intent.kind is Kind.UPSERT:
                 blocked = fk.parent  # a child before its parent
+                awaits = self._parent_key(fk, intent.values)
             else:
                 blocked = fk.child  # a parent deleted before its children
         p = intent.event.ref
@@ -872,25 +915,20 @@ class BatchWriter:
             judged_at=judgement_lsn(intent.event, 0),
             held_at=time.time(),
             positioned=intent.event.position is not None or intent.event.lsn is not None,
+            awaits=awaits,
         )
 
-    def _judged(self, conn: psycopg.Connection[Any], table: TablePlan, refused: Refused, hold: Hold) -> Hold:
-        """Point 4 of `core.holding`: a parent the target shows deleted later moves the judgement."""
-        if refused.sqlstate != "23503" or refused.intent.kind is not Kind.UPSERT or not refused.constraint:
-            return hold
-        fk = self.plan.foreign_key(table.target, refused.constraint)
-        parent = self._tables.get(fk.parent) if fk is not None else None
-        if fk is None or parent is None or set(fk.ref_columns) != set(parent.key):
-            return hold
-        values = refused.intent.values
+    def _parent_key(self, fk: ForeignKeyPlan, values: Mapping[str, Any]) -> str | None:
+        """The key text of the parent row `fk` points at from a child's `values` (None: the foreign
+        key does not reference the parent's mapped key, or the parent is not mapped)."""
+        parent = self._tables.get(fk.parent)
+        if parent is None or set(fk.ref_columns) != set(parent.key):
+            return None
         by_ref = dict(zip(fk.ref_columns, fk.columns, strict=True))
-        version = self._versions.read(
-            conn, parent.target, key_text(tuple(values[by_ref[k]] for k in parent.key))
-        )
-        if version is None or not version.deleted or version.position is None:
-            return hold
-        later = max(hold.judged_at, version.position.commit_lsn)
-        return Hold(hold.ref_partition, hold.blocked_by, later, hold.held_at, hold.positioned)
+        try:
+            return key_text(tuple(values[by_ref[k]] for k in parent.key))
+        except KeyError:  # a referencing column the rule does not write
+            return None
 
     def _feeders(self, blocked: TableRef) -> list[Partition] | None:
         """The partitions that feed `blocked` (None: a partition count is not known yet)."""
@@ -927,6 +965,7 @@ class BatchWriter:
             sqlstate=refused.sqlstate,
             message=refused.message,
             held_at=hold.held_at,
+            awaits=hold.awaits,
         )
 
     # ------------------------------------------------------------------ step 6: checkpoints
@@ -978,6 +1017,32 @@ class _Watchdog:
             self._timer.cancel()
             self._timer.join()
             self._timer = None
+
+
+def _judged(hold: Hold, parents: Mapping[tuple[TableRef, str], Version]) -> Hold:
+    """Point 4 of `core.holding`: a parent the target shows deleted later moves the judgement.
+    `parents`: the stored versions of the awaited parent rows."""
+    version = parents.get((hold.blocked_by, hold.awaits)) if hold.awaits is not None else None
+    if version is None or not version.deleted or version.position is None:
+        return hold
+    return replace(hold, judged_at=max(hold.judged_at, version.position.commit_lsn))
+
+
+def _set(value: Any) -> bool:
+    """A value a foreign key checks (MATCH SIMPLE: a null references nothing; UNAVAILABLE: not written)."""
+    return value is not None and value is not UNAVAILABLE
+
+
+def _deferred(intent: Intent, fk: ForeignKeyPlan, why: str) -> Refused:
+    """A row a DEFERRABLE foreign key refuses at the end of the writes (as the server would: 23503)."""
+    return Refused(
+        intent,
+        intent.table.rule_id,
+        f"foreign key {fk.name} on {fk.child} (DEFERRABLE, checked at the end of the batch): {why}",
+        "23503",
+        fk.name,
+        fk.child,
+    )
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

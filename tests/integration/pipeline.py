@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from replicator.config import TargetSettings, load_settings
+from replicator.config import HoldSettings, TargetSettings, load_settings
 from replicator.core.intents import Intent, prepare, to_intents
 from replicator.core.mapping import compile_spec, load_spec
 from replicator.core.mapping.plan import Plan
@@ -179,7 +179,9 @@ class HandFed:
     """The live batch writer on a test target, fed hand-built events. It can retry held events: its
     remap maps a held record back to the event it was (every event applied is remembered)."""
 
-    def __init__(self, stack: Stack, dbname: str, plan: Plan, group: str) -> None:
+    def __init__(
+        self, stack: Stack, dbname: str, plan: Plan, group: str, holding: HoldSettings | None = None
+    ) -> None:
         self.plan = plan
         self.events: dict[KafkaRef, ChangeEvent] = {}
         run_id = f"run-{uuid.uuid4().hex[:6]}"
@@ -196,6 +198,7 @@ class HandFed:
             group,
             run_id,
             remap=self.remap,
+            holding=holding,
         )
 
     def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:

@@ -227,6 +227,7 @@ class ForeignKeyPlan:
     columns: tuple[str, ...]
     parent: TableRef
     ref_columns: tuple[str, ...]
+    deferrable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
