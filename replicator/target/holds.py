@@ -11,11 +11,12 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   that key's held events join the batch ahead of it (Kafka order per key is
   kept, and an unchanged-TOAST update finds the held insert it completes).
 - A batch retries at most `limit` other held events: a child whose parent
-  row is applied now (its version is stored, whichever instance wrote it),
-  one waiting for a table the batch writes without a known parent key (a
-  unique swap, a parent deleted before its children: tried in the next
-  three such batches, then with the backoff below), and any not tried for
-  `retry_after_s` doubled per attempt (at most 16 times). A child is not
+  row is applied now (its version is stored, whichever instance wrote it)
+  or written by this batch, one waiting for a table the batch writes
+  without a known parent key (a unique swap, a parent deleted before its
+  children: tried in the next three such batches, then with the backoff
+  below), and any not tried for `retry_after_s` doubled per attempt (at
+  most 16 times). A child is not
   retried by every batch that writes its parent's table: while a backlog
   drained with FKs in the target, that retried every held child in every
   batch (each one held again, its stored row rewritten).
@@ -150,15 +151,15 @@ class HoldStore:
             sql.SQL(
                 "SELECT {} FROM {} AS h WHERE group_id = %(group)s"
                 " AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))"
-                # what it waits for may be there now (and it has not failed on it three times over)
-                # (its parent row applied already, or written by this batch: the other half of a cycle)
-                " AND (((CASE WHEN awaits IS NOT NULL"
-                "        THEN EXISTS (SELECT FROM {} AS v WHERE v.target_table = h.blocked_by"
-                "          AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
-                "          OR (blocked_by, awaits) IN"
-                "            (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
-                "        ELSE blocked_by IS NULL OR blocked_by = ANY(%(written)s) END)"
-                "      AND (attempts <= 3 OR last_try_at < now() - {}))"
+                # its parent row is applied (by any member), or written by this batch (a cycle's half)
+                " AND ((awaits IS NOT NULL"
+                "        AND (EXISTS (SELECT FROM {} AS v WHERE v.target_table = h.blocked_by"
+                "               AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
+                "             OR (blocked_by, awaits) IN"
+                "               (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))))"
+                # the table it waits for is written by this batch (and it has not failed three times)
+                "   OR (awaits IS NULL AND (blocked_by IS NULL OR blocked_by = ANY(%(written)s))"
+                "        AND (attempts <= 3 OR last_try_at < now() - {}))"
                 # or it has waited long enough, whatever it waits for
                 "   OR last_try_at < now() - {})"
                 " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
