@@ -13,6 +13,7 @@ import os
 import select
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -412,6 +413,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "missing": d.missing[:20],
             "extra": d.extra[:20],
             "mismatched": [list(m[:2]) for m in d.mismatched[:20]],
+            "mismatched_columns": dict(Counter(m[1] for m in d.mismatched)),
             "placeholders": d.placeholders[:20],
             "held": d.held[:20],
             "errored": d.errored[:20],
@@ -425,6 +427,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     text = "\n".join(
         ("ok   " if r["clean"] else "DIFF ")
         + d.summary()
+        + (f"\n     {d.mismatch_detail()}" if d.mismatched else "")
         + (f"\n     {r['stopped']}" if r["stopped"] else "")
         for d, r in zip(diffs, rows, strict=True)
     )

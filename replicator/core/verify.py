@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -74,6 +75,24 @@ class TableDiff:
             f"errored={len(self.errored)} (refused by the target) rejected={len(self.rejected)} (by a rule)"
             + (f" target_owned={len(self.target_owned)} (declared)" if self.target_owned else "")
         )
+
+    def mismatch_detail(self, width: int = 60) -> str:
+        """Which columns differ (rows per column) and the first difference's values, each shown to
+        `width` characters (longer ones are cut and say how long they are); "" when none differ."""
+        if not self.mismatched:
+            return ""
+        per_column = Counter(column for _, column, _, _ in self.mismatched)
+        key, column, want, got = self.mismatched[0]
+        return (
+            "mismatched columns: "
+            + ", ".join(f"{c} ({n})" for c, n in per_column.most_common())
+            + f"; first: key {key} {column}: source {_shown(want, width)}, target {_shown(got, width)}"
+        )
+
+
+def _shown(value: Any, width: int) -> str:
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width]}… ({len(text)} chars)"
 
 
 NAN: Final = "NaN"  # numeric and float NaN: equal to itself here (a Decimal NaN never is)
