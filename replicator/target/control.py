@@ -123,9 +123,8 @@ CREATE TABLE IF NOT EXISTS {s}.held_event (
   last_try_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (group_id, topic, partition, kafka_offset)
 );
+-- the key text of the parent row a held child waits for (retried once that row is applied)
 ALTER TABLE {s}.held_event ADD COLUMN IF NOT EXISTS awaits text;
-CREATE INDEX IF NOT EXISTS held_event_awaits ON {s}.held_event (group_id, blocked_by, awaits)
-  WHERE awaits IS NOT NULL;
 CREATE TABLE IF NOT EXISTS {s}.run (
   run_id     text PRIMARY KEY,
   mode       text NOT NULL,

@@ -11,15 +11,18 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   that key's held events join the batch ahead of it (Kafka order per key is
   kept, and an unchanged-TOAST update finds the held insert it completes).
 - A batch retries at most `limit` other held events: a child whose parent
-  row is applied now (its version is stored, whichever instance wrote it)
-  or written by this batch, one waiting for a table the batch writes
-  without a known parent key (a unique swap, a parent deleted before its
-  children: tried in the next three such batches, then with the backoff
-  below), and any not tried for `retry_after_s` doubled per attempt (at
-  most 16 times). A child is not
+  row is applied now (its version is stored, whichever instance wrote it),
+  written by this batch or held too (a cycle: both halves are retried
+  together), one waiting for a table the batch writes without a known
+  parent key (a unique swap, a parent deleted before its children: all of
+  them, so the steps of a swap meet), and any not tried for
+  `retry_after_s` doubled per attempt (at most 16 times). A child is not
   retried by every batch that writes its parent's table: while a backlog
   drained with FKs in the target, that retried every held child in every
   batch (each one held again, its stored row rewritten).
+- Halves of a cycle (or of a swap) held by two members of the group never
+  meet: each member retries only its own partitions' rows. They land once
+  one member owns both partitions (see the runbook's Known limitations).
 """
 
 from __future__ import annotations
@@ -75,10 +78,9 @@ def _row(r: tuple[Any, ...]) -> HeldRow:
     )
 
 
-def _backoff(first: int) -> sql.Composable:
-    """`retry_after_s` doubled per attempt from attempt `first` on, at most 16 times."""
-    doubled = sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - {}, 4))")
-    return doubled.format(sql.Literal(first))
+def _backoff() -> sql.Composable:
+    """`retry_after_s` doubled per failed attempt, at most 16 times."""
+    return sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - 1, 4))")
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -151,19 +153,22 @@ class HoldStore:
             sql.SQL(
                 "SELECT {} FROM {} AS h WHERE group_id = %(group)s"
                 " AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))"
-                # its parent row is applied (by any member), or written by this batch (a cycle's half)
+                # its parent row is applied (by any member), written by this batch, or held too (the
+                # other half of a cycle: both are retried, so the halves meet in one batch)
                 " AND ((awaits IS NOT NULL"
                 "        AND (EXISTS (SELECT FROM {} AS v WHERE v.target_table = h.blocked_by"
                 "               AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
                 "             OR (blocked_by, awaits) IN"
-                "               (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))))"
-                # the table it waits for is written by this batch (and it has not failed three times)
-                "   OR (awaits IS NULL AND (blocked_by IS NULL OR blocked_by = ANY(%(written)s))"
-                "        AND (attempts <= 3 OR last_try_at < now() - {}))"
+                "               (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
+                "             OR (blocked_by, awaits) IN"
+                "               (SELECT target_table, key FROM {} WHERE group_id = %(group)s)))"
+                # the table it waits for is written by this batch (all such rows at once: the steps
+                # of a unique swap must meet in one batch)
+                "   OR (awaits IS NULL AND (blocked_by IS NULL OR blocked_by = ANY(%(written)s)))"
                 # or it has waited long enough, whatever it waits for
                 "   OR last_try_at < now() - {})"
                 " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-            ).format(sql.SQL(_COLUMNS), self.table, self.versions, _backoff(4), _backoff(1)),
+            ).format(sql.SQL(_COLUMNS), self.table, self.versions, self.table, _backoff()),
             {
                 "group": self.group_id,
                 "topics": [t for t, _ in mine],

@@ -115,26 +115,3 @@ def test_a_held_child_waits_for_its_parent_row_not_for_its_parents_table(family:
     assert (released.held, released.released) == (0, 1)
     assert family.held() == []
     assert family.children() == [(10, 1), (11, 5)]
-
-
-def test_a_row_waiting_for_a_table_is_retried_by_three_batches_then_backs_off(family: Family) -> None:
-    """A parent deleted before its child (no parent key to wait for: it waits for the child table)
-    is retried by the next three batches that write that table, then only as its backoff allows
-    (here: never). Before, every batch writing the child table retried it, however often it failed."""
-    a = family.a
-    a.apply(family.insert("parent", 0, id=7), family.insert("child", 0, id=70, parent_id=7))
-    family.lsn += 10
-    delete = change(
-        "fam.app.parent",
-        Op.DELETE,
-        "app.parent",
-        offset=family.offsets[("fam.app.parent", 0)],
-        position=SourcePosition(family.lsn, family.lsn),
-        key={"id": 7},
-        before={"id": 7},
-    )
-    family.offsets[("fam.app.parent", 0)] += 1
-    assert a.apply(delete._replace(raw_key=b"parent/7")).held == 1
-    for child in range(71, 77):  # six batches writing the child table
-        a.apply(family.insert("child", 0, id=child, parent_id=7))
-    assert family.held() == [("[7]", 4)]
