@@ -367,11 +367,10 @@ class BatchWriter:
                     if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
                     if not immediate:
-                        late = self._deferred_violations(conn, run)
+                        late = self._check_deferred(conn, run)
                         if late:
                             run.refused.extend(late)
                             raise _Redo
-                        self._check_deferred(conn)
                 break
             except _Redo:
                 excluded |= run.refused_events() | run.undecided_events()
@@ -407,14 +406,30 @@ class BatchWriter:
         self.target.store_stops(conn, batch.stops, sorted(p for p in batch.next_offsets if p not in stopped))
         return result, added, removed
 
+    def _check_deferred(self, conn: psycopg.Connection[Any], run: _Pass) -> list[tuple[TableWrites, Refused]]:
+        """Check the constraints deferred so far (`_CONSTRAINTS_IMMEDIATE`, in a savepoint of its
+        own). On a violation, the rows of this pass its DEFERRABLE foreign keys refuse (found row
+        by row: the server names only its first violation); none of those: _DeferredViolation."""
+        try:
+            with conn.transaction():  # rolled back on a violation: the writes stay, still deferred
+                conn.execute(_CONSTRAINTS_IMMEDIATE)
+            return []
+        except psycopg.errors.IntegrityError as exc:
+            if sqlstate(exc) not in _DEFERRED_STATES:
+                raise
+            late = self._deferred_violations(conn, run)
+            if not late:  # another deferred constraint (unique, exclusion, a constraint trigger)
+                raise _DeferredViolation from exc
+            return late
+
     def _deferred_violations(
         self, conn: psycopg.Connection[Any], run: _Pass
     ) -> list[tuple[TableWrites, Refused]]:
-        """The rows of this pass a DEFERRABLE foreign key would refuse at COMMIT, row by row: parent
+        """The rows of this pass a DEFERRABLE foreign key refuses at the end of the writes: parent
         deletes that rows of the child table still reference, else (checked in the pass that
-        keeps those parents) children whose parent is not in the target. The server's own check
-        names only its first violation; redone with immediate checks, no row of a cycle could be
-        written, so one half whose partner is late held back every cycle of the batch."""
+        keeps those parents) children whose parent is not in the target. Redone with immediate
+        checks instead, no row of a cycle could be written: one half whose partner is late
+        (another daemon's, with two) held back every cycle of the batch."""
         deferrable = [fk for fk in self.plan.foreign_keys if fk.deferrable]
         if not deferrable:
             return []
@@ -441,16 +456,6 @@ class BatchWriter:
                     found = rows.unreferenced(conn, fk, pointing) if pointing else []
                     children += [(w, _deferred(i, fk, why)) for i in found]
         return parents or children
-
-    @staticmethod
-    def _check_deferred(conn: psycopg.Connection[Any]) -> None:
-        """Check the constraints deferred so far (`_CONSTRAINTS_IMMEDIATE`); raises _DeferredViolation."""
-        try:
-            conn.execute(_CONSTRAINTS_IMMEDIATE)
-        except psycopg.errors.IntegrityError as exc:
-            if sqlstate(exc) in _DEFERRED_STATES:
-                raise _DeferredViolation from exc
-            raise
 
     # ------------------------------------------------------------------ step 1: held events join
     def _due(self, conn: psycopg.Connection[Any], batch: PreparedBatch) -> list[HeldRow]:

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from replicator.config import HoldSettings
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.spec import load_spec_text
 from replicator.core.model import (
@@ -160,3 +161,81 @@ def test_a_parent_deleted_while_its_child_stays_is_held_and_the_rest_lands(cycle
     result = cycle.apply(delete, cycle.insert("team", 410, id=5, lead_member_id=None))
     assert (result.held, result.held_by_table) == (1, {"cyc.team": 1})
     assert cycle.state() == ([(3, 30), (5, None)], [(30, 3)], 1)
+
+
+def test_halves_held_by_two_members_land_together_once_one_member_owns_both(
+    stack: Stack, cycle: Cycle
+) -> None:
+    """Two daemons: each holds its half of a cycle (a member owns its partitions' held rows). Once
+    one member owns both partitions (the other stopped), its next batch retries both halves, each
+    because the row it waits for is held too, and they land together (trial 5 rerun: with each
+    half retried only when its parent was applied, a single daemon released none of 65 pairs)."""
+    other = HandFed(stack, cycle.dbname, cycle.plan, "deferred")
+    try:
+        assert cycle.apply(cycle.insert("team_member", 600, id=60, team_id=6)).held == 1
+        assert other.apply(cycle.insert("team", 600, id=6, lead_member_id=60)).held == 1
+    finally:
+        other.close()
+    one = HandFed(stack, cycle.dbname, cycle.plan, "deferred", HoldSettings(retry_after_s=3600))
+    try:
+        one.events.update({**cycle.events, **other.events})  # the held records, to map them again
+        one.writer.on_assign([("cyc.app.team", 0), ("cyc.app.team_member", 0)])
+        result = one.apply(cycle.insert("team", 610, id=7, lead_member_id=None))
+        assert (result.held, result.released) == (0, 2)
+        assert cycle.state() == ([(6, 60), (7, None)], [(60, 6)], 0)
+    finally:
+        one.close()
+
+
+UNIQUE_SCHEMA = """
+CREATE SCHEMA uq;
+CREATE TABLE uq.code (id int PRIMARY KEY, code text NOT NULL UNIQUE DEFERRABLE INITIALLY DEFERRED);
+GRANT USAGE ON SCHEMA uq TO replicator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA uq TO replicator;
+"""
+
+UNIQUE_SPEC = """
+version: 1
+topic_prefix: uq
+tables:
+- id: code
+  source: app.code
+  target: uq.code
+  key: {id: id}
+  delete: {policy: hard}
+  truncate: {policy: error}
+  columns: {id: {from: id}, code: {from: code}}
+"""
+
+
+def test_another_deferred_constraint_falls_back_to_checks_per_statement(stack: Stack) -> None:
+    """A DEFERRABLE unique constraint is not a foreign key the writer can check row by row: its
+    violation at the end redoes the writes with immediate checks, and only the row that takes a
+    value another row still holds is held."""
+    dbname = fresh_target("deferredunique")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(UNIQUE_SCHEMA)
+        plan = compile_spec(load_spec_text(UNIQUE_SPEC), read_catalog(conn, ["uq"]))
+    fed = HandFed(stack, dbname, plan, "deferredunique")
+    try:
+
+        def insert(offset: int, **after: Any) -> ChangeEvent:
+            e = change(
+                "uq.app.code",
+                Op.CREATE,
+                "app.code",
+                offset=offset,
+                position=SourcePosition(100 + offset, 100 + offset),
+                key={"id": after["id"]},
+                after=after,
+            )
+            return e._replace(raw_key=f"code/{after['id']}".encode())
+
+        fed.apply(insert(0, id=1, code="a"))
+        result = fed.apply(insert(1, id=2, code="a"), insert(2, id=3, code="b"))
+        assert (result.held, result.held_by_table) == (1, {"uq.code": 1})
+        with psycopg.connect(stack.target_admin(dbname)) as conn:
+            rows = conn.execute("SELECT id, code FROM uq.code ORDER BY id").fetchall()
+        assert rows == [(1, "a"), (3, "b")]
+    finally:
+        fed.close()
