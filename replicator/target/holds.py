@@ -78,9 +78,8 @@ def _row(r: tuple[Any, ...]) -> HeldRow:
     )
 
 
-def _backoff() -> sql.Composable:
-    """`retry_after_s` doubled per failed attempt, at most 16 times."""
-    return sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - 1, 4))")
+# `retry_after_s` doubled per failed attempt, at most 16 times
+_BACKOFF = sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - 1, 4))")
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -168,7 +167,7 @@ class HoldStore:
                 # or it has waited long enough, whatever it waits for
                 "   OR last_try_at < now() - {})"
                 " ORDER BY last_try_at, topic, partition, kafka_offset LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-            ).format(sql.SQL(_COLUMNS), self.table, self.versions, self.table, _backoff()),
+            ).format(sql.SQL(_COLUMNS), self.table, self.versions, self.table, _BACKOFF),
             {
                 "group": self.group_id,
                 "topics": [t for t, _ in mine],

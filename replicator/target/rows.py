@@ -315,29 +315,34 @@ class TableRows:
     ) -> list[Intent]:
         """Of `rows` (this table's upserts, written, every column of `fk` set), those whose
         referenced row is not in `fk.parent` now."""
-        self._stage(conn, fk.columns, rows)
-        found = conn.execute(
-            sql.SQL("SELECT s.{} FROM {} AS s WHERE NOT EXISTS (SELECT FROM {} AS p WHERE {})").format(
-                sql.Identifier(ROW_NUMBER),
-                self._stage_id,
-                sql.Identifier(fk.parent.schema, fk.parent.name),
-                _pairs("p", fk.ref_columns, "s", fk.columns),
-            )
-        ).fetchall()
-        return [rows[n - 1] for (n,) in found]
+        return self._matching(conn, rows, fk.columns, fk.parent, fk.ref_columns, exists=False)
 
     def referenced(
         self, conn: psycopg.Connection[Any], fk: ForeignKeyPlan, rows: Sequence[Intent]
     ) -> list[Intent]:
         """Of `rows` (this table's hard deletes, whose key `fk` references), those a row of
         `fk.child` still references."""
-        self._stage(conn, fk.ref_columns, rows)
+        return self._matching(conn, rows, fk.ref_columns, fk.child, fk.columns, exists=True)
+
+    def _matching(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Intent],
+        cols: tuple[str, ...],
+        other: TableRef,
+        other_cols: tuple[str, ...],
+        exists: bool,
+    ) -> list[Intent]:
+        """Of `rows` (staged by `cols`), those that do (`exists`) or do not have a row in `other`
+        whose `other_cols` equal their `cols`, column by column."""
+        self._stage(conn, cols, rows)
         found = conn.execute(
-            sql.SQL("SELECT s.{} FROM {} AS s WHERE EXISTS (SELECT FROM {} AS c WHERE {})").format(
+            sql.SQL("SELECT s.{} FROM {} AS s WHERE {} EXISTS (SELECT FROM {} AS o WHERE {})").format(
                 sql.Identifier(ROW_NUMBER),
                 self._stage_id,
-                sql.Identifier(fk.child.schema, fk.child.name),
-                _pairs("c", fk.columns, "s", fk.ref_columns),
+                sql.SQL("" if exists else "NOT"),
+                sql.Identifier(other.schema, other.name),
+                _pairs("o", other_cols, "s", cols),
             )
         ).fetchall()
         return [rows[n - 1] for (n,) in found]
