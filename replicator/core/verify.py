@@ -5,7 +5,8 @@ the compiled plan (filters included); rows the plan rejects are error
 records, not rows ("rejected by a rule", e.g. a value a cast refuses). An
 expected row that is absent is one of three things: an error record the
 target refused ("errored"), held back waiting for a lagging table ("held":
-will land), or missing (a loss). Only the absence of all of them is clean:
+will land), or missing (a loss); a held update or delete (a row that differs
+or is extra) is reported held too. Only the absence of all of them is clean:
 a rejected or errored row is a source row the target does not have, so
 both need action; `clean(accept_errors=True)` lets them through when the
 operator has looked at them. Target rows whose stored version says the source
@@ -57,7 +58,7 @@ class TableDiff:
     placeholders: list[tuple[str, str]] = field(default_factory=list)  # key, column
     rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id (expected)
     errored: list[str] = field(default_factory=list)  # absent: an error record (needs action)
-    held: list[str] = field(default_factory=list)  # absent: held back, waiting for a lagging table
+    held: list[str] = field(default_factory=list)  # held back (an insert, update or delete that will land)
     target_owned: list[str] = field(default_factory=list)  # only in the target, declared target-owned
 
     def clean(self, accept_errors: bool = False) -> bool:
@@ -215,8 +216,9 @@ def diff(
     held: frozenset[str] = frozenset(),
     only: set[str] | None = None,
 ) -> TableDiff:
-    """Compare one table. Absent keys in `errored` (error records) or `held` (held events) are
-    reported as such, never as missing. With `only`, values (and placeholders) are compared for
+    """Compare one table. Keys in `held` (held events: an insert, update or delete that will land)
+    are reported as held, never as missing, extra or mismatched; absent keys in `errored` (error
+    records) as such, never as missing. With `only`, values (and placeholders) are compared for
     those keys alone; missing and extra rows are always over every key."""
     result = TableDiff(table.target, expected=len(expected), actual=len(actual), rejected=rejected)
     marker = placeholder.encode()
@@ -225,18 +227,22 @@ def diff(
             if value in (placeholder, marker) or (isinstance(value, list) and placeholder in value):
                 result.placeholders.append((key, column))
     absent = set(expected) - set(actual)
-    result.held = sorted(absent & held)
-    result.errored = sorted((absent - held) & errored)
-    result.missing = sorted(absent - held - errored)
-    only_target = sorted(set(actual) - set(expected))
-    if table.target_owned_rows:
-        result.target_owned = only_target
-    else:
-        result.extra = only_target
+    only_target = set(actual) - set(expected)
     both = set(expected) & set(actual)
+    differing: set[str] = set()
     for key in sorted(both if only is None else both & only):
         want, got = expected[key], actual[key]
         for column in want:
             if normalize(want[column]) != normalize(got.get(column)):
                 result.mismatched.append((key, column, want[column], got.get(column)))
+                differing.add(key)
+    extra = set() if table.target_owned_rows else only_target
+    result.held = sorted((absent | extra | differing) & held)
+    result.mismatched = [m for m in result.mismatched if m[0] not in held]
+    result.errored = sorted((absent - held) & errored)
+    result.missing = sorted(absent - held - errored)
+    if table.target_owned_rows:
+        result.target_owned = sorted(only_target)
+    else:
+        result.extra = sorted(extra - held)
     return result
