@@ -469,6 +469,17 @@ class JsonDecoder:
             self._keys.exact.add(ref.topic)
             return self._decode(ref, key, value, headers)
 
+    def key_row(self, ref: KafkaRef, key: bytes | None) -> dict[str, Any] | None:
+        """The record's key alone (for the error record of a value that cannot be decoded); None
+        when there is no key or it cannot be decoded either."""
+        if key is None:
+            return None
+        try:
+            key_plan, key_payload = self._parse(ref, self._keys, key, "key")
+            return _key_row(ref, key_plan, key_payload)
+        except (DecodeError, InexactNumber):
+            return None
+
     def _decode(self, ref: KafkaRef, key: bytes | None, value: bytes, headers: Headers) -> Decoded:
         plan, payload = self._parse(ref, self._values, value, "value")
         if payload is None:
@@ -538,6 +549,18 @@ class AvroDecoder:
             key_schema, key_plan = self._key_plan(ref, key)
             key_row = _key_row(ref, key_plan, self._read(ref, key, key_schema, "key"))
         return _to_event(ref, payload, key_row, plan, key, value, headers)
+
+    def key_row(self, ref: KafkaRef, key: bytes | None) -> dict[str, Any] | None:
+        """The record's key alone (for the error record of a value that cannot be decoded); None
+        when there is no key or it cannot be decoded either (the registry down included: the
+        value's error is what the record reports)."""
+        if key is None:
+            return None
+        try:
+            key_schema, key_plan = self._key_plan(ref, key)
+            return _key_row(ref, key_plan, self._read(ref, key, key_schema, "key"))
+        except Exception:
+            return None
 
     def _schema_id(self, ref: KafkaRef, data: bytes, what: str) -> int:
         try:

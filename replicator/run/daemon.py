@@ -34,7 +34,7 @@ from replicator.kafka.logs import route_kafka_logs
 from replicator.run.assembly import capture, decoder, live_catalogs, run_plan
 from replicator.run.capture_check import capture_gap_warnings
 from replicator.run.heartbeat import Heartbeat
-from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink
+from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink, undecodable
 from replicator.run.marks import CaptureMarks
 from replicator.run.metrics import Metrics, MetricsServer
 from replicator.run.observer import Health, LoopObserver, observe_all
@@ -75,7 +75,7 @@ def remap(
         try:
             decoded = dec.decode(r.ref, r.key, r.value, r.headers)
         except DecodeError as exc:
-            failures.append(Failure(r.ref, "decode", exc.message, r.key, r.value))
+            failures.append(undecodable(dec, r, exc))
             continue
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)

@@ -52,7 +52,7 @@ from replicator import failpoints
 from replicator.config import BatchSettings
 from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
 from replicator.core.errors import Fatal, Transient
-from replicator.core.intents import PreparedBatch, prepare
+from replicator.core.intents import PreparedBatch, key_text, prepare
 from replicator.core.layout import RULE as PARTITIONS_RULE
 from replicator.core.layout import Change, without
 from replicator.core.mapping.plan import Plan
@@ -107,6 +107,21 @@ class Decoder(Protocol):
     def decode(
         self, ref: KafkaRef, key: bytes | None, value: bytes | None, headers: Headers = ()
     ) -> Decoded: ...
+    def key_row(self, ref: KafkaRef, key: bytes | None) -> dict[str, Any] | None: ...
+
+
+def undecodable(dec: Decoder, record: Record, exc: DecodeError) -> Failure:
+    """The error record of a record that cannot be decoded, naming its source key when the key
+    alone can be read (an error record keyed `-` could not be found by its row)."""
+    row = dec.key_row(record.ref, record.key)
+    return Failure(
+        ref=record.ref,
+        rule_id="decode",
+        message=exc.message,
+        raw_key=record.key,
+        raw_value=record.value,
+        key=None if row is None else key_text(tuple(row.values())),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,11 +440,7 @@ class ConsumerLoop:
                     lambda: self.decoder.decode(ref, record.key, record.value, record.headers), "decode"
                 )
         except DecodeError as exc:
-            batch.failures.append(
-                Failure(
-                    ref=ref, rule_id="decode", message=exc.message, raw_key=record.key, raw_value=record.value
-                )
-            )
+            batch.failures.append(undecodable(self.decoder, record, exc))
             return
         if isinstance(decoded, ChangeEvent):
             batch.events.append(decoded)

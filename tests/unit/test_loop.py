@@ -261,12 +261,16 @@ def test_a_range_ends_at_stop_at() -> None:
 
 
 def test_an_undecodable_record_becomes_a_failure_not_a_drop() -> None:
-    source = FakeSource([record(0), record(1, value=b"{not json")], {(TOPIC, 0): (0, 2)})
+    """It names the row by its key when the key alone decodes (trial 5: every such record was
+    keyed `-`, so `errors list --key` could not find it); no key text when the key is bad too."""
+    bad_key = Record(KafkaRef(TOPIC, 0, 2), b"\xff", b"{not json")
+    source = FakeSource([record(0), record(1, value=b"{not json"), bad_key], {(TOPIC, 0): (0, 3)})
     sink = FakeSink(source, {})
     make_loop(source, sink).run()
-    (failure,) = sink.applied[0].failures
-    assert (failure.ref.offset, failure.rule_id, failure.raw_value) == (1, "decode", b"{not json")
-    assert sink.applied[0].next_offsets == {(TOPIC, 0): 2}
+    first, second = sink.applied[0].failures
+    assert (first.ref.offset, first.rule_id, first.raw_value, first.key) == (1, "decode", b"{not json", "[1]")
+    assert (second.ref.offset, second.key) == (2, None)
+    assert sink.applied[0].next_offsets == {(TOPIC, 0): 3}
 
 
 class SlowSink(FakeSink):
