@@ -20,9 +20,14 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   retried by every batch that writes its parent's table: while a backlog
   drained with FKs in the target, that retried every held child in every
   batch (each one held again, its stored row rewritten).
-- Halves of a cycle (or of a swap) held by two members of the group never
-  meet: each member retries only its own partitions' rows. They land once
-  one member owns both partitions (see the runbook's Known limitations).
+- Halves of a cycle (or the steps of a swap) held by two members of the
+  group meet in one batch: a batch that retries a held row adopts the held
+  rows it waits for from any member's partition (locked, SKIP LOCKED: one
+  another member is retrying stays there). The owner of the pair's lower
+  partition is the one that retries it for its held counterpart, so the two
+  members do not lock one half each, every batch. An adopted row applied or
+  errored is removed by the adopter; its owner's in-memory index learns that
+  at its next retry that finds nothing due (the index is read again).
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ def _row(r: tuple[Any, ...]) -> HeldRow:
         awaits=r[14],
     )
 
+
+# how far `HoldStore._adopt` follows what adopted rows wait for in turn (a cycle of three tables)
+_ADOPTION_ROUNDS = 3
 
 # `retry_after_s` doubled per failed attempt, at most 16 times
 _BACKOFF = sql.SQL("make_interval(secs => %(after)s * 2 ^ least(attempts - 1, 4))")
@@ -159,8 +167,12 @@ class HoldStore:
                 "               AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
                 "             OR (blocked_by, awaits) IN"
                 "               (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
-                "             OR (blocked_by, awaits) IN"
-                "               (SELECT target_table, key FROM {} WHERE group_id = %(group)s)))"
+                "             OR EXISTS (SELECT FROM {} AS c WHERE c.group_id = %(group)s"
+                "               AND c.target_table = h.blocked_by AND c.key = h.awaits"
+                # another member's half: only the owner of the lower partition retries (and adopts it)
+                "               AND ((c.topic, c.partition) IN"
+                "                      (SELECT * FROM unnest(%(owned_topics)s::text[], %(owned)s::int[]))"
+                "                    OR (c.topic, c.partition) > (h.topic, h.partition)))))"
                 # the table it waits for is written by this batch (all such rows at once: the steps
                 # of a unique swap must meet in one batch)
                 "   OR (awaits IS NULL AND (blocked_by IS NULL OR blocked_by = ANY(%(written)s)))"
@@ -172,6 +184,8 @@ class HoldStore:
                 "group": self.group_id,
                 "topics": [t for t, _ in mine],
                 "partitions": [p for _, p in mine],
+                "owned_topics": [t for t, _ in self.index],
+                "owned": [p for _, p in self.index],
                 "written": sorted(str(t) for t in written),
                 "tables": [str(t) for t, texts in written.items() for _ in texts],
                 "keys": [k for texts in written.values() for k in texts],
@@ -181,6 +195,11 @@ class HoldStore:
         ).fetchall()
         for h in map(_row, rows):
             found.setdefault(h.record.ref, h)
+        if not found and not batch_keys and not written:
+            # a retry of held rows alone found none due: another member may have applied some of
+            # ours (adopted them), so the index is read again rather than retried on forever
+            self.load_index(conn, list(self.index))
+            return []
         # Every held event of a key goes with the others (a limit must not split a key's chain):
         # read the rest of the chains the index says were not all found (most keys hold one event).
         chained = Counter((h.record.ref.topic, h.record.ref.partition, h.record.key) for h in found.values())
@@ -200,7 +219,48 @@ class HoldStore:
             ).fetchall()
             for h in map(_row, rows):
                 found.setdefault(h.record.ref, h)
+        self._adopt(conn, found, limit)
         return sorted(found.values(), key=lambda h: h.record.ref)
+
+    def _adopt(self, conn: psycopg.Connection[Any], found: dict[KafkaRef, HeldRow], limit: int) -> None:
+        """Add to `found` the held rows that rows in it wait for, whichever member's partition
+        holds them (each with its key's whole chain), and theirs in turn: the halves of a cycle
+        and the steps of a swap held by two members meet in this batch. Rows another member is
+        retrying right now are skipped (locked); the member that owns the lower partition of a
+        split pair is the one that retries it (`due`), so two members do not take turns."""
+        frontier = list(found.values())
+        for _ in range(_ADOPTION_ROUNDS):
+            pairs = {(str(h.blocked_by), h.awaits) for h in frontier if h.blocked_by and h.awaits}
+            tables = sorted({str(h.blocked_by) for h in frontier if h.blocked_by and not h.awaits})
+            room = limit - len(found)
+            if not (pairs or tables) or room <= 0:
+                return
+            refs = list(found)
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT {} FROM {} WHERE group_id = %(group)s AND (topic, partition, raw_key) IN"
+                    " (SELECT c.topic, c.partition, c.raw_key FROM {} AS c WHERE c.group_id = %(group)s"
+                    "   AND ((c.target_table, c.key) IN"
+                    "          (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
+                    "        OR c.target_table = ANY(%(any_of)s)))"
+                    " AND (topic, partition, kafka_offset) NOT IN"
+                    "   (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[],"
+                    "      %(offsets)s::bigint[]))"
+                    " ORDER BY topic, partition, kafka_offset LIMIT %(room)s FOR UPDATE SKIP LOCKED"
+                ).format(sql.SQL(_COLUMNS), self.table, self.table),
+                {
+                    "group": self.group_id,
+                    "tables": [t for t, _ in pairs],
+                    "keys": [k for _, k in pairs],
+                    "any_of": tables,
+                    "topics": [r.topic for r in refs],
+                    "partitions": [r.partition for r in refs],
+                    "offsets": [r.offset for r in refs],
+                    "room": room,
+                },
+            ).fetchall()
+            frontier = [h for h in map(_row, rows) if h.record.ref not in found]
+            found.update((h.record.ref, h) for h in frontier)
 
     def held_tables(self, conn: psycopg.Connection[Any]) -> frozenset[str]:
         """The target tables any instance of the group holds events for."""

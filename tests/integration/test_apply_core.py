@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from replicator import failpoints
-from replicator.config import TargetSettings
+from replicator.config import HoldSettings, TargetSettings
 from replicator.core.errors import Fatal
 from replicator.core.intents import prepare
 from replicator.core.model import (
@@ -352,6 +352,29 @@ def test_a_held_swap_step_that_no_longer_fits_does_not_block_the_rows_later_even
     w.apply(w.event(3, 500, 501, "D", "d"))  # a later product batch retries A: 'b' is free now
     w.close()
     assert w.rows() == ({"A": "b", "C": "a", "D": "d"}, [], 0)
+
+
+def test_a_swap_whose_steps_two_members_hold_lands_in_either_members_next_batch(stack: Stack) -> None:
+    """A and B swap titles in one transaction (A via a temporary title), A's partition owned by
+    one member, B's by another. Each member applies its own steps first and holds them (the
+    other row still has the title). The next batch writing the table (here the second member's)
+    retries its held step and adopts the other member's held steps: replayed event by event in
+    source order, the swap lands. Before, each member retried only its own partitions' rows and
+    both steps stayed held until one member owned both partitions."""
+    w = Products(stack, "swapsplit")
+    other = HandFed(stack, w.dbname, w.plan, "swapsplit", HoldSettings(retry_after_s=3600))
+    try:
+        w.apply(w.event(0, 100, 101, "A", "a"), w.event(1, 100, 102, "B", "b"))
+        a1, a2 = w.event(0, 200, 201, "A", "tA"), w.event(0, 200, 203, "A", "b")
+        assert w.apply(a1, a2).held == 2  # 'b' is still B's
+        assert other.apply(w.event(1, 200, 202, "B", "a")).held == 1  # 'a' is still A's
+        other.events.update(w.events)  # the other member's held records, to map them again
+        landed = other.apply(w.event(1, 300, 301, "D", "d"))
+        assert (landed.held, landed.released) == (0, 3)
+        assert w.rows() == ({"A": "b", "B": "a", "D": "d"}, [], 0)
+    finally:
+        other.close()
+        w.close()
 
 
 def test_a_held_insert_whose_value_was_taken_lands_whole_with_its_toast_skipping_update(

@@ -187,6 +187,38 @@ def test_halves_held_by_two_members_land_together_once_one_member_owns_both(
         one.close()
 
 
+def test_halves_held_by_two_members_land_in_the_lower_partitions_owners_next_batch(
+    stack: Stack, cycle: Cycle
+) -> None:
+    """Two daemons, each holding its half of a cycle: the owner of the lower partition (team's)
+    retries its half because the row it waits for is held too, adopts the other member's half
+    and both land in its batch. The other member's batches leave the pair alone (no two members
+    locking one half each); its stale count of held rows is read again at its next idle retry.
+    Before: each member retried only its own partitions' rows, and the pair stayed held (trial 5,
+    N1) until one member owned both partitions."""
+    with psycopg.connect(cycle.admin) as conn:
+        conn.execute("INSERT INTO cyc.team VALUES (4, 40); INSERT INTO cyc.team_member VALUES (40, 4)")
+    patient = HoldSettings(retry_after_s=3600)  # no retry because a row waited long enough
+    low = HandFed(stack, cycle.dbname, cycle.plan, "deferred", patient)  # cyc.app.team's partition
+    high = HandFed(stack, cycle.dbname, cycle.plan, "deferred", patient)  # cyc.app.team_member's
+    try:
+        assert high.apply(cycle.insert("team_member", 600, id=60, team_id=6)).held == 1
+        assert low.apply(cycle.insert("team", 600, id=6, lead_member_id=60)).held == 1
+        again = high.apply(cycle.insert("team_member", 610, id=41, team_id=4))
+        assert (again.held, again.released) == (0, 0)
+        assert cycle.state()[2] == 2
+        low.events.update(high.events)  # the other member's held record, to map it again
+        landed = low.apply(cycle.insert("team", 620, id=7, lead_member_id=None))
+        assert (landed.held, landed.released) == (0, 2)
+        assert cycle.state() == ([(4, 40), (6, 60), (7, None)], [(40, 4), (41, 4), (60, 6)], 0)
+        assert high.writer.held == 1  # not known yet to the member whose half was adopted
+        idle = high.apply()
+        assert (idle.held, idle.released, high.writer.held) == (0, 0, 0)
+    finally:
+        low.close()
+        high.close()
+
+
 UNIQUE_SCHEMA = """
 CREATE SCHEMA uq;
 CREATE TABLE uq.code (id int PRIMARY KEY, code text NOT NULL UNIQUE DEFERRABLE INITIALLY DEFERRED);
