@@ -35,6 +35,7 @@ class Drained:
     fence_lsn: int
     end_offsets: dict[Partition, int]
     seconds: float
+    held_elsewhere: tuple[tuple[str, int, str], ...] = ()  # (table, rows, waiting for) not waited for
 
 
 def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
@@ -106,7 +107,11 @@ def drain(
     signal_table: str,
     timeout_s: float,
     group: str | None = None,
+    held_tables: frozenset[str] | None = None,
 ) -> Drained:
+    """Fence the source, wait until `group` applied everything before the fence and holds no row
+    back from before it (with `held_tables`, only rows of those target tables keep it waiting;
+    `Drained.held_elsewhere` names the others)."""
     started = time.monotonic()
     deadline = started + timeout_s
     group = group or settings.kafka.group_id
@@ -132,8 +137,10 @@ def drain(
     wait_for(applied, deadline, f"group {group} to apply up to {ends}")
     while True:  # a row held back is not in the target yet: drained means none is left
         with ControlStore.open(settings) as store:
-            held = store.held_before(group, lsn) if store.initialized() else []
+            every = store.held_before(group, lsn) if store.initialized() else []
+        held = [h for h in every if held_tables is None or h[0] in held_tables]
         if not held:
+            elsewhere = tuple(every)  # none of them in `held_tables`
             break
         if time.monotonic() > deadline:
             waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in held)
@@ -143,4 +150,4 @@ def drain(
                 " a NOT DEFERRABLE foreign-key cycle in the target)"
             )
         time.sleep(0.25)  # polling the held rows until the group has applied them
-    return Drained(lsn, ends, time.monotonic() - started)
+    return Drained(lsn, ends, time.monotonic() - started, elsewhere)

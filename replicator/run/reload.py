@@ -39,6 +39,7 @@ class Reloaded:
     sources: tuple[str, ...]
     snapshot_s: float
     applied_s: float
+    held_elsewhere: tuple[tuple[str, int, str], ...] = ()  # (table, rows, waiting for): not reloaded
 
 
 def reload_sources(plan: Plan, names: list[str]) -> list[TableRef]:
@@ -127,5 +128,11 @@ def reload_tables(
         str(signal_table),
         max(1.0, deadline - time.monotonic()),
         group,
+        # rows held in other tables are not the reload's to wait for (they kept it waiting until
+        # --timeout, an hour by default, though the reloaded rows had landed)
+        frozenset(str(t.target) for t in plan.tables if t.source in sources),
     )
-    return Reloaded(signal_id, tuple(map(str, sources)), snapshot_s, drained.seconds)
+    if drained.held_elsewhere:
+        waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in drained.held_elsewhere)
+        say(f"reload: note: rows of tables not reloaded are held back ({waiting}); see `replicator status`")
+    return Reloaded(signal_id, tuple(map(str, sources)), snapshot_s, drained.seconds, drained.held_elsewhere)

@@ -22,6 +22,13 @@ from tests.integration.pipeline import (
 )
 from tests.integration.stack import Stack
 
+# a row of another table held since before any fence (the daemon, converged, does not know it)
+HELD_ELSEWHERE = (
+    "INSERT INTO replicator.held_event (group_id, topic, partition, kafka_offset, target_table, key,"
+    " blocked_by, judged_at, positioned) VALUES (%s, 'demo.shop.orders', 0, 999999999, 'sales.order',"
+    " '[1]', 'crm.customer', 1, true)"
+)
+
 
 def test_reload_heals_deleted_and_damaged_rows_of_a_table(stack: Stack, tmp_path: Path) -> None:
     dbname = fresh_target("reload")
@@ -47,10 +54,15 @@ def test_reload_heals_deleted_and_damaged_rows_of_a_table(stack: Stack, tmp_path
         assert len(gone) == 5 and damaged is not None
         (pii,) = [d for d in verify_demo(stack, dbname) if str(d.target) == "crm.customer_pii"]
         assert len(pii.missing) == 5 and len(pii.mismatched) == 1, pii.summary()  # what reload must heal
-        done = run_cli(env, "reload", "--table", "crm.customer_pii", "--json", "--timeout", "600")
+        with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+            conn.execute(HELD_ELSEWHERE, (group,))  # trial 5: reload waited for it until --timeout
+        done = run_cli(env, "reload", "--table", "crm.customer_pii", "--json", "--timeout", "120")
         assert done.returncode == 0, done.stderr[-2000:]
         result = json.loads(done.stdout)
         assert result["sources"] == ["shop.customers"] and result["snapshot_s"] > 0, result
+        assert result["held_elsewhere"] == [["sales.order", 1, "crm.customer"]], result
+        with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+            conn.execute("DELETE FROM replicator.held_event WHERE group_id = %s", (group,))
         assert_converged_equal(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         back = {
