@@ -111,8 +111,9 @@ class Decoder(Protocol):
 
 
 def undecodable(dec: Decoder, record: Record, exc: DecodeError) -> Failure:
-    """The error record of a record that cannot be decoded, naming its source key when the key
-    alone can be read (an error record keyed `-` could not be found by its row)."""
+    """The error record of a record that cannot be decoded, naming its row by the source key's
+    values when the key alone can be read (the target key needs the value; an error record keyed
+    `-` could not be found by its row)."""
     row = dec.key_row(record.ref, record.key)
     return Failure(
         ref=record.ref,
