@@ -125,6 +125,8 @@ CREATE TABLE IF NOT EXISTS {s}.held_event (
 );
 -- the key text of the parent row a held child waits for (retried once that row is applied)
 ALTER TABLE {s}.held_event ADD COLUMN IF NOT EXISTS awaits text;
+-- a held row's counterparts (the rows it waits for that are held too) are found by this index
+CREATE INDEX IF NOT EXISTS held_event_row ON {s}.held_event (group_id, target_table, key);
 CREATE TABLE IF NOT EXISTS {s}.run (
   run_id     text PRIMARY KEY,
   mode       text NOT NULL,
