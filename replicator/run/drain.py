@@ -17,7 +17,7 @@ convergence condition instead of sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,11 +143,16 @@ def drain(
             elsewhere = tuple(every)  # none of them in `held_tables`
             break
         if time.monotonic() > deadline:
-            waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in held)
             raise Fatal(
                 f"drain timed out: group {group} applied past the fence LSN {lsn} but holds rows back"
-                f" ({waiting}); see `replicator status` (a parent that never comes: its spec rule, or"
-                " a NOT DEFERRABLE foreign-key cycle in the target)"
+                f" ({held_text(held)}); see `replicator status` and `replicator errors list` (a row they"
+                " wait for that never comes: rejected by its spec rule, or a NOT DEFERRABLE"
+                " foreign-key cycle in the target, which `mapping check` warns about)"
             )
         time.sleep(0.25)  # polling the held rows until the group has applied them
     return Drained(lsn, ends, time.monotonic() - started, elsewhere)
+
+
+def held_text(held: Iterable[tuple[str, int, str]]) -> str:
+    """Held rows per table, one clause each: `<table>: <n> rows wait for <what>; ...`."""
+    return "; ".join(f"{table}: {n} rows wait for {what}" for table, n, what in held)

@@ -26,7 +26,7 @@ from replicator.kafka.clients import Metadata
 from replicator.pg.catalog import read_catalog
 from replicator.pg.session import connect
 from replicator.run.assembly import capture, target_plan
-from replicator.run.drain import check_capture, drain
+from replicator.run.drain import check_capture, drain, held_text
 from replicator.source.signal import write_snapshot_signal
 
 POLL_S = 1.0
@@ -133,6 +133,8 @@ def reload_tables(
         frozenset(str(t.target) for t in plan.tables if t.source in sources),
     )
     if drained.held_elsewhere:
-        waiting = "; ".join(f"{t}: {n} rows wait for {w}" for t, n, w in drained.held_elsewhere)
-        say(f"reload: note: rows of tables not reloaded are held back ({waiting}); see `replicator status`")
+        say(
+            f"reload: note: rows of tables not reloaded are held back ({held_text(drained.held_elsewhere)});"
+            " see `replicator status`"
+        )
     return Reloaded(signal_id, tuple(map(str, sources)), snapshot_s, drained.seconds, drained.held_elsewhere)
