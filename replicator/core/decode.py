@@ -383,10 +383,10 @@ class _JsonSide(Generic[P]):
     def parse(self, topic: str, data: bytes) -> tuple[P, Any]:
         last = self._last_prefix.get(topic)
         if last is not None and data.startswith(last[0]) and data.endswith(b"}"):
-            body = memoryview(data)[len(last[0]) : -1]  # the payload, not copied
+            body = data[len(last[0]) : -1]  # the payload (orjson reads a bytes copy faster than a memoryview)
             try:
                 if topic in self.exact:
-                    return last[1], self._decoder.decode(bytes(body).decode("utf-8"))
+                    return last[1], self._decoder.decode(body.decode("utf-8"))
                 return last[1], orjson.loads(body)
             except ValueError:
                 pass  # NaN tokens, huge integers, extra top-level keys: the general path

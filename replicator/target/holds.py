@@ -109,7 +109,7 @@ class HoldStore:
         rows = conn.execute(
             sql.SQL(
                 "SELECT topic, partition, raw_key FROM {} WHERE group_id = %s"
-                " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                " AND (topic, partition) IN (SELECT * FROM unnest(%b::text[], %s::int[]))"
             ).format(self.table),
             (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
         ).fetchall()
@@ -150,7 +150,7 @@ class HoldStore:
             rows = conn.execute(
                 sql.SQL(
                     "SELECT {} FROM {} WHERE group_id = %s AND (topic, partition, raw_key) IN"
-                    " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[]))"
+                    " (SELECT * FROM unnest(%b::text[], %s::int[], %s::bytea[]))"
                     " ORDER BY topic, partition, kafka_offset FOR UPDATE"
                 ).format(sql.SQL(_COLUMNS), self.table),
                 (self.group_id, [p[0] for p, _ in wanted], [p[1] for p, _ in wanted], [k for _, k in wanted]),
@@ -159,19 +159,19 @@ class HoldStore:
         rows = conn.execute(
             sql.SQL(
                 "SELECT {} FROM {} AS h WHERE group_id = %(group)s"
-                " AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))"
+                " AND (topic, partition) IN (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[]))"
                 # its parent row is applied (by any member), written by this batch, or held too (the
                 # other half of a cycle: both are retried, so the halves meet in one batch)
                 " AND ((awaits IS NOT NULL"
                 "        AND (EXISTS (SELECT FROM {} AS v WHERE v.target_table = h.blocked_by"
                 "               AND v.key = h.awaits AND v.kafka_offset IS NOT NULL AND NOT v.deleted)"
                 "             OR (blocked_by, awaits) IN"
-                "               (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
+                "               (SELECT * FROM unnest(%(tables)b::text[], %(keys)b::text[]))"
                 "             OR EXISTS (SELECT FROM {} AS c WHERE c.group_id = %(group)s"
                 "               AND c.target_table = h.blocked_by AND c.key = h.awaits"
                 # another member's half: only the owner of the lower partition retries (and adopts it)
                 "               AND ((c.topic, c.partition) IN"
-                "                      (SELECT * FROM unnest(%(owned_topics)s::text[], %(owned)s::int[]))"
+                "                      (SELECT * FROM unnest(%(owned_topics)b::text[], %(owned)s::int[]))"
                 "                    OR (c.topic, c.partition) > (h.topic, h.partition)))))"
                 # the table it waits for is written by this batch (all such rows at once: the steps
                 # of a unique swap must meet in one batch)
@@ -213,7 +213,7 @@ class HoldStore:
             rows = conn.execute(
                 sql.SQL(
                     "SELECT {} FROM {} WHERE group_id = %s AND (topic, partition, raw_key) IN"
-                    " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[])) FOR UPDATE"
+                    " (SELECT * FROM unnest(%b::text[], %s::int[], %s::bytea[])) FOR UPDATE"
                 ).format(sql.SQL(_COLUMNS), self.table),
                 (self.group_id, [c[0] for c in extra], [c[1] for c in extra], [c[2] for c in extra]),
             ).fetchall()
@@ -241,10 +241,10 @@ class HoldStore:
                     "SELECT {} FROM {} WHERE group_id = %(group)s AND (topic, partition, raw_key) IN"
                     " (SELECT c.topic, c.partition, c.raw_key FROM {} AS c WHERE c.group_id = %(group)s"
                     "   AND ((c.target_table, c.key) IN"
-                    "          (SELECT * FROM unnest(%(tables)s::text[], %(keys)s::text[]))"
+                    "          (SELECT * FROM unnest(%(tables)b::text[], %(keys)b::text[]))"
                     "        OR c.target_table = ANY(%(any_of)s)))"
                     " AND (topic, partition, kafka_offset) NOT IN"
-                    "   (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[],"
+                    "   (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[],"
                     "      %(offsets)s::bigint[]))"
                     " ORDER BY topic, partition, kafka_offset LIMIT %(room)s FOR UPDATE SKIP LOCKED"
                 ).format(sql.SQL(_COLUMNS), self.table, self.table),
@@ -302,9 +302,9 @@ class HoldStore:
             sql.SQL(
                 "INSERT INTO {} AS h (group_id, topic, partition, kafka_offset, raw_key, raw_value,"
                 " target_table, key, blocked_by, judged_at, positioned, sqlstate, message, awaits)"
-                " SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[], %b::bytea[], %b::bytea[],"
-                " %s::text[], %s::text[], %s::text[], %s::numeric[], %s::boolean[], %s::text[], %s::text[],"
-                " %s::text[])"
+                " SELECT %s, * FROM unnest(%b::text[], %s::int[], %s::bigint[], %b::bytea[], %b::bytea[],"
+                " %b::text[], %b::text[], %b::text[], %s::numeric[], %s::boolean[], %b::text[], %b::text[],"
+                " %b::text[])"
                 " ON CONFLICT (group_id, topic, partition, kafka_offset) DO UPDATE SET"
                 " attempts = h.attempts + 1, last_try_at = now(), blocked_by = EXCLUDED.blocked_by,"
                 " sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,"
@@ -320,7 +320,7 @@ class HoldStore:
         conn.execute(
             sql.SQL(
                 "DELETE FROM {} WHERE group_id = %s AND (topic, partition, kafka_offset) IN"
-                " (SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[]))"
+                " (SELECT * FROM unnest(%b::text[], %s::int[], %s::bigint[]))"
             ).format(self.table),
             (self.group_id, [r.topic for r in gone], [r.partition for r in gone], [r.offset for r in gone]),
         )

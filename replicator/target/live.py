@@ -93,7 +93,7 @@ class LiveTables:
             conn.execute(
                 sql.SQL(
                     "DELETE FROM {} WHERE group_id = %s"
-                    " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                    " AND (topic, partition) IN (SELECT * FROM unnest(%b::text[], %s::int[]))"
                 ).format(table),
                 (self._group_id, [t for t, _ in flowing], [p for _, p in flowing]),
             )

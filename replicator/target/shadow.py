@@ -176,7 +176,7 @@ class ShadowClones:
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO pg_temp.shadow_row_version SELECT * FROM {} WHERE target_table = %s"
-                        " AND key = ANY(%s) ON CONFLICT DO NOTHING"
+                        " AND key = ANY(%b) ON CONFLICT DO NOTHING"
                     ).format(control.table(self.schema, "row_version")),
                     (str(target), [key_text(k) for k in fresh]),
                 )

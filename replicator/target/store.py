@@ -101,7 +101,7 @@ class ControlStore:
             rows = self.conn.execute(
                 sql.SQL(
                     "SELECT topic, partition, next_offset FROM {} WHERE group_id = %s"
-                    " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                    " AND (topic, partition) IN (SELECT * FROM unnest(%b::text[], %s::int[]))"
                 ).format(self._t("checkpoint")),
                 (group, [t for t, _ in partitions], [p for _, p in partitions]),
             ).fetchall()

@@ -99,7 +99,7 @@ class VersionTable:
                 sql.SQL(
                     "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
                     " v.total_order, v.deleted FROM {} AS v"
-                    " JOIN unnest(%s::text[], %s::text[]) AS b (target_table, key)"
+                    " JOIN unnest(%b::text[], %b::text[]) AS b (target_table, key)"
                     " ON v.target_table = b.target_table AND v.key = b.key"
                 ).format(self.table),
                 (names, keys),
@@ -117,7 +117,7 @@ class VersionTable:
         if placeholders:
             conn.execute(
                 sql.SQL(
-                    "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%s::text[]) AS k"
+                    "INSERT INTO {} (target_table, key) SELECT %s, k FROM unnest(%b::text[]) AS k"
                     " ORDER BY k ON CONFLICT DO NOTHING"
                 ).format(self.table),
                 (str(target), keys),
@@ -125,7 +125,7 @@ class VersionTable:
         rows = conn.execute(
             sql.SQL(
                 "SELECT key, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
-                " FROM {} WHERE target_table = %s AND key = ANY(%s) ORDER BY key FOR UPDATE"
+                " FROM {} WHERE target_table = %s AND key = ANY(%b) ORDER BY key FOR UPDATE"
             ).format(self.table),
             (str(target), keys),
         ).fetchall()
@@ -143,7 +143,7 @@ class VersionTable:
             sql.SQL(
                 "SELECT v.target_table, v.key, v.topic, v.partition, v.kafka_offset, v.commit_lsn, v.lsn,"
                 " v.total_order, v.deleted FROM {} AS v"
-                " JOIN unnest(%s::text[], %s::text[]) AS w (target_table, key)"
+                " JOIN unnest(%b::text[], %b::text[]) AS w (target_table, key)"
                 " ON v.target_table = w.target_table AND v.key = w.key WHERE v.kafka_offset IS NOT NULL"
             ).format(self.table),
             ([str(t) for t, _ in wanted], [k for _, k in wanted]),
@@ -163,7 +163,7 @@ class VersionTable:
         by_name = {str(t): t for t in tables}
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (target_table, key) SELECT t, %s FROM unnest(%s::text[]) AS t"
+                "INSERT INTO {} (target_table, key) SELECT t, %s FROM unnest(%b::text[]) AS t"
                 " ORDER BY t ON CONFLICT DO NOTHING"
             ).format(self.table),
             (key, names),
@@ -171,7 +171,7 @@ class VersionTable:
         rows = conn.execute(
             sql.SQL(
                 "SELECT target_table, topic, partition, kafka_offset, commit_lsn, lsn, total_order, deleted"
-                " FROM {} WHERE target_table = ANY(%s) AND key = %s ORDER BY target_table FOR SHARE"
+                " FROM {} WHERE target_table = ANY(%b) AND key = %s ORDER BY target_table FOR SHARE"
             ).format(self.table),
             (names, key),
         ).fetchall()
@@ -217,7 +217,7 @@ class VersionTable:
         if keys:
             conn.execute(
                 sql.SQL(
-                    "{} FROM {} AS u JOIN unnest(%s::text[], %s::text[]) AS k (target_table, key)"
+                    "{} FROM {} AS u JOIN unnest(%b::text[], %b::text[]) AS k (target_table, key)"
                     " ON u.target_table = k.target_table AND u.key = k.key"
                     " WHERE v.target_table = u.target_table AND v.key = u.key"
                 ).format(_MOVE.format(self.table), _NEW),
@@ -237,7 +237,7 @@ class VersionTable:
             gone = sorted(texts)
             if gone:
                 conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE target_table = %s AND key = ANY(%s)").format(self.table),
+                    sql.SQL("DELETE FROM {} WHERE target_table = %s AND key = ANY(%b)").format(self.table),
                     (str(target), gone),
                 )
 

@@ -286,7 +286,7 @@ class BatchWriter:
                 rows = conn.execute(
                     sql.SQL(
                         "SELECT topic, partition, next_offset FROM {} WHERE group_id = %s"
-                        " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+                        " AND (topic, partition) IN (SELECT * FROM unnest(%b::text[], %s::int[]))"
                     ).format(control.table(self.schema, "checkpoint")),
                     (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
                 ).fetchall()
@@ -984,7 +984,7 @@ class BatchWriter:
                 "INSERT INTO {0} AS c"
                 " (group_id, topic, partition, next_offset, commit_lsn, run_id, updated_at)"
                 " SELECT %s, t, p, o, l, %s, now()"
-                " FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::numeric[]) AS u(t, p, o, l)"
+                " FROM unnest(%b::text[], %s::int[], %s::bigint[], %s::numeric[]) AS u(t, p, o, l)"
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE"
                 " SET next_offset = EXCLUDED.next_offset, run_id = EXCLUDED.run_id, updated_at = now(),"
                 " commit_lsn = GREATEST(c.commit_lsn, EXCLUDED.commit_lsn)"
