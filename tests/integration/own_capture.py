@@ -54,6 +54,32 @@ class OwnSchema:
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{self.schema}.{name}"
 
+    def rule(
+        self,
+        rule_id: str,
+        source: str,
+        columns: Sequence[str],
+        *,
+        target: str | None = None,
+        key: Sequence[str] = ("id",),
+        truncate: str = "ignore",
+        ignore: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """An identity rule: this schema's `source` into `target` (the same name unless given), key
+        and `columns` copied by name, hard deletes, `ignore`d source columns."""
+        rule: dict[str, Any] = {
+            "id": rule_id,
+            "source": f"{self.schema}.{source}",
+            "target": f"{self.schema}.{target or source}",
+            "key": {k: k for k in key},
+            "delete": {"policy": "hard"},
+            "truncate": {"policy": truncate},
+            "columns": {c: {"from": c} for c in columns},
+        }
+        if ignore:
+            rule["ignore_source_columns"] = list(ignore)
+        return rule
+
     def spec(self, path: Path, rules: Sequence[Mapping[str, Any]]) -> Path:
         """A mapping spec of `rules` for this capture's topics and signal table, written to `path`."""
         document = {

@@ -66,17 +66,7 @@ def table_ddl(s: sql.Identifier) -> sql.Composed:
 def spec(tmp_path: Path, world: OwnSchema) -> Path:
     return world.spec(
         tmp_path / "big.yaml",
-        [
-            {
-                "id": "blobs",
-                "source": f"{world.schema}.{TABLE}",
-                "target": f"{world.schema}.{TABLE}",
-                "key": {"id": "id"},
-                "delete": {"policy": "hard"},
-                "truncate": {"policy": "error"},
-                "columns": {"note": {"from": "note"}, "payload": {"from": "payload"}, "doc": {"from": "doc"}},
-            }
-        ],
+        [world.rule("blobs", TABLE, ["note", "payload", "doc"], truncate="error")],
     )
 
 

@@ -43,23 +43,10 @@ def world(stack: Stack) -> Iterator[OwnSchema]:
 
 
 def spec(tmp_path: Path, world: OwnSchema, *, write_generated: bool) -> Path:
-    columns: dict[str, Any] = {"name": {"from": "name"}, "cents": {"from": "cents"}}
-    if write_generated:
-        columns["dollars"] = {"from": "dollars"}
+    columns = ["name", "cents", "dollars"] if write_generated else ["name", "cents"]
     return world.spec(
         tmp_path / f"gen-{write_generated}.yaml",
-        [
-            {
-                "id": "acct",
-                "source": f"{world.schema}.acct",
-                "target": f"{world.schema}.acct",
-                "key": {"id": "id"},
-                "delete": {"policy": "hard"},
-                "truncate": {"policy": "ignore"},
-                "ignore_source_columns": [] if write_generated else ["dollars"],
-                "columns": columns,
-            }
-        ],
+        [world.rule("acct", "acct", columns, ignore=[] if write_generated else ["dollars"])],
     )
 
 

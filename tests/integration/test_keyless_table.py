@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -42,20 +41,12 @@ def world(stack: Stack) -> Iterator[OwnSchema]:
 
 def spec(tmp_path: Path, world: OwnSchema, keyless_source: str) -> Path:
     """Rule `unique` maps t (NOT NULL unique code), rule `keyless` maps `keyless_source`."""
-
-    def rule(rule_id: str, source: str, target: str) -> dict[str, Any]:
-        return {
-            "id": rule_id,
-            "source": f"{world.schema}.{source}",
-            "target": f"{world.schema}.{target}",
-            "key": {"code": "code"},
-            "delete": {"policy": "hard"},
-            "truncate": {"policy": "ignore"},
-            "columns": {"v": {"from": "v"}},
-        }
-
     return world.spec(
-        tmp_path / f"{keyless_source}.yaml", [rule("unique", "t", "t"), rule("keyless", keyless_source, "n")]
+        tmp_path / f"{keyless_source}.yaml",
+        [
+            world.rule("unique", "t", ["v"], key=["code"]),
+            world.rule("keyless", keyless_source, ["v"], target="n", key=["code"]),
+        ],
     )
 
 

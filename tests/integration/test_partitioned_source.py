@@ -45,17 +45,7 @@ def world(stack: Stack) -> Iterator[OwnSchema]:
 def spec(tmp_path: Path, world: OwnSchema) -> Path:
     return world.spec(
         tmp_path / "parted.yaml",
-        [
-            {
-                "id": "events",
-                "source": f"{world.schema}.{TABLE}",
-                "target": f"{world.schema}.events",
-                "key": {"id": "id", "at": "at"},
-                "delete": {"policy": "hard"},
-                "truncate": {"policy": "ignore"},
-                "columns": {"v": {"from": "v"}},
-            }
-        ],
+        [world.rule("events", TABLE, ["v"], target="events", key=["id", "at"])],
     )
 
 

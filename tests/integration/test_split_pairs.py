@@ -44,18 +44,10 @@ def ddl(s: sql.Identifier) -> sql.Composed:
 
 
 def rules(world: OwnSchema) -> list[dict[str, Any]]:
-    def rule(table: str, columns: list[str]) -> dict[str, Any]:
-        return {
-            "id": table,
-            "source": f"{world.schema}.{table}",
-            "target": f"{world.schema}.{table}",
-            "key": {"id": "id"},
-            "delete": {"policy": "hard"},
-            "truncate": {"policy": "error"},
-            "columns": {c: {"from": c} for c in columns},
-        }
-
-    return [rule("team", ["name", "lead_id"]), rule("member", ["team_id", "code"])]
+    return [
+        world.rule("team", "team", ["name", "lead_id"], truncate="error"),
+        world.rule("member", "member", ["team_id", "code"], truncate="error"),
+    ]
 
 
 @pytest.fixture
