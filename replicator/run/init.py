@@ -32,7 +32,7 @@ def print_grants(
 
 def init_target(settings: Settings, shadow_role: str | None) -> str:
     with ControlStore.open(settings) as store:
-        store.ensure()
+        store.ensure(force=True)
         if shadow_role:
             store.grant_shadow_role(shadow_role)
     return f"control schema {settings.control_schema} ready in {settings.target.describe()}"

@@ -52,7 +52,8 @@ command only reads it, and `require` turns a missing schema into one line.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -235,12 +236,42 @@ CREATE TABLE IF NOT EXISTS {s}.partition_layout (
 """
 
 
-def ensure(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create the control schema and its tables if missing (idempotent)."""
-    with conn.transaction():
-        # Concurrent CREATE ... IF NOT EXISTS can still collide; serialize them.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-replicator control schema'))")
-        conn.execute(sql.SQL(_DDL).format(s=sql.Identifier(schema)))
+# This version's DDL, by digest, written as the schema's comment in the transaction that ran it. A
+# start that finds it there runs nothing: the DDL takes ACCESS EXCLUSIVE locks on the control tables
+# (ALTER TABLE even when the column exists), and a daemon restarted beside a live member deadlocked
+# with that member's batch on them.
+VERSION: Final = "cdc-replicator control schema " + hashlib.sha256(_DDL.encode()).hexdigest()[:16]
+_DEADLOCK_ATTEMPTS: Final = 5
+
+
+def ensure(conn: psycopg.Connection[Any], schema: str, *, force: bool = False) -> None:
+    """Create or upgrade the control schema (idempotent; `conn` in autocommit). Nothing is run, and
+    no lock taken, when the schema already holds this version's DDL, unless `force` (`init`)."""
+    if not force and current(conn, schema):
+        return
+    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                # Concurrent CREATE ... IF NOT EXISTS can still collide; serialize them.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-replicator control schema'))")
+                conn.execute(sql.SQL(_DDL).format(s=sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(VERSION))
+                )
+            return
+        except psycopg.errors.DeadlockDetected:
+            # a live member's batch held a control table; it went on, all of this was rolled back
+            if attempt == _DEADLOCK_ATTEMPTS:
+                raise
+
+
+def current(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """True when the control schema carries this version's DDL (read from the catalog, no lock)."""
+    row = conn.execute(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = %s",
+        (schema,),
+    ).fetchone()
+    return row is not None and row[0] == VERSION
 
 
 def require(conn: psycopg.Connection[Any], schema: str) -> None:

@@ -58,9 +58,10 @@ class ControlStore:
         return control.table(self.schema, name)
 
     # ---------------------------------------------------------------- schema
-    def ensure(self) -> None:
-        """Create the control schema (only `init` and the live daemon, which own it)."""
-        control.ensure(self.conn, self.schema)
+    def ensure(self, *, force: bool = False) -> None:
+        """Create or upgrade the control schema (only `init`, which forces it, the live daemon and
+        cutover, which own it)."""
+        control.ensure(self.conn, self.schema, force=force)
 
     def require(self) -> None:
         control.require(self.conn, self.schema)
