@@ -4,7 +4,8 @@ end offsets.
 Capture is the connector and its tasks (Connect) and the replication slot (the source), with one
 line per problem and its fix; runs that never recorded their end are `running` while they beat and
 `dead` once silent for three heartbeats (killed, or their host lost); a run that ended `halted`
-(a fatal error) is listed with its reason until a later run of its group starts.
+(a fatal error) is listed with its reason until it is started again: a run of its group that began
+after the halt (with its static instance id, when it had one).
 
 Lag is measured from the target-stored offset (the truth), not Kafka's.
 Rows held back (waiting for a parent or a unique swap on a lagging

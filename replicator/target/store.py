@@ -204,14 +204,20 @@ class ControlStore:
             return cur.fetchall()
 
     def halted_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Runs that ended halted with no later run of their group and mode (nothing took over
-        since), newest first, with the one-line reason they recorded."""
+        """Runs that ended halted and were not started again, newest first, with the one-line
+        reason they recorded. Started again: a run of the same group and mode began after the halt
+        (and, when the halted run had a static instance id, with that id). A peer that started
+        beside it, or another instance restarted since, does not hide it (trial 7: two daemons
+        started together, one halted, and `status` listed nothing)."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
                     "SELECT run_id, mode, group_id, started_at, ended_at, totals->>'reason' AS reason"
                     " FROM {0} AS r WHERE status = 'halted' AND NOT EXISTS (SELECT 1 FROM {0} AS l"
-                    " WHERE l.group_id = r.group_id AND l.mode = r.mode AND l.started_at > r.started_at)"
+                    " WHERE l.group_id = r.group_id AND l.mode = r.mode"
+                    " AND l.started_at > coalesce(r.ended_at, r.started_at)"
+                    " AND (r.settings->>'instance_id' IS NULL"
+                    "      OR l.settings->>'instance_id' = r.settings->>'instance_id'))"
                     " ORDER BY ended_at DESC LIMIT %s"
                 ).format(self._t("run")),
                 (limit,),

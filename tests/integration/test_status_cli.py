@@ -90,13 +90,14 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
         drop_slot(stack, slot)
 
 
-def test_status_names_a_halted_run_until_a_later_run_of_its_group_starts(stack: Stack) -> None:
+def test_status_names_a_halted_run_until_it_is_started_again(stack: Stack) -> None:
     """Trial 4: after the daemon halted on a fatal error, `status` exited 0 and listed nothing
-    (the run had recorded its end). A halted run is listed with its reason, exit 1, until a later
-    run of its group starts."""
+    (the run had recorded its end). A halted run is listed with its reason, exit 1, until its
+    instance starts again. Trial 7: a peer that started beside it (a few ms later) hid it, and so
+    would another instance restarted after the halt."""
     dbname = fresh_target("halted")
     group = f"halted-{uuid.uuid4().hex[:6]}"
-    env = env_for(stack, dbname, group, REPLICATOR_CONNECTOR=CONNECTOR)
+    env = env_for(stack, dbname, group, REPLICATOR_CONNECTOR=CONNECTOR, REPLICATOR_KAFKA__INSTANCE_ID="one")
     halting = run_cli({**env, "REPLICATOR_KAFKA__AUTO_OFFSET_RESET": "error"}, "run", "--stop-when-caught-up")
     assert halting.returncode == 1 and "auto_offset_reset=error" in halting.stderr, halting.stderr[-2000:]
     code, shown = status(env)
@@ -104,6 +105,19 @@ def test_status_names_a_halted_run_until_a_later_run_of_its_group_starts(stack: 
     assert code == 1 and halted["state"] == "halted" and "auto_offset_reset=error" in halted["reason"]
     text = run_cli(env, "status").stdout
     assert f"run {halted['run_id']} run group={group} HALTED at " in text, text
+
+    # instance "two": one run started 1 ms after the halted one, one restarted after the halt
+    peers = (
+        "INSERT INTO replicator.run (run_id, mode, group_id, started_at, settings, status, ended_at)"
+        " SELECT p.id, 'run', %s, p.at + interval '1 millisecond', '{\"instance_id\": \"two\"}',"
+        " 'stopped', now() FROM replicator.run AS r,"
+        " LATERAL (VALUES ('beside', r.started_at), ('restarted', r.ended_at)) AS p (id, at)"
+        " WHERE r.run_id = %s"
+    )
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(peers, (group, halted["run_id"]))
+    code, shown = status(env)
+    assert code == 1 and [r["run_id"] for r in shown["runs"] if r["group"] == group] == [halted["run_id"]]
 
     applied = run_cli(env, "run", "--stop-when-caught-up")
     assert applied.returncode == 0, applied.stderr[-2000:]
