@@ -24,7 +24,9 @@ def print_grants(
         shadow_role=shadow_role,
         publication=publication or f"cdc_{spec.topic_prefix}",
         control_schema=settings.control_schema,
-        app_roles=tuple(settings.cutover.roles()),
+        # only roles the operator named: the default is the demo's application role, and a GRANT of
+        # it pasted into another migration's source would hand that role to ours (trial 7)
+        app_roles=tuple(settings.cutover.roles()) if "app_roles" in settings.cutover.model_fields_set else (),
     )
     signal = capture(settings).need_signal_table("init --print-grants")
     return grants_sql(spec, signal, roles)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from replicator.config import load_settings
 from replicator.core.mapping import load_spec, load_spec_text
 from replicator.core.mapping.grants import Roles, grants_sql
 from replicator.core.model import TableRef
+from replicator.run.init import print_grants
 from tests.unit.mapping.demo_catalogs import DEMO_SPEC
 from tests.unit.mapping.test_migration_rules import SPEC as LEGACY_SPEC
 
@@ -90,3 +94,17 @@ def test_each_section_runs_in_the_one_database_its_heading_names() -> None:
             assert 'TO "repl";' not in section and 'TO "repl_shadow";' not in section, section
     for role in ("debezium", "repl_src", "repl", "repl_shadow"):
         assert f"CREATE ROLE {role} WITH LOGIN" in text
+
+
+def test_print_grants_grants_only_application_roles_the_operator_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trial 7: with REPLICATOR_CUTOVER__APP_ROLES unset, `init --print-grants` printed
+    `GRANT "shop_app" TO <source role>` (the demo's default role) for another migration; pasted,
+    it hands the demo application's role to that migration's role. Unset: it says to set it."""
+    monkeypatch.delenv("REPLICATOR_CUTOVER__APP_ROLES", raising=False)
+    text = print_grants(load_settings(), None, "debezium", None)
+    assert '"shop_app"' not in text and "set REPLICATOR_CUTOVER__APP_ROLES" in text
+    monkeypatch.setenv("REPLICATOR_CUTOVER__APP_ROLES", "orders_app, billing_app")
+    text = print_grants(load_settings(), None, "debezium", None)
+    assert 'GRANT "orders_app", "billing_app" TO' in text
