@@ -245,8 +245,9 @@ _DEADLOCK_ATTEMPTS: Final = 5
 
 
 def ensure(conn: psycopg.Connection[Any], schema: str, *, force: bool = False) -> None:
-    """Create or upgrade the control schema (idempotent; `conn` in autocommit). Nothing is run, and
-    no lock taken, when the schema already holds this version's DDL, unless `force` (`init`)."""
+    """Create or upgrade the control schema (idempotent). Nothing is run, and no lock taken, when the
+    schema already holds this version's DDL, unless `force` (`init`). Leaves no transaction open
+    on `conn`, whether in autocommit or not (the writer's session runs it before its batches)."""
     if not force and current(conn, schema):
         return
     for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
@@ -267,10 +268,11 @@ def ensure(conn: psycopg.Connection[Any], schema: str, *, force: bool = False) -
 
 def current(conn: psycopg.Connection[Any], schema: str) -> bool:
     """True when the control schema carries this version's DDL (read from the catalog, no lock)."""
-    row = conn.execute(
-        "SELECT obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = %s",
-        (schema,),
-    ).fetchone()
+    with conn.transaction():  # never an implicit one left open: later batches would only be savepoints
+        row = conn.execute(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = %s",
+            (schema,),
+        ).fetchone()
     return row is not None and row[0] == VERSION
 
 

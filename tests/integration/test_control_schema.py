@@ -35,6 +35,16 @@ def test_a_start_beside_a_live_batch_runs_no_ddl_on_a_current_schema(stack: Stac
         starting.execute("SET lock_timeout = '2s'")  # the DDL would wait for the batch: fail instead
         control.ensure(starting, CONTROL)
         assert control.current(starting, CONTROL)
+        batch.rollback()
+        # the writer's session is not in autocommit: ensure leaves no transaction open there (its
+        # batches would be savepoints of one transaction that never commits)
+        control.ensure(batch, CONTROL)
+        assert batch.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        batch.execute(
+            sql.SQL("LOCK TABLE {}, {} IN ROW EXCLUSIVE MODE").format(
+                control.table(CONTROL, "held_event"), control.table(CONTROL, "checkpoint")
+            )
+        )
         # the operator's `init` still runs the DDL, and waits for the batch like any DDL
         with pytest.raises(psycopg.errors.LockNotAvailable):
             control.ensure(starting, CONTROL, force=True)
