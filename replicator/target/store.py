@@ -191,13 +191,18 @@ class ControlStore:
 
     def unfinished_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Runs that never recorded an end, newest first, with the seconds since their last sign of
-        life (heartbeat, else start): a live run beats; a killed one stays `running` and goes silent."""
+        life (heartbeat, else start): a live run beats; a killed one stays `running` and goes silent.
+        A killed run whose static instance id a later run of its group took is left out: that
+        instance was started again (one id runs once), so it is not a member that is gone."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
                     "SELECT run_id, mode, group_id, started_at, heartbeat_at,"
                     " extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8 AS silent_s"
-                    " FROM {} WHERE status = 'running' ORDER BY started_at DESC LIMIT %s"
+                    " FROM {0} AS r WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM {0} AS l"
+                    " WHERE l.group_id = r.group_id AND l.mode = r.mode AND l.started_at > r.started_at"
+                    " AND l.settings->>'instance_id' = r.settings->>'instance_id')"
+                    " ORDER BY started_at DESC LIMIT %s"
                 ).format(self._t("run")),
                 (limit,),
             )

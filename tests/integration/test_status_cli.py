@@ -125,6 +125,19 @@ def test_status_names_a_halted_run_until_it_is_started_again(stack: Stack) -> No
     assert [r for r in shown["runs"] if r["group"] == group] == []
     assert code == 0, shown
 
+    # killed runs (never ended, silent): one of instance "one", started again since, is not a gone
+    # member (trial 7: every killed run stayed listed DEAD); one of instance "three" is
+    killed = (
+        "INSERT INTO replicator.run (run_id, mode, group_id, started_at, settings)"
+        " VALUES (%s, 'run', %s, now() - interval '1 hour', jsonb_build_object('instance_id', %s::text))"
+    )
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(killed, ("killed-one", group, "one"))
+        conn.execute(killed, ("killed-three", group, "three"))
+    code, shown = status(env)
+    listed = [(r["run_id"], r["state"]) for r in shown["runs"] if r["group"] == group]
+    assert listed == [("killed-three", "dead")], listed
+
 
 def test_rows_held_longer_than_the_cutover_gate_allows_are_a_problem(stack: Stack) -> None:
     """Trial 5: rows held for 381 s (each half of a NOT DEFERRABLE FK cycle waiting for the other)
