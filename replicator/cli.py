@@ -417,6 +417,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "placeholders": d.placeholders[:20],
             "held": d.held[:20],
             "errored": d.errored[:20],
+            "accepted": d.accepted[:20],
             "rejected": len(d.rejected),
             "target_owned": d.target_owned[:20],
             "clean": d.clean(args.accept_errors) and str(d.target) not in stopped,

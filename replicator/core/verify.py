@@ -6,10 +6,13 @@ records, not rows ("rejected by a rule", e.g. a value a cast refuses). An
 expected row that is absent is one of three things: an error record the
 target refused ("errored"), held back waiting for a lagging table ("held":
 will land), or missing (a loss); a held update or delete (a row that differs
-or is extra) is reported held too. Only the absence of all of them is clean:
-a rejected or errored row is a source row the target does not have, so
-both need action; `clean(accept_errors=True)` lets them through when the
-operator has looked at them. Target rows whose stored version says the source
+or is extra) is reported held too, and a refused one (an open error record
+for the row's key) errored. Only the absence of all of them is clean: a
+rejected or errored row is a source row the target does not have, so both
+need action; `clean(accept_errors=True)` lets them through when the operator
+has looked at them. A row whose error records the operator resolved (`errors
+resolve`: accepted as it is) is counted as "accepted", never as a loss and
+never silently: it is listed, and clean. Target rows whose stored version says the source
 deleted them are excluded where the spec keeps them (soft delete, ignore).
 The result counts missing, extra and mismatched rows, with the columns that
 differ, and any cell holding Debezium's unchanged-TOAST placeholder.
@@ -57,7 +60,10 @@ class TableDiff:
     mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # key, column, want, got
     placeholders: list[tuple[str, str]] = field(default_factory=list)  # key, column
     rejected: list[tuple[str, str]] = field(default_factory=list)  # source key, rule id (expected)
-    errored: list[str] = field(default_factory=list)  # absent: an error record (needs action)
+    # absent, extra or differing rows explained by error records: open ones (need action), or
+    # only ones the operator resolved (accepted as they are)
+    errored: list[str] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # held back (an insert, update or delete that will land)
     target_owned: list[str] = field(default_factory=list)  # only in the target, declared target-owned
 
@@ -74,6 +80,7 @@ class TableDiff:
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
             f"placeholders={len(self.placeholders)} held={len(self.held)} "
             f"errored={len(self.errored)} (refused by the target) rejected={len(self.rejected)} (by a rule)"
+            + (f" accepted={len(self.accepted)} (error records resolved)" if self.accepted else "")
             + (f" target_owned={len(self.target_owned)} (declared)" if self.target_owned else "")
         )
 
@@ -180,6 +187,7 @@ class TableBaseline:
             *(m[0] for m in result.mismatched),
             *(p[0] for p in result.placeholders),
             *result.errored,
+            *result.accepted,
             *result.held,
             *result.target_owned,
         }
@@ -215,11 +223,14 @@ def diff(
     errored: frozenset[str] = frozenset(),
     held: frozenset[str] = frozenset(),
     only: set[str] | None = None,
+    accepted: frozenset[str] = frozenset(),
 ) -> TableDiff:
     """Compare one table. Keys in `held` (held events: an insert, update or delete that will land)
-    are reported as held, never as missing, extra or mismatched; absent keys in `errored` (error
-    records) as such, never as missing. With `only`, values (and placeholders) are compared for
-    those keys alone; missing and extra rows are always over every key."""
+    are reported as held, never as missing, extra or mismatched; other absent, extra or differing
+    keys in `errored` (open error records: the target refused the row's insert, update or delete)
+    as errored, and those only in `accepted` (error records the operator resolved) as accepted.
+    With `only`, values (and placeholders) are compared for those keys alone; missing and extra
+    rows are always over every key."""
     result = TableDiff(table.target, expected=len(expected), actual=len(actual), rejected=rejected)
     marker = placeholder.encode()
     for key, row in actual.items() if only is None else ((k, actual[k]) for k in sorted(only) if k in actual):
@@ -237,12 +248,15 @@ def diff(
                 result.mismatched.append((key, column, want[column], got.get(column)))
                 differing.add(key)
     extra = set() if table.target_owned_rows else only_target
-    result.held = sorted((absent | extra | differing) & held)
-    result.mismatched = [m for m in result.mismatched if m[0] not in held]
-    result.errored = sorted((absent - held) & errored)
-    result.missing = sorted(absent - held - errored)
+    unlike = absent | extra | differing
+    result.held = sorted(unlike & held)
+    result.errored = sorted((unlike - held) & errored)
+    result.accepted = sorted((unlike - held - errored) & accepted)
+    explained = held | errored | accepted
+    result.mismatched = [m for m in result.mismatched if m[0] not in explained]
+    result.missing = sorted(absent - explained)
     if table.target_owned_rows:
         result.target_owned = sorted(only_target)
     else:
-        result.extra = sorted(extra - held)
+        result.extra = sorted(extra - explained)
     return result

@@ -204,13 +204,15 @@ def compare_marked(
             expectations = resolve_lookups(
                 target, plan, t, [expect(t, row) for row in rows.get(t.source, ())]
             )
+            errored, accepted = store.error_keys(t.target)
             result = diff(
                 t,
                 *collect(expectations),
                 read_target(target, t, store),
                 placeholder,
-                store.error_keys(t.target),
-                store.held_keys(t.target),
+                errored=errored,
+                held=store.held_keys(t.target),
+                accepted=accepted,
             )
             diffs.append(result)
             baseline = TableBaseline.of(t, expectations, result)
@@ -287,6 +289,7 @@ def compare_since(
             if again is not None:
                 again |= _target_changed(target, t, baseline.target_xmin)
             compared += len(rows) if again is None else len(again)
+            errored, accepted = store.error_keys(t.target)
             diffs.append(
                 diff(
                     t,
@@ -294,9 +297,10 @@ def compare_since(
                     rejected,
                     actual,
                     placeholder,
-                    store.error_keys(t.target),
-                    store.held_keys(t.target),
+                    errored=errored,
+                    held=store.held_keys(t.target),
                     only=again,
+                    accepted=accepted,
                 )
             )
     return diffs, compared

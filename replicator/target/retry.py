@@ -16,6 +16,7 @@ from replicator.core.resolve import TableWrites
 from replicator.core.retry import Chosen, Settled, settle
 from replicator.target import control
 from replicator.target.live import LiveTables
+from replicator.target.store import RETRIED
 
 
 class RetryTables(LiveTables):
@@ -39,7 +40,7 @@ class RetryTables(LiveTables):
                 " WHERE id = ANY(%s) AND resolved_at IS NULL"
             ).format(table),
             (
-                f"retried in run {self._run_id}: applied, or a no-op where the row had moved on",
+                f"{RETRIED}{self._run_id}: applied, or a no-op where the row had moved on",
                 list(settled.closed),
             ),
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -32,6 +32,8 @@ from replicator.pg.errors import sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
 
+# How a record `errors retry` applied is resolved (the start of its `resolution`).
+RETRIED: Final = "retried in run "
 _CUTOVER_FIELDS = frozenset({"fence_id", "fence_lsn", "reason", "flip_xid"})
 _CUTOVER_JSON = frozenset({"revoked", "gates", "sequences", "flip_stats"})
 _CUTOVER_TIMES = frozenset({"fenced_at", "flipped_at"})
@@ -406,17 +408,24 @@ class ControlStore:
         ).fetchall()
         return {(t, p): n for t, p, n in rows}
 
-    def error_keys(self, target: TableRef) -> frozenset[str]:
-        """Target keys an error record keeps out of `target` (its own row, or one of `also`)."""
+    def error_keys(self, target: TableRef) -> tuple[frozenset[str], frozenset[str]]:
+        """Target keys of `target` whose change an error record kept out (its own row, or one of
+        `also`): (open, accepted). Accepted: every record of the key was resolved by the operator.
+        A record closed by `errors retry` explains nothing any more (its event was applied)."""
         rows = self.conn.execute(
             sql.SQL(
-                "SELECT key FROM {0} WHERE kind = 'error' AND target_table = %s AND key IS NOT NULL"
-                " UNION SELECT a->>'key' FROM {0}, jsonb_array_elements(also) AS a"
-                " WHERE kind = 'error' AND a->>'table' = %s AND a->>'key' IS NOT NULL"
+                "WITH r AS (SELECT key, resolved_at IS NULL AS open, resolution FROM {0}"
+                "   WHERE kind = 'error' AND target_table = %(t)s AND key IS NOT NULL"
+                " UNION ALL SELECT a->>'key', resolved_at IS NULL, resolution"
+                "   FROM {0}, jsonb_array_elements(also) AS a"
+                "   WHERE kind = 'error' AND a->>'table' = %(t)s AND a->>'key' IS NOT NULL)"
+                " SELECT key, bool_or(open) FROM r"
+                " WHERE resolution IS NULL OR NOT starts_with(resolution, %(retried)s) GROUP BY key"
             ).format(self._t("error_record")),
-            (str(target), str(target)),
+            {"t": str(target), "retried": RETRIED},
         ).fetchall()
-        return frozenset(r[0] for r in rows)
+        opened = frozenset(k for k, is_open in rows if is_open)
+        return opened, frozenset(k for k, _ in rows) - opened
 
     # ---------------------------------------------------------------- held events
     def held_keys(self, target: TableRef) -> frozenset[str]:

@@ -110,3 +110,35 @@ def test_a_held_update_or_delete_is_reported_held_not_mismatched_or_extra(plan: 
     assert [m[0] for m in result.mismatched] == ['["S2"]']
     assert (result.extra, result.missing) == (['["Y"]'], [])
     assert not result.clean(accept_errors=True)
+
+
+def test_a_refused_update_or_delete_is_errored_and_a_resolved_one_accepted(plan: Plan) -> None:
+    """Trial 7: a target CHECK refused an update; its row (the old values) counted as mismatched,
+    so `verify --accept-errors` exited 1 and a cutover aborted after fencing, although the error
+    records explained it and the operator had resolved them. Absent, extra and differing rows
+    with an open error record are errored (clean only with accept_errors); with only resolved
+    records they are accepted (listed, and clean); any other difference stays a difference."""
+    table = products(plan)
+    rows, rejected = collect(expect(table, product(f"S{i}")) for i in range(6))
+    actual = {k: dict(v) for k, v in rows.items() if k not in ('["S0"]', '["S3"]')}
+    actual['["S1"]']["price_cents"] = -1  # an update refused (open record)
+    actual['["S4"]']["price_cents"] = -4  # an update refused (resolved record)
+    actual['["S5"]']["price_cents"] = -5  # a mismatch no record explains
+    actual['["X"]'] = dict(rows['["S2"]'])  # a delete refused (open record)
+    errored = frozenset({'["S0"]', '["S1"]', '["X"]'})
+    accepted = frozenset({'["S3"]', '["S4"]'})
+    result = diff(table, rows, rejected, actual, "-", errored=errored, accepted=accepted)
+    assert result.errored == ['["S0"]', '["S1"]', '["X"]']
+    assert result.accepted == ['["S3"]', '["S4"]']
+    assert [m[0] for m in result.mismatched] == ['["S5"]']
+    assert (result.extra, result.missing) == ([], [])
+    assert not result.clean(accept_errors=True)  # S5 differs whatever was accepted
+    del actual['["S5"]']
+    result = diff(table, rows, rejected, actual, "-", errored=errored, accepted=accepted)
+    assert result.missing == ['["S5"]']
+    actual['["S5"]'] = dict(rows['["S5"]'])
+    result = diff(table, rows, rejected, actual, "-", errored=errored, accepted=accepted)
+    assert not result.clean() and result.clean(accept_errors=True)
+    assert "accepted=2 (error records resolved)" in result.summary()
+    result = diff(table, rows, rejected, actual, "-", errored=frozenset(), accepted=errored | accepted)
+    assert result.clean() and result.accepted == ['["S0"]', '["S1"]', '["S3"]', '["S4"]', '["X"]']
