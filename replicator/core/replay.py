@@ -2,8 +2,12 @@
 
 A replay only moves positions back (or sets a start where none is stored):
 moving a stored position forward would skip events, which is not a replay and
-is refused. Targets are clamped into the partition's log (`low..high`); a
-target below the log start is refused, since those events are gone.
+is refused. A target below the log start is refused, since those events are
+gone. An offset the user named (`--to-offset`) must name a partition of the
+replayed topics and lie inside its log (`check_offsets`): one past the end is
+a mistake (a typo, the wrong partition), refused rather than clamped, which
+would hide it. Computed targets (`--to-timestamp`, `--to-lsn`) are clamped to
+the end read at the start (the log may have grown since).
 
 `first_at_lsn` finds where a partition's events of the transactions that
 committed at or after a source LSN begin (`replay --to-lsn`). Within a
@@ -51,6 +55,32 @@ class Move:
         return 0 if self.stored is None else max(0, self.stored - self.to)
 
 
+def check_offsets(wanted: Mapping[Partition, int], marks: Mapping[Partition, tuple[int, int]]) -> None:
+    """Refuse a requested offset (`--to-offset`) of a partition not in `marks` (the replayed
+    topics' partitions, with their log start and end) or past its partition's end offset."""
+    topics = sorted({t for t, _ in marks})
+    for (topic, number), offset in sorted(wanted.items()):
+        given = f"--to-offset {topic}:{number}:{offset}"
+        if (topic, number) not in marks:
+            numbers = sorted(n for t, n in marks if t == topic)
+            if numbers:
+                raise ReplayRefused(
+                    f"{given}: topic {topic} has no partition {number} (its partitions:"
+                    f" {', '.join(map(str, numbers))}); name one of those"
+                )
+            raise ReplayRefused(
+                f"{given}: {topic} is not a topic of the replayed tables (their topics:"
+                f" {', '.join(topics) or '-'}); name one of those"
+            )
+        low, high = marks[(topic, number)]
+        if offset > high:
+            raise ReplayRefused(
+                f"{given}: offset {offset} is past the end offset {high} of {topic}[{number}] (the"
+                f" next offset it will write); --to-offset must be at most {high} (log start {low}):"
+                " check the partition and the offset"
+            )
+
+
 def plan_moves(
     wanted: Mapping[Partition, int],
     stored: Mapping[Partition, int],
@@ -60,7 +90,7 @@ def plan_moves(
     moves = []
     for p in sorted(wanted):
         low, high = marks[p]
-        to = min(wanted[p], high)
+        to = min(wanted[p], high)  # a computed target; a requested one was checked (check_offsets)
         name = f"{p[0]}[{p[1]}]"
         if to < low:
             raise ReplayRefused(

@@ -23,7 +23,7 @@ from replicator.config import Settings
 from replicator.core.decode import AvroDecoder, DecodeError, JsonDecoder
 from replicator.core.errors import ConfigError, Fatal
 from replicator.core.model import ChangeEvent, KafkaRef, Partition
-from replicator.core.replay import Move, Probe, ReplayRefused, first_at_lsn, plan_moves
+from replicator.core.replay import Move, Probe, ReplayRefused, check_offsets, first_at_lsn, plan_moves
 from replicator.kafka.clients import Metadata, new_consumer
 from replicator.run.assembly import decoder, source_topics, spec_topics
 from replicator.target.store import ControlStore
@@ -75,12 +75,10 @@ def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
             wanted = {p: min(o, stored.get(p, o)) for p, o in at.items()}
         else:
             wanted = dict(request.offsets or {})
-            unknown = sorted(set(wanted) - set(partitions))
-            if unknown:
-                raise ConfigError(
-                    "--to-offset: " + ", ".join(f"{t}[{p}]" for t, p in unknown) + " is not a partition"
-                    f" of the replayed topics ({', '.join(topics)})"
-                )
+            try:
+                check_offsets(wanted, marks)  # before the dry run returns: it refuses alike
+            except ReplayRefused as exc:
+                raise Fatal(f"replay refused: {exc}") from exc
         try:
             moves = plan_moves(wanted, stored, marks)
         except ReplayRefused as exc:

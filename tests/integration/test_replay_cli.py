@@ -1,17 +1,20 @@
 """`replicator replay` on the real stack, through the CLI as a user runs it.
 
-Proves: replay is refused while the group has a live member; `--dry-run` shows every
-partition's move (stored position -> log start) and changes neither store; a replay of one
-table moves only its partitions, Kafka's committed offsets and the target-stored ones alike;
-the next run converges a target that is behind (one table emptied with its versions, as a
-restore from before those rows would leave it: every row back, field by field); a replay of
-everything on a current target then applies nothing (every batch `applied=-`) and deletes stay
-deleted (target == mapped source).
+Proves: replay is refused while the group has a live member; a `--to-offset` past its
+partition's end, or of a partition that does not exist, is refused in one line, by a dry run
+alike; `--dry-run` shows every partition's move (stored position -> log start) and changes
+neither store; a replay of one table moves only its partitions, Kafka's committed offsets and
+the target-stored ones alike; the next run converges a target that is behind (one table emptied
+with its versions, as a restore from before those rows would leave it: every row back, field by
+field); a replay of everything on a current target then applies nothing (every batch
+`applied=-`) and deletes stay deleted (target == mapped source).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,6 +131,35 @@ def test_replay_converges_a_target_behind_and_is_a_noop_on_a_current_one(
     ][:3]
     assert_converged_equal(stack, dbname)
     assert mapped(stored_offsets(stack, dbname, group)) == stored
+
+
+def test_an_offset_or_partition_that_does_not_exist_is_refused_in_one_line_dry_run_or_not(
+    stack: Stack,
+) -> None:
+    """Trial 7: `--to-offset trial7.app.documents:0:99999` (end 504) became `504 -> 504 (0
+    events)`. Past the end, or a partition the topic lacks: one line naming it and the fix, the
+    dry run as the replay; nothing committed for the group."""
+    group = f"replay-refuse-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "REPLICATOR_KAFKA__GROUP_ID": group}
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": group})
+    try:
+        _, end = consumer.get_watermark_offsets(TopicPartition("demo.shop.orders", 0), timeout=10)
+        partitions = sorted(consumer.list_topics(timeout=10).topics["demo.shop.orders"].partitions)
+    finally:
+        consumer.close()
+    past, missing = end + 99999, max(partitions) + 1
+    for dry in (["--dry-run"], []):
+        refused = run_cli(env, "replay", "--to-offset", f"demo.shop.orders:0:{past}", *dry)
+        assert refused.returncode != 0, refused.stdout
+        (line,) = refused.stderr.strip().splitlines()
+        found = re.search(r"offset (\d+) is past the end offset (\d+) of demo\.shop\.orders\[0\]", line)
+        assert found and int(found[1]) == past and int(found[2]) >= end, line
+        assert f"--to-offset must be at most {found[2]}" in line, line
+        absent = run_cli(env, "replay", "--to-offset", f"demo.shop.orders:{missing}:0", *dry)
+        assert absent.returncode != 0, absent.stdout
+        (line,) = absent.stderr.strip().splitlines()
+        assert f"topic demo.shop.orders has no partition {missing} (its partitions: " in line, line
+    assert kafka_committed(stack, group, TOPICS) == {}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from replicator.core.replay import (
     Probe,
     Reader,
     ReplayRefused,
+    check_offsets,
     first_at_lsn,
     parse_lsn,
     parse_offset,
@@ -31,9 +32,43 @@ def test_a_partition_never_applied_gets_a_start_and_nothing_to_read_again() -> N
     assert move == Move(B, None, 5) and move.events == 0
 
 
-def test_a_target_past_the_log_end_is_clamped_to_the_end() -> None:
+def test_a_computed_target_past_the_log_end_is_clamped_to_the_end() -> None:
+    """--to-timestamp reads the end again when no event is at or after the moment: the log may
+    have grown since the marks were read."""
     (move,) = plan_moves({B: 999}, {B: 80}, MARKS)
     assert move.to == 80 and move.events == 0
+
+
+def test_a_requested_offset_past_the_end_is_refused_naming_the_partition_and_its_end() -> None:
+    """Trial 7: `--to-offset ...:0:99999` (end 504) became `504 -> 504 (0 events)`: a typo or the
+    wrong partition, hidden by clamping."""
+    with pytest.raises(ReplayRefused) as refused:
+        check_offsets({A: 400, B: 99999}, MARKS)
+    (line,) = str(refused.value).splitlines()
+    assert line.startswith("--to-offset demo.shop.orders:1:99999: offset 99999 is past the end offset 80")
+    assert "of demo.shop.orders[1]" in line and "--to-offset must be at most 80" in line
+
+
+def test_a_requested_offset_at_the_end_or_inside_the_log_is_accepted() -> None:
+    check_offsets({A: 500, B: 0}, MARKS)  # the end: nothing to read again, but no mistake
+
+
+def test_a_requested_partition_that_does_not_exist_is_refused_naming_the_ones_that_do() -> None:
+    with pytest.raises(
+        ReplayRefused,
+        match=r"^--to-offset demo\.shop\.orders:7:3: topic demo\.shop\.orders has"
+        r" no partition 7 \(its partitions: 0, 1\); name one of those$",
+    ):
+        check_offsets({("demo.shop.orders", 7): 3}, MARKS)
+
+
+def test_a_requested_topic_not_replayed_is_refused_naming_the_replayed_topics() -> None:
+    with pytest.raises(
+        ReplayRefused,
+        match=r"demo\.shop\.nope is not a topic of the replayed tables"
+        r" \(their topics: demo\.shop\.orders\)",
+    ):
+        check_offsets({("demo.shop.nope", 0): 3}, MARKS)
 
 
 def test_moving_forward_is_refused_it_would_skip_events() -> None:
