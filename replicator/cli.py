@@ -307,7 +307,8 @@ def _or_dash(value: object) -> str:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.core.replay import parse_lsn, parse_offset
+    from replicator.core.lsn import parse_lsn
+    from replicator.core.replay import parse_offset
     from replicator.run.replay import ReplayRequest, refusal_now, replay
 
     chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp), bool(args.to_lsn)]

@@ -209,12 +209,3 @@ def _transaction_start(read: Reader, low: int, offset: int, seq0: int) -> int:
             start = at
         at -= 1
     return start
-
-
-def parse_lsn(text: str) -> int:
-    """A PostgreSQL LSN, `X/Y` (hex, as pg_current_wal_lsn() prints it) or a decimal number."""
-    high, sep, low = text.strip().partition("/")
-    try:
-        return (int(high, 16) << 32) + int(low, 16) if sep else int(high)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an LSN (e.g. 0/1A2B3C4, as pg_current_wal_lsn() shows)") from None

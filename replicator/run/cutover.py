@@ -67,6 +67,7 @@ from replicator.core.cutover import (
     verify_gate,
 )
 from replicator.core.errors import Fatal, ReplicatorError, one_line
+from replicator.core.lsn import lsn_text
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Partition, TableRef
@@ -83,10 +84,6 @@ from replicator.target import sequences
 from replicator.target.store import ControlStore
 
 POLL_S = 0.25  # between checks of a drain condition
-
-
-def lsn_text(lsn: int | None) -> str:
-    return "-" if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError, JsonDecoder
+from replicator.core.lsn import parse_lsn
 from replicator.core.model import ChangeEvent, KafkaRef
-from replicator.core.replay import Probe, parse_lsn
+from replicator.core.replay import Probe
 from tests.integration.pipeline import (
     CONNECTOR,
     TOPICS,

@@ -11,7 +11,6 @@ from replicator.core.replay import (
     ReplayRefused,
     check_offsets,
     first_at_lsn,
-    parse_lsn,
     parse_offset,
     plan_moves,
 )
@@ -183,11 +182,3 @@ def test_the_search_reads_about_log2_n_events() -> None:
     reads: list[int] = []
     assert first_at_lsn(0, len(log), 50_005, reader(log, reads)) == 5000
     assert len(set(reads)) <= 20
-
-
-def test_an_lsn_is_read_as_postgresql_prints_it() -> None:
-    assert parse_lsn("0/1A2B3C4") == 0x1A2B3C4
-    assert parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
-    assert parse_lsn("12345") == 12345
-    with pytest.raises(ValueError, match="not an LSN"):
-        parse_lsn("zz/1")
