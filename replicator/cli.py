@@ -372,7 +372,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import capture, spec_topics
-    from replicator.run.drain import drain
+    from replicator.run.drain import drain, drained_report
 
     source = capture(settings, args.connector, args.signal_table)
     done = drain(
@@ -382,16 +382,8 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
         str(source.need_signal_table("drain")),
         args.timeout,
     )
-    text = f"drained: fence LSN {done.fence_lsn} applied in {done.seconds:.1f}s"
-    _emit(
-        {
-            "fence_lsn": done.fence_lsn,
-            "seconds": done.seconds,
-            "end_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(done.end_offsets.items())},
-        },
-        args.json,
-        text,
-    )
+    data, text = drained_report(done)
+    _emit(data, args.json, text)
     return 0
 
 

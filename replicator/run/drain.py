@@ -24,6 +24,7 @@ from typing import Any
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectorState
 from replicator.core.errors import Fatal
+from replicator.core.lsn import lsn_text
 from replicator.core.model import Partition, TableRef
 from replicator.kafka.clients import Metadata
 from replicator.source.signal import write_fence
@@ -124,7 +125,7 @@ def drain(
         check_capture(client, connector)
         return client.flushed_lsn(connector) >= lsn
 
-    wait_for(flushed, deadline, f"connector {connector} to flush past LSN {lsn}")
+    wait_for(flushed, deadline, f"connector {connector} to flush past the fence LSN {lsn_text(lsn)}")
     with Metadata(settings.kafka) as metadata:
         ends = metadata.end_offsets(topics)
 
@@ -143,14 +144,31 @@ def drain(
             elsewhere = tuple(every)  # none of them in `held_tables`
             break
         if time.monotonic() > deadline:
-            raise Fatal(
-                f"drain timed out: group {group} applied past the fence LSN {lsn} but holds rows back"
-                f" ({held_text(held)}); see `replicator status` and `replicator errors list` (a row they"
-                " wait for that never comes: rejected by its spec rule, or a NOT DEFERRABLE"
-                " foreign-key cycle in the target, which `mapping check` warns about)"
-            )
+            raise Fatal(held_timeout(group, lsn, held))
         time.sleep(0.25)  # polling the held rows until the group has applied them
     return Drained(lsn, ends, time.monotonic() - started, elsewhere)
+
+
+def held_timeout(group: str, lsn: int, held: Iterable[tuple[str, int, str]]) -> str:
+    """Why a drain timed out with rows held back from before the fence, and where to look."""
+    return (
+        f"drain timed out: group {group} applied past the fence LSN {lsn_text(lsn)} but holds rows"
+        f" back ({held_text(held)}); see `replicator status` and `replicator errors list` (a row they"
+        " wait for that never comes: rejected by its spec rule, or a NOT DEFERRABLE"
+        " foreign-key cycle in the target, which `mapping check` warns about)"
+    )
+
+
+def drained_report(done: Drained) -> tuple[dict[str, Any], str]:
+    """`replicator drain`'s output: JSON (the fence LSN as a number, as before, and as text) and
+    its text line."""
+    data = {
+        "fence_lsn": done.fence_lsn,
+        "fence_lsn_text": lsn_text(done.fence_lsn),
+        "seconds": done.seconds,
+        "end_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(done.end_offsets.items())},
+    }
+    return data, f"drained: fence LSN {lsn_text(done.fence_lsn)} applied in {done.seconds:.1f}s"
 
 
 def held_text(held: Iterable[tuple[str, int, str]]) -> str:

@@ -1,10 +1,12 @@
 """`replicator drain` against the real source: a signal table that does not exist is one line
 naming the fix (the SQL that creates it), never a raw `relation ... does not exist`; rows held
-back before the fence keep drain from calling the target drained."""
+back before the fence keep drain from calling the target drained; its lines show the fence LSN
+as PostgreSQL prints it (X/Y), as cutover does."""
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -45,7 +47,10 @@ def test_drain_waits_for_rows_held_before_the_fence_and_names_them(stack: Stack,
         stuck = run_cli(env, "drain", "--timeout", "20")
         assert stuck.returncode != 0, stuck.stdout
         assert "holds rows back (sales.order: 1 rows wait for crm.customer)" in stuck.stderr, stuck.stderr
+        assert re.search(r"applied past the fence LSN [0-9A-F]+/[0-9A-F]+ but", stuck.stderr), stuck.stderr
         with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
             conn.execute("DELETE FROM replicator.held_event WHERE group_id = %s", (group,))
         done = run_cli(env, "drain", "--timeout", "60")
-        assert done.returncode == 0 and done.stdout.startswith("drained: fence LSN"), done.stderr
+        assert done.returncode == 0, done.stderr
+        line = r"drained: fence LSN [0-9A-F]+/[0-9A-F]+ applied in [0-9.]+s\n"
+        assert re.fullmatch(line, done.stdout), done.stdout
