@@ -2,7 +2,8 @@
 
 A diff is one of `insert`, `update` (before/after per changed column),
 `delete` or `noop`; values are in their JSON form (`core.serialize`), and
-two cells are equal when their JSON forms are (so NaN equals NaN).
+two cells are equal when their JSON texts are (so NaN equals NaN, and a
+jsonb 1.5 differs from 1.50 although the numbers compare equal).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from replicator.core.serialize import JSONValue, to_jsonable
+from replicator.core.serialize import JSONValue, dumps, to_jsonable
 
 ColumnChange = dict[str, JSONValue]
 
@@ -29,6 +30,6 @@ def row_diff(
     changed: dict[str, ColumnChange] = {}
     for c in columns:
         was, now = to_jsonable(before.get(c)), to_jsonable(after.get(c))
-        if was != now:
+        if was != now or dumps(was) != dumps(now):  # JSON numbers compare as numbers, not as text
             changed[c] = {"before": was, "after": now}
     return ("update" if changed else "noop"), changed

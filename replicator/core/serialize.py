@@ -8,6 +8,9 @@ Invariants:
   JSON has no such numbers), UUIDs, network addresses, bytes (`\\x<hex>`),
   intervals, ranges, bit strings and any other object (its `str`). Containers
   are walked recursively.
+- A `JsonNumber` (a number inside a json/jsonb value read back from the
+  target) stays a JSON number: `dumps` writes its token as the server wrote
+  it (no float rounding, 1.50 stays 1.50); any other Decimal is a string.
 - `json_document` is the text of a value that *is* a JSON document (a json or
   jsonb column's content): numbers stay numbers, exactly (a Decimal keeps its
   digits and scale, as jsonb does), an embedded `JsonText` is kept as the
@@ -26,9 +29,9 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.core.model import UNAVAILABLE
-from replicator.core.values import JsonText
+from replicator.core.values import JsonNumber, JsonText
 
-JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+JSONValue = None | bool | int | float | JsonNumber | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
 def to_jsonable(value: Any) -> JSONValue:
@@ -40,6 +43,8 @@ def to_jsonable(value: Any) -> JSONValue:
             return "NaN"
         if math.isinf(value):
             return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, JsonNumber):
         return value
     if isinstance(value, Decimal):
         return str(value)
@@ -61,8 +66,36 @@ def to_jsonable(value: Any) -> JSONValue:
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
-    """JSON text of any value (never raises on a value; non-ASCII kept as is)."""
-    return json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False, indent=indent)
+    """JSON text of any value (never raises on a value; non-ASCII kept as is): the text
+    `json.dumps(..., ensure_ascii=False, indent=indent)` writes, with each `JsonNumber` its token."""
+    out: list[str] = []
+    _encode(to_jsonable(value), out, indent, 0)
+    return "".join(out)
+
+
+def _encode(value: JSONValue, out: list[str], indent: int | None, depth: int) -> None:
+    # The stdlib encoder cannot write a raw number token, so the text is built here; its layout is
+    # json.dumps's (", " / ": " on one line; "," and newlines with `indent`).
+    if isinstance(value, JsonNumber):
+        out.append(value.text)
+        return
+    if not isinstance(value, list | dict) or not value:
+        # a scalar (to_jsonable made NaN and the infinities strings) or an empty container
+        out.append(json.dumps(value, ensure_ascii=False, allow_nan=False))
+        return
+    inner = "" if indent is None else "\n" + " " * (indent * (depth + 1))
+    sep = ", " if indent is None else ","
+    items: list[tuple[str | None, JSONValue]]
+    items = [(None, v) for v in value] if isinstance(value, list) else list(value.items())
+    out.append("[" if isinstance(value, list) else "{")
+    for i, (key, item) in enumerate(items):
+        out.append((sep if i else "") + inner)
+        if key is not None:
+            out.append(json.dumps(key, ensure_ascii=False) + ": ")
+        _encode(item, out, indent, depth + 1)
+    out.append(
+        ("" if indent is None else "\n" + " " * (indent * depth)) + ("]" if isinstance(value, list) else "}")
+    )
 
 
 def json_document(value: Any) -> str:

@@ -88,6 +88,21 @@ class JsonText(str):
     __slots__ = ()
 
 
+class JsonNumber(Decimal):
+    """A number with a fraction or exponent inside a JSON document read back from a json/jsonb
+    column (`pg.types.exact_rows`): a Decimal (so it compares as one) that keeps the token as the
+    server wrote it (`text`: 1.50 stays 1.50, 1e400 stays 1e400). `core.serialize` writes `text`
+    as a JSON number, where a plain Decimal (a numeric column) is written as a string."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, token: str) -> JsonNumber:
+        number = super().__new__(cls, token)
+        number.text = token
+        return number
+
+
 @dataclass(frozen=True, slots=True)
 class Bits:
     """A `bit(n)` / `bit varying` value as Debezium sends it (io.debezium.data.Bits): the bits as

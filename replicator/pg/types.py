@@ -10,16 +10,17 @@ do dates and timestamps outside Python's years 1..9999 ('0044-03-15 BC'):
 compared as the server's text, never a crash of the whole comparison.
 Intervals come back as the server's text too (a timedelta folds '3 mons' into
 '90 days', which PostgreSQL keeps apart). Cursors that read rows to compare or
-preview (`exact_rows`) also read JSON numbers as Decimal (floats would round
-1.000000000000000000001 to 1.0); the control schema's own JSON (settings,
-totals) keeps psycopg's plain loading.
+preview (`exact_rows`) also read JSON numbers with a fraction or exponent as
+`values.JsonNumber`, a Decimal keeping the server's token (floats would round
+1.000000000000000000001 to 1.0; the token lets a preview show 1.50 as a JSON
+number 1.50); the control schema's own JSON (settings, totals) keeps
+psycopg's plain loading.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -29,7 +30,7 @@ from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, Time
 from psycopg.types.json import set_json_loads
 from psycopg.types.string import TextLoader
 
-from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity, PgText
+from replicator.core.values import NEG_INFINITY, POS_INFINITY, Infinity, JsonNumber, PgText
 
 
 def _infinite(data: Any) -> Any:
@@ -86,7 +87,7 @@ class _IntervalLoader(TextLoader):
 
 
 def _exact_json(data: str | bytes) -> Any:
-    return json.loads(data, parse_float=Decimal)
+    return json.loads(data, parse_float=JsonNumber)
 
 
 class _InfinityDumper(Dumper):
@@ -114,6 +115,6 @@ C = TypeVar("C", bound="psycopg.Cursor[Any]")
 
 
 def exact_rows(cursor: C) -> C:
-    """`cursor`, reading JSON numbers as Decimal: for rows that are compared or shown."""
+    """`cursor`, reading JSON numbers exactly (`JsonNumber`): for rows that are compared or shown."""
     set_json_loads(_exact_json, cursor)
     return cursor

@@ -22,6 +22,7 @@ from replicator.config import Settings
 from replicator.core.mapping.plan import Plan
 from replicator.core.report import collect_review, render_html, render_markdown, shadow_report
 from replicator.core.serialize import dumps
+from replicator.core.values import JsonNumber
 from replicator.kafka.clients import Metadata
 from replicator.run.assembly import spec_topics
 from replicator.run.daemon import RunRequest, WriterParts, run_daemon
@@ -113,7 +114,9 @@ def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: i
     HTML page beside it (`.html`): counts per table and kind, sample diffs, error records.
     Returns the HTML file's path."""
     with report.open(encoding="utf-8") as f:
-        review = shadow_report(collect_review(summary, report.name, (json.loads(line) for line in f), sample))
+        # numbers as their tokens (JsonNumber): a float would round a jsonb number's digits
+        diffs = (json.loads(line, parse_float=JsonNumber) for line in f)
+        review = shadow_report(collect_review(summary, report.name, diffs, sample))
     path.write_text(render_markdown(review), encoding="utf-8")
     page = path.with_suffix(".html")
     page.write_text(render_html(review), encoding="utf-8")

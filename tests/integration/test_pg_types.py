@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import psycopg
 
+from replicator.core.serialize import dumps
 from replicator.core.values import POS_INFINITY, PgText
 from replicator.pg.types import exact_rows, register_types
 from tests.integration.stack import Stack
@@ -55,4 +56,5 @@ def test_intervals_and_json_numbers_come_back_exactly_as_the_database_holds_them
     months, days, doc, scalar = row
     assert (months, days) == (PgText("3 mons 3 days 05:42:38"), PgText("90 days")) and months != days
     assert doc == {"big": Decimal("1.000000000000000000001"), "n": [Decimal("2.50"), 3]}
+    assert dumps(doc) == '{"n": [2.50, 3], "big": 1.000000000000000000001}'  # jsonb's order, its tokens
     assert scalar == Decimal("0.1") and isinstance(scalar, Decimal)
