@@ -172,6 +172,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.core.report import no_diffs
     from replicator.run.shadow import ShadowRequest, shadow
 
     if args.from_time and args.from_group:
@@ -194,6 +195,8 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
     ]
     for table, counts in summary["diffs"].items():
         lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    if not summary["diffs"]:
+        lines.append(f"  {no_diffs(summary.get('totals') or {})}")
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
     _emit(summary, args.json, "\n".join(lines))
     return 0

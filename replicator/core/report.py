@@ -401,7 +401,7 @@ ERROR_KINDS = ("error", "truncated", "unavailable", "stopped")
 class ShadowReview:
     """What a shadow review shows: the run's summary and the diffs picked from its JSON Lines."""
 
-    summary: Mapping[str, Any]  # ShadowClones.summary() + "range"
+    summary: Mapping[str, Any]  # ShadowClones.summary() + "range" + the run's "totals"
     report_name: str  # the JSON Lines file holding every diff
     samples: Sequence[Mapping[str, Any]]  # field-level diffs (insert, update, delete), report order
     errors: Sequence[Mapping[str, Any]]  # error and truncated diffs, report order
@@ -444,6 +444,23 @@ def _rules(d: Mapping[str, Any]) -> list[Inline]:
     return out or ["none"]
 
 
+def no_diffs(totals: Mapping[str, Any]) -> str:
+    """The summary table's text when a run recorded no diff, from the run's totals: a window the
+    live group already applied is read in full and every row change in it is skipped as older."""
+    events = int(totals.get("events") or 0)
+    if not events:
+        return "no events previewed"
+    older = int(totals.get("skipped_older") or 0)
+    tombstones = int(totals.get("tombstones") or 0)
+    if not older:
+        return f"no diffs: {events} events read, none changes the target"
+    also = f", {tombstones} tombstones" if tombstones else ""
+    return (
+        f"no diffs: the {events} events read were already applied in the target ({older} row changes"
+        f" older than the target's stored versions{also})"
+    )
+
+
 def shadow_report(review: ShadowReview) -> Report:
     """The cutover review of a shadow run: previewed offsets, a summary per table and kind,
     samples of field-level diffs, the error records the live run would write."""
@@ -466,14 +483,26 @@ def shadow_report(review: ShadowReview) -> Report:
             note=True,
         ),
     ]
-    summary = Table(
-        ["table", *KINDS, "total"],
-        [[Code(t), *n, sum(n)] for t, n in counts],
-        footer=["all tables", *totals, sum(totals)],
-        numeric=frozenset(range(1, len(KINDS) + 2)),
-        id="summary",
-        empty="no events previewed",
-    )
+    run_totals: Mapping[str, Any] = s.get("totals") or {}
+    summary: list[Block] = [
+        Table(
+            ["table", *KINDS, "total"],
+            [[Code(t), *n, sum(n)] for t, n in counts],
+            footer=["all tables", *totals, sum(totals)],
+            numeric=frozenset(range(1, len(KINDS) + 2)),
+            id="summary",
+            empty=no_diffs(run_totals),
+        )
+    ]
+    older = int(run_totals.get("skipped_older") or 0)
+    if counts and older:  # without diffs the table's own text says so
+        summary.append(
+            Paragraph(
+                f"Besides these, {older} row changes in the events read were already applied in the target"
+                " (older than the target's stored versions): the live run skips them too.",
+                note=True,
+            )
+        )
 
     field_level = sum(totals[KINDS.index(k)] for k in SAMPLED)
     samples: list[Block] = [
@@ -539,7 +568,7 @@ def shadow_report(review: ShadowReview) -> Report:
         ["Shadow run ", Code(str(s["run_id"]))],
         [
             Section("Previewed offsets", previewed, id="range"),
-            Section("Summary per table", [summary], id="summary-section"),
+            Section("Summary per table", summary, id="summary-section"),
             Section("Sample of field-level diffs", samples, id="samples"),
             Section("Error records the live run would write", errors, id="errors"),
         ],

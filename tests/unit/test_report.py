@@ -2,10 +2,11 @@
 
 Proves: the shadow review's summary table holds the counts per table and kind with totals; samples
 show field-level before/after in JSON form (so "1" and 1 differ) and only inserts, updates and
-deletes; error records show every error and truncated diff with SQLSTATE and message; values from
-the data never become markup (HTML escaped, Markdown escaped or code spans); the page is
-self-contained (no script, no external resource); a mapping becomes titled sections of tables
-(the shape a cutover report takes); long values are cut with the rest counted.
+deletes; error records show every error and truncated diff with SQLSTATE and message; a run whose
+events were all already applied in the target says so with the counts (not "no events
+previewed"); values from the data never become markup (HTML escaped, Markdown escaped or code
+spans); the page is self-contained (no script, no external resource); a mapping becomes titled
+sections of tables (the shape a cutover report takes); long values are cut with the rest counted.
 In a real browser: tests/integration/test_report_browser.py.
 """
 
@@ -186,6 +187,27 @@ def test_an_empty_run_says_so() -> None:
     assert "no events previewed" in rows and "no offsets were previewed" in rows
     assert "0 of 0 inserts" in page and "none" in rows
     assert "| no events previewed |" in md
+
+
+def test_a_window_the_live_group_already_applied_says_its_events_were_applied() -> None:
+    """Trial: `shadow --from --to` over 2,688 events the live group had applied said "no events
+    previewed" beside an offsets table of those events (the run log: skipped_older=2688)."""
+    totals = {"events": 2688, "skipped_older": 2688, "tombstones": 0, "applied": {}}
+    summary, _ = sample_review(diffs={}, range={"demo.shop.customers[0]": [100, 2788]}, totals=totals)
+    review = shadow_report(collect_review(summary, "r.jsonl", []))
+    page, md = render_html(review), render_markdown(review)
+    said = (
+        "no diffs: the 2688 events read were already applied in the target (2688 row changes older"
+        " than the target's stored versions)"
+    )
+    assert said in parse(page).rows and f"| {said} |" in md
+    assert "no events previewed" not in page and "no events previewed" not in md
+
+
+def test_changes_already_applied_beside_diffs_are_counted() -> None:
+    summary, diffs = sample_review(totals={"events": 40, "skipped_older": 31})
+    md = render_markdown(shadow_report(collect_review(summary, "r.jsonl", diffs)))
+    assert "Besides these, 31 row changes in the events read were already applied in the target" in md
 
 
 def test_long_values_are_cut_with_the_rest_counted() -> None:
