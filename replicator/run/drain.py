@@ -17,7 +17,7 @@ convergence condition instead of sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +39,15 @@ class Drained:
     held_elsewhere: tuple[tuple[str, int, str], ...] = ()  # (table, rows, waiting for) not waited for
 
 
-def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
+def wait_for(condition: Callable[[], Any], deadline: float, what: str | Callable[[], str]) -> Any:
+    """Poll `condition` until it is true; past `deadline`, a Fatal naming `what` (text, or a function
+    giving it as things stand then)."""
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise Fatal(f"drain timed out waiting for {what}")
+            raise Fatal(f"drain timed out waiting for {what if isinstance(what, str) else what()}")
         time.sleep(0.25)  # polling interval between checks of the condition
 
 
@@ -129,13 +131,17 @@ def drain(
     with Metadata(settings.kafka) as metadata:
         ends = metadata.end_offsets(topics)
 
+    stored: dict[Partition, int] = {}  # the group's stored offsets at the last look
+
     def applied() -> bool:
         check_stops(settings, group, topics)
         with ControlStore.open(settings) as store:
-            stored = store.checkpoints(group) if store.initialized() else {}  # nothing applied yet
-        return all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+            now = store.checkpoints(group) if store.initialized() else {}  # nothing applied yet
+        stored.clear()
+        stored.update(now)
+        return not behind(ends, stored)
 
-    wait_for(applied, deadline, f"group {group} to apply up to {ends}")
+    wait_for(applied, deadline, lambda: applied_timeout(group, behind(ends, stored)))
     while True:  # a row held back is not in the target yet: drained means none is left
         with ControlStore.open(settings) as store:
             every = store.held_before(group, lsn) if store.initialized() else []
@@ -169,6 +175,27 @@ def drained_report(done: Drained) -> tuple[dict[str, Any], str]:
         "end_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(done.end_offsets.items())},
     }
     return data, f"drained: fence LSN {lsn_text(done.fence_lsn)} applied in {done.seconds:.1f}s"
+
+
+def behind(ends: Mapping[Partition, int], stored: Mapping[Partition, int]) -> list[str]:
+    """The partitions whose stored offset has not reached the end offset read after the fence:
+    `<topic>[<partition>] at <stored> of <end>`."""
+    return [
+        f"{t}[{p}] at {stored.get((t, p), 0)} of {end}"
+        for (t, p), end in sorted(ends.items())
+        if stored.get((t, p), 0) < end
+    ]
+
+
+def applied_timeout(group: str, lagging: list[str], shown: int = 10) -> str:
+    """What a drain timed out waiting for when the group did not apply up to the end offsets: the
+    partitions behind (the first `shown`), and the likely cause."""
+    more = f" and {len(lagging) - shown} more" if len(lagging) > shown else ""
+    return (
+        f"group {group} to apply up to the end offsets read after the fence; behind: "
+        f"{', '.join(lagging[:shown])}{more} (is a `replicator run` of this group running? see"
+        " `replicator status`)"
+    )
 
 
 def held_text(held: Iterable[tuple[str, int, str]]) -> str:
