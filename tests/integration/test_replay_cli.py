@@ -13,7 +13,6 @@ field); a replay of everything on a current target then applies nothing (every b
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -141,7 +140,8 @@ def test_an_offset_or_partition_that_does_not_exist_is_refused_in_one_line_dry_r
     events)`. Past the end, or a partition the topic lacks: one line naming it and the fix, the
     dry run as the replay; nothing committed for the group."""
     group = f"replay-refuse-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "REPLICATOR_KAFKA__GROUP_ID": group}
+    env = env_for(stack, fresh_target("refuse"), group)
+    assert run_cli(env, "init").returncode == 0  # a fresh machine's demo target has no control schema
     consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": group})
     try:
         _, end = consumer.get_watermark_offsets(TopicPartition("demo.shop.orders", 0), timeout=10)
