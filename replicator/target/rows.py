@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -39,7 +40,7 @@ from replicator.core.errors import one_line
 from replicator.core.intents import Intent, Kind, key_text
 from replicator.core.isolate import isolate
 from replicator.core.mapping.plan import ForeignKeyPlan, TablePlan
-from replicator.core.mapping.statements import ROW_NUMBER, ROW_VARIABLE
+from replicator.core.mapping.statements import ONE_ROW, ROW_NUMBER, ROW_VARIABLE, Within
 from replicator.core.model import TableRef
 from replicator.core.resolve import TableWrites
 from replicator.core.serialize import json_document
@@ -48,16 +49,22 @@ from replicator.pg.errors import is_row_error, sqlstate
 
 LEAF_ROWS = 256
 
-# The row-by-row loop over the stage: `{stmt}` is one of the `*_row` statements (restricted to
-# the stage row whose ctid is `{var}`); column names win over the function's own (`use_column`).
-_LOOP = """CREATE OR REPLACE FUNCTION {fn}() RETURNS TABLE (replicator_rn_out int, replicator_state text,
+#: A table's statement builder: the statement for the staged rows a `Within` selects.
+Statement = Callable[[Within], sql.Composed]
+
+# The row-by-row loop over the stage rows numbered first..last: `{stmt}` is one of the `*_row`
+# statements (restricted to the stage row whose ctid is `{var}`); column names win over the
+# function's own (`use_column`).
+_LOOP = """CREATE OR REPLACE FUNCTION {fn}(replicator_first_ int, replicator_last_ int)
+RETURNS TABLE (replicator_rn_out int, replicator_state text,
   replicator_message text, replicator_detail text, replicator_constraint text, replicator_schema text,
   replicator_table text, replicator_column text)
 LANGUAGE plpgsql AS {tag}
 #variable_conflict use_column
 DECLARE {var} tid; replicator_n_ int;
 BEGIN
-  FOR {var}, replicator_n_ IN SELECT ctid, {number} FROM {stage} ORDER BY {number} LOOP
+  FOR {var}, replicator_n_ IN SELECT ctid, {number} FROM {stage}
+      WHERE {number} BETWEEN replicator_first_ AND replicator_last_ ORDER BY {number} LOOP
     BEGIN
       {stmt};
     EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
@@ -172,31 +179,52 @@ class TableRows:
         conn: psycopg.Connection[Any],
         cols: tuple[str, ...],
         intents: Sequence[Intent],
-        statement: sql.Composed,
-        one_row: sql.Composed,
+        statement: Statement,
         op: str,
         out: Outcome,
     ) -> None:
         """Set-based first; on a row-level error, bisect, and loop over small failed chunks
-        server-side, so only the bad rows fail."""
+        server-side, so only the bad rows fail. The batch is staged once (in a savepoint of its
+        own, outside every attempt's): attempts and loops read ranges of its row numbers."""
+        try:
+            with conn.transaction():
+                self._stage(conn, cols, intents)
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+            # the stage itself refused a value (COPY: text its column type cannot parse)
+            self._restaging(conn, cols, intents, statement, op, out)
+            return
+        everything, one_row = len(intents), statement(ONE_ROW)
+
+        def attempt(chunk: Sequence[int]) -> Refusal | None:
+            within = None if len(chunk) == everything else (chunk[0] + 1, chunk[-1] + 1)
+            return self._attempt(conn, statement(within))
+
+        def leaf(chunk: Sequence[int]) -> list[tuple[int, Refusal]]:
+            rows = self._looped(conn, one_row, chunk[0] + 1, chunk[-1] + 1)
+            return [(n - 1 - chunk[0], Refusal(*rest)) for n, *rest in rows]
+
+        done = isolate(range(everything), attempt, leaf, LEAF_ROWS)
+        out.attempts += done.attempts
+        out.add(op, len(done.applied))
+        out.refused.extend(self._refused(intents[i], why) for i, why in done.failed)
+
+    def _restaging(
+        self,
+        conn: psycopg.Connection[Any],
+        cols: tuple[str, ...],
+        intents: Sequence[Intent],
+        statement: Statement,
+        op: str,
+        out: Outcome,
+    ) -> None:
+        """`_isolated` for a batch whose staging failed: every attempt stages its own chunk, and a
+        leaf chunk that cannot be staged is staged and written row by row."""
+        one_row = statement(ONE_ROW)
 
         def attempt(chunk: Sequence[Intent]) -> Refusal | None:
-            try:
-                with conn.transaction():
-                    self._stage(conn, cols, chunk)
-                    conn.execute(statement)
-            except psycopg.Error as exc:
-                if not is_row_error(exc):
-                    raise
-                return _from_exception(exc)
-            return None
-
-        def looped(chunk: Sequence[Intent]) -> list[tuple[Any, ...]]:
-            with conn.transaction():
-                self._stage(conn, cols, chunk)
-                return conn.execute(
-                    sql.SQL("SELECT * FROM {}()").format(self._loop(conn, one_row))
-                ).fetchall()
+            return self._attempt(conn, statement(None), lambda: self._stage(conn, cols, chunk))
 
         def one_by_one(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
             refused = ((i, attempt([intent])) for i, intent in enumerate(chunk))
@@ -204,25 +232,63 @@ class TableRows:
 
         def leaf(chunk: Sequence[Intent]) -> list[tuple[int, Refusal]]:
             try:
-                try:
-                    rows = looped(chunk)
-                except psycopg.errors.UndefinedFunction:
-                    # Created in a transaction rolled back since (a retried or halted batch), or on
-                    # a closed session whose id() a new one reuses: create it again, once.
-                    self._loops.discard((id(conn), self._loop_name(conn, one_row)))
-                    rows = looped(chunk)
+                rows = self._looped(conn, one_row, 1, len(chunk), lambda: self._stage(conn, cols, chunk))
             except psycopg.Error as exc:
                 if not is_row_error(exc):
                     raise
-                # the stage itself refused a value (COPY: text its column type cannot parse), so
-                # the loop never ran: each row is staged and written alone
-                return one_by_one(chunk)
+                return one_by_one(chunk)  # the stage refused a value of this chunk: the loop never ran
             return [(n - 1, Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(intents, attempt, leaf, LEAF_ROWS)
         out.attempts += done.attempts
         out.add(op, len(done.applied))
         out.refused.extend(self._refused(intent, why) for intent, why in done.failed)
+
+    @staticmethod
+    def _attempt(
+        conn: psycopg.Connection[Any], statement: sql.Composed, stage: Callable[[], None] | None = None
+    ) -> Refusal | None:
+        """Run `statement` (after `stage`) in a savepoint: None, or the row-level error that
+        rolled it back."""
+        try:
+            with conn.transaction():
+                if stage is not None:
+                    stage()
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+            return _from_exception(exc)
+        return None
+
+    def _looped(
+        self,
+        conn: psycopg.Connection[Any],
+        one_row: sql.Composed,
+        first: int,
+        last: int,
+        stage: Callable[[], None] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """The staged rows numbered first..last (after `stage`) applied one by one server-side, in a
+        savepoint: (row number, the refusal's fields) of each row that failed."""
+
+        def run() -> list[tuple[Any, ...]]:
+            with conn.transaction():
+                if stage is not None:
+                    stage()
+                return conn.execute(
+                    sql.SQL("SELECT * FROM {}({}, {})").format(
+                        self._loop(conn, one_row), sql.Literal(first), sql.Literal(last)
+                    )
+                ).fetchall()
+
+        try:
+            return run()
+        except psycopg.errors.UndefinedFunction:
+            # Created in a transaction rolled back since (a retried or halted batch), or on a
+            # closed session whose id() a new one reuses: create it again, once.
+            self._loops.discard((id(conn), self._loop_name(conn, one_row)))
+            return run()
 
     def _loop(self, conn: psycopg.Connection[Any], one_row: sql.Composed) -> sql.Identifier:
         """The session-local function applying the staged rows one by one with `one_row`
@@ -268,8 +334,7 @@ class TableRows:
         for missing, intents in writes.upsert_groups().items():
             cols = tuple(c for c in self._all if c not in missing)
             if not missing:
-                stmt, one = statements.upsert(cols), statements.upsert(cols, one_row=True)
-                self._isolated(conn, cols, intents, stmt, one, "upsert", out)
+                self._isolated(conn, cols, intents, partial(statements.upsert, cols), "upsert", out)
                 continue
             # Unchanged TOAST columns: update the existing row, never write a placeholder.
             present = self._present_keys(conn, intents)
@@ -287,8 +352,7 @@ class TableRows:
                     )
             there = [i for i in intents if key_text(i.key) in present]
             if there:
-                stmt, one = statements.update_only(cols), statements.update_only(cols, one_row=True)
-                self._isolated(conn, cols, there, stmt, one, "upsert", out)
+                self._isolated(conn, cols, there, partial(statements.update_only, cols), "upsert", out)
 
     def delete_all_but(self, conn: psycopg.Connection[Any], keep: set[str]) -> int:
         """Delete every row whose key text is not in `keep`; returns how many went."""
@@ -351,11 +415,9 @@ class TableRows:
         statements = self.table.statements
         hard = writes.by_kind(Kind.DELETE)
         if hard:
-            key = self.table.key
-            self._isolated(conn, key, hard, statements.delete_keys, statements.delete_keys_row, "delete", out)
+            self._isolated(conn, self.table.key, hard, statements.delete_keys_within, "delete", out)
         soft = writes.by_kind(Kind.SOFT_DELETE)
         if soft:
             cols = tuple(soft[0].values)
-            stmt, one = statements.soft_delete(cols), statements.soft_delete(cols, one_row=True)
-            self._isolated(conn, cols, soft, stmt, one, "soft_delete", out)
+            self._isolated(conn, cols, soft, partial(statements.soft_delete, cols), "soft_delete", out)
         out.add("delete_ignored", len(writes.by_kind(Kind.IGNORE)))

@@ -12,9 +12,11 @@ Invariants:
   every builder that writes rows requires the key columns.
 - The stage is a per-session TEMP table (`ON COMMIT DELETE ROWS`) named
   `stage_<hash of the table rule id>`: unique per rule, always < 63 bytes. It
-  carries a row number column (`ROW_NUMBER`); the `*_row` builders run a
-  statement for one staged row, the one whose ctid is the PL/pgSQL variable
-  `ROW_VARIABLE` (inside the server-side loop that isolates bad rows).
+  carries a row number column (`ROW_NUMBER`). A builder's `within` picks the
+  staged rows a statement reads: all (None); `ONE_ROW`, the one whose ctid is
+  the PL/pgSQL variable `ROW_VARIABLE` (inside the server-side loop that
+  isolates bad rows); or `(first, last)`, the rows numbered first..last (a
+  bisection chunk of a batch staged once; these are not memoized).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from psycopg import sql
 
@@ -63,11 +66,22 @@ _T = sql.Identifier("t")
 _S = sql.Identifier("s")
 
 
-def _one_row(one_row: bool, joiner: str) -> sql.Composable:
-    """The predicate that restricts a statement to the stage row whose ctid is `ROW_VARIABLE`."""
-    if not one_row:
+#: Which staged rows a statement reads: all (None), the one whose ctid is `ROW_VARIABLE` ("one"),
+#: or those numbered first..last.
+ONE_ROW: Literal["one"] = "one"
+Within = tuple[int, int] | Literal["one"] | None
+
+
+def _restrict(within: Within, joiner: str) -> sql.Composable:
+    """The predicate that restricts a statement to the staged rows `within` selects."""
+    if within is None:
         return sql.SQL("")
-    return sql.SQL(joiner) + sql.SQL("s.ctid = {}").format(sql.Identifier(ROW_VARIABLE))
+    if isinstance(within, str):  # ONE_ROW
+        return sql.SQL(joiner) + sql.SQL("s.ctid = {}").format(sql.Identifier(ROW_VARIABLE))
+    first, last = within
+    return sql.SQL(joiner) + sql.SQL("s.{} BETWEEN {} AND {}").format(
+        sql.Identifier(ROW_NUMBER), sql.Literal(int(first)), sql.Literal(int(last))
+    )
 
 
 def _key_join(key: tuple[str, ...], left: str, right: str) -> sql.Composed:
@@ -120,8 +134,9 @@ class TableStatements:
         build: Callable[[tuple[str, ...]], sql.Composed],
         *,
         need_key: bool = True,
+        cached: bool = True,
     ) -> sql.Composed:
-        hit = self._cache.get((kind, cols))
+        hit = self._cache.get((kind, cols)) if cached else None
         if hit is not None:
             return hit
         unknown = [c for c in cols if c not in self.columns]
@@ -130,7 +145,8 @@ class TableStatements:
         if need_key and not set(self.key) <= set(cols):
             raise ValueError(f"{self.target}: column list {cols!r} lacks key {self.key!r}")
         stmt = build(cols)
-        self._cache[(kind, cols)] = stmt
+        if cached:
+            self._cache[(kind, cols)] = stmt
         return stmt
 
     # -- fixed statements ----------------------------------------------------
@@ -143,16 +159,17 @@ class TableStatements:
 
     @property
     def delete_keys(self) -> sql.Composed:
-        return self._delete(False)
+        return self.delete_keys_within(None)
 
-    @property
-    def delete_keys_row(self) -> sql.Composed:
-        """`delete_keys` for the staged row numbered `ROW_VARIABLE`."""
-        return self._delete(True)
-
-    def _delete(self, one_row: bool) -> sql.Composed:
-        return sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}{}").format(
-            self._target, self._stage, _key_join(self.key, "t", "s"), _one_row(one_row, " AND ")
+    def delete_keys_within(self, within: Within) -> sql.Composed:
+        """`delete_keys` for the staged rows `within` selects."""
+        return self._memo(
+            f"delete_{within}",
+            self.key,
+            lambda c: sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}{}").format(
+                self._target, self._stage, _key_join(c, "t", "s"), _restrict(within, " AND ")
+            ),
+            cached=not isinstance(within, tuple),
         )
 
     @property
@@ -180,8 +197,9 @@ class TableStatements:
             need_key=False,
         )
 
-    def upsert(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
-        """INSERT from the stage; on key conflict update only rows that change."""
+    def upsert(self, cols: tuple[str, ...], within: Within = None) -> sql.Composed:
+        """INSERT from the stage rows `within` selects; on key conflict update only rows that
+        change."""
 
         def build(c: tuple[str, ...]) -> sql.Composed:
             # OVERRIDING SYSTEM VALUE: the source's value of a GENERATED ALWAYS identity column
@@ -189,7 +207,7 @@ class TableStatements:
             head = sql.SQL(
                 "INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s{} ON CONFLICT ({}) "
             ).format(
-                self._target, _ids(c), _ids(c), self._stage, _one_row(one_row, " WHERE "), _ids(self.key)
+                self._target, _ids(c), _ids(c), self._stage, _restrict(within, " WHERE "), _ids(self.key)
             )
             rest = tuple(x for x in c if x not in self.key)
             if not rest:
@@ -201,18 +219,24 @@ class TableStatements:
                 _row(rest, excluded, self.text_compared),
             )
 
-        return self._memo("upsert_row" if one_row else "upsert", cols, build)
+        return self._memo(f"upsert_{within}", cols, build, cached=not isinstance(within, tuple))
 
-    def update_only(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
-        """UPDATE existing rows from the stage (some columns UNAVAILABLE)."""
-        return self._memo("update_row" if one_row else "update", cols, lambda c: self._update(c, one_row))
+    def update_only(self, cols: tuple[str, ...], within: Within = None) -> sql.Composed:
+        """UPDATE existing rows from the stage rows `within` selects (some columns UNAVAILABLE)."""
+        return self._memo(
+            f"update_{within}", cols, lambda c: self._update(c, within), cached=not isinstance(within, tuple)
+        )
 
-    def soft_delete(self, cols: tuple[str, ...], one_row: bool = False) -> sql.Composed:
-        """UPDATE the soft-delete columns of existing rows from the stage."""
-        kind = "soft_delete_row" if one_row else "soft_delete"
-        return self._memo(kind, cols, lambda c: self._update(c, one_row))
+    def soft_delete(self, cols: tuple[str, ...], within: Within = None) -> sql.Composed:
+        """UPDATE the soft-delete columns of existing rows from the stage rows `within` selects."""
+        return self._memo(
+            f"soft_delete_{within}",
+            cols,
+            lambda c: self._update(c, within),
+            cached=not isinstance(within, tuple),
+        )
 
-    def _update(self, c: tuple[str, ...], one_row: bool) -> sql.Composed:
+    def _update(self, c: tuple[str, ...], within: Within) -> sql.Composed:
         rest = tuple(x for x in c if x not in self.key)
         if not rest:
             raise ValueError(f"{self.target}: nothing to update besides the key")
@@ -223,7 +247,7 @@ class TableStatements:
             _key_join(self.key, "t", "s"),
             _row(rest, _T, self.text_compared),
             _row(rest, _S, self.text_compared),
-            _one_row(one_row, " AND "),
+            _restrict(within, " AND "),
         )
 
     def select_keys(self, cols: tuple[str, ...]) -> sql.Composed:
