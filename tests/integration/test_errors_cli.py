@@ -33,17 +33,17 @@ def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_pat
                 "INSERT INTO shop.products (sku, name, price) VALUES (%s, 'l', 1)", (f"L-{tag}-" + "X" * 70,)
             )
         converge(stack, dbname, group)
-    listed = run_cli(env, "errors", "list", "--limit", "1000", "--json")
+    listed = run_cli(env, "errors", "list", "--limit", "1000000", "--json")
     assert listed.returncode == 0, listed.stderr
     records = json.loads(listed.stdout)
     assert records, "the demo's bad rows left no error records"
     rule, table = Counter((r["rule_id"], r["target_table"]) for r in records).most_common(1)[0][0]
 
-    by_rule = json.loads(run_cli(env, "errors", "list", "--limit", "1000", "--rule", rule, "--json").stdout)
+    by_rule = json.loads(run_cli(env, "errors", "list", "--limit", "1000000", "--rule", rule, "--json").stdout)
     assert by_rule and {r["rule_id"] for r in by_rule} == {rule}
     assert len(by_rule) == sum(1 for r in records if r["rule_id"] == rule)
     by_table = json.loads(
-        run_cli(env, "errors", "list", "--limit", "1000", "--table", table, "--json").stdout
+        run_cli(env, "errors", "list", "--limit", "1000000", "--table", table, "--json").stdout
     )
     assert {r["target_table"] for r in by_table} == {table}
     none = run_cli(env, "errors", "list", "--rule", "no.such.rule", "--json")
@@ -152,7 +152,7 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     assert closed.returncode == 0, closed.stderr
     assert open_records() == []
     resolved = json.loads(
-        run_cli(env, "errors", "list", "--state", "resolved", "--limit", "1000", "--json").stdout
+        run_cli(env, "errors", "list", "--state", "resolved", "--limit", "1000000", "--json").stdout
     )
     notes = {r["id"]: r["resolution"] for r in resolved}
     assert "the sku is wrong at the source" in notes[left["id"]]
