@@ -19,6 +19,26 @@ from replicator.core.schema_change import Stop
 from replicator.target import control
 from replicator.target.stages import create_stage
 
+# The batch's error records on their way into `error_record` (created once per session).
+_ERRORS = sql.Identifier("pg_temp", "replicator_batch_errors")
+_ERRORS_DDL = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, run_id text, group_id text, topic text, partition int,"
+    " kafka_offset bigint, target_table text, key text, raw_key bytea, raw_value bytea, rule_id text,"
+    " sqlstate text, message text, also jsonb, n int) ON COMMIT DELETE ROWS"
+).format(_ERRORS)
+_COLUMNS = sql.SQL(
+    "kind, run_id, group_id, topic, partition, kafka_offset, target_table, key, raw_key, raw_value,"
+    " rule_id, sqlstate, message, also"
+)
+_REPORT = sql.SQL(
+    "INSERT INTO {records} ({c}) SELECT {c} FROM ("
+    "SELECT DISTINCT ON (topic, partition, kafka_offset, target_table, kind) * FROM {stage}"
+    " ORDER BY topic, partition, kafka_offset, target_table, kind, n) AS e"
+    " WHERE NOT EXISTS (SELECT FROM {records} r WHERE r.topic = e.topic AND r.partition = e.partition"
+    " AND r.kafka_offset = e.kafka_offset AND r.target_table IS NOT DISTINCT FROM e.target_table"
+    " AND r.kind = e.kind AND r.resolved_at IS NULL) ORDER BY e.n"
+)
+
 
 class LiveTables:
     """The `WriteTarget` of `replicator run`."""
@@ -45,6 +65,7 @@ class LiveTables:
         """Once per connection: the control schema and the per-session stage tables."""
         control.ensure(conn, self._schema)
         with conn.transaction():
+            conn.execute(_ERRORS_DDL)
             for t in self._plan.tables:
                 create_stage(conn, t.statements.create_stage, t.statements.stage)
 
@@ -175,17 +196,12 @@ class LiveTables:
         )
         if not rows:
             return
-        # An event already reported and still open (a replay, an `errors retry`) is not reported again.
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {0} (kind, run_id, group_id, topic, partition, kafka_offset,"
-                    " target_table, key, raw_key, raw_value, rule_id, sqlstate, message, also)"
-                    " SELECT %s, %s, %s, t, p, o, tt, %s, %s, %s, %s, %s, %s, %s"
-                    " FROM (SELECT %s::text AS t, %s::int AS p, %s::bigint AS o, %s::text AS tt) AS e"
-                    " WHERE NOT EXISTS (SELECT FROM {0} r WHERE r.topic = e.t AND r.partition = e.p"
-                    " AND r.kafka_offset = e.o AND r.target_table IS NOT DISTINCT FROM e.tt"
-                    " AND r.kind = %s AND r.resolved_at IS NULL)"
-                ).format(control.table(self._schema, "error_record")),
-                [(*r[:3], *r[7:], *r[3:7], r[0]) for r in rows],
-            )
+        # Set-based: copied into the session's stage, then one INSERT. An event already reported
+        # and still open (a replay, an `errors retry`) is not reported again, nor twice in one call
+        # (the first of equal records wins); records keep the order given.
+        conn.execute(sql.SQL("DELETE FROM {}").format(_ERRORS))
+        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_ERRORS)) as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((*row, n))
+        records = control.table(self._schema, "error_record")
+        conn.execute(_REPORT.format(records=records, stage=_ERRORS, c=_COLUMNS))
