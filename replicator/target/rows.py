@@ -49,6 +49,17 @@ from replicator.pg.errors import is_row_error, sqlstate
 
 LEAF_ROWS = 256
 
+# Savepoints of the staged-once path, sent in the round trip of the statements they guard (a
+# query without parameters may hold several statements; the server stops at the first error,
+# which is then rolled back to the savepoint). They nest inside psycopg's own savepoints.
+_NOTHING = sql.SQL("")
+_STAGE = sql.SQL("SAVEPOINT replicator_stage; ")
+_UNSTAGE = sql.SQL("ROLLBACK TO SAVEPOINT replicator_stage; RELEASE SAVEPOINT replicator_stage")
+_KEEP_STAGE = sql.SQL("RELEASE SAVEPOINT replicator_stage; ")
+_TRY = sql.SQL("SAVEPOINT replicator_attempt; ")
+_TRIED = sql.SQL("; RELEASE SAVEPOINT replicator_attempt")
+_UNTRY = sql.SQL("ROLLBACK TO SAVEPOINT replicator_attempt; RELEASE SAVEPOINT replicator_attempt")
+
 #: A table's statement builder: the statement for the staged rows a `Within` selects.
 Statement = Callable[[Within], sql.Composed]
 
@@ -159,12 +170,19 @@ class TableRows:
         self._stage_id = sql.Identifier(table.statements.stage)
 
     # ------------------------------------------------------------------ primitives
-    def _stage(self, conn: psycopg.Connection[Any], cols: tuple[str, ...], intents: Sequence[Intent]) -> None:
+    def _stage(
+        self,
+        conn: psycopg.Connection[Any],
+        cols: tuple[str, ...],
+        intents: Sequence[Intent],
+        lead: sql.Composable = _NOTHING,
+    ) -> None:
         """The intents' values into the stage, numbered 1, 2, ... (DELETE, not TRUNCATE: this runs
-        inside savepoints, where a TRUNCATE would make a new file each time)."""
+        inside savepoints, where a TRUNCATE would make a new file each time). `lead` is sent with
+        the DELETE, in its round trip."""
         get = itemgetter(*cols)
         wrap = [i for i, c in enumerate(cols) if c in self._json]
-        conn.execute(sql.SQL("DELETE FROM {}").format(self._stage_id))
+        conn.execute(lead + sql.SQL("DELETE FROM {}").format(self._stage_id))
         with conn.cursor().copy(self.table.statements.copy_stage(cols, numbered=True)) as copy:
             for n, intent in enumerate(intents, 1):
                 row = get(intent.values)
@@ -185,23 +203,35 @@ class TableRows:
     ) -> None:
         """Set-based first; on a row-level error, bisect, and loop over small failed chunks
         server-side, so only the bad rows fail. The batch is staged once (in a savepoint of its
-        own, outside every attempt's): attempts and loops read ranges of its row numbers."""
+        own, outside every attempt's): attempts and loops read ranges of its row numbers.
+        A clean batch costs three round trips: the stage's savepoint and DELETE, the COPY, and
+        the release, the attempt's savepoint, the statement and its release."""
         try:
-            with conn.transaction():
-                self._stage(conn, cols, intents)
+            self._stage(conn, cols, intents, lead=_STAGE)
         except psycopg.Error as exc:
             if not is_row_error(exc):
                 raise
             # the stage itself refused a value (COPY: text its column type cannot parse)
+            conn.execute(_UNSTAGE)
             self._restaging(conn, cols, intents, statement, op, out)
             return
         everything, one_row = len(intents), statement(ONE_ROW)
+        kept = [_KEEP_STAGE]  # sent with the first attempt: the stage's savepoint is released once
 
         def attempt(chunk: Sequence[int]) -> Refusal | None:
             within = None if len(chunk) == everything else (chunk[0] + 1, chunk[-1] + 1)
-            return self._attempt(conn, statement(within))
+            try:
+                conn.execute((kept.pop() if kept else _NOTHING) + _TRY + statement(within) + _TRIED)
+            except psycopg.Error as exc:
+                if not is_row_error(exc):
+                    raise
+                conn.execute(_UNTRY)
+                return _from_exception(exc)
+            return None
 
         def leaf(chunk: Sequence[int]) -> list[tuple[int, Refusal]]:
+            if kept:
+                conn.execute(kept.pop())
             rows = self._looped(conn, one_row, chunk[0] + 1, chunk[-1] + 1)
             return [(n - 1 - chunk[0], Refusal(*rest)) for n, *rest in rows]
 
