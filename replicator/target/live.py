@@ -19,12 +19,13 @@ from replicator.core.schema_change import Stop
 from replicator.target import control
 from replicator.target.stages import create_stage
 
-# The batch's error records on their way into `error_record` (created once per session).
+# The batch's error records on their way into `error_record` (created once per session; emptied
+# by TRUNCATE before each use, not at commit: see `target.rows.TRUNCATE_PAST_ROWS`).
 _ERRORS = sql.Identifier("pg_temp", "replicator_batch_errors")
 _ERRORS_DDL = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS {} (kind text, run_id text, group_id text, topic text, partition int,"
     " kafka_offset bigint, target_table text, key text, raw_key bytea, raw_value bytea, rule_id text,"
-    " sqlstate text, message text, also jsonb, n int) ON COMMIT DELETE ROWS"
+    " sqlstate text, message text, also jsonb, n int)"
 ).format(_ERRORS)
 _COLUMNS = sql.SQL(
     "kind, run_id, group_id, topic, partition, kafka_offset, target_table, key, raw_key, raw_value,"
@@ -199,7 +200,7 @@ class LiveTables:
         # Set-based: copied into the session's stage, then one INSERT. An event already reported
         # and still open (a replay, an `errors retry`) is not reported again, nor twice in one call
         # (the first of equal records wins); records keep the order given.
-        conn.execute(sql.SQL("DELETE FROM {}").format(_ERRORS))
+        conn.execute(sql.SQL("TRUNCATE {}").format(_ERRORS))
         with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_ERRORS)) as copy:
             for n, row in enumerate(rows):
                 copy.write_row((*row, n))

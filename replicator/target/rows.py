@@ -49,6 +49,13 @@ from replicator.pg.errors import is_row_error, sqlstate
 
 LEAF_ROWS = 256
 
+#: A stage is emptied by DELETE, which leaves its rows dead (a temporary table is never vacuumed),
+#: until this many rows went through it since it was last truncated; then by TRUNCATE (a new
+#: file: about the cost of deleting this many rows), which frees them. Stages are not ON COMMIT
+#: DELETE ROWS: PostgreSQL truncates every such table of a session at every commit, touched or
+#: not (150 stages: 70-200 ms per commit).
+TRUNCATE_PAST_ROWS = 2000
+
 # Savepoints of the staged-once path, sent in the round trip of the statements they guard (a
 # query without parameters may hold several statements; the server stops at the first error,
 # which is then rolled back to the savepoint). They nest inside psycopg's own savepoints.
@@ -167,6 +174,7 @@ class TableRows:
         )
         self._all = tuple(c.target for c in table.columns)
         self._loops: set[tuple[int, str]] = set()  # (session, function) created in pg_temp
+        self._through: dict[int, int] = {}  # session -> rows staged since its stage was truncated
         self._stage_id = sql.Identifier(table.statements.stage)
 
     # ------------------------------------------------------------------ primitives
@@ -177,12 +185,11 @@ class TableRows:
         intents: Sequence[Intent],
         lead: sql.Composable = _NOTHING,
     ) -> None:
-        """The intents' values into the stage, numbered 1, 2, ... (DELETE, not TRUNCATE: this runs
-        inside savepoints, where a TRUNCATE would make a new file each time). `lead` is sent with
-        the DELETE, in its round trip."""
+        """The intents' values into the emptied stage, numbered 1, 2, ... `lead` is sent with the
+        emptying statement, in its round trip."""
         get = itemgetter(*cols)
         wrap = [i for i, c in enumerate(cols) if c in self._json]
-        conn.execute(lead + sql.SQL("DELETE FROM {}").format(self._stage_id))
+        conn.execute(lead + self._emptying(conn, len(intents)))
         with conn.cursor().copy(self.table.statements.copy_stage(cols, numbered=True)) as copy:
             for n, intent in enumerate(intents, 1):
                 row = get(intent.values)
@@ -191,6 +198,17 @@ class TableRows:
                     values[i] = _jsonb(values[i])
                 values.append(n)
                 copy.write_row(values)
+
+    def _emptying(self, conn: psycopg.Connection[Any], adding: int) -> sql.Composed:
+        """The statement that empties the stage before `adding` rows go in (see
+        `TRUNCATE_PAST_ROWS`; a TRUNCATE in a savepoint makes a new file each time, so it is
+        rare)."""
+        through = self._through.get(id(conn), 0) + adding
+        if through > TRUNCATE_PAST_ROWS:
+            self._through[id(conn)] = adding
+            return sql.SQL("TRUNCATE {}").format(self._stage_id)
+        self._through[id(conn)] = through
+        return sql.SQL("DELETE FROM {}").format(self._stage_id)
 
     def _isolated(
         self,
@@ -391,7 +409,7 @@ class TableRows:
             row for row in conn.execute(statements.all_keys).fetchall() if key_text(tuple(row)) not in keep
         ]
         if gone:
-            conn.execute(sql.SQL("DELETE FROM {}").format(self._stage_id))
+            conn.execute(self._emptying(conn, len(gone)))
             with conn.cursor().copy(statements.copy_stage(self.table.key, numbered=True)) as copy:
                 for n, row in enumerate(gone, 1):
                     copy.write_row([*row, n])

@@ -39,7 +39,9 @@ def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_pat
     assert records, "the demo's bad rows left no error records"
     rule, table = Counter((r["rule_id"], r["target_table"]) for r in records).most_common(1)[0][0]
 
-    by_rule = json.loads(run_cli(env, "errors", "list", "--limit", "1000000", "--rule", rule, "--json").stdout)
+    by_rule = json.loads(
+        run_cli(env, "errors", "list", "--limit", "1000000", "--rule", rule, "--json").stdout
+    )
     assert by_rule and {r["rule_id"] for r in by_rule} == {rule}
     assert len(by_rule) == sum(1 for r in records if r["rule_id"] == rule)
     by_table = json.loads(

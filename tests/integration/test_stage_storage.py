@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.spec import load_spec_text
@@ -18,7 +19,7 @@ from replicator.core.model import Op, SourcePosition
 from replicator.pg.catalog import read_catalog
 from tests.events import change
 from tests.integration.pipeline import HandFed, fresh_target
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, one_row
 
 SCHEMA = """
 CREATE SCHEMA store;
@@ -84,3 +85,47 @@ def test_a_large_value_is_stored_as_the_target_column_says(docs: tuple[HandFed, 
     assert (body_equal, note_equal) == (True, True)
     assert body_compression is None, "STORAGE EXTERNAL column holds a compressed value"
     assert note_compression is not None, "the EXTENDED column compresses as the target's own storage does"
+
+
+def test_a_stage_holds_one_batch_and_its_file_stays_bounded(docs: tuple[HandFed, str]) -> None:
+    """Stages are emptied before each use, not at commit (an ON COMMIT DELETE ROWS table costs
+    every commit of the session, touched or not): DELETE between batches, TRUNCATE once
+    `TRUNCATE_PAST_ROWS` rows went through, so the dead rows a DELETE leaves (a temporary table
+    is never vacuumed) do not pile up. 40 batches of 300 rows: every row lands once, and the
+    stage's file stays under the size of 4,000 rows (12,000 went through it)."""
+    fed, admin = docs
+    batches, rows = 40, 300
+    for b in range(batches):
+        fed.apply(
+            *(
+                change(
+                    "st.app.doc",
+                    Op.CREATE,
+                    "app.doc",
+                    offset=b * rows + i,
+                    position=SourcePosition(100 + b * rows + i, 100 + b * rows + i),
+                    key={"id": b * rows + i},
+                    after={"id": b * rows + i, "body": f"body {b}", "note": "n" * 100},
+                )
+                for i in range(rows)
+            )
+        )
+    conn = fed.writer.connect()
+    stage = sql.Identifier("pg_temp", fed.plan.tables[0].statements.stage)
+    (size,) = one_row(
+        conn.execute(
+            sql.SQL("SELECT pg_relation_size({}::regclass)").format(sql.Literal(stage.as_string(conn)))
+        )
+    )
+    (per_row,) = one_row(conn.execute("SELECT pg_column_size(ROW(1, 'body 39', repeat('n', 100), 1))"))
+    conn.rollback()
+    assert size < 4000 * per_row, f"the stage's file is {size} bytes after {batches * rows} rows"
+    with psycopg.connect(admin) as check:
+        counted = check.execute(
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM store.doc"
+        ).fetchone()
+        bodies = check.execute(
+            "SELECT count(*) FROM store.doc WHERE body <> 'body ' || (id / 300)"
+        ).fetchone()
+    assert counted == (batches * rows, batches * rows, 0, batches * rows - 1)
+    assert bodies == (0,)

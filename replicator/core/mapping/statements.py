@@ -10,7 +10,7 @@ Invariants:
 - `cols`-parameterised builders are memoized per `cols` tuple, so the hot loop
   never rebuilds SQL; `cols` must be target columns known to the plan, and
   every builder that writes rows requires the key columns.
-- The stage is a per-session TEMP table (`ON COMMIT DELETE ROWS`) named
+- The stage is a per-session TEMP table (emptied before each use, not at commit) named
   `stage_<hash of the table rule id>`: unique per rule, always < 63 bytes. It
   carries a row number column (`ROW_NUMBER`). A builder's `within` picks the
   staged rows a statement reads: all (None); `ONE_ROW`, the one whose ctid is
@@ -153,8 +153,7 @@ class TableStatements:
     @property
     def create_stage(self) -> sql.Composed:
         return sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {}, NULL::int AS {}"
-            " FROM {} WITH NO DATA"
+            "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {}, NULL::int AS {} FROM {} WITH NO DATA"
         ).format(self._stage, _ids(self.columns), sql.Identifier(ROW_NUMBER), self._target)
 
     @property

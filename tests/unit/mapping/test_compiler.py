@@ -51,7 +51,7 @@ SQL_CASES = [
         {"a.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}},
         ("id", "v"),
         {
-            "create_stage": f'CREATE TEMP TABLE IF NOT EXISTS "{STAGE}" ON COMMIT DELETE ROWS '
+            "create_stage": f'CREATE TEMP TABLE IF NOT EXISTS "{STAGE}" '
             'AS SELECT "id", "v", NULL::int AS "__replicator_row" FROM "a"."b" WITH NO DATA',
             "copy": f'COPY "{STAGE}" ("id", "v") FROM STDIN',
             "upsert": f'INSERT INTO "a"."b" AS t ("id", "v") OVERRIDING SYSTEM VALUE '
