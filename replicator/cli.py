@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.core.report import no_diffs
+    from replicator.core.report import no_diffs, offsets_read
     from replicator.run.shadow import ShadowRequest, shadow
 
     if args.from_time and args.from_group:
@@ -193,6 +193,9 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
         f"shadow run {summary['run_id']}: diffs in {summary['report']}, review in {summary['review']}"
         f" and {summary['review_html']}"
     ]
+    read = offsets_read(summary["range"], summary.get("totals") or {})
+    if read:
+        lines.append(f"  {read}")
     for table, counts in summary["diffs"].items():
         lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
     if not summary["diffs"]:

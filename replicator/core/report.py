@@ -444,6 +444,32 @@ def _rules(d: Mapping[str, Any]) -> list[Inline]:
     return out or ["none"]
 
 
+def offsets_read(ranges: Mapping[str, Sequence[int]], totals: Mapping[str, Any]) -> str | None:
+    """Every offset of the previewed range accounted for, from the run's totals: `events` counts
+    change events (and undecodable records) only; Debezium follows each delete with a tombstone
+    (nothing to apply), and a record that carries no table change (a heartbeat, a transaction
+    record, a logical decoding message) is read and skipped. Offsets left over hold no record the
+    consumer sees (transaction markers, compacted away). None when no offset was read."""
+    offsets = sum(max(int(b) - int(a), 0) for a, b in ranges.values())
+    if not offsets:
+        return None
+    events = int(totals.get("events") or 0)
+    tombstones = int(totals.get("tombstones") or 0)
+    other = int(totals.get("not_table_data") or 0)
+    parts = [f"{events:,} change events"]
+    if tombstones:
+        parts.append(f"{tombstones:,} tombstones (the second record of each delete: nothing to apply)")
+    if other:
+        parts.append(
+            f"{other:,} records that carry no table change (heartbeats, transaction records, logical"
+            " decoding messages)"
+        )
+    rest = offsets - events - tombstones - other
+    if rest > 0:
+        parts.append(f"{rest:,} offsets without a record (transaction markers, or compacted away)")
+    return f"{offsets:,} offsets read: " + ", ".join(parts)
+
+
 def no_diffs(totals: Mapping[str, Any]) -> str:
     """The summary table's text when a run recorded no diff, from the run's totals: a window the
     live group already applied is read in full and every row change in it is skipped as older."""
@@ -470,20 +496,22 @@ def shadow_report(review: ShadowReview) -> Report:
     counts = [(str(t), [int(c.get(k, 0)) for k in KINDS]) for t, c in s.get("diffs", {}).items()]
     totals = [sum(n[i] for _, n in counts) for i in range(len(KINDS))]
 
+    run_totals: Mapping[str, Any] = s.get("totals") or {}
+    read = offsets_read({k: (a, b) for k, a, b in ranges}, run_totals) if run_totals else None
     previewed: list[Block] = [
         Table(
-            ["partition", "from", "to (exclusive)", "events"],
+            ["partition", "from", "to (exclusive)", "offsets"],
             [[Code(k), a, b, max(b - a, 0)] for k, a, b in ranges],
             numeric=frozenset({1, 2, 3}),
             empty="no offsets were previewed",
         ),
+        *([Paragraph(f"{read}.", note=True)] if read else []),
         Paragraph(
             "Changes that reach Kafka after these offsets are not in this preview; the live run applies"
             " them as usual.",
             note=True,
         ),
     ]
-    run_totals: Mapping[str, Any] = s.get("totals") or {}
     summary: list[Block] = [
         Table(
             ["table", *KINDS, "total"],

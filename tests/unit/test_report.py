@@ -25,6 +25,7 @@ from replicator.core.report import (
     Table,
     collect_review,
     mapping_report,
+    offsets_read,
     render_html,
     render_markdown,
     shadow_report,
@@ -202,6 +203,31 @@ def test_a_window_the_live_group_already_applied_says_its_events_were_applied() 
     )
     assert said in parse(page).rows and f"| {said} |" in md
     assert "no events previewed" not in page and "no events previewed" not in md
+
+
+def test_every_previewed_offset_is_accounted_for() -> None:
+    """Trial 7: a range of 530 offsets showed "events 530" beside 461 events read (2,688 against
+    about 3,000 in the trial): `events` counts change events, and Debezium follows each delete with
+    a tombstone. The offsets column says offsets, and the review splits them: events, tombstones,
+    records with no table change, offsets without a record."""
+    totals = {"events": 461, "tombstones": 69, "not_table_data": 0, "skipped_older": 0}
+    summary, diffs = sample_review(range={"demo.shop.customers[0]": [100, 630]}, totals=totals)
+    review = shadow_report(collect_review(summary, "r.jsonl", diffs))
+    page, md = render_html(review), render_markdown(review)
+    said = (
+        "530 offsets read: 461 change events, 69 tombstones (the second record of each delete: nothing"
+        " to apply)."
+    )
+    assert said in page and said in md
+    assert "| partition | from | to (exclusive) | offsets |" in md
+
+    gaps = {"events": 400, "tombstones": 50, "not_table_data": 30}
+    assert offsets_read({"t[0]": [0, 500]}, gaps) == (
+        "500 offsets read: 400 change events, 50 tombstones (the second record of each delete: nothing"
+        " to apply), 30 records that carry no table change (heartbeats, transaction records, logical"
+        " decoding messages), 20 offsets without a record (transaction markers, or compacted away)"
+    )
+    assert offsets_read({"t[0]": [7, 7]}, gaps) is None
 
 
 def test_changes_already_applied_beside_diffs_are_counted() -> None:
