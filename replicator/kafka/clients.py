@@ -5,7 +5,9 @@ Invariant: every client the package builds starts from
 reach all of them (there is no second hand-built configuration to forget
 one in). `Metadata` answers the questions commands ask of Kafka: partition
 counts, watermarks, end offsets, offsets at a time, a group's committed
-offsets.
+offsets. Its clients log through one `FirstAnswer` (`kafka.logs`): when the brokers do not
+answer, the command's error is one line with librdkafka's reason and the fix, and librdkafka's own
+lines are not printed beside it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from replicator.config import KafkaSettings
 from replicator.core.errors import Transient
 from replicator.core.model import Partition
-from replicator.kafka.logs import KAFKA_LOGGER
+from replicator.kafka.logs import KAFKA_LOGGER, FirstAnswer, fix_for
 
 METADATA_TIMEOUT_S = 10.0
 
@@ -59,7 +61,8 @@ class Metadata:
 
     def __init__(self, kafka: KafkaSettings, group_id: str | None = None) -> None:
         self._kafka = kafka
-        self._consumer = new_consumer(kafka, group_id or f"{kafka.group_id}-metadata")
+        self._lines = FirstAnswer(hold="debug" not in kafka.options)
+        self._consumer = new_consumer(kafka, group_id or f"{kafka.group_id}-metadata", logger=self._lines)
 
     def __enter__(self) -> Metadata:
         return self
@@ -71,15 +74,25 @@ class Metadata:
 
     def close(self) -> None:
         self._consumer.close()
+        self._lines.closed()
+
+    def _unanswered(self, exc: KafkaException) -> Transient:
+        """The brokers did not answer: one line with librdkafka's reason (from the lines it logged
+        meanwhile, dropped from now on) and the fix."""
+        error = exc.args[0] if exc.args else exc
+        what = error.str() if isinstance(error, KafkaError) else str(error)
+        self._consumer.poll(0)  # serves the lines librdkafka queued meanwhile (it subscribes to nothing)
+        said = self._lines.failed()
+        why = f" ({said[0]})" if said else ""
+        fix = next((f for f in map(fix_for, said) if f), "check REPLICATOR_KAFKA__BOOTSTRAP_SERVERS")
+        return Transient(f"kafka at {self._kafka.bootstrap_servers}: {what}{why}; fix: {fix}")
 
     def _topics(self) -> dict[str, Any]:
         try:
             metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
         except KafkaException as exc:
-            raise Transient(
-                f"kafka at {self._kafka.bootstrap_servers}: {exc.args[0]}; "
-                "check REPLICATOR_KAFKA__BOOTSTRAP_SERVERS"
-            ) from exc
+            raise self._unanswered(exc) from exc
+        self._lines.answered()
         return {name: t for name, t in metadata.topics.items() if t.error is None}
 
     def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
@@ -115,7 +128,7 @@ class Metadata:
         """Kafka's committed offsets of `group` (partitions without one are left out)."""
         if not partitions:
             return {}
-        consumer = new_consumer(self._kafka, group)
+        consumer = new_consumer(self._kafka, group, logger=self._lines)
         try:
             found = consumer.committed(
                 [TopicPartition(t, p) for t, p in partitions], timeout=METADATA_TIMEOUT_S
@@ -131,11 +144,14 @@ class Metadata:
     def group_member_instances(self, group: str) -> list[str | None]:
         """The static instance id (`group.instance.id`) of each member of `group` right now, None
         for a dynamic member. A static member that stopped cleanly stays until its session timeout."""
-        conf = {k: v for k, v in consumer_conf(self._kafka).items() if k not in _CONSUMER_ONLY}
+        conf = {
+            k: v for k, v in consumer_conf(self._kafka, logger=self._lines).items() if k not in _CONSUMER_ONLY
+        }
         admin = AdminClient(conf)  # held until the future resolves: a collected client never answers
         try:
             found = admin.describe_consumer_groups([group], request_timeout=METADATA_TIMEOUT_S)
             members = found[group].result(timeout=METADATA_TIMEOUT_S * 2).members
+            self._lines.answered()
             return [m.group_instance_id or None for m in members]
         except (KafkaException, TimeoutError) as exc:
             why = exc.args[0] if exc.args else f"no answer in {METADATA_TIMEOUT_S * 2}s"

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from replicator.config import Settings
 from replicator.core.mapping.plan import Plan
+from replicator.core.model import Partition
 from replicator.core.report import collect_review, render_html, render_markdown, shadow_report
 from replicator.core.serialize import dumps
 from replicator.core.values import JsonNumber
@@ -47,9 +48,12 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     if request.from_time and request.from_group:
         raise ValueError("give --from or --from-group, not both")
     topics = spec_topics(settings)
-    with Metadata(settings.kafka) as metadata:
-        start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
-        stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
+    start: dict[Partition, int] | None = None
+    stop_at: dict[Partition, int] = {}
+    if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
+        with Metadata(settings.kafka) as metadata:
+            start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
+            stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
     with ControlStore.open(settings) as store:
         store.require()
         if start is not None:  # an explicit range start replaces the shadow group's positions

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -164,3 +165,27 @@ def test_rows_held_longer_than_the_cutover_gate_allows_are_a_problem(stack: Stac
     assert (
         "PROBLEM: sales.order has rows held longer than 60 s" in text and "waiting for crm.customer" in text
     )
+
+
+def test_an_unreachable_kafka_is_one_error_line(stack: Stack) -> None:
+    """Trial 7: with Kafka unreachable the CLI's one-line error came with librdkafka's own line
+    beside it. `status` prints exactly one line naming the address, librdkafka's reason and the
+    fix; `run` prints its start event and that line (no `kafka_log` line)."""
+    dbname = fresh_target("nokafka")
+    env = env_for(stack, dbname, f"nokafka-{uuid.uuid4().hex[:6]}", REPLICATOR_CONNECTOR=CONNECTOR)
+    assert run_cli(env, "init").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket is closed
+    env["REPLICATOR_KAFKA__BOOTSTRAP_SERVERS"] = address
+    said = (
+        f"replicator: error: kafka at {address}: Failed to get metadata: Local: Broker transport failure"
+        f" ({address}/bootstrap: Connect to ipv4#{address} failed: Connection refused"
+    )
+    fix = "; fix: check REPLICATOR_KAFKA__BOOTSTRAP_SERVERS and that the broker is up"
+    done = run_cli(env, "status")
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(said) and done.stderr.rstrip().endswith(fix), done.stderr
+    done = run_cli(env, "run", "--stop-when-caught-up")
+    start, error = done.stderr.splitlines()
+    assert done.returncode == 1 and " event=start " in start and error.startswith(said), done.stderr
