@@ -212,6 +212,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         capture_status,
         group_members,
         held_status,
+        partition_halts,
         partition_status,
         run_status,
         table_status,
@@ -220,7 +221,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     group = args.group or settings.kafka.group_id
     rows = partition_status(settings, spec_topics(settings), group)
     held = held_status(settings, group)
-    tables = table_status(settings, group, target_topics(settings))
+    halts = partition_halts(settings, group, [(r["topic"], r["partition"]) for r in rows])
+    tables = table_status(settings, group, target_topics(settings), halts)
     stopped = [t for t in tables if t["state"] == "stopped"]
     cap = capture_status(settings)
     runs = run_status(settings)
@@ -268,6 +270,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         line = f"  {t['table']:34} {t['state']}"
         if t["state"] == "stopped":
             line += f" at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
+        elif t["state"] == "halted":
+            line = f"  {t['table']:34} HALTED: {t['reason']}; fix: {t['fix']}"
         elif t["reason"]:
             line += f": {t['reason']}"
         lines.append(line)
@@ -304,6 +308,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     # a halted run of this group that nothing replaced: no change is applied (after a cutover's
     # flip, the forward run halting is the expected end)
     halted = [r for r in runs if r["state"] == "halted" and r["group"] == group and r["mode"] == "run"]
+    halted += [t for t in tables if t["state"] == "halted"]  # no change of theirs is applied
     return 1 if cap["problems"] or stopped or stuck or (halted and authority["authority"] == "source") else 0
 
 

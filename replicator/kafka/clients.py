@@ -144,6 +144,12 @@ class Metadata:
     def group_member_instances(self, group: str) -> list[str | None]:
         """The static instance id (`group.instance.id`) of each member of `group` right now, None
         for a dynamic member. A static member that stopped cleanly stays until its session timeout."""
+        return [instance for instance, _ in self.group_assignment(group)]
+
+    def group_assignment(self, group: str) -> list[tuple[str | None, list[Partition]]]:
+        """Each member of `group` right now: its static instance id (None: a dynamic member) and
+        the partitions assigned to it. A static member whose process ended (halted, stopped,
+        killed) keeps its partitions until its session timeout."""
         conf = {
             k: v for k, v in consumer_conf(self._kafka, logger=self._lines).items() if k not in _CONSUMER_ONLY
         }
@@ -152,7 +158,16 @@ class Metadata:
             found = admin.describe_consumer_groups([group], request_timeout=METADATA_TIMEOUT_S)
             members = found[group].result(timeout=METADATA_TIMEOUT_S * 2).members
             self._lines.answered()
-            return [m.group_instance_id or None for m in members]
+            return [
+                (
+                    m.group_instance_id or None,
+                    [
+                        (tp.topic, tp.partition)
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])
+                    ],
+                )
+                for m in members
+            ]
         except (KafkaException, TimeoutError) as exc:
             why = exc.args[0] if exc.args else f"no answer in {METADATA_TIMEOUT_S * 2}s"
             raise Transient(f"kafka: cannot describe consumer group {group}: {why}") from exc

@@ -12,7 +12,10 @@ Rows held back (waiting for a parent or a unique swap on a lagging
 partition) are listed per table. Each target table is `running`, `held`
 (rows of it wait for a lagging table) or `stopped` (its source table changed
 under the spec: the partition waits in front of the first event that does not
-match, `core.schema_change`), with the one-line reason and fix.
+match, `core.schema_change`), with the one-line reason and fix, or `halted` (a halted
+run holds its partitions: its static instance still owns them in the group, or no member owns
+them and no run applied from them since the halt; a live member that took them since makes them
+`running` again).
 The authority line says which database is authoritative (`target` after a
 cutover's flip: the replicator writes nothing more).
 `kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
@@ -22,6 +25,8 @@ target without the control schema it says so in one line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -29,6 +34,7 @@ import psycopg
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectError
 from replicator.core.errors import ReplicatorError, one_line
+from replicator.core.model import Partition
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture
@@ -189,9 +195,64 @@ def partition_status(settings: Settings, topics: list[str], group_id: str) -> li
     return rows
 
 
-def table_status(settings: Settings, group_id: str, tables: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def partition_halts(
+    settings: Settings, group_id: str, partitions: list[Partition]
+) -> dict[Partition, dict[str, Any]]:
+    """The partitions of `partitions` that a listed halted run of the group's forward run holds
+    (`halted_by`), each with that run's row; none while no such run is listed."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        halted = [r for r in store.halted_runs() if r["group_id"] == group_id and r["mode"] == "run"]
+        if not halted:
+            return {}
+        last = store.checkpoint_runs(group_id)
+    with Metadata(settings.kafka) as metadata:
+        members = metadata.group_assignment(group_id)
+    owners = {p: instance for instance, assigned in members for p in assigned}
+    return halted_by(partitions, owners, last, halted)
+
+
+def halted_by(
+    partitions: list[Partition],
+    owners: Mapping[Partition, str | None],
+    last_runs: Mapping[Partition, tuple[str | None, datetime | None]],
+    halted: list[dict[str, Any]],
+) -> dict[Partition, dict[str, Any]]:
+    """Which listed halted run (`halted`, newest first) holds each partition, if one does.
+
+    Owned by a member of the group (`owners`: its static instance id, None for a dynamic member):
+    held when that member is a halted run's instance (a static member keeps its partitions until
+    its session times out; an instance started again is not listed as halted), else applied by that
+    live member. Owned by none: held by the run that last applied from it (`last_runs`: its id and
+    start) when that one halted, else by the newest halted run that ended after that run started
+    (or any, when none applied from it): no run took the partition since the halt."""
+    by_instance = {r["instance_id"]: r for r in reversed(halted) if r["instance_id"] is not None}
+    by_id = {r["run_id"]: r for r in halted}
+    out: dict[Partition, dict[str, Any]] = {}
+    for p in partitions:
+        run: dict[str, Any] | None
+        if p in owners:
+            instance = owners[p]
+            run = by_instance.get(instance) if instance is not None else None
+        else:
+            last, started = last_runs.get(p, (None, None))
+            run = by_id.get(last) if last is not None else None
+            if run is None:
+                run = next((r for r in halted if started is None or r["ended_at"] > started), None)
+        if run is not None:
+            out[p] = run
+    return out
+
+
+def table_status(
+    settings: Settings,
+    group_id: str,
+    tables: list[tuple[str, str]],
+    halts: Mapping[Partition, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Per target table (`tables`: target and its topic, in spec order): `stopped` (a partition of its
-    topic is stopped by a source schema change or a partition count change), `held` (rows of it are
+    topic is stopped by a source schema change or a partition count change), `halted` (a partition
+    of its topic is held by a halted run, `halts` from `partition_halts`), `held` (rows of it are
     held back) or `running`."""
     with ControlStore.open(settings) as store:
         store.require()
@@ -217,6 +278,17 @@ def table_status(settings: Settings, group_id: str, tables: list[tuple[str, str]
                 reason=first["reason"],
                 fix=first["fix"],
                 stopped_at=first["stopped_at"].isoformat(),
+            )
+        elif halting := sorted(p for p in (halts or {}) if p[0] == topic):
+            run = (halts or {})[halting[0]]
+            row.update(
+                state="halted",
+                run_id=run["run_id"],
+                partitions_halted=len(halting),
+                ended_at=run["ended_at"].isoformat(),
+                reason=f"run {run['run_id']} halted at {run['ended_at'].isoformat()}: {run['reason']}",
+                fix="fix the cause, then start that run's instance again"
+                + (f" (REPLICATOR_KAFKA__INSTANCE_ID={run['instance_id']})" if run["instance_id"] else ""),
             )
         elif target in held:
             h = held[target]

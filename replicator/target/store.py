@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Final
 
 import psycopg
@@ -109,6 +110,19 @@ class ControlStore:
                 (group, [t for t, _ in partitions], [p for _, p in partitions]),
             ).fetchall()
         return {(t, p): o for t, p, o in rows}
+
+    def checkpoint_runs(self, group: str) -> dict[Partition, tuple[str | None, datetime | None]]:
+        """Per partition of `group`, the run that last moved its stored position (the last run
+        that applied from it) and when that run started (None: a seeded or replayed position,
+        whose run id is a label)."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT c.topic, c.partition, c.run_id, r.started_at FROM {} AS c"
+                " LEFT JOIN {} AS r ON r.run_id = c.run_id WHERE c.group_id = %s"
+            ).format(self._t("checkpoint"), self._t("run")),
+            (group,),
+        ).fetchall()
+        return {(t, p): (r, at) for t, p, r, at in rows}
 
     def set_checkpoints(self, group: str, positions: Mapping[Partition, int], label: str) -> None:
         """Replace `group`'s positions (an explicit range start); `label` goes into run_id."""
@@ -219,7 +233,8 @@ class ControlStore:
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
-                    "SELECT run_id, mode, group_id, started_at, ended_at, totals->>'reason' AS reason"
+                    "SELECT run_id, mode, group_id, started_at, ended_at, totals->>'reason' AS reason,"
+                    " settings->>'instance_id' AS instance_id"
                     " FROM {0} AS r WHERE status = 'halted' AND NOT EXISTS (SELECT 1 FROM {0} AS l"
                     " WHERE l.group_id = r.group_id AND l.mode = r.mode"
                     " AND l.started_at > coalesce(r.ended_at, r.started_at)"

@@ -18,7 +18,17 @@ import psycopg
 
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import ConnectorSpec
-from tests.integration.pipeline import CONNECTOR, drop_slot, env_for, fresh_target, run_cli, wait_until
+from tests.integration.pipeline import (
+    CONNECTOR,
+    TOPICS,
+    daemon,
+    drop_slot,
+    end_offsets,
+    env_for,
+    fresh_target,
+    run_cli,
+    wait_until,
+)
 from tests.integration.stack import Stack
 
 
@@ -104,6 +114,8 @@ def test_status_names_a_halted_run_until_it_is_started_again(stack: Stack) -> No
     code, shown = status(env)
     (halted,) = [r for r in shown["runs"] if r["group"] == group]
     assert code == 1 and halted["state"] == "halted" and "auto_offset_reset=error" in halted["reason"]
+    # its tables too (trial 7: they showed `running`): its static member still owns their partitions
+    assert {(t["state"], t.get("run_id")) for t in shown["tables"]} == {("halted", halted["run_id"])}, shown
     text = run_cli(env, "status").stdout
     assert f"run {halted['run_id']} run group={group} HALTED at " in text, text
 
@@ -124,7 +136,7 @@ def test_status_names_a_halted_run_until_it_is_started_again(stack: Stack) -> No
     assert applied.returncode == 0, applied.stderr[-2000:]
     code, shown = status(env)
     assert [r for r in shown["runs"] if r["group"] == group] == []
-    assert code == 0, shown
+    assert code == 0 and {t["state"] for t in shown["tables"]} == {"running"}, shown
 
     # killed runs (never ended, silent): one of instance "one", started again since, is not a gone
     # member (trial 7: every killed run stayed listed DEAD); one of instance "three" is
@@ -138,6 +150,51 @@ def test_status_names_a_halted_run_until_it_is_started_again(stack: Stack) -> No
     code, shown = status(env)
     listed = [(r["run_id"], r["state"]) for r in shown["runs"] if r["group"] == group]
     assert listed == [("killed-three", "dead")], listed
+
+
+def test_the_tables_of_a_halted_run_are_halted_until_a_live_member_takes_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Trial 7: one of two daemons halted and `status` showed every table `running`; only the
+    HALTED run line said otherwise. A table whose partitions no member owns and whose last applying
+    run halted is `halted`, with that run and its reason (exit 1); once a live member (another
+    instance) owns them it is `running`, while the halted run stays listed (exit 1) until its own
+    instance starts again."""
+    dbname = fresh_target("halttables")
+    group = f"halttables-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, group, REPLICATOR_CONNECTOR=CONNECTOR)
+    assert run_cli(env, "init").returncode == 0
+    ends = end_offsets(stack, TOPICS)
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO replicator.run"
+            " (run_id, mode, group_id, started_at, ended_at, status, settings, totals)"
+            " VALUES ('halted-one', 'run', %s, now() - interval '1 minute', now(), 'halted',"
+            ' \'{"instance_id": "one"}\', \'{"reason": "boom: a fatal error"}\')',
+            (group,),
+        )
+        with conn.cursor() as cur:  # every partition last applied by that run, up to its end
+            cur.executemany(
+                "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, run_id)"
+                " VALUES (%s, %s, %s, %s, 'halted-one')",
+                [(group, t, p, o) for (t, p), o in ends.items()],
+            )
+    code, shown = status(env)
+    assert code == 1 and shown["members"] == 0
+    assert {(t["state"], t.get("run_id")) for t in shown["tables"]} == {("halted", "halted-one")}, shown
+    (table, *_) = shown["tables"]
+    assert "boom: a fatal error" in table["reason"] and "REPLICATOR_KAFKA__INSTANCE_ID=one" in table["fix"]
+    text = run_cli(env, "status").stdout
+    assert f"  {table['table']:34} HALTED: run halted-one halted at " in text, text
+
+    with daemon({**env, "REPLICATOR_KAFKA__INSTANCE_ID": "two"}, tmp_path / "two.log"):
+        wait_until(
+            lambda: {t["state"] for t in status(env)[1]["tables"]} == {"running"},
+            120,
+            "instance two to own every partition",
+        )
+        code, shown = status(env)
+        assert code == 1 and [r["run_id"] for r in shown["runs"] if r["state"] == "halted"] == ["halted-one"]
 
 
 def test_rows_held_longer_than_the_cutover_gate_allows_are_a_problem(stack: Stack) -> None:
