@@ -80,7 +80,7 @@ def retry_errors(
     plan, _ = checked_plan(settings)
     dec = decoder(settings)
     with ControlStore.open(settings) as store:
-        store.require()
+        store.require(upgrade=not dry_run)  # its writes need this version's columns (resolved_by)
         refuse_when_target_authoritative(store.authority())
         rows = _chosen(store, ids, every, limit, dict(filters))
         if not dry_run:
@@ -146,7 +146,7 @@ def resolve_errors(
         raise ConfigError("--reason is required: say why these records are closed without applying them")
     operator = settings.cutover.operator or getpass.getuser()
     with ControlStore.open(settings) as store:
-        store.require()
+        store.require(upgrade=True)  # its write needs this version's columns (resolved_by)
         rows = _chosen(store, ids, every, limit, dict(filters))
         return store.resolve_errors([r["id"] for r in rows], f"resolved by {operator}: {reason.strip()}")
 

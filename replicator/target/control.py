@@ -11,7 +11,10 @@ Tables (schema name configurable, default `replicator`):
   `kind` is `error`, `truncated` for a declared, applied narrowing, or
   `unavailable` for a column combining several source columns left as it was
   because one of them arrived as an unchanged TOAST placeholder;
-  `also` lists the other target rows of the same event, held back with it.
+  `also` lists the other target rows of the same event, held back with it;
+  `resolved_by` says who closed it: `retry` (`errors retry` applied its event)
+  or `operator` (`errors resolve`), NULL while it is open (`resolution` is the
+  text for a person).
 - `held_event`: source events held back because a row they write waits for
   another table (FK parent, unique swap) that lags; written in the same
   transaction that moves the checkpoint past them, removed in the one that
@@ -46,8 +49,10 @@ Tables (schema name configurable, default `replicator`):
   removes those stops.
 
 All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
-`replicator init` and by the live daemon, which own the schema; every other
-command only reads it, and `require` turns a missing schema into one line.
+`replicator init` and by the live daemon, which own the schema, and by
+`errors retry`/`errors resolve` on a schema that exists (`require(upgrade=True)`:
+they write its newest columns); every other command only reads it, and
+`require` turns a missing schema, or one of an earlier version, into one line.
 """
 
 from __future__ import annotations
@@ -145,6 +150,12 @@ CREATE TABLE IF NOT EXISTS {s}.topic_partitions (
 ALTER TABLE {s}.run ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
 ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolved_at timestamptz;
 ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolution text;
+ALTER TABLE {s}.error_record ADD COLUMN IF NOT EXISTS resolved_by text
+  CHECK (resolved_by IN ('retry', 'operator'));
+-- records closed before `resolved_by` existed: `errors retry` wrote this prefix, an operator anything else
+UPDATE {s}.error_record SET resolved_by =
+  CASE WHEN starts_with(resolution, 'retried in run ') THEN 'retry' ELSE 'operator' END
+  WHERE resolved_by IS NULL AND (resolved_at IS NOT NULL OR resolution IS NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.authority (
   singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   authority  text NOT NULL CHECK (authority IN ('source', 'target')),
@@ -276,22 +287,28 @@ def current(conn: psycopg.Connection[Any], schema: str) -> bool:
     return row is not None and row[0] == VERSION
 
 
-def require(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Raise `NotInitialized` (one line, with the fix) when the control schema is missing."""
-    found = {
-        name
-        for (name,) in conn.execute(
-            "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s"
-            " AND tablename IN ('checkpoint', 'partition_layout')",
-            (schema,),
-        ).fetchall()
-    }
-    if "checkpoint" not in found:
+def require(conn: psycopg.Connection[Any], schema: str, *, upgrade: bool = False) -> None:
+    """Raise `NotInitialized` (one line, with the fix) when the control schema is missing, or is
+    from an earlier version unless `upgrade` (a writer that never creates it, `errors retry`),
+    which then brings it to this version (`ensure`)."""
+    # the catalog only (no to_regclass, no information_schema): a role without privileges there still
+    # reads it, and gets this line rather than "permission denied"
+    row = conn.execute(
+        "SELECT coalesce(bool_or(c.relname = 'checkpoint'), false),"
+        " coalesce(bool_or(c.relname = 'error_record' AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a"
+        "  WHERE a.attrelid = c.oid AND a.attname = 'resolved_by' AND NOT a.attisdropped)), false)"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname IN ('checkpoint', 'error_record') AND c.relkind IN ('r', 'p')",
+        (schema,),
+    ).fetchone()
+    if row is None or not row[0]:
         raise NotInitialized(
             f"the control schema {schema!r} does not exist in the target; "
             "fix: run `replicator init` as the replicator's owner role"
         )
-    if "partition_layout" not in found:  # the newest table: anything older is an earlier version
+    if upgrade:
+        ensure(conn, schema)
+    elif not row[1]:  # the newest column: anything older is an earlier version
         raise NotInitialized(
             f"the control schema {schema!r} is from an earlier version; fix: run `replicator init` "
             "(or start `replicator run`, which upgrades it)"

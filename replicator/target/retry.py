@@ -16,7 +16,7 @@ from replicator.core.resolve import TableWrites
 from replicator.core.retry import Chosen, Settled, settle
 from replicator.target import control
 from replicator.target.live import LiveTables
-from replicator.target.store import RETRIED
+from replicator.target.store import BY_RETRY
 
 
 class RetryTables(LiveTables):
@@ -36,11 +36,12 @@ class RetryTables(LiveTables):
         table = control.table(self._schema, "error_record")
         conn.execute(
             sql.SQL(
-                "UPDATE {} SET resolved_at = now(), resolution = %s"
+                "UPDATE {} SET resolved_at = now(), resolved_by = %s, resolution = %s"
                 " WHERE id = ANY(%s) AND resolved_at IS NULL"
             ).format(table),
             (
-                f"{RETRIED}{self._run_id}: applied, or a no-op where the row had moved on",
+                BY_RETRY,
+                f"retried in run {self._run_id}: applied, or a no-op where the row had moved on",
                 list(settled.closed),
             ),
         )

@@ -33,8 +33,9 @@ from replicator.pg.errors import sqlstate
 from replicator.pg.session import connect
 from replicator.target import control
 
-# How a record `errors retry` applied is resolved (the start of its `resolution`).
-RETRIED: Final = "retried in run "
+# Who closed an error record (its `resolved_by`; NULL while it is open).
+BY_RETRY: Final = "retry"  # `errors retry` applied its event
+BY_OPERATOR: Final = "operator"  # `errors resolve` closed it without applying it
 _CUTOVER_FIELDS = frozenset({"fence_id", "fence_lsn", "reason", "flip_xid"})
 _CUTOVER_JSON = frozenset({"revoked", "gates", "sequences", "flip_stats"})
 _CUTOVER_TIMES = frozenset({"fenced_at", "flipped_at"})
@@ -66,8 +67,8 @@ class ControlStore:
         cutover, which own it)."""
         control.ensure(self.conn, self.schema, force=force)
 
-    def require(self) -> None:
-        control.require(self.conn, self.schema)
+    def require(self, *, upgrade: bool = False) -> None:
+        control.require(self.conn, self.schema, upgrade=upgrade)
 
     def initialized(self) -> bool:
         try:
@@ -363,7 +364,7 @@ class ControlStore:
             cur.execute(
                 sql.SQL(
                     "SELECT id, kind, run_id, topic, partition, kafka_offset, target_table, key, rule_id,"
-                    " sqlstate, message, created_at, resolved_at, resolution FROM {} WHERE {}"
+                    " sqlstate, message, created_at, resolved_at, resolved_by, resolution FROM {} WHERE {}"
                     " ORDER BY id DESC LIMIT %s"
                 ).format(self._t("error_record"), where),
                 (*params, limit),
@@ -398,10 +399,10 @@ class ControlStore:
         """Close open error records without applying them; returns the ids closed."""
         rows = self.conn.execute(
             sql.SQL(
-                "UPDATE {} SET resolved_at = now(), resolution = %s"
+                "UPDATE {} SET resolved_at = now(), resolved_by = %s, resolution = %s"
                 " WHERE id = ANY(%s) AND resolved_at IS NULL RETURNING id"
             ).format(self._t("error_record")),
-            (resolution, list(ids)),
+            (BY_OPERATOR, resolution, list(ids)),
         ).fetchall()
         return sorted(r[0] for r in rows)
 
@@ -429,15 +430,15 @@ class ControlStore:
         A record closed by `errors retry` explains nothing any more (its event was applied)."""
         rows = self.conn.execute(
             sql.SQL(
-                "WITH r AS (SELECT key, resolved_at IS NULL AS open, resolution FROM {0}"
+                "WITH r AS (SELECT key, resolved_at IS NULL AS open, resolved_by FROM {0}"
                 "   WHERE kind = 'error' AND target_table = %(t)s AND key IS NOT NULL"
-                " UNION ALL SELECT a->>'key', resolved_at IS NULL, resolution"
+                " UNION ALL SELECT a->>'key', resolved_at IS NULL, resolved_by"
                 "   FROM {0}, jsonb_array_elements(also) AS a"
                 "   WHERE kind = 'error' AND a->>'table' = %(t)s AND a->>'key' IS NOT NULL)"
                 " SELECT key, bool_or(open) FROM r"
-                " WHERE resolution IS NULL OR NOT starts_with(resolution, %(retried)s) GROUP BY key"
+                " WHERE resolved_by IS DISTINCT FROM %(retry)s GROUP BY key"
             ).format(self._t("error_record")),
-            {"t": str(target), "retried": RETRIED},
+            {"t": str(target), "retry": BY_RETRY},
         ).fetchall()
         opened = frozenset(k for k, is_open in rows if is_open)
         return opened, frozenset(k for k, _ in rows) - opened

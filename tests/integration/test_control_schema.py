@@ -1,7 +1,7 @@
 """The control schema against real PostgreSQL: a daemon's start beside a live member takes no lock on
 the control tables when the schema is already this version's (a restarted daemon deadlocked with a
-live member's batch, trial 7), an older schema is still upgraded; the error records' keys as verify
-reads them (open, accepted, retried)."""
+live member's batch, trial 7), an older schema is still upgraded (and its closed error records told
+apart by who closed them); the error records' keys as verify reads them (open, accepted, retried)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from replicator.core.errors import NotInitialized
 from replicator.core.model import TableRef
 from replicator.target import control
-from replicator.target.store import RETRIED, ControlStore
+from replicator.target.store import ControlStore
 from tests.integration.pipeline import CONTROL, fresh_target
 from tests.integration.stack import Stack
 
@@ -80,24 +81,74 @@ def test_error_keys_are_open_or_accepted_and_a_retried_record_explains_nothing(
     """What verify is told about error records: keys with an open record (the row's own or in
     `also`), keys whose every record the operator resolved (accepted), and not keys whose record
     `errors retry` applied (a difference there is a difference)."""
-    records = [  # (target_table, key, also, resolution): resolution None is open
-        ("s.t", '["open"]', None, None),
-        ("s.t", '["both"]', None, None),
-        ("s.t", '["both"]', None, "resolved by ops: later refused again"),
-        ("s.t", '["ok"]', None, "resolved by ops: wrong at the source"),
-        ("s.t", '["retried"]', None, f"{RETRIED}r1: applied, or a no-op where the row had moved on"),
-        ("s.other", '["o"]', '[{"table": "s.t", "key": "[\\"also\\"]"}]', None),
-        ("s.other", '["t-only"]', None, None),
+    records = [  # (target_table, key, also, resolved_by, resolution): resolved_by None is open
+        ("s.t", '["open"]', None, None, None),
+        ("s.t", '["both"]', None, None, None),
+        ("s.t", '["both"]', None, "operator", "resolved by ops: later refused again"),
+        ("s.t", '["ok"]', None, "operator", "resolved by ops: wrong at the source"),
+        ("s.t", '["retried"]', None, "retry", "retried in run r1: applied, or a no-op"),
+        # who closed it is the column, not the text a person reads
+        ("s.t", '["said retried"]', None, "operator", "retried in run r2 by hand, then resolved"),
+        ("s.t", '["said nothing"]', None, "retry", "applied"),
+        ("s.other", '["o"]', '[{"table": "s.t", "key": "[\\"also\\"]"}]', None, None),
+        ("s.other", '["t-only"]', None, None, None),
     ]
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.executemany(
                 sql.SQL(
-                    "INSERT INTO {} (target_table, key, also, message, resolution, resolved_at)"
-                    " VALUES (%s, %s, %s, 'm', %s, CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)"
+                    "INSERT INTO {} (target_table, key, also, message, resolved_by, resolution, resolved_at)"
+                    " VALUES (%s, %s, %s, 'm', %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)"
                 ).format(control.table(CONTROL, "error_record")),
-                [(t, k, a, r, r) for t, k, a, r in records],
+                [(t, k, a, by, r, by) for t, k, a, by, r in records],
             )
         opened, accepted = ControlStore(conn, CONTROL).error_keys(TableRef("s", "t"))
     assert opened == {'["open"]', '["both"]', '["also"]'}
-    assert accepted == {'["ok"]'}
+    assert accepted == {'["ok"]', '["said retried"]'}
+
+
+def test_an_earlier_schema_gets_resolved_by_from_the_old_resolution_text_once(
+    stack: Stack, dbname: str
+) -> None:
+    """Before `resolved_by`, `errors retry` marked its records by the start of `resolution`. The
+    upgrade adds the column and fills it from that text (retry) or from the record being closed
+    (operator); open records stay NULL. Read-only commands refuse the older schema with the fix;
+    the upgrade is idempotent."""
+    records = [  # (key, resolution, closed)
+        ('["open"]', None, False),
+        ('["ops"]', "resolved by ops: wrong at the source", True),
+        ('["retried"]', "retried in run r1: applied, or a no-op where the row had moved on", True),
+        ('["ops-quoting"]', "resolved by ops: not retried in run r1", True),
+    ]
+    errors = control.table(CONTROL, "error_record")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        # the version before `resolved_by`: no digest of this DDL, no column
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS NULL").format(sql.Identifier(CONTROL)))
+        conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN resolved_by").format(errors))
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (target_table, key, message, resolution, resolved_at)"
+                    " VALUES ('s.t', %s, 'm', %s, CASE WHEN %s THEN now() END)"
+                ).format(errors),
+                records,
+            )
+        with pytest.raises(NotInitialized, match="earlier version"):
+            control.require(conn, CONTROL)
+
+        def resolved_by() -> dict[str, str | None]:
+            rows = conn.execute(sql.SQL("SELECT key, resolved_by FROM {}").format(errors)).fetchall()
+            return dict(rows)
+
+        expected = {'["open"]': None, '["ops"]': "operator", '["retried"]': "retry"}
+        expected['["ops-quoting"]'] = "operator"
+        control.require(conn, CONTROL, upgrade=True)  # `errors retry` on a schema it finds older
+        assert control.current(conn, CONTROL)
+        assert resolved_by() == expected
+        control.require(conn, CONTROL)
+        opened, accepted = ControlStore(conn, CONTROL).error_keys(TableRef("s", "t"))
+        assert opened == {'["open"]'} and accepted == {'["ops"]', '["ops-quoting"]'}
+        control.ensure(conn, CONTROL, force=True)  # `init` again: nothing moves
+        assert resolved_by() == expected
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(sql.SQL("UPDATE {} SET resolved_by = 'someone'").format(errors))

@@ -159,5 +159,7 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     notes = {r["id"]: r["resolution"] for r in resolved}
     assert "the sku is wrong at the source" in notes[left["id"]]
     assert "retried in run" in notes[stay_id] and "retried in run" in notes[moved_id]
+    closed_by = {r["id"]: r["resolved_by"] for r in resolved}
+    assert (closed_by[left["id"]], closed_by[stay_id], closed_by[moved_id]) == ("operator", "retry", "retry")
     twice = run_cli(env, "errors", "resolve", str(left["id"]), "--reason", "again")
     assert twice.returncode != 0 and f"#{left['id']}" in twice.stderr and "Traceback" not in twice.stderr
