@@ -131,17 +131,17 @@ def drain(
     with Metadata(settings.kafka) as metadata:
         ends = metadata.end_offsets(topics)
 
-    stored: dict[Partition, int] = {}  # the group's stored offsets at the last look
+    lagging: list[str] = []  # the partitions behind at the last look
 
     def applied() -> bool:
+        nonlocal lagging
         check_stops(settings, group, topics)
         with ControlStore.open(settings) as store:
-            now = store.checkpoints(group) if store.initialized() else {}  # nothing applied yet
-        stored.clear()
-        stored.update(now)
-        return not behind(ends, stored)
+            stored = store.checkpoints(group) if store.initialized() else {}  # nothing applied yet
+        lagging = behind(ends, stored)
+        return not lagging
 
-    wait_for(applied, deadline, lambda: applied_timeout(group, behind(ends, stored)))
+    wait_for(applied, deadline, lambda: applied_timeout(group, lagging))
     while True:  # a row held back is not in the target yet: drained means none is left
         with ControlStore.open(settings) as store:
             every = store.held_before(group, lsn) if store.initialized() else []

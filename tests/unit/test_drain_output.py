@@ -1,9 +1,21 @@
 """`replicator drain` shows its fence LSN as PostgreSQL prints it (`X/Y`), as cutover does, in its
-text line and its timeout errors; the JSON keeps the number scripts read and adds the text."""
+text line and its timeout errors; the JSON keeps the number scripts read and adds the text. A drain
+that times out waiting for the group names the partitions behind as its last poll found them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from replicator.config import Settings
+from replicator.core.errors import Fatal
+from replicator.run import drain as drain_module
 from replicator.run.drain import Drained, applied_timeout, behind, drained_report, held_timeout
+from replicator.target.store import ControlStore
 
 FENCE = 850327168  # trial 7's fence: 0/32AEF680
 
@@ -43,3 +55,62 @@ def test_the_apply_timeout_names_the_partitions_behind_not_every_end_offset() ->
     )
     assert applied_timeout("g1", [f"t[{i}] at 0 of 1" for i in range(12)]).count(" of 1") == 10
     assert "and 2 more" in applied_timeout("g1", [f"t[{i}] at 0 of 1" for i in range(12)])
+
+
+class _Clock:
+    """`time` for the drain: each poll's sleep moves it on; nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_drain_timeout_names_the_partitions_behind_at_its_last_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The group moved between the polls: the timeout says where each partition stood at the last
+    one (the list that poll found, not one read again)."""
+    looks = iter([{("t", 0): 1}, {("t", 0): 4, ("t", 1): 2}, {("t", 0): 10, ("t", 1): 3}])
+
+    class Store:
+        def initialized(self) -> bool:
+            return True
+
+        def stops(self, group: str) -> list[dict[str, Any]]:
+            return []
+
+        def checkpoints(self, group: str) -> dict[tuple[str, int], int]:
+            return next(looks)
+
+    class Client:
+        def __init__(self, url: str, timeout_s: float) -> None:
+            self.url = url
+
+        def flushed_lsn(self, connector: str) -> int:
+            return FENCE
+
+    @contextmanager
+    def store(settings: Settings) -> Iterator[Store]:
+        yield Store()
+
+    @contextmanager
+    def metadata(settings: Any) -> Iterator[Any]:
+        yield SimpleNamespace(end_offsets=lambda topics: {("t", 0): 10, ("t", 1): 5})
+
+    monkeypatch.setattr(drain_module, "time", _Clock())
+    monkeypatch.setattr(drain_module, "check_capture", lambda client, connector: None)
+    monkeypatch.setattr(drain_module, "ConnectClient", Client)
+    monkeypatch.setattr(drain_module, "write_fence", lambda source, table: ("fence-1", FENCE))
+    monkeypatch.setattr(drain_module, "Metadata", metadata)
+    monkeypatch.setattr(ControlStore, "open", store)
+    with pytest.raises(Fatal) as raised:
+        drain_module.drain(Settings(), ["t"], "c", "s.signal", timeout_s=0.4, group="g1")
+    assert str(raised.value) == (
+        "drain timed out waiting for group g1 to apply up to the end offsets read after the fence;"
+        " behind: t[1] at 3 of 5 (is a `replicator run` of this group running? see `replicator status`)"
+    )
