@@ -258,7 +258,7 @@ _DEADLOCK_ATTEMPTS: Final = 5
 def ensure(conn: psycopg.Connection[Any], schema: str, *, force: bool = False) -> None:
     """Create or upgrade the control schema (idempotent). Nothing is run, and no lock taken, when the
     schema already holds this version's DDL, unless `force` (`init`). Leaves no transaction open
-    on `conn`, whether in autocommit or not (the writer's session runs it before its batches)."""
+    on `conn`, whether in autocommit or not (later statements there would only be savepoints)."""
     if not force and current(conn, schema):
         return
     for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):

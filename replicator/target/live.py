@@ -63,8 +63,9 @@ class LiveTables:
         return control.table(self._schema, "held_event")
 
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
-        """Once per connection: the control schema and the per-session stage tables."""
-        control.ensure(conn, self._schema)
+        """Once per connection: the per-session stage tables. The control schema is this version's
+        already: whatever opens a writer ensures it once at its start (`replicator run`; `errors
+        retry`, by `require(upgrade=True)`)."""
         with conn.transaction():
             conn.execute(_ERRORS_DDL)
             for t in self._plan.tables:

@@ -30,6 +30,7 @@ from replicator.core.verify import TableDiff
 from replicator.pg.catalog import read_catalog
 from replicator.run.drain import drain
 from replicator.run.verify import verify
+from replicator.target import control
 from replicator.target.live import LiveTables
 from replicator.target.writer import BatchWriter
 from tests.integration.stack import Stack
@@ -163,8 +164,9 @@ def converge(stack: Stack, dbname: str, group: str, timeout_s: float = 120) -> d
     return done.end_offsets
 
 
-def live_writer(stack: Stack, dbname: str, plan: Plan, group: str, run_id: str) -> BatchWriter:
-    """The live batch writer on a test target, as the `replicator` role."""
+def writer_target(stack: Stack, dbname: str) -> TargetSettings:
+    """A test target as the `replicator` role, with its control schema ensured as that role (what
+    `replicator run` does at its start, before it opens a writer: the writer does not)."""
     target = TargetSettings(
         host=stack.target_host,
         port=stack.target_port,
@@ -172,6 +174,14 @@ def live_writer(stack: Stack, dbname: str, plan: Plan, group: str, run_id: str) 
         user="replicator",
         password="replicator",
     )
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        control.ensure(conn, CONTROL)
+    return target
+
+
+def live_writer(stack: Stack, dbname: str, plan: Plan, group: str, run_id: str) -> BatchWriter:
+    """The live batch writer on a test target, as the `replicator` role."""
+    target = writer_target(stack, dbname)
     return BatchWriter(target, LiveTables(plan, CONTROL, group, run_id), CONTROL, group, run_id)
 
 
@@ -186,13 +196,7 @@ class HandFed:
         self.events: dict[KafkaRef, ChangeEvent] = {}
         run_id = f"run-{uuid.uuid4().hex[:6]}"
         self.writer = BatchWriter(
-            TargetSettings(
-                host=stack.target_host,
-                port=stack.target_port,
-                dbname=dbname,
-                user="replicator",
-                password="replicator",
-            ),
+            writer_target(stack, dbname),
             LiveTables(plan, CONTROL, group, run_id),
             CONTROL,
             group,

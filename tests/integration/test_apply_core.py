@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from replicator import failpoints
-from replicator.config import HoldSettings, TargetSettings
+from replicator.config import HoldSettings
 from replicator.core.errors import Fatal
 from replicator.core.intents import prepare
 from replicator.core.model import (
@@ -37,7 +37,7 @@ from replicator.core.model import (
 )
 from replicator.target.live import LiveTables
 from replicator.target.writer import BatchWriter, ErrorPolicy
-from tests.integration.pipeline import CONTROL, HandFed, demo_plan, fresh_target, live_writer
+from tests.integration.pipeline import CONTROL, HandFed, demo_plan, fresh_target, live_writer, writer_target
 from tests.integration.stack import Stack, one_row
 
 
@@ -223,13 +223,7 @@ def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
         )
     plan = demo_plan(stack, dbname)
     group, run_id = "race", f"run-{uuid.uuid4().hex[:6]}"
-    settings = TargetSettings(
-        host=stack.target_host,
-        port=stack.target_port,
-        dbname=dbname,
-        user="replicator",
-        password="replicator",
-    )
+    settings = writer_target(stack, dbname)
     counts = {"demo.shop.customers": 1, "demo.shop.orders": 1}
     writer = BatchWriter(
         settings, LiveTables(plan, CONTROL, group, run_id), CONTROL, group, run_id, partition_counts=counts

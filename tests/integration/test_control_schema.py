@@ -1,7 +1,8 @@
 """The control schema against real PostgreSQL: a daemon's start beside a live member takes no lock on
 the control tables when the schema is already this version's (a restarted daemon deadlocked with a
-live member's batch, trial 7), an older schema is still upgraded (and its closed error records told
-apart by who closed them); the error records' keys as verify reads them (open, accepted, retried)."""
+live member's batch, trial 7), a writer's session never runs its DDL, an older schema is still
+upgraded (and its closed error records told apart by who closed them); the error records' keys as
+verify reads them (open, accepted, retried)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from psycopg import sql
 from replicator.core.errors import NotInitialized
 from replicator.core.model import TableRef
 from replicator.target import control
+from replicator.target.live import LiveTables
 from replicator.target.store import ControlStore
-from tests.integration.pipeline import CONTROL, fresh_target
+from tests.integration.pipeline import CONTROL, demo_plan, fresh_target
 from tests.integration.stack import Stack
 
 
@@ -53,6 +55,19 @@ def test_a_start_beside_a_live_batch_runs_no_ddl_on_a_current_schema(stack: Stac
         with pytest.raises(psycopg.errors.LockNotAvailable):
             control.ensure(starting, CONTROL, force=True)
         batch.rollback()
+
+
+def test_a_writer_session_leaves_the_control_schema_to_the_start_of_its_command(
+    stack: Stack, dbname: str
+) -> None:
+    """A writer's session (each connect and reconnect) prepares its stage tables only: the schema was
+    ensured once by whatever opened the writer, so a session does not even read its version."""
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS NULL").format(sql.Identifier(CONTROL)))
+    with psycopg.connect(stack.target_admin(dbname)) as session:
+        LiveTables(demo_plan(stack, dbname), CONTROL, "g", "r").prepare_session(session)
+        assert session.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert not control.current(session, CONTROL)  # no ensure ran: it would have written the digest
 
 
 def test_a_schema_of_an_earlier_version_is_upgraded(stack: Stack, dbname: str) -> None:

@@ -10,6 +10,7 @@ import uuid
 import psycopg
 
 from replicator.core.model import Failure, KafkaRef, TableRef
+from replicator.target import control
 from replicator.target.live import LiveTables
 from tests.integration.pipeline import CONTROL, demo_plan, fresh_target
 from tests.integration.stack import Stack
@@ -35,6 +36,7 @@ def test_error_records_are_stored_whole_once_per_open_event_and_in_order(stack: 
     dbname = fresh_target("errrec")
     tables = LiveTables(demo_plan(stack, dbname), CONTROL, "errrec", f"run-{uuid.uuid4().hex[:6]}")
     with psycopg.connect(stack.target_admin(dbname)) as conn:
+        control.ensure(conn, CONTROL)  # what `replicator run` does before it opens a writer
         tables.prepare_session(conn)
 
         def stored() -> list[tuple[object, ...]]:
