@@ -11,6 +11,8 @@ Invariants:
 - A `JsonNumber` (a number inside a json/jsonb value read back from the
   target) stays a JSON number: `dumps` writes its token as the server wrote
   it (no float rounding, 1.50 stays 1.50); any other Decimal is a string.
+  Only a document holding one is built in Python (`encode`); every other
+  goes through json.dumps, and both write the same text for it.
 - `json_document` is the text of a value that *is* a JSON document (a json or
   jsonb column's content): numbers stay numbers, exactly (a Decimal keeps its
   digits and scale, as jsonb does), an embedded `JsonText` is kept as the
@@ -65,11 +67,30 @@ def to_jsonable(value: Any) -> JSONValue:
     return str(value)  # timedelta, Infinity, ipaddress, ranges, anything else: its text
 
 
+class _HoldsJsonNumber(Exception):
+    """The document holds a `JsonNumber`: the stdlib encoder cannot write its token."""
+
+
+def _refuse(value: Any) -> Any:
+    # `to_jsonable` leaves only JSON types and JsonNumber: nothing else reaches the encoder's default
+    raise _HoldsJsonNumber
+
+
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """JSON text of any value (never raises on a value; non-ASCII kept as is): the text
     `json.dumps(..., ensure_ascii=False, indent=indent)` writes, with each `JsonNumber` its token."""
+    document = to_jsonable(value)
+    try:  # the common case, no JsonNumber: the stdlib's (C) encoder
+        return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=indent, default=_refuse)
+    except _HoldsJsonNumber:
+        return encode(document, indent=indent)
+
+
+def encode(document: JSONValue, *, indent: int | None = None) -> str:
+    """The text `dumps` writes for a `to_jsonable` document, built in Python: the path of a document
+    that holds a `JsonNumber` (the same text as json.dumps's for any other)."""
     out: list[str] = []
-    _encode(to_jsonable(value), out, indent, 0)
+    _encode(document, out, indent, 0)
     return "".join(out)
 
 

@@ -9,13 +9,14 @@ Decimal as a string. A numeric column's Decimal stays a string.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from replicator.core.diff import row_diff
-from replicator.core.serialize import dumps
+from replicator.core.serialize import dumps, encode, to_jsonable
 from replicator.pg.types import _exact_json
 from replicator.run.shadow import write_review
 
@@ -73,3 +74,30 @@ def test_dumps_writes_json_dumps_text_for_every_other_value() -> None:
             indent=indent,
         )
         assert dumps(value, indent=indent) == expected
+
+
+def test_a_document_without_json_numbers_is_the_same_text_on_both_paths() -> None:
+    """`dumps` hands a document without JsonNumber to json.dumps (fast) and builds one holding a
+    JsonNumber in Python: the two write the same text, so which path ran never shows."""
+    moment = dt.datetime(2026, 12, 7, 0, 20, 1, 123456, tzinfo=dt.UTC)
+    record = {
+        "run_id": "run-1",
+        "table": "crm.customer",
+        "key": '{"id": 4711}',
+        "kind": "update",
+        "columns": {"name": {"before": "Anna Müller", "after": 'Zoë "🙂"\n'}, "at": {"after": moment}},
+        "partition": 0,
+        "offset": 123456,
+        "source_position": [850327168, 2.5, -0.0, 10**30],
+        "rule_ids": [],
+        "nested": [[], {}, [{}], {"k": [None, True, False]}],
+        "weird": {1: Decimal("1.50"), "nan": float("inf"), "\u2028": "\u2028"},
+        "sqlstate": None,
+    }
+    for indent in (None, 0, 2):
+        document = to_jsonable(record)
+        assert dumps(record, indent=indent) == encode(document, indent=indent)
+        assert dumps(record, indent=indent) == json.dumps(document, ensure_ascii=False, indent=indent)
+    scalars: list[Any] = ["é", 1, None, [], {}]
+    for scalar in scalars:
+        assert dumps(scalar) == encode(to_jsonable(scalar))
