@@ -838,7 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="from the first events of the source transactions that committed at or after this WAL"
         " position (X/Y as pg_current_wal_lsn() shows it)",
     )
-    replay_p.add_argument("--tables", help="only these source tables (schema.table[,schema.table...])")
+    replay_p.add_argument(
+        "--tables", help="only these tables, source or target names (schema.table[,schema.table...])"
+    )
     replay_p.add_argument("--dry-run", action="store_true", help="show the moves; change nothing")
     replay_p.add_argument("--json", action="store_true")
     replay_p.set_defaults(handler=cmd_replay)

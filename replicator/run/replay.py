@@ -25,7 +25,7 @@ from replicator.core.errors import ConfigError, Fatal
 from replicator.core.model import ChangeEvent, KafkaRef, Partition
 from replicator.core.replay import Move, Probe, ReplayRefused, check_offsets, first_at_lsn, plan_moves
 from replicator.kafka.clients import Metadata, new_consumer
-from replicator.run.assembly import decoder, source_topics, spec_topics
+from replicator.run.assembly import decoder, source_topics, spec_topics, target_topics
 from replicator.target.store import ControlStore
 
 READ_TIMEOUT_S = 30.0  # one event read for the LSN search
@@ -38,22 +38,25 @@ class ReplayRequest:
     offsets: Mapping[Partition, int] | None = None  # --to-offset, per partition
     moment: datetime | None = None  # --to-timestamp
     lsn: int | None = None  # --to-lsn
-    tables: tuple[str, ...] = ()  # source tables (schema.table); empty: every mapped table
+    tables: tuple[str, ...] = ()  # source or target tables (schema.table); empty: every mapped table
     dry_run: bool = False
 
 
 def replay_topics(settings: Settings, tables: tuple[str, ...]) -> list[str]:
-    """The mapped topics, or those of the named source tables (an unknown name is an error)."""
+    """The mapped topics, or those feeding the named tables: source or target tables of the spec,
+    as `reload --table` takes them (an unknown name is an error)."""
     if not tables:
         return spec_topics(settings)
-    by_source = source_topics(settings)
-    unknown = [t for t in tables if t not in by_source]
+    by_name: dict[str, set[str]] = {s: {topic} for s, topic in source_topics(settings).items()}
+    for target, topic in target_topics(settings):
+        by_name.setdefault(target, set()).add(topic)
+    unknown = [t for t in tables if t not in by_name]
     if unknown:
         raise ConfigError(
-            f"--tables: {', '.join(unknown)} is not a source table of the spec"
-            f" (its tables: {', '.join(sorted(by_source))})"
+            f"--tables: {', '.join(unknown)} is not a source or target table of the spec"
+            f" (its source tables: {', '.join(sorted(source_topics(settings)))})"
         )
-    return sorted({by_source[t] for t in tables})
+    return sorted(set().union(*(by_name[t] for t in tables)))
 
 
 def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
