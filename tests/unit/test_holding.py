@@ -61,6 +61,24 @@ def test_rows_without_a_position_are_judged_only_by_marks_read_after_they_were_h
     assert due_for_error(h, PARENT, {}, [new])
 
 
+def test_rows_without_a_position_are_not_judged_by_the_feeders_applied_positions() -> None:
+    """Trial 8: an incremental-snapshot row held in a fresh target's first batch is judged at 0 (its
+    partition's coverage then); parent partitions that applied any streaming event are past 0, yet
+    the parent may come later in them. Without a mark read after the hold it waits."""
+    h = hold(judged_at=0, positioned=False, held_at=100.0)
+    progress = {
+        ("parent", 0): Progress(839, 1465),
+        ("parent", 1): Progress(833, 1455),
+        OWN: Progress(9, 2071),
+    }
+    assert not due_for_error(h, PARENT, progress, ())
+    ends = {("parent", 0): 8000, ("parent", 1): 8000, OWN: 9}
+    behind = CaptureMark(lsn_commit=3000, ends=ends, taken_at=101.0)
+    assert not due_for_error(h, PARENT, progress, [behind])  # the parents have not reached it
+    progress.update({("parent", 0): Progress(8000, 2900), ("parent", 1): Progress(8000, 2950)})
+    assert due_for_error(h, PARENT, progress, [behind])
+
+
 def test_judgement_lsn_of_streaming_snapshot_and_incremental_rows() -> None:
     streaming = change("t", Op.CREATE, "s.t", offset=0, position=SourcePosition(400, 420), after={"id": 1})
     assert judgement_lsn(streaming, 0) == 400
