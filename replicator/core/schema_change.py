@@ -105,10 +105,12 @@ class Drift:
         elif self.missing:
             steps.append(
                 f"if {self.source} has {', '.join(self.missing)} now, the event was written before"
-                f" {_them_it(self.missing)} existed: replay the group to a position after the ALTER"
-                f" (replicator replay --to-timestamp) and reload the table (replicator reload --table"
-                f" {self.source}); else read the columns {self.source} has now instead of"
-                f" {', '.join(self.missing)}"
+                f" {_them_it(self.missing)} existed (a replay cannot skip it: it only moves back):"
+                f" list {', '.join(self.missing)} in ignore_source_columns instead of reading"
+                f" {_them(self.missing)} until `replicator drain` succeeds (the table is past the ALTER),"
+                f" then read {_them(self.missing)} again, restart `replicator run` and reload the table"
+                f" (replicator reload --table {self.source}); else read the columns {self.source} has now"
+                f" instead of {', '.join(self.missing)}"
             )
         if self.added:
             steps.append(

@@ -165,7 +165,12 @@ def test_reason_and_fix_are_one_line_each_naming_columns_rule_and_spec() -> None
     assert dropped is not None and dropped.reason.endswith(
         "(dropped or renamed, or the event is older than that column)"
     )
-    assert "replay --to-timestamp" in dropped.fix and "reload --table src.people" in dropped.fix
+    # trial 8: the fix said "replay the group to a position after the ALTER", which replay refuses
+    # (a stopped partition would move forward); the way on that works leaves the column out meanwhile
+    assert "replay --to-timestamp" not in dropped.fix
+    meanwhile = "list full_name in ignore_source_columns instead of reading it until `replicator drain`"
+    assert meanwhile in dropped.fix
+    assert "reload --table src.people" in dropped.fix
     assert "instead of full_name" in dropped.fix
     added = judge(people(plan()), shape("id", "full_name", "price", "points"), "people.yaml")
     assert added is not None and "ignore_source_columns" in added.fix and "ignore_new_columns" in added.fix
