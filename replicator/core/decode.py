@@ -19,7 +19,10 @@ Invariants:
 - Streaming events get a `SourcePosition` from `source.sequence`
   (`(seq0 or 0, seq1, transaction.total_order or 0)`, falling back to
   `(0, source.lsn)`); snapshot rows (`source.snapshot` not false/null) get
-  none.
+  none. A snapshot row's `lsn` is `source.lsn` (an initial snapshot's LSN);
+  an incremental-snapshot row has none, and gets the larger element of its
+  `source.sequence`: the stream position at which Debezium emitted its chunk
+  (the window's close, written to the WAL after the chunk was read).
 - Schemas are compiled once: JSON by the exact schema text (a per-topic
   fast path skips re-parsing an unchanged schema), Avro by schema id.
 - The JSON format (schemas enabled or not) is detected per message.  Without
@@ -226,6 +229,18 @@ def _sequence(text: str) -> Any:
     return json.loads(text)
 
 
+def _emitted_at(seq: Any) -> int | None:
+    """An incremental-snapshot row's `source.sequence` (both elements the stream position of the
+    window's close, in Debezium 3.x): the larger LSN in it, None when it holds none."""
+    if seq is None:
+        return None
+    items = _sequence(seq) if type(seq) is str else seq
+    if not isinstance(items, list):
+        return None
+    lsns = [n for n in map(_int_or_none, items) if n is not None]
+    return max(lsns) if lsns else None
+
+
 def _position(ref: KafkaRef, source: Mapping[str, Any], transaction: Any, lsn: int | None) -> SourcePosition:
     total_order = 0
     if transaction is not None and _is_mapping(transaction):
@@ -326,6 +341,8 @@ def _to_event(
         txid = _int_or_none(source.get("txId"))
         ts = _int_or_none(ts_ms)
         position = None if snapshot else _position(ref, source, payload.get("transaction"), lsn)
+        if snapshot and lsn is None:
+            lsn = _emitted_at(source.get("sequence"))
     except (ValueError, TypeError) as e:
         raise DecodeError(ref, f"malformed source position fields: {e}") from e
     if ts is None:

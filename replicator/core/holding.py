@@ -33,8 +33,14 @@ in delivery order, and a partition holds its events in delivery order. So:
    partition covered through any c > J is covered through commit(T_H),
    because the first commit after `seq0(H)` in delivery order is T_H's own.
    A snapshot row is judged at its snapshot's LSN (streaming starts after
-   it); an incremental-snapshot row, which carries no position, at its own
-   partition's coverage when it was held, and only by marks read after that.
+   it). An incremental-snapshot row is judged at the stream position its
+   chunk was emitted at (`ChangeEvent.lsn`, from its `source.sequence`):
+   Debezium emits a chunk when its stream reaches the window's close, which
+   it writes to the WAL after reading the chunk, so every transaction that
+   committed before the read (the parent the row saw) committed at or before
+   that position. One without it (another Debezium) is judged at its own
+   partition's coverage when it was held, a lower bound only, and so only by
+   marks read after that.
 4. A row waiting for a parent that the target shows deleted at a later
    position is judged there instead (`J = max(J, seq0 of that delete)`):
    with the source's FKs, the child's own delete precedes the parent's, so
@@ -85,7 +91,7 @@ def judgement_lsn(event: ChangeEvent, own_coverage: int) -> int:
     """The commit LSN a held row is judged at (see the module's argument, point 3)."""
     if event.position is not None:
         return event.position.commit_lsn
-    if event.lsn is not None:  # an initial (or repeated) snapshot: its start LSN
+    if event.lsn is not None:  # a snapshot: its start LSN; an incremental one: where it was emitted
         return event.lsn
     return own_coverage  # incremental snapshot: where its own partition stood when it was held
 

@@ -155,6 +155,8 @@ class ChangeEvent(NamedTuple):
     raw_key: bytes | None
     raw_value: bytes | None
     txid: int | None = None
+    # source.lsn; for an incremental-snapshot row (which has none) the stream position its chunk
+    # was emitted at, from source.sequence (`core.decode`, `core.holding` point 3)
     lsn: int | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
     shape: SourceShape | None = None  # the row's columns per the event's schema (None: not known)

@@ -107,6 +107,19 @@ def test_incremental_snapshot_row_without_lsn_has_no_position() -> None:
     assert ev.position is None and ev.lsn is None and ev.txid is None
 
 
+def test_incremental_snapshot_row_is_at_the_stream_position_it_was_emitted_at() -> None:
+    """Debezium 3.6 (trial 8's topics): `"lsn": null, "sequence": "[\"1851934488\",\"1851934488\"]"`.
+    The row's `lsn` is that position (`core.holding` judges a held row there); it stays unordered
+    (no position), and an initial snapshot row keeps its own source.lsn."""
+    seq = json.dumps(["1851934488", "1851934488"])
+    ev = event(b.read(T, {"id": 1, "name": "a"}, snapshot="incremental", lsn=None, txid=None, sequence=seq))
+    assert ev.position is None and ev.lsn == 1851934488
+    uneven = json.dumps([None, "1851934500"])
+    assert event(b.read(T, {"id": 1}, snapshot="incremental", lsn=None, sequence=uneven)).lsn == 1851934500
+    initial = event(b.read(T, {"id": 1}, snapshot="true", lsn=42, sequence=seq))
+    assert initial.position is None and initial.lsn == 42
+
+
 # --------------------------------------------------------------------------- positions
 
 
