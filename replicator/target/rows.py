@@ -7,14 +7,16 @@ Invariants:
   write when nothing changed), updates of rows whose unchanged-TOAST columns
   Debezium did not send (the placeholder is never written: those columns keep
   their target value), hard deletes, soft-delete updates.
-- A statement that fails with a row-level error (data exception, NOT NULL,
-  CHECK, FK, unique) is rolled back to its savepoint and bisected
-  (`core.isolate`): k bad rows among n cost about 2·k·log2(n) attempts; every
-  other row lands. A failed chunk of at most `LEAF_ROWS` rows is applied row by
-  row in one round trip by a PL/pgSQL loop (a session-local function, one
+- The rows are staged once; a statement that fails with a row-level error
+  (data exception, NOT NULL, CHECK, FK, unique) is rolled back to its
+  savepoint and bisected (`core.isolate`) over ranges of the staged row
+  numbers: k bad rows among n cost about 2·k·log2(n) attempts; every other
+  row lands. A failed chunk of at most `LEAF_ROWS` rows is applied row by row
+  in one round trip by a PL/pgSQL loop (a session-local function, one
   subtransaction per row), so many bad rows cost one call per chunk, not a
-  statement per row; a chunk whose staging fails (a value the stage's COPY
-  cannot parse) is staged and written row by row instead. Each refused row
+  statement per row. A batch whose staging fails (a value the stage's COPY
+  cannot parse) is staged chunk by chunk instead, and a leaf chunk that
+  cannot be staged is staged and written row by row. Each refused row
   comes back as a `Refused` with its SQLSTATE, message and the constraint
   and table the server named. The
   function is created inside the batch transaction: one that a rollback
@@ -224,6 +226,8 @@ class TableRows:
         own, outside every attempt's): attempts and loops read ranges of its row numbers.
         A clean batch costs three round trips: the stage's savepoint and DELETE, the COPY, and
         the release, the attempt's savepoint, the statement and its release."""
+        if not intents:
+            return  # nothing to stage (and no savepoint left open)
         try:
             self._stage(conn, cols, intents, lead=_STAGE)
         except psycopg.Error as exc:
