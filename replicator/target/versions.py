@@ -14,7 +14,11 @@ Invariants:
   keys are updated after the writes (`update_many`); a claimed key whose row
   was not written after all, or ended with another version, is corrected
   (`drop`, `update_many`).
-- Versions travel by COPY through a session-local table.
+- Versions travel by COPY through a session-local table, emptied (TRUNCATE) before every
+  fill and read only after a fill in the same transaction (`_copy`; `update_many` reuses one by
+  identity of the claims, in the transaction that made it). It is not ON COMMIT DELETE ROWS: such
+  a table costs every commit of the session that touched a temporary table (see
+  `target.rows.TRUNCATE_PAST_ROWS`); what a commit or a rollback leaves in it is never read.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ _NEW = sql.Identifier("pg_temp", "replicator_batch_versions")
 _SESSION_DDL = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS {} (target_table text NOT NULL, key text NOT NULL,"
     " topic text, partition int, kafka_offset bigint, commit_lsn numeric, lsn numeric,"
-    " total_order bigint, deleted boolean NOT NULL) ON COMMIT DELETE ROWS"
+    " total_order bigint, deleted boolean NOT NULL)"
 ).format(_NEW)
 
 Versions = Mapping[TableRef, Mapping[str, Version]]  # per table: key text -> version

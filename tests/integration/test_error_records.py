@@ -81,3 +81,25 @@ def test_error_records_are_stored_whole_once_per_open_event_and_in_order(stack: 
         conn.commit()
         assert [(r[0], r[2], r[-1]) for r in stored()][-1] == (7, "again", True)
         assert len(stored()) == 5
+
+
+def test_a_batch_reports_only_its_own_failures(stack: Stack) -> None:
+    """The session's error stage is emptied before every use, not at commit: what an earlier
+    committed call (or a rolled-back one) left in it is never reported again, even once the
+    record it made was resolved."""
+    dbname = fresh_target("errstage")
+    tables = LiveTables(demo_plan(stack, dbname), CONTROL, "errstage", f"run-{uuid.uuid4().hex[:6]}")
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        control.ensure(conn, CONTROL)
+        tables.prepare_session(conn)
+        tables.store_errors(conn, [failure(7)], [])
+        conn.commit()
+        tables.store_errors(conn, [failure(8)], [])
+        conn.rollback()
+        conn.execute("UPDATE replicator.error_record SET resolved_at = now() WHERE kafka_offset = 7")
+        tables.store_errors(conn, [failure(5)], [])
+        conn.commit()
+        rows = conn.execute(
+            "SELECT kafka_offset, resolved_at IS NULL FROM replicator.error_record ORDER BY id"
+        ).fetchall()
+    assert rows == [(7, False), (5, True)]

@@ -127,6 +127,36 @@ def test_versions_move_from_the_claims_already_staged_and_others_by_copy(
     assert rows == [('["a"]', 7, 207), ('["b"]', 4, 204), ('["n"]', 9, 209)]
 
 
+def test_the_session_table_holds_only_the_batch_in_hand(
+    stack: Stack, versions: tuple[VersionTable, str]
+) -> None:
+    """The session's versions table is not emptied at commit but before every fill: what a
+    committed batch and a rolled-back one left in it never reaches a later batch. A key claimed
+    and dropped (its row not written) is not claimed again by the next batch, and a version moved
+    by COPY moves only the keys given."""
+    table, dbname = versions
+    staged = "SELECT key FROM pg_temp.replicator_batch_versions ORDER BY key"
+    with session(stack, dbname) as conn:
+        with conn.transaction():
+            table.lock_or_claim(conn, {TABLE: {'["a"]': version(1), '["d"]': version(2)}})
+            table.drop(conn, {TABLE: ['["d"]']})
+        assert conn.execute(staged).fetchall() == [('["a"]',), ('["d"]',)]  # left by the commit
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            table.lock_or_claim(conn, {TABLE: {'["x"]': version(3)}})
+            conn.execute("SELECT 1 / 0")
+        with conn.transaction():
+            stored, claimed = table.lock_or_claim(conn, {TABLE: {'["a"]': version(4), '["n"]': version(5)}})
+            assert conn.execute(staged).fetchall() == [('["a"]',), ('["n"]',)]
+            table.update_many(conn, {TABLE: {'["n"]': version(6)}})
+            assert conn.execute(staged).fetchall() == [('["n"]',)]
+        assert stored == {TABLE: {'["a"]': version(1)}} and claimed == {TABLE: {'["n"]'}}
+        rows = conn.execute(
+            "SELECT key, kafka_offset FROM replicator.row_version WHERE target_table = %s ORDER BY key",
+            (str(TABLE),),
+        ).fetchall()
+    assert rows == [('["a"]', 1), ('["n"]', 6)]
+
+
 def blocked_on_lock(stack: Stack, dbname: str) -> bool:
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         row = conn.execute(
