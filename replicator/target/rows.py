@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -40,7 +40,7 @@ from psycopg.types.json import Jsonb
 
 from replicator.core.errors import one_line
 from replicator.core.intents import Intent, Kind, key_text
-from replicator.core.isolate import isolate
+from replicator.core.isolate import Isolated, isolate
 from replicator.core.mapping.plan import ForeignKeyPlan, TablePlan
 from replicator.core.mapping.statements import ONE_ROW, ROW_NUMBER, ROW_VARIABLE, Within
 from replicator.core.model import TableRef
@@ -57,6 +57,8 @@ LEAF_ROWS = 256
 #: DELETE ROWS: PostgreSQL truncates every such table of a session at every commit, touched or
 #: not (150 stages: 70-200 ms per commit).
 TRUNCATE_PAST_ROWS = 2000
+
+_Item = TypeVar("_Item")  # what an isolation bisects: row numbers of a stage, or the intents
 
 # Savepoints of the staged-once path, sent in the round trip of the statements they guard (a
 # query without parameters may hold several statements; the server stops at the first error,
@@ -258,9 +260,7 @@ class TableRows:
             return [(n - 1 - chunk[0], Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(range(everything), attempt, leaf, LEAF_ROWS)
-        out.attempts += done.attempts
-        out.add(op, len(done.applied))
-        out.refused.extend(self._refused(intents[i], why) for i, why in done.failed)
+        self._record(out, op, done, intents.__getitem__)
 
     def _restaging(
         self,
@@ -292,9 +292,16 @@ class TableRows:
             return [(n - 1, Refusal(*rest)) for n, *rest in rows]
 
         done = isolate(intents, attempt, leaf, LEAF_ROWS)
+        self._record(out, op, done, lambda intent: intent)
+
+    def _record(
+        self, out: Outcome, op: str, done: Isolated[_Item, Refusal], intent: Callable[[_Item], Intent]
+    ) -> None:
+        """Add an isolation's result to `out`: its attempts, its applied rows under `op`, and a
+        refusal for each failed row (`intent`: the row's intent from the item isolated)."""
         out.attempts += done.attempts
         out.add(op, len(done.applied))
-        out.refused.extend(self._refused(intent, why) for intent, why in done.failed)
+        out.refused.extend(self._refused(intent(item), why) for item, why in done.failed)
 
     @staticmethod
     def _attempt(
