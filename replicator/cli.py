@@ -217,17 +217,20 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         run_status,
         table_status,
     )
+    from replicator.target.store import ControlStore
 
     group = args.group or settings.kafka.group_id
-    rows = partition_status(settings, spec_topics(settings), group)
-    held = held_status(settings, group)
-    halts = partition_halts(settings, group, [(r["topic"], r["partition"]) for r in rows])
-    tables = table_status(settings, group, target_topics(settings), halts)
+    with ControlStore.open(settings) as store:  # one session for every control-store read
+        store.require()
+        rows = partition_status(store, settings, spec_topics(settings), group)
+        held = held_status(store, group)
+        halts = partition_halts(store, settings, group, [(r["topic"], r["partition"]) for r in rows])
+        tables = table_status(store, group, target_topics(settings), halts)
+        runs = run_status(store, settings.heartbeat_s)
+        authority = authority_status(store)
     stopped = [t for t in tables if t["state"] == "stopped"]
     cap = capture_status(settings)
-    runs = run_status(settings)
     members = group_members(settings, group)
-    authority = authority_status(settings)
     slot = cap["slot"]
     lines = [
         "authority: source (the replicator applies its changes to the target)"
@@ -402,11 +405,15 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import target_topics
     from replicator.run.status import table_status
     from replicator.run.verify import verify_configured
+    from replicator.target.store import ControlStore
 
     diffs = verify_configured(settings)
+    with ControlStore.open(settings) as store:
+        store.require()
+        tables = table_status(store, settings.kafka.group_id, target_topics(settings))
     stopped = {
         t["table"]: f"stopped at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
-        for t in table_status(settings, settings.kafka.group_id, target_topics(settings))
+        for t in tables
         if t["state"] == "stopped"
     }
     rows = [

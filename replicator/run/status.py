@@ -7,6 +7,8 @@ line per problem and its fix; runs that never recorded their end are `running` w
 (a fatal error) is listed with its reason until it is started again: a run of its group that began
 after the halt (with its static instance id, when it had one).
 
+The control store is read on one session the caller opens and checks (`ControlStore.open`,
+`require`) and passes to each reader here.
 Lag is measured from the target-stored offset (the truth), not Kafka's.
 Rows held back (waiting for a parent or a unique swap on a lagging
 partition) are listed per table. Each target table is `running`, `held`
@@ -104,13 +106,11 @@ def capture_status(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def run_status(settings: Settings) -> list[dict[str, Any]]:
+def run_status(store: ControlStore, heartbeat_s: float) -> list[dict[str, Any]]:
     """Runs that never recorded their end (`running` while they beat, `dead` once silent), then
     runs that ended `halted` with nothing started after them in their group (with the reason)."""
-    with ControlStore.open(settings) as store:
-        store.require()
-        runs = store.unfinished_runs()
-        halted = store.halted_runs()
+    runs = store.unfinished_runs()
+    halted = store.halted_runs()
     return [
         *(
             {
@@ -118,7 +118,7 @@ def run_status(settings: Settings) -> list[dict[str, Any]]:
                 "mode": r["mode"],
                 "group": r["group_id"],
                 "started_at": r["started_at"].isoformat(),
-                "state": liveness(r["silent_s"], settings.heartbeat_s),
+                "state": liveness(r["silent_s"], heartbeat_s),
                 "silent_s": round(r["silent_s"], 1),
             }
             for r in runs
@@ -138,12 +138,10 @@ def run_status(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def authority_status(settings: Settings) -> dict[str, Any]:
+def authority_status(store: ControlStore) -> dict[str, Any]:
     """Which database is authoritative: `source` until a cutover flips it (then `target`, since
     when, by which cutover)."""
-    with ControlStore.open(settings) as store:
-        store.require()
-        row = store.authority()
+    row = store.authority()
     since = row["since"]
     return {
         "authority": row["authority"],
@@ -157,19 +155,17 @@ def group_members(settings: Settings, group_id: str) -> int:
         return metadata.group_members(group_id)
 
 
-def held_status(settings: Settings, group_id: str) -> list[dict[str, Any]]:
+def held_status(store: ControlStore, group_id: str) -> list[dict[str, Any]]:
     """Per target table: events held back waiting for a lagging table (count, oldest age, for what)."""
-    with ControlStore.open(settings) as store:
-        store.require()
-        return store.held_summary(group_id)
+    return store.held_summary(group_id)
 
 
-def partition_status(settings: Settings, topics: list[str], group_id: str) -> list[dict[str, Any]]:
-    with ControlStore.open(settings) as store:
-        store.require()
-        stored = store.checkpoints(group_id)
-        errors = store.error_counts(group_id)
-        stopped = {(r["topic"], r["partition"]) for r in store.stops(group_id)}
+def partition_status(
+    store: ControlStore, settings: Settings, topics: list[str], group_id: str
+) -> list[dict[str, Any]]:
+    stored = store.checkpoints(group_id)
+    errors = store.error_counts(group_id)
+    stopped = {(r["topic"], r["partition"]) for r in store.stops(group_id)}
     rows: list[dict[str, Any]] = []
     with Metadata(settings.kafka) as metadata:
         partitions = metadata.partitions(topics)
@@ -196,16 +192,14 @@ def partition_status(settings: Settings, topics: list[str], group_id: str) -> li
 
 
 def partition_halts(
-    settings: Settings, group_id: str, partitions: list[Partition]
+    store: ControlStore, settings: Settings, group_id: str, partitions: list[Partition]
 ) -> dict[Partition, dict[str, Any]]:
     """The partitions of `partitions` that a listed halted run of the group's forward run holds
     (`halted_by`), each with that run's row; none while no such run is listed."""
-    with ControlStore.open(settings) as store:
-        store.require()
-        halted = [r for r in store.halted_runs() if r["group_id"] == group_id and r["mode"] == "run"]
-        if not halted:
-            return {}
-        last = store.checkpoint_runs(group_id)
+    halted = [r for r in store.halted_runs() if r["group_id"] == group_id and r["mode"] == "run"]
+    if not halted:
+        return {}
+    last = store.checkpoint_runs(group_id)
     with Metadata(settings.kafka) as metadata:
         members = metadata.group_assignment(group_id)
     owners = {p: instance for instance, assigned in members for p in assigned}
@@ -245,7 +239,7 @@ def halted_by(
 
 
 def table_status(
-    settings: Settings,
+    store: ControlStore,
     group_id: str,
     tables: list[tuple[str, str]],
     halts: Mapping[Partition, Mapping[str, Any]] | None = None,
@@ -254,10 +248,8 @@ def table_status(
     topic is stopped by a source schema change or a partition count change), `halted` (a partition
     of its topic is held by a halted run, `halts` from `partition_halts`), `held` (rows of it are
     held back) or `running`."""
-    with ControlStore.open(settings) as store:
-        store.require()
-        stops = store.stops(group_id)
-        held = {h["table"]: h for h in store.held_summary(group_id)}
+    stops = store.stops(group_id)
+    held = {h["table"]: h for h in store.held_summary(group_id)}
     out = []
     for target, topic in tables:
         mine = [s for s in stops if s["topic"] == topic or target in (s["target_tables"] or ())]

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
+from replicator import cli
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import ConnectorSpec
+from replicator.pg.session import connect
 from tests.integration.pipeline import (
     CONNECTOR,
     TOPICS,
@@ -246,3 +249,26 @@ def test_an_unreachable_kafka_is_one_error_line(stack: Stack) -> None:
     done = run_cli(env, "run", "--stop-when-caught-up")
     start, error = done.stderr.splitlines()
     assert done.returncode == 1 and " event=start " in start and error.startswith(said), done.stderr
+
+
+def test_status_reads_the_control_store_on_one_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every control-store read of one `replicator status` (offsets, held rows, halts, tables,
+    runs, authority) goes through one target session, not one per reader."""
+    dbname = fresh_target("statusone")
+    env = env_for(stack, dbname, f"statusone-{uuid.uuid4().hex[:6]}", REPLICATOR_CONNECTOR=CONNECTOR)
+    assert run_cli(env, "init").returncode == 0
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    opened: list[str] = []
+
+    def counting(settings: Any, side: str, **kwargs: Any) -> Any:
+        opened.append(side)
+        return connect(settings, side, **kwargs)
+
+    monkeypatch.setattr("replicator.target.store.connect", counting)
+    code = cli.main(["status", "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and shown["authority"]["authority"] == "source" and shown["partitions"], shown
+    assert opened == ["target"]
