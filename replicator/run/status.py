@@ -28,7 +28,6 @@ target without the control schema it says so in one line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -36,6 +35,7 @@ import psycopg
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectError
 from replicator.core.errors import ReplicatorError, one_line
+from replicator.core.halts import halted_by
 from replicator.core.model import Partition
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
@@ -195,7 +195,7 @@ def partition_halts(
     store: ControlStore, settings: Settings, group_id: str, partitions: list[Partition]
 ) -> dict[Partition, dict[str, Any]]:
     """The partitions of `partitions` that a listed halted run of the group's forward run holds
-    (`halted_by`), each with that run's row; none while no such run is listed."""
+    (`core.halts.halted_by`), each with that run's row; none while no such run is listed."""
     halted = [r for r in store.halted_runs() if r["group_id"] == group_id and r["mode"] == "run"]
     if not halted:
         return {}
@@ -204,38 +204,6 @@ def partition_halts(
         members = metadata.group_assignment(group_id)
     owners = {p: instance for instance, assigned in members for p in assigned}
     return halted_by(partitions, owners, last, halted)
-
-
-def halted_by(
-    partitions: list[Partition],
-    owners: Mapping[Partition, str | None],
-    last_runs: Mapping[Partition, tuple[str | None, datetime | None]],
-    halted: list[dict[str, Any]],
-) -> dict[Partition, dict[str, Any]]:
-    """Which listed halted run (`halted`, newest first) holds each partition, if one does.
-
-    Owned by a member of the group (`owners`: its static instance id, None for a dynamic member):
-    held when that member is a halted run's instance (a static member keeps its partitions until
-    its session times out; an instance started again is not listed as halted), else applied by that
-    live member. Owned by none: held by the run that last applied from it (`last_runs`: its id and
-    start) when that one halted, else by the newest halted run that ended after that run started
-    (or any, when none applied from it): no run took the partition since the halt."""
-    by_instance = {r["instance_id"]: r for r in reversed(halted) if r["instance_id"] is not None}
-    by_id = {r["run_id"]: r for r in halted}
-    out: dict[Partition, dict[str, Any]] = {}
-    for p in partitions:
-        run: dict[str, Any] | None
-        if p in owners:
-            instance = owners[p]
-            run = by_instance.get(instance) if instance is not None else None
-        else:
-            last, started = last_runs.get(p, (None, None))
-            run = by_id.get(last) if last is not None else None
-            if run is None:
-                run = next((r for r in halted if started is None or r["ended_at"] > started), None)
-        if run is not None:
-            out[p] = run
-    return out
 
 
 def table_status(

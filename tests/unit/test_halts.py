@@ -1,4 +1,4 @@
-"""Which partitions a halted run holds (`run.status.halted_by`), the judgement behind a table
+"""Which partitions a halted run holds (`core.halts.halted_by`), the judgement behind a table
 shown `halted` by `replicator status` (trial 7: the tables of a halted member showed `running`).
 
 Proves: a partition owned by the halted run's static instance (its session not yet timed out) is
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from replicator.run.status import halted_by
+from replicator.core.halts import halted_by
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
