@@ -54,7 +54,7 @@ SELECT n.nspname, c.relname, k.conname, k.contype,
        ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY AS u(attnum, i)
              JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.attnum
              ORDER BY u.i),
-       k.condeferrable
+       k.condeferrable, k.confdeltype = 'c'
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -124,7 +124,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
         uniques: dict[TableRef, list[tuple[str, ...]]] = {}
         fks: dict[TableRef, list[ForeignKey]] = {}
         cur.execute(_CONSTRAINTS_SQL, params)
-        for nsp, rel, name, kind, conkey, rnsp, rrel, confkey, deferrable in cur.fetchall():
+        for nsp, rel, name, kind, conkey, rnsp, rrel, confkey, deferrable, cascades in cur.fetchall():
             ref = TableRef(nsp, rel)
             if kind == "p":
                 pks[ref] = tuple(conkey)
@@ -132,7 +132,14 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
                 uniques.setdefault(ref, []).append(tuple(conkey))
             else:
                 fks.setdefault(ref, []).append(
-                    ForeignKey(name, tuple(conkey), TableRef(rnsp, rrel), tuple(confkey), bool(deferrable))
+                    ForeignKey(
+                        name,
+                        tuple(conkey),
+                        TableRef(rnsp, rrel),
+                        tuple(confkey),
+                        bool(deferrable),
+                        bool(cascades),
+                    )
                 )
         cur.execute(_UNIQUE_INDEX_SQL, params)
         for nsp, rel, idxcols in cur.fetchall():

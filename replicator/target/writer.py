@@ -6,7 +6,8 @@ Inside the transaction, in this order:
    waiting for a table the batch writes, and a bounded number of old ones;
    then the values of lookup rules are read from the target (`target.lookups`);
 2. the stored versions of every key are locked (`target.versions`);
-3. per table (upserts parents first, deletes children first), the intents
+3. per table (upserts parents first, deletes children first but a cascading
+   key's parent before its child: `core.mapping.plan.delete_order`), the intents
    are resolved against those versions and the topics' partition layouts
    (`core.resolve`, `core.layout`; the layouts are read at each assignment)
    and written set-based with bad rows isolated by bisection (`target.rows`).
@@ -60,7 +61,7 @@ from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
 from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
 from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
 from replicator.core.layout import NO_LAYOUTS, Layouts
-from replicator.core.mapping.plan import ForeignKeyPlan, Narrowing, Plan, TablePlan
+from replicator.core.mapping.plan import ForeignKeyPlan, Narrowing, Plan, TablePlan, delete_order
 from replicator.core.model import UNAVAILABLE, BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.ordering import Verdict, Version, compare
 from replicator.core.resolve import TableWrites, completed, final_versions, resolve, split_at_truncates
@@ -247,6 +248,8 @@ class BatchWriter:
             t.target for t in self.plan.tables if t.target not in self.plan.apply_order
         ]
         self._order: list[TableRef] = list(dict.fromkeys(order))
+        deleting = delete_order(self._order, self.plan.foreign_keys)
+        self._delete_rank = {t: n for n, t in enumerate(deleting)}
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> psycopg.Connection[Any]:
@@ -610,7 +613,7 @@ class BatchWriter:
                 replayed.append(
                     self._replay(conn, writes.table, later, stored.get(target, {}), run, barriers.get(target))
                 )
-        for writes, _ in reversed(plain):
+        for writes, _ in sorted(plain, key=lambda p: self._delete_rank[p[0].table.target]):
             self._deletes(conn, writes, run)
         run.writes.extend([*(w for w, _ in plain), *replayed])
         return run

@@ -156,6 +156,7 @@ class ForeignKey:
     references: TableRef
     ref_columns: tuple[str, ...]
     deferrable: bool = False
+    cascades: bool = False  # ON DELETE CASCADE: a delete of the referenced row deletes this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,8 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
                         "is_deleted": "boolean not null default",
                         "tier": "enum(bronze,silver) not null"},
             "pk": ["customer_id"], "unique": [["email"]],
-            "fks": [{"columns": ["x"], "references": "crm.other", "ref_columns": ["id"]}],
+            "fks": [{"columns": ["x"], "references": "crm.other", "ref_columns": ["id"],
+                     "cascades": true}],
             "replica_identity": "default"}}
 
     Column strings are `<type> [not null] [default | generated]` (generated: a stored generated
@@ -222,6 +224,7 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
                 references=TableRef.parse(fk["references"]),
                 ref_columns=tuple(fk["ref_columns"]),
                 deferrable=bool(fk.get("deferrable", False)),
+                cascades=bool(fk.get("cascades", False)),
             )
             for fk in t.get("fks", ())
         )

@@ -99,7 +99,9 @@ def compile_spec(spec: Spec, target_catalog: Catalog) -> Plan:
         if c.truncates
     )
     fks = tuple(
-        ForeignKeyPlan(fk.name, t.target, fk.columns, fk.references, fk.ref_columns, fk.deferrable)
+        ForeignKeyPlan(
+            fk.name, t.target, fk.columns, fk.references, fk.ref_columns, fk.deferrable, fk.cascades
+        )
         for t in tables
         for fk in (target_catalog.table(t.target) or _NO_TABLE).foreign_keys
     )

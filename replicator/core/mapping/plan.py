@@ -19,7 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -228,6 +228,54 @@ class ForeignKeyPlan:
     parent: TableRef
     ref_columns: tuple[str, ...]
     deferrable: bool = False
+    cascades: bool = False  # ON DELETE CASCADE
+
+
+def delete_order(order: Sequence[TableRef], fks: Iterable[ForeignKeyPlan]) -> tuple[TableRef, ...]:
+    """The order a batch deletes its tables' rows in (`order`: parents first, `apply_order`).
+
+    Children before their parents (a NO ACTION or RESTRICT key refuses the parent's delete while a
+    child row references it), except along an ON DELETE CASCADE key: there the parent goes first,
+    the order in which PostgreSQL's cascade locks the rows. A writer deleting rows of both tables
+    then locks them as a concurrent cascade from a grandparent does (another instance deleting
+    it), instead of the reverse (a deadlock, retried); the children's own deletes find the rows
+    the cascade took gone: the same rows end deleted. Every table that must go before a child a
+    parent's delete cascades into goes before that parent too. No such key, or constraints that
+    cannot all hold (a cycle): children first throughout, `order` reversed."""
+    backwards = tuple(reversed(order))
+    among = set(backwards)
+    keys = [fk for fk in fks if fk.child != fk.parent and fk.child in among and fk.parent in among]
+    if not any(fk.cascades for fk in keys):
+        return backwards
+    first: dict[TableRef, set[TableRef]] = {t: set() for t in backwards}  # table -> what goes before it
+    cascade: dict[TableRef, set[TableRef]] = {t: set() for t in backwards}  # parent -> its cascading children
+    for fk in keys:
+        if fk.cascades:
+            first[fk.child].add(fk.parent)
+            cascade[fk.parent].add(fk.child)
+        else:
+            first[fk.parent].add(fk.child)
+    for parent in backwards:
+        reached: set[TableRef] = set()
+        todo = list(cascade[parent])
+        while todo:
+            t = todo.pop()
+            if t not in reached:
+                reached.add(t)
+                todo.extend(cascade[t])
+        for t in reached:
+            first[parent] |= {
+                fk.child for fk in keys if fk.parent == t and not fk.cascades and fk.child not in reached
+            }
+    done: list[TableRef] = []
+    pending = list(backwards)
+    while pending:
+        ready = next((t for t in pending if first[t] <= set(done)), None)
+        if ready is None:
+            return backwards
+        done.append(ready)
+        pending.remove(ready)
+    return tuple(done)
 
 
 @dataclass(frozen=True, slots=True)

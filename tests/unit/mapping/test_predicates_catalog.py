@@ -111,7 +111,7 @@ class _FakeCursor:
                 ("s", "t", "d", "id", "bigint", True, False, False, [], False, False),
                 ("s", "t", "d", "v", "character varying(5)", False, False, False, [], False, False),
             ],
-            [("s", "t", "t_pkey", "p", ["id"], None, None, [], False)],
+            [("s", "t", "t_pkey", "p", ["id"], None, None, [], False, False)],
             [],
         ]
 
