@@ -100,6 +100,10 @@ class Metadata:
         found = self._topics()
         return {t: len(found[t].partitions) for t in topics if t in found}
 
+    def topics_under(self, prefix: str) -> list[str]:
+        """The topics whose names start with `prefix` followed by a dot (a connector's topic.prefix)."""
+        return sorted(t for t in self._topics() if t.startswith(f"{prefix}."))
+
     def partitions(self, topics: Iterable[str]) -> list[Partition]:
         found = self._topics()
         return [(t, p) for t in sorted(set(topics)) if t in found for p in sorted(found[t].partitions)]

@@ -121,6 +121,47 @@ def signal_options(settings: Settings, plan: Plan, mode: str) -> dict[str, Any]:
     return {"signal_table": table, "signal_topic": topic_for(plan.topic_prefix, table)}
 
 
+_IF_IT_SHOULD_EXIST = (
+    "Fix, if it should exist: make the spec's topic_prefix (or topic:) match the connector's topic.prefix"
+)
+
+
+def topic_waits(
+    plan: Plan, counts: Mapping[str, int], under_prefix: Sequence[str], where: str, stop_when_caught_up: bool
+) -> list[str]:
+    """A warning per mapped topic Kafka does not have (Debezium creates a table's topic with its
+    first event, so an empty table has none), saying what the run does about it. No mapped topic
+    and none under the prefix with `stop_when_caught_up`: a Fatal, as that run could only wait
+    forever (a wrong topic_prefix, the connector not running, its topics deleted)."""
+    connector = "check that the connector is running (`replicator connectors status`)"
+    if not counts and not under_prefix:
+        if stop_when_caught_up:
+            raise Fatal(
+                f"no topic under the topic prefix {plan.topic_prefix!r} exists in Kafka at {where}, nor"
+                f" any of the spec's {len(set(plan.topics))} mapped topics: nothing to catch up with. Fix:"
+                f" make the spec's topic_prefix match the connector's topic.prefix, and {connector}"
+            )
+        waiting = [
+            f"no topic under the topic prefix {plan.topic_prefix!r} exists in Kafka at {where} yet: the run"
+            f" waits for the connector to create its topics. If it should have: make the spec's topic_prefix"
+            f" match the connector's topic.prefix, and {connector}"
+        ]
+    else:
+        waiting = []
+    for topic in sorted(set(plan.topics) - set(counts)):
+        tables = ", ".join(sorted({str(t.source) for t in plan.tables_for_topic(topic)}))
+        what = (
+            "has nothing to read and counts as caught up"
+            if stop_when_caught_up
+            else "waits for it (the run reads it once it exists)"
+        )
+        waiting.append(
+            f"topic {topic} does not exist in Kafka at {where}; table {tables} {what}: Debezium creates a"
+            f" table's topic with its first change event, an empty table has none. {_IF_IT_SHOULD_EXIST}"
+        )
+    return waiting
+
+
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """One run of the pipeline: what to consume, where it ends, where it writes."""
@@ -208,14 +249,16 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         suspect=topics_of(plan, checked.tolerated),
         log=log.event,
     )
+    signals = signal_options(settings, plan, request.mode)
     with Metadata(settings.kafka) as metadata:
         counts = metadata.partition_counts(plan.topics)
-    for topic in sorted(set(plan.topics) - set(counts)):  # subscribed anyway: picked up once it exists
-        log.event(
-            "warning",
-            message=f"topic {topic} does not exist in Kafka at {settings.kafka.bootstrap_servers}; its table"
-            " waits for it. Fix: make the spec's topic_prefix (or topic:) match the connector's topic.prefix",
-        )
+        under_prefix = [] if counts else metadata.topics_under(plan.topic_prefix)
+        signal_topic = signals.get("signal_topic")
+        readable = bool(counts) or bool(signal_topic and metadata.partition_counts([signal_topic]))
+    for line in topic_waits(
+        plan, counts, under_prefix, settings.kafka.bootstrap_servers, request.stop_when_caught_up
+    ):  # subscribed anyway: picked up once it exists
+        log.event("warning", message=line)
     for line in capture_gap_warnings(settings):
         log.event("warning", message=line)
     with ControlStore.open(settings) as store:
@@ -277,8 +320,9 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             limits=settings.batch,
             auto_offset_reset=settings.kafka.auto_offset_reset,
             stop_when_caught_up=request.stop_when_caught_up,
+            nothing_to_read=not readable,
             stop_at=request.stop_at,
-            **signal_options(settings, plan, request.mode),
+            **signals,
         ),
         observer=observer,
         verdict=guard,

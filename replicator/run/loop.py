@@ -130,6 +130,8 @@ class LoopOptions:
     limits: BatchSettings
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
     stop_when_caught_up: bool = False
+    # No subscribed topic existed at the start: with stop_when_caught_up, no assignment is caught up.
+    nothing_to_read: bool = False
     # A range's upper bound per partition (exclusive); a bounded run stops there.
     stop_at: Mapping[Partition, int] = field(default_factory=dict)
     # The source's signal table and its topic: consumed beside the mapped topics, never mapped;
@@ -460,7 +462,7 @@ class ConsumerLoop:
 
     def _caught_up(self) -> bool:
         if not self.assigned:
-            return False
+            return self.options.nothing_to_read
         for p, offset in self.source.positions(sorted(self.assigned)).items():
             if p in self.stopped:
                 continue  # nothing more of it is applied in this run

@@ -1,0 +1,76 @@
+"""A run whose topics Kafka does not have (a wrong topic_prefix, the connector's topics deleted).
+
+`run --stop-when-caught-up` used to wait forever when none of its topics existed: with no topic
+under the spec's prefix it now fails at once with one line naming the prefix and the fix; with
+other topics under the prefix (the mapped tables are empty: Debezium creates a table's topic
+with its first event) it counts them as caught up and ends. The daemon waits, saying what for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import yaml
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from tests.integration.pipeline import SPEC, daemon, env_for, fresh_target, run_cli, wait_until
+from tests.integration.stack import Stack
+
+
+def prefixed_spec(tmp_path: Path, prefix: str) -> Path:
+    """The demo spec under another topic prefix; no capture block (no connector feeds it)."""
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["topic_prefix"] = prefix
+    spec.pop("capture", None)
+    path = tmp_path / "prefixed.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def setup(stack: Stack, tmp_path: Path, name: str) -> tuple[str, dict[str, str]]:
+    prefix = f"cli9{name}{uuid.uuid4().hex[:8]}"
+    env = env_for(stack, fresh_target(name), prefix, REPLICATOR_MAPPING=str(prefixed_spec(tmp_path, prefix)))
+    return prefix, env
+
+
+def test_run_to_the_end_without_any_topic_under_the_prefix_fails_with_the_fix(
+    stack: Stack, tmp_path: Path
+) -> None:
+    prefix, env = setup(stack, tmp_path, "notopic")
+    done = run_cli(env, "run", "--stop-when-caught-up", timeout=180)  # it waited forever before
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"replicator: error: no topic under the topic prefix '{prefix}' exists in Kafka"
+    ), last
+    assert "make the spec's topic_prefix match the connector's topic.prefix" in last
+    assert "`replicator connectors status`" in last
+
+
+def test_run_to_the_end_counts_mapped_tables_without_topics_as_caught_up(
+    stack: Stack, tmp_path: Path
+) -> None:
+    prefix, env = setup(stack, tmp_path, "emptytables")
+    other = f"{prefix}.shop.unmapped"
+    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin.create_topics([NewTopic(other, num_partitions=1, replication_factor=1)])[other].result(30)
+    try:
+        done = run_cli(env, "run", "--stop-when-caught-up", "--json", timeout=180)
+    finally:
+        admin.delete_topics([other])
+    assert done.returncode == 0, done.stderr
+    assert '"events": 0' in done.stdout, done.stdout
+    said = f"topic {prefix}.shop.customers does not exist in Kafka at {stack.kafka}; table shop.customers"
+    assert f"{said} has nothing to read and counts as caught up" in done.stderr, done.stderr
+
+
+def test_the_daemon_waits_for_the_connector_and_says_so(stack: Stack, tmp_path: Path) -> None:
+    prefix, env = setup(stack, tmp_path, "waiting")
+    log = tmp_path / "d.log"
+    with daemon(env, log) as proc:
+        wait_until(lambda: "waits for the connector to create its topics" in log.read_text(), 120, "the line")
+        assert proc.poll() is None
+    text = log.read_text()
+    assert f"no topic under the topic prefix '{prefix}' exists in Kafka at {stack.kafka} yet" in text
+    assert "table shop.customers waits for it (the run reads it once it exists)" in text
