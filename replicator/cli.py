@@ -210,6 +210,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.status import (
         authority_status,
         capture_status,
+        group_line,
         group_members,
         held_status,
         partition_halts,
@@ -231,6 +232,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     stopped = [t for t in tables if t["state"] == "stopped"]
     cap = capture_status(settings)
     members = group_members(settings, group)
+    beating = sum(1 for r in runs if r["group"] == group and r["state"] == "running")
     slot = cap["slot"]
     lines = [
         "authority: source (the replicator applies its changes to the target)"
@@ -247,7 +249,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         ),
         *(f"  PROBLEM: {p}" for p in cap["problems"]),
         *(f"  note: {n}" for n in cap["notes"]),
-        f"group {group}: {members} consumer{'s' if members != 1 else ''} running",
+        group_line(group, members, beating, settings.kafka.session_timeout_ms),
         *(
             f"run {r['run_id']} {r['mode']} group={r['group']} {r['state'].upper()}"
             + (
@@ -299,7 +301,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         {
             "authority": authority,
             "capture": cap,
-            "members": members,
+            "members": len(members),  # listed by Kafka, ended ones until their session timeout
+            "member_instances": members,
+            "runs_beating": beating,
             "runs": runs,
             "partitions": rows,
             "held": held,

@@ -150,9 +150,31 @@ def authority_status(store: ControlStore) -> dict[str, Any]:
     }
 
 
-def group_members(settings: Settings, group_id: str) -> int:
+def group_members(settings: Settings, group_id: str) -> list[str | None]:
+    """The members Kafka lists in the group: each one's static instance id, None when dynamic."""
     with Metadata(settings.kafka) as metadata:
-        return metadata.group_members(group_id)
+        return metadata.group_member_instances(group_id)
+
+
+def group_line(group: str, members: list[str | None], beating: int, session_timeout_ms: int) -> str:
+    """What is known of the group's processes: runs beating in the target (their heartbeats) and
+    members Kafka lists. A member is listed until its session times out after its process ended
+    (killed; a static member, group.instance.id, also when it stopped or halted), so the members
+    alone overstate what runs (trial 8: "2 consumers running" after both static members halted)."""
+    static = sum(1 for m in members if m is not None)
+    line = (
+        f"group {group}: {beating} run{'s' if beating != 1 else ''} beating (target heartbeats),"
+        f" {len(members)} member{'s' if len(members) != 1 else ''} listed by Kafka"
+    )
+    if len(members) > beating:
+        line += (
+            f" ({static} static: a static member stays listed until its session.timeout.ms,"
+            f" {session_timeout_ms} ms in these settings, after its process ended, halted or not)"
+            if static
+            else f" (a killed member stays listed until its session.timeout.ms, {session_timeout_ms} ms"
+            " in these settings)"
+        )
+    return line
 
 
 def held_status(store: ControlStore, group_id: str) -> list[dict[str, Any]]:
