@@ -172,7 +172,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.core.report import no_diffs, offsets_read
+    from replicator.core.report import no_diffs, offsets_read, shadow_table_lines
+    from replicator.run.assembly import target_topics
     from replicator.run.shadow import ShadowRequest, shadow
 
     if args.from_time and args.from_group:
@@ -196,8 +197,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
     read = offsets_read(summary["range"], summary.get("totals") or {})
     if read:
         lines.append(f"  {read}")
-    for table, counts in summary["diffs"].items():
-        lines.append(f"  {table:24} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    lines += shadow_table_lines(summary, target_topics(settings))
     if not summary["diffs"]:
         lines.append(f"  {no_diffs(summary.get('totals') or {})}")
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]

@@ -470,6 +470,43 @@ def offsets_read(ranges: Mapping[str, Sequence[int]], totals: Mapping[str, Any])
     return f"{offsets:,} offsets read: " + ", ".join(parts)
 
 
+def shadow_table_lines(summary: Mapping[str, Any], tables: Sequence[tuple[str, str]]) -> list[str]:
+    """The terminal's summary of a preview: a line per mapped target table (`tables`: target and
+    its topic, in spec order), with its diff counts, else how many offsets of its topic were read
+    (none of them would change the target, e.g. already applied), else that nothing of it was read.
+    A table a source schema change stops is marked, with its stop and fix line once, under the
+    first table the stop names (trial 8: a preview spanning a schema change showed only the
+    stopped table, hiding what else was previewed). Tables with diffs that `tables` does not name
+    (a spec edited since) follow."""
+    diffs: Mapping[str, Mapping[str, int]] = summary.get("diffs") or {}
+    offsets: dict[str, int] = {}
+    for key, (first, until) in (summary.get("range") or {}).items():
+        of = str(key).rpartition("[")[0]  # "topic[partition]"
+        offsets[of] = offsets.get(of, 0) + max(int(until) - int(first), 0)
+    stops: dict[str, str] = {}
+    for line in summary.get("stopped") or []:
+        for table in str(line).split(" stopped at ", 1)[0].split(", "):
+            stops.setdefault(table, str(line))
+    named = [t for t, _ in tables]
+    rows: list[tuple[str, str | None]] = [*tables, *((t, None) for t in diffs if t not in named)]
+    lines: list[str] = []
+    for table, topic in rows:
+        counts = {k: v for k, v in diffs.get(table, {}).items() if k != "stopped"}
+        read = offsets.get(topic, 0) if topic is not None else 0
+        if counts:
+            line = " ".join(f"{k}={v}" for k, v in counts.items())
+        elif read:
+            line = f"no diffs ({read:,} offsets of {topic} read)"
+        else:
+            line = "nothing previewed" + (f" (no offset of {topic} in the range)" if topic else "")
+        if table in stops or "stopped" in diffs.get(table, {}):
+            line = f"STOPPED; {line}"
+        lines.append(f"  {table:24} {line}")
+        if table in stops and f"    {stops[table]}" not in lines:  # once, under its first table
+            lines.append(f"    {stops[table]}")
+    return lines
+
+
 def no_diffs(totals: Mapping[str, Any]) -> str:
     """The summary table's text when a run recorded no diff, from the run's totals: a window the
     live group already applied is read in full and every row change in it is skipped as older."""

@@ -532,19 +532,22 @@ def test_a_source_ddl_under_load_stops_its_table_only_and_a_fixed_spec_loses_not
         assert time.monotonic() - started < 60  # at once, not at its timeout
 
         if kind == "drop":  # the dry run predicts the same stops, at the same events
+            reports = site.tmp / "reports"
             shadow = site.cli(
-                "shadow",
-                "--from-group",
-                site.group,
-                "--stop-when-caught-up",
-                "--report-dir",
-                str(site.tmp / "reports"),
-                "--json",
+                "shadow", "--from-group", site.group, "--stop-when-caught-up", "--report-dir", str(reports)
             )
             assert shadow.returncode == 0, shadow.stderr[-3000:]
-            predicted = json.loads(shadow.stdout)["stopped"]
+            (summary,) = reports.glob("shadow-*.summary.json")
+            predicted = json.loads(summary.read_text())["stopped"]
             refs = [f"{t}[{p}]@{o}" for (t, p), o in sorted(first_new.items())]
             assert sorted(r for r in refs if any(f"stopped at {r} " in line for line in predicted)) == refs
+            # the terminal lists every table previewed, the stopped ones marked with their stop and fix
+            # (trial 8: only the stopped table was to be seen)
+            said = shadow.stdout.splitlines()
+            for name in ("customer", "customer_mail", "order", "item"):
+                (row,) = [x for x in said if x.startswith(f"  {world.schema}.{name} ")]
+                assert row.split()[1].startswith("STOPPED;") is name.startswith("customer"), said
+            assert any(x.startswith("    ") and " stopped at " in x and "; fix: " in x for x in said), said
         verified = site.cli("verify")  # a stopped table is never clean, and says why
         assert verified.returncode == 1 and "stopped at" in verified.stdout, verified.stdout
         old_spec = site.cli("mapping", "check", str(site.spec))

@@ -29,6 +29,7 @@ from replicator.core.report import (
     render_html,
     render_markdown,
     shadow_report,
+    shadow_table_lines,
 )
 
 HOSTILE = '<img src=x onerror="alert(1)">'
@@ -291,3 +292,43 @@ def test_any_report_of_sections_renders_in_both_forms() -> None:
     assert '<section id="one">' in page and "<code>a|b</code>" in page and "a|1" in parse(page).rows
     assert md.splitlines()[:5] == ["# Plain", "", "## One", "", "see `a|b`"]
     assert "|---|---:|" in md
+
+
+def test_the_terminal_summary_lists_every_previewed_table_with_the_stopped_one_marked() -> None:
+    """Trial 8: a preview spanning a source schema change printed only the stopped table; the
+    tables whose events changed nothing (already applied) and the rest were not to be seen."""
+    stop = (
+        "crm.customer, crm.customer_pii stopped at demo.shop.customers[1]@40 (customer.on_schema_change):"
+        " shop.customers has a column vip the spec does not read; fix: map vip or list it in"
+        " ignore_source_columns, then restart `replicator run`"
+    )
+    summary = {
+        "diffs": {
+            "crm.customer": {"stopped": 1},
+            "crm.customer_pii": {"stopped": 1},
+            "sales.order": {"insert": 3},
+        },
+        "stopped": [stop, stop.replace("[1]@40", "[2]@17")],
+        "range": {
+            "demo.shop.customers[1]": [30, 40],
+            "demo.shop.customers[2]": [10, 17],
+            "demo.shop.orders[0]": [0, 5],
+            "demo.shop.order_lines[0]": [8, 20],
+            "demo.shop.products[0]": [4, 4],
+        },
+    }
+    tables = [
+        ("crm.customer", "demo.shop.customers"),
+        ("crm.customer_pii", "demo.shop.customers"),
+        ("sales.order", "demo.shop.orders"),
+        ("sales.order_line", "demo.shop.order_lines"),
+        ("catalog.product", "demo.shop.products"),
+    ]
+    assert shadow_table_lines(summary, tables) == [
+        f"  {'crm.customer':24} STOPPED; no diffs (17 offsets of demo.shop.customers read)",
+        f"    {stop}",
+        f"  {'crm.customer_pii':24} STOPPED; no diffs (17 offsets of demo.shop.customers read)",
+        f"  {'sales.order':24} insert=3",
+        f"  {'sales.order_line':24} no diffs (12 offsets of demo.shop.order_lines read)",
+        f"  {'catalog.product':24} nothing previewed (no offset of demo.shop.products in the range)",
+    ]
