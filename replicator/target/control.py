@@ -78,8 +78,8 @@ CREATE TABLE IF NOT EXISTS {s}.checkpoint (
 );
 ALTER TABLE {s}.checkpoint ADD COLUMN IF NOT EXISTS commit_lsn numeric NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS {s}.row_version (
-  target_table text   NOT NULL,
-  key          text   NOT NULL,
+  target_table text COLLATE "C" NOT NULL,
+  key          text COLLATE "C" NOT NULL,
   topic        text,
   partition    int,
   kafka_offset bigint,
@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS {s}.row_version (
 );
 -- Room on every page, so updating a version (never a key) stays a heap-only update.
 ALTER TABLE {s}.row_version SET (fillfactor = 80);
+-- Keys compare bytewise: every batch probes this index once or more per row, and comparing under the
+-- database's collation made those statements about a fifth slower (C.UTF-8; more under a linguistic
+-- one). Converting an earlier table rebuilds its index once; a "C" one is left as it is.
+ALTER TABLE {s}.row_version ALTER COLUMN target_table TYPE text COLLATE "C",
+  ALTER COLUMN key TYPE text COLLATE "C";
 CREATE TABLE IF NOT EXISTS {s}.error_record (
   id           bigserial PRIMARY KEY,
   kind         text   NOT NULL DEFAULT 'error',

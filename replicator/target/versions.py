@@ -34,8 +34,8 @@ from replicator.core.ordering import Version
 
 _NEW = sql.Identifier("pg_temp", "replicator_batch_versions")
 _SESSION_DDL = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS {} (target_table text NOT NULL, key text NOT NULL,"
-    " topic text, partition int, kafka_offset bigint, commit_lsn numeric, lsn numeric,"
+    'CREATE TEMP TABLE IF NOT EXISTS {} (target_table text COLLATE "C" NOT NULL, key text COLLATE "C"'
+    " NOT NULL, topic text, partition int, kafka_offset bigint, commit_lsn numeric, lsn numeric,"
     " total_order bigint, deleted boolean NOT NULL)"
 ).format(_NEW)
 

@@ -90,6 +90,49 @@ def test_a_schema_of_an_earlier_version_is_upgraded(stack: Stack, dbname: str) -
         assert "awaits" in columns
 
 
+def test_an_earlier_row_version_gets_bytewise_keys_and_keeps_its_versions(stack: Stack, dbname: str) -> None:
+    """row_version's key columns compare bytewise ("C"): every batch probes its index per row. An
+    earlier schema's columns (the database's collation) are converted in place, versions kept."""
+    versions = control.table(CONTROL, "row_version")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS NULL").format(sql.Identifier(CONTROL)))
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} ALTER COLUMN target_table TYPE text COLLATE pg_catalog.default,"
+                " ALTER COLUMN key TYPE text COLLATE pg_catalog.default"
+            ).format(versions)
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (target_table, key, topic, partition, kafka_offset, commit_lsn, lsn,"
+                " total_order) VALUES ('app.a', '[\"é\"]', 't', 0, 7, 10, 11, 2),"
+                " ('app.a', '[\"z\"]', 't', 1, 8, 12, 13, 0)"
+            ).format(versions)
+        )
+
+        def collations() -> dict[str, str | None]:
+            rows = conn.execute(
+                "SELECT column_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = 'row_version'"
+                " AND column_name IN ('target_table', 'key')",
+                (CONTROL,),
+            ).fetchall()
+            return dict(rows)
+
+        assert collations() == {"target_table": None, "key": None}
+        control.ensure(conn, CONTROL)
+        assert collations() == {"target_table": "C", "key": "C"}
+        kept = sql.SQL("SELECT key, partition, kafka_offset, commit_lsn, lsn, total_order FROM {} ORDER BY 1")
+        assert conn.execute(kept.format(versions)).fetchall() == [
+            ('["z"]', 1, 8, 12, 13, 0),
+            ('["é"]', 0, 7, 10, 11, 2),
+        ]
+        with pytest.raises(psycopg.errors.UniqueViolation):  # still the primary key
+            conn.execute(
+                sql.SQL("INSERT INTO {} (target_table, key) VALUES ('app.a', '[\"z\"]')").format(versions)
+            )
+
+
 def test_error_keys_are_open_or_accepted_and_a_retried_record_explains_nothing(
     stack: Stack, dbname: str
 ) -> None:
