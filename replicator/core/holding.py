@@ -45,6 +45,12 @@ in delivery order, and a partition holds its events in delivery order. So:
    position is judged there instead (`J = max(J, seq0 of that delete)`):
    with the source's FKs, the child's own delete precedes the parent's, so
    the row is superseded by then, never wrongly reported.
+5. A held parent's partition moves past it (the held row is persisted and the
+   checkpoint passes it), so coverage alone would call it absent: a row waits,
+   unjudged, while the group holds an event for the parent row it awaits
+   (`Hold.awaits`; for any row of that table when the key is not known). Per
+   row, not per table: two tables each holding rows for other rows of the
+   other were never judged (trial 9), and `drain` never ended.
 
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N

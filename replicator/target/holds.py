@@ -262,13 +262,14 @@ class HoldStore:
             frontier = [h for h in map(_row, rows) if h.record.ref not in found]
             found.update((h.record.ref, h) for h in frontier)
 
-    def held_tables(self, conn: psycopg.Connection[Any]) -> frozenset[str]:
-        """The target tables any instance of the group holds events for."""
+    def held_rows(self, conn: psycopg.Connection[Any]) -> frozenset[tuple[str, str | None]]:
+        """The target rows (table, key text; None: a key not known) any instance of the group holds
+        events for."""
         rows = conn.execute(
-            sql.SQL("SELECT DISTINCT target_table FROM {} WHERE group_id = %s").format(self.table),
+            sql.SQL("SELECT DISTINCT target_table, key FROM {} WHERE group_id = %s").format(self.table),
             (self.group_id,),
         ).fetchall()
-        return frozenset(r[0] for r in rows)
+        return frozenset((r[0], r[1]) for r in rows)
 
     def put(self, conn: psycopg.Connection[Any], rows: list[HeldRow]) -> None:
         """Hold these events (new ones inserted, ones already held counted as one more attempt)."""
