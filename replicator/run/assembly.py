@@ -49,7 +49,7 @@ def read_side_catalog(pg: PostgresSettings, schemas: list[str], side: str) -> Ca
 def catalogs(spec: Spec, settings: Settings) -> tuple[Catalog, Catalog]:
     """The live source and target catalogs of the schemas the spec names."""
     source_schemas = sorted({t.source.schema for t in spec.tables})
-    target_schemas = sorted({t.target.schema for t in spec.tables})
+    target_schemas = spec.target_schemas()
     return (
         read_side_catalog(settings.source, source_schemas, "source"),
         read_side_catalog(settings.target, target_schemas, "target"),
@@ -59,7 +59,7 @@ def catalogs(spec: Spec, settings: Settings) -> tuple[Catalog, Catalog]:
 def target_plan(settings: Settings, spec_path: Path | None = None) -> Plan:
     """The spec compiled against the live target catalog (no source check: read-only commands)."""
     spec = load_spec(spec_path or settings.mapping)
-    schemas = sorted({t.target.schema for t in spec.tables})
+    schemas = spec.target_schemas()
     return compile_spec(spec, read_side_catalog(settings.target, schemas, "target"))
 
 
@@ -123,7 +123,7 @@ def run_plan(settings: Settings, replicating: Callable[[], frozenset[str]]) -> R
 def live_catalogs(settings: Settings, spec: Spec) -> Callable[[TableRef], tuple[Catalog, Catalog]]:
     """A reader of the live source catalog of one source table's schema and of the target catalog
     (the schema guard's re-check after a source schema change)."""
-    target_schemas = sorted({t.target.schema for t in spec.tables})
+    target_schemas = spec.target_schemas()
 
     def read(source: TableRef) -> tuple[Catalog, Catalog]:
         return (

@@ -583,6 +583,14 @@ class Spec(_Model):
     def schema_change_policy(self, table: TableRule) -> SchemaChange:
         return table.on_schema_change or self.defaults.on_schema_change
 
+    def target_schemas(self) -> list[str]:
+        """The target schemas whose catalog the spec needs: its target tables' and its lookup
+        tables' (a lookup table may sit in a schema no rule writes)."""
+        lookups = {
+            c.lookup.table.schema for t in self.tables for c in t.columns.values() if c.lookup is not None
+        }
+        return sorted({t.target.schema for t in self.tables} | lookups)
+
     def table_of(self, path: tuple[str | int, ...]) -> str:
         """The id of the table rule a spec path lies in ("" outside the tables)."""
         if len(path) >= 2 and path[0] == "tables" and isinstance(path[1], int) and path[1] < len(self.tables):
