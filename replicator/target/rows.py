@@ -405,8 +405,10 @@ class TableRows:
                             intent,
                             rule,
                             f"columns {sorted(missing)} are unchanged TOAST values (not sent by "
-                            "Debezium) and the row is absent from the target; fix: set REPLICA IDENTITY "
-                            "FULL on the source table or re-snapshot it",
+                            "Debezium) and the row is absent from the target (e.g. it came back into "
+                            f"a filter); fix: `replicator reload --table {self.table.source}` reads it "
+                            "whole again (set REPLICA IDENTITY FULL on the source table to have every "
+                            "update carry every column)",
                         )
                     )
             there = [i for i in intents if key_text(i.key) in present]

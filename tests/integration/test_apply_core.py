@@ -174,6 +174,23 @@ def test_an_older_event_is_skipped_and_counted_for_its_target_table(stack: Stack
     assert cents == 200
 
 
+def test_an_update_without_its_toasted_column_for_an_absent_row_names_the_reload(stack: Stack) -> None:
+    """An update that leaves a TOASTed column unchanged cannot build a row the target lacks (trial 9:
+    a row coming back into a filter): one error record whose fix is the command that reads the row
+    whole again."""
+    dbname = fresh_target("toastabsent")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    update = event(topic, "shop.products", 0, {**product(1, "2.00"), "description": UNAVAILABLE})
+    writer = live_writer(stack, dbname, plan, "toastabsent", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(
+        prepare(Batch(events=[update._replace(op=Op.UPDATE)], next_offsets={(topic, 0): 1}), plan)
+    )
+    writer.close()
+    assert [(f.ref.offset, f.key) for f in result.errors] == [(0, '["BIS-00001"]')]
+    assert "fix: `replicator reload --table shop.products`" in result.errors[0].message
+
+
 def test_every_event_folded_into_a_refused_row_gets_its_own_error_record(stack: Stack) -> None:
     dbname = fresh_target("folded")
     plan = demo_plan(stack, dbname)
