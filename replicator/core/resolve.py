@@ -8,8 +8,12 @@ writer to turn into an error record, and the key's version does not move.
 An upsert whose unchanged-TOAST columns are UNAVAILABLE takes those values
 from an earlier accepted upsert of the same key in the batch when there is
 one; otherwise the columns stay UNAVAILABLE and the writer leaves them
-untouched. A truncate is a barrier: `split_at_truncates` cuts a table's
-intents into segments resolved and written in order.
+untouched, unless the key's version before it is a delete (`stale`): the
+row was deleted or left the filter since the target's values were its own
+(its delete held, soft or ignored leaves them there), so those values are
+not the row's and the writer refuses it rather than keep them (trial 9).
+A truncate is a barrier: `split_at_truncates` cuts a table's intents into
+segments resolved and written in order.
 
 A source TRUNCATE arrives on one partition of its topic (its key is null),
 while the rows it removed, and rows written after it, sit on all of them.
@@ -49,6 +53,9 @@ class TableWrites:
     undecided: list[tuple[Intent, Version | None]] = field(default_factory=list)
     # Key texts the writer locked that had no stored version (its placeholder rows); set by the writer.
     unversioned: frozenset[str] = frozenset()
+    # Keys whose final upsert lacks unchanged-TOAST values and follows a delete of the row (its
+    # version's, in the batch or stored): the target's values of those columns are not the row's.
+    stale: set[Key] = field(default_factory=set)
 
     def by_kind(self, kind: Kind) -> list[Intent]:
         return [i for i in self.final.values() if i.kind is kind]
@@ -118,7 +125,11 @@ def resolve(
             writes.versions[intent.key] = intent.version
             writes.contributors.setdefault(intent.key, []).append(intent)
             continue
-        intent = completed(intent, previous)
+        if intent.unavailable and intent.kind is Kind.UPSERT and current is not None and current.deleted:
+            writes.stale.add(intent.key)  # never completed from an upsert before that delete
+        else:
+            writes.stale.discard(intent.key)
+            intent = completed(intent, previous)
         writes.final[intent.key] = intent
         writes.versions[intent.key] = intent.version
         writes.contributors.setdefault(intent.key, []).append(intent)

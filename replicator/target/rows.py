@@ -395,23 +395,31 @@ class TableRows:
             if not missing:
                 self._isolated(conn, cols, intents, partial(statements.upsert, cols), "upsert", out)
                 continue
-            # Unchanged TOAST columns: update the existing row, never write a placeholder.
+            # Unchanged TOAST columns: update the existing row, never write a placeholder, nor keep
+            # values a delete of the row (held, soft or ignored) left behind.
             present = self._present_keys(conn, intents)
             rule = next(c.rule_id for c in self.table.columns if c.target in missing)
             for intent in intents:
-                if key_text(intent.key) not in present:
-                    out.refused.append(
-                        Refused(
-                            intent,
-                            rule,
-                            f"columns {sorted(missing)} are unchanged TOAST values (not sent by "
-                            "Debezium) and the row is absent from the target (e.g. it came back into "
-                            f"a filter); fix: `replicator reload --table {self.table.source}` reads it "
-                            "whole again (set REPLICA IDENTITY FULL on the source table to have every "
-                            "update carry every column)",
-                        )
+                if intent.key in writes.stale:
+                    why = (
+                        "the target's values of them are older than the row's: the row was deleted or "
+                        "left the filter since (its delete held, soft or ignored left them there)"
                     )
-            there = [i for i in intents if key_text(i.key) in present]
+                elif key_text(intent.key) not in present:
+                    why = "the row is absent from the target (e.g. it came back into a filter)"
+                else:
+                    continue
+                out.refused.append(
+                    Refused(
+                        intent,
+                        rule,
+                        f"columns {sorted(missing)} are unchanged TOAST values (not sent by Debezium) "
+                        f"and {why}; fix: `replicator reload --table {self.table.source}` reads it whole "
+                        "again (set REPLICA IDENTITY FULL on the source table to have every update "
+                        "carry every column)",
+                    )
+                )
+            there = [i for i in intents if key_text(i.key) in present and i.key not in writes.stale]
             if there:
                 self._isolated(conn, cols, there, partial(statements.update_only, cols), "upsert", out)
 

@@ -191,6 +191,34 @@ def test_an_update_without_its_toasted_column_for_an_absent_row_names_the_reload
     assert "fix: `replicator reload --table shop.products`" in result.errors[0].message
 
 
+def test_an_update_without_its_toasted_column_after_the_rows_delete_keeps_no_stale_value(
+    stack: Stack,
+) -> None:
+    """Trial 9: a row's delete that did not take the target row away (there: held for the row's
+    children; here folded into the update after it in one batch), then an update that left its
+    TOASTed column unchanged. Keeping the target's value would be silently wrong: every event of
+    the row is an error record naming the reload, and the target row is left as it was."""
+    dbname = fresh_target("toaststale")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.products"
+    writer = live_writer(stack, dbname, plan, "toaststale", f"run-{uuid.uuid4().hex[:6]}")
+    insert = event(topic, "shop.products", 0, {**product(1, "2.00"), "description": "old text"})
+    assert writer.apply(prepare(Batch(events=[insert], next_offsets={(topic, 0): 1}), plan)).errors == []
+    delete = event(topic, "shop.products", 1, product(1, "2.00"))._replace(
+        op=Op.DELETE, after=None, before={"sku": "BIS-00001"}
+    )
+    update = event(topic, "shop.products", 2, {**product(1, "3.00"), "description": UNAVAILABLE})
+    result = writer.apply(
+        prepare(Batch(events=[delete, update._replace(op=Op.UPDATE)], next_offsets={(topic, 0): 3}), plan)
+    )
+    writer.close()
+    assert sorted(f.ref.offset for f in result.errors) == [1, 2]
+    assert all("older than the row's" in f.message for f in result.errors)
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        row = conn.execute("SELECT description, price_cents FROM catalog.product").fetchall()
+    assert row == [("old text", 200)]
+
+
 def test_every_event_folded_into_a_refused_row_gets_its_own_error_record(stack: Stack) -> None:
     dbname = fresh_target("folded")
     plan = demo_plan(stack, dbname)

@@ -109,6 +109,32 @@ def test_unavailable_toast_column_stays_unavailable_alone(plan: Plan) -> None:
     assert w.upsert_groups().keys() == {frozenset({"description"})}
 
 
+def test_an_upsert_without_its_toasted_column_after_the_rows_delete_is_stale_not_completed(
+    plan: Plan,
+) -> None:
+    """Trial 9: a row's delete (held, soft or ignored: the target row stays) then an update that
+    left a TOASTed column unchanged; the target's value of it is not the row's, and no upsert
+    before the delete may complete it."""
+    w = writes(
+        plan,
+        [
+            product(1, description="old text"),
+            product(2, op=Op.DELETE),
+            product(3, description=UNAVAILABLE, name="back"),
+        ],
+    )
+    final = w.final[("S1",)]
+    assert w.stale == {("S1",)}
+    assert final.values["description"] is UNAVAILABLE and final.values["title"] == "back"
+    # the delete applied in an earlier batch: its stored version says so
+    stored = {("S1",): Version(TOPIC, 0, 2, SourcePosition(1, 2), deleted=True)}
+    assert writes(plan, [product(3, description=UNAVAILABLE)], stored).stale == {("S1",)}
+    # a whole row after it ends it; an earlier upsert without a delete completes it
+    again = writes(plan, [product(2, op=Op.DELETE), product(3, description=UNAVAILABLE), product(4)])
+    assert again.stale == set()
+    assert writes(plan, [product(1, description="t"), product(2, description=UNAVAILABLE)]).stale == set()
+
+
 def test_truncate_splits_segments() -> None:
     class Item:  # minimal stand-in with a kind
         def __init__(self, kind: Kind) -> None:
