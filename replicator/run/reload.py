@@ -56,7 +56,7 @@ def reload_sources(plan: Plan, names: list[str]) -> list[TableRef]:
             raise ConfigError(
                 f"--table {name}: the spec maps no such source or target table (targets: {mapped})"
             )
-        out += [s for s in found if s not in out]
+        out += [s for s in dict.fromkeys(found) if s not in out]  # a source table two rules read: once
     return out
 
 
