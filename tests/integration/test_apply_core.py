@@ -26,9 +26,11 @@ from replicator import failpoints
 from replicator.config import HoldSettings
 from replicator.core.errors import Fatal
 from replicator.core.intents import prepare
+from replicator.core.mapping.plan import Plan
 from replicator.core.model import (
     UNAVAILABLE,
     Batch,
+    BatchResult,
     ChangeEvent,
     KafkaRef,
     Op,
@@ -254,12 +256,21 @@ def order(i: int, customer_id: int) -> dict[str, Any]:
     }
 
 
-def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The judgement uses what the group had applied before the batch's writes: read after them,
-    a parent committed by another instance in between looks 'applied, yet absent'."""
-    dbname = fresh_target("race")
+# A partition's stored progress: (group, topic, next offset, commit LSN), partition 0.
+CHECKPOINT = (
+    "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, commit_lsn)"
+    " VALUES (%s, %s, 0, %s, %s) ON CONFLICT (group_id, topic, partition)"
+    " DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn"
+)
+
+
+def orders_of_customers(
+    stack: Stack, group: str, holding: HoldSettings | None = None
+) -> tuple[str, Plan, BatchWriter]:
+    """A fresh demo target whose orders reference their customer (an FK the demo target lacks) and
+    a connected live writer of `group` on it, both topics' partition counts known (one each).
+    Returns (admin conninfo, plan, writer)."""
+    dbname = fresh_target(group)
     admin = stack.target_admin(dbname)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
@@ -267,21 +278,39 @@ def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
             " FOREIGN KEY (customer_id) REFERENCES crm.customer"
         )
     plan = demo_plan(stack, dbname)
-    group, run_id = "race", f"run-{uuid.uuid4().hex[:6]}"
-    settings = writer_target(stack, dbname)
-    counts = {"demo.shop.customers": 1, "demo.shop.orders": 1}
+    run_id = f"run-{uuid.uuid4().hex[:6]}"
     writer = BatchWriter(
-        settings, LiveTables(plan, CONTROL, group, run_id), CONTROL, group, run_id, partition_counts=counts
+        writer_target(stack, dbname),
+        LiveTables(plan, CONTROL, group, run_id),
+        CONTROL,
+        group,
+        run_id,
+        partition_counts={"demo.shop.customers": 1, "demo.shop.orders": 1},
+        holding=holding,
     )
     writer.connect()
-    checkpoint = (
-        "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, commit_lsn)"
-        " VALUES (%s, %s, 0, %s, %s) ON CONFLICT (group_id, topic, partition)"
-        " DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn"
+    return admin, plan, writer
+
+
+def apply_order_of_customer_5(writer: BatchWriter, plan: Plan) -> tuple[ChangeEvent, BatchResult]:
+    """One batch: order 1 of customer 5, at source position (5000, 5001), offset 10."""
+    child = event("demo.shop.orders", "shop.orders", 10, order(1, 5))._replace(
+        position=SourcePosition(5000, 5001)
     )
+    result = writer.apply(prepare(Batch(events=[child], next_offsets={("demo.shop.orders", 0): 11}), plan))
+    return child, result
+
+
+def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judgement uses what the group had applied before the batch's writes: read after them,
+    a parent committed by another instance in between looks 'applied, yet absent'."""
+    group = "race"
+    admin, plan, writer = orders_of_customers(stack, group)
     with psycopg.connect(admin, autocommit=True) as conn:  # the order's own partition is covered
-        conn.execute(checkpoint, (group, "demo.shop.orders", 10, 10_000))
-        conn.execute(checkpoint, (group, "demo.shop.customers", 0, 0))
+        conn.execute(CHECKPOINT, (group, "demo.shop.orders", 10, 10_000))
+        conn.execute(CHECKPOINT, (group, "demo.shop.customers", 0, 0))
 
     def parent_lands(name: str) -> None:
         """Another instance applies the parent and moves its checkpoint past the order (mid_batch:
@@ -293,13 +322,10 @@ def test_a_child_whose_parent_lands_during_its_batch_is_held_not_errored(
                 "INSERT INTO crm.customer (customer_id, email, first_name, tier_code, signed_up_at)"
                 " VALUES (5, 'p@example.com', 'P', 'G', now())"
             )
-            conn.execute(checkpoint, (group, "demo.shop.customers", 5, 10_000))
+            conn.execute(CHECKPOINT, (group, "demo.shop.customers", 5, 10_000))
 
     monkeypatch.setattr(failpoints, "hit", parent_lands)
-    child = event("demo.shop.orders", "shop.orders", 10, order(1, 5))._replace(
-        position=SourcePosition(5000, 5001)
-    )
-    result = writer.apply(prepare(Batch(events=[child], next_offsets={("demo.shop.orders", 0): 11}), plan))
+    _, result = apply_order_of_customer_5(writer, plan)
     writer.close()
     assert result.errors == [] and result.held == 1
     with psycopg.connect(admin) as conn:
@@ -317,43 +343,20 @@ def test_a_child_waits_while_its_own_parent_row_is_held_not_while_any_row_of_its
     ended. A child whose parent key is known waits while that row is held; another held row of the
     parent table does not keep it from its judgement (here: its parent is absent, every partition
     feeding it is past the child, an error record)."""
-    dbname = fresh_target("heldrow")
-    admin = stack.target_admin(dbname)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            'ALTER TABLE sales."order" ADD CONSTRAINT order_customer'
-            " FOREIGN KEY (customer_id) REFERENCES crm.customer"
-        )
-    plan = demo_plan(stack, dbname)
-    run_id = f"run-{uuid.uuid4().hex[:6]}"
-    writer = BatchWriter(
-        writer_target(stack, dbname),
-        LiveTables(plan, CONTROL, "heldrow", run_id),
-        CONTROL,
-        "heldrow",
-        run_id,
-        partition_counts={"demo.shop.orders": 1, "demo.shop.customers": 1},
-        holding=HoldSettings(retry_after_s=3600),  # the held customer row is not retried here
-    )
-    writer.connect()
+    group = "heldrow"
+    # the held customer row is not retried here
+    admin, plan, writer = orders_of_customers(stack, group, HoldSettings(retry_after_s=3600))
     with psycopg.connect(admin, autocommit=True) as conn:
         for topic in ("demo.shop.orders", "demo.shop.customers"):  # both past the child's position
-            conn.execute(
-                "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, commit_lsn)"
-                " VALUES ('heldrow', %s, 0, 10, 10000)",
-                (topic,),
-            )
+            conn.execute(CHECKPOINT, (group, topic, 10, 10_000))
         # a customer row held by the group (e.g. its delete, waiting for other rows)
         conn.execute(
             "INSERT INTO replicator.held_event (group_id, topic, partition, kafka_offset, target_table,"
-            " key, blocked_by, judged_at, positioned) VALUES ('heldrow', 'demo.shop.customers', 0, 3,"
+            " key, blocked_by, judged_at, positioned) VALUES (%s, 'demo.shop.customers', 0, 3,"
             " 'crm.customer', %s, 'catalog.product', 0, true)",
-            ("[5]" if held_parent else "[7]",),
+            (group, "[5]" if held_parent else "[7]"),
         )
-    child = event("demo.shop.orders", "shop.orders", 10, order(1, 5))._replace(
-        position=SourcePosition(5000, 5001)
-    )
-    result = writer.apply(prepare(Batch(events=[child], next_offsets={("demo.shop.orders", 0): 11}), plan))
+    child, result = apply_order_of_customer_5(writer, plan)
     writer.close()
     if held_parent:
         assert (result.held, result.errors) == (1, [])
