@@ -157,6 +157,12 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.daemon import RunRequest, run_daemon
 
+    if args.processes < 1:
+        raise CliError(f"--processes {args.processes}: give 1 or more")
+    if args.processes > 1:
+        from replicator.run.processes import supervise
+
+        return supervise(_run_args(args), args.processes, settings.kafka.instance_id)
     totals = run_daemon(
         settings,
         RunRequest(
@@ -169,6 +175,20 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"replicator: stopped: {line}", file=sys.stderr)
     # Caught up means every table's events were read, not applied: a stopped table is not done.
     return 1 if stopped and args.stop_when_caught_up else 0
+
+
+def _run_args(args: argparse.Namespace) -> list[str]:
+    """The command line of one process of `run --processes N`: this one's options, one process."""
+    out = ["run"]
+    for option in ("config", "mapping", "group_id"):
+        if hasattr(args, option):
+            out += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    if args.stop_when_caught_up:
+        out.append("--stop-when-caught-up")
+    out += ["--on-error", args.on_error]
+    if args.json:
+        out.append("--json")
+    return out
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
@@ -796,6 +816,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="record",
         help="record: bad rows become error records and the run continues; "
         "halt: stop cleanly with the cursor kept",
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N daemon processes in the group (more cores); with REPLICATOR_KAFKA__INSTANCE_ID,"
+        " process i is <id>-<i>; one killed by a signal is started again",
     )
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)

@@ -80,3 +80,54 @@ def test_a_run_that_ends_with_a_stopped_table_says_so_and_is_not_done(
     args = build_parser().parse_args(argv)
     assert args.handler(args, None) == code
     assert f"replicator: stopped: {line}" in capsys.readouterr().err
+
+
+def test_run_processes_children_get_the_same_options_as_one_process() -> None:
+    """`run --processes N` starts each process with the command's own options (a dropped one
+    would run a process against other settings), never with --processes itself."""
+    from replicator.cli import _run_args
+
+    args = build_parser().parse_args(
+        [
+            "--group-id",
+            "g1",
+            "run",
+            "--mapping",
+            "m.yaml",
+            "--processes",
+            "3",
+            "--stop-when-caught-up",
+            "--on-error",
+            "halt",
+            "--json",
+            "--config",
+            "c.yaml",
+        ]
+    )
+    assert _run_args(args) == [
+        "run",
+        "--config",
+        "c.yaml",
+        "--mapping",
+        "m.yaml",
+        "--group-id",
+        "g1",
+        "--stop-when-caught-up",
+        "--on-error",
+        "halt",
+        "--json",
+    ]
+    one = build_parser().parse_args(["run", "--processes", "2"])
+    assert _run_args(one) == ["run", "--on-error", "record"]
+
+
+def test_run_processes_instance_ids() -> None:
+    from replicator.run.processes import child_env, instance_ids
+
+    assert instance_ids("pod-a", 3) == ["pod-a-1", "pod-a-2", "pod-a-3"]
+    assert instance_ids(None, 2) == [None, None]
+    assert child_env({"X": "1"}, "pod-a-2") == {"X": "1", "REPLICATOR_KAFKA__INSTANCE_ID": "pod-a-2"}
+    assert child_env({"X": "1", "REPLICATOR_KAFKA__INSTANCE_ID": "pod-a"}, None) == {
+        "X": "1",
+        "REPLICATOR_KAFKA__INSTANCE_ID": "pod-a",
+    }
