@@ -94,6 +94,10 @@ def supervise(run_args: Sequence[str], count: int, base_instance: str | None) ->
 
     previous = {s: signal.signal(s, stop_all) for s in (signal.SIGTERM, signal.SIGINT)}
     status = 0
+
+    def say(line: str) -> None:
+        print(f"replicator: {line}", file=sys.stderr, flush=True)
+
     try:
         while children:
             pid, wait_status = os.wait()
@@ -101,36 +105,28 @@ def supervise(run_args: Sequence[str], count: int, base_instance: str | None) ->
             if child is None:
                 continue
             child.process.returncode = code = os.waitstatus_to_exitcode(wait_status)
-            if code < 0 and not stopping:  # killed by a signal: start it again
+            if code == 0 or stopping:
+                if status == 0 and code != 0:
+                    status = code if code > 0 else 128 - code
+                continue
+            if code < 0:  # killed by a signal: start it again, unless it keeps being killed
                 now = time.monotonic()
                 kills = [t for t in child.kills if now - t < _RESTART_WINDOW_S] + [now]
                 if len(kills) <= _MAX_RESTARTS:
                     again = start(child.number, kills)
                     children[again.process.pid] = again
-                    print(
-                        f"replicator: {child.describe()} was killed by signal {-code}; started again as pid"
-                        f" {again.process.pid}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    killed = f"{child.describe()} was killed by signal {-code}"
+                    say(f"{killed}; started again: pid {again.process.pid}")
                     continue
-                print(
-                    f"replicator: {child.describe()} was killed {len(kills)} times within"
-                    f" {_RESTART_WINDOW_S:.0f} s; not started again: stopping the others",
-                    file=sys.stderr,
-                    flush=True,
+                say(
+                    f"{child.describe()} was killed {len(kills)} times within {_RESTART_WINDOW_S:.0f} s"
+                    f" (by signal {-code} last): not started again; stopping the others"
                 )
-                code = 1
-            if code != 0 and status == 0:
-                status = code if code > 0 else 128 - code
-                if not stopping:
-                    print(
-                        f"replicator: {child.describe()} exited {code}: stopping the others (its error is"
-                        " above)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    stop_all()
+                status = 128 - code
+            else:
+                say(f"{child.describe()} exited {code}: stopping the others (its error is above)")
+                status = code
+            stop_all()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
