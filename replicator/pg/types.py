@@ -20,7 +20,7 @@ psycopg's plain loading.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -98,6 +98,36 @@ class _InfinityDumper(Dumper):
 
     def dump(self, obj: Any) -> Buffer:
         return str(obj).encode()
+
+
+def _elements(value: list[Any]) -> Iterator[Any]:
+    for item in value:
+        if isinstance(item, list):
+            yield from _elements(item)
+        elif item is not None:
+            yield item
+
+
+def _array_literal(value: list[Any]) -> str:
+    parts = []
+    for item in value:
+        if item is None:
+            parts.append("NULL")
+        elif isinstance(item, list):
+            parts.append(_array_literal(item))
+        else:
+            parts.append('"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
+
+
+def array_cell(value: Any) -> Any:
+    """An array cell for COPY: psycopg dumps a list whose elements share one type; one that mixes
+    types (a date[] holding 'infinity' beside dates: `Infinity` and `date`; a time[] with
+    '24:00:00': `PgText` and `time`) goes as PostgreSQL's array text, which the server reads as
+    the column's type. Any other value is returned as it is."""
+    if not isinstance(value, list) or len({type(item) for item in _elements(value)}) < 2:
+        return value
+    return _array_literal(value)
 
 
 def register_types(context: AdaptContext) -> None:

@@ -48,6 +48,7 @@ from replicator.core.resolve import TableWrites
 from replicator.core.serialize import json_document
 from replicator.core.values import JsonText
 from replicator.pg.errors import is_row_error, sqlstate
+from replicator.pg.types import array_cell
 
 LEAF_ROWS = 256
 
@@ -176,6 +177,10 @@ class TableRows:
             for c in (*table.columns, *table.delete.set_columns)
             if c.target_type.lower() in ("json", "jsonb")
         )
+        # Array cells whose elements mix types (±infinity beside dates) go as array text (`pg.types`).
+        self._arrays = frozenset(
+            c.target for c in (*table.columns, *table.delete.set_columns) if c.target_type.endswith("[]")
+        )
         self._all = tuple(c.target for c in table.columns)
         self._loops: set[tuple[int, str]] = set()  # (session, function) created in pg_temp
         self._through: dict[int, int] = {}  # session -> rows staged since its stage was truncated
@@ -193,6 +198,7 @@ class TableRows:
         emptying statement, in its round trip."""
         get = itemgetter(*cols)
         wrap = [i for i, c in enumerate(cols) if c in self._json]
+        arrays = [i for i, c in enumerate(cols) if c in self._arrays]
         conn.execute(lead + self._emptying(conn, len(intents)))
         with conn.cursor().copy(self.table.statements.copy_stage(cols, numbered=True)) as copy:
             for n, intent in enumerate(intents, 1):
@@ -200,6 +206,8 @@ class TableRows:
                 values = [row] if len(cols) == 1 else list(row)
                 for i in wrap:
                     values[i] = _jsonb(values[i])
+                for i in arrays:
+                    values[i] = array_cell(values[i])
                 values.append(n)
                 copy.write_row(values)
 
