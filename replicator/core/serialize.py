@@ -67,6 +67,23 @@ def to_jsonable(value: Any) -> JSONValue:
     return str(value)  # timedelta, Infinity, ipaddress, ranges, anything else: its text
 
 
+def _visible_nul(text: str) -> str:
+    return text.replace("\x00", "\\u0000") if "\x00" in text else text
+
+
+def jsonb_safe(document: JSONValue) -> JSONValue:
+    """`document` for a jsonb column of the control schema: jsonb refuses the character U+0000
+    (which a json value, and so a diff of one, may hold as `\\u0000`); each one becomes the six
+    characters `\\u0000`, visibly. Row values never go this way: they are written as they are."""
+    if isinstance(document, str):
+        return _visible_nul(document)
+    if isinstance(document, list):
+        return [jsonb_safe(v) for v in document]
+    if isinstance(document, dict):
+        return {_visible_nul(k): jsonb_safe(v) for k, v in document.items()}
+    return document
+
+
 class _HoldsJsonNumber(Exception):
     """The document holds a `JsonNumber`: the stdlib encoder cannot write its token."""
 

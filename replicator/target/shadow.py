@@ -45,7 +45,7 @@ from replicator.core.mapping.statements import TableStatements
 from replicator.core.model import BatchResult, Failure, Partition, TableRef
 from replicator.core.resolve import TableWrites
 from replicator.core.schema_change import Stop
-from replicator.core.serialize import dumps, to_jsonable
+from replicator.core.serialize import dumps, jsonb_safe, to_jsonable
 from replicator.pg.types import exact_rows
 from replicator.target import control
 from replicator.target.stages import create_stage
@@ -249,7 +249,7 @@ class ShadowClones:
                 str(target),
                 key,
                 kind,
-                Jsonb(to_jsonable(changed), dumps=dumps) if changed else None,
+                Jsonb(jsonb_safe(to_jsonable(changed)), dumps=dumps) if changed else None,
                 record["topic"],
                 record["partition"],
                 record["offset"],

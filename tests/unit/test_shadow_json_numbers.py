@@ -101,3 +101,16 @@ def test_a_document_without_json_numbers_is_the_same_text_on_both_paths() -> Non
     scalars: list[Any] = ["é", 1, None, [], {}]
     for scalar in scalars:
         assert dumps(scalar) == encode(to_jsonable(scalar))
+
+
+def test_a_nul_character_is_stored_visibly_in_the_control_schemas_jsonb() -> None:
+    """jsonb refuses U+0000, which a json column's value may hold (`"a\\u0000b"`): the shadow's diff
+    of such a row halted the shadow run (22P05). The diff's document names it as six characters."""
+    from replicator.core.serialize import JSONValue, jsonb_safe
+
+    assert jsonb_safe({"c\x00": ["a\x00b", 1, None, {"k": "\x00"}], "ok": "plain"}) == {
+        "c\\u0000": ["a\\u0000b", 1, None, {"k": "\\u0000"}],
+        "ok": "plain",
+    }
+    same: JSONValue = {"ok": ["x"]}
+    assert jsonb_safe(same) == same

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from replicator.core.mapping.captured import capture_gap
 from replicator.core.mapping.catalog import INTEGER_RANGES, Catalog, Column, ForeignKey, PgType, Table
 from replicator.core.mapping.compiler import apply_order, compile_spec, topic_for
 from replicator.core.mapping.predicates import predicate_columns
@@ -378,7 +379,17 @@ def _check_column(
     if missing:
         return
     for c in rule.source_columns():
-        if (col := src.column(c)) is not None and col.generated:
+        col = src.column(c)
+        gap = capture_gap(col.type) if col is not None else None
+        if gap is not None:
+            add(
+                where,
+                rule_id,
+                f"source column {c!r} of {src.ref} is {col.type if col else '?'}: {gap}",
+                f"list {c!r} under ignore_source_columns and copy it another way, or change its type in"
+                " the source (e.g. to text) before the migration",
+            )
+        if col is not None and col.generated:
             add(
                 where,
                 rule_id,

@@ -10,7 +10,8 @@ Invariants:
   shortest: Debezium keys such a table's events on a unique index). A table with neither is
   left out and named in `skipped` with its fix; never keyed on a guess.
 - Generated columns are never read (logical replication does not carry them): they go to
-  `ignore_source_columns`; the target computes its own.
+  `ignore_source_columns`; the target computes its own. So do columns of a type Debezium does
+  not carry as it is (`captured`), each named in a header line.
 - Deletes are hard deletes; a source TRUNCATE stops the run (`error`) until a human chooses.
 - Rule ids are the table names made valid (`[A-Za-z][A-Za-z0-9_-]*`), `<schema>_<table>` where
   two schemas share a name; unique by construction.
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from replicator.core.mapping.captured import capture_gap
 from replicator.core.mapping.catalog import Catalog, Table
 from replicator.core.model import TableRef
 
@@ -33,7 +35,7 @@ from replicator.core.model import TableRef
 @dataclass(frozen=True, slots=True)
 class Scaffold:
     document: dict[str, Any]  # the spec, as YAML would load it
-    skipped: tuple[str, ...]  # one line per table left out: why, and the fix
+    skipped: tuple[str, ...]  # one line per table or column left out: why, and the fix
 
     def text(self) -> str:
         """The spec as YAML, headed by comments saying what it is and what was left out."""
@@ -66,9 +68,18 @@ def _name(ref: TableRef) -> str | dict[str, str]:
     return f"{ref.schema}.{ref.name}"
 
 
+def _not_carried(table: Table) -> list[str]:
+    """One line per column Debezium does not carry as it is (`captured.capture_gap`)."""
+    return [
+        f"{table.ref}.{c.name} ({c.type}): {gap}; it is under ignore_source_columns, copy it another way"
+        for c in table.columns
+        if (gap := capture_gap(c.type)) is not None
+    ]
+
+
 def _rule(rule_id: str, table: Table, key: tuple[str, ...], target: TableRef) -> dict[str, Any]:
-    generated = [c.name for c in table.columns if c.generated]
-    copied = [c.name for c in table.columns if not c.generated and c.name not in key]
+    generated = [c.name for c in table.columns if c.generated or capture_gap(c.type) is not None]
+    copied = [c.name for c in table.columns if c.name not in generated and c.name not in key]
     rule: dict[str, Any] = {
         "id": rule_id,
         "source": _name(table.ref),
@@ -106,6 +117,7 @@ def scaffold(
                 f" target; fix: add a primary key to {ref} and scaffold it again"
             )
             continue
+        skipped += [f"column {line}" for line in _not_carried(table)]
         rule_id = _rule_id(ref.name if shared[ref.name] == 1 else f"{ref.schema}_{ref.name}")
         target = TableRef((schemas or {}).get(ref.schema, ref.schema), ref.name)
         rules.append(_rule(rule_id, table, key, target))

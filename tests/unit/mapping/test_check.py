@@ -140,6 +140,30 @@ def test_a_bit_varying_target_is_refused_debezium_drops_leading_zero_bits() -> N
     assert "t.w: target column 'w' is bit varying: Debezium drops a value's leading zero bits" in str(problem)
 
 
+def test_a_source_column_debezium_does_not_carry_is_refused() -> None:
+    """check (t.w): a type Debezium leaves out of its events (box, interval[]) would stop the table
+    at its first event; a name column would be written NULL by every streamed event."""
+    src: CatalogSpec = {
+        "s.a": {
+            "columns": {"id": "bigint", "v": "varchar(10)", "b": "box", "iv": "interval[]", "n": "name"},
+            "pk": ["id"],
+        }
+    }
+    for column, why in (
+        ("b", "is box: Debezium's PostgreSQL connector leaves box columns out of its change events"),
+        ("iv", "is interval[]: Debezium's PostgreSQL connector leaves interval[] columns out"),
+        ("n", "is name: Debezium's streamed change events carry null for name columns"),
+    ):
+        msgs = [
+            m
+            for m in errors(run(f"      v: {{from: v}}\n      w: {{from: {column}}}", src=src))
+            if "source column" in m
+        ]
+        assert len(msgs) == 1 and f"t.w: source column '{column}' of s.a {why}" in msgs[0], msgs
+        assert f"list '{column}' under ignore_source_columns" in msgs[0]
+    assert errors(run("      v: {from: v}", src=src)) == []  # not read: nothing to refuse
+
+
 def test_target_key_must_be_pk_or_unique() -> None:
     """check key (t.key): target key columns must be the PK or a unique constraint."""
     tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}}}

@@ -84,3 +84,23 @@ def test_each_table_is_keyed_copied_column_for_column_and_named_uniquely() -> No
     archive = rules["t_2024_archive"]
     assert (archive.source.schema, archive.source.name) == ("app", "2024.archive")  # the mapping form
     assert str(rules["billing_orders"].target) == "billing.orders"  # no schema mapping asked
+
+
+def test_columns_debezium_does_not_carry_are_left_out_and_named() -> None:
+    """A box column (never in Debezium's events) and a name column (null when streamed) go under
+    ignore_source_columns, each named in a header line; the spec still checks clean."""
+    source: CatalogSpec = {
+        "app.shapes": {"columns": {"id": "bigint", "area": "box", "label": "name", "v": "text"}, "pk": ["id"]}
+    }
+    catalog = catalog_from_dict(source)
+    done = scaffold(catalog, list(catalog.tables), topic_prefix="legacy")
+    spec = load_spec_text(done.text(), "scaffold.yaml")
+    (rule,) = spec.tables
+    assert list(rule.columns) == ["v"] and list(rule.ignore_source_columns) == ["area", "label"]
+    assert done.skipped == (
+        "column app.shapes.area (box): Debezium's PostgreSQL connector leaves box columns out of its change"
+        " events; it is under ignore_source_columns, copy it another way",
+        "column app.shapes.label (name): Debezium's streamed change events carry null for name columns"
+        " (snapshot rows have the value); it is under ignore_source_columns, copy it another way",
+    )
+    assert [p for p in check(spec, catalog, catalog) if p.severity == "error"] == []
