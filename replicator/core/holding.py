@@ -50,7 +50,40 @@ in delivery order, and a partition holds its events in delivery order. So:
    unjudged, while the group holds an event for the parent row it awaits
    (`Hold.awaits`; for any row of that table when the key is not known). Per
    row, not per table: two tables each holding rows for other rows of the
-   other were never judged (trial 9), and `drain` never ended.
+   other were never judged (trial 9), and `drain` never ended. A held event
+   is recorded under every target row it would write (`Refusal.writes`), not
+   only the one refused: with a split (one source row feeding two tables), a
+   child awaiting the *other* row of a held event waits for it too.
+6. Point 5 is judged against what the group holds *after* this batch settles,
+   not before (`settle`, a fixpoint): when the last held event that may write
+   a row R becomes an error record (or is applied, or superseded) in this
+   batch, no held event is left to write R, so a row awaiting R is judged by
+   coverage like any other, in the same pass. Before, it waited one retry
+   backoff per FK level (a filtered-out root: accounts -> projects -> tasks ->
+   comments, a drain of 67-70 s). Sound, because:
+   - the group's held events are read, per row, before the writes; the ones
+     this batch retries are locked by it, so a count of R's held events that
+     drops to zero by this batch's own settlements means none is left
+     (another member's held event for R is counted and not in the batch: R
+     stays held). An event another member holds for R after that read moved
+     its partition's checkpoint after it too, so the coverage read with it
+     does not pass that event (points 1-3): the awaiting row is not due.
+   - the awaiting row keeps its own coverage check: a later event for R,
+     still unapplied in R's partition (an update that gives R a parent that
+     exists, R inserted again), may still write R before the row's judgement
+     point J; coverage of every partition feeding R's table past J says there
+     is none (point 3), exactly as for a parent that was never held. R's
+     error record is a fact about the target: R is not written, and nothing
+     the source committed by J writes it.
+   - monotone: rows only change from held to error record, each change can
+     only empty more rows, so it ends; each refused row is looked at again at
+     most once per row, table or group whose held count drops to zero (linear
+     in the batch's refused rows, whatever the size of the held set).
+   A held row awaiting R that this batch does not retry (over the retry limit,
+   another member's) is retried at the next retry, not after its backoff
+   (`HeldRow.soon`), as is one that awaits a row this batch made an error
+   record and is still held for coverage (a parent refused for good in this
+   batch: its partition's checkpoint passes it only with this batch).
 
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N
@@ -60,7 +93,8 @@ marks are facts about Connect and Kafka, not about an instance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from replicator.core.model import ChangeEvent, Partition, TableRef
@@ -137,3 +171,102 @@ def due_for_error(
         if covered_through(q, applied, usable) <= hold.judged_at:
             return False
     return True
+
+
+# A target row: (table, key text). Key None: a row whose key is not known (any row of the table);
+# table `ANY_TABLE`: any row of any table.
+Row = tuple[str, str | None]
+ANY_TABLE = "*.*"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A row a batch's writes refused, as `settle` sees it."""
+
+    events: tuple[Hashable, ...]  # the events folded into the row
+    waits_for: Row | None  # the row it waits for (None: it cannot be held: an error record)
+    covered: bool  # `due_for_error` with its feeders known: an error record unless it waits for a held row
+
+
+def settle(
+    refusals: Sequence[Refusal],
+    held: Mapping[Row, int],
+    writes: Mapping[Hashable, Iterable[Row]],
+    retried: Iterable[Hashable],
+) -> list[bool]:
+    """Which refused rows become error records (True) and which are held (point 6: a fixpoint).
+
+    `held`: the group's held events per target row, read before the writes; `retried`: the held
+    events this batch retried (counted in `held`; those in no refused row leave the held set now);
+    `writes`: the target rows of each event of `refusals` and of `retried` (a retried event's as
+    stored, so that it is subtracted as it was counted). Events of `refusals` held before are
+    among `retried`. New events of the batch are not counted, as in `held` (read before it): a row
+    awaiting one of their rows is not covered past that event, which its partition has not applied
+    (point 3), so it waits regardless."""
+    count: Counter[Row] = Counter({r: n for r, n in held.items() if n > 0})
+    tables: Counter[str] = Counter()
+    for (table, _), n in count.items():
+        tables[table] += n
+    total = sum(count.values())
+    error = [r.waits_for is None for r in refusals]
+    live: Counter[Hashable] = Counter()  # per event: its refused rows still held
+    for r, e in zip(refusals, error, strict=True):
+        for ref in dict.fromkeys(r.events):
+            live[ref] += 0 if e else 1
+    before = set(retried)
+    by_key: defaultdict[Row, list[int]] = defaultdict(list)  # waiters per awaited row (key known)
+    by_table: defaultdict[str, list[int]] = defaultdict(list)  # waiters for any row of a table
+    anything: list[int] = []  # waiters for any row at all
+    for n, r in enumerate(refusals):
+        if error[n] or not r.covered or r.waits_for is None:
+            continue
+        table, key = r.waits_for
+        if table == ANY_TABLE:
+            anything.append(n)
+        elif key is None:
+            by_table[table].append(n)
+        else:
+            by_key[r.waits_for].append(n)
+    keyed: defaultdict[str, list[int]] = defaultdict(list)  # waiters per table of a known key
+    for (table, _), waiting in by_key.items():
+        keyed[table] += waiting
+    queue: list[int] = []
+
+    def waits(row: Row) -> bool:
+        table, key = row
+        if table == ANY_TABLE:
+            return total > 0
+        if key is None:
+            return tables[table] > 0
+        return count[row] + count[(table, None)] > 0
+
+    def move(ref: Hashable) -> None:
+        """A held event of this batch leaves the held set: wake the rows it emptied."""
+        nonlocal total
+        for row in dict.fromkeys(writes.get(ref, ())):
+            table, key = row
+            count[row] -= 1
+            tables[table] -= 1
+            total -= 1
+            if count[row] == 0:
+                queue.extend(by_key.get(row, ()) if key is not None else keyed.get(table, ()))
+            if tables[table] == 0:
+                queue.extend(by_table.get(table, ()))
+            if total == 0:
+                queue.extend(anything)
+
+    for ref in before:
+        if not live[ref]:
+            move(ref)  # applied, superseded, an error record: no longer held
+    queue.extend(n for n, r in enumerate(refusals) if not error[n] and r.covered)
+    while queue:
+        n = queue.pop()
+        r = refusals[n]
+        if error[n] or not r.covered or r.waits_for is None or waits(r.waits_for):
+            continue
+        error[n] = True
+        for ref in dict.fromkeys(r.events):
+            live[ref] -= 1
+            if live[ref] == 0 and ref in before:
+                move(ref)
+    return error

@@ -138,6 +138,10 @@ CREATE TABLE IF NOT EXISTS {s}.held_event (
 ALTER TABLE {s}.held_event ADD COLUMN IF NOT EXISTS awaits text;
 -- a held row's counterparts (the rows it waits for that are held too) are found by this index
 CREATE INDEX IF NOT EXISTS held_event_row ON {s}.held_event (group_id, target_table, key);
+-- a held event's other target rows (a split), [{{"table": ..., "key": ...}}]: held too (core.holding, 5)
+ALTER TABLE {s}.held_event ADD COLUMN IF NOT EXISTS also jsonb;
+-- the held rows awaiting a row (adopted with it, made due when it becomes an error record)
+CREATE INDEX IF NOT EXISTS held_event_awaits ON {s}.held_event (group_id, blocked_by, awaits);
 CREATE TABLE IF NOT EXISTS {s}.run (
   run_id     text PRIMARY KEY,
   mode       text NOT NULL,

@@ -28,6 +28,14 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   members do not lock one half each, every batch. An adopted row applied or
   errored is removed by the adopter; its owner's in-memory index learns that
   at its next retry that finds nothing due (the index is read again).
+- A batch that retries a held row also adopts the held rows awaiting it (its
+  dependants, any member's, bounded by `limit` and `_ADOPTION_ROUNDS` levels):
+  if it becomes an error record, they are judged in the same batch
+  (`core.holding`, point 6). Dependants it could not take, and held rows that
+  await a row a batch made an error record, are made due at the next retry
+  (`hasten`, `HeldRow.soon`).
+- A held event is stored under the row it was refused for and lists the
+  event's other target rows (`also`): `held_rows` counts it for each.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from replicator.core.model import KafkaRef, Partition, Record, TableRef
 
@@ -56,11 +65,19 @@ class HeldRow:
     held_at: float  # epoch seconds of the first hold
     attempts: int = 1
     awaits: str | None = None  # the key text of the parent row it waits for (`core.holding.Hold`)
+    # the event's other target rows (table, key text): it may write them too (`core.holding`, point 5)
+    also: tuple[tuple[str, str | None], ...] = ()
+    soon: bool = False  # retried at the next retry, not after its backoff (`core.holding`, point 6)
+
+    @property
+    def rows(self) -> tuple[tuple[str, str | None], ...]:
+        """Every target row the held event would write."""
+        return ((str(self.target), self.key), *self.also)
 
 
 _COLUMNS = (
     "topic, partition, kafka_offset, raw_key, raw_value, target_table, key, blocked_by, judged_at,"
-    " positioned, sqlstate, message, extract(epoch from held_at), attempts, awaits"
+    " positioned, sqlstate, message, extract(epoch from held_at), attempts, awaits, also"
 )
 
 
@@ -80,6 +97,7 @@ def _row(r: tuple[Any, ...]) -> HeldRow:
         held_at=float(r[12]),
         attempts=int(r[13]),
         awaits=r[14],
+        also=tuple((a["table"], a["key"]) for a in r[15] or ()),
     )
 
 
@@ -232,8 +250,11 @@ class HoldStore:
         for _ in range(_ADOPTION_ROUNDS):
             pairs = {(str(h.blocked_by), h.awaits) for h in frontier if h.blocked_by and h.awaits}
             tables = sorted({str(h.blocked_by) for h in frontier if h.blocked_by and not h.awaits})
+            # and the rows that await theirs: if theirs become error records, the batch judges those
+            # at once (`core.holding`, point 6), not one retry per level of a chain of foreign keys
+            awaited = sorted({(t, k) for h in frontier for t, k in h.rows if k is not None})
             room = limit - len(found)
-            if not (pairs or tables) or room <= 0:
+            if not (pairs or tables or awaited) or room <= 0:
                 return
             refs = list(found)
             rows = conn.execute(
@@ -242,7 +263,9 @@ class HoldStore:
                     " (SELECT c.topic, c.partition, c.raw_key FROM {} AS c WHERE c.group_id = %(group)s"
                     "   AND ((c.target_table, c.key) IN"
                     "          (SELECT * FROM unnest(%(tables)b::text[], %(keys)b::text[]))"
-                    "        OR c.target_table = ANY(%(any_of)s)))"
+                    "        OR c.target_table = ANY(%(any_of)s)"
+                    "        OR (c.blocked_by, c.awaits) IN"
+                    "          (SELECT * FROM unnest(%(awaited_tables)b::text[], %(awaited_keys)b::text[]))))"
                     " AND (topic, partition, kafka_offset) NOT IN"
                     "   (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[],"
                     "      %(offsets)s::bigint[]))"
@@ -253,6 +276,8 @@ class HoldStore:
                     "tables": [t for t, _ in pairs],
                     "keys": [k for _, k in pairs],
                     "any_of": tables,
+                    "awaited_tables": [t for t, _ in awaited],
+                    "awaited_keys": [k for _, k in awaited],
                     "topics": [r.topic for r in refs],
                     "partitions": [r.partition for r in refs],
                     "offsets": [r.offset for r in refs],
@@ -262,14 +287,53 @@ class HoldStore:
             frontier = [h for h in map(_row, rows) if h.record.ref not in found]
             found.update((h.record.ref, h) for h in frontier)
 
-    def held_rows(self, conn: psycopg.Connection[Any]) -> frozenset[tuple[str, str | None]]:
-        """The target rows (table, key text; None: a key not known) any instance of the group holds
-        events for."""
+    def held_rows(self, conn: psycopg.Connection[Any]) -> Counter[tuple[str, str | None]]:
+        """Per target row (table, key text; None: a key not known), the events any instance of the
+        group holds that would write it (the row they were refused for, and the event's others)."""
         rows = conn.execute(
-            sql.SQL("SELECT DISTINCT target_table, key FROM {} WHERE group_id = %s").format(self.table),
-            (self.group_id,),
+            sql.SQL(
+                "SELECT t, k, count(*) FROM (SELECT target_table AS t, key AS k FROM {0} WHERE group_id = %s"
+                " UNION ALL SELECT a->>'table', a->>'key' FROM {0}, jsonb_array_elements(also) AS a"
+                "   WHERE group_id = %s AND also IS NOT NULL) AS r GROUP BY t, k"
+            ).format(self.table),
+            (self.group_id, self.group_id),
         ).fetchall()
-        return frozenset((r[0], r[1]) for r in rows)
+        return Counter({(r[0], r[1]): int(r[2]) for r in rows})
+
+    def hasten(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Iterable[tuple[str, str | None]],
+        besides: Iterable[KafkaRef],
+    ) -> int:
+        """Make the held rows that await one of `rows` (and are not `besides`, this batch's) due at
+        the next retry, not after their backoff. Rows another batch has locked are left: it is
+        retrying them. Returns how many."""
+        keyed = sorted((t, k) for t, k in set(rows) if k is not None)
+        if not keyed:
+            return 0
+        skip = sorted(set(besides))
+        done = conn.execute(
+            sql.SQL(
+                "UPDATE {0} SET last_try_at = '-infinity' WHERE group_id = %(group)s"
+                " AND (topic, partition, kafka_offset) IN (SELECT topic, partition, kafka_offset FROM {0}"
+                "   WHERE group_id = %(group)s AND (blocked_by, awaits) IN"
+                "     (SELECT * FROM unnest(%(tables)b::text[], %(keys)b::text[]))"
+                "   AND (topic, partition, kafka_offset) NOT IN"
+                "     (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[],"
+                "        %(offsets)s::bigint[]))"
+                "   FOR UPDATE SKIP LOCKED)"
+            ).format(self.table),
+            {
+                "group": self.group_id,
+                "tables": [t for t, _ in keyed],
+                "keys": [k for _, k in keyed],
+                "topics": [r.topic for r in skip],
+                "partitions": [r.partition for r in skip],
+                "offsets": [r.offset for r in skip],
+            },
+        )
+        return done.rowcount
 
     def put(self, conn: psycopg.Connection[Any], rows: list[HeldRow]) -> None:
         """Hold these events (new ones inserted, ones already held counted as one more attempt)."""
@@ -293,6 +357,8 @@ class HoldStore:
                         h.sqlstate,
                         h.message,
                         h.awaits,
+                        Jsonb([{"table": t, "key": k} for t, k in h.also]) if h.also else None,
+                        "-infinity" if h.soon else "now",
                     )
                     for h in rows
                 ),
@@ -302,12 +368,14 @@ class HoldStore:
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} AS h (group_id, topic, partition, kafka_offset, raw_key, raw_value,"
-                " target_table, key, blocked_by, judged_at, positioned, sqlstate, message, awaits)"
+                " target_table, key, blocked_by, judged_at, positioned, sqlstate, message, awaits, also,"
+                " last_try_at)"
                 " SELECT %s, * FROM unnest(%b::text[], %s::int[], %s::bigint[], %b::bytea[], %b::bytea[],"
                 " %b::text[], %b::text[], %b::text[], %s::numeric[], %s::boolean[], %b::text[], %b::text[],"
-                " %b::text[])"
+                " %b::text[], %b::jsonb[], %s::timestamptz[])"
                 " ON CONFLICT (group_id, topic, partition, kafka_offset) DO UPDATE SET"
-                " attempts = h.attempts + 1, last_try_at = now(), blocked_by = EXCLUDED.blocked_by,"
+                " attempts = h.attempts + 1, last_try_at = EXCLUDED.last_try_at,"
+                " blocked_by = EXCLUDED.blocked_by,"
                 " sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message,"
                 " judged_at = EXCLUDED.judged_at, awaits = EXCLUDED.awaits"
             ).format(self.table),

@@ -115,8 +115,10 @@ class ShadowClones:
                         sql.Identifier(f"shadow_{name}"), control.table(self.schema, name)
                     )
                 )
-            # a control schema from before `awaits` (a daemon's start adds it; the shadow role may not)
+            # a control schema from before `awaits`, `also` (a daemon's start adds them; the shadow role
+            # may not)
             conn.execute("ALTER TABLE pg_temp.shadow_held_event ADD COLUMN IF NOT EXISTS awaits text")
+            conn.execute("ALTER TABLE pg_temp.shadow_held_event ADD COLUMN IF NOT EXISTS also jsonb")
             for t in self._plan.tables:
                 real = self._real[t.target]
                 conn.execute(

@@ -445,12 +445,15 @@ class ControlStore:
 
     # ---------------------------------------------------------------- held events
     def held_keys(self, target: TableRef) -> frozenset[str]:
-        """Target keys whose events are held back (by any group's instances)."""
+        """Target keys whose events are held back (by any group's instances), also as an event's
+        other target row (a split: `core.holding`, point 5)."""
         rows = self.conn.execute(
-            sql.SQL("SELECT DISTINCT key FROM {} WHERE target_table = %s AND key IS NOT NULL").format(
-                self._t("held_event")
-            ),
-            (str(target),),
+            sql.SQL(
+                "SELECT key FROM {0} WHERE target_table = %(t)s AND key IS NOT NULL"
+                " UNION SELECT a->>'key' FROM {0}, jsonb_array_elements(also) AS a"
+                "   WHERE also IS NOT NULL AND a->>'table' = %(t)s AND a->>'key' IS NOT NULL"
+            ).format(self._t("held_event")),
+            {"t": str(target)},
         ).fetchall()
         return frozenset(r[0] for r in rows)
 

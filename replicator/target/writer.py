@@ -58,7 +58,16 @@ from psycopg import sql
 from replicator import failpoints
 from replicator.config import HoldSettings, TargetSettings
 from replicator.core.errors import REORDER_SQLSTATES, Fatal, Transient, one_line
-from replicator.core.holding import CaptureMark, Hold, Progress, due_for_error, judgement_lsn
+from replicator.core.holding import (
+    ANY_TABLE,
+    CaptureMark,
+    Hold,
+    Progress,
+    Refusal,
+    due_for_error,
+    judgement_lsn,
+    settle,
+)
 from replicator.core.intents import Fence, Intent, Kind, PreparedBatch, key_text
 from replicator.core.layout import NO_LAYOUTS, Layouts
 from replicator.core.mapping.plan import ForeignKeyPlan, Narrowing, Plan, TablePlan, delete_order
@@ -194,24 +203,9 @@ class _Evidence:
     """
 
     progress: Mapping[Partition, Progress]
-    # target rows the group holds events for: (table, key text); table "*.*": an unknown target,
+    # held events per target row they would write (every row of each event: `core.holding`, point 5);
     # key None: a key not known
-    held: frozenset[tuple[str, str | None]]
-
-    def holds_for(self, target: TableRef) -> bool:
-        """Does the group hold an event for `target` (any table when `target` is unknown)?"""
-        if target == TableRef("*", "*"):
-            return bool(self.held)
-        return any(t == str(target) for t, _ in self.held)
-
-    def holds_row(self, target: TableRef, key: str) -> bool:
-        """Does the group hold an event that may write `target`'s row `key`? Judged per row, not per
-        table: two tables each holding rows for other rows of the other (trial 9: account deletes
-        waiting for their projects, projects waiting for accounts a filter left out) would otherwise
-        never be judged, and `drain` never ends."""
-        if target == TableRef("*", "*"):
-            return bool(self.held)
-        return (str(target), key) in self.held or (str(target), None) in self.held
+    held: Mapping[tuple[str, str | None], int]
 
 
 class BatchWriter:
@@ -250,6 +244,7 @@ class BatchWriter:
         self._conn: psycopg.Connection[Any] | None = None
         self._layouts: Layouts = NO_LAYOUTS  # read at each assignment (an accept is followed by one)
         self._last_retry = 0.0
+        self._retry_soon = False  # set by a batch whose held rows are due again at the next retry
         self._versions = VersionTable(target.versions)
         self._lookups = LookupResolver(self.plan)
         self._holds = HoldStore(target.holds, target.versions, group_id)
@@ -347,6 +342,8 @@ class BatchWriter:
         finally:
             watchdog.disarm()
         self._holds.committed(added, removed)
+        if self._retry_soon:
+            self._last_retry = 0.0  # `retry_due` at once: the loop retries the held rows when idle
         self._on_holding(self._holds.count > 0)
         return result
 
@@ -355,6 +352,7 @@ class BatchWriter:
     ) -> tuple[BatchResult, list[HeldRow], list[HeldRow]]:
         result = BatchResult()
         result.errors.extend(batch.failures)
+        self._retry_soon = False
         held = self._due(conn, batch)
         by_ref = {h.record.ref: h for h in held}
         merged = self._with_held(batch, held, result)
@@ -397,15 +395,20 @@ class BatchWriter:
         run.outcome.attempts = attempts
         result.errors.extend(self._undecided(run, self._other_targets(merged, excluded)))
         failpoints.hit("mid_batch")
-        added, kept = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
+        added, kept, gone = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
         self._store_versions(conn, run, claimed, placeholders, claims)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
         self.target.after_writes(conn, run.writes, result)
         self.target.store_errors(conn, result.errors, notes)
         self.target.store_fences(conn, batch.fences)
-        self._holds.put(conn, [*added, *(by_ref[r] for r in kept)])
+        self._holds.put(conn, [*added, *(replace(by_ref[r], soon=soon) for r, soon in kept.items())])
         self._holds.remove(conn, (h.record.ref for h in removed))
+        # held rows this batch did not retry that await a row it made an error record: retried at
+        # the next retry, not after their backoff (`core.holding`, point 6)
+        hastened = self._holds.hasten(conn, gone, by_ref.keys() | {h.record.ref for h in added})
+        if hastened or any(h.soon for h in added) or any(kept.values()):
+            self._retry_soon = True
         result.applied.update(run.applied)
         result.skipped_older += run.skipped_older
         result.unordered += run.unordered
@@ -827,13 +830,14 @@ class BatchWriter:
         excluded: set[KafkaRef],
         result: BatchResult,
         evidence: _Evidence,
-    ) -> tuple[list[HeldRow], set[KafkaRef]]:
-        """Refused rows become held events or error records. Returns (newly held, still held)."""
+    ) -> tuple[list[HeldRow], dict[KafkaRef, bool], set[tuple[str, str | None]]]:
+        """Refused rows become held events or error records. Returns (newly held, still held: to be
+        retried soon, the target rows whose events became error records)."""
         if not run.refused:
-            return [], set()
+            return [], {}, set()
         others = self._other_targets(merged, excluded)
         added: dict[KafkaRef, HeldRow] = {}
-        kept: set[KafkaRef] = set()
+        kept: dict[KafkaRef, bool] = {}
         holds = [
             self._hold_for(w.table, r) if self._may_hold and r.sqlstate in REORDER_SQLSTATES else None
             for w, r in run.refused
@@ -842,34 +846,52 @@ class BatchWriter:
         parents = self._versions.read_many(
             conn, {(h.blocked_by, h.awaits) for h in holds if h is not None and h.awaits is not None}
         )
-        for (writes, refused), hold in zip(run.refused, holds, strict=True):
+        marks = self._marks()
+        refusals: list[Refusal] = []
+        for n, ((writes, refused), hold) in enumerate(zip(run.refused, holds, strict=True)):
+            chain = writes.contributors.get(refused.intent.key, [refused.intent])
+            refs = tuple(c.event.ref for c in chain)
+            if hold is None:
+                refusals.append(Refusal(refs, None, False))
+                continue
+            hold = holds[n] = _judged(hold, parents)
+            feeders = self._feeders(hold.blocked_by)
+            if feeders is None:  # a topic created since: its count may be recorded by now
+                self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
+                feeders = self._feeders(hold.blocked_by)
+            covered = feeders is not None and due_for_error(hold, feeders, evidence.progress, marks)
+            # it waits while the group holds an event for the row it awaits (any row of the table
+            # when the key is not known), judged after this batch's own settlements (point 6)
+            refusals.append(Refusal(refs, (str(hold.blocked_by), hold.awaits), covered))
+        writes_of = _event_rows(merged, {ref for r in refusals for ref in r.events})
+        writes_of.update((ref, h.rows) for ref, h in held.items())  # as counted when they were held
+        errors = settle(refusals, evidence.held, writes_of, held)
+        # the target rows of the events made error records: their awaiting rows are due soon
+        gone = {
+            row
+            for r, e in zip(refusals, errors, strict=True)
+            if e
+            for ref in r.events
+            for row in writes_of[ref]
+        }
+        for (writes, refused), hold, error in zip(run.refused, holds, errors, strict=True):
             intent = refused.intent
             chain = writes.contributors.get(intent.key, [intent])
             text = key_text(intent.key)
             result.unwritten.add((writes.table.target, text))
-            if hold is not None:
-                hold = _judged(hold, parents)
-                feeders = self._feeders(hold.blocked_by)
-                if feeders is None:  # a topic created since: its count may be recorded by now
-                    self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
-                    feeders = self._feeders(hold.blocked_by)
-                if (
-                    feeders is None
-                    # its parent may itself be waiting: that row, when the key it awaits is known
-                    or (
-                        evidence.holds_for(hold.blocked_by)
-                        if hold.awaits is None
-                        else evidence.holds_row(hold.blocked_by, hold.awaits)
-                    )
-                    or not due_for_error(hold, feeders, evidence.progress, self._marks())
-                ):
-                    for c in chain:
-                        ref = c.event.ref
-                        if ref in held:
-                            kept.add(ref)
-                        elif ref not in added:
-                            added[ref] = self._held_row(c, writes.table, text, refused, hold)
-                    continue
+            if not error and hold is not None:
+                # awaiting a row this batch made an error record: its coverage may pass it with this
+                # batch's checkpoint, so it is retried at the next retry, not after its backoff
+                soon = _awaits_any(hold, gone)
+                for c in chain:
+                    ref = c.event.ref
+                    if ref in held:
+                        kept[ref] = kept.get(ref, False) or soon
+                    elif ref not in added:
+                        row = (str(writes.table.target), text)
+                        also = tuple(sorted({r for r in writes_of[ref] if r != row}))
+                        added[ref] = self._held_row(c, writes.table, text, refused, hold, also, soon)
+                continue
             also = tuple(
                 sorted(
                     {
@@ -902,7 +924,7 @@ class BatchWriter:
                 )
                 for n, c in enumerate(chain, start=1)
             )
-        return list(added.values()), kept
+        return list(added.values()), kept, gone
 
     def _other_targets(
         self, merged: Mapping[TableRef, list[Intent]], excluded: set[KafkaRef]
@@ -967,7 +989,7 @@ class BatchWriter:
 
     def _evidence(self, conn: psycopg.Connection[Any]) -> _Evidence:
         if not self._may_hold:
-            return _Evidence({}, frozenset())
+            return _Evidence({}, {})
         rows = conn.execute(
             sql.SQL("SELECT topic, partition, next_offset, commit_lsn FROM {} WHERE group_id = %s").format(
                 control.table(self.schema, "checkpoint")
@@ -977,7 +999,16 @@ class BatchWriter:
         progress = {(t, p): Progress(int(o), int(c)) for t, p, o, c in rows}
         return _Evidence(progress, self._holds.held_rows(conn))
 
-    def _held_row(self, intent: Intent, table: TablePlan, text: str, refused: Refused, hold: Hold) -> HeldRow:
+    def _held_row(
+        self,
+        intent: Intent,
+        table: TablePlan,
+        text: str,
+        refused: Refused,
+        hold: Hold,
+        also: tuple[tuple[str, str | None], ...],
+        soon: bool,
+    ) -> HeldRow:
         e = intent.event
         return HeldRow(
             record=Record(e.ref, e.raw_key, e.raw_value, e.headers),
@@ -990,6 +1021,8 @@ class BatchWriter:
             message=refused.message,
             held_at=hold.held_at,
             awaits=hold.awaits,
+            also=also,
+            soon=soon,
         )
 
     # ------------------------------------------------------------------ step 6: checkpoints
@@ -1050,6 +1083,28 @@ def _judged(hold: Hold, parents: Mapping[tuple[TableRef, str], Version]) -> Hold
     if version is None or not version.deleted or version.position is None:
         return hold
     return replace(hold, judged_at=max(hold.judged_at, version.position.commit_lsn))
+
+
+def _event_rows(
+    merged: Mapping[TableRef, list[Intent]], refs: set[Any]
+) -> dict[Any, tuple[tuple[str, str | None], ...]]:
+    """Every target row each of `refs` writes in this batch (table, key text)."""
+    out: dict[Any, list[tuple[str, str | None]]] = {ref: [] for ref in refs}
+    for table, intents in merged.items():
+        for i in intents:
+            if i.event.ref in out and i.kind is not Kind.TRUNCATE:
+                out[i.event.ref].append((str(table), key_text(i.key)))
+    return {ref: tuple(dict.fromkeys(rows)) for ref, rows in out.items()}
+
+
+def _awaits_any(hold: Hold, rows: set[tuple[str, str | None]]) -> bool:
+    """Does `hold` wait for one of `rows` (any row of its table when its key is not known)?"""
+    table = str(hold.blocked_by)
+    if table == ANY_TABLE:
+        return bool(rows)
+    if hold.awaits is None:
+        return any(t == table for t, _ in rows)
+    return (table, hold.awaits) in rows
 
 
 def _set(value: Any) -> bool:

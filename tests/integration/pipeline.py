@@ -32,7 +32,7 @@ from replicator.run.drain import drain
 from replicator.run.verify import verify
 from replicator.target import control
 from replicator.target.live import LiveTables
-from replicator.target.writer import BatchWriter
+from replicator.target.writer import BatchWriter, Marks
 from tests.integration.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,8 +190,17 @@ class HandFed:
     remap maps a held record back to the event it was (every event applied is remembered)."""
 
     def __init__(
-        self, stack: Stack, dbname: str, plan: Plan, group: str, holding: HoldSettings | None = None
+        self,
+        stack: Stack,
+        dbname: str,
+        plan: Plan,
+        group: str,
+        holding: HoldSettings | None = None,
+        partition_counts: Mapping[str, int] | None = None,
+        marks: Marks = tuple,
     ) -> None:
+        """`partition_counts` and `marks`: what the writer judges held rows by (without the
+        counts, no held row is ever judged)."""
         self.plan = plan
         self.events: dict[KafkaRef, ChangeEvent] = {}
         run_id = f"run-{uuid.uuid4().hex[:6]}"
@@ -202,6 +211,8 @@ class HandFed:
             group,
             run_id,
             remap=self.remap,
+            marks=marks,
+            partition_counts=partition_counts,
             holding=holding,
         )
 

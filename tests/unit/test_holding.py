@@ -6,7 +6,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from replicator.core.holding import CaptureMark, Hold, Progress, covered_through, due_for_error, judgement_lsn
+from replicator.core.holding import (
+    CaptureMark,
+    Hold,
+    Progress,
+    Refusal,
+    covered_through,
+    due_for_error,
+    judgement_lsn,
+    settle,
+)
 from replicator.core.intents import to_intents
 from replicator.core.isolate import isolate
 from replicator.core.mapping import catalog_from_dict, compile_spec, load_spec_text
@@ -215,3 +224,78 @@ def test_sparse_failures_with_a_leaf_stay_cheap() -> None:
     )
     assert sorted(i for i, _ in out.failed) == sorted(bad)
     assert out.attempts == 1 + math.ceil(5000 / 256) + len(bad)
+
+
+def refusal(event: str, waits_for: tuple[str, str | None] | None, covered: bool = True) -> Refusal:
+    return Refusal((event,), waits_for, covered)
+
+
+# The rows each event writes: a project, its task, the task's comment (and a project's second row).
+WRITES = {
+    "p": [("s.project", "[1]")],
+    "t": [("s.task", "[2]")],
+    "c": [("s.comment", "[3]")],
+}
+CHAIN = [
+    refusal("p", ("s.account", "[9]")),  # its account is truly absent: an error record
+    refusal("t", ("s.project", "[1]")),
+    refusal("c", ("s.task", "[2]")),
+]
+HELD = {("s.project", "[1]"): 1, ("s.task", "[2]"): 1, ("s.comment", "[3]"): 1}
+
+
+def test_a_chain_under_an_absent_root_settles_in_one_pass() -> None:
+    """The task's project and the comment's task are no longer held once they are error records."""
+    assert settle(CHAIN, HELD, WRITES, ["p", "t", "c"]) == [True, True, True]
+    # the same chain arriving in one batch (no event held before): only coverage keeps them waiting
+    assert settle(CHAIN, {}, WRITES, []) == [True, True, True]
+
+
+def test_a_row_waits_while_an_event_outside_the_batch_still_holds_its_parent() -> None:
+    held = {**HELD, ("s.project", "[1]"): 2}  # another event for project 1, held, not retried here
+    assert settle(CHAIN, held, WRITES, ["p", "t", "c"]) == [True, False, False]
+    held = {**HELD, ("s.project", None): 1}  # an event for a project whose key is not known
+    assert settle(CHAIN, held, WRITES, ["p", "t", "c"]) == [True, False, False]
+
+
+def test_a_row_not_covered_keeps_the_rows_awaiting_it_waiting() -> None:
+    chain = [CHAIN[0], refusal("t", ("s.project", "[1]"), covered=False), CHAIN[2]]
+    assert settle(chain, HELD, WRITES, ["p", "t", "c"]) == [True, False, False]
+    # a row that cannot be held is an error record whatever it waits for
+    assert settle([refusal("x", None), *CHAIN[1:]], HELD, {**WRITES, "x": WRITES["p"]}, ["t", "c"]) == [
+        True,
+        False,  # the project's held event "p" is not in this batch
+        False,
+    ]
+
+
+def test_every_row_of_a_held_event_is_held() -> None:
+    """A split: the user's event writes its account and its profile; held for its profile, a project
+    awaiting its account waits for it."""
+    writes = {"u": [("s.profile", "[1]"), ("s.account", "[1]")], "p": [("s.project", "[5]")]}
+    held = {("s.profile", "[1]"): 1, ("s.account", "[1]"): 1}
+    rows = [refusal("u", ("s.plan", "[7]"), covered=False), refusal("p", ("s.account", "[1]"))]
+    assert settle(rows, held, writes, ["u"]) == [False, False]
+    rows = [refusal("u", ("s.plan", "[7]")), refusal("p", ("s.account", "[1]"))]  # the plan is absent
+    assert settle(rows, held, writes, ["u"]) == [True, True]
+
+
+def test_rows_waiting_for_any_row_of_a_table_or_any_table() -> None:
+    rows = [*CHAIN, refusal("d", ("s.task", None)), refusal("e", ("*.*", None))]
+    writes = {**WRITES, "d": [("s.x", "[1]")], "e": [("s.y", "[1]")]}  # new events: not counted
+    assert settle(rows, HELD, writes, ["p", "t", "c"]) == [True] * 5
+    held = {**HELD, ("s.other", "[1]"): 1}  # held elsewhere: "e" waits for any held row
+    assert settle(rows, held, writes, ["p", "t", "c"]) == [True, True, True, True, False]
+    held = {**HELD, ("s.task", "[8]"): 1}  # another task held: "d" waits for any task
+    assert settle(rows, held, writes, ["p", "t", "c"]) == [True, True, True, False, False]
+
+
+def test_an_event_held_by_one_of_its_rows_stays_held() -> None:
+    """An event in two refused rows, one of them still held: what awaits its other row waits."""
+    writes = {"u": [("s.a", "[1]"), ("s.b", "[1]")], "k": [("s.k", "[1]")]}
+    rows = [
+        refusal("u", ("s.x", "[1]")),
+        refusal("u", ("s.y", "[1]"), covered=False),
+        refusal("k", ("s.a", "[1]")),
+    ]
+    assert settle(rows, {("s.a", "[1]"): 1, ("s.b", "[1]"): 1}, writes, ["u"]) == [True, False, False]
