@@ -419,6 +419,7 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
         source.need_connector("drain"),
         str(source.need_signal_table("drain")),
         args.timeout,
+        say=lambda line: print(line, file=sys.stderr, flush=True),
     )
     data, text = drained_report(done)
     _emit(data, args.json, text)

@@ -96,6 +96,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from replicator.core.model import ChangeEvent, Partition, TableRef
 
@@ -191,7 +192,7 @@ class Refusal:
 def settle(
     refusals: Sequence[Refusal],
     held: Mapping[Row, int],
-    writes: Mapping[Hashable, Iterable[Row]],
+    writes: Mapping[Any, Iterable[Row]],
     retried: Iterable[Hashable],
 ) -> list[bool]:
     """Which refused rows become error records (True) and which are held (point 6: a fixpoint).

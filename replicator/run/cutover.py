@@ -76,7 +76,7 @@ from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture as configured_capture
 from replicator.run.assembly import target_plan
-from replicator.run.drain import stop_lines
+from replicator.run.drain import HELD_EVERY_S, held_progress, held_text, stop_lines
 from replicator.run.verify import Baseline, compare, compare_marked, compare_since
 from replicator.source import capture, fence, mirror
 from replicator.source.signal import write_fence
@@ -444,22 +444,42 @@ class Cutover:
         with Metadata(self.settings.kafka) as metadata:
             ends = metadata.end_offsets([*self.plan.topics, self.signal_topic])
 
+        held: list[tuple[str, int, str]] = []  # the rows held at the last look, once the rest is applied
+        waiting: list[float] = []  # when held rows alone started keeping the drain waiting, last said
+
         with self._store() as store:
 
             def applied() -> bool:
+                nonlocal held
                 stopped = stop_lines([s for s in store.stops(self.group) if s["live"]])
                 if stopped:
                     raise _Abort(f"a table stopped while draining: {stopped[0]}")
                 stored = store.checkpoints(self.group)
                 behind = {p: e for p, e in ends.items() if e > 0 and stored.get(p, 0) < e}
-                return not behind and store.fence_seen(fence_id) and store.held_count(self.group) == 0
+                if behind or not store.fence_seen(fence_id):
+                    return False
+                held = [
+                    (h["table"], int(h["held"]), h["waiting_for"]) for h in store.held_summary(self.group)
+                ]
+                if held:
+                    now = time.monotonic()
+                    if not waiting:
+                        waiting[:] = [now, now - HELD_EVERY_S]
+                    if now - waiting[1] >= HELD_EVERY_S:  # why the drain is slow, as it happens
+                        waiting[1] = now
+                        self.say(held_progress(lsn, held, now - waiting[0]))
+                return not held
 
             self._wait(
                 applied,
                 deadline,
-                f"group {self.group} to apply up to {self._ends_text(ends)} and record the fence",
+                lambda: (
+                    f"group {self.group} to apply up to {self._ends_text(ends)} and record the fence"
+                    + (f"; applied, but it holds rows back ({held_text(held)})" if held else "")
+                ),
             )
         drained_s = time.monotonic() - started
+        held_s = f" ({drained_s + started - waiting[0]:.1f}s of it waiting for held rows)" if waiting else ""
         gates = self._verify(options)
         verified_s = time.monotonic() - started - drained_s
         for g in gates:
@@ -469,14 +489,16 @@ class Cutover:
             raise _Abort("after the drain: " + " | ".join(g.line() for g in failed))
         self._move(record, Step.DRAINED, gates=[*(record.get("gates") or []), *(asdict(g) for g in gates)])
         self.say(
-            f"drained in {drained_s:.1f}s, verified in {verified_s:.1f}s: everything before the fence is "
-            "in the target"
+            f"drained in {drained_s:.1f}s{held_s}, verified in {verified_s:.1f}s: everything before the"
+            " fence is in the target"
         )
 
-    def _wait(self, condition: Callable[[], bool], deadline: float, what: str) -> None:
+    def _wait(self, condition: Callable[[], bool], deadline: float, what: str | Callable[[], str]) -> None:
         while not condition():
             if time.monotonic() > deadline:
-                raise _Abort(f"drain timed out (--timeout) waiting for {what}")
+                raise _Abort(
+                    f"drain timed out (--timeout) waiting for {what if isinstance(what, str) else what()}"
+                )
             time.sleep(POLL_S)  # polling interval between checks of the condition
 
     @staticmethod

@@ -37,6 +37,9 @@ class Drained:
     end_offsets: dict[Partition, int]
     seconds: float
     held_elsewhere: tuple[tuple[str, int, str], ...] = ()  # (table, rows, waiting for) not waited for
+    # the time spent, once applied past the fence, waiting for held rows, and the most rows held then
+    held_wait_s: float = 0.0
+    held_waited: tuple[tuple[str, int, str], ...] = ()  # (table, rows, waiting for)
 
 
 def wait_for(condition: Callable[[], Any], deadline: float, what: str | Callable[[], str]) -> Any:
@@ -111,10 +114,12 @@ def drain(
     timeout_s: float,
     group: str | None = None,
     held_tables: frozenset[str] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Drained:
     """Fence the source, wait until `group` applied everything before the fence and holds no row
     back from before it (with `held_tables`, only rows of those target tables keep it waiting;
-    `Drained.held_elsewhere` names the others)."""
+    `Drained.held_elsewhere` names the others). `say` hears, every `HELD_EVERY_S` while held rows
+    keep it waiting, how many are held and what they wait for."""
     started = time.monotonic()
     deadline = started + timeout_s
     group = group or settings.kafka.group_id
@@ -142,6 +147,9 @@ def drain(
         return not lagging
 
     wait_for(applied, deadline, lambda: applied_timeout(group, lagging))
+    waiting_since = time.monotonic()
+    told = waiting_since - HELD_EVERY_S
+    most: list[tuple[str, int, str]] = []
     while True:  # a row held back is not in the target yet: drained means none is left
         with ControlStore.open(settings) as store:
             every = store.held_before(group, lsn) if store.initialized() else []
@@ -149,10 +157,28 @@ def drain(
         if not held:
             elsewhere = tuple(every)  # none of them in `held_tables`
             break
-        if time.monotonic() > deadline:
+        most = max(most, held, key=lambda rows: sum(n for _, n, _ in rows))
+        now = time.monotonic()
+        if now > deadline:
             raise Fatal(held_timeout(group, lsn, held))
+        if say is not None and now - told >= HELD_EVERY_S:
+            told = now
+            say(held_progress(lsn, held, now - waiting_since))
         time.sleep(0.25)  # polling the held rows until the group has applied them
-    return Drained(lsn, ends, time.monotonic() - started, elsewhere)
+    now = time.monotonic()
+    return Drained(lsn, ends, now - started, elsewhere, now - waiting_since if most else 0.0, tuple(most))
+
+
+HELD_EVERY_S = 5.0  # how often a drain waiting for held rows says so
+
+
+def held_progress(lsn: int, held: Iterable[tuple[str, int, str]], waited_s: float) -> str:
+    """A drain's progress line while held rows keep it waiting."""
+    held = list(held)
+    return (
+        f"drain: applied past the fence LSN {lsn_text(lsn)}; waiting {waited_s:.0f}s for"
+        f" {sum(n for _, n, _ in held)} held rows ({held_text(held)})"
+    )
 
 
 def held_timeout(group: str, lsn: int, held: Iterable[tuple[str, int, str]]) -> str:
@@ -168,13 +194,21 @@ def held_timeout(group: str, lsn: int, held: Iterable[tuple[str, int, str]]) -> 
 def drained_report(done: Drained) -> tuple[dict[str, Any], str]:
     """`replicator drain`'s output: JSON (the fence LSN as a number, as before, and as text) and
     its text line."""
-    data = {
+    data: dict[str, Any] = {
         "fence_lsn": done.fence_lsn,
         "fence_lsn_text": lsn_text(done.fence_lsn),
         "seconds": done.seconds,
         "end_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(done.end_offsets.items())},
     }
-    return data, f"drained: fence LSN {lsn_text(done.fence_lsn)} applied in {done.seconds:.1f}s"
+    text = f"drained: fence LSN {lsn_text(done.fence_lsn)} applied in {done.seconds:.1f}s"
+    if done.held_waited:
+        data["held_wait_s"] = done.held_wait_s
+        data["held_waited"] = [{"table": t, "rows": n, "waiting_for": w} for t, n, w in done.held_waited]
+        text += (
+            f" ({done.held_wait_s:.1f}s of it waiting for held rows, at most"
+            f" {sum(n for _, n, _ in done.held_waited)}: {held_text(done.held_waited)})"
+        )
+    return data, text
 
 
 def behind(ends: Mapping[Partition, int], stored: Mapping[Partition, int]) -> list[str]:

@@ -1,6 +1,7 @@
 """`replicator drain` shows its fence LSN as PostgreSQL prints it (`X/Y`), as cutover does, in its
 text line and its timeout errors; the JSON keeps the number scripts read and adds the text. A drain
-that times out waiting for the group names the partitions behind as its last poll found them."""
+that times out waiting for the group names the partitions behind as its last poll found them. A
+drain (and a cutover's) that waits for held rows says so while it waits and in its result."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from replicator.config import Settings
 from replicator.core.errors import Fatal
+from replicator.run import cutover as cutover_module
 from replicator.run import drain as drain_module
 from replicator.run.drain import Drained, applied_timeout, behind, drained_report, held_timeout
 from replicator.target.store import ControlStore
@@ -114,3 +116,135 @@ def test_a_drain_timeout_names_the_partitions_behind_at_its_last_look(
         "drain timed out waiting for group g1 to apply up to the end offsets read after the fence;"
         " behind: t[1] at 3 of 5 (is a `replicator run` of this group running? see `replicator status`)"
     )
+
+
+def test_a_drain_slowed_by_held_rows_says_so_while_it_waits_and_when_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cutover's drain took 67-70 s waiting for held rows (children of filtered-out users turned
+    into error records level by level) and said nothing of it. While held rows alone keep it
+    waiting, the drain says every 5 s how many and what they wait for, and its result line says how
+    long they kept it waiting."""
+    clock = _Clock()
+    held = [("app.project", 40, "app.account"), ("app.task", 70, "app.project")]
+    looks = iter([held] * 30 + [held[1:]] * 20 + [[]])  # a poll every 0.25 s
+
+    class Store:
+        def initialized(self) -> bool:
+            return True
+
+        def stops(self, group: str) -> list[dict[str, Any]]:
+            return []
+
+        def checkpoints(self, group: str) -> dict[tuple[str, int], int]:
+            return {("t", 0): 10}
+
+        def held_before(self, group: str, lsn: int) -> list[tuple[str, int, str]]:
+            return next(looks)
+
+    class Client:
+        def __init__(self, url: str, timeout_s: float) -> None:
+            self.url = url
+
+        def flushed_lsn(self, connector: str) -> int:
+            return FENCE
+
+    @contextmanager
+    def store(settings: Settings) -> Iterator[Store]:
+        yield Store()
+
+    @contextmanager
+    def metadata(settings: Any) -> Iterator[Any]:
+        yield SimpleNamespace(end_offsets=lambda topics: {("t", 0): 10})
+
+    monkeypatch.setattr(drain_module, "time", clock)
+    monkeypatch.setattr(drain_module, "check_capture", lambda client, connector: None)
+    monkeypatch.setattr(drain_module, "ConnectClient", Client)
+    monkeypatch.setattr(drain_module, "write_fence", lambda source, table: ("fence-1", FENCE))
+    monkeypatch.setattr(drain_module, "Metadata", metadata)
+    monkeypatch.setattr(ControlStore, "open", store)
+    said: list[str] = []
+    done = drain_module.drain(Settings(), ["t"], "c", "s.signal", timeout_s=60, group="g1", say=said.append)
+    assert said == [
+        "drain: applied past the fence LSN 0/32AEF680; waiting 0s for 110 held rows (app.project: 40 rows"
+        " wait for app.account; app.task: 70 rows wait for app.project)",
+        "drain: applied past the fence LSN 0/32AEF680; waiting 5s for 110 held rows (app.project: 40 rows"
+        " wait for app.account; app.task: 70 rows wait for app.project)",
+        "drain: applied past the fence LSN 0/32AEF680; waiting 10s for 70 held rows (app.task: 70 rows"
+        " wait for app.project)",
+    ]
+    data, text = drained_report(done)
+    assert text == (
+        "drained: fence LSN 0/32AEF680 applied in 12.5s (12.5s of it waiting for held rows, at most 110:"
+        " app.project: 40 rows wait for app.account; app.task: 70 rows wait for app.project)"
+    )
+    assert (data["held_wait_s"], data["held_waited"][0]) == (
+        12.5,
+        {"table": "app.project", "rows": 40, "waiting_for": "app.account"},
+    )
+    # a drain that never waited for held rows says nothing more than before
+    assert drained_report(Drained(FENCE, {}, 2.0))[1] == "drained: fence LSN 0/32AEF680 applied in 2.0s"
+
+
+def test_a_cutover_drain_slowed_by_held_rows_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cutover's drain too: every 5 s while only held rows keep it waiting, and in its line."""
+    clock = _Clock()
+    held = [{"table": "app.task", "held": 70, "waiting_for": "app.project"}]
+    looks = iter([held] * 30 + [[]])  # a poll every 0.25 s
+
+    class Store:
+        def stops(self, group: str) -> list[dict[str, Any]]:
+            return []
+
+        def checkpoints(self, group: str) -> dict[tuple[str, int], int]:
+            return {("t", 0): 10}
+
+        def fence_seen(self, fence_id: str) -> bool:
+            return True
+
+        def held_summary(self, group: str) -> list[dict[str, Any]]:
+            return next(looks)
+
+    class Drainer(cutover_module.Cutover):
+        connector = "c"
+        signal_topic = "s"
+
+        def __init__(self) -> None:
+            self.said: list[str] = []
+            self.say = self.said.append
+            self.group = "g1"
+            self.settings = Settings()
+            self.plan = SimpleNamespace(topics=["t"])  # type: ignore[assignment]
+            self.connect_client = SimpleNamespace(  # type: ignore[assignment]
+                state=lambda c: SimpleNamespace(failed=False, connector="RUNNING", tasks=[]),
+                flushed_lsn=lambda c: FENCE,
+            )
+
+        @contextmanager
+        def _store(self) -> Iterator[Any]:
+            yield Store()
+
+        def _verify(self, options: Any) -> list[Any]:
+            return []
+
+        def _move(self, record: Any, step: Any, **fields: Any) -> Any:
+            return None
+
+    @contextmanager
+    def metadata(settings: Any) -> Iterator[Any]:
+        yield SimpleNamespace(end_offsets=lambda topics: {("t", 0): 10})
+
+    monkeypatch.setattr(cutover_module, "time", clock)
+    monkeypatch.setattr(cutover_module, "Metadata", metadata)
+    c = Drainer()
+    c._drain({"fence_id": "f", "fence_lsn": FENCE}, SimpleNamespace(timeout_s=60))  # type: ignore[arg-type]
+    line = (
+        "drain: applied past the fence LSN 0/32AEF680; waiting {}s for 70 held rows"
+        " (app.task: 70 rows wait for app.project)"
+    )
+    assert c.said == [
+        line.format(0),
+        line.format(5),
+        "drained in 7.5s (7.5s of it waiting for held rows), verified in 0.0s: everything before the"
+        " fence is in the target",
+    ]

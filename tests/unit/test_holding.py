@@ -11,6 +11,7 @@ from replicator.core.holding import (
     Hold,
     Progress,
     Refusal,
+    Row,
     covered_through,
     due_for_error,
     judgement_lsn,
@@ -231,7 +232,7 @@ def refusal(event: str, waits_for: tuple[str, str | None] | None, covered: bool 
 
 
 # The rows each event writes: a project, its task, the task's comment (and a project's second row).
-WRITES = {
+WRITES: dict[str, list[Row]] = {
     "p": [("s.project", "[1]")],
     "t": [("s.task", "[2]")],
     "c": [("s.comment", "[3]")],
@@ -241,7 +242,7 @@ CHAIN = [
     refusal("t", ("s.project", "[1]")),
     refusal("c", ("s.task", "[2]")),
 ]
-HELD = {("s.project", "[1]"): 1, ("s.task", "[2]"): 1, ("s.comment", "[3]"): 1}
+HELD: dict[Row, int] = {("s.project", "[1]"): 1, ("s.task", "[2]"): 1, ("s.comment", "[3]"): 1}
 
 
 def test_a_chain_under_an_absent_root_settles_in_one_pass() -> None:
@@ -272,8 +273,11 @@ def test_a_row_not_covered_keeps_the_rows_awaiting_it_waiting() -> None:
 def test_every_row_of_a_held_event_is_held() -> None:
     """A split: the user's event writes its account and its profile; held for its profile, a project
     awaiting its account waits for it."""
-    writes = {"u": [("s.profile", "[1]"), ("s.account", "[1]")], "p": [("s.project", "[5]")]}
-    held = {("s.profile", "[1]"): 1, ("s.account", "[1]"): 1}
+    writes: dict[str, list[Row]] = {
+        "u": [("s.profile", "[1]"), ("s.account", "[1]")],
+        "p": [("s.project", "[5]")],
+    }
+    held: dict[Row, int] = {("s.profile", "[1]"): 1, ("s.account", "[1]"): 1}
     rows = [refusal("u", ("s.plan", "[7]"), covered=False), refusal("p", ("s.account", "[1]"))]
     assert settle(rows, held, writes, ["u"]) == [False, False]
     rows = [refusal("u", ("s.plan", "[7]")), refusal("p", ("s.account", "[1]"))]  # the plan is absent
@@ -282,9 +286,13 @@ def test_every_row_of_a_held_event_is_held() -> None:
 
 def test_rows_waiting_for_any_row_of_a_table_or_any_table() -> None:
     rows = [*CHAIN, refusal("d", ("s.task", None)), refusal("e", ("*.*", None))]
-    writes = {**WRITES, "d": [("s.x", "[1]")], "e": [("s.y", "[1]")]}  # new events: not counted
+    writes: dict[str, list[Row]] = {
+        **WRITES,
+        "d": [("s.x", "[1]")],
+        "e": [("s.y", "[1]")],
+    }  # new events: not counted
     assert settle(rows, HELD, writes, ["p", "t", "c"]) == [True] * 5
-    held = {**HELD, ("s.other", "[1]"): 1}  # held elsewhere: "e" waits for any held row
+    held: dict[Row, int] = {**HELD, ("s.other", "[1]"): 1}  # held elsewhere: "e" waits for any held row
     assert settle(rows, held, writes, ["p", "t", "c"]) == [True, True, True, True, False]
     held = {**HELD, ("s.task", "[8]"): 1}  # another task held: "d" waits for any task
     assert settle(rows, held, writes, ["p", "t", "c"]) == [True, True, True, False, False]
@@ -292,7 +300,7 @@ def test_rows_waiting_for_any_row_of_a_table_or_any_table() -> None:
 
 def test_an_event_held_by_one_of_its_rows_stays_held() -> None:
     """An event in two refused rows, one of them still held: what awaits its other row waits."""
-    writes = {"u": [("s.a", "[1]"), ("s.b", "[1]")], "k": [("s.k", "[1]")]}
+    writes: dict[str, list[Row]] = {"u": [("s.a", "[1]"), ("s.b", "[1]")], "k": [("s.k", "[1]")]}
     rows = [
         refusal("u", ("s.x", "[1]")),
         refusal("u", ("s.y", "[1]"), covered=False),
