@@ -404,9 +404,13 @@ class BatchWriter:
         self.target.store_fences(conn, batch.fences)
         self._holds.put(conn, [*added, *(replace(by_ref[r], soon=soon) for r, soon in kept.items())])
         self._holds.remove(conn, (h.record.ref for h in removed))
-        # held rows this batch did not retry that await a row it made an error record: retried at
-        # the next retry, not after their backoff (`core.holding`, point 6)
-        hastened = self._holds.hasten(conn, gone, by_ref.keys() | {h.record.ref for h in added})
+        # held rows this batch did not retry that await a row it made an error record (refused for
+        # good, or its event not mapped, not ordered): retried at the next retry, not after their
+        # backoff (`core.holding`, point 6)
+        recorded = gone | {
+            row for f in result.errors if f.target is not None for row in ((str(f.target), f.key), *f.also)
+        }
+        hastened = self._holds.hasten(conn, recorded, by_ref.keys() | {h.record.ref for h in added})
         if hastened or any(h.soon for h in added) or any(kept.values()):
             self._retry_soon = True
         result.applied.update(run.applied)
