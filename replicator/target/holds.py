@@ -305,10 +305,12 @@ class HoldStore:
         conn: psycopg.Connection[Any],
         rows: Iterable[tuple[str, str | None]],
         besides: Iterable[KafkaRef],
+        limit: int,
     ) -> int:
         """Make the held rows that await one of `rows` (and are not `besides`, this batch's) due at
-        the next retry, not after their backoff. Rows another batch has locked are left: it is
-        retrying them. Returns how many."""
+        the next retry, not after their backoff: at most `limit` (what one retry takes; the rest
+        keep their backoff). Rows another batch has locked are left: it is retrying them. Returns
+        how many."""
         keyed = sorted((t, k) for t, k in set(rows) if k is not None)
         if not keyed:
             return 0
@@ -322,7 +324,7 @@ class HoldStore:
                 "   AND (topic, partition, kafka_offset) NOT IN"
                 "     (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[],"
                 "        %(offsets)s::bigint[]))"
-                "   FOR UPDATE SKIP LOCKED)"
+                "   LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
             ).format(self.table),
             {
                 "group": self.group_id,
@@ -331,6 +333,7 @@ class HoldStore:
                 "topics": [r.topic for r in skip],
                 "partitions": [r.partition for r in skip],
                 "offsets": [r.offset for r in skip],
+                "limit": limit,
             },
         )
         return done.rowcount

@@ -410,7 +410,9 @@ class BatchWriter:
         recorded = gone | {
             row for f in result.errors if f.target is not None for row in ((str(f.target), f.key), *f.also)
         }
-        hastened = self._holds.hasten(conn, recorded, by_ref.keys() | {h.record.ref for h in added})
+        hastened = self._holds.hasten(
+            conn, recorded, by_ref.keys() | {h.record.ref for h in added}, self._holding.retry_limit
+        )
         if hastened or any(h.soon for h in added) or any(kept.values()):
             self._retry_soon = True
         result.applied.update(run.applied)
