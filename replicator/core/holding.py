@@ -51,39 +51,43 @@ in delivery order, and a partition holds its events in delivery order. So:
    (`Hold.awaits`; for any row of that table when the key is not known). Per
    row, not per table: two tables each holding rows for other rows of the
    other were never judged (trial 9), and `drain` never ended. A held event
-   is recorded under every target row it would write (`Refusal.writes`), not
-   only the one refused: with a split (one source row feeding two tables), a
-   child awaiting the *other* row of a held event waits for it too.
-6. Point 5 is judged against what the group holds *after* this batch settles,
-   not before (`settle`, a fixpoint): when the last held event that may write
-   a row R becomes an error record (or is applied, or superseded) in this
-   batch, no held event is left to write R, so a row awaiting R is judged by
-   coverage like any other, in the same pass. Before, it waited one retry
-   backoff per FK level (a filtered-out root: accounts -> projects -> tasks ->
-   comments, a drain of 67-70 s). Sound, because:
-   - the group's held events are read, per row, before the writes; the ones
-     this batch retries are locked by it, so a count of R's held events that
-     drops to zero by this batch's own settlements means none is left
-     (another member's held event for R is counted and not in the batch: R
-     stays held). An event another member holds for R after that read moved
-     its partition's checkpoint after it too, so the coverage read with it
-     does not pass that event (points 1-3): the awaiting row is not due.
-   - the awaiting row keeps its own coverage check: a later event for R,
-     still unapplied in R's partition (an update that gives R a parent that
-     exists, R inserted again), may still write R before the row's judgement
-     point J; coverage of every partition feeding R's table past J says there
-     is none (point 3), exactly as for a parent that was never held. R's
-     error record is a fact about the target: R is not written, and nothing
-     the source committed by J writes it.
-   - monotone: rows only change from held to error record, each change can
-     only empty more rows, so it ends; each refused row is looked at again at
-     most once per row, table or group whose held count drops to zero (linear
-     in the batch's refused rows, whatever the size of the held set).
-   A held row awaiting R that this batch does not retry (over the retry limit,
-   another member's) is retried at the next retry, not after its backoff
-   (`HeldRow.soon`), as is one that awaits a row this batch made an error
-   record and is still held for coverage (a parent refused for good in this
-   batch: its partition's checkpoint passes it only with this batch).
+   counts for every target row it would write, not only the one refused
+   (`target.holds.HeldRow.also`): one source row split into two tables (a
+   user: account + profile), held for its profile, still writes its account,
+   so a child awaiting that account waits too.
+6. Point 5 is judged against what the group holds *after* the batch's own
+   settlements (`settle`, a fixpoint), not before: once the last held event
+   that would write a row R becomes an error record in this batch (or is
+   applied, or superseded), nothing held is left to write R, and a row
+   awaiting R is judged by coverage like any other, in the same batch.
+   Before, it waited one retry backoff per FK level (a filtered-out root:
+   accounts -> projects -> tasks -> comments; a cutover's drain of 67-70 s).
+   Sound, because:
+   - the held events are counted per row before the writes; the ones this
+     batch retries are locked by it, so a count that this batch's own
+     settlements bring to zero means none is left. A held event for R outside
+     the batch (another member's, over the retry limit) is counted and not
+     subtracted: R stays held. An event held for R by another member after
+     that read moved its partition's checkpoint with it, after the progress
+     read with it, so coverage does not pass that event (points 1-3), as for
+     the batch's own new events, which are not counted (as before).
+   - the awaiting row keeps its own coverage check, point 5 alone does not
+     suffice: a later event for R still unapplied in R's partition (an update
+     giving R a parent that exists, R inserted again) may write R before the
+     row's judgement point J; coverage of every partition feeding R's table
+     past J says every event committed by J is applied, held (counted) or an
+     error record, exactly as for a parent that was never held. An error
+     record leaves R unwritten, as a filtered-out parent does.
+   - monotone: a row only turns from held to error record, which can only
+     empty more rows, so it ends; each refused row is looked at again at most
+     once per row, table or group whose count reaches zero: linear in the
+     batch's refused rows, whatever the size of the held set.
+   A batch that retries a held row adopts the held rows awaiting it (bounded
+   by the retry limit), so a chain is judged together. One it had no room
+   for, or one awaiting a row of an error record made by this batch that is
+   still not covered (its parent refused for good in this batch: the parent's
+   partition is past it only with this batch's checkpoint), is due at the
+   next retry, not after its backoff (`target.holds.HoldStore.hasten`).
 
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N
