@@ -410,8 +410,12 @@ class BatchWriter:
         recorded = gone | {
             row for f in result.errors if f.target is not None for row in ((str(f.target), f.key), *f.also)
         }
-        hastened = self._holds.hasten(
-            conn, recorded, by_ref.keys() | {h.record.ref for h in added}, self._holding.retry_limit
+        hastened = (
+            self._holds.hasten(
+                conn, recorded, by_ref.keys() | {h.record.ref for h in added}, self._holding.retry_limit
+            )
+            if evidence.held  # none held before the batch: none awaits its error records
+            else 0
         )
         if hastened or any(h.soon for h in added) or any(kept.values()):
             self._retry_soon = True
