@@ -313,8 +313,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     # rows held longer than the cutover gate allows are not lag in motion: something keeps them out
     lines += [
         f"  PROBLEM: {h['table']} has rows held longer than {limit:g} s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S),"
-        f" waiting for {h['waiting_for']}: a lagging or stopped topic, a parent rejected by the spec, or a"
-        " NOT DEFERRABLE foreign-key cycle in the target (runbook: Known limitations)"
+        f" waiting for {h['waiting_for']}: a lagging or stopped topic, a parent rejected by the spec, a"
+        " NOT DEFERRABLE foreign-key cycle, or a NOT DEFERRABLE unique constraint the source swaps values"
+        " under, in the target (`mapping check` warns about both; runbook: Known limitations)"
         for h in stuck
     ]
     _emit(
@@ -896,7 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Debezium's signal table (schema.table) in the source, captured by the connector"
         " (default: REPLICATOR_SIGNAL_TABLE, then the spec's capture.signal_table)",
     )
-    drain_p.add_argument("--timeout", type=float, default=300.0)
+    drain_p.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait, at most (default 300); then exit 1"
+    )
     drain_p.add_argument("--json", action="store_true")
     drain_p.set_defaults(handler=cmd_drain)
 

@@ -122,6 +122,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
             )
         pks: dict[TableRef, tuple[str, ...]] = {}
         uniques: dict[TableRef, list[tuple[str, ...]]] = {}
+        deferrable_uniques: dict[TableRef, list[tuple[str, ...]]] = {}
         fks: dict[TableRef, list[ForeignKey]] = {}
         cur.execute(_CONSTRAINTS_SQL, params)
         for nsp, rel, name, kind, conkey, rnsp, rrel, confkey, deferrable, cascades in cur.fetchall():
@@ -130,6 +131,8 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
                 pks[ref] = tuple(conkey)
             elif kind == "u":
                 uniques.setdefault(ref, []).append(tuple(conkey))
+                if deferrable:
+                    deferrable_uniques.setdefault(ref, []).append(tuple(conkey))
             else:
                 fks.setdefault(ref, []).append(
                     ForeignKey(
@@ -155,6 +158,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
             unique=tuple(uniques.get(ref, ())),
             foreign_keys=tuple(fks.get(ref, ())),
             replica_identity=replident[ref],
+            deferrable_unique=tuple(deferrable_uniques.get(ref, ())),
         )
         for ref, c in cols.items()
     }

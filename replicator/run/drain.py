@@ -186,8 +186,9 @@ def held_timeout(group: str, lsn: int, held: Iterable[tuple[str, int, str]]) -> 
     return (
         f"drain timed out: group {group} applied past the fence LSN {lsn_text(lsn)} but holds rows"
         f" back ({held_text(held)}); see `replicator status` and `replicator errors list` (a row they"
-        " wait for that never comes: rejected by its spec rule, or a NOT DEFERRABLE"
-        " foreign-key cycle in the target, which `mapping check` warns about)"
+        " wait for that never comes: rejected by its spec rule, a NOT DEFERRABLE foreign-key cycle"
+        " in the target, or a NOT DEFERRABLE target unique constraint whose values the source swaps"
+        " in one statement; `mapping check` warns about both)"
     )
 
 

@@ -123,6 +123,50 @@ def test_domain_columns_are_judged_by_their_base_type(stack: Stack) -> None:
     assert [str(p) for p in check(spec, catalog, catalog) if p.severity == "error"] == []
 
 
+def test_deferrable_uniques_and_cascades_are_read_from_the_live_catalog(stack: Stack) -> None:
+    """Trial 10: a source swapping unique slugs in one statement (DEFERRABLE) into a NOT
+    DEFERRABLE target unique, and an ON DELETE CASCADE between mapped target tables: the live
+    catalog carries both, and `check` warns about each."""
+    dbname = fresh_target("deferuq")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA s; CREATE SCHEMA t;"
+            " CREATE TABLE s.boards (id bigint PRIMARY KEY, slug text NOT NULL,"
+            "   CONSTRAINT s_slug UNIQUE (slug) DEFERRABLE INITIALLY IMMEDIATE);"
+            " CREATE TABLE s.cards (id bigint PRIMARY KEY,"
+            "   board_id bigint NOT NULL REFERENCES s.boards);"
+            " CREATE TABLE t.boards (id bigint PRIMARY KEY, slug text NOT NULL,"
+            "   CONSTRAINT t_slug UNIQUE (slug));"
+            " CREATE TABLE t.cards (id bigint PRIMARY KEY,"
+            "   board_id bigint NOT NULL REFERENCES t.boards ON DELETE CASCADE)"
+        )
+        catalog = read_catalog(conn, ["s", "t"])
+    src, dst = catalog.table(TableRef("s", "boards")), catalog.table(TableRef("t", "boards"))
+    assert src is not None and dst is not None
+    assert (src.unique, src.deferrable_unique) == ((("slug",),), (("slug",),))
+    assert (dst.unique, dst.deferrable_unique) == ((("slug",),), ())
+    spec = load_spec_text(
+        "version: 1\ntopic_prefix: d\ntables:\n"
+        "  - id: board\n    source: s.boards\n    target: t.boards\n    key: {id: id}\n"
+        "    delete: {policy: hard}\n    truncate: {policy: ignore}\n    columns: {slug: {from: slug}}\n"
+        "  - id: card\n    source: s.cards\n    target: t.cards\n    key: {id: id}\n"
+        "    delete: {policy: hard}\n    truncate: {policy: ignore}\n"
+        "    columns: {board_id: {from: board_id}}\n",
+        "saas.yaml",
+    )
+    warned = sorted(
+        (p.rule_id, p.message.split(":")[0]) for p in check(spec, catalog, catalog) if p.severity == "warning"
+    )
+    assert warned == [
+        (
+            "board",
+            "the unique constraint on (slug) of t.boards is NOT DEFERRABLE,"
+            " while the source's on (slug) is DEFERRABLE",
+        ),
+        ("card", "foreign key cards_board_id_fkey of t.cards is ON DELETE CASCADE from t.boards"),
+    ]
+
+
 HOSTILE_SCHEMA = 'Weird "Schema"'
 HOSTILE_TABLE = "select; DROP TABLE x;--"
 HOSTILE_SPEC = """

@@ -167,6 +167,7 @@ class Table:
     unique: tuple[tuple[str, ...], ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()
     replica_identity: ReplicaIdentity = "default"
+    deferrable_unique: tuple[tuple[str, ...], ...] = ()  # the unique constraints declared DEFERRABLE
     _by_name: dict[str, Column] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -201,7 +202,7 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
             "columns": {"customer_id": "bigint not null", "email": "text not null",
                         "is_deleted": "boolean not null default",
                         "tier": "enum(bronze,silver) not null"},
-            "pk": ["customer_id"], "unique": [["email"]],
+            "pk": ["customer_id"], "unique": [["email"]], "deferrable_unique": [["email"]],
             "fks": [{"columns": ["x"], "references": "crm.other", "ref_columns": ["id"],
                      "cascades": true}],
             "replica_identity": "default"}}
@@ -235,6 +236,7 @@ def catalog_from_dict(spec: Mapping[str, Mapping[str, Any]]) -> Catalog:
             unique=tuple(tuple(u) for u in t.get("unique", ())),
             foreign_keys=fks,
             replica_identity=t.get("replica_identity", "default"),
+            deferrable_unique=tuple(tuple(u) for u in t.get("deferrable_unique", ())),
         )
     return Catalog(tables)
 

@@ -15,7 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -82,6 +82,7 @@ def check(spec: Spec, source_catalog: Catalog, target_catalog: Catalog) -> list[
         except SpecError as exc:
             problems.extend(exc.problems)
     problems += _immediate_cycles(spec, target_catalog)
+    problems += _cascades(spec, target_catalog)
     order = apply_order([t.target for t in spec.tables], target_catalog)
     problems.append(
         Problem(
@@ -135,6 +136,70 @@ def _immediate_cycles(spec: Spec, catalog: Catalog) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _cascades(spec: Spec, catalog: Catalog) -> list[Problem]:
+    """ON DELETE CASCADE between mapped target tables. Each topic (and partition) is applied on its
+    own, so a parent's delete can land before the events of its children that the source wrote
+    earlier, e.g. children re-parented in the same transaction: the cascade then deletes rows the
+    source kept, and no event brings them back. The source's own cascade sends every child delete,
+    so the target needs none; NO ACTION makes such a delete wait (held) for its children."""
+    mapped = {t.target for t in spec.tables}
+    problems: list[Problem] = []
+    for i, rule in enumerate(spec.tables):
+        table = catalog.table(rule.target)
+        for fk in table.foreign_keys if table is not None else ():
+            if not fk.cascades or fk.references not in mapped:
+                continue
+            problems.append(
+                spec.problem(
+                    ("tables", i, "target"),
+                    rule.id,
+                    f"foreign key {fk.name} of {rule.target} is ON DELETE CASCADE from {fk.references}:"
+                    f" a delete of a {fk.references} row applied before earlier events of its"
+                    f" {rule.target} rows (another topic or partition; e.g. rows moved to another parent"
+                    " in the same source transaction) deletes rows the source kept, with no error"
+                    " record (`verify` reports them missing); the source's child deletes arrive as"
+                    " events anyway",
+                    f"make it ON DELETE NO ACTION in the target (ALTER TABLE {rule.target} DROP"
+                    f" CONSTRAINT {fk.name}, ADD CONSTRAINT {fk.name} FOREIGN KEY ... REFERENCES"
+                    f" {fk.references} ...): a parent's delete is then held until its children have"
+                    " moved or gone",
+                    "warning",
+                )
+            )
+    return problems
+
+
+def _immediate_swaps(
+    add: Callable[[tuple[Any, ...], str, str, str, Severity], None],
+    rule: TableRule,
+    rules: Mapping[str, ColumnRule],
+    src: Table,
+    tgt: Table,
+) -> None:
+    """A target unique constraint that is NOT DEFERRABLE where the source's (on the columns its
+    rules read) is DEFERRABLE: the source can swap values between two rows in one statement, which
+    the target refuses in either order, so both rows stay held and `drain` never ends."""
+    for tcols in tgt.unique:
+        if tcols in tgt.deferrable_unique or any(c not in rules for c in tcols):
+            continue
+        reads = frozenset(c for t in tcols for c in rules[t].source_columns())
+        scols = next((u for u in src.deferrable_unique if frozenset(u) == reads), None)
+        if scols is None:
+            continue
+        cols = ", ".join(tcols)
+        add(
+            ("target",),
+            rule.id,
+            f"the unique constraint on ({cols}) of {rule.target} is NOT DEFERRABLE, while the source's"
+            f" on ({', '.join(scols)}) is DEFERRABLE: two rows swapping values in one source statement"
+            " fit in no order in the target and stay held (`drain` never ends)",
+            f"make it DEFERRABLE INITIALLY DEFERRED in the target (ALTER TABLE {rule.target} DROP"
+            f" CONSTRAINT <name>, ADD CONSTRAINT <name> UNIQUE ({cols}) DEFERRABLE INITIALLY DEFERRED;"
+            " ALTER CONSTRAINT changes foreign keys only)",
+            "warning",
+        )
 
 
 def _cycles_from(
@@ -234,6 +299,8 @@ def _check_table(
     rules: dict[str, ColumnRule] = dict(rule.columns)
     for target_key, source_key in rule.key.items():
         rules.setdefault(target_key, ColumnRule.model_validate({"from": source_key}))
+
+    _immediate_swaps(add, rule, rules, src, tgt)
 
     # columns
     for name, crule in rules.items():

@@ -22,6 +22,7 @@ class ForeignKeySpec(TypedDict):
     ref_columns: list[str]
     name: NotRequired[str]
     deferrable: NotRequired[bool]
+    cascades: NotRequired[bool]
 
 
 class TableSpec(TypedDict):
@@ -32,6 +33,7 @@ class TableSpec(TypedDict):
     unique: NotRequired[list[list[str]]]
     fks: NotRequired[list[ForeignKeySpec]]
     replica_identity: NotRequired[ReplicaIdentity]
+    deferrable_unique: NotRequired[list[list[str]]]
 
 
 CatalogSpec = dict[str, TableSpec]

@@ -306,3 +306,99 @@ def test_a_target_fk_cycle_with_an_immediate_constraint_is_a_warning_naming_it()
     assert "DEFERRABLE INITIALLY DEFERRED" in warned[0].fix
     deferred = check(spec, *cycle_catalogs(True, True))
     assert [p for p in deferred if p.severity == "warning"] == []
+
+
+SAAS_SPEC = """\
+version: 1
+topic_prefix: saas
+tables:
+  - id: board
+    source: s.boards
+    target: t.boards
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: error}
+    columns:
+      slug: {from: slug}
+  - id: card
+    source: s.cards
+    target: t.cards
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: error}
+    columns:
+      board_id: {from: board_id}
+"""
+
+
+def saas_catalogs(
+    *, source_deferrable: bool, target_deferrable: bool, cascades: bool
+) -> tuple[Catalog, Catalog]:
+    """boards (a unique slug) <- cards, the same in source and target but for the slug's
+    deferrability and the target FK's ON DELETE CASCADE."""
+
+    def tables(schema: str, deferrable: bool, fk_cascades: bool) -> CatalogSpec:
+        return {
+            f"{schema}.boards": {
+                "columns": {"id": "bigint", "slug": "text not null"},
+                "pk": ["id"],
+                "unique": [["slug"]],
+                "deferrable_unique": [["slug"]] if deferrable else [],
+            },
+            f"{schema}.cards": {
+                "columns": {"id": "bigint", "board_id": "bigint not null"},
+                "pk": ["id"],
+                "fks": [
+                    {
+                        "columns": ["board_id"],
+                        "references": f"{schema}.boards",
+                        "ref_columns": ["id"],
+                        "name": "cards_board_fk",
+                        "cascades": fk_cascades,
+                    }
+                ],
+            },
+        }
+
+    return (
+        catalog_from_dict(tables("s", source_deferrable, True)),
+        catalog_from_dict(tables("t", target_deferrable, cascades)),
+    )
+
+
+def test_a_not_deferrable_target_unique_behind_a_deferrable_source_one_is_a_warning() -> None:
+    """Trial 10: the source swapped two boards' slugs in one UPDATE (its unique DEFERRABLE); the
+    target's NOT DEFERRABLE unique refused both rows in either order and they stayed held, so
+    `drain` timed out. check says so, with the fix; a deferrable target, or a source whose own
+    unique is immediate (it cannot swap in one statement), gets no warning."""
+    spec = load_spec_text(SAAS_SPEC)
+    warned = [
+        p
+        for p in check(spec, *saas_catalogs(source_deferrable=True, target_deferrable=False, cascades=False))
+        if p.severity == "warning"
+    ]
+    assert len(warned) == 1 and warned[0].rule_id == "board"
+    assert "unique constraint on (slug) of t.boards is NOT DEFERRABLE" in warned[0].message
+    assert "DEFERRABLE INITIALLY DEFERRED" in warned[0].fix
+    for src_d, tgt_d in ((True, True), (False, False)):
+        clean = check(spec, *saas_catalogs(source_deferrable=src_d, target_deferrable=tgt_d, cascades=False))
+        assert [p for p in clean if p.severity == "warning"] == []
+
+
+def test_an_on_delete_cascade_between_mapped_target_tables_is_a_warning() -> None:
+    """Trial 10: cards moved to another board and the old board deleted in one source
+    transaction; the board's delete (its own topic) landed first and the target's ON DELETE
+    CASCADE took cards, comments and labels the source kept (393 comments missing, no error
+    record). check warns with the NO ACTION fix; without the cascade there is nothing to say."""
+    spec = load_spec_text(SAAS_SPEC)
+    warned = [
+        p
+        for p in check(spec, *saas_catalogs(source_deferrable=False, target_deferrable=False, cascades=True))
+        if p.severity == "warning"
+    ]
+    assert len(warned) == 1 and warned[0].rule_id == "card"
+    assert "cards_board_fk of t.cards is ON DELETE CASCADE from t.boards" in warned[0].message
+    assert "ON DELETE NO ACTION" in warned[0].fix
+    assert warned[0].line == spec.line("tables", 1, "target")
+    clean = check(spec, *saas_catalogs(source_deferrable=False, target_deferrable=False, cascades=False))
+    assert [p for p in clean if p.severity == "warning"] == []
