@@ -121,8 +121,10 @@ def signal_options(settings: Settings, plan: Plan, mode: str) -> dict[str, Any]:
     return {"signal_table": table, "signal_topic": topic_for(plan.topic_prefix, table)}
 
 
-_IF_IT_SHOULD_EXIST = (
-    "Fix, if it should exist: make the spec's topic_prefix (or topic:) match the connector's topic.prefix"
+#: The one fix for a mapped topic, or every topic under the prefix, missing from Kafka.
+_TOPIC_FIX = (
+    "Fix, if it should exist: make the spec's topic_prefix (or the rule's topic:) match the connector's"
+    " topic.prefix, and check that the connector is running (`replicator connectors status`)"
 )
 
 
@@ -132,19 +134,18 @@ def topic_waits(
     """A warning per mapped topic Kafka does not have (Debezium creates a table's topic with its
     first event, so an empty table has none), saying what the run does about it. No mapped topic
     and none under the prefix with `stop_when_caught_up`: a Fatal, as that run could only wait
-    forever (a wrong topic_prefix, the connector not running, its topics deleted)."""
-    connector = "check that the connector is running (`replicator connectors status`)"
+    forever (a wrong topic_prefix, the connector not running, its topics deleted). Each ends with
+    the same fix (`_TOPIC_FIX`)."""
     if not counts and not under_prefix:
         if stop_when_caught_up:
             raise Fatal(
                 f"no topic under the topic prefix {plan.topic_prefix!r} exists in Kafka at {where}, nor"
-                f" any of the spec's {len(set(plan.topics))} mapped topics: nothing to catch up with. Fix:"
-                f" make the spec's topic_prefix match the connector's topic.prefix, and {connector}"
+                f" any of the spec's {len(set(plan.topics))} mapped topics: nothing to catch up with."
+                f" {_TOPIC_FIX}"
             )
         waiting = [
             f"no topic under the topic prefix {plan.topic_prefix!r} exists in Kafka at {where} yet: the run"
-            f" waits for the connector to create its topics. If it should have: make the spec's topic_prefix"
-            f" match the connector's topic.prefix, and {connector}"
+            f" waits for the connector to create its topics. {_TOPIC_FIX}"
         ]
     else:
         waiting = []
@@ -157,7 +158,7 @@ def topic_waits(
         )
         waiting.append(
             f"topic {topic} does not exist in Kafka at {where}; table {tables} {what}: Debezium creates a"
-            f" table's topic with its first change event, an empty table has none. {_IF_IT_SHOULD_EXIST}"
+            f" table's topic with its first change event, an empty table has none. {_TOPIC_FIX}"
         )
     return waiting
 

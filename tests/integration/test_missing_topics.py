@@ -44,7 +44,7 @@ def test_run_to_the_end_without_any_topic_under_the_prefix_fails_with_the_fix(
     assert last.startswith(
         f"replicator: error: no topic under the topic prefix '{prefix}' exists in Kafka"
     ), last
-    assert "make the spec's topic_prefix match the connector's topic.prefix" in last
+    assert "make the spec's topic_prefix (or the rule's topic:) match the connector's topic.prefix" in last
     assert "`replicator connectors status`" in last
 
 

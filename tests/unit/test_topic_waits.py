@@ -31,7 +31,7 @@ def test_run_to_the_end_with_no_topic_under_the_prefix_fails_naming_the_prefix_a
     line = str(raised.value)
     assert "\n" not in line
     assert "no topic under the topic prefix 't' exists in Kafka at k:9092" in line
-    assert "topic_prefix match the connector's topic.prefix" in line
+    assert "topic_prefix (or the rule's topic:) match the connector's topic.prefix" in line
     assert "`replicator connectors status`" in line
 
 
@@ -50,6 +50,26 @@ def test_the_daemon_waits_and_says_for_what() -> None:
     assert "waits for the connector to create its topics" in lines[0]
     assert "table src.items waits for it (the run reads it once it exists)" in lines[1]
     assert topic_waits(plan(), {"t.src.items": 3}, [], WHERE, stop_when_caught_up=False) == []
+
+
+FIX = (
+    "Fix, if it should exist: make the spec's topic_prefix (or the rule's topic:) match the connector's"
+    " topic.prefix, and check that the connector is running (`replicator connectors status`)"
+)
+
+
+def test_every_missing_topic_message_ends_with_the_same_one_fix() -> None:
+    with pytest.raises(Fatal) as raised:
+        topic_waits(plan(), {}, [], WHERE, stop_when_caught_up=True)
+    said = [
+        str(raised.value),
+        *topic_waits(plan(), {}, [], WHERE, stop_when_caught_up=False),
+        *topic_waits(plan(), {}, ["t.src.other"], WHERE, stop_when_caught_up=True),
+    ]
+    assert len(said) == 4
+    for line in said:
+        assert line.endswith(f". {FIX}"), line
+        assert line.count("Fix") == 1 and line.count("`replicator connectors status`") == 1, line
 
 
 @pytest.mark.parametrize("nothing_to_read", [True, False])
