@@ -236,6 +236,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         partition_halts,
         partition_status,
         run_status,
+        runs_beating,
         table_status,
     )
     from replicator.target.store import ControlStore
@@ -252,7 +253,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     stopped = [t for t in tables if t["state"] == "stopped"]
     cap = capture_status(settings)
     members = group_members(settings, group)
-    beating = sum(1 for r in runs if r["group"] == group and r["state"] == "running")
+    beating = runs_beating(runs, group)
     slot = cap["slot"]
     lines = [
         "authority: source (the replicator applies its changes to the target)"

@@ -22,12 +22,13 @@ from replicator.core.errors import ConfigError, Fatal
 from replicator.core.mapping.catalog import Catalog
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import TableRef
-from replicator.kafka.clients import Metadata
 from replicator.pg.catalog import read_catalog
 from replicator.pg.session import connect
 from replicator.run.assembly import capture, target_plan
 from replicator.run.drain import check_capture, drain, held_text
+from replicator.run.status import group_members, run_status, runs_beating
 from replicator.source.signal import write_snapshot_signal
+from replicator.target.store import ControlStore
 
 POLL_S = 1.0
 SAY_EVERY_S = 10.0
@@ -74,6 +75,22 @@ def snapshot_running(offsets: Mapping[str, Any] | None) -> bool:
     )
 
 
+def no_applier(group: str, members: list[str | None]) -> str:
+    """Why a reload does not start when no `replicator run` of the group beats in the target (the
+    same count `status` prints); Kafka's `members` only explain a group that still looks alive."""
+    listed = (
+        f" (Kafka still lists {len(members)} member{'s' if len(members) != 1 else ''} of it: a member"
+        " stays listed for its session.timeout.ms after its process ended, and a static one also"
+        " after it halted or stopped; `replicator status` shows both)"
+        if members
+        else ""
+    )
+    return (
+        f"reload: no `replicator run` of group {group} beats in the target to apply the snapshot{listed};"
+        " start it first"
+    )
+
+
 def reload_tables(
     settings: Settings, names: list[str], timeout_s: float, say: Callable[[str], None]
 ) -> Reloaded:
@@ -91,14 +108,13 @@ def reload_tables(
     connector = cap.need_connector("reload")
     signal_table = cap.need_signal_table("reload")
     group = settings.kafka.group_id
+    with ControlStore.open(settings) as store:
+        store.require()
+        beating = runs_beating(run_status(store, settings.heartbeat_s), group, "run")
+    if not beating:  # before anything is asked of the capture: nothing would apply what it sends
+        raise Fatal(no_applier(group, group_members(settings, group)))
     client = ConnectClient(settings.connect.url, settings.connect.timeout_s)
     check_capture(client, connector)
-    with Metadata(settings.kafka) as metadata:
-        if metadata.group_members(group) == 0:
-            raise Fatal(
-                f"reload: no `replicator run` of group {group} is running to apply the snapshot;"
-                " start it first"
-            )
     started = time.monotonic()
     deadline = started + timeout_s
     signal_id, lsn = write_snapshot_signal(settings.source, signal_table, sources)

@@ -156,23 +156,34 @@ def group_members(settings: Settings, group_id: str) -> list[str | None]:
         return metadata.group_member_instances(group_id)
 
 
+def runs_beating(runs: list[dict[str, Any]], group: str, mode: str | None = None) -> int:
+    """How many of `runs` (`run_status` rows) of `group` (and `mode`, when given) beat in the
+    target: the processes known to be alive. Kafka's member list is not that: a member stays listed
+    until its session times out after its process ended (`group_line`)."""
+    return sum(
+        1 for r in runs if r["group"] == group and r["state"] == "running" and mode in (None, r["mode"])
+    )
+
+
 def group_line(group: str, members: list[str | None], beating: int, session_timeout_ms: int) -> str:
     """What is known of the group's processes: runs beating in the target (their heartbeats) and
     members Kafka lists. A member is listed until its session times out after its process ended
     (killed; a static member, group.instance.id, also when it stopped or halted), so the members
-    alone overstate what runs (trial 8: "2 consumers running" after both static members halted)."""
+    alone overstate what runs (trial 8: "2 consumers running" after both static members halted).
+    The timeout is each daemon's own setting, which the target does not record: `session_timeout_ms`
+    (this process's) is shown as this command's, not claimed as theirs."""
     static = sum(1 for m in members if m is not None)
     line = (
         f"group {group}: {beating} run{'s' if beating != 1 else ''} beating (target heartbeats),"
         f" {len(members)} member{'s' if len(members) != 1 else ''} listed by Kafka"
     )
+    mine = f"this command's setting is {session_timeout_ms} ms"  # the daemons' is not recorded
     if len(members) > beating:
         line += (
-            f" ({static} static: a static member stays listed until its session.timeout.ms,"
-            f" {session_timeout_ms} ms in these settings, after its process ended, halted or not)"
+            f" ({static} static: a static member stays listed for its daemon's session.timeout.ms after"
+            f" its process ended, halted or not; {mine})"
             if static
-            else f" (a killed member stays listed until its session.timeout.ms, {session_timeout_ms} ms"
-            " in these settings)"
+            else f" (a killed member stays listed for its daemon's session.timeout.ms; {mine})"
         )
     return line
 

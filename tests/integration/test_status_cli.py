@@ -1,5 +1,6 @@
 """`replicator status` tells the truth about capture and runs, on the real stack: the demo's
-connector RUNNING with its slot active (exit 0); a run killed with kill -9 shown DEAD once silent;
+connector RUNNING with its slot active (exit 0); a run killed with kill -9 shown DEAD once silent
+(and `reload` refusing, though Kafka may still list its member);
 a connector whose task FAILED (a publication that does not exist) and a connector that does not
 exist each named in a PROBLEM line with exit 1."""
 
@@ -73,6 +74,15 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
     assert f"run {live['run_id']} run group={group} DEAD" in text, text
     # Kafka may still list the killed member (until its session timeout): not a running consumer
     assert f"group {group}: 0 runs beating (target heartbeats), " in text, text
+    # reload decides from the same heartbeats, not from Kafka's members (it went ahead while the
+    # killed member was listed, and waited for nothing to apply the snapshot); it refuses before
+    # asking Connect anything (this connector does not exist)
+    refused = run_cli(
+        {**env, "REPLICATOR_CONNECTOR": "no-such-connector"}, "reload", "--table", "crm.customer_pii"
+    )
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    said = refused.stderr
+    assert f"reload: no `replicator run` of group {group} beats in the target" in said, said
 
     missing = run_cli({**env, "REPLICATOR_CONNECTOR": "no-such-connector"}, "status")
     assert missing.returncode == 1

@@ -1,5 +1,5 @@
 """run.reload's pure parts: which source tables a reload snapshots, and when Connect's offsets
-say an incremental snapshot is still running."""
+say an incremental snapshot is still running, and why it does not start with no run beating."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from replicator.core.errors import ConfigError
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec
 from replicator.core.model import TableRef
-from replicator.run.reload import reload_sources, snapshot_running, without_primary_key
+from replicator.run.reload import no_applier, reload_sources, snapshot_running, without_primary_key
 from tests.unit.mapping.demo_catalogs import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +54,13 @@ def test_a_table_without_a_primary_key_is_named_before_any_signal() -> None:
     )
     sources = [TableRef("s", "keyed"), TableRef("s", "keyless")]
     assert without_primary_key(catalog, sources) == [TableRef("s", "keyless")]
+
+
+def test_no_run_beating_is_the_refusal_and_members_kafka_still_lists_explain_it() -> None:
+    line = no_applier("g", ["pod-1"])
+    assert line.startswith("reload: no `replicator run` of group g beats in the target to apply the snapshot")
+    assert "(Kafka still lists 1 member of it: a member stays listed for its session.timeout.ms" in line
+    assert line.endswith("; start it first")
+    assert no_applier("g", []) == (
+        "reload: no `replicator run` of group g beats in the target to apply the snapshot; start it first"
+    )
