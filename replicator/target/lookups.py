@@ -8,8 +8,12 @@ columns (so they are parsed as those types), and one join reads the `take`
 value (as text; the target column parses it back) and how many rows matched.
 
 Invariants:
-- One DELETE, one COPY and one SELECT per lookup rule per batch, whatever the
+- One TRUNCATE, one COPY and one SELECT per lookup rule per batch, whatever the
   number of rows; nothing is read row by row.
+- A stage is emptied before every fill and read only right after it, in the same
+  transaction: it is not ON COMMIT DELETE ROWS (PostgreSQL truncates every such
+  table of a session at each commit, used or not: `target.rows.TRUNCATE_PAST_ROWS`),
+  and what a commit or a rollback leaves in it is never read.
 - A value with no row follows the rule's `on_missing`: `null`, or `reject`:
   the event becomes an error record naming the rule, and none of its target
   rows is written (one event, all its rows or none). A value that matches
@@ -60,7 +64,7 @@ class LookupResolver:
 
     def read(self, conn: psycopg.Connection[Any], refs: Iterable[LookupRef]) -> dict[tuple[int, str], Found]:
         """What each distinct (lookup, values) finds; keyed by (id of the lookup, key text of the
-        values). Runs inside the caller's transaction (the stages empty themselves at commit)."""
+        values). Runs inside the caller's transaction; each stage is emptied before it is filled."""
         wanted: dict[int, tuple[LookupPlan, dict[str, tuple[Any, ...]]]] = {}
         for ref in refs:
             _, values = wanted.setdefault(id(ref.lookup), (ref.lookup, {}))

@@ -13,13 +13,15 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from replicator.core.intents import prepare
 from replicator.core.mapping import compile_spec, load_spec_text
-from replicator.core.mapping.plan import Plan
+from replicator.core.mapping.plan import LookupRef, Plan
 from replicator.core.model import Batch, ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.run.verify import compare, compare_marked, compare_since
+from replicator.target.lookups import Found, LookupResolver
 from tests.integration.pipeline import CONTROL, fresh_target, live_writer
 from tests.integration.stack import Stack
 
@@ -113,6 +115,27 @@ def test_lookup_on_missing_null_writes_null(stack: Stack) -> None:
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         rows = conn.execute("SELECT id, country_uuid FROM legacy.account").fetchall()
     assert rows == [(1, None)]
+
+
+def test_a_lookup_reads_only_the_values_of_its_own_batch(stack: Stack) -> None:
+    """The lookup stage is emptied before every fill, not at commit (an ON COMMIT DELETE ROWS
+    table costs every commit of the session): what a committed read and a rolled-back one left in
+    it is never read again (a stale row numbered like a new one would make the value ambiguous)."""
+    dbname, plan = target_with_lookup(stack, "reject")
+    (lookup,) = plan.lookups
+    resolver = LookupResolver(plan)
+    staged = f"SELECT old_id FROM pg_temp.{lookup.statements.stage} ORDER BY old_id"
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        resolver.prepare_session(conn)
+        with conn.transaction():
+            assert resolver.read(conn, [LookupRef(lookup, (7,))]) == {(id(lookup), "[7]"): Found(str(PARIS))}
+        assert conn.execute(staged).fetchall() == [(7,)]  # left by the commit
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            resolver.read(conn, [LookupRef(lookup, (8,)), LookupRef(lookup, (99,))])
+            conn.execute("SELECT 1 / 0")
+        with conn.transaction():
+            assert resolver.read(conn, [LookupRef(lookup, (8,))]) == {(id(lookup), "[8]"): Found(str(LYON))}
+            assert conn.execute(staged).fetchall() == [(8,)]
 
 
 def test_verify_resolves_lookup_columns_like_the_writer(stack: Stack) -> None:
