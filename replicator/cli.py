@@ -429,15 +429,9 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.assembly import target_topics
-    from replicator.run.status import table_status
     from replicator.run.verify import verify_configured
-    from replicator.target.store import ControlStore
 
-    diffs = verify_configured(settings)
-    with ControlStore.open(settings) as store:
-        store.require()
-        tables = table_status(store, settings.kafka.group_id, target_topics(settings))
+    diffs, tables = verify_configured(settings)
     stopped = {
         t["table"]: f"stopped at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
         for t in tables

@@ -46,7 +46,8 @@ from replicator.core.verify import (
 )
 from replicator.pg.session import connect
 from replicator.pg.types import exact_rows, register_types
-from replicator.run.assembly import target_plan
+from replicator.run.assembly import target_plan, target_topics
+from replicator.run.status import table_status
 from replicator.target.lookups import LookupResolver
 from replicator.target.store import ControlStore
 
@@ -320,11 +321,11 @@ def verify(
         return compare(plan, src, tgt, control_schema, placeholder)
 
 
-def verify_configured(settings: Settings) -> list[TableDiff]:
-    """`replicator verify`: the configured spec, source and target."""
+def verify_configured(settings: Settings) -> tuple[list[TableDiff], list[dict[str, Any]]]:
+    """`replicator verify`: the configured spec, source and target, and each target table's state
+    (`run.status.table_status`: a stopped table is not clean), both read on one target session."""
     plan = target_plan(settings)
-    with (
-        connect(settings.source, "source") as src,
-        connect(settings.target, "target", autocommit=True) as tgt,
-    ):
-        return compare(plan, src, tgt, settings.control_schema, settings.unavailable_placeholder)
+    with connect(settings.source, "source") as src, ControlStore.open(settings) as store:
+        store.require()
+        diffs = compare(plan, src, store.conn, settings.control_schema, settings.unavailable_placeholder)
+        return diffs, table_status(store, settings.kafka.group_id, target_topics(settings))

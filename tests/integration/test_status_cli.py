@@ -284,3 +284,27 @@ def test_status_reads_the_control_store_on_one_session(
     shown = json.loads(capsys.readouterr().out)
     assert code in (0, 1) and shown["authority"]["authority"] == "source" and shown["partitions"], shown
     assert opened == ["target"]
+
+
+def test_verify_reads_the_target_on_one_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`replicator verify` compares the tables and reads their state (`table_status`: a stopped
+    table is not clean) on one target session (it opened a second for the table states)."""
+    dbname = fresh_target("verifyone")
+    env = env_for(stack, dbname, f"verifyone-{uuid.uuid4().hex[:6]}")
+    assert run_cli(env, "init").returncode == 0
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    opened: list[str] = []
+
+    def counting(settings: Any, side: str, **kwargs: Any) -> Any:
+        opened.append(side)
+        return connect(settings, side, **kwargs)
+
+    monkeypatch.setattr("replicator.target.store.connect", counting)
+    monkeypatch.setattr("replicator.run.verify.connect", counting)
+    code = cli.main(["verify", "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert code == 1 and shown and all(r["stopped"] is None for r in shown), shown  # nothing applied yet
+    assert sorted(opened) == ["source", "target"]
