@@ -21,7 +21,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from replicator.core.mapping import targets
 from replicator.core.mapping import transforms as tf
 from replicator.core.mapping.catalog import Catalog, PgType, Table
+from replicator.core.mapping.notation import flow, transform
 from replicator.core.mapping.plan import (
     SOURCE_TS,
     ColumnEval,
@@ -331,20 +331,21 @@ def _source_reader(rule: ColumnRule, rule_id: str) -> Callable[[Row], Any]:
 
 
 def _describe_rule(rule: ColumnRule) -> str:
+    """The rule's steps in the spec's notation (`notation.flow`), joined by ` | `."""
     if rule.from_ is not None:
         parts = [f"from {rule.from_}"]
     elif rule.source_ts:
         parts = ["source_ts"]
     elif rule.split is not None:
-        parts = [f"split {rule.split.model_dump(by_alias=True, exclude_none=True)}"]
+        parts = [f"split {flow(rule.split)}"]
     elif rule.concat is not None:
         parts = [
             "concat "
-            + " + ".join(p.column if isinstance(p, ColumnRef) else json.dumps(p) for p in rule.concat)
+            + " + ".join(p.column if isinstance(p, ColumnRef) else flow(p, quote=True) for p in rule.concat)
         ]
     elif rule.json_object is not None:
         members = ", ".join(
-            f"{json.dumps(k)}: {m.column if isinstance(m, ColumnRef) else 'const ' + repr(m.const)}"
+            f"{flow(k)}: {m.column if isinstance(m, ColumnRef) else 'const ' + flow(m.const, quote=True)}"
             for k, m in rule.json_object.items()
         )
         parts = [f"json_object {{{members}}}"]
@@ -353,15 +354,14 @@ def _describe_rule(rule: ColumnRule) -> str:
         pairs = ", ".join(f"{m} = {src}" for m, src in lk.match.items())
         parts = [f"lookup {lk.take} from {lk.table} where {pairs}, on_missing {lk.on_missing}"]
     else:
-        parts = [f"const {rule.const!r}"]
-    for t in rule.transforms:
-        parts.append(json.dumps(t.model_dump(by_alias=True, exclude_none=True), default=str))
+        parts = [f"const {flow(rule.const, quote=True)}"]
+    parts += [transform(t) for t in rule.transforms]
     if rule.value_map is not None:
         um = rule.unmapped
-        um_text = f"default {um.default!r}" if isinstance(um, UnmappedDefault) else um
+        um_text = f"default {flow(um.default, quote=True)}" if isinstance(um, UnmappedDefault) else um
         parts.append(f"value_map({len(rule.value_map)} values, unmapped {um_text})")
     if rule.has_default:
-        parts.append(f"default {rule.default!r}")
+        parts.append(f"default {flow(rule.default, quote=True)}")
     if rule.cast is not None:
         policies = [
             f"{k} {v}"

@@ -17,6 +17,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from replicator.core.mapping.notation import flow
 from replicator.core.mapping.plan import RowError
 from replicator.core.mapping.spec import AllOf, AnyOf, Compare, NotOf, Predicate
 from replicator.core.model import UNAVAILABLE, Row
@@ -52,7 +53,7 @@ def describe(pred: Predicate) -> str:
         return f"NOT {describe(pred.not_)}"
     if pred.op in ("is_null", "not_null"):
         return f"{pred.column} {pred.op}"
-    return f"{pred.column} {pred.op} {pred.value!r}"
+    return f"{pred.column} {pred.op} {flow(pred.value, quote=True)}"
 
 
 def compile_predicate(pred: Predicate, rule_id: str) -> RowPredicate:
