@@ -480,7 +480,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.error_records import list_errors
+    from replicator.run.error_records import error_line, list_errors
 
     rows = list_errors(
         settings,
@@ -492,15 +492,7 @@ def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
         sqlstate=args.sqlstate,
         run=args.run,
     )
-    text = (
-        "\n".join(
-            f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']} "
-            f"{r['target_table'] or '-'} key={r['key'] or '-'} {r['rule_id']} "
-            f"{r['sqlstate'] or ''} {r['message']}" + (f" [{r['resolution']}]" if r["resolved_at"] else "")
-            for r in rows
-        )
-        or "no error records"
-    )
+    text = "\n".join(error_line(r) for r in rows) or "no error records"
     _emit(rows, args.json, text)
     return 0
 

@@ -7,7 +7,7 @@ import getpass
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,6 +23,21 @@ from replicator.runlog import RunLog, new_run_id
 from replicator.target.retry import RetryTables
 from replicator.target.store import ControlStore
 from replicator.target.writer import BatchWriter
+
+
+def error_line(r: Mapping[str, Any]) -> str:
+    """One record of `errors list` in one line; a part it lacks (a rule's rejection has no
+    SQLSTATE) is left out with its space (trial 9: a lookup's line had a double space)."""
+    parts = [
+        f"#{r['id']} {r['kind']} {r['topic']}[{r['partition']}]@{r['kafka_offset']}",
+        r["target_table"] or "-",
+        f"key={r['key'] or '-'}",
+        r["rule_id"],
+        r["sqlstate"],
+        r["message"],
+        f"[{r['resolution']}]" if r["resolved_at"] else None,
+    ]
+    return " ".join(str(p) for p in parts if p)
 
 
 def list_errors(

@@ -99,7 +99,10 @@ def test_lookup_fills_new_ids_and_rejects_a_missing_row_naming_the_rule(stack: S
     result = apply(stack, dbname, plan, events)
     (failure,) = result.errors
     assert failure.rule_id == "account.country_uuid" and failure.key == "[2]"
-    assert "no row of legacy.country_map with old_id = 99" in failure.message
+    assert failure.message == (  # the whole text, single-spaced (trial 9 saw a double space)
+        "lookup: no row of legacy.country_map with old_id = 99 (on_missing: reject); fix: add the row to"
+        " legacy.country_map, or declare lookup: {on_missing: null}"
+    )
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         rows = conn.execute("SELECT id, country_uuid FROM legacy.account ORDER BY id").fetchall()
         (stored,) = conn.execute("SELECT rule_id FROM replicator.error_record").fetchone() or (None,)
