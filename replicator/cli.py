@@ -349,7 +349,7 @@ def _or_dash(value: object) -> str:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.core.lsn import parse_lsn
     from replicator.core.replay import parse_offset
-    from replicator.run.replay import ReplayRequest, refusal_now, replay
+    from replicator.run.replay import ReplayRequest, also_fed, refusal_now, replay
 
     chosen = [bool(args.to_earliest), bool(args.to_offset), bool(args.to_timestamp), bool(args.to_lsn)]
     if sum(chosen) != 1:
@@ -363,6 +363,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise CliError(f"--to-lsn: {exc}") from exc
     group = args.group or settings.kafka.group_id
+    tables = tuple(t for t in (args.tables or "").split(",") if t)
     moves = replay(
         settings,
         ReplayRequest(
@@ -371,10 +372,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             offsets=offsets,
             moment=parse_time(args.to_timestamp) if args.to_timestamp else None,
             lsn=lsn,
-            tables=tuple(t for t in (args.tables or "").split(",") if t),
+            tables=tables,
             dry_run=args.dry_run,
         ),
     )
+    others = also_fed(settings, tables)
     rows = [
         {
             "topic": m.partition[0],
@@ -390,6 +392,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         for m in moves
         for t, p in [m.partition]
     ]
+    if others:  # one topic feeds every rule of its source table
+        lines.append(
+            f"note: the same topics also feed {', '.join(others)}: they read these events again too"
+            " (no-ops on a current target: the ordering guard skips what it already holds)"
+        )
     total = sum(m.events for m in moves)
     refusal = refusal_now(settings, group) if args.dry_run else None
     if args.dry_run:
@@ -403,7 +410,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             f"group {group} moved: {total} events to read again; start `replicator run` to replay them"
         )
     _emit(
-        {"group": group, "dry_run": args.dry_run, "moves": rows, "refused_now": refusal},
+        {
+            "group": group,
+            "dry_run": args.dry_run,
+            "moves": rows,
+            "refused_now": refusal,
+            "also_feeds": others,
+        },
         args.json,
         "\n".join(lines),
     )

@@ -59,6 +59,18 @@ def replay_topics(settings: Settings, tables: tuple[str, ...]) -> list[str]:
     return sorted(set().union(*(by_name[t] for t in tables)))
 
 
+def also_fed(settings: Settings, tables: tuple[str, ...]) -> list[str]:
+    """The target tables `replay --tables` did not name that the rewound topics feed too (a topic
+    feeds every rule reading its source table): they read those events again as well, which the
+    ordering guard makes no-ops on a current target. A named source table names its targets."""
+    if not tables:
+        return []
+    topics = set(replay_topics(settings, tables))
+    named = {topic for source, topic in source_topics(settings).items() if source in tables}
+    fed = target_topics(settings)
+    return sorted({t for t, topic in fed if topic in topics - named and t not in tables})
+
+
 def replay(settings: Settings, request: ReplayRequest) -> list[Move]:
     """Plan the moves and, unless a dry run, apply them; returns the moves."""
     topics = replay_topics(settings, request.tables)

@@ -77,8 +77,8 @@ def test_filters_splits_transforms_and_values_are_printed_as_the_spec_writes_the
         '  tier text <- from tier | value_map(1 values, unmapped default "basic") | default "none"'
         "  [users.tier]"
     ) in lines
-    assert '  profile jsonb <- json_object {first: first, n: const 3}  [users.profile]' in lines
-    assert '  deleted boolean <- const false  [users.deleted]' in lines
+    assert "  profile jsonb <- json_object {first: first, n: const 3}  [users.profile]" in lines
+    assert "  deleted boolean <- const false  [users.deleted]" in lines
     assert not [line for line in lines if "'" in line or "True" in line or "False" in line], lines
 
 
