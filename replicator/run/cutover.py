@@ -467,6 +467,7 @@ class Cutover:
                         waiting[:] = [now, now - HELD_EVERY_S]
                     if now - waiting[1] >= HELD_EVERY_S:  # why the drain is slow, as it happens
                         waiting[1] = now
+                        store.hasten_held(self.group, lsn)  # due at the next retry, not after a backoff
                         self.say(held_progress(lsn, held, now - waiting[0]))
                 return not held
 

@@ -161,9 +161,12 @@ def drain(
         now = time.monotonic()
         if now > deadline:
             raise Fatal(held_timeout(group, lsn, held))
-        if say is not None and now - told >= HELD_EVERY_S:
+        if now - told >= HELD_EVERY_S:
             told = now
-            say(held_progress(lsn, held, now - waiting_since))
+            with ControlStore.open(settings) as store:  # due at the next retry, not after a backoff
+                store.hasten_held(group, lsn)
+            if say is not None:
+                say(held_progress(lsn, held, now - waiting_since))
         time.sleep(0.25)  # polling the held rows until the group has applied them
     now = time.monotonic()
     return Drained(lsn, ends, now - started, elsewhere, now - waiting_since if most else 0.0, tuple(most))

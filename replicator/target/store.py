@@ -619,6 +619,24 @@ class ControlStore:
         ).fetchall()
         return [(str(t), int(n), str(w)) for t, n, w in rows]
 
+    def hasten_held(self, group: str, lsn: int) -> int:
+        """Make the rows `group` holds back from before `lsn` due at the daemons' next retry of held
+        rows, not after their backoff (up to 16 times `REPLICATOR_HOLD__RETRY_AFTER_S`): a drain
+        waiting for them (a cutover's, inside its write-downtime window) learns their fate at once.
+        Returns how many; 0 when this role may not change them (a slower drain, nothing else)."""
+        try:
+            with self.conn.transaction():
+                done = self.conn.execute(
+                    sql.SQL(
+                        "UPDATE {} SET last_try_at = '-infinity' WHERE group_id = %s AND judged_at < %s"
+                        " AND last_try_at > '-infinity'"
+                    ).format(self._t("held_event")),
+                    (group, lsn),
+                )
+        except psycopg.errors.InsufficientPrivilege:
+            return 0
+        return done.rowcount
+
     def held_count(self, group: str, older_than_s: float | None = None) -> int:
         """Rows `group` holds back; with `older_than_s`, only those first held longer ago."""
         row = self.conn.execute(

@@ -131,6 +131,7 @@ def test_a_drain_slowed_by_held_rows_says_so_while_it_waits_and_when_done(
     clock = _Clock()
     held = [("app.project", 40, "app.account"), ("app.task", 70, "app.project")]
     looks = iter([held] * 30 + [held[1:]] * 20 + [[]])  # a poll every 0.25 s
+    hastened: list[tuple[str, int, float]] = []  # the held rows made due at the next retry
 
     class Store:
         def initialized(self) -> bool:
@@ -144,6 +145,10 @@ def test_a_drain_slowed_by_held_rows_says_so_while_it_waits_and_when_done(
 
         def held_before(self, group: str, lsn: int) -> list[tuple[str, int, str]]:
             return next(looks)
+
+        def hasten_held(self, group: str, lsn: int) -> int:
+            hastened.append((group, lsn, clock.monotonic()))
+            return 1
 
     class Client:
         def __init__(self, url: str, timeout_s: float) -> None:
@@ -176,6 +181,14 @@ def test_a_drain_slowed_by_held_rows_says_so_while_it_waits_and_when_done(
         "drain: applied past the fence LSN 0/32AEF680; waiting 10s for 70 held rows (app.task: 70 rows"
         " wait for app.project)",
     ]
+    # each time it says so, it makes the held rows due at the daemons' next retry (not after their
+    # backoff: up to 32 s each, trial 10's cutover window of 36.6 s)
+    start = hastened[0][2]
+    assert [(g, lsn, t - start) for g, lsn, t in hastened] == [
+        ("g1", FENCE, 0.0),
+        ("g1", FENCE, 5.0),
+        ("g1", FENCE, 10.0),
+    ]
     data, text = drained_report(done)
     assert text == (
         "drained: fence LSN 0/32AEF680 applied in 12.5s (12.5s of it waiting for held rows, at most 110:"
@@ -207,6 +220,12 @@ def test_a_cutover_drain_slowed_by_held_rows_says_so(monkeypatch: pytest.MonkeyP
 
         def held_summary(self, group: str) -> list[dict[str, Any]]:
             return next(looks)
+
+        def hasten_held(self, group: str, lsn: int) -> int:
+            hastened.append((group, lsn))
+            return 1
+
+    hastened: list[tuple[str, int]] = []  # the held rows made due at the next retry, each time it says so
 
     class Drainer(cutover_module.Cutover):
         connector = "c"
@@ -245,6 +264,7 @@ def test_a_cutover_drain_slowed_by_held_rows_says_so(monkeypatch: pytest.MonkeyP
         "drain: applied past the fence LSN 0/32AEF680; waiting {}s for 70 held rows"
         " (app.task: 70 rows wait for app.project)"
     )
+    assert hastened == [("g1", FENCE), ("g1", FENCE)]
     assert c.said == [
         line.format(0),
         line.format(5),
