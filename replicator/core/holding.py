@@ -89,6 +89,13 @@ in delivery order, and a partition holds its events in delivery order. So:
    partition is past it only with this batch's checkpoint), is due at the
    next retry, not after its backoff (`target.holds.HoldStore.hasten`).
 
+7. A parent's delete that a target ON DELETE CASCADE key (on its key) would carry into rows of
+   mapped tables is refused by the writer itself, as NO ACTION would refuse it
+   (`target.writer.BatchWriter._cascade_waits`), until every table the cascade reaches is covered
+   through J: a child moved away before the delete in the source must not be taken. Covered, the
+   delete is applied (the rows its cascade then takes are those the source's took), so this
+   refusal is held and never an error record.
+
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N
 instances and rebalances it holds because progress lives in the target and

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
@@ -111,6 +111,8 @@ class Refused:
     sqlstate: str | None = None
     constraint: str | None = None
     server_table: TableRef | None = None  # the table the server named (a FK's referencing table)
+    # refused by the writer itself, to wait (a cascade's delete): held, never judged an error record
+    waits: bool = False
 
 
 class Refusal(NamedTuple):
@@ -488,9 +490,12 @@ class TableRows:
         ).fetchall()
         return [rows[n - 1] for (n,) in found]
 
-    def deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome) -> None:
+    def deletes(
+        self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome, waiting: Collection[Any] = ()
+    ) -> None:
+        """`waiting`: keys whose hard delete is not written in this pass (the caller refuses them)."""
         statements = self.table.statements
-        hard = writes.by_kind(Kind.DELETE)
+        hard = [i for i in writes.by_kind(Kind.DELETE) if i.key not in waiting]
         if hard:
             self._isolated(conn, self.table.key, hard, statements.delete_keys_within, "delete", out)
         soft = writes.by_kind(Kind.SOFT_DELETE)

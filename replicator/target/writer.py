@@ -254,7 +254,27 @@ class BatchWriter:
             t.target for t in self.plan.tables if t.target not in self.plan.apply_order
         ]
         self._order: list[TableRef] = list(dict.fromkeys(order))
-        deleting = delete_order(self._order, self.plan.foreign_keys)
+        # Per parent table, its ON DELETE CASCADE keys from mapped child tables that reference its
+        # key: guarded while rows may be held (`_cascade_waits`).
+        self._cascading: dict[TableRef, list[ForeignKeyPlan]] = {}
+        for fk in self.plan.foreign_keys if may_hold else ():
+            parent = self._tables.get(fk.parent)
+            keyed = parent is not None and set(fk.ref_columns) == set(parent.key)
+            if fk.cascades and fk.child != fk.parent and fk.child in self._tables and keyed:
+                self._cascading.setdefault(fk.parent, []).append(fk)
+        # A guarded key's children are deleted before their parent, as along a NO ACTION key: the
+        # batch's own child deletes (the source's cascade) then leave the guard nothing to wait
+        # for. The guard lets a cascade run only once the children's partitions are covered, so
+        # no other instance is deleting those rows then (`delete_order`'s parent-first is for
+        # the unguarded cascades).
+        guarded = {(fk.child, fk.name) for fks in self._cascading.values() for fk in fks}
+        deleting = delete_order(
+            self._order,
+            [
+                replace(fk, cascades=False) if (fk.child, fk.name) in guarded else fk
+                for fk in self.plan.foreign_keys
+            ],
+        )
         self._delete_rank = {t: n for n, t in enumerate(deleting)}
 
     # ------------------------------------------------------------------ connection
@@ -374,7 +394,7 @@ class BatchWriter:
                 with conn.transaction():  # a savepoint: step 4 may roll the writes back
                     if immediate:
                         conn.execute(_CONSTRAINTS_IMMEDIATE)
-                    run = self._write(conn, merged, stored, excluded, sequential, dict(barriers))
+                    run = self._write(conn, merged, stored, excluded, sequential, dict(barriers), evidence)
                     attempts += run.outcome.attempts
                     if ((run.refused_events() | run.undecided_events()) - excluded) & run.written_events():
                         raise _Redo
@@ -602,6 +622,7 @@ class BatchWriter:
         excluded: set[KafkaRef],
         sequential: Mapping[TableRef, set[Any]],
         barriers: dict[TableRef, Version],
+        evidence: _Evidence,
     ) -> _Pass:
         """`barriers`: each table's newest applied truncate (a truncate of this pass moves it)."""
         run = _Pass()
@@ -627,7 +648,7 @@ class BatchWriter:
                     continue
                 writes = self._resolve(table, segment, stored.get(target, {}), run, barriers.get(target))
                 self._upserts(conn, writes, run)
-                self._deletes(conn, writes, run)
+                self._deletes(conn, writes, run, evidence)
                 run.writes.append(writes)
         replayed: list[TableWrites] = []
         for writes, later in plain:
@@ -638,7 +659,7 @@ class BatchWriter:
                     self._replay(conn, writes.table, later, stored.get(target, {}), run, barriers.get(target))
                 )
         for writes, _ in sorted(plain, key=lambda p: self._delete_rank[p[0].table.target]):
-            self._deletes(conn, writes, run)
+            self._deletes(conn, writes, run, evidence)
         run.writes.extend([*(w for w, _ in plain), *replayed])
         return run
 
@@ -669,10 +690,80 @@ class BatchWriter:
         self._rows[writes.table.target].upserts(conn, writes, out)
         self._collect(writes, out, run)
 
-    def _deletes(self, conn: psycopg.Connection[Any], writes: TableWrites, run: _Pass) -> None:
+    def _deletes(
+        self, conn: psycopg.Connection[Any], writes: TableWrites, run: _Pass, evidence: _Evidence
+    ) -> None:
         out = Outcome()
-        self._rows[writes.table.target].deletes(conn, writes, out)
+        waiting = self._cascade_waits(conn, writes, evidence)
+        self._rows[writes.table.target].deletes(conn, writes, out, waiting.keys())
+        out.refused.extend(waiting.values())
         self._collect(writes, out, run)
+
+    def _cascade_waits(
+        self, conn: psycopg.Connection[Any], writes: TableWrites, evidence: _Evidence
+    ) -> dict[Any, Refused]:
+        """The hard deletes of this table that must wait: an ON DELETE CASCADE key of the target
+        would delete rows of a mapped child table that still reference the row, while that table's
+        partitions have not applied everything the source committed up to the delete.
+
+        Each topic is applied on its own, so a parent's delete can come before earlier events of
+        its children (trial 10: cards moved to another board, then the old board deleted, in one
+        transaction): the cascade would delete rows the source kept, with no event to bring them
+        back. Such a delete is refused as NO ACTION would refuse it (23503 naming the child table)
+        and held (`core.holding`); it runs once the child table's partitions are covered through
+        it (`due_for_error` of its hold): the rows the cascade then deletes are those the source
+        still had there, which its own cascade deleted too (and so for every table the cascade
+        reaches further down). It is held, never an error record (`Refused.waits`): covered, the
+        next retry applies it. Keys referencing another unique than the parent's key are not
+        guarded (`mapping check` warns about those)."""
+        fks = self._cascading.get(writes.table.target)
+        if not fks or not self._may_hold:
+            return {}
+        hard = writes.by_kind(Kind.DELETE)
+        rows = self._rows[writes.table.target]
+        marks = self._marks()
+        waiting: dict[Any, Refused] = {}
+        for fk in fks:
+            pending = [i for i in hard if i.key not in waiting]
+            for intent in rows.referenced(conn, fk, pending) if pending else []:
+                refused = Refused(
+                    intent,
+                    writes.table.rule_id,
+                    f"delete on table {fk.parent} waits: its ON DELETE CASCADE key {fk.name} would delete"
+                    f" rows of {fk.child} whose own earlier events are not applied yet",
+                    "23503",
+                    fk.name,
+                    fk.child,
+                    waits=True,  # held until the cascade may run: then it does, never an error record
+                )
+                hold = self._hold_for(writes.table, refused)
+                feeders = self._cascade_feeders(fk.child)
+                if (
+                    hold is None
+                    or feeders is None
+                    or not due_for_error(hold, feeders, evidence.progress, marks)
+                ):
+                    waiting[intent.key] = refused
+        return waiting
+
+    def _cascade_feeders(self, child: TableRef) -> list[Partition] | None:
+        """The partitions feeding `child` and every mapped table its own ON DELETE CASCADE keys
+        reach (the cascade goes on down: a grandchild moved away before the delete must have been
+        applied too). None: a partition count is not known yet."""
+        reached: set[TableRef] = set()
+        todo = [child]
+        while todo:
+            table = todo.pop()
+            if table not in reached:
+                reached.add(table)
+                todo += [fk.child for fk in self.plan.foreign_keys if fk.cascades and fk.parent == table]
+        out: list[Partition] = []
+        for table in sorted(reached & set(self._tables), key=str):
+            feeders = self._feeders(table)
+            if feeders is None:
+                return None
+            out += feeders
+        return list(dict.fromkeys(out))
 
     def _replay(
         self,
@@ -869,7 +960,11 @@ class BatchWriter:
             if feeders is None:  # a topic created since: its count may be recorded by now
                 self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
                 feeders = self._feeders(hold.blocked_by)
-            covered = feeders is not None and due_for_error(hold, feeders, evidence.progress, marks)
+            covered = (
+                not refused.waits
+                and feeders is not None
+                and due_for_error(hold, feeders, evidence.progress, marks)
+            )
             # it waits while the group holds an event for the row it awaits (any row of the table
             # when the key is not known), judged after this batch's own settlements (point 6)
             refusals.append(Refusal(refs, (str(hold.blocked_by), hold.awaits), covered))

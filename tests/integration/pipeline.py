@@ -198,9 +198,11 @@ class HandFed:
         holding: HoldSettings | None = None,
         partition_counts: Mapping[str, int] | None = None,
         marks: Marks = tuple,
+        may_hold: bool = True,
     ) -> None:
         """`partition_counts` and `marks`: what the writer judges held rows by (without the
-        counts, no held row is ever judged)."""
+        counts, no held row is ever judged); `may_hold` False: refused rows are error records at
+        once, as for `errors retry`."""
         self.plan = plan
         self.events: dict[KafkaRef, ChangeEvent] = {}
         run_id = f"run-{uuid.uuid4().hex[:6]}"
@@ -214,6 +216,7 @@ class HandFed:
             marks=marks,
             partition_counts=partition_counts,
             holding=holding,
+            may_hold=may_hold,
         )
 
     def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:

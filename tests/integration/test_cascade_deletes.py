@@ -1,12 +1,20 @@
-"""Two instances, one deleting a parent whose rows the target's ON DELETE CASCADE keys delete, the
-other deleting those children directly (trial 8: 52 `deadlock detected` retries between two
-daemons). The second deletes a cascading key's parent before its child
-(`core.mapping.plan.delete_order`), the order the first's cascade locks the rows in, so the first
-waits for it instead of deadlocking with it.
+"""Target ON DELETE CASCADE keys between mapped tables.
 
-The second instance is held after its first table's deletes until the first instance's cascade
-waits on a row lock; then it goes on. Children first, it would then wait for a row the cascade
-holds while the cascade waits for it: a deadlock, one of the two rolled back."""
+1. A parent's delete whose cascade would take child rows waits (held) until the child tables'
+   partitions have applied everything up to it (trial 10: cards moved to another board and the old
+   board deleted in one transaction; the board's delete, on its own topic, landed first and the
+   cascade took the cards and their comments and labels, for good).
+2. A batch that holds the source's own cascade (the children's deletes and the parent's) applies
+   it at once: a guarded key's children are deleted first, so the guard finds nothing left.
+3. Unguarded (rows may not be held: `errors retry`), two instances, one deleting a parent whose
+   rows the cascade deletes, the other deleting those children directly (trial 8: 52 `deadlock
+   detected` retries between two daemons). The second deletes a cascading key's parent before its
+   child (`core.mapping.plan.delete_order`), the order the first's cascade locks the rows in, so
+   the first waits for it instead of deadlocking with it. The second instance is held after its
+   first table's deletes until the first instance's cascade waits on a row lock; then it goes on.
+   Children first, it would then wait for a row the cascade holds while the cascade waits for it:
+   a deadlock, one of the two rolled back. (Guarded, the cascade runs only once the children's
+   partitions are covered: the other instance's deletes of them are committed by then.)"""
 
 from __future__ import annotations
 
@@ -17,10 +25,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from replicator.config import HoldSettings
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.spec import load_spec_text
 from replicator.core.model import Op, SourcePosition
 from replicator.pg.catalog import read_catalog
+from replicator.target.store import ControlStore
 from tests.events import change
 from tests.integration.pipeline import HandFed, fresh_target, wait_until
 from tests.integration.stack import Stack
@@ -56,16 +66,96 @@ SPEC = (
 )
 
 
-@pytest.fixture
-def target(stack: Stack) -> Iterator[tuple[str, HandFed, HandFed]]:
+COUNTS = {"cd.app.cust": 1, "cd.app.ord": 1, "cd.app.line": 1}
+CHECKPOINT = (
+    "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, commit_lsn)"
+    " VALUES (%s, %s, 0, %s, %s) ON CONFLICT (group_id, topic, partition)"
+    " DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn"
+)
+
+
+def covered(admin: str, group: str, topics: list[str]) -> None:
+    """The group's partitions of `topics` have applied everything the source committed up to LSN
+    10,000 (another instance's checkpoints)."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for topic in topics:
+            conn.execute(CHECKPOINT, (group, topic, 50, 10_000))
+
+
+def writers(stack: Stack, guarded: bool) -> Iterator[tuple[str, HandFed, HandFed]]:
+    """Two writers (groups cascade-a, cascade-b) on a fresh target; `guarded` False: neither may
+    hold rows (as `errors retry`), so neither guards a cascade."""
     dbname = fresh_target("cascade")
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(SCHEMA)
         plan = compile_spec(load_spec_text(SPEC), read_catalog(conn, ["casc"]))
-    parents, children = HandFed(stack, dbname, plan, "cascade-a"), HandFed(stack, dbname, plan, "cascade-b")
+    hold = HoldSettings(retry_after_s=3600)
+    parents = HandFed(stack, dbname, plan, "cascade-a", hold, COUNTS, may_hold=guarded)
+    children = HandFed(stack, dbname, plan, "cascade-b", hold, COUNTS, may_hold=guarded)
     yield stack.target_admin(dbname), parents, children
     parents.close()
     children.close()
+
+
+@pytest.fixture
+def target(stack: Stack) -> Iterator[tuple[str, HandFed, HandFed]]:
+    yield from writers(stack, guarded=True)
+
+
+@pytest.fixture
+def unguarded(stack: Stack) -> Iterator[tuple[str, HandFed, HandFed]]:
+    yield from writers(stack, guarded=False)
+
+
+def rows(admin: str) -> tuple[Any, ...]:
+    with psycopg.connect(admin) as conn:
+        return tuple(
+            conn.execute(
+                "SELECT (SELECT array_agg(id ORDER BY id) FROM casc.cust),"
+                " (SELECT array_agg((id, cust)::text ORDER BY id) FROM casc.ord),"
+                " (SELECT array_agg(id ORDER BY id) FROM casc.line)"
+            ).fetchone()
+            or ()
+        )
+
+
+def test_a_parents_delete_waits_until_its_cascade_takes_only_what_the_source_deleted(
+    target: tuple[str, HandFed, HandFed],
+) -> None:
+    """Source, one transaction at LSN 200: order 10 moves from customer 1 to customer 2, then
+    customer 1 is deleted. The customer's delete arrives first: applied, the cascade would delete
+    order 10 and its lines, and the order's move brings the order back but never its lines."""
+    admin, parents, _ = target
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("INSERT INTO casc.cust VALUES (2)")
+    result = parents.apply(delete("cust", 1, 0, 200))
+    assert result.held == 1 and result.errors == []
+    assert rows(admin) == ([1, 2], ["(10,1)"], [100, 101]), "nothing cascaded yet"
+    with psycopg.connect(admin, autocommit=True) as conn:  # a drain waiting for it makes it due now
+        store = ControlStore(conn, "replicator")
+        assert store.hasten_held("cascade-a", 200) == 0  # judged at 200: not before a fence at 200
+        assert store.hasten_held("cascade-a", 10_000) == 1
+        assert one(conn, "SELECT last_try_at = '-infinity' FROM replicator.held_event") is True
+    moved = change(
+        "cd.app.ord",
+        Op.UPDATE,
+        "app.ord",
+        offset=0,
+        position=SourcePosition(200, 199),
+        key={"id": 10},
+        after={"id": 10, "cust": 2},
+    )
+    result = parents.apply(moved)  # the held delete is retried with it, after the batch's upserts
+    assert result.errors == [] and result.released == 1
+    assert rows(admin) == ([2], ["(10,2)"], [100, 101])
+    with psycopg.connect(admin) as conn:
+        assert one(conn, "SELECT count(*) FROM replicator.held_event") == 0
+        assert one(conn, "SELECT count(*) FROM replicator.error_record") == 0
+
+
+def one(conn: psycopg.Connection[Any], query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    return row[0] if row else None
 
 
 def delete(table: str, key: int, offset: int, at: int) -> Any:
@@ -81,10 +171,38 @@ def delete(table: str, key: int, offset: int, at: int) -> Any:
     )
 
 
-def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
+def test_a_parents_delete_cascades_once_the_tables_it_reaches_are_covered(
     target: tuple[str, HandFed, HandFed],
 ) -> None:
-    admin, parents, children = target
+    """Every partition of the orders and the lines has applied what the source committed up to the
+    customer's delete: the rows still referencing it are those the source's cascade took too."""
+    admin, parents, _ = target
+    covered(admin, "cascade-a", ["cd.app.cust", "cd.app.ord"])
+    assert parents.apply(delete("cust", 1, 0, 103)).held == 1, "the lines' partition is behind"
+    covered(admin, "cascade-a", ["cd.app.line"])
+    result = parents.apply(delete("cust", 7, 1, 104))  # any batch: the held delete is retried with it
+    assert result.held == 0 and result.released == 1 and result.errors == []
+    assert rows(admin) == (None, None, None)
+
+
+def test_a_batch_with_the_sources_own_cascade_applies_it_at_once(
+    target: tuple[str, HandFed, HandFed],
+) -> None:
+    """The source deleted order 10: its cascade deleted the lines, each an event. The batch deletes
+    the lines first (a guarded key: children first), so the order's delete cascades into nothing
+    and is not held, though the lines' partition is not covered."""
+    admin, _, children = target
+    result = children.apply(
+        delete("line", 100, 0, 100), delete("line", 101, 1, 101), delete("ord", 10, 0, 102)
+    )
+    assert result.held == 0 and result.errors == []
+    assert rows(admin) == ([1], None, None)
+
+
+def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
+    unguarded: tuple[str, HandFed, HandFed],
+) -> None:
+    admin, parents, children = unguarded
     outcome: dict[str, Any] = {}
 
     def delete_parent() -> None:
@@ -106,8 +224,8 @@ def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
     tables: list[str] = []
     parent = threading.Thread(target=delete_parent)
 
-    def held_after_the_first_table(conn: Any, writes: Any, run: Any) -> None:
-        real(conn, writes, run)
+    def held_after_the_first_table(conn: Any, writes: Any, run: Any, evidence: Any) -> None:
+        real(conn, writes, run, evidence)
         tables.append(writes.table.target.name)
         if len(tables) == 1:  # the first table's rows are deleted (and locked): now the cascade
             parent.start()

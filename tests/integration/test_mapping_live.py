@@ -125,8 +125,8 @@ def test_domain_columns_are_judged_by_their_base_type(stack: Stack) -> None:
 
 def test_deferrable_uniques_and_cascades_are_read_from_the_live_catalog(stack: Stack) -> None:
     """Trial 10: a source swapping unique slugs in one statement (DEFERRABLE) into a NOT
-    DEFERRABLE target unique, and an ON DELETE CASCADE between mapped target tables: the live
-    catalog carries both, and `check` warns about each."""
+    DEFERRABLE target unique, and an ON DELETE CASCADE between mapped target tables on the slug
+    (not the key): the live catalog carries both, and `check` warns about each."""
     dbname = fresh_target("deferuq")
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(
@@ -134,11 +134,12 @@ def test_deferrable_uniques_and_cascades_are_read_from_the_live_catalog(stack: S
             " CREATE TABLE s.boards (id bigint PRIMARY KEY, slug text NOT NULL,"
             "   CONSTRAINT s_slug UNIQUE (slug) DEFERRABLE INITIALLY IMMEDIATE);"
             " CREATE TABLE s.cards (id bigint PRIMARY KEY,"
-            "   board_id bigint NOT NULL REFERENCES s.boards);"
+            "   board_id bigint NOT NULL REFERENCES s.boards, board_slug text);"
             " CREATE TABLE t.boards (id bigint PRIMARY KEY, slug text NOT NULL,"
             "   CONSTRAINT t_slug UNIQUE (slug));"
             " CREATE TABLE t.cards (id bigint PRIMARY KEY,"
-            "   board_id bigint NOT NULL REFERENCES t.boards ON DELETE CASCADE)"
+            "   board_id bigint NOT NULL REFERENCES t.boards ON DELETE CASCADE,"
+            "   board_slug text REFERENCES t.boards (slug) ON DELETE CASCADE)"
         )
         catalog = read_catalog(conn, ["s", "t"])
     src, dst = catalog.table(TableRef("s", "boards")), catalog.table(TableRef("t", "boards"))
@@ -151,7 +152,7 @@ def test_deferrable_uniques_and_cascades_are_read_from_the_live_catalog(stack: S
         "    delete: {policy: hard}\n    truncate: {policy: ignore}\n    columns: {slug: {from: slug}}\n"
         "  - id: card\n    source: s.cards\n    target: t.cards\n    key: {id: id}\n"
         "    delete: {policy: hard}\n    truncate: {policy: ignore}\n"
-        "    columns: {board_id: {from: board_id}}\n",
+        "    columns: {board_id: {from: board_id}, board_slug: {from: board_slug}}\n",
         "saas.yaml",
     )
     warned = sorted(
@@ -163,7 +164,12 @@ def test_deferrable_uniques_and_cascades_are_read_from_the_live_catalog(stack: S
             "the unique constraint on (slug) of t.boards is NOT DEFERRABLE,"
             " while the source's on (slug) is DEFERRABLE",
         ),
-        ("card", "foreign key cards_board_id_fkey of t.cards is ON DELETE CASCADE from t.boards"),
+        # the key-referencing cascade is not: the writer holds its deletes (test_cascade_deletes.py)
+        (
+            "card",
+            "foreign key cards_board_slug_fkey of t.cards is ON DELETE CASCADE from t.boards"
+            " (slug, not its key)",
+        ),
     ]
 
 

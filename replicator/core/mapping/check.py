@@ -139,28 +139,36 @@ def _immediate_cycles(spec: Spec, catalog: Catalog) -> list[Problem]:
 
 
 def _cascades(spec: Spec, catalog: Catalog) -> list[Problem]:
-    """ON DELETE CASCADE between mapped target tables. Each topic (and partition) is applied on its
-    own, so a parent's delete can land before the events of its children that the source wrote
-    earlier, e.g. children re-parented in the same transaction: the cascade then deletes rows the
-    source kept, and no event brings them back. The source's own cascade sends every child delete,
-    so the target needs none; NO ACTION makes such a delete wait (held) for its children."""
-    mapped = {t.target for t in spec.tables}
+    """ON DELETE CASCADE between mapped target tables on another unique than the parent's key.
+    Each topic (and partition) is applied on its own, so a parent's delete can land before the
+    events of its children that the source wrote earlier, e.g. children re-parented in the same
+    transaction: the cascade then deletes rows the source kept, and no event brings them back.
+    The writer holds such a delete until the child tables have applied everything up to it when
+    the key references the parent's key (`target.writer`, `_cascade_waits`); on any other columns
+    it cannot tell which parent row a delete leaves, so it is a warning. The source's own cascade
+    sends every child delete, so the target needs none; NO ACTION makes such a delete wait (held)
+    for its children."""
+    keys = {rule.target: frozenset(rule.key) for rule in spec.tables}
     problems: list[Problem] = []
     for i, rule in enumerate(spec.tables):
         table = catalog.table(rule.target)
         for fk in table.foreign_keys if table is not None else ():
-            if not fk.cascades or fk.references not in mapped:
+            if (
+                not fk.cascades
+                or fk.references not in keys
+                or frozenset(fk.ref_columns) == keys[fk.references]
+            ):
                 continue
             problems.append(
                 spec.problem(
                     ("tables", i, "target"),
                     rule.id,
-                    f"foreign key {fk.name} of {rule.target} is ON DELETE CASCADE from {fk.references}:"
-                    f" a delete of a {fk.references} row applied before earlier events of its"
-                    f" {rule.target} rows (another topic or partition; e.g. rows moved to another parent"
-                    " in the same source transaction) deletes rows the source kept, with no error"
-                    " record (`verify` reports them missing); the source's child deletes arrive as"
-                    " events anyway",
+                    f"foreign key {fk.name} of {rule.target} is ON DELETE CASCADE from {fk.references}"
+                    f" ({', '.join(fk.ref_columns)}, not its key): a delete of a {fk.references} row"
+                    f" applied before earlier events of its {rule.target} rows (another topic or"
+                    " partition; e.g. rows moved to another parent in the same source transaction)"
+                    " deletes rows the source kept, with no error record (`verify` reports them"
+                    " missing); the source's child deletes arrive as events anyway",
                     f"make it ON DELETE NO ACTION in the target (ALTER TABLE {rule.target} DROP"
                     f" CONSTRAINT {fk.name}, ADD CONSTRAINT {fk.name} FOREIGN KEY ... REFERENCES"
                     f" {fk.references} ...): a parent's delete is then held until its children have"
