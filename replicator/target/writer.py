@@ -656,7 +656,9 @@ class BatchWriter:
             if later:
                 target = writes.table.target
                 replayed.append(
-                    self._replay(conn, writes.table, later, stored.get(target, {}), run, barriers.get(target))
+                    self._replay(
+                        conn, writes.table, later, stored.get(target, {}), run, evidence, barriers.get(target)
+                    )
                 )
         for writes, _ in sorted(plain, key=lambda p: self._delete_rank[p[0].table.target]):
             self._deletes(conn, writes, run, evidence)
@@ -694,10 +696,16 @@ class BatchWriter:
         self, conn: psycopg.Connection[Any], writes: TableWrites, run: _Pass, evidence: _Evidence
     ) -> None:
         out = Outcome()
+        self._guarded_deletes(conn, writes, out, evidence)
+        self._collect(writes, out, run)
+
+    def _guarded_deletes(
+        self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome, evidence: _Evidence
+    ) -> None:
+        """The deletes of `writes`, but those a cascade must wait for (`_cascade_waits`): refused."""
         waiting = self._cascade_waits(conn, writes, evidence)
         self._rows[writes.table.target].deletes(conn, writes, out, waiting.keys())
         out.refused.extend(waiting.values())
-        self._collect(writes, out, run)
 
     def _cascade_waits(
         self, conn: psycopg.Connection[Any], writes: TableWrites, evidence: _Evidence
@@ -772,6 +780,7 @@ class BatchWriter:
         intents: list[Intent],
         stored: Mapping[Any, Version],
         run: _Pass,
+        evidence: _Evidence,
         barrier: Version | None = None,
     ) -> TableWrites:
         """Event by event in source order: a unique-value swap across partitions needs the
@@ -809,7 +818,7 @@ class BatchWriter:
             chain.append(intent)
             out = Outcome()
             rows.upserts(conn, one, out)
-            rows.deletes(conn, one, out)
+            self._guarded_deletes(conn, one, out, evidence)  # a swap's row deleted: trial 10b
             writes.final[intent.key] = last[intent.key] = one.final[intent.key]
             if out.refused:
                 refusals[intent.key] = out.refused

@@ -242,3 +242,83 @@ def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
             " (SELECT count(*) FROM casc.line)"
         ).fetchone()
     assert left == (0, 0, 0)
+
+
+SWAP_SCHEMA = """
+CREATE SCHEMA casc2;
+CREATE TABLE casc2.board (id int PRIMARY KEY, slug text NOT NULL UNIQUE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE casc2.card (id int PRIMARY KEY, board int NOT NULL REFERENCES casc2.board ON DELETE CASCADE);
+GRANT USAGE ON SCHEMA casc2 TO replicator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA casc2 TO replicator;
+INSERT INTO casc2.board VALUES (1, 'a'), (2, 'b');
+INSERT INTO casc2.card VALUES (10, 1);
+"""
+SWAP_SPEC = """version: 1
+topic_prefix: c2
+tables:
+- id: board
+  source: app.board
+  target: casc2.board
+  key: {id: id}
+  delete: {policy: hard}
+  truncate: {policy: error}
+  columns:
+    slug: {from: slug}
+- id: card
+  source: app.card
+  target: casc2.card
+  key: {id: id}
+  delete: {policy: hard}
+  truncate: {policy: error}
+  columns:
+    board: {from: board}
+"""
+
+
+def test_a_delete_replayed_after_a_held_unique_swap_waits_for_its_cascade_too(stack: Stack) -> None:
+    """Trial 10b: a board's slug swap was held (23505), so the board's later events were applied
+    one by one (`BatchWriter._replay`), whose delete did not wait: the cascade took the cards the
+    same transaction had moved away, with their comments. Now it waits there too."""
+    dbname = fresh_target("cascswap")
+    admin = stack.target_admin(dbname)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(SWAP_SCHEMA)
+        plan = compile_spec(load_spec_text(SWAP_SPEC), read_catalog(conn, ["casc2"]))
+    counts = {"c2.app.board": 1, "c2.app.card": 1}
+    writer = HandFed(stack, dbname, plan, "cascswap", HoldSettings(retry_after_s=3600), counts)
+
+    def event(table: str, op: Op, offset: int, at: tuple[int, int], row: dict[str, Any]) -> Any:
+        key = {"id": row["id"]}
+        return change(
+            f"c2.app.{table}",
+            op,
+            f"app.{table}",
+            offset=offset,
+            position=SourcePosition(*at),
+            key=key,
+            before=key if op is Op.DELETE else None,
+            after=None if op is Op.DELETE else row,
+        )
+
+    try:
+        swap = event("board", Op.UPDATE, 0, (100, 101), {"id": 1, "slug": "b"})  # board 2 still has 'b'
+        assert writer.apply(swap).held == 1
+        gone = event("board", Op.DELETE, 1, (200, 202), {"id": 1})  # after card 10 moved (below)
+        result = writer.apply(gone)  # with the held swap step: board 1's events one by one
+        assert result.errors == []
+        with psycopg.connect(admin) as conn:
+            cards = conn.execute("SELECT id, board FROM casc2.card").fetchall()
+        assert cards == [(10, 1)], "the delete waits: card 10's move is not applied yet"
+        moved = event("card", Op.UPDATE, 0, (200, 201), {"id": 10, "board": 2})
+        assert writer.apply(moved).errors == []  # board 1's events are tried before the cards' writes
+        # the swap's other step: board 2 takes 'a', so board 1 takes 'b', then its delete cascades
+        # into nothing (card 10 has moved)
+        other = event("board", Op.UPDATE, 2, (100, 102), {"id": 2, "slug": "a"})
+        assert writer.apply(other).errors == []
+        with psycopg.connect(admin) as conn:
+            assert conn.execute("SELECT id, board FROM casc2.card").fetchall() == [(10, 2)]
+            assert conn.execute("SELECT id, slug FROM casc2.board").fetchall() == [(2, "a")]
+            assert conn.execute("SELECT count(*) FROM replicator.held_event").fetchall() == [(0,)]
+            assert conn.execute("SELECT count(*) FROM replicator.error_record").fetchall() == [(0,)]
+    finally:
+        writer.close()
