@@ -1513,6 +1513,14 @@ def machine() -> dict[str, Any]:
     info["replicator_checkout"] = str(CHECKOUT)
     info["replicator_commit"] = rev.stdout.strip()
     info["replicator_dirty"] = bool(dirty.stdout.strip())
+    modules = subprocess.run(  # as the daemons will import them (PYTHONPATH=CHECKOUT)
+        [sys.executable, "-c", "import replicator.compiled as c; print(c.state())"],
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    info["replicator_per_event_modules"] = modules.stdout.strip() or modules.stderr.strip()[-200:]
     info["connect_worker_offset_flush_interval_ms"] = worker_setting("offset.flush.interval.ms")
     return info
 
@@ -1661,7 +1669,8 @@ def report(res: dict[str, Any]) -> str:
         f" {m.get('debezium_postgres')}, Debezium JDBC sink {m.get('debezium_jdbc_sink')},"
         f" Python {m['python']}, psycopg {m['psycopg']}, librdkafka {m['librdkafka']}."
         f" Replicator from {m['replicator_checkout']} at"
-        f" {m['replicator_commit'][:12]}{' (dirty)' if m['replicator_dirty'] else ''}. Everything (both"
+        f" {m['replicator_commit'][:12]}{' (dirty)' if m['replicator_dirty'] else ''}, per-event"
+        f" modules {m.get('replicator_per_event_modules', 'source (not recorded)')}. Everything (both"
         " PostgreSQL clusters, Kafka, Connect, the consumers, this harness, other people's tests)"
         " shares these CPUs.",
         "",

@@ -42,6 +42,14 @@ OUTSIDE_THE_MODEL: tuple[tuple[str, str], ...] = (
     ),
     ("REPLICATOR_FAILPOINT_PAUSE", "tests only: these topics are not consumed until the release file exists"),
     ("REPLICATOR_FAILPOINT_RELEASE", "tests only: the file that releases `REPLICATOR_FAILPOINT_PAUSE`"),
+    (
+        "REPLICATOR_COMPILE",
+        "at install (`pip install -e .`): `0` builds no compiled modules (mypyc); the Python source runs",
+    ),
+    (
+        "REPLICATOR_PURE_PYTHON",
+        "set (not `0`): run the Python source of the compiled per-event modules (`replicator/compiled.py`)",
+    ),
 )
 
 HEADER = """# Settings reference

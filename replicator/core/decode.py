@@ -323,8 +323,8 @@ def _to_event(
             before = None
     except ValueConversionError as e:
         raise DecodeError(ref, f"{schema}.{table} {e}") from e
-    except TypeError as e:
-        raise DecodeError(ref, f"{schema}.{table} before/after: {e}") from e
+    except TypeError as shape_error:
+        raise DecodeError(ref, f"{schema}.{table} before/after: {shape_error}") from shape_error
 
     if op in (Op.CREATE, Op.UPDATE, Op.READ) and after is None:
         raise DecodeError(ref, f"op {op_text!r} event for {schema}.{table} has no 'after' row")
@@ -343,8 +343,8 @@ def _to_event(
         position = None if snapshot else _position(ref, source, payload.get("transaction"), lsn)
         if snapshot and lsn is None:
             lsn = _emitted_at(source.get("sequence"))
-    except (ValueError, TypeError) as e:
-        raise DecodeError(ref, f"malformed source position fields: {e}") from e
+    except (ValueError, TypeError) as position_error:
+        raise DecodeError(ref, f"malformed source position fields: {position_error}") from position_error
     if ts is None:
         raise DecodeError(ref, "envelope has no ts_ms (neither top-level nor source.ts_ms)")
 
@@ -366,8 +366,8 @@ def _key_row(ref: KafkaRef, key_plan: RowFn, key_payload: Any) -> dict[str, Any]
         return key_plan(key_payload)
     except ValueConversionError as e:
         raise DecodeError(ref, f"key {e}") from e
-    except TypeError as e:
-        raise DecodeError(ref, f"key is not a struct: {e}") from e
+    except TypeError as shape_error:
+        raise DecodeError(ref, f"key is not a struct: {shape_error}") from shape_error
 
 
 # --------------------------------------------------------------------------- JSON
@@ -512,15 +512,15 @@ class JsonDecoder:
             return side.parse(ref.topic, data)
         except UnicodeDecodeError as e:
             raise DecodeError(ref, f"{what} is not UTF-8 ({e}); expected JsonConverter JSON") from e
-        except ValueError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        except ValueError as parse_error:
+            first = str(parse_error).splitlines()[0] if str(parse_error) else type(parse_error).__name__
             raise DecodeError(
                 ref,
                 f"{what} is not valid Kafka Connect JSON ({first}); check the connector's "
                 f"{what}.converter is JsonConverter",
-            ) from e
-        except (KeyError, TypeError) as e:
-            raise DecodeError(ref, f"{what} schema is malformed: {e!r}") from e
+            ) from parse_error
+        except (KeyError, TypeError) as schema_error:
+            raise DecodeError(ref, f"{what} schema is malformed: {schema_error!r}") from schema_error
 
 
 # --------------------------------------------------------------------------- Avro

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import UNAVAILABLE
 
@@ -72,6 +74,7 @@ POS_INFINITY: Final = Infinity(True)
 NEG_INFINITY: Final = Infinity(False)
 
 
+@mypyc_attr(native_class=False)  # compiled (mypyc): a str subclass stays a Python class
 class PgText(str):
     """A value carried as the exact text PostgreSQL reads it from, because Python has no type
     that holds it (e.g. time '24:00:00', a point). A `str`, so it is dumped as text and the
@@ -80,6 +83,7 @@ class PgText(str):
     __slots__ = ()
 
 
+@mypyc_attr(native_class=False)
 class JsonText(str):
     """A json/jsonb value as its exact document text (Debezium sends JSON as text). Written as
     is, so a `json` column keeps key order, duplicate keys and spacing; rules that read inside
@@ -88,6 +92,7 @@ class JsonText(str):
     __slots__ = ()
 
 
+@mypyc_attr(native_class=False)
 class JsonNumber(Decimal):
     """A number with a fraction or exponent inside a JSON document read back from a json/jsonb
     column (`pg.types.exact_rows`): a Decimal (so it compares as one) that keeps the token as the
@@ -98,7 +103,7 @@ class JsonNumber(Decimal):
     text: str
 
     def __new__(cls, token: str) -> JsonNumber:
-        number = super().__new__(cls, token)
+        number = Decimal.__new__(cls, token)  # not super(): mypyc compiles that to object.__new__
         number.text = token
         return number
 
@@ -596,8 +601,8 @@ class RowConverter:
                 except ValueConversionError as e:
                     path = f"{k}.{e.column}"
                     raise ValueConversionError(path, e.semantic, e.value, e.reason) from e
-                except (ValueError, TypeError, OverflowError, ArithmeticError, KeyError) as e:
-                    raise ValueConversionError(k, plan.semantic, v, str(e)) from e
+                except (ValueError, TypeError, OverflowError, ArithmeticError, KeyError) as failure:
+                    raise ValueConversionError(k, plan.semantic, v, str(failure)) from failure
         return row
 
 

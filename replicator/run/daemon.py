@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
+from replicator import compiled
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
@@ -224,6 +225,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         stop_when_caught_up=request.stop_when_caught_up,
         on_error=request.on_error,
         **{**settings.summary(), "group_id": group, "connector": connector},
+        per_event_modules=compiled.state(),
     )
     metrics, server = bind_metrics(settings, run_id, group, request.mode)  # a taken port fails here
 

@@ -135,13 +135,10 @@ def test_an_upsert_without_its_toasted_column_after_the_rows_delete_is_stale_not
     assert writes(plan, [product(1, description="t"), product(2, description=UNAVAILABLE)]).stale == set()
 
 
-def test_truncate_splits_segments() -> None:
-    class Item:  # minimal stand-in with a kind
-        def __init__(self, kind: Kind) -> None:
-            self.kind = kind
-
-    seq = [Item(Kind.UPSERT), Item(Kind.TRUNCATE), Item(Kind.UPSERT), Item(Kind.DELETE)]
-    segments = split_at_truncates(seq)  # type: ignore[arg-type]
+def test_truncate_splits_segments(plan: Plan) -> None:
+    events = [product(1), product(2, op=Op.TRUNCATE), product(3), product(4, op=Op.DELETE)]
+    seq = to_intents(events, plan.tables_for_topic).by_table[TableRef("catalog", "product")]
+    segments = split_at_truncates(seq)
     assert [[i.kind for i in s] for s in segments] == [
         [Kind.UPSERT],
         [Kind.TRUNCATE],

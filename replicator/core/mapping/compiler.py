@@ -387,9 +387,9 @@ def _column(
         return _lookup_column(spec, path, rule_id, target, target_type, rule, is_key, problems, catalog)
     try:
         steps = [build_transform(t) for t in rule.transforms]
-    except ValueError as exc:
+    except ValueError as bad_step:
         problems.append(
-            spec.problem((*path, "transforms"), rule_id, str(exc), "correct the transform arguments")
+            spec.problem((*path, "transforms"), rule_id, str(bad_step), "correct the transform arguments")
         )
         return None
     if rule.value_map is not None and rule.unmapped is not None:
@@ -404,12 +404,12 @@ def _column(
             if str(ctype) != str(target_type):
                 raise ValueError(f"cast type {ctype} differs from the target column type {target_type}")
             cast_fn = tf.cast(ctype, rule.cast.on_narrowing, rule.cast.on_invalid)
-        except ValueError as exc:
+        except ValueError as bad_cast:
             problems.append(
                 spec.problem(
                     (*path, "cast"),
                     rule_id,
-                    str(exc),
+                    str(bad_cast),
                     f"cast to the target type {target_type} (or omit cast.type)",
                 )
             )

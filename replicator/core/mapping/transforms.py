@@ -370,10 +370,10 @@ def decimal_op(op: Literal["mul", "div", "add", "sub"], by: str, scale: int, rou
                     "fix: declare decimal.rounding or widen decimal.scale"
                 )
             return r.quantize(quantum, context=_CTX, rounding=ROUNDING[rounding or "half_even"])
-        except decimal.DecimalException as exc:
+        except decimal.DecimalException as out_of_range:
             raise TransformError(
                 f"decimal {op} {by}: {v} is out of range; fix: clean the source value"
-            ) from exc
+            ) from out_of_range
 
     return fn
 
