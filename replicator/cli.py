@@ -646,8 +646,7 @@ def cmd_cutover(args: argparse.Namespace, settings: Settings) -> int:
                 f"would revoke {len(plan['revoke'])} write grants, drain "
                 f"{len(plan['drain']['topics'])} topics, set {len(plan['sequences'])} sequences"
                 + "".join(
-                    f"\n  sequence {s['sequence']} ({s['table']}.{s['column']}) -> {s['set_to']}"
-                    for s in plan["sequences"]
+                    f"\n  sequence {s['sequence']} ({s['what']}) -> {s['set_to']}" for s in plan["sequences"]
                 ),
                 "dry run: nothing was changed; "
                 + ("every gate passes" if all(g.ok for g in gates) else "a cutover now would be refused"),
@@ -666,7 +665,7 @@ def cmd_cutover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _gate(g: Any) -> dict[str, Any]:
-    return {"name": g.name, "ok": g.ok, "detail": g.detail}
+    return {"name": g.name, "ok": g.ok, "detail": g.detail, "warning": g.warning}
 
 
 def cmd_cutover_status(args: argparse.Namespace, settings: Settings) -> int:

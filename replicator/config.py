@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psycopg.conninfo import make_conninfo
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,8 @@ from pydantic_settings import (
 )
 
 from replicator.core.errors import ConfigError
+from replicator.core.model import TableRef
+from replicator.core.sequence_pairs import parse_pairs
 
 
 class PostgresSettings(BaseModel):
@@ -207,6 +209,11 @@ class CutoverSettings(BaseModel):
         default=300.0, gt=0, description="the drain's deadline; past it the cutover aborts"
     )
     sequence_margin: int = Field(default=1000, ge=0, description="target sequences are set this far past")
+    sequences: str = Field(
+        default="",
+        description="standalone sequences to carry whose names differ between source and target, "
+        "comma-separated `source_schema.name=target_schema.name` (same-named ones are carried without it)",
+    )
     require_shadow: bool = Field(default=False, description="gate: the latest shadow run predicts no errors")
     operator: str | None = Field(default=None, description="who runs the cutover (default: the OS user)")
     mirror_schema: str | None = Field(
@@ -215,8 +222,17 @@ class CutoverSettings(BaseModel):
         "one per migration when several targets are fed from one source",
     )
 
+    @field_validator("sequences")
+    @classmethod
+    def _pairs(cls, value: str) -> str:
+        parse_pairs(value)  # a bad pair fails at startup, naming it
+        return value
+
     def roles(self) -> list[str]:
         return [r.strip() for r in self.app_roles.split(",") if r.strip()]
+
+    def sequence_pairs(self) -> list[tuple[TableRef, TableRef]]:
+        return parse_pairs(self.sequences)
 
 
 class MetricsSettings(BaseModel):

@@ -154,6 +154,10 @@ class Facts:
     stopped_tables: tuple[str, ...] = ()
     # Of `held_rows`, those held longer than `Bounds.max_held_age_s` (None: not measured, all count).
     held_stuck: int | None = None
+    # Standalone sequences (`core.sequence_pairs`): pairs carried, warning lines, problem lines.
+    sequence_pairs: int = 0
+    sequence_warnings: tuple[str, ...] = ()
+    sequence_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +165,10 @@ class Gate:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # passes, but names something the operator must look at
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+        return f"{'FAIL' if not self.ok else 'WARN' if self.warning else 'ok  '} {self.name}: {self.detail}"
 
 
 def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Gate]:
@@ -283,6 +288,7 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
             else f"{facts.signal_table} is missing; fix: create it, or set REPLICATOR_SIGNAL_TABLE",
         )
     )
+    gates.append(sequences_gate(facts))
     if facts.shadow_errors is not None:
         gates.append(
             Gate(
@@ -294,6 +300,17 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
             )
         )
     return gates
+
+
+def sequences_gate(facts: Facts) -> Gate:
+    """Standalone sequences: a problem fails (the target would hand out numbers the source already
+    did); a source sequence left uncarried only warns (the application may not use it)."""
+    carried = f"{facts.sequence_pairs} standalone sequences to carry"
+    if facts.sequence_problems:
+        return Gate("sequences", False, " | ".join(facts.sequence_problems))
+    if facts.sequence_warnings:
+        return Gate("sequences", True, f"{carried}; WARNING: {' | '.join(facts.sequence_warnings)}", True)
+    return Gate("sequences", True, carried)
 
 
 def verify_gate(lines: Sequence[str], clean: bool) -> Gate:
@@ -324,7 +341,8 @@ def target_only_gate(target_only: Mapping[str, int], accept: bool) -> Gate:
 
 @dataclass(frozen=True, slots=True)
 class SequencePlan:
-    """One target sequence (identity or serial column) and where it must be set."""
+    """One target sequence (identity, serial or default of a column; or standalone, paired with a
+    source sequence: no table, no column) and where it must be set."""
 
     sequence: str
     table: str
@@ -332,6 +350,14 @@ class SequencePlan:
     target_max: int | None
     source_value: int | None
     margin: int
+    source_sequence: str | None = None  # standalone: the source sequence it is carried from
+
+    @property
+    def what(self) -> str:
+        """What the sequence serves, for one line of output."""
+        if self.source_sequence:
+            return f"standalone, from source {self.source_sequence}"
+        return f"{self.table}.{self.column}"
 
     @property
     def value(self) -> int:

@@ -21,7 +21,11 @@ Steps, in order:
   target is verified against the (now still) source row by row, and rows only
   in the target are a gate of their own;
 - sequences: every sequence of a mapped target table past the largest key and
-  the source's sequence, plus the margin; target row counts for `rollback`;
+  the source's sequence, plus the margin; every standalone source sequence of
+  the spec's source schemas (no column owns or calls it) with a target
+  counterpart (`core.sequence_pairs`) past the source's, plus the margin; a
+  source sequence without one is named (the `sequences` gate warns), an
+  unreadable one fails the gate and aborts here; target row counts for `rollback`;
 - [pause]; flip: authority = target in one target transaction (with the
   flip's transaction id), then on the source.
 Any failure from the gates to the flip aborts: the source is unfenced (the
@@ -72,6 +76,7 @@ from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Partition, TableRef
 from replicator.core.report import mapping_report, render_html, render_markdown
+from replicator.core.sequence_pairs import Pairing, pair, schema_map
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
 from replicator.run.assembly import capture as configured_capture
@@ -175,6 +180,11 @@ class Cutover:
             stopped = tuple(stop_lines(store.stops(self.group)))
             recorded = store.recorded_partitions()
             shadow = store.latest_shadow_errors() if self.settings.cutover.require_shadow else None
+        with (
+            self._source() as src,
+            connect(self.settings.target, "target", autocommit=True) as tgt,
+        ):
+            pairing = self._pairing(src, tgt)
         lag: dict[str, int] = {}
         with Metadata(self.settings.kafka) as metadata:
             counts = metadata.partition_counts(self.plan.topics)
@@ -205,6 +215,9 @@ class Cutover:
             if not self.settings.cutover.require_shadow
             else (-1 if shadow is None else shadow),
             stopped_tables=stopped,
+            sequence_pairs=len(pairing.pairs),
+            sequence_warnings=pairing.warnings,
+            sequence_problems=pairing.problems,
         )
 
     def gates(self, accept_errors: bool) -> list[Gate]:
@@ -228,7 +241,7 @@ class Cutover:
                 "topics": [*self.plan.topics, self.signal_topic],
                 "signal_table": str(self.signal_table),
             },
-            "sequences": [{**asdict(p), "set_to": p.value} for p in planned],
+            "sequences": [{**asdict(p), "what": p.what, "set_to": p.value} for p in planned],
             "options": asdict(options),
         }
         return gates, plan
@@ -543,7 +556,29 @@ class Cutover:
         only_target = {str(d.target): len(d.extra) for d in diffs}
         return [verify_gate(bad, not bad), target_only_gate(only_target, options.accept_target_only)]
 
+    def _pairing(self, src: psycopg.Connection[Any], tgt: psycopg.Connection[Any]) -> Pairing:
+        """The standalone sequences of the spec's source schemas and of REPLICATOR_CUTOVER__SEQUENCES,
+        paired with their target counterparts (source values read now)."""
+        named = self.settings.cutover.sequence_pairs()
+        schemas = schema_map((t.source, t.target) for t in self.plan.tables)
+        found = capture.sequences(src, sorted(schemas), [s for s, _ in named])
+        candidates = sorted({x for f in found for x in (f.name.schema, *schemas.get(f.name.schema, ()))})
+        return pair(
+            found,
+            sequences.named(tgt, candidates, [t for _, t in named]),
+            schemas,
+            named,
+            self.settings.cutover.sequence_margin,
+            (self.settings.source.user, self.settings.target.user),
+        )
+
     def _sequence_plans(self, tgt: psycopg.Connection[Any]) -> list[SequencePlan]:
+        """Every sequence the cutover sets: the mapped tables' columns', then the standalone ones."""
+        with self._source() as src:
+            standalone = self._pairing(src, tgt).plans
+        return [*self._column_plans(tgt), *standalone]
+
+    def _column_plans(self, tgt: psycopg.Connection[Any]) -> list[SequencePlan]:
         found = sequences.find(tgt, self.target_tables)
         plans: list[SequencePlan] = []
         with self._source() as src:
@@ -574,13 +609,26 @@ class Cutover:
     def _sequences(self, record: Mapping[str, Any]) -> None:
         done: list[dict[str, Any]] = []
         with connect(self.settings.target, "target", autocommit=True) as tgt:
+            with self._source() as src:  # read after the fence: the source's last values are final
+                pairing = self._pairing(src, tgt)
+            if pairing.problems:
+                raise _Abort("sequences: " + " | ".join(pairing.problems))
+            for warning in pairing.warnings:
+                self.say(f"WARNING sequences: {warning}")
             by_name = {s.sequence: s for s in sequences.find(tgt, self.target_tables)}
-            for p in self._sequence_plans(tgt):
+            for p in self._column_plans(tgt):
                 value = sequences.set_past(tgt, by_name[p.sequence], p.value)
                 done.append({**asdict(p), "set_to": value})
                 self.say(
-                    f"sequence {p.sequence} ({p.table}.{p.column}): set to {value} (target max "
+                    f"sequence {p.sequence} ({p.what}): set to {value} (target max "
                     f"{p.target_max}, source {p.source_value}, margin {p.margin})"
+                )
+            for q in pairing.pairs:
+                value = sequences.set_named_past(tgt, q.target, q.plan.value)
+                done.append({**asdict(q.plan), "set_to": value})
+                self.say(
+                    f"sequence {q.plan.sequence} ({q.plan.what}): set to {value} (source"
+                    f" {q.plan.source_value}, margin {q.plan.margin})"
                 )
             counts = {str(t): self._count(tgt, t) for t in self.target_tables}
         self._move(record, Step.SEQUENCES, sequences=done, flip_stats={"rows": counts})
@@ -800,7 +848,7 @@ def write_reports(directory: Path, report: Report, source_mirror: Mapping[str, A
         "sequences": [
             {
                 "sequence": q.sequence,
-                "column": f"{q.table}.{q.column}",
+                "column": q.what,
                 "target max": q.target_max,
                 "source value": q.source_value,
                 "set to": q.value,

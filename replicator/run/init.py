@@ -29,7 +29,7 @@ def print_grants(
         app_roles=tuple(settings.cutover.roles()) if "app_roles" in settings.cutover.model_fields_set else (),
     )
     signal = capture(settings).need_signal_table("init --print-grants")
-    return grants_sql(spec, signal, roles)
+    return grants_sql(spec, signal, roles, settings.cutover.sequence_pairs())
 
 
 def init_target(settings: Settings, shadow_role: str | None) -> str:

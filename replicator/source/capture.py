@@ -2,7 +2,9 @@
 publication, the WAL, sequences.
 
 Read-only. The slot's retained WAL is measured from the current WAL position
-back to the slot's restart LSN (what PostgreSQL must keep for it).
+back to the slot's restart LSN (what PostgreSQL must keep for it). A sequence's
+last value is NULL in pg_sequences both when it was never used and when the
+role may not read it: `sequences` tells the two apart.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import psycopg
 
 from replicator.core.model import TableRef
 from replicator.core.publication import Publication
+from replicator.core.sequence_pairs import SourceSequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +71,29 @@ def sequence_value(conn: psycopg.Connection[Any], table: TableRef, column: str) 
         (table.schema, table.name, column),
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+_SEQUENCES = """
+SELECT n.nspname, c.relname, ps.last_value, has_sequence_privilege(c.oid, 'SELECT,USAGE'),
+  EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i'))
+  OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_attrdef'::regclass
+             AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = c.relname
+WHERE c.relkind = 'S' AND (n.nspname = ANY(%s::text[])
+  OR (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
+ORDER BY 1, 2
+"""
+
+
+def sequences(
+    conn: psycopg.Connection[Any], schemas: list[str], names: list[TableRef]
+) -> list[SourceSequence]:
+    """Every sequence in `schemas`, and those named: last value, readable, owned or called by a column."""
+    rows = conn.execute(_SEQUENCES, (schemas, [n.schema for n in names], [n.name for n in names])).fetchall()
+    return [
+        SourceSequence(TableRef(s, n), None if last is None else int(last), bool(readable), bool(of_column))
+        for s, n, last, readable, of_column in rows
+    ]

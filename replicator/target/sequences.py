@@ -4,7 +4,8 @@ A sequence belongs to a column through an identity, a serial (OWNED BY), or
 a column default calling nextval(). Each is set to `SequencePlan.value` (past
 the largest mapped key and past the source's sequence, plus a margin) and
 never moved backwards: a sequence already further stays where it is.
-Descending sequences are reported and left alone.
+Descending sequences are reported and left alone. Standalone sequences (no
+column: `core.sequence_pairs`) are found by name and set the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from psycopg import sql
 
 from replicator.core.errors import Fatal
 from replicator.core.model import TableRef
+from replicator.core.sequence_pairs import TargetSequence as NamedSequence
 
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint", "numeric"})
 
@@ -97,6 +99,40 @@ def set_past(conn: psycopg.Connection[Any], s: TargetSequence, value: int) -> in
         "(SELECT last_value FROM pg_sequences WHERE format('%%I.%%I', schemaname, sequencename)::regclass"
         " = %s::regclass), %s::bigint)), true)",
         (s.sequence, value, s.sequence, value),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+_NAMED = """
+SELECT n.nspname, c.relname, s.seqincrement, s.seqmax, has_sequence_privilege(c.oid, 'UPDATE')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_sequence s ON s.seqrelid = c.oid
+WHERE c.relkind = 'S' AND (n.nspname = ANY(%s::text[])
+  OR (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
+ORDER BY 1, 2
+"""
+
+
+def named(conn: psycopg.Connection[Any], schemas: list[str], names: list[TableRef]) -> list[NamedSequence]:
+    """Every sequence in `schemas`, and those named, whatever owns them; settable: UPDATE on it."""
+    rows = conn.execute(_NAMED, (schemas, [n.schema for n in names], [n.name for n in names])).fetchall()
+    return [NamedSequence(TableRef(s, n), int(inc), int(maxv), bool(ok)) for s, n, inc, maxv, ok in rows]
+
+
+def set_named_past(conn: psycopg.Connection[Any], s: NamedSequence, value: int) -> int:
+    """`set_past` for a standalone sequence: its next value above `value`, never backwards."""
+    if value > s.max_value:
+        raise Fatal(
+            f"target sequence {s.name} would be set to {value}, past its maximum {s.max_value};"
+            f" fix: ALTER SEQUENCE {s.name} AS bigint MAXVALUE ..."
+        )
+    row = conn.execute(
+        "SELECT setval(format('%%I.%%I', %(schema)s::text, %(name)s::text)::regclass,"
+        " GREATEST(%(value)s::bigint, coalesce((SELECT last_value FROM pg_sequences"
+        " WHERE schemaname = %(schema)s AND sequencename = %(name)s), %(value)s::bigint)), true)",
+        {"schema": s.name.schema, "name": s.name.name, "value": value},
     ).fetchone()
     assert row is not None
     return int(row[0])

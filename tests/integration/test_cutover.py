@@ -825,3 +825,65 @@ def test_dual_writes_source_wins_and_a_target_only_row_blocks_until_accepted(
     accepted = site.cli("cutover", "--accept-target-only")
     assert accepted.returncode == 0, cli_out(accepted)
     assert authority(stack, site) == ("target", "target")
+
+
+def test_standalone_sequences_are_carried_and_one_missing_in_the_target_is_named(
+    stack: Stack, world: World, site: Site
+) -> None:
+    """Sequences the application draws with nextval() in its own SQL (no column owns or calls them):
+    a same-named one and a pair named in REPLICATOR_CUTOVER__SEQUENCES are set past the source's
+    value plus the margin; one with no target counterpart is named by the dry run and the gate
+    (a warning: the cutover goes on)."""
+    s = sql.Identifier(world.schema)
+    names = {"invoice_no": 70_000, "legacy_ticket": 123_456, "receipt_no": 5}
+    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+        for name, value in names.items():
+            conn.execute(sql.SQL("CREATE SEQUENCE {}").format(sql.Identifier(world.schema, name)))
+            conn.execute("SELECT setval(%s::regclass, %s)", (f"{world.schema}.{name}", value))
+    with psycopg.connect(stack.target_admin(site.dbname), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE SEQUENCE {0}.invoice_no; CREATE SEQUENCE {0}.ticket_number;"
+                " GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {0} TO replicator"
+            ).format(s)
+        )
+    named = {"REPLICATOR_CUTOVER__SEQUENCES": f"{world.schema}.legacy_ticket={world.schema}.ticket_number"}
+    try:
+        dry = site.cli("cutover", "--dry-run", **named)
+        out = cli_out(dry)
+        assert dry.returncode == 0, out  # a missing counterpart warns, it does not block
+        warn = next(line for line in out.splitlines() if line.startswith("WARN sequences:"))
+        assert f"not carried: {world.schema}.receipt_no; fix: create" in warn, out
+        assert "invoice_no" not in warn and "ticket" not in warn
+        assert (
+            f"sequence {world.schema}.invoice_no (standalone, from source {world.schema}.invoice_no) -> 71000"
+            in out
+        )
+        assert (
+            f"sequence {world.schema}.ticket_number (standalone, from source {world.schema}.legacy_ticket)"
+            " -> 124456"
+        ) in out
+
+        result = site.cli("cutover", **named)
+        out = cli_out(result)
+        assert result.returncode == 0, out
+        assert (
+            "WARNING sequences: source sequences without a target counterpart, not carried:"
+            f" {world.schema}.receipt_no" in out
+        )
+        with psycopg.connect(stack.target_admin(site.dbname), autocommit=True) as conn:
+            drawn = [
+                one_row(conn.execute("SELECT nextval(%s::regclass)", (f"{world.schema}.{name}",)))[0]
+                for name in ("invoice_no", "ticket_number")
+            ]
+        assert drawn == [71_001, 124_457]  # past the source's numbers: no duplicate after the flip
+        carried = {q["sequence"]: q["source_sequence"] for q in status(site)["sequences"]}
+        assert carried == {
+            f"{world.schema}.parent_id_seq": None,
+            f"{world.schema}.invoice_no": f"{world.schema}.invoice_no",
+            f"{world.schema}.ticket_number": f"{world.schema}.legacy_ticket",
+        }
+    finally:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            for name in names:
+                conn.execute(sql.SQL("DROP SEQUENCE {}").format(sql.Identifier(world.schema, name)))

@@ -10,13 +10,17 @@ Invariants:
   control schema (`replicator init` creates it); the shadow role reads the mapped and lookup
   tables and gets its control-schema grants from `init`. For `replicator cutover`, the source
   role may also end the application roles' transactions, probe-write as them and keep the
-  authority mirror; the target role may move the mapped tables' sequences.
+  authority mirror, and read the source schemas' sequences (`pg_sequences` hides a sequence's
+  last value from a role without SELECT or USAGE on it); the target role may move the
+  sequences of the mapped schemas, and both may use the sequences of
+  REPLICATOR_CUTOVER__SEQUENCES.
 - Every identifier is quoted with `psycopg.sql`; the text is deterministic (sorted tables).
 - No password is ever printed: roles are created by the administrator, with a placeholder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -54,8 +58,11 @@ def _schemas(refs: list[TableRef]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(s) for s in sorted({r.schema for r in refs}))
 
 
-def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
-    """The statements, in the order to run them, with a comment saying where and as whom."""
+def grants_sql(
+    spec: Spec, signal_table: TableRef, roles: Roles, sequences: Sequence[tuple[TableRef, TableRef]] = ()
+) -> str:
+    """The statements, in the order to run them, with a comment saying where and as whom;
+    `sequences`: the (source, target) pairs of REPLICATOR_CUTOVER__SEQUENCES."""
     captured = sorted({t.source for t in spec.tables}, key=str)
     targets = sorted({t.target for t in spec.tables}, key=str)
     truncated = sorted({t.target for t in spec.tables if t.truncate.policy == "truncate"}, key=str)
@@ -117,13 +124,18 @@ def grants_sql(spec: Spec, signal_table: TableRef, roles: Roles) -> str:
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), shadow),
             sql.SQL("GRANT SELECT ON {} TO {}").format(_list([*targets, *lookups]), shadow),
         ]
-    out += _cutover(captured, targets, roles)
+    out += _cutover(captured, targets, roles, sequences)
     tail = f" --shadow-role {roles.shadow_role}" if roles.shadow_role else ""
     out += ["", f"-- then, as {roles.target_role}: replicator init{tail}"]
     return "\n".join(s if isinstance(s, str) else s.as_string() + ";" for s in out) + "\n"
 
 
-def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) -> list[str | sql.Composable]:
+def _cutover(
+    captured: list[TableRef],
+    targets: list[TableRef],
+    roles: Roles,
+    named: Sequence[tuple[TableRef, TableRef]],
+) -> list[str | sql.Composable]:
     """What `replicator cutover` needs beyond replication (see the runbook's step 9)."""
     src_role, tgt_role = sql.Identifier(roles.source_role), sql.Identifier(roles.target_role)
     out: list[str | sql.Composable] = [
@@ -137,9 +149,18 @@ def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) ->
         sql.SQL("GRANT pg_signal_backend TO {}").format(src_role),
         "-- the authority mirror (a small table in the control schema, on the source too):",
         sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(roles.source_db), src_role),
-        "-- reading the source sequences it carries over:",
+        "-- reading the source sequences it carries over (the columns' and the standalone ones the",
+        "-- application draws with nextval()); ALL SEQUENCES covers those that exist now: a sequence",
+        "-- created later needs its own GRANT SELECT (the cutover's `sequences` gate names it):",
         sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(_schemas(captured), src_role),
     ]
+    sources = sorted({s for s, _ in named}, key=str)
+    if sources:
+        out += [
+            "-- the source sequences REPLICATOR_CUTOVER__SEQUENCES names:",
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(sources), src_role),
+            sql.SQL("GRANT SELECT ON SEQUENCE {} TO {}").format(_list(sources), src_role),
+        ]
     if roles.app_roles:
         out += [
             "-- the probe writes that prove the fence, made as each application role:",
@@ -160,4 +181,11 @@ def _cutover(captured: list[TableRef], targets: list[TableRef], roles: Roles) ->
             _schemas(targets), tgt_role
         ),
     ]
+    ends = sorted({t for _, t in named}, key=str)
+    if ends:
+        out += [
+            "-- the target sequences REPLICATOR_CUTOVER__SEQUENCES names:",
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(ends), tgt_role),
+            sql.SQL("GRANT USAGE, SELECT, UPDATE ON SEQUENCE {} TO {}").format(_list(ends), tgt_role),
+        ]
     return out
