@@ -62,6 +62,15 @@ class Intent(NamedTuple):
     unavailable: frozenset[str] = frozenset()  # target columns holding UNAVAILABLE (unchanged TOAST)
 
 
+_DELETES: Final[frozenset[Kind]] = frozenset({Kind.DELETE, Kind.SOFT_DELETE, Kind.IGNORE})
+
+
+def left_by_filter(intent: Intent) -> bool:
+    """A delete made because the spec's filter leaves the row out (a snapshot read, an insert or an
+    update that fails it), not because the source deleted it: counted as `filtered`, not `delete`."""
+    return intent.kind in _DELETES and intent.event.op is not Op.DELETE
+
+
 def unavailable_columns(values: Mapping[str, Any]) -> frozenset[str]:
     for v in values.values():  # by identity: `in` would call every value's __eq__
         if v is UNAVAILABLE:

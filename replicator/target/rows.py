@@ -39,7 +39,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from replicator.core.errors import one_line
-from replicator.core.intents import Intent, Kind, key_text
+from replicator.core.intents import Intent, Kind, key_text, left_by_filter
 from replicator.core.isolate import Isolated, isolate
 from replicator.core.mapping.plan import ForeignKeyPlan, TablePlan
 from replicator.core.mapping.statements import ONE_ROW, ROW_NUMBER, ROW_VARIABLE, Within
@@ -310,7 +310,9 @@ class TableRows:
         """Add an isolation's result to `out`: its attempts, its applied rows under `op`, and a
         refusal for each failed row (`intent`: the row's intent from the item isolated)."""
         out.attempts += done.attempts
-        out.add(op, len(done.applied))
+        filtered = 0 if op == "upsert" else sum(left_by_filter(intent(item)) for item in done.applied)
+        out.add(op, len(done.applied) - filtered)
+        out.add("filtered", filtered)
         out.refused.extend(self._refused(intent(item), why) for item, why in done.failed)
 
     @staticmethod
@@ -502,4 +504,7 @@ class TableRows:
         if soft:
             cols = tuple(soft[0].values)
             self._isolated(conn, cols, soft, partial(statements.soft_delete, cols), "soft_delete", out)
-        out.add("delete_ignored", len(writes.by_kind(Kind.IGNORE)))
+        ignored = writes.by_kind(Kind.IGNORE)
+        filtered = sum(map(left_by_filter, ignored))
+        out.add("delete_ignored", len(ignored) - filtered)
+        out.add("filtered", filtered)

@@ -105,6 +105,34 @@ def customer(i: int, email: str) -> dict[str, Any]:
     }
 
 
+def test_a_row_the_filter_leaves_out_is_counted_filtered_not_deleted(stack: Stack) -> None:
+    """The batch counts (the daemon's `batch` line, its totals and `events_applied_total`): a
+    snapshot row or an insert the filter leaves out is `filtered` (shadow: `noop`), whatever the
+    delete policy; only the source's own delete counts as `delete` / `soft_delete`."""
+    dbname = fresh_target("filtered")
+    plan = demo_plan(stack, dbname)
+    topic = "demo.shop.customers"
+    test_account = {**customer(1, "t@example.com"), "country": "XX"}  # the filter leaves "XX" out
+    gone = customer(3, "gone@example.com")
+    events = [
+        event(topic, "shop.customers", 0, test_account)._replace(op=Op.READ, snapshot=True),
+        event(topic, "shop.customers", 1, {**test_account, "id": 4}),
+        event(topic, "shop.customers", 2, customer(2, "ok@example.com")),
+        event(topic, "shop.customers", 3, {})._replace(op=Op.DELETE, before=gone, after=None),
+    ]
+    writer = live_writer(stack, dbname, plan, "filtered", f"run-{uuid.uuid4().hex[:6]}")
+    result = writer.apply(prepare(Batch(events=events, next_offsets={(topic, 0): 4}), plan))
+    writer.close()
+    assert dict(result.applied) == {
+        "crm.customer:filtered": 2,  # soft delete policy
+        "crm.customer_pii:filtered": 2,  # hard delete policy
+        "crm.customer:upsert": 1,
+        "crm.customer_pii:upsert": 1,
+        "crm.customer:soft_delete": 1,
+        "crm.customer_pii:delete": 1,
+    }
+
+
 def test_an_event_one_of_whose_targets_refuses_it_is_applied_to_none(stack: Stack) -> None:
     dbname = fresh_target("atomic")
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
