@@ -370,7 +370,7 @@ class Plan:
             lines.append(f"  on schema change [{t.schema_change.rule_id}]: {t.schema_change.kind}")
             for c in t.columns:
                 flag = " (key)" if c.is_key else ""
-                lines.append(f"  {c.target} {c.target_type}{flag} <- {c.describe}  [{c.rule_id}]")
+                lines.append(f"  {c.target} {c.target_type}{flag} <- {c.describe} [{c.rule_id}]")
         if self.warnings:
             lines.append("")
             lines.extend(f"warning: {w}" for w in self.warnings)

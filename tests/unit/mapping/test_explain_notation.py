@@ -4,6 +4,7 @@ Every part printed reads back (YAML) as what the spec says."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -69,17 +70,19 @@ def test_filters_splits_transforms_and_values_are_printed_as_the_spec_writes_the
     assert "    set deleted = const true" in lines
     assert (
         '  first_name text <- split {from: full_name, sep: " ", index: 0, maxsplit: 1} | trim'
-        " | {case: upper} | {mask: {keep_last: 2}}  [users.first_name]"
+        " | {case: upper} | {mask: {keep_last: 2}} [users.first_name]"
     ) in lines
-    assert '  origin text <- const "legacy"  [users.origin]' in lines
-    assert '  code text <- const "42"  [users.code]' in lines  # a string, not the number 42
+    assert '  origin text <- const "legacy" [users.origin]' in lines
+    assert '  code text <- const "42" [users.code]' in lines  # a string, not the number 42
     assert (
         '  tier text <- from tier | value_map(1 values, unmapped default "basic") | default "none"'
-        "  [users.tier]"
+        " [users.tier]"
     ) in lines
-    assert "  profile jsonb <- json_object {first: first, n: const 3}  [users.profile]" in lines
-    assert "  deleted boolean <- const false  [users.deleted]" in lines
+    assert "  profile jsonb <- json_object {first: first, n: const 3} [users.profile]" in lines
+    assert "  deleted boolean <- const false [users.deleted]" in lines
     assert not [line for line in lines if "'" in line or "True" in line or "False" in line], lines
+    # one space before a rule id, on every line that names one (column lines had two)
+    assert not [line for line in lines if re.search(r"\S {2,}\[", line)], lines
 
 
 def test_flow_reads_back_as_the_value() -> None:

@@ -250,7 +250,7 @@ def test_lookup_yields_a_reference_the_writer_resolves() -> None:
     assert plan.lookups == (ref.lookup,)
     assert (
         "country_uuid uuid <- lookup new_id from new.country_map where old_id = country_id, "
-        "on_missing reject  [legacy.country_uuid]" in plan.explain()
+        "on_missing reject [legacy.country_uuid]" in plan.explain()
     )
 
 
