@@ -230,6 +230,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.status import (
         authority_status,
         capture_status,
+        dead_text,
         group_line,
         group_members,
         held_status,
@@ -274,7 +275,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         *(
             f"run {r['run_id']} {r['mode']} group={r['group']} {r['state'].upper()}"
             + (
-                f" (silent {r['silent_s']:.0f}s and never recorded its end: killed or its host lost)"
+                f" ({dead_text(r)})"
                 if r["state"] == "dead"
                 else f" at {r['ended_at']}: {r['reason']}; fix it, then start the run again"
                 if r["state"] == "halted"

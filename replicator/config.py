@@ -334,6 +334,8 @@ class Settings(BaseSettings):
             "batch": self.batch.model_dump(),
             "connector": self.connector,
             "instance_id": self.kafka.instance_id,
+            # `status` and `reload` judge the run's liveness by its own interval, not theirs
+            "heartbeat_s": self.heartbeat_s,
         }
 
 

@@ -42,7 +42,7 @@ from replicator.pg.session import connect
 from replicator.run.assembly import capture
 from replicator.run.capture_check import capture_gaps
 from replicator.run.drain import capture_problem
-from replicator.run.heartbeat import liveness
+from replicator.run.heartbeat import DEAD_AFTER_BEATS, liveness
 from replicator.source import capture as source_capture
 from replicator.target.store import ControlStore
 
@@ -107,8 +107,10 @@ def capture_status(settings: Settings) -> dict[str, Any]:
 
 
 def run_status(store: ControlStore, heartbeat_s: float) -> list[dict[str, Any]]:
-    """Runs that never recorded their end (`running` while they beat, `dead` once silent), then
-    runs that ended `halted` with nothing started after them in their group (with the reason)."""
+    """Runs that never recorded their end (`running` while they beat, `dead` once silent for
+    DEAD_AFTER_BEATS of their own heartbeat interval, which each run records at start;
+    `heartbeat_s`, this command's setting, only for a run that recorded none), then runs that
+    ended `halted` with nothing started after them in their group (with the reason)."""
     runs = store.unfinished_runs()
     halted = store.halted_runs()
     return [
@@ -118,8 +120,10 @@ def run_status(store: ControlStore, heartbeat_s: float) -> list[dict[str, Any]]:
                 "mode": r["mode"],
                 "group": r["group_id"],
                 "started_at": r["started_at"].isoformat(),
-                "state": liveness(r["silent_s"], heartbeat_s),
+                "state": liveness(r["silent_s"], r.get("heartbeat_s") or heartbeat_s),
                 "silent_s": round(r["silent_s"], 1),
+                "heartbeat_s": r.get("heartbeat_s") or heartbeat_s,
+                "heartbeat_recorded": r.get("heartbeat_s") is not None,
             }
             for r in runs
         ),
@@ -136,6 +140,17 @@ def run_status(store: ControlStore, heartbeat_s: float) -> list[dict[str, Any]]:
             for r in halted
         ),
     ]
+
+
+def dead_text(run: dict[str, Any]) -> str:
+    """Why a `run_status` row is dead, naming whose heartbeat interval judged it."""
+    beats = f"{DEAD_AFTER_BEATS} heartbeats of {run['heartbeat_s']:g}s" + (
+        "" if run["heartbeat_recorded"] else " (this command's REPLICATOR_HEARTBEAT_S: the run recorded none)"
+    )
+    return (
+        f"silent {run['silent_s']:.0f}s, more than {beats}, and never recorded its end:"
+        " killed or its host lost"
+    )
 
 
 def authority_status(store: ControlStore) -> dict[str, Any]:

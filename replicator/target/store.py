@@ -215,7 +215,8 @@ class ControlStore:
             cur.execute(
                 sql.SQL(
                     "SELECT run_id, mode, group_id, started_at, heartbeat_at,"
-                    " extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8 AS silent_s"
+                    " extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8 AS silent_s,"
+                    " (settings->>'heartbeat_s')::float8 AS heartbeat_s"
                     " FROM {0} AS r WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM {0} AS l"
                     " WHERE l.group_id = r.group_id AND l.mode = r.mode AND l.started_at > r.started_at"
                     " AND l.settings->>'instance_id' = r.settings->>'instance_id')"

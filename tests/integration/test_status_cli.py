@@ -70,8 +70,11 @@ def test_status_shows_a_killed_run_dead_and_a_failed_or_missing_connector(
     (dead,) = wait_until(lambda: ours("dead"), 60, "the killed run to show as dead")
     # dead means silent for more than 3 beats of 1 s; the report rounds silence to 0.1 s (3.04 shows 3.0)
     assert dead["run_id"] == live["run_id"] and dead["silent_s"] >= 3
-    text = run_cli(env, "status").stdout
-    assert f"run {live['run_id']} run group={group} DEAD" in text, text
+    # judged by the daemon's own heartbeat interval (recorded with its run), not this command's:
+    # a `status` run with a 600 s heartbeat still sees the 1 s daemon dead, and says by whose beats
+    text = run_cli({**env, "REPLICATOR_HEARTBEAT_S": "600"}, "status").stdout
+    assert f"run {live['run_id']} run group={group} DEAD (silent " in text, text
+    assert "more than 3 heartbeats of 1s, and never recorded its end" in text, text
     # Kafka may still list the killed member (until its session timeout): not a running consumer
     assert f"group {group}: 0 runs beating (target heartbeats), " in text, text
     # reload decides from the same heartbeats, not from Kafka's members (it went ahead while the

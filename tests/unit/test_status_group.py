@@ -6,7 +6,12 @@ a static member until its session timeout after its process ended.
 
 from __future__ import annotations
 
-from replicator.run.status import group_line, runs_beating
+import datetime as dt
+from typing import Any, cast
+
+from replicator.config import Settings
+from replicator.run.status import dead_text, group_line, run_status, runs_beating
+from replicator.target.store import ControlStore
 
 
 def test_members_that_outlive_their_runs_are_explained_with_the_session_timeout() -> None:
@@ -53,3 +58,45 @@ def test_runs_beating_counts_the_live_runs_of_the_group_and_mode() -> None:
     assert runs_beating(runs, "g") == 2
     assert runs_beating(runs, "g", "run") == 1
     assert runs_beating(runs, "x", "run") == 0
+
+
+class _Runs:
+    """The two reads `run_status` makes of the control store."""
+
+    def __init__(self, unfinished: list[dict[str, Any]]) -> None:
+        self._unfinished = unfinished
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        return self._unfinished
+
+    def halted_runs(self) -> list[dict[str, Any]]:
+        return []
+
+
+def _run(run_id: str, silent_s: float, heartbeat_s: float | None) -> dict[str, Any]:
+    at = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    return {"run_id": run_id, "mode": "run", "group_id": "g", "started_at": at, "silent_s": silent_s,
+            "heartbeat_s": heartbeat_s}  # fmt: skip
+
+
+def test_a_run_is_judged_by_the_heartbeat_interval_it_recorded_not_this_commands() -> None:
+    """A daemon beating every 1 s, silent for 5 s, is dead even when `status` runs with a
+    heartbeat of 600 s; a run that recorded no interval is judged by this command's, and says so."""
+    store = cast(
+        ControlStore, _Runs([_run("fast", 5.0, 1.0), _run("slow", 5.0, 2.0), _run("old", 5.0, None)])
+    )
+    runs = {r["run_id"]: r for r in run_status(store, heartbeat_s=600.0)}
+    assert {k: r["state"] for k, r in runs.items()} == {"fast": "dead", "slow": "running", "old": "running"}
+    assert dead_text(runs["fast"]) == (
+        "silent 5s, more than 3 heartbeats of 1s, and never recorded its end: killed or its host lost"
+    )
+    old = cast(ControlStore, _Runs([_run("old", 5.0, None)]))
+    (judged,) = run_status(old, heartbeat_s=1.0)
+    assert judged["state"] == "dead" and dead_text(judged) == (
+        "silent 5s, more than 3 heartbeats of 1s (this command's REPLICATOR_HEARTBEAT_S: the run recorded"
+        " none), and never recorded its end: killed or its host lost"
+    )
+
+
+def test_a_run_records_its_heartbeat_interval() -> None:
+    assert Settings(heartbeat_s=2.5).summary()["heartbeat_s"] == 2.5
