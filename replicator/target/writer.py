@@ -64,6 +64,7 @@ from replicator.core.holding import (
     Hold,
     Progress,
     Refusal,
+    against_parent,
     due_for_error,
     judgement_lsn,
     settle,
@@ -415,7 +416,7 @@ class BatchWriter:
         run.outcome.attempts = attempts
         result.errors.extend(self._undecided(run, self._other_targets(merged, excluded)))
         failpoints.hit("mid_batch")
-        added, kept, gone = self._settle(conn, run, merged, by_ref, excluded, result, evidence)
+        added, kept, gone = self._settle(conn, run, merged, by_ref, excluded, result, evidence, claimed)
         removed = [h for ref, h in by_ref.items() if ref not in kept]
         self._store_versions(conn, run, claimed, placeholders, claims)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
@@ -940,9 +941,11 @@ class BatchWriter:
         excluded: set[KafkaRef],
         result: BatchResult,
         evidence: _Evidence,
+        claimed: Mapping[TableRef, Mapping[Any, Version]],
     ) -> tuple[list[HeldRow], dict[KafkaRef, bool], set[tuple[str, str | None]]]:
         """Refused rows become held events or error records. Returns (newly held, still held: to be
-        retried soon, the target rows whose events became error records)."""
+        retried soon, the target rows whose events became error records). `claimed`: the versions
+        this batch claimed for new keys (`_lock`)."""
         if not run.refused:
             return [], {}, set()
         others = self._other_targets(merged, excluded)
@@ -956,6 +959,8 @@ class BatchWriter:
         parents = self._versions.read_many(
             conn, {(h.blocked_by, h.awaits) for h in holds if h is not None and h.awaits is not None}
         )
+        for unwritten in _unwritten_claims(run, claimed):  # claimed by this batch, dropped at its end
+            parents.pop(unwritten, None)
         marks = self._marks()
         refusals: list[Refusal] = []
         for n, ((writes, refused), hold) in enumerate(zip(run.refused, holds, strict=True)):
@@ -964,13 +969,19 @@ class BatchWriter:
             if hold is None:
                 refusals.append(Refusal(refs, None, False))
                 continue
-            hold = holds[n] = _judged(hold, parents)
+            # point 4: judged at its parent's later delete, or not at all while the parent's version
+            # says present though the target lacks it (a cascade took it: its delete is to come)
+            judged = against_parent(
+                hold, parents.get((hold.blocked_by, hold.awaits)) if hold.awaits is not None else None
+            )
+            hold = holds[n] = judged or hold
             feeders = self._feeders(hold.blocked_by)
             if feeders is None:  # a topic created since: its count may be recorded by now
                 self._counts.update(ControlStore(conn, self.schema).recorded_partitions())
                 feeders = self._feeders(hold.blocked_by)
             covered = (
-                not refused.waits
+                judged is not None
+                and not refused.waits
                 and feeders is not None
                 and due_for_error(hold, feeders, evidence.progress, marks)
             )
@@ -1190,13 +1201,14 @@ class _Watchdog:
             self._timer = None
 
 
-def _judged(hold: Hold, parents: Mapping[tuple[TableRef, str], Version]) -> Hold:
-    """Point 4 of `core.holding`: a parent the target shows deleted later moves the judgement.
-    `parents`: the stored versions of the awaited parent rows."""
-    version = parents.get((hold.blocked_by, hold.awaits)) if hold.awaits is not None else None
-    if version is None or not version.deleted or version.position is None:
-        return hold
-    return replace(hold, judged_at=max(hold.judged_at, version.position.commit_lsn))
+def _unwritten_claims(
+    run: _Pass, claimed: Mapping[TableRef, Mapping[Any, Version]]
+) -> set[tuple[TableRef, str]]:
+    """The rows whose version this batch claimed (`_lock`) but did not write: `_store_versions`
+    drops those claims, so they say nothing about the rows (a parent held or refused here)."""
+    failed = {(w.table.target, r.intent.key) for w, r in run.refused}
+    written = {(w.table.target, k) for w in run.writes for k in w.versions} - failed
+    return {(t, key_text(k)) for t, keys in claimed.items() for k in keys if (t, k) not in written}
 
 
 def _event_rows(

@@ -12,6 +12,7 @@ from replicator.core.holding import (
     Progress,
     Refusal,
     Row,
+    against_parent,
     covered_through,
     due_for_error,
     judgement_lsn,
@@ -21,6 +22,7 @@ from replicator.core.intents import to_intents
 from replicator.core.isolate import isolate
 from replicator.core.mapping import catalog_from_dict, compile_spec, load_spec_text
 from replicator.core.model import ChangeEvent, KafkaRef, Op, SourcePosition, TableRef
+from replicator.core.ordering import Version
 from replicator.core.verify import TableDiff
 from tests.events import change
 
@@ -60,6 +62,17 @@ def test_judged_strictly_after_the_row_s_own_transaction() -> None:
     """Coverage equal to seq0 of the held row is its own predecessor's commit: not enough."""
     progress = {p: Progress(1, 700) for p in (*PARENT, OWN)}
     assert not due_for_error(hold(judged_at=700), PARENT, progress, ())
+
+
+def test_a_row_is_judged_at_its_parents_later_delete_and_not_while_its_parent_reads_present() -> None:
+    """Point 4: a parent deleted later moves the judgement there; one whose version says present
+    (the target lost it to a cascade, its own delete still to come) leaves the row unjudged."""
+    h = hold(judged_at=100)
+    assert against_parent(h, None) == h  # no version: judged by coverage at its own position
+    deleted = Version("parent", 0, 7, SourcePosition(300, 301), deleted=True)
+    assert against_parent(h, deleted) == hold(judged_at=300)
+    assert against_parent(hold(judged_at=400), deleted) == hold(judged_at=400)  # never earlier
+    assert against_parent(h, Version("parent", 0, 5, SourcePosition(100, 101))) is None
 
 
 def test_rows_without_a_position_are_judged_only_by_marks_read_after_they_were_held() -> None:
