@@ -102,7 +102,10 @@ in delivery order, and a partition holds its events in delivery order. So:
    (`target.writer.BatchWriter._cascade_waits`), until every table the cascade reaches is covered
    through J: a child moved away before the delete in the source must not be taken. Covered, the
    delete is applied (the rows its cascade then takes are those the source's took), so this
-   refusal is held and never an error record.
+   refusal is held and never an error record. The parents are locked (FOR UPDATE) before their
+   children are looked for: a child another instance is inserting holds its parent FOR KEY SHARE,
+   so it is committed, and seen, first, or it waits and then finds its parent deleted (trial 10b:
+   the cascade took a card inserted meanwhile, unchecked, and its version kept saying present).
 
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N

@@ -462,6 +462,22 @@ class TableRows:
         referenced row is not in `fk.parent` now."""
         return self._matching(conn, rows, fk.columns, fk.parent, fk.ref_columns, exists=False)
 
+    def lock(self, conn: psycopg.Connection[Any], rows: Sequence[Intent]) -> None:
+        """Lock `rows` (by key) FOR UPDATE, in key order. A transaction inserting a row that
+        references one of them holds it FOR KEY SHARE (its foreign key check): this waits for that
+        one to end, and a later one waits for this transaction; either way, once it returns, every
+        row referencing them is committed and visible to the next statement (READ COMMITTED)."""
+        key = self.table.key
+        self._stage(conn, key, rows)
+        conn.execute(
+            sql.SQL("SELECT FROM {} AS t JOIN {} AS s ON {} ORDER BY {} FOR UPDATE OF t").format(
+                sql.Identifier(self.table.target.schema, self.table.target.name),
+                self._stage_id,
+                _pairs("t", key, "s", key),
+                sql.SQL(", ").join(sql.Identifier("t", k) for k in key),
+            )
+        )
+
     def referenced(
         self, conn: psycopg.Connection[Any], fk: ForeignKeyPlan, rows: Sequence[Intent]
     ) -> list[Intent]:

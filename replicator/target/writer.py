@@ -730,6 +730,11 @@ class BatchWriter:
             return {}
         hard = writes.by_kind(Kind.DELETE)
         rows = self._rows[writes.table.target]
+        if hard:
+            # locked first: a child another instance is inserting (uncommitted, unseen below) would
+            # be taken by the cascade once it commits, unchecked (trial 10b); now it commits first,
+            # and is seen, or waits for this batch and finds its parent deleted (held, point 4)
+            rows.lock(conn, hard)
         marks = self._marks()
         waiting: dict[Any, Refused] = {}
         for fk in fks:

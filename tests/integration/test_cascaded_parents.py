@@ -7,14 +7,20 @@ still says "inserted at 100"; point 4 of `core.holding` (judge at the parent's l
 nothing to go by, and the held card insert, judged at 100 where the source had its board, became a
 23503 error record, though its own delete was still to come.
 
-A card held for a parent the target lacks while its version says present is not judged: it waits
-for the board's own events (its delete, then point 4), and is superseded by its own delete. The
-workspace's delete here is applied by a writer that may not hold rows (as `errors retry` does): the
-cascade runs unguarded.
+1. A card held for a parent the target lacks while its version says present is not judged: it
+   waits for the board's own events (its delete, then point 4), and is superseded by its own
+   delete. The workspace's delete here is applied by a writer that may not hold rows (as `errors
+   retry` does): the cascade runs unguarded.
+2. The guard (`BatchWriter._cascade_waits`) no longer lets such a cascade through: another
+   instance inserting a child of the row (uncommitted, so the guard's look for children did not
+   see it) while the delete waited on that insert's lock. The guard locks the parents it checks
+   first, so it sees that child once it is committed (trial 10b: a comment and two labels became
+   error records that way).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +34,7 @@ from replicator.core.mapping.spec import load_spec_text
 from replicator.core.model import ChangeEvent, Op, SourcePosition
 from replicator.pg.catalog import read_catalog
 from tests.events import change
-from tests.integration.pipeline import HandFed, fresh_target
+from tests.integration.pipeline import HandFed, fresh_target, wait_until
 from tests.integration.stack import Stack
 
 SCHEMA = """
@@ -122,3 +128,55 @@ def test_a_child_held_for_a_parent_a_cascade_removed_waits_for_the_parents_own_d
     finally:
         writer.close()
         unguarded.close()
+
+
+def test_the_guard_sees_a_child_another_instance_commits_while_the_parents_delete_waits(
+    stack: Stack, target: tuple[str, str, Plan]
+) -> None:
+    """Source: card 50 is added to board 5 (LSN 100), moved to board 6 (LSN 200), then board 5 is
+    deleted (LSN 300). One instance inserts the card (not committed yet) as another applies the
+    board's delete: the card's move is not applied, so the delete must wait rather than cascade."""
+    dbname, admin, plan = target
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("INSERT INTO cp.board VALUES (5, 1), (6, 1)")
+    cards = HandFed(stack, dbname, plan, "cascrace", PATIENT, COUNTS)
+    boards = HandFed(stack, dbname, plan, "cascrace", PATIENT, COUNTS)
+    inserted = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def waiting_on_a_lock() -> bool:
+        rows = table(
+            admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'",
+        )
+        return bool(rows[0][0])
+
+    real = cards.writer._store_checkpoints
+
+    def commit_once_the_delete_waits(conn: Any, batch: Any) -> None:
+        real(conn, batch)  # the card is written (its board held FOR KEY SHARE), not committed
+        inserted.set()
+        wait_until(waiting_on_a_lock, 30, "the board's delete to wait for the card's transaction")
+
+    def insert_card() -> None:
+        try:
+            outcome["card"] = cards.apply(event("card", Op.CREATE, 0, (100, 101), {"id": 50, "board": 5}))
+        except Exception as exc:  # the test reports it, whatever it is
+            outcome["error"] = exc
+
+    cards.writer._store_checkpoints = commit_once_the_delete_waits  # type: ignore[method-assign]
+    inserter = threading.Thread(target=insert_card)
+    try:
+        inserter.start()
+        assert inserted.wait(30), "the card's batch did not reach its commit"
+        result = boards.apply(event("board", Op.DELETE, 0, (300, 301), {"id": 5}))
+        inserter.join(60)
+        assert "error" not in outcome, f"the card's batch failed: {outcome.get('error')!r}"
+        assert result.held == 1, "the delete waits: the card's move is not applied yet"
+        assert table(admin, "SELECT id, board FROM cp.card") == [(50, 5)]
+        assert table(admin, "SELECT id FROM cp.board ORDER BY id") == [(5,), (6,)]
+    finally:
+        inserter.join(60)
+        cards.close()
+        boards.close()
