@@ -106,6 +106,9 @@ in delivery order, and a partition holds its events in delivery order. So:
    children are looked for: a child another instance is inserting holds its parent FOR KEY SHARE,
    so it is committed, and seen, first, or it waits and then finds its parent deleted (trial 10b:
    the cascade took a card inserted meanwhile, unchecked, and its version kept saying present).
+   A batch retrying a held delete that waits for a child table adopts the deletes held for the
+   parent table above it (`target.holds.HoldStore`): a cascade held level by level lands in one
+   batch.
 
 Hence `due_for_error` is true only when the source, at J, had no such parent
 (or the spec rejected or filtered it), i.e. never because of lag; with N

@@ -33,7 +33,11 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   if it becomes an error record, they are judged in the same batch
   (`core.holding`, point 6). Dependants it could not take, and held rows that
   await a row a batch made an error record, are made due at the next retry
-  (`hasten`, `HeldRow.soon`).
+  (`hasten`, `HeldRow.soon`). Dependants include the rows refused (23503) for
+  any row of a table an adopted row writes: a parent's delete held for its
+  children's table lands in the batch that deletes the last of them (deletes go
+  children first), not at its own next retry (one backoff per level of a
+  cascade: cust -> ord -> line took 4 s with `retry_after_s` 2).
 - A held event is stored under the row it was refused for and lists the
   event's other target rows (`also`): `held_rows` counts it for each.
 """
@@ -253,8 +257,12 @@ class HoldStore:
             # and the rows that await theirs: if theirs become error records, the batch judges those
             # at once (`core.holding`, point 6), not one retry per level of a chain of foreign keys
             awaited = sorted({(t, k) for h in frontier for t, k in h.rows if k is not None})
+            # and the rows refused (23503) for any row of a table theirs are in: a parent's delete
+            # held for its children's table (the cascade guard, NO ACTION) lands in the batch that
+            # deletes the last of them, after it (children first), not at its own next retry
+            written = sorted({t for h in frontier for t, _ in h.rows})
             room = limit - len(found)
-            if not (pairs or tables or awaited) or room <= 0:
+            if not (pairs or tables or awaited or written) or room <= 0:
                 return
             refs = list(found)
             rows = conn.execute(
@@ -265,7 +273,9 @@ class HoldStore:
                     "          (SELECT * FROM unnest(%(tables)b::text[], %(keys)b::text[]))"
                     "        OR c.target_table = ANY(%(any_of)s)"
                     "        OR (c.blocked_by, c.awaits) IN"
-                    "          (SELECT * FROM unnest(%(awaited_tables)b::text[], %(awaited_keys)b::text[]))))"
+                    "          (SELECT * FROM unnest(%(awaited_tables)b::text[], %(awaited_keys)b::text[]))"
+                    "        OR (c.awaits IS NULL AND c.sqlstate = '23503'"
+                    "          AND c.blocked_by = ANY(%(written)s))))"
                     " AND (topic, partition, kafka_offset) NOT IN"
                     "   (SELECT * FROM unnest(%(topics)b::text[], %(partitions)s::int[],"
                     "      %(offsets)s::bigint[]))"
@@ -278,6 +288,7 @@ class HoldStore:
                     "any_of": tables,
                     "awaited_tables": [t for t, _ in awaited],
                     "awaited_keys": [k for _, k in awaited],
+                    "written": written,
                     "topics": [r.topic for r in refs],
                     "partitions": [r.partition for r in refs],
                     "offsets": [r.offset for r in refs],

@@ -199,6 +199,25 @@ def test_a_batch_with_the_sources_own_cascade_applies_it_at_once(
     assert rows(admin) == ([1], None, None)
 
 
+def test_a_held_delete_above_a_held_delete_lands_in_the_batch_that_applies_the_lower_one(
+    target: tuple[str, HandFed, HandFed],
+) -> None:
+    """Source, one transaction at LSN 300: customer 1 deleted, its cascade deleting order 10 and
+    its lines, each topic applied on its own, parents first. The customer's delete waits for the
+    order, the order's for its lines. The lines' batch retries the order's delete (it waits for the
+    lines' table), which lands; the customer's, waiting for the orders' table, is adopted by that
+    batch and lands after it, not one retry (and its backoff) later."""
+    admin, writer, _ = target
+    assert writer.apply(delete("cust", 1, 0, 300)).held == 1, "order 10 still references it"
+    result = writer.apply(delete("ord", 10, 0, 300))  # retries the customer's delete: still held
+    assert result.held == 2 and result.errors == []
+    result = writer.apply(delete("line", 100, 0, 300), delete("line", 101, 1, 300))
+    assert result.errors == [] and result.released == 2 and result.held == 0
+    assert rows(admin) == (None, None, None)
+    with psycopg.connect(admin) as conn:
+        assert one(conn, "SELECT count(*) FROM replicator.held_event") == 0
+
+
 def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
     unguarded: tuple[str, HandFed, HandFed],
 ) -> None:
