@@ -102,10 +102,11 @@ in delivery order, and a partition holds its events in delivery order. So:
    (`target.writer.BatchWriter._cascade_waits`), until every table the cascade reaches is covered
    through J: a child moved away before the delete in the source must not be taken. Covered, the
    delete is applied (the rows its cascade then takes are those the source's took), so this
-   refusal is held and never an error record. The parents are locked (FOR UPDATE) before their
-   children are looked for: a child another instance is inserting holds its parent FOR KEY SHARE,
-   so it is committed, and seen, first, or it waits and then finds its parent deleted (trial 10b:
-   the cascade took a card inserted meanwhile, unchecked, and its version kept saying present).
+   refusal is held and never an error record. The parents it would delete are locked (as the
+   DELETE locks them) and their children looked for again: a child another instance is inserting
+   holds its parent FOR KEY SHARE, so it is committed, and seen, first, or it waits and then finds
+   its parent deleted (trial 10b: the cascade took a card inserted meanwhile, unchecked, and its
+   version kept saying present).
    A batch retrying a held delete that waits for a child table adopts the deletes held for the
    parent table above it (`target.holds.HoldStore`): a cascade held level by level lands in one
    batch.

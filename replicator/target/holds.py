@@ -33,11 +33,12 @@ Invariants (see `core.holding` for when a held row becomes an error record):
   if it becomes an error record, they are judged in the same batch
   (`core.holding`, point 6). Dependants it could not take, and held rows that
   await a row a batch made an error record, are made due at the next retry
-  (`hasten`, `HeldRow.soon`). Dependants include the rows refused (23503) for
-  any row of a table an adopted row writes: a parent's delete held for its
-  children's table lands in the batch that deletes the last of them (deletes go
-  children first), not at its own next retry (one backoff per level of a
-  cascade: cust -> ord -> line took 4 s with `retry_after_s` 2).
+  (`hasten`, `HeldRow.soon`). Above an adopted row held (23503) for any row of
+  a table, the rows held so for any row of its own table are adopted too: a
+  parent's delete held for its children's table lands in the batch that
+  deletes the last of them (deletes go children first), not at its own next
+  retry (one backoff per level of a cascade: cust -> ord -> line took 4 s more
+  with `retry_after_s` 2).
 - A held event is stored under the row it was refused for and lists the
   event's other target rows (`also`): `held_rows` counts it for each.
 """
@@ -257,10 +258,12 @@ class HoldStore:
             # and the rows that await theirs: if theirs become error records, the batch judges those
             # at once (`core.holding`, point 6), not one retry per level of a chain of foreign keys
             awaited = sorted({(t, k) for h in frontier for t, k in h.rows if k is not None})
-            # and the rows refused (23503) for any row of a table theirs are in: a parent's delete
-            # held for its children's table (the cascade guard, NO ACTION) lands in the batch that
-            # deletes the last of them, after it (children first), not at its own next retry
-            written = sorted({t for h in frontier for t, _ in h.rows})
+            # and, above a row held for any row of a table (a parent's delete waiting for its
+            # children's: the cascade guard, NO ACTION), the rows held so for any row of its own
+            # table: the level above lands in the batch that lands it (deletes go children first),
+            # not at its own next retry
+            keyless = [h for h in frontier if h.sqlstate == "23503" and not h.awaits]
+            written = sorted({t for h in keyless for t, _ in h.rows})
             room = limit - len(found)
             if not (pairs or tables or awaited or written) or room <= 0:
                 return

@@ -465,8 +465,9 @@ class TableRows:
     def lock(self, conn: psycopg.Connection[Any], rows: Sequence[Intent]) -> None:
         """Lock `rows` (by key) FOR UPDATE, in key order. A transaction inserting a row that
         references one of them holds it FOR KEY SHARE (its foreign key check): this waits for that
-        one to end, and a later one waits for this transaction; either way, once it returns, every
-        row referencing them is committed and visible to the next statement (READ COMMITTED)."""
+        one to end, and a later one waits for this transaction: once it returns, no other
+        transaction is adding a row that references them, and the rows added are visible to the
+        next statement (READ COMMITTED)."""
         key = self.table.key
         self._stage(conn, key, rows)
         conn.execute(

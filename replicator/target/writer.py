@@ -730,34 +730,41 @@ class BatchWriter:
             return {}
         hard = writes.by_kind(Kind.DELETE)
         rows = self._rows[writes.table.target]
-        if hard:
-            # locked first: a child another instance is inserting (uncommitted, unseen below) would
-            # be taken by the cascade once it commits, unchecked (trial 10b); now it commits first,
-            # and is seen, or waits for this batch and finds its parent deleted (held, point 4)
-            rows.lock(conn, hard)
         marks = self._marks()
         waiting: dict[Any, Refused] = {}
-        for fk in fks:
-            pending = [i for i in hard if i.key not in waiting]
-            for intent in rows.referenced(conn, fk, pending) if pending else []:
-                refused = Refused(
-                    intent,
-                    writes.table.rule_id,
-                    f"delete on table {fk.parent} waits: its ON DELETE CASCADE key {fk.name} would delete"
-                    f" rows of {fk.child} whose own earlier events are not applied yet",
-                    "23503",
-                    fk.name,
-                    fk.child,
-                    waits=True,  # held until the cascade may run: then it does, never an error record
-                )
-                hold = self._hold_for(writes.table, refused)
-                feeders = self._cascade_feeders(fk.child)
-                if (
-                    hold is None
-                    or feeders is None
-                    or not due_for_error(hold, feeders, evidence.progress, marks)
-                ):
-                    waiting[intent.key] = refused
+
+        def look(candidates: list[Intent]) -> None:
+            for fk in fks:
+                pending = [i for i in candidates if i.key not in waiting]
+                for intent in rows.referenced(conn, fk, pending) if pending else []:
+                    refused = Refused(
+                        intent,
+                        writes.table.rule_id,
+                        f"delete on table {fk.parent} waits: its ON DELETE CASCADE key {fk.name} would"
+                        f" delete rows of {fk.child} whose own earlier events are not applied yet",
+                        "23503",
+                        fk.name,
+                        fk.child,
+                        waits=True,  # held until the cascade may run: then it does, never an error record
+                    )
+                    hold = self._hold_for(writes.table, refused)
+                    feeders = self._cascade_feeders(fk.child)
+                    if (
+                        hold is None
+                        or feeders is None
+                        or not due_for_error(hold, feeders, evidence.progress, marks)
+                    ):
+                        waiting[intent.key] = refused
+
+        look(hard)
+        going = [i for i in hard if i.key not in waiting]
+        if going:
+            # Locked (as the DELETE would lock them), then looked at again: a child another instance
+            # was inserting, uncommitted, is not seen above, and the cascade would take it unchecked
+            # once it commits (trial 10b). Its foreign key check holds the parent FOR KEY SHARE, so
+            # once locked it is committed and seen here, or it waits and finds its parent deleted.
+            rows.lock(conn, going)
+            look(going)
         return waiting
 
     def _cascade_feeders(self, child: TableRef) -> list[Partition] | None:
