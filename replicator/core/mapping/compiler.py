@@ -579,7 +579,11 @@ def _copy_column(name: str, rule_id: str) -> ColumnEval:
 def _missing(rule_id: str, name: str) -> RowError:
     return RowError(
         rule_id,
-        f"source column {name!r} is missing from the event; fix: check the source table or the rule's from",
+        f"source column {name!r} is missing from the event (the source dropped or renamed it, or the"
+        " event was written before it was added: an error record or held row from before an ALTER"
+        " TABLE ... ADD COLUMN); fix: check the source table or the rule's from; for an event older"
+        " than the column, `replicator reload --table` the table (its rows' current state), then"
+        " `replicator errors resolve` the record",
     )
 
 

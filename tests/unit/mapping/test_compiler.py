@@ -433,3 +433,22 @@ def test_types_without_equality_are_compared_as_text() -> None:
     assert '(EXCLUDED."doc"::text, EXCLUDED."p"::text, EXCLUDED."jb")' in upsert
     update = st.update_only(("id", "doc")).as_string()
     assert '("t"."doc"::text) IS DISTINCT FROM ("s"."doc"::text)' in update
+
+
+def test_a_column_missing_from_an_older_event_names_the_reload_way_on() -> None:
+    """Trial 11: after `ADD COLUMN priority` the spec reads it, and an error record (or a held row)
+    from before the ALTER is retried: its event has no such column. The error names that case and
+    the way on (reload the table, resolve the record), not only "check the rule's from"."""
+    plan = compile_text(
+        spec_for("a.b", "{id: id}", "      priority: {from: priority}"),
+        {"a.b": {"columns": {"id": "bigint", "priority": "integer"}, "pk": ["id"]}},
+    )
+    t = plan.tables_for_topic("demo.s.src")[0]
+    assert t.map_row({"id": 1, "priority": 3})["priority"] == 3
+    with pytest.raises(RowError) as exc:
+        t.map_row({"id": 1})
+    assert exc.value.rule_id == "t.priority"
+    message = exc.value.message
+    assert "source column 'priority' is missing from the event" in message
+    assert "written before it was added" in message
+    assert "replicator reload --table" in message and "replicator errors resolve" in message
