@@ -471,3 +471,47 @@ def test_guard_stops_a_retyped_shape_it_cannot_check_and_checks_it_again_next_ti
     assert "REPLICATOR_SOURCE__" in stop.fix and live.reads == 1
     live.down = False
     assert guard(event(3, AS_TEXT)) is None and live.reads == 2  # not kept: judged again, fits
+
+
+def test_guard_stops_an_enum_whose_new_label_the_target_lacks() -> None:
+    """Trial 11: `ALTER TYPE ... ADD VALUE` in the source only. Debezium's enum schema lists the
+    labels (`allowed`), so the first event that carries the new list is a retyped shape; the live
+    re-check finds the label missing from the target's enum and stops the table (it wrote 101
+    error records, 22P02, and their children's 23503 before); with the label in the target too,
+    the same shape is accepted."""
+    spec_text = """
+version: 1
+topic_prefix: t
+tables:
+  - id: people
+    source: src.people
+    target: dst.people
+    key: {id: id}
+    delete: {policy: hard}
+    truncate: {policy: ignore}
+    columns: {id: {from: id}, status: {from: status}}
+"""
+    spec = load_spec_text(spec_text, "people.yaml")
+
+    def catalogs(labels: str) -> tuple[Catalog, Catalog]:
+        return catalog_from_dict(
+            {"src.people": {"columns": {"id": "bigint", "status": "enum(new,paid,refunded)"}, "pk": ["id"]}}
+        ), catalog_from_dict(
+            {"dst.people": {"columns": {"id": "bigint", "status": f"enum({labels})"}, "pk": ["id"]}}
+        )
+
+    enum = "string/io.debezium.data.Enum(allowed={})"
+    old = shape("id", ("status", enum.format("new,paid"), True))
+    new = shape("id", ("status", enum.format("new,paid,refunded"), True))
+    for target_labels, stops in (("new,paid", True), ("new,paid,refunded", False)):
+        source, target = catalogs(target_labels)
+        p = compile_spec(spec, target)
+        guard = SchemaGuard(spec, p, lambda _t, s=source, g=target: (s, g))
+        assert guard(event(1, old)) is None  # the baseline
+        stop = guard(event(2, new))
+        if not stops:
+            assert stop is None
+            continue
+        assert stop is not None and stop.ref.offset == 2 and stop.rule_id == "people.on_schema_change"
+        assert "column status no longer fits the spec" in stop.reason
+        assert "enum labels ['refunded'] of the source are not in the enum of target column" in stop.reason

@@ -511,6 +511,16 @@ def _check_column(
             "declare cast: {on_narrowing: reject}",
             "warning",
         )
+    absent_labels = _labels_the_target_lacks(verdict, produced, target)
+    if absent_labels:
+        add(
+            where,
+            rule_id,
+            f"enum labels {absent_labels} of the source are not in the enum of target column {name!r}:"
+            " every row with one would be an error record (22P02)",
+            "add them to the target column's enum type (ALTER TYPE ... ADD VALUE in the target),"
+            " before the source writes them",
+        )
     if (
         rule.value_map is not None
         and rule.unmapped == "reject"
@@ -528,6 +538,18 @@ def _check_column(
                 "add them to value_map",
                 "warning",
             )
+
+
+def _labels_the_target_lacks(verdict: str, produced: Produced, target: Column) -> list[str]:
+    """Source enum labels an enum target column does not have (a source `ALTER TYPE ... ADD VALUE`
+    not made in the target too): PostgreSQL refuses such values, so a table copying them must stop
+    (a schema-change re-check) rather than write error records."""
+    if verdict != "ok" or not produced.labels or not target.enum_labels:
+        return []
+    if target.type.element.name != "enum":
+        return []
+    have = set(target.enum_labels)
+    return [label for label in produced.labels if label not in have]
 
 
 def _show(p: Produced) -> str:

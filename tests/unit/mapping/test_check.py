@@ -408,3 +408,22 @@ def test_an_on_delete_cascade_on_another_unique_than_the_parents_key_is_a_warnin
             spec, *saas_catalogs(source_deferrable=False, target_deferrable=False, cascades=cascades)
         )
         assert [p for p in clean if p.severity == "warning"] == []
+
+
+def test_source_enum_labels_the_target_enum_lacks_are_an_error() -> None:
+    """check enum into enum: a label the source's enum has and the target's lacks (trial 11: a
+    source `ALTER TYPE ... ADD VALUE` not made in the target) is an error naming the labels and the
+    fix; with the label in the target, or the target a superset, nothing."""
+    src: CatalogSpec = {"s.a": {"columns": {"id": "bigint", "st": "enum(new,paid,refunded)"}, "pk": ["id"]}}
+
+    def target(labels: str) -> CatalogSpec:
+        return {"s.b": {"columns": {"id": "bigint", "st": f"enum({labels})"}, "pk": ["id"]}}
+
+    msgs = errors(run("      st: {from: st}", src=src, tgt=target("new,paid")))
+    assert msgs == [
+        "m.yaml:12: t.st: enum labels ['refunded'] of the source are not in the enum of target column"
+        " 'st': every row with one would be an error record (22P02); fix: add them to the target"
+        " column's enum type (ALTER TYPE ... ADD VALUE in the target), before the source writes them"
+    ]
+    assert errors(run("      st: {from: st}", src=src, tgt=target("new,paid,refunded"))) == []
+    assert errors(run("      st: {from: st}", src=src, tgt=target("new,paid,refunded,void"))) == []
