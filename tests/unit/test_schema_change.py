@@ -473,6 +473,16 @@ def test_guard_stops_a_retyped_shape_it_cannot_check_and_checks_it_again_next_ti
     assert guard(event(3, AS_TEXT)) is None and live.reads == 2  # not kept: judged again, fits
 
 
+class LiveCatalogsFor:
+    """The guard's live catalogs, fixed: (source, target)."""
+
+    def __init__(self, source: Catalog, target: Catalog) -> None:
+        self.catalogs = (source, target)
+
+    def __call__(self, table: TableRef) -> tuple[Catalog, Catalog]:
+        return self.catalogs
+
+
 def test_guard_stops_an_enum_whose_new_label_the_target_lacks() -> None:
     """Trial 11: `ALTER TYPE ... ADD VALUE` in the source only. Debezium's enum schema lists the
     labels (`allowed`), so the first event that carries the new list is a retyped shape; the live
@@ -506,7 +516,7 @@ tables:
     for target_labels, stops in (("new,paid", True), ("new,paid,refunded", False)):
         source, target = catalogs(target_labels)
         p = compile_spec(spec, target)
-        guard = SchemaGuard(spec, p, lambda _t, s=source, g=target: (s, g))
+        guard = SchemaGuard(spec, p, LiveCatalogsFor(source, target))
         assert guard(event(1, old)) is None  # the baseline
         stop = guard(event(2, new))
         if not stops:
