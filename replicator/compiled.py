@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-# Hot path only: decoding, mapping, collapsing per key, ordering. Not I/O edges (tests replace
-# their functions, which compiled callers would not see), and not every core module (mypyc
-# refuses some constructs; these pass the whole suite compiled).
+# The per-event path: decoding, mapping, collapsing per key, ordering, holding, the batch writer
+# and the consumer loop. Tests never replace these modules' functions (compiled callers would not
+# see it: tests/unit/test_compiled.py checks) nor subclass their classes; not every module is
+# here (mypyc refuses some constructs; these pass the whole suite compiled).
 MODULES = (
     "replicator.core.decode",
     "replicator.core.values",
@@ -36,11 +37,17 @@ MODULES = (
     "replicator.core.intents",
     "replicator.core.ordering",
     "replicator.core.resolve",
+    "replicator.core.holding",
     "replicator.core.schema_change",
     "replicator.core.mapping.plan",
     "replicator.core.mapping.compiler",
     "replicator.core.mapping.predicates",
     "replicator.core.mapping.transforms",
+    "replicator.target.rows",
+    "replicator.target.versions",
+    "replicator.target.holds",
+    "replicator.target.writer",
+    "replicator.run.loop",
 )
 GROUP = "replicator.core._compiled"  # mypyc's shared library: replicator/core/_compiled__mypyc*.so
 PURE_ENV = "REPLICATOR_PURE_PYTHON"

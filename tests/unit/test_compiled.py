@@ -96,3 +96,36 @@ def test_no_function_binds_one_exception_name_to_two_types(module: str) -> None:
                 bound.setdefault(node.name, set()).add(ast.unparse(node.type))
         clashes += [f"{fn.name} line {fn.lineno}: {n} as {sorted(t)}" for n, t in bound.items() if len(t) > 1]
     assert clashes == []
+
+
+def test_no_test_replaces_a_compiled_modules_attribute() -> None:
+    """A compiled module calls its own and its group's functions directly: a test replacing one
+    with `monkeypatch.setattr` would test nothing while the build runs it compiled."""
+    compiled_names = set(compiled.MODULES)
+    found: list[str] = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases: dict[str, str] = {}  # local name -> the module it binds
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                aliases.update({a.asname or a.name: a.name for a in node.names})
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "setattr"
+                and node.args
+            ):
+                continue
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                owner = first.value.rpartition(".")[0]
+            elif isinstance(first, ast.Name):
+                owner = aliases.get(first.id, "")
+            else:
+                owner = ""
+            if owner in compiled_names or any(owner.startswith(f"{m}.") for m in compiled_names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}")
+    assert found == []

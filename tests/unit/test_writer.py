@@ -308,7 +308,7 @@ def test_an_event_not_ordered_against_its_rows_version_is_an_error_record_and_wr
     the same topic, no layout recorded between them. Not applied (no row staged), not dropped: one
     error record (rule `ordering`) with the raw event and the way on; the checkpoint moves on."""
     locked = "JOIN unnest"  # the stored versions read by `VersionTable.lock_or_claim`
-    stored = ["dst.items", "[7]", TOPIC, 0, 40, 9, 9, 0, False]
+    stored = ("dst.items", "[7]", TOPIC, 0, 40, 9, 9, 0, False)  # a row, as psycopg gives it
     session, target = FakeSession(rows={locked: [stored]}), FakeTarget(plan())
     event = change(
         TOPIC, Op.READ, "src.items", offset=3, position=SourcePosition(1, 2), after={"id": 7, "name": "old"}
