@@ -9,6 +9,9 @@ Names: `mid_batch` (inside the target transaction, after the row writes),
 `stop_before_apply` (a decoded batch in hand, nothing applied yet),
 `stop_before_target_commit` (every write done, the COMMIT not yet sent). The two
 `*before_target_commit` points count batches that consume events, not retries of held rows.
+`deleted <schema>.<table>`: a batch's deletes of that target table are done (its rows locked),
+the next table's not begun. In-process tests replace `hit` to act at these points (the writer
+is compiled: its methods cannot be replaced).
 
 `REPLICATOR_FAILPOINT_PAUSE=<topic>[,<topic>...]` with
 `REPLICATOR_FAILPOINT_RELEASE=<path>`: the loop does not consume those topics

@@ -699,6 +699,7 @@ class BatchWriter:
         out = Outcome()
         self._guarded_deletes(conn, writes, out, evidence)
         self._collect(writes, out, run)
+        failpoints.hit(f"deleted {writes.table.target}")
 
     def _guarded_deletes(
         self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome, evidence: _Evidence

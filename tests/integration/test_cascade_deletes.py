@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from replicator import failpoints
 from replicator.config import HoldSettings
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.spec import load_spec_text
@@ -219,7 +220,7 @@ def test_a_held_delete_above_a_held_delete_lands_in_the_batch_that_applies_the_l
 
 
 def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
-    unguarded: tuple[str, HandFed, HandFed],
+    unguarded: tuple[str, HandFed, HandFed], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin, parents, children = unguarded
     outcome: dict[str, Any] = {}
@@ -238,19 +239,18 @@ def test_a_cascade_and_direct_deletes_of_its_rows_do_not_deadlock(
             ).fetchone()
         return bool(row and row[0])
 
-    writer = children.writer
-    real = writer._deletes
     tables: list[str] = []
     parent = threading.Thread(target=delete_parent)
 
-    def held_after_the_first_table(conn: Any, writes: Any, run: Any, evidence: Any) -> None:
-        real(conn, writes, run, evidence)
-        tables.append(writes.table.target.name)
+    def held_after_the_first_table(name: str) -> None:
+        if not name.startswith("deleted ") or threading.current_thread() is parent:
+            return
+        tables.append(name.rpartition(".")[2])
         if len(tables) == 1:  # the first table's rows are deleted (and locked): now the cascade
             parent.start()
             wait_until(waiting_on_a_lock, 30, "the parent's cascade to wait on a row lock")
 
-    writer._deletes = held_after_the_first_table  # type: ignore[method-assign]
+    monkeypatch.setattr(failpoints, "hit", held_after_the_first_table)
     children.apply(delete("line", 100, 0, 100), delete("line", 101, 1, 101), delete("ord", 10, 0, 102))
     parent.join(60)
     assert "error" not in outcome, f"the cascade failed: {outcome.get('error')!r}"

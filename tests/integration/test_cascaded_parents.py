@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from replicator import failpoints
 from replicator.config import HoldSettings
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.plan import Plan
@@ -131,7 +132,7 @@ def test_a_child_held_for_a_parent_a_cascade_removed_waits_for_the_parents_own_d
 
 
 def test_the_guard_sees_a_child_another_instance_commits_while_the_parents_delete_waits(
-    stack: Stack, target: tuple[str, str, Plan]
+    stack: Stack, target: tuple[str, str, Plan], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Source: card 50 is added to board 5 (LSN 100), moved to board 6 (LSN 200), then board 5 is
     deleted (LSN 300). One instance inserts the card (not committed yet) as another applies the
@@ -152,11 +153,10 @@ def test_the_guard_sees_a_child_another_instance_commits_while_the_parents_delet
         )
         return bool(rows[0][0])
 
-    real = cards.writer._store_checkpoints
-
-    def commit_once_the_delete_waits(conn: Any, batch: Any) -> None:
-        real(conn, batch)  # the card is written (its board held FOR KEY SHARE), not committed
-        inserted.set()
+    def commit_once_the_delete_waits(name: str) -> None:
+        if name != "before_target_commit" or threading.current_thread() is not inserter:
+            return
+        inserted.set()  # the card is written (its board held FOR KEY SHARE), not committed
         wait_until(waiting_on_a_lock, 30, "the board's delete to wait for the card's transaction")
 
     def insert_card() -> None:
@@ -165,8 +165,8 @@ def test_the_guard_sees_a_child_another_instance_commits_while_the_parents_delet
         except Exception as exc:  # the test reports it, whatever it is
             outcome["error"] = exc
 
-    cards.writer._store_checkpoints = commit_once_the_delete_waits  # type: ignore[method-assign]
     inserter = threading.Thread(target=insert_card)
+    monkeypatch.setattr(failpoints, "hit", commit_once_the_delete_waits)
     try:
         inserter.start()
         assert inserted.wait(30), "the card's batch did not reach its commit"
