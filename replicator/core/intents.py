@@ -38,7 +38,7 @@ from replicator.core.model import (
     new_tuple,
 )
 from replicator.core.ordering import Version
-from replicator.core.schema_change import Stop, ignored_columns
+from replicator.core.schema_change import SourceNow, Stop, ignored_columns, older
 
 Key = tuple[Any, ...]
 
@@ -60,6 +60,9 @@ class Intent(NamedTuple):
     event: ChangeEvent
     notes: tuple[Narrowing, ...] = ()
     unavailable: frozenset[str] = frozenset()  # target columns holding UNAVAILABLE (unchanged TOAST)
+    # target columns the event predates (the source added their columns after it: `schema_change.
+    # older`): not in `values`; an insert leaves them to the target's DEFAULT, an update untouched
+    absent: frozenset[str] = frozenset()
 
 
 _DELETES: Final[frozenset[Kind]] = frozenset({Kind.DELETE, Kind.SOFT_DELETE, Kind.IGNORE})
@@ -126,15 +129,18 @@ def _source_ts(event: ChangeEvent) -> datetime:
     return datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC)
 
 
-def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
+def _intent_for(table: TablePlan, event: ChangeEvent, now: SourceNow | None = None) -> Intent | Failure:
     deleted = False
     try:
         if event.op in (Op.CREATE, Op.UPDATE, Op.READ):
             row = event.after or {}
+            then = older(table, event, row, now) if now is not None else None
             if table.unmapped == "fail":
                 unknown = table.unknown_columns(row)
                 if unknown and event.shape is not None:  # new nullable columns the policy ignores
                     unknown -= ignored_columns(table, event.shape)
+                if unknown and then is not None:  # dropped since the event: the spec left them out
+                    unknown -= then.gone
                 if unknown:
                     return _failure(
                         event,
@@ -145,6 +151,8 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
                     )
             if not table.accepts(row):
                 return _delete_intent(table, event, row)
+            if then is not None and then.added:
+                return _predating(table, event, row, then.added)
             values, notes = table.map_row_noted(row)
             key = tuple(values[k] for k in table.key)
             if event.key is None and event.before and event.op is Op.UPDATE:
@@ -153,7 +161,8 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
                     return _failure(event, table, moved, f"{table.rule_id}.key")
             version = Version.of(event.ref, event.position, deleted)
             return new_tuple(
-                Intent, (table, Kind.UPSERT, key, values, version, event, notes, unavailable_columns(values))
+                Intent,
+                (table, Kind.UPSERT, key, values, version, event, notes, unavailable_columns(values), _NONE),
             )
         if event.op == Op.DELETE:
             row = event.before or event.key or {}
@@ -161,6 +170,23 @@ def _intent_for(table: TablePlan, event: ChangeEvent) -> Intent | Failure:
     except RowError as err:
         return _failure(event, table, err)
     return _failure(event, table, f"operation {event.op.value!r} has no table mapping", "decode.op")
+
+
+def _predating(table: TablePlan, event: ChangeEvent, row: Mapping[str, Any], added: frozenset[str]) -> Intent:
+    """The upsert of an event older than the source columns `added` (`schema_change.older`): the
+    target columns computed from them are left out (`Intent.absent`), never given a value the row
+    did not have. A key column reading one stays an error (`map_row_noted` refuses it)."""
+    values, notes = table.map_row_noted({**row, **dict.fromkeys(added, UNAVAILABLE)})
+    absent = frozenset(c.target for c in table.columns if not c.is_key and not added.isdisjoint(c.sources))
+    values = {c: v for c, v in values.items() if c not in absent}
+    notes = tuple(n for n in notes if n.target not in absent)
+    key = tuple(values[k] for k in table.key)
+    if event.key is None and event.before and event.op is Op.UPDATE:
+        moved = _moved_key(table, event.before, key)
+        if moved is not None:
+            raise RowError(f"{table.rule_id}.key", moved)
+    version = Version.of(event.ref, event.position, False)
+    return Intent(table, Kind.UPSERT, key, values, version, event, notes, unavailable_columns(values), absent)
 
 
 def _moved_key(table: TablePlan, before: Mapping[str, Any], key: Key) -> str | None:
@@ -207,9 +233,13 @@ class Intents:
 
 
 def to_intents(
-    events: Iterable[ChangeEvent], tables_for_topic: Callable[[str], Sequence[TablePlan]]
+    events: Iterable[ChangeEvent],
+    tables_for_topic: Callable[[str], Sequence[TablePlan]],
+    now: SourceNow | None = None,
 ) -> Intents:
-    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans.
+    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans; `now`, the
+    source catalog read after the events (held ones, error records), maps the events older than a
+    source schema change the way the spec fixed for it means (`schema_change.older`).
 
     One source event, all its target rows or none: when a rule rejects the event
     for one target table, it writes none of them, and its one Failure names the
@@ -228,7 +258,7 @@ def to_intents(
                 version = Version.of(event.ref, event.position, True)
                 made.append(Intent(table, Kind.TRUNCATE, (), {}, version, event))
                 continue
-            intent = _intent_for(table, event)
+            intent = _intent_for(table, event, now)
             if isinstance(intent, Failure):
                 failed.append(intent)
             else:
@@ -316,13 +346,18 @@ def _with_targets(failure: Failure, plan: Plan) -> Failure:
 
 
 def prepare(
-    batch: Batch, plan: Plan, signal_table: TableRef | None = None, stops: tuple[Stop, ...] = ()
+    batch: Batch,
+    plan: Plan,
+    signal_table: TableRef | None = None,
+    stops: tuple[Stop, ...] = (),
+    now: SourceNow | None = None,
 ) -> PreparedBatch:
     """Decode failures plus the mapping of every event: all of a batch's work outside the target.
     Events of `signal_table` are never mapped; the fences among them are carried to the writer.
-    `stops`: the partitions `core.schema_change.cut` stopped (already cut out of `batch`)."""
+    `stops`: the partitions `core.schema_change.cut` stopped (already cut out of `batch`); `now`:
+    see `to_intents`."""
     events, fences, signals = split_signals(batch.events, signal_table)
-    intents = to_intents(events, plan.tables_for_topic)
+    intents = to_intents(events, plan.tables_for_topic, now)
     counts = Counter(batch.counts)
     counts.update(intents.counts)
     if signals:

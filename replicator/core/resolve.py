@@ -60,11 +60,12 @@ class TableWrites:
     def by_kind(self, kind: Kind) -> list[Intent]:
         return [i for i in self.final.values() if i.kind is kind]
 
-    def upsert_groups(self) -> dict[frozenset[str], list[Intent]]:
-        """Upserts grouped by their set of UNAVAILABLE columns (usually one, empty, group)."""
-        groups: dict[frozenset[str], list[Intent]] = {}
+    def upsert_groups(self) -> dict[tuple[frozenset[str], frozenset[str]], list[Intent]]:
+        """Upserts grouped by their sets of UNAVAILABLE columns and of columns their events predate
+        (`Intent.absent`) (usually one group, both empty)."""
+        groups: dict[tuple[frozenset[str], frozenset[str]], list[Intent]] = {}
         for intent in self.by_kind(Kind.UPSERT):
-            groups.setdefault(intent.unavailable, []).append(intent)
+            groups.setdefault((intent.unavailable, intent.absent), []).append(intent)
         return groups
 
 

@@ -49,12 +49,37 @@ event that did not match. The argument:
 5. One source event writes all its target tables or none, and a topic
    partition carries one source table, so a stop holds every target table
    fed by that source table (`Stop.targets`); other topics keep flowing.
+
+Events older than a change, mapped by the spec fixed for it (`older`): rows
+held before the change and error records retried after it carry the columns
+the table had when they were written. `SourceNow` is the source catalog read
+after the WAL position `lsn` (the position is read first, the catalog in a
+later statement, so every DDL committed before it is visible). An event whose
+change LSN is below `lsn` was written under a column set the catalog's is a
+successor of: DDL on a table waits for the writers of its rows to commit, so
+any DDL the event reflects committed before the event's change, hence before
+`lsn`. So, against that catalog:
+- a column the event carries and the table no longer has was dropped (or
+  renamed) after the event: a spec that no longer names it is what the
+  operator decided, and the column is ignored (not `<id>.unmapped`);
+- a column the rule reads that the event lacks and the table has now was
+  added after the event: the row had no such value then, so the event writes
+  the row without it (`Older.added`: an update leaves the target's value, an
+  insert gets the target column's DEFAULT, as the source's existing rows got
+  the source's). Not when the event also carries a column the table lost
+  that the spec does not list in `ignore_source_columns` (a RENAME looks
+  exactly so, and its value would be dropped silently; listing the column is
+  the operator's word that it was dropped), nor for a column the key or the
+  filter reads (those stay errors).
+An event at or after `lsn` (or without an LSN) gets none of this: a column
+the catalog does not know may be newer than the catalog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from replicator.core.mapping.plan import TablePlan
 from replicator.core.model import Batch, ChangeEvent, KafkaRef, Op, Partition, SourceShape, TableRef
@@ -165,6 +190,49 @@ def judge(table: TablePlan, shape: SourceShape, spec: str = "") -> Drift | None:
     if not missing and not added:
         return None
     return Drift(table.schema_change.rule_id, table.source, table.target, missing, added, spec=spec)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNow:
+    """The mapped source tables' column names as the live catalog had them after the source's WAL
+    position `lsn` (read before the catalog: see the module)."""
+
+    lsn: int
+    columns: Mapping[TableRef, frozenset[str]]
+
+
+class Older(NamedTuple):
+    """What the catalog read after an event says its row lacks or carries that the table changed
+    since (see the module)."""
+
+    gone: frozenset[str]  # in the event, not in the table now: dropped (or renamed) since
+    added: frozenset[str]  # read by the rule, not in the event, in the table now: added since
+
+
+def older(
+    table: TablePlan, event: ChangeEvent, row: Mapping[str, Any], now: SourceNow | None
+) -> Older | None:
+    """How `row` (of `event`, an insert, update or read) predates the source table's columns now,
+    or None: it does not, or that cannot be known (no catalog, the event not older than it)."""
+    if now is None or event.lsn is None or event.lsn >= now.lsn:
+        return None
+    columns = now.columns.get(table.source)
+    if columns is None:
+        return None
+    gone = frozenset(c for c in row if c not in columns)
+    added: frozenset[str] = frozenset()
+    # A column gone beside one added may be a RENAME (its value is not the default), unless the
+    # spec lists it in ignore_source_columns: the operator's word that it was dropped.
+    if all(c in table.known_source_columns and c not in table.read_by for c in gone):
+        keyed = set(table.key_sources)
+        added = frozenset(
+            c
+            for c, readers in table.read_by.items()
+            if c not in row and c in columns and c not in keyed and table.filter_rule_id not in readers
+        )
+    if not gone and not added:
+        return None
+    return Older(gone, added)
 
 
 def ignored_columns(table: TablePlan, shape: SourceShape | None) -> frozenset[str]:

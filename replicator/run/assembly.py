@@ -22,6 +22,7 @@ from replicator.config import PostgresSettings, Settings
 from replicator.connect.registry import RegistryClient
 from replicator.core.decode import AvroDecoder, JsonDecoder
 from replicator.core.errors import Fatal, one_line
+from replicator.core.lsn import parse_lsn
 from replicator.core.mapping import (
     Catalog,
     Plan,
@@ -34,6 +35,7 @@ from replicator.core.mapping import (
     topic_for,
 )
 from replicator.core.model import TableRef
+from replicator.core.schema_change import SourceNow
 from replicator.pg.catalog import read_catalog
 from replicator.pg.session import connect
 
@@ -53,6 +55,29 @@ def catalogs(spec: Spec, settings: Settings) -> tuple[Catalog, Catalog]:
     return (
         read_side_catalog(settings.source, source_schemas, "source"),
         read_side_catalog(settings.target, target_schemas, "target"),
+    )
+
+
+def source_now(settings: Settings, spec: Spec) -> SourceNow | None:
+    """The mapped source tables' columns now, with the source's WAL position read before them
+    (`core.schema_change.older`: events below it are older than this catalog). None when the source
+    has no position to give (a standby: `pg_current_wal_lsn()` refuses during recovery)."""
+    schemas = sorted({t.source.schema for t in spec.tables})
+    try:
+        # autocommit: the catalog's snapshot is taken after the position, whatever the isolation
+        with connect(settings.source, "source", autocommit=True) as conn:
+            try:
+                row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                return None
+            catalog = read_catalog(conn, schemas)
+    except psycopg.Error as exc:
+        raise Fatal(f"source: cannot read the catalog: {one_line(exc)}") from exc
+    assert row is not None
+    tables = {t.source for t in spec.tables}
+    return SourceNow(
+        parse_lsn(row[0]),
+        {ref: frozenset(t.column_names) for ref, t in catalog.tables.items() if ref in tables},
     )
 
 

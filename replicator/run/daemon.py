@@ -29,10 +29,11 @@ from replicator.core.layout import changes
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
+from replicator.core.schema_change import SourceNow
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import KafkaSource
 from replicator.kafka.logs import route_kafka_logs
-from replicator.run.assembly import capture, decoder, live_catalogs, run_plan
+from replicator.run.assembly import capture, decoder, live_catalogs, run_plan, source_now
 from replicator.run.capture_check import capture_gap_warnings
 from replicator.run.heartbeat import Heartbeat
 from replicator.run.loop import ConsumerLoop, Decoder, LoopOptions, Sink, undecodable
@@ -67,9 +68,11 @@ SinkFactory = Callable[[Plan, str, str, WriterParts], Sink]  # (plan, group, run
 
 
 def remap(
-    records: Sequence[Record], dec: Decoder, plan: Plan
+    records: Sequence[Record], dec: Decoder, plan: Plan, now: SourceNow | None = None
 ) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
-    """Held records decoded and mapped again (the spec may have been fixed since they were held)."""
+    """Held records decoded and mapped again (the spec may have been fixed since they were held);
+    `now`, the source catalog read since, maps those older than a source schema change
+    (`core.schema_change.older`)."""
     events: list[ChangeEvent] = []
     failures: list[Failure] = []
     for r in records:
@@ -80,7 +83,7 @@ def remap(
             continue
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)
-    intents = to_intents(events, plan.tables_for_topic)
+    intents = to_intents(events, plan.tables_for_topic, now)
     return intents.by_table, [*failures, *intents.failures]
 
 
@@ -245,12 +248,14 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
                 " source changed under it; it stops at its first event that does not match; check with"
                 " `replicator mapping check`)",
             )
+    now = source_now(settings, checked.spec)  # read after every event held before this start
     guard = SchemaGuard(
         checked.spec,
         plan,
         live_catalogs(settings, checked.spec),
         suspect=topics_of(plan, checked.tolerated),
         log=log.event,
+        now=now,
     )
     signals = signal_options(settings, plan, request.mode)
     with Metadata(settings.kafka) as metadata:
@@ -281,7 +286,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     dec = decoder(settings)
     marks = capture_marks(settings, plan, log)
     parts = WriterParts(
-        remap=lambda records: remap(records, dec, plan),
+        remap=lambda records: remap(records, dec, plan, now),
         marks=marks.current,
         partition_counts=counts,
         on_holding=lambda held: marks.wanted.set() if held else marks.wanted.clear(),
@@ -325,6 +330,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
             stop_when_caught_up=request.stop_when_caught_up,
             nothing_to_read=not readable,
             stop_at=request.stop_at,
+            source_now=now,
             **signals,
         ),
         observer=observer,

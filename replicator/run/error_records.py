@@ -15,9 +15,10 @@ from typing import Any
 from replicator.config import Settings
 from replicator.core.errors import ConfigError, Fatal, Transient
 from replicator.core.intents import PreparedBatch
+from replicator.core.mapping import load_spec
 from replicator.core.model import BatchResult, KafkaRef, Record
 from replicator.core.retry import Chosen
-from replicator.run.assembly import checked_plan, decoder
+from replicator.run.assembly import checked_plan, decoder, source_now
 from replicator.run.daemon import refuse_when_target_authoritative, remap
 from replicator.runlog import RunLog, new_run_id
 from replicator.target.retry import RetryTables
@@ -93,6 +94,7 @@ def retry_errors(
     group = settings.kafka.group_id
     log = RunLog(run_id, settings.log_format)
     plan, _ = checked_plan(settings)
+    now = source_now(settings, load_spec(settings.mapping))  # read after every record's event
     dec = decoder(settings)
     with ControlStore.open(settings) as store:
         store.require(upgrade=not dry_run)  # its writes need this version's columns (resolved_by)
@@ -109,7 +111,7 @@ def retry_errors(
             Record(c.ref, _raw(r["raw_key"]), _raw(r["raw_value"]))
             for c, r in zip(chosen, chunk, strict=True)
         ]
-        by_table, failures = remap(records, dec, plan)
+        by_table, failures = remap(records, dec, plan, now)
         if dry_run:  # the spec alone: the target's constraints are checked only by a real retry
             mapped = {(f.ref, str(f.target) if f.target else None): f.message for f in failures}
             for c in chosen:

@@ -66,7 +66,7 @@ from replicator.core.model import (
     Record,
     TableRef,
 )
-from replicator.core.schema_change import Stop, Verdict, cut
+from replicator.core.schema_change import SourceNow, Stop, Verdict, cut
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.observer import LoopObserver, NullObserver
 from replicator.run.partition_watch import PartitionWatch
@@ -138,6 +138,9 @@ class LoopOptions:
     # the drain fences on it are stored with the batch that read them.
     signal_table: TableRef | None = None
     signal_topic: str | None = None
+    # The source catalog read at the start: events older than it map as the spec fixed for a source
+    # schema change means (`core.schema_change.older`: a partition that lagged behind the change).
+    source_now: SourceNow | None = None
 
 
 @dataclass(slots=True)
@@ -484,7 +487,7 @@ class ConsumerLoop:
         stops = (*self._unsaved, *stops)  # partition-count stops go with this batch
         self._unsaved = []
         self._next.update(batch.next_offsets)
-        prepared = prepare(batch, self.plan, self.options.signal_table, stops)
+        prepared = prepare(batch, self.plan, self.options.signal_table, stops, self.options.source_now)
         self._settle()
         failpoints.hit("stop_before_apply")
         future = self._worker.submit(self._timed_apply, prepared)

@@ -13,6 +13,11 @@ event of that shape:
   table as the event sees it: only the columns the event has (a column the
   source dropped since cannot be judged any more, and its rules are not);
   an error stops the table (`Drift.retyped`), none accepts the shape.
+An event older than the source catalog the run read at its start (`now`: a
+partition that lagged behind a change the spec was fixed for) is not stopped
+for a column-set drift that `core.schema_change.older` explains: a column
+gone from the table since that the spec leaves out, a column it reads that
+the table gained since (its mapping then does the same, `core.intents`).
 Policy `record` tables are never judged. Schemaless events carry their row's
 column names only: column-set changes are judged, a new column is never known
 to be nullable (`ignore_new_columns` stops on it), types are not compared.
@@ -29,7 +34,16 @@ from replicator.core.mapping.catalog import Table
 from replicator.core.mapping.check import check_tables
 from replicator.core.mapping.plan import Plan, TablePlan
 from replicator.core.model import ChangeEvent, SourceShape, TableRef
-from replicator.core.schema_change import Drift, Stop, checked_columns, judge, retyped, stop_for
+from replicator.core.schema_change import (
+    Drift,
+    SourceNow,
+    Stop,
+    checked_columns,
+    judge,
+    older,
+    retyped,
+    stop_for,
+)
 
 LiveCatalogs = Callable[[TableRef], tuple[Catalog, Catalog]]  # (source, target) catalogs, read now
 Log = Callable[..., None]
@@ -45,10 +59,12 @@ class SchemaGuard:
         live: LiveCatalogs,
         suspect: Iterable[str] = (),
         log: Log = lambda kind, **fields: None,
+        now: SourceNow | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
         self._live = live
+        self._now = now
         self._log = log
         self.suspect = set(suspect)  # topics whose tables did not check at start
         self._baseline: dict[str, SourceShape] = {}  # the last accepted shape per topic
@@ -67,9 +83,23 @@ class SchemaGuard:
             drifts, kept = self._judged(topic, shape)
             if kept:
                 self._last[topic] = (shape, drifts)
-        if not drifts:
+        if not drifts or self._older_explains(event, shape, drifts):
             return None
         return stop_for(event, self.plan.tables_for_topic(topic), drifts)
+
+    def _older_explains(self, event: ChangeEvent, shape: SourceShape, drifts: tuple[Drift, ...]) -> bool:
+        """Whether every drift is a column-set change the event predates (see the module)."""
+        now = self._now
+        if now is None or event.lsn is None or event.lsn >= now.lsn:
+            return False
+        by_id = {t.schema_change.rule_id: t for t in self.plan.tables_for_topic(event.ref.topic)}
+        row = dict.fromkeys(shape.names)
+        for d in drifts:
+            table = by_id.get(d.rule_id)
+            then = older(table, event, row, now) if table is not None and not d.retyped else None
+            if then is None or not then.added.issuperset(d.missing) or not then.gone.issuperset(d.added):
+                return False
+        return True
 
     def _judged(self, topic: str, shape: SourceShape) -> tuple[tuple[Drift, ...], bool]:
         """The shape's drifts, and whether the verdict is kept for later events of that shape."""

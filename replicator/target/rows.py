@@ -396,14 +396,23 @@ class TableRows:
         detail = why.message
         if why.detail:
             detail += f" ({why.detail.splitlines()[0]})"
+        if why.column and why.column in intent.absent:
+            # an insert older than the source column: its value was the source's ADD COLUMN default
+            detail += (
+                f"; the event is older than the source column {why.column} is computed from (added"
+                f" since); fix: give the target column {why.column} the DEFAULT the source's ADD COLUMN"
+                " gave, then `replicator errors retry`; or `replicator reload --table"
+                f" {self.table.source}`, then `replicator errors resolve` the record"
+            )
         server_table = TableRef(why.schema, why.table) if why.schema and why.table else None
         return Refused(intent, rule, detail, why.sqlstate, why.constraint or None, server_table)
 
     # ------------------------------------------------------------------ writes
     def upserts(self, conn: psycopg.Connection[Any], writes: TableWrites, out: Outcome) -> None:
         statements = self.table.statements
-        for missing, intents in writes.upsert_groups().items():
-            cols = tuple(c for c in self._all if c not in missing)
+        for (missing, absent), intents in writes.upsert_groups().items():
+            # columns the events predate are not written: an insert gets their DEFAULT
+            cols = tuple(c for c in self._all if c not in missing and c not in absent)
             if not missing:
                 self._isolated(conn, cols, intents, partial(statements.upsert, cols), "upsert", out)
                 continue

@@ -350,7 +350,9 @@ def _check_table(
                 ("ignore_source_columns", j),
                 rule.id,
                 f"ignored source column {c!r} does not exist in {rule.source}",
-                "remove it from ignore_source_columns",
+                "if the source dropped it, keep it listed until no event from before the DROP is left"
+                " (rows held, open error records, partitions behind it): it tells those events' mapping"
+                " the column was dropped, not renamed; else remove it from ignore_source_columns",
                 "warning",
             )
 

@@ -581,9 +581,12 @@ def _missing(rule_id: str, name: str) -> RowError:
         rule_id,
         f"source column {name!r} is missing from the event (the source dropped or renamed it, or the"
         " event was written before it was added: an error record or held row from before an ALTER"
-        " TABLE ... ADD COLUMN); fix: check the source table or the rule's from; for an event older"
-        " than the column, `replicator reload --table` the table (its rows' current state), then"
-        " `replicator errors resolve` the record",
+        " TABLE ... ADD COLUMN); fix: check the source table or the rule's from; an event older than"
+        " a column the source has now maps without it, unless the key or the filter reads it or the"
+        " event carries a column the source dropped since that the spec does not list in"
+        " ignore_source_columns (it may have been renamed to this one): if it was dropped, list it"
+        " there and `replicator errors retry`; else `replicator reload --table` the table (its rows'"
+        " current state), then `replicator errors resolve` the record",
     )
 
 
