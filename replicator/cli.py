@@ -539,16 +539,9 @@ def cmd_errors_retry(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.error_records import retry_errors
 
     r = retry_errors(settings, dry_run=args.dry_run, **_chosen_errors(args))
-    verb = "would close" if args.dry_run else "closed"
     lines = [f"#{i} still fails: {reason}" for i, reason in sorted(r.failing.items())]
     note = " (dry run: the spec only, not the target's constraints)" if args.dry_run else ""
-    written = (
-        ""
-        if args.dry_run
-        else f"; rows written {sum(r.applied.values())}, older than their row {r.skipped_older}"
-    )
-    counts = f"{verb} {len(r.closed)}, still failing {len(r.failing)}"
-    lines.append(f"{r.chosen} error records retried{note}: {counts}{written}")
+    lines.append(f"{r.chosen} error records retried{note}: {r.counts(args.dry_run)}")
     _emit(
         {
             "run_id": None if args.dry_run else r.run_id,
@@ -558,6 +551,7 @@ def cmd_errors_retry(args: argparse.Namespace, settings: Settings) -> int:
             "failing": {str(i): reason for i, reason in sorted(r.failing.items())},
             "applied": dict(r.applied),
             "skipped_older": r.skipped_older,
+            "closed_older": r.closed_older,
         },
         args.json,
         "\n".join(lines),

@@ -206,6 +206,7 @@ class BatchResult:
 
     applied: Counter[str] = field(default_factory=Counter)  # "<table>:<op>" -> rows
     skipped_older: int = 0
+    older_refs: set[KafkaRef] = field(default_factory=set)  # the events skipped as older
     unordered: int = 0
     errors: list[Failure] = field(default_factory=list)
     truncated_notes: int = 0

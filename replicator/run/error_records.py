@@ -61,6 +61,21 @@ class RetryResult:
     failing: dict[int, str] = field(default_factory=dict)
     applied: Counter[str] = field(default_factory=Counter)
     skipped_older: int = 0
+    closed_older: int = 0  # of `closed`, the records whose event was older than its row (no-ops)
+
+    def counts(self, dry_run: bool = False) -> str:
+        """`closed N (A applied as R target rows, O older than their row: no-ops), still failing F`:
+        A + O = N, in records; R counts rows, fewer than A when several events of one row fold into
+        one write (trial 11 printed "closed 101; rows written 50, older than their row 40")."""
+        failing = f"still failing {len(self.failing)}"
+        if dry_run:
+            return f"would close {len(self.closed)}, {failing}"
+        rows = sum(self.applied.values())
+        applied = len(self.closed) - self.closed_older
+        return (
+            f"closed {len(self.closed)} ({applied} applied as {rows} target row{'' if rows == 1 else 's'},"
+            f" {self.closed_older} older than their row: no-ops), {failing}"
+        )
 
 
 def _chosen(
@@ -135,6 +150,8 @@ def retry_errors(
         finally:
             writer.close()
         result.closed += target.settled.closed
+        refs = {c.record_id: c.ref for c in chosen}
+        result.closed_older += sum(1 for i in target.settled.closed if refs[i] in applied.older_refs)
         result.failing.update({i: f.message for i, f in target.settled.failing.items()})
         result.applied.update(applied.applied)
         result.skipped_older += applied.skipped_older

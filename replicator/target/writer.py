@@ -170,6 +170,7 @@ class _Pass:
     outcome: Outcome = field(default_factory=Outcome)
     applied: dict[str, int] = field(default_factory=dict)
     skipped_older: int = 0
+    older: set[KafkaRef] = field(default_factory=set)  # the events skipped as older
     unordered: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # "<table>:older|unordered" -> events
     truncates: list[tuple[Intent, str]] = field(default_factory=list)  # (intent, applied | older)
@@ -442,6 +443,7 @@ class BatchWriter:
             self._retry_soon = True
         result.applied.update(run.applied)
         result.skipped_older += run.skipped_older
+        result.older_refs |= run.older
         result.unordered += run.unordered
         result.skipped_by_table.update({k: n for k, n in run.skipped.items() if n})
         result.held_by_table.update(str(h.target) for h in added)
@@ -677,6 +679,7 @@ class BatchWriter:
         writes = resolve(table, intents, stored, self._layouts, barrier)
         run.undecided += [(table, i, v) for i, v in writes.undecided]
         run.skipped_older += writes.skipped_older
+        run.older.update(i.event.ref for i in writes.older)
         run.unordered += writes.unordered
         run.skipped[f"{table.target}:older"] += writes.skipped_older
         run.skipped[f"{table.target}:unordered"] += writes.unordered
@@ -826,6 +829,7 @@ class BatchWriter:
             one = resolve(table, [completed(intent, last.get(intent.key))], current, self._layouts, barrier)
             run.undecided += [(table, i, v) for i, v in one.undecided]
             run.skipped_older += one.skipped_older
+            run.older.update(i.event.ref for i in one.older)
             run.skipped[f"{table.target}:older"] += one.skipped_older
             if not one.final:
                 continue
@@ -862,6 +866,7 @@ class BatchWriter:
         stored = self._versions.lock(conn, table.target, [marker]).get(marker)
         if compare(intent.version, stored, self._layouts) is Verdict.OLDER:
             run.skipped_older += 1
+            run.older.add(intent.event.ref)
             run.skipped[f"{table.target}:older"] += 1
             return None
         barrier = self._versions.lock(conn, table.target, [BARRIER]).get(BARRIER)

@@ -125,6 +125,7 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     assert first["closed"] == [moved_id] and set(first["failing"]) == {str(stay_id)}, first
     assert "check constraint" in first["failing"][str(stay_id)]
     assert sum(first["applied"].values()) == 0 and first["skipped_older"] == 1, "the moved-on row is a no-op"
+    assert first["closed_older"] == 1, first  # the closed record is counted a no-op, not applied
     assert [r["id"] for r in open_records()] == sorted(r["id"] for r in before if r["id"] != moved_id)
 
     with psycopg.connect(stack.target_admin(dbname)) as conn:
@@ -140,6 +141,7 @@ def test_errors_retry_after_a_target_fix_applies_the_fixed_rows_and_nothing_else
     done = json.loads(fixed.stdout)
     assert done["closed"] == [stay_id] and not done["failing"], done
     assert sum(done["applied"].values()) == 1 and done["skipped_older"] == 0, done
+    assert done["closed_older"] == 0, done
     with psycopg.connect(stack.target_admin(dbname)) as conn:
         rows: dict[str, int] = dict(
             conn.execute(
