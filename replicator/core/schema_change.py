@@ -126,7 +126,13 @@ class Drift:
             return self.remedy
         steps = []
         if self.missing and self.added:
-            steps.append(f"read the columns {self.source} has now instead of {', '.join(self.missing)}")
+            steps.append(
+                f"read the columns {self.source} has now instead of {', '.join(self.missing)} (if"
+                f" {self.source} has {', '.join(self.missing)} now and dropped {', '.join(self.added)},"
+                f" not renamed {_them(self.added)}: list {', '.join(self.added)} in"
+                " ignore_source_columns, and events older than both map without"
+                f" {', '.join(self.missing)})"
+            )
         elif self.missing:
             steps.append(
                 f"if {self.source} has {', '.join(self.missing)} now, the event was written before"

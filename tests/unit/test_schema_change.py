@@ -161,6 +161,8 @@ def test_reason_and_fix_are_one_line_each_naming_columns_rule_and_spec() -> None
     )
     assert "full_name" in renamed.fix and "people.yaml" in renamed.fix and "table people" in renamed.fix
     assert "restart `replicator run`" in renamed.fix
+    # a DROP beside an ADD looks like the RENAME: the fix names the way for the DROP too
+    assert "dropped name, not renamed it: list name in ignore_source_columns" in renamed.fix
     dropped = judge(people(plan()), shape("id", "price"), "people.yaml")
     assert dropped is not None and dropped.reason.endswith(
         "(dropped or renamed, or the event is older than that column)"
