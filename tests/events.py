@@ -33,3 +33,21 @@ def change(
         raw_key=b"k",
         raw_value=b"v",
     )
+
+
+def by_id(
+    prefix: str, table: str, op: Op, offset: int, at: tuple[int, int], row: dict[str, Any]
+) -> ChangeEvent:
+    """An event of source table `app.<table>` keyed by its `id` (topic `<prefix>.app.<table>`,
+    source position `at`): a delete carries the key as its old row, anything else `row`."""
+    key = {"id": row["id"]}
+    return change(
+        f"{prefix}.app.{table}",
+        op,
+        f"app.{table}",
+        offset=offset,
+        position=SourcePosition(*at),
+        key=key,
+        before=key if op is Op.DELETE else None,
+        after=None if op is Op.DELETE else row,
+    )

@@ -32,7 +32,7 @@ from replicator.core.mapping.spec import load_spec_text
 from replicator.core.model import Op, SourcePosition
 from replicator.pg.catalog import read_catalog
 from replicator.target.store import ControlStore
-from tests.events import change
+from tests.events import by_id, change
 from tests.integration.pipeline import HandFed, fresh_target, wait_until
 from tests.integration.stack import Stack
 
@@ -161,15 +161,7 @@ def one(conn: psycopg.Connection[Any], query: str) -> Any:
 
 def delete(table: str, key: int, offset: int, at: int) -> Any:
     """The delete of `key` at `offset` of its table's topic, at source position `at`."""
-    return change(
-        f"cd.app.{table}",
-        Op.DELETE,
-        f"app.{table}",
-        offset=offset,
-        position=SourcePosition(at, at),
-        key={"id": key},
-        before={"id": key},
-    )
+    return by_id("cd", table, Op.DELETE, offset, (at, at), {"id": key})
 
 
 def test_a_parents_delete_cascades_once_the_tables_it_reaches_are_covered(
@@ -307,17 +299,7 @@ def test_a_delete_replayed_after_a_held_unique_swap_waits_for_its_cascade_too(st
     writer = HandFed(stack, dbname, plan, "cascswap", HoldSettings(retry_after_s=3600), counts)
 
     def event(table: str, op: Op, offset: int, at: tuple[int, int], row: dict[str, Any]) -> Any:
-        key = {"id": row["id"]}
-        return change(
-            f"c2.app.{table}",
-            op,
-            f"app.{table}",
-            offset=offset,
-            position=SourcePosition(*at),
-            key=key,
-            before=key if op is Op.DELETE else None,
-            after=None if op is Op.DELETE else row,
-        )
+        return by_id("c2", table, op, offset, at, row)
 
     try:
         swap = event("board", Op.UPDATE, 0, (100, 101), {"id": 1, "slug": "b"})  # board 2 still has 'b'

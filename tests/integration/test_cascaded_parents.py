@@ -32,9 +32,9 @@ from replicator.config import HoldSettings
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.plan import Plan
 from replicator.core.mapping.spec import load_spec_text
-from replicator.core.model import ChangeEvent, Op, SourcePosition
+from replicator.core.model import ChangeEvent, Op
 from replicator.pg.catalog import read_catalog
-from tests.events import change
+from tests.events import by_id
 from tests.integration.pipeline import HandFed, fresh_target, wait_until
 from tests.integration.stack import Stack
 
@@ -70,17 +70,7 @@ PATIENT = HoldSettings(retry_after_s=3600)  # only the retries the test makes
 
 
 def event(table: str, op: Op, offset: int, at: tuple[int, int], row: dict[str, Any]) -> ChangeEvent:
-    key = {"id": row["id"]}
-    return change(
-        f"cp.app.{table}",
-        op,
-        f"app.{table}",
-        offset=offset,
-        position=SourcePosition(*at),
-        key=key,
-        before=key if op is Op.DELETE else None,
-        after=None if op is Op.DELETE else row,
-    )
+    return by_id("cp", table, op, offset, at, row)
 
 
 @pytest.fixture
