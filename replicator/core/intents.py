@@ -39,6 +39,7 @@ from replicator.core.model import (
 )
 from replicator.core.ordering import Version
 from replicator.core.schema_change import SourceNow, Stop, ignored_columns, older
+from replicator.core.switch import point as switch_point
 
 Key = tuple[Any, ...]
 
@@ -247,6 +248,7 @@ def to_intents(
     """
     out = Intents()
     for event in events:
+        switch_point()  # compiled, this loop would keep the interpreter lock for a whole batch
         tables = tables_for_topic(event.ref.topic)
         if not tables:
             out.counts["unmapped_topic"] += 1

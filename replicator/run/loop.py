@@ -67,6 +67,7 @@ from replicator.core.model import (
     TableRef,
 )
 from replicator.core.schema_change import SourceNow, Stop, Verdict, cut
+from replicator.core.switch import point as switch_point
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.observer import LoopObserver, NullObserver
 from replicator.run.partition_watch import PartitionWatch
@@ -333,6 +334,7 @@ class ConsumerLoop:
                 self._release_paused()
                 for record in self.source.poll(min(POLL_RECORDS, limits.max_events), POLL_TIMEOUT_S):
                     self._take(record)
+                    switch_point()  # the apply thread gets the lock between records (core.switch)
                 if self._batch_full() or (self._batch_due() and self.batch):
                     self._flush()
                 elif not self.batch and (self._unsaved or self.sink.retry_due()):

@@ -129,3 +129,13 @@ def test_no_test_replaces_a_compiled_modules_attribute() -> None:
             if owner in compiled_names or any(owner.startswith(f"{m}.") for m in compiled_names):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}")
     assert found == []
+
+
+def test_the_switch_point_stays_interpreted() -> None:
+    """Compiled loops let the apply thread have the interpreter lock by calling `core.switch.point`;
+    only an interpreted function does it (native code never checks for a waiting thread)."""
+    from replicator.core import switch
+
+    assert "replicator.core.switch" not in compiled.MODULES
+    assert switch.__file__ is not None and switch.__file__.endswith(".py")
+    assert isinstance(switch.point.__code__.co_code, bytes)  # a Python function, not a builtin
