@@ -20,12 +20,13 @@ Invariants:
   member with the same group.instance.id: it arrives as a record error whose
   `fatal()` is false); other errors go to `on_error` and polling goes on
   (librdkafka retries).
-- `partition_counts` asks through a second handle, never the member's:
-  it is called from `on_assign`, inside the member's `consume`, and
-  confluent-kafka's `list_topics` on the member's own handle there clears
-  the handle's call state, so the next callback of that same `consume` (a
-  librdkafka log line routed to our logger) aborts the process
-  (`CallState_get: Assertion 'cs != NULL' failed`, SIGABRT).
+- `partition_counts` asks through a second handle (an admin client, naming
+  only the mapped topics), never the member's: it is called from
+  `on_assign`, inside the member's `consume`, and confluent-kafka's
+  `list_topics` on the member's own handle there clears the handle's call
+  state, so the next callback of that same `consume` (a librdkafka log line
+  routed to our logger) aborts the process (`CallState_get: Assertion 'cs !=
+  NULL' failed`, SIGABRT).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaExcep
 from replicator.config import KafkaSettings
 from replicator.core.errors import Fatal, Transient
 from replicator.core.model import KafkaRef, Partition, Record, new_tuple
-from replicator.kafka.clients import METADATA_TIMEOUT_S, new_consumer
+from replicator.kafka.clients import METADATA_TIMEOUT_S, described_partition_counts, new_admin, new_consumer
 
 StartAt = int | Literal["earliest", "latest"]
 OnAssign = Callable[[list[Partition]], Mapping[Partition, StartAt]]
@@ -79,7 +80,7 @@ class KafkaSource:
         self._subscription: tuple[list[str], OnAssign, OnRevoke, ToPause | None] | None = None
         self._joining_since: float | None = None  # set while no rebalance has completed
         # metadata questions asked from inside a rebalance callback (see the module); no group
-        self._new_side: Callable[[], Any] = lambda: new_consumer(kafka, f"{group_id}-metadata")
+        self._new_side: Callable[[], Any] = lambda: new_admin(kafka)
         self._side: Any = None
 
     def subscribe(
@@ -156,11 +157,10 @@ class KafkaSource:
         try:
             if self._side is None:
                 self._side = self._new_side()
-            metadata = self._side.list_topics(timeout=METADATA_TIMEOUT_S)
-        except KafkaException as exc:
-            raise Transient(f"kafka: reading the topics' partition counts: {exc.args[0]}") from exc
-        found = {name: t for name, t in metadata.topics.items() if t.error is None}
-        return {t: len(found[t].partitions) for t in topics if t in found}
+            return described_partition_counts(self._side, topics)
+        except (KafkaException, TimeoutError) as exc:
+            why = exc.args[0] if exc.args else f"no answer in {METADATA_TIMEOUT_S * 2}s"
+            raise Transient(f"kafka: reading the topics' partition counts: {why}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         self._rejoin_if_stuck()
@@ -251,10 +251,5 @@ class KafkaSource:
             self._on_error(f"offset commit failed: {exc.args[0]}", True)
 
     def close(self) -> None:
-        try:
-            self._consumer.close()
-        finally:
-            side, self._side = self._side, None
-            if side is not None:
-                with contextlib.suppress(KafkaException, RuntimeError):
-                    side.close()
+        self._side = None  # an admin client has no close: it goes with its last reference
+        self._consumer.close()
