@@ -6,6 +6,7 @@ no SQL is ever built from identifiers here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,13 @@ SELECT n.nspname, c.relname, c.relreplident, a.attname,
            WHERE e.enumtypid = CASE WHEN t.typelem <> 0 THEN t.typelem ELSE t.oid END),
          ARRAY[]::text[]),
        t.typcategory = 'A',
-       a.attgenerated = 's'
+       a.attgenerated = 's',
+       -- a user-defined composite or range type (Debezium leaves such columns out of its events)
+       (SELECT CASE WHEN s.typtype = 'c' THEN 'composite'
+                    WHEN s.typtype = 'r' AND s.typnamespace <> 'pg_catalog'::regnamespace THEN 'range' END
+          FROM pg_type b JOIN pg_type s
+            ON s.oid = CASE WHEN b.typcategory = 'A' AND b.typelem <> 0 THEN b.typelem ELSE b.oid END
+         WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -103,6 +110,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
             labels,
             is_array,
             generated,
+            user_kind,
         ) in cur.fetchall():
             ref = TableRef(nsp, rel)
             replident[ref] = _REPLIDENT.get(ident, "default")
@@ -110,6 +118,8 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> Catal
                 pg_type = PgType("enum", is_enum=True, is_array=bool(is_array))
             else:
                 pg_type = parse_or_opaque(typ)
+                if user_kind is not None:
+                    pg_type = dataclasses.replace(pg_type, user_kind=user_kind)
             cols.setdefault(ref, []).append(
                 Column(
                     att,

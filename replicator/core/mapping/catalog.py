@@ -82,6 +82,9 @@ class PgType:
     scale: int | None = None
     is_array: bool = False
     is_enum: bool = False
+    # "composite" or "range" for a user-defined composite or range type (of the column, of its
+    # domain's base or of its array's elements), as the live catalog says; a spelling cannot.
+    user_kind: str | None = None
 
     @classmethod
     def parse(cls, text: str, *, is_enum: bool = False) -> PgType:
@@ -127,7 +130,7 @@ class PgType:
         """The scalar type (itself when not an array)."""
         if not self.is_array:
             return self
-        return PgType(self.name, self.length, self.precision, self.scale, False, self.is_enum)
+        return PgType(self.name, self.length, self.precision, self.scale, False, self.is_enum, self.user_kind)
 
     def __str__(self) -> str:
         if self.name in ("varchar", "char", "bit", "bit varying") and self.length is not None:

@@ -108,8 +108,8 @@ class _FakeCursor:
         self.log = log
         self.results: list[list[tuple[Any, ...]]] = [
             [
-                ("s", "t", "d", "id", "bigint", True, False, False, [], False, False),
-                ("s", "t", "d", "v", "character varying(5)", False, False, False, [], False, False),
+                ("s", "t", "d", "id", "bigint", True, False, False, [], False, False, None),
+                ("s", "t", "d", "v", "character varying(5)", False, False, False, [], False, False, None),
             ],
             [("s", "t", "t_pkey", "p", ["id"], None, None, [], False, False)],
             [],
