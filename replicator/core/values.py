@@ -412,6 +412,26 @@ def _point(v: Any) -> Any:
     return PgText(f"({float(x)!r},{float(y)!r})".replace("nan", "NaN").replace("inf", "Infinity"))
 
 
+_EWKB_SRID_FLAG: Final = 0x20000000
+
+
+def _geometry(v: Any) -> Any:
+    """PostGIS geometry or geography: Debezium's struct {wkb, srid} as the hex (E)WKB text that
+    PostGIS reads back. Debezium's `wkb` is PostGIS's EWKB (the SRID inside when the value has
+    one); a `srid` it does not carry is put in front (`SRID=n;`)."""
+    if not isinstance(v, Mapping) or "wkb" not in v:
+        raise TypeError("expected a struct {wkb, srid}")
+    wkb = v["wkb"]
+    raw = wkb if isinstance(wkb, bytes) else _b64(wkb) if isinstance(wkb, str) else None
+    if raw is None or len(raw) < 5:
+        raise TypeError("wkb must be (base64 of) well-known binary")
+    kind = int.from_bytes(raw[1:5], "little" if raw[0] == 1 else "big")
+    srid = v.get("srid")
+    if isinstance(srid, int) and not isinstance(srid, bool) and not kind & _EWKB_SRID_FLAG:
+        return PgText(f"SRID={srid};{raw.hex()}")
+    return PgText(raw.hex())
+
+
 def _no_java_names(v: Any) -> Any:
     if isinstance(v, str) and v.startswith(_JAVA_ARRAY_NAME) and ";@" in v:
         raise ValueError(
@@ -446,6 +466,8 @@ _FIXED: Final[dict[str, Converter]] = {
     "io.debezium.time.MicroDuration": _micro_duration,
     "io.debezium.data.Json": _json,
     "io.debezium.data.geometry.Point": _point,
+    "io.debezium.data.geometry.Geometry": _geometry,
+    "io.debezium.data.geometry.Geography": _geometry,
 }
 """Semantic names with a fixed conversion.  Names not listed (Uuid, Enum,
 EnumSet, Xml, Interval in string mode, Iso* strings, Year, Bits, ...) keep

@@ -168,6 +168,15 @@ def point(name: str) -> Schema:
     return s
 
 
+def geometry(name: str, semantic: str = "io.debezium.data.geometry.Geometry") -> Schema:
+    s = col(name, "struct", semantic=semantic, version=1)
+    s["fields"] = [
+        {"type": "bytes", "optional": False, "field": "wkb"},
+        {"type": "int32", "optional": True, "field": "srid"},
+    ]
+    return s
+
+
 def array(name: str, item: Schema) -> Schema:
     item = {k: v for k, v in item.items() if k != "field"}
     return col(name, "array", items=item)

@@ -363,6 +363,19 @@ def test_point_struct_becomes_postgres_point_text() -> None:
     assert one(b.point("p"), {"x": "NaN", "y": "-Infinity", "wkb": None, "srid": None}) == "(NaN,-Infinity)"
 
 
+def test_postgis_struct_becomes_hex_ewkb_text() -> None:
+    """Debezium's {wkb, srid} (as sent for a POINT with SRID 4326 and a LINESTRING without one)."""
+    point = "AQEAACDmEAAAAAAAAAAA+D8AAAAAAAAEQA=="  # EWKB: the SRID is inside
+    got = one(b.geometry("g"), {"wkb": point, "srid": 4326})
+    assert isinstance(got, PgText) and got == "0101000020e6100000000000000000f83f0000000000000440"
+    line = "AQIAAAACAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAPA/AAAAAAAA8D8="
+    bare = "01020000000200000000000000000000000000000000000000000000000000f03f000000000000f03f"
+    assert one(b.geometry("g", "io.debezium.data.geometry.Geography"), {"wkb": line, "srid": None}) == bare
+    assert one(b.geometry("g"), {"wkb": line, "srid": 3857}) == f"SRID=3857;{bare}"  # not inside: in front
+    with pytest.raises(DecodeError, match="wkb"):
+        one(b.geometry("g"), {"wkb": "AQ==", "srid": None})
+
+
 def test_multidimensional_text_array_java_names_are_a_decode_error() -> None:
     """text[][] '{{a,b},{c,d}}' arrives as Java object names: refused, never written."""
     with pytest.raises(DecodeError, match="multi-dimensional"):
