@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
@@ -159,6 +159,19 @@ class Outcome:
             self.applied[op] = self.applied.get(op, 0) + n
 
 
+def _unwritable(exc: psycopg.ProgrammingError, cols: Sequence[str], values: Sequence[Any]) -> psycopg.Error:
+    """A row-level error (SQLSTATE 22000, so the row is isolated and becomes an error record) for
+    a row holding a value psycopg cannot dump: raised here, it would stop the daemon."""
+    kinds = {type(v).__name__ for v in values if isinstance(v, Mapping | set)}
+    named = [c for c, v in zip(cols, values, strict=False) if isinstance(v, Mapping | set)]
+    where = f" in column(s) {', '.join(named)}" if named else ""
+    return psycopg.errors.DataException(
+        f"{one_line(exc)}{where}: a decoded value of type {', '.join(sorted(kinds)) or '?'} has no"
+        " PostgreSQL text form; fix: map it with a transform (or to a json/jsonb column), or report"
+        " the Debezium type so it gets a conversion"
+    )
+
+
 def _jsonb(value: Any) -> Any:
     """A json/jsonb cell: Debezium's document text as it is, any other value as a document whose
     numbers stay exact (`core.serialize.json_document`)."""
@@ -211,7 +224,10 @@ class TableRows:
                 for i in arrays:
                     values[i] = array_cell(values[i])
                 values.append(n)
-                copy.write_row(values)
+                try:
+                    copy.write_row(values)
+                except psycopg.ProgrammingError as exc:  # a value no adapter writes (a struct, say)
+                    raise _unwritable(exc, cols, values) from exc
 
     def _emptying(self, conn: psycopg.Connection[Any], adding: int) -> sql.Composed:
         """The statement that empties the stage before `adding` rows go in (see
