@@ -15,28 +15,7 @@ from replicator.pg.catalog import read_catalog
 from tests.events import change
 from tests.integration.pipeline import HandFed, fresh_target
 from tests.integration.stack import Stack
-
-SCHEMA = """
-CREATE SCHEMA store;
-CREATE TABLE store.doc (id int PRIMARY KEY, note text);
-GRANT USAGE ON SCHEMA store TO replicator;
-GRANT SELECT, INSERT, UPDATE, DELETE ON store.doc TO replicator;
-"""
-
-SPEC = """
-version: 1
-topic_prefix: st
-tables:
-- id: doc
-  source: app.doc
-  target: store.doc
-  key: {id: id}
-  delete: {policy: hard}
-  truncate: {policy: error}
-  columns:
-    id: {from: id}
-    note: {from: note}
-"""
+from tests.integration.test_stage_storage import SCHEMA, SPEC  # store.doc (id, body, note)
 
 
 def test_a_value_with_no_text_form_is_one_error_record_and_its_batch_lands(stack: Stack) -> None:
@@ -57,7 +36,7 @@ def test_a_value_with_no_text_form_is_one_error_record_and_its_batch_lands(stack
                 offset=n,
                 position=SourcePosition(10 + n, 10 + n),
                 key={"id": n},
-                after={"id": n, "note": note},
+                after={"id": n, "body": None, "note": note},
             )
             for n, note in notes.items()
         ]
