@@ -421,9 +421,8 @@ def _geometry(v: Any) -> Any:
     one); a `srid` it does not carry is put in front (`SRID=n;`)."""
     if not isinstance(v, Mapping) or "wkb" not in v:
         raise TypeError("expected a struct {wkb, srid}")
-    wkb = v["wkb"]
-    raw = wkb if isinstance(wkb, bytes) else _b64(wkb) if isinstance(wkb, str) else None
-    if raw is None or len(raw) < 5:
+    raw = _bytes_b64(v["wkb"])
+    if len(raw) < 5:
         raise TypeError("wkb must be (base64 of) well-known binary")
     kind = int.from_bytes(raw[1:5], "little" if raw[0] == 1 else "big")
     srid = v.get("srid")

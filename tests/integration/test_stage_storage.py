@@ -3,7 +3,12 @@
 Values travel through a per-session stage table. With the stage's default storage (EXTENDED) every
 large value was compressed on its way in, the target kept that compressed copy even where its column
 says STORAGE EXTERNAL (seen: pglz in such a column), and an incompressible value cost a failed
-compression attempt in the stage (5,000 rows of 10 kB: 1.0 s instead of 0.12 s)."""
+compression attempt in the stage (5,000 rows of 10 kB: 1.0 s instead of 0.12 s).
+
+A value psycopg cannot write into the stage (a struct with no conversion: a dict) is one error
+record for its row, never a stopped daemon: the stage refuses it as a row-level error (SQLSTATE
+22000), and the rows beside it land. Found with PostGIS geometry before it had a conversion:
+"cannot adapt type 'dict'" halted the daemon."""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from replicator.core.intents import prepare
 from replicator.core.mapping.compiler import compile_spec
 from replicator.core.mapping.spec import load_spec_text
-from replicator.core.model import Op, SourcePosition
+from replicator.core.model import Batch, Op, SourcePosition
 from replicator.pg.catalog import read_catalog
 from tests.events import change
 from tests.integration.pipeline import HandFed, fresh_target
@@ -129,3 +135,29 @@ def test_a_stage_holds_one_batch_and_its_file_stays_bounded(docs: tuple[HandFed,
         ).fetchone()
     assert counted == (batches * rows, batches * rows, 0, batches * rows - 1)
     assert bodies == (0,)
+
+
+def test_a_value_with_no_text_form_is_one_error_record_and_its_batch_lands(docs: tuple[HandFed, str]) -> None:
+    fed, admin = docs
+    notes: dict[int, object] = {n: f"note {n}" for n in range(1, 9)}
+    notes[5] = {"wkb": "AQE=", "srid": None}  # what an unconverted struct decodes to
+    events = [
+        change(
+            "st.app.doc",
+            Op.CREATE,
+            "app.doc",
+            offset=n,
+            position=SourcePosition(10 + n, 10 + n),
+            key={"id": n},
+            after={"id": n, "body": None, "note": note},
+        )
+        for n, note in notes.items()
+    ]
+    batch = Batch(events=events, next_offsets={("st.app.doc", 0): 9})
+    result = fed.writer.apply(prepare(batch, fed.plan))
+    (error,) = result.errors
+    assert error.ref.offset == 5 and error.key == "[5]" and error.sqlstate == "22000", error
+    assert "column(s) note" in error.message and "dict" in error.message, error.message
+    with psycopg.connect(admin) as conn:
+        rows = conn.execute("SELECT id, note FROM store.doc ORDER BY id").fetchall()
+    assert rows == [(n, f"note {n}") for n in notes if n != 5]
