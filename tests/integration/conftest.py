@@ -6,11 +6,15 @@ reason and the fix; it is never turned into skips.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from tests.integration.pipeline import MADE_TARGETS
 from tests.integration.stack import Stack
 from tests.integration.toxiproxy import Toxiproxy
 
@@ -46,6 +50,21 @@ def probe_source(stack: Stack) -> str:
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'cdc_probe'").fetchone():
             conn.execute("CREATE PUBLICATION cdc_probe FOR TABLE probe.items")
     return "cdc_probe"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def made_targets_dropped() -> Iterator[None]:
+    """The session's fresh target databases are dropped when it ends (a suite run makes a few
+    hundred; kept, they filled a disk within a few runs). CDC_KEEP_TEST_DATABASES=1 keeps them."""
+    yield
+    if not MADE_TARGETS or os.environ.get("CDC_KEEP_TEST_DATABASES") == "1":
+        return
+    try:
+        with psycopg.connect(Stack.from_env().target_admin("postgres"), autocommit=True) as conn:
+            for name in MADE_TARGETS:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except psycopg.Error as exc:  # the tests' verdict stands; the leftovers are only named
+        warnings.warn(f"test target databases not dropped ({exc}): {', '.join(MADE_TARGETS)}", stacklevel=1)
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ SPEC = REPO / "mappings" / "demo.yaml"
 CONNECTOR = os.environ.get("CDC_CONNECTOR_NAME", "demo-postgres")
 TOPICS = [f"demo.shop.{t}" for t in ("customers", "products", "orders", "order_lines")]
 CONTROL = "replicator"
+# Target databases this test session made (`fresh_target`); conftest drops them at its end.
+MADE_TARGETS: list[str] = []
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.25) -> Any:
@@ -63,6 +65,7 @@ def fresh_target(name: str) -> str:
         text=True,
         timeout=120,
     )
+    MADE_TARGETS.append(dbname)
     return dbname
 
 

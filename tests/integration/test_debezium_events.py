@@ -1,6 +1,6 @@
 """Source changes arrive in Kafka as the Debezium events our decoder relies on.
 
-Runs a dedicated connector (`test-probe`, topic prefix `probe`, its own slot and
+Runs a dedicated connector (`test-probe-<run>`, topic prefix `probe`, its own slot and
 publication) over `probe.items`, so it never disturbs the demo connector.
 Each test names the event shape it proves.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from confluent_kafka import Consumer, Message
 
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import load_connector
+from tests.integration.pipeline import drop_slot
 from tests.integration.stack import Stack, collect, consumer_at_end, event_payload, key_payload, payload
 
 TOPIC = "probe.probe.items"
@@ -29,7 +31,11 @@ CONNECTOR_FILE = Path(__file__).parent / "connectors" / "probe-postgres.json"
 @pytest.fixture(scope="module")
 def probe(stack: Stack, probe_source: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
-        spec = load_connector(CONNECTOR_FILE, os.environ)
+        # Its own name and slot per module run: the stack keeps a connector's offsets after it is
+        # deleted, and a new slot under the old name's offsets is refused by Debezium.
+        run = uuid.uuid4().hex[:6]
+        names = {"CDC_PROBE_CONNECTOR": f"test-probe-{run}", "CDC_PROBE_SLOT": f"cdc_probe_{run}"}
+        spec = load_connector(CONNECTOR_FILE, {**os.environ, **names})
         ConnectClient(stack.connect_url).apply(spec, wait_s=120)
         # The topic exists once the first event is produced.
         warm = random.randrange(10**8, 2 * 10**8)
@@ -46,7 +52,11 @@ def probe(stack: Stack, probe_source: str) -> Iterator[psycopg.Connection]:
             )
         finally:
             consumer.close()
-        yield conn
+        try:
+            yield conn
+        finally:  # a connector left running keeps its task busy and its slot pins the source's WAL
+            ConnectClient(stack.connect_url).delete(spec.name)
+            drop_slot(stack, spec.config["slot.name"])
 
 
 def new_id() -> int:
