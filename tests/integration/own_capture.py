@@ -27,7 +27,7 @@ from replicator.connect.client import ConnectClient
 from replicator.connect.configs import ConnectorSpec, load_connector
 from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import REPO, drop_slot, wait_until
+from tests.integration.pipeline import REPO, drop_slot, empty_target, wait_until
 from tests.integration.stack import Stack
 
 Ddl = Callable[[sql.Identifier], sql.Composed]  # the schema's tables (and rows), given the schema
@@ -173,8 +173,7 @@ def own_target(stack: Stack, own: OwnSchema, tables: Sequence[str], ddl: Ddl) ->
     """A fresh target database owned by the replicator role, with schema `own.schema` holding
     `ddl`'s tables, on which the role may read and write `tables`."""
     dbname = f"t_{own.schema}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    empty_target(stack, dbname)
     s = sql.Identifier(own.schema)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from psycopg import sql
 
 from replicator.config import HoldSettings, TargetSettings, load_settings
 from replicator.core.intents import Intent, prepare, to_intents
@@ -67,6 +68,13 @@ def fresh_target(name: str) -> str:
     )
     MADE_TARGETS.append(dbname)
     return dbname
+
+
+def empty_target(stack: Stack, dbname: str) -> None:
+    """An empty target database owned by the replicator role (dropped when the session ends)."""
+    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    MADE_TARGETS.append(dbname)
 
 
 def env_for(stack: Stack, dbname: str, group: str, **extra: str) -> dict[str, str]:

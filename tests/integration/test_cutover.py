@@ -39,7 +39,14 @@ from replicator.core.model import TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.run.verify import verify
 from replicator.source import fence
-from tests.integration.pipeline import drop_slot, end_offsets, run_cli, stored_offsets, wait_until
+from tests.integration.pipeline import (
+    drop_slot,
+    empty_target,
+    end_offsets,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack, one_row
 
 CONNECTOR_FILE = Path(__file__).parent / "connectors-fk" / "fk-postgres.json"
@@ -240,8 +247,7 @@ def make_site(
 ) -> Site:
     run = uuid.uuid4().hex[:6]
     dbname, s = f"t_co_{run}", sql.Identifier(world.schema)
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    empty_target(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION replicator").format(s))
         conn.execute(sql.SQL(TABLES).format(s=s))

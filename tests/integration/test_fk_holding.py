@@ -35,7 +35,14 @@ from replicator.connect.configs import load_connector
 from replicator.core.mapping import compile_spec, load_spec
 from replicator.pg.catalog import read_catalog
 from replicator.run.verify import verify
-from tests.integration.pipeline import drop_slot, end_offsets, run_cli, stored_offsets, wait_until
+from tests.integration.pipeline import (
+    drop_slot,
+    empty_target,
+    end_offsets,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack, one_row
 
 CONNECTOR_FILE = Path(__file__).parent / "connectors-fk" / "fk-postgres.json"
@@ -117,8 +124,7 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             )
         )
     dbname = f"t_fk_{run}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    empty_target(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION replicator").format(s))
         conn.execute(sql.SQL(TABLES).format(s=s))

@@ -50,7 +50,14 @@ from replicator.connect.client import ConnectClient
 from replicator.connect.configs import load_connector
 from replicator.core.model import TableRef
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import drop_slot, end_offsets, run_cli, stored_offsets, wait_until
+from tests.integration.pipeline import (
+    drop_slot,
+    empty_target,
+    end_offsets,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack
 
 CONNECTOR_FILE = Path(__file__).parent / "connectors-partitions" / "partitions-postgres.json"
@@ -131,8 +138,7 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         for i in range(1, 31):
             conn.execute(sql.SQL("INSERT INTO {}.other VALUES (%s, %s)").format(s), (i, f"seed {i}"))
     dbname = f"t_pc_{run}"
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    empty_target(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION replicator").format(s))
         conn.execute(sql.SQL(TABLES).format(s=s))

@@ -58,7 +58,14 @@ from replicator.core.model import TableRef
 from replicator.pg.catalog import read_catalog
 from replicator.run.verify import verify
 from replicator.source.signal import write_fence
-from tests.integration.pipeline import drop_slot, end_offsets, run_cli, stored_offsets, wait_until
+from tests.integration.pipeline import (
+    drop_slot,
+    empty_target,
+    end_offsets,
+    run_cli,
+    stored_offsets,
+    wait_until,
+)
 from tests.integration.stack import Stack, one_row
 
 CONNECTOR_FILE = Path(__file__).parent / "connectors-schema" / "schema-postgres.json"
@@ -357,8 +364,7 @@ def site(stack: Stack, world: World, tmp_path: Path, request: pytest.FixtureRequ
     kind = request.param
     dbname = f"t_sc_{kind}_{uuid.uuid4().hex[:6]}"
     s = sql.Identifier(world.schema)
-    with psycopg.connect(stack.target_admin("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER replicator").format(sql.Identifier(dbname)))
+    empty_target(stack, dbname)
     with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION replicator").format(s))
         conn.execute(sql.SQL(TARGET_TABLES).format(s=s))
