@@ -335,9 +335,10 @@ def split_signals(
     return table_events, fences, signals
 
 
-def _with_targets(failure: Failure, plan: Plan) -> Failure:
+def with_targets(failure: Failure, plan: Plan) -> Failure:
     """A record that could not be decoded names the target tables its topic feeds (the first as
-    its table, the others in `also`), so `errors list --table` finds it; its key stays unknown."""
+    its table, the others in `also`), so `errors list --table` finds it and a retry that fails to
+    decode it again keeps it open (`core.retry.settle` matches by table); its key stays unknown."""
     if failure.target is not None:
         return failure
     tables = plan.tables_for_topic(failure.ref.topic)
@@ -373,7 +374,7 @@ def prepare(
             commit_lsns[p] = max(commit_lsns.get(p, 0), e.position.commit_lsn)
     return PreparedBatch(
         by_table=intents.by_table,
-        failures=(*(_with_targets(f, plan) for f in batch.failures), *intents.failures),
+        failures=(*(with_targets(f, plan) for f in batch.failures), *intents.failures),
         next_offsets=dict(batch.next_offsets),
         counts=counts,
         events=batch.size,

@@ -25,7 +25,7 @@ from replicator.config import Settings
 from replicator.connect.client import ConnectClient
 from replicator.core.decode import DecodeError
 from replicator.core.errors import ConfigError, Fatal, ReplicatorError, Transient, one_line
-from replicator.core.intents import Intent, to_intents
+from replicator.core.intents import Intent, to_intents, with_targets
 from replicator.core.layout import changes
 from replicator.core.mapping import topic_for
 from replicator.core.mapping.plan import Plan
@@ -85,7 +85,7 @@ def remap(
         try:
             decoded = dec.decode(r.ref, r.key, r.value, r.headers)
         except DecodeError as exc:
-            failures.append(undecodable(dec, r, exc))
+            failures.append(with_targets(undecodable(dec, r, exc), plan))  # as `prepare` names it
             continue
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)
