@@ -286,6 +286,11 @@ class Settings(BaseSettings):
     value_format: Literal["json", "avro"] = Field(
         default="json", description="how Debezium's converter writes values: JsonConverter or Avro"
     )
+    avro_trust_null_defaults: bool = Field(
+        default=False,
+        description="Avro: take a nullable column's value equal to its DEFAULT as written (the Avro"
+        " converter writes a NULL as the DEFAULT); false: such an event is an error record",
+    )
     mapping: Path = Field(default=Path("mappings/demo.yaml"), description="the mapping spec (YAML)")
     control_schema: str = Field(
         default="replicator",
@@ -330,6 +335,7 @@ class Settings(BaseSettings):
             "connect": self.connect.url,
             "registry": self.registry_url,
             "value_format": self.value_format,
+            "avro_trust_null_defaults": self.avro_trust_null_defaults,
             "mapping": str(self.mapping),
             "batch": self.batch.model_dump(),
             "connector": self.connector,

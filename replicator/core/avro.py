@@ -9,14 +9,18 @@ Invariants:
 - `column_type_from_avro` maps Debezium's Avro schemas (which carry
   `connect.name`, `connect.parameters`, `connect.type`) onto the same
   `ColumnType` model the JSON path uses, so `values.py` converts both.
+- `null_defaults` names the row columns whose NULL the converter wrote as their DEFAULT (a
+  value equal to it is ambiguous: the decoder refuses it unless told to trust it).
 - Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Final
 
 import fastavro
@@ -130,3 +134,77 @@ def column_type_from_avro(schema: Any, named: Mapping[str, Any]) -> ColumnType:
     if isinstance(typ, str) and typ in named:
         return column_type_from_avro(named[typ], named)
     raise ValueError(f"unsupported Avro type {typ!r}")
+
+
+# --------------------------------------------------------------------------- NULLs written as defaults
+
+
+class _Unknown:
+    """A default whose decoded form is not known: every non-NULL value may be it."""
+
+    def __repr__(self) -> str:
+        return "<a default of an unknown logical type>"
+
+
+UNKNOWN_DEFAULT: Final = _Unknown()
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def null_defaults(envelope: Any) -> dict[str, Any]:
+    """The columns of a Debezium envelope's row whose NULL arrives as their DEFAULT, each with that
+    default as fastavro decodes a value (`UNKNOWN_DEFAULT` when that form is not known).
+
+    Debezium puts a nullable column's constant DEFAULT into the Connect schema; an Avro converter
+    reading the row with `Struct.get` writes that default for a NULL (KAFKA-8713; Apicurio's 2.6
+    converter has no `ignore.default.for.nullables`). Such a field is a union with null whose
+    default is not null; an event's value equal to it may have been a NULL."""
+    named = named_schemas(envelope)
+    row = _row_record(envelope, named)
+    if row is None:
+        return {}
+    out: dict[str, Any] = {}
+    for field in row.get("fields", ()):
+        branches = field.get("type")
+        default = field.get("default")
+        if not isinstance(branches, list) or "null" not in branches or default is None:
+            continue
+        typed = [b for b in branches if b != "null"]
+        one = len(typed) == 1
+        out[field["name"]] = _decoded_default(typed[0], default, named) if one else UNKNOWN_DEFAULT
+    return out
+
+
+def _row_record(envelope: Any, named: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The record schema of the envelope's `after` (or `before`) row."""
+    if not isinstance(envelope, Mapping):
+        return None
+    fields = {f.get("name"): f for f in envelope.get("fields", ()) if isinstance(f, Mapping)}
+    for name in ("after", "before"):
+        typ = fields.get(name, {}).get("type")
+        for branch in typ if isinstance(typ, list) else [typ]:
+            resolved = named.get(branch) if isinstance(branch, str) else branch
+            if isinstance(resolved, Mapping) and resolved.get("type") == "record":
+                return resolved
+    return None
+
+
+def _decoded_default(schema: Any, default: Any, named: Mapping[str, Any]) -> Any:
+    """`default` (Avro's JSON form) as fastavro decodes a value of `schema`."""
+    if isinstance(schema, str):
+        if schema in named:
+            return _decoded_default(named[schema], default, named)
+        return default.encode("latin-1") if schema == "bytes" and isinstance(default, str) else default
+    if not isinstance(schema, Mapping):
+        return UNKNOWN_DEFAULT
+    typ, logical = schema.get("type"), schema.get("logicalType")
+    raw = default.encode("latin-1") if typ in ("bytes", "fixed") and isinstance(default, str) else default
+    if logical is None:
+        return raw if isinstance(typ, str) else UNKNOWN_DEFAULT
+    if logical == "decimal" and isinstance(raw, bytes):
+        return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-int(schema.get("scale", 0)))
+    if logical == "date" and isinstance(raw, int):
+        return dt.date(1970, 1, 1) + dt.timedelta(days=raw)
+    if logical in ("timestamp-millis", "timestamp-micros") and isinstance(raw, int):
+        unit = 1000 if logical == "timestamp-millis" else 1
+        return _EPOCH + dt.timedelta(microseconds=raw * unit)
+    return UNKNOWN_DEFAULT

@@ -528,12 +528,43 @@ class JsonDecoder:
 SchemaLookup = Callable[[int], Any]
 
 
+def _refuse_null_defaults(ref: KafkaRef, payload: Any, null_defaults: Mapping[str, Any]) -> None:
+    """DecodeError when the row an event writes (`after`; a delete's `before`) holds a column's
+    DEFAULT that the converter also writes for a NULL (`avro.null_defaults`)."""
+    if not _is_mapping(payload):
+        return
+    row = payload.get("after")
+    if row is None:
+        row = payload.get("before")
+    if not _is_mapping(row):
+        return
+    for column, default in null_defaults.items():
+        value = row.get(column)
+        if value is None or (default is not avro.UNKNOWN_DEFAULT and value != default):
+            continue
+        said = "a value" if default is avro.UNKNOWN_DEFAULT else f"{value!r}, its DEFAULT"
+        source = payload.get("source")
+        table = f"{source.get('schema')}.{source.get('table')}" if _is_mapping(source) else "its table"
+        raise DecodeError(
+            ref,
+            f"column {column} of {table} holds {said}, which the Avro converter also writes for a NULL"
+            " (a nullable column with a DEFAULT: KAFKA-8713); fix: the JSON converter with"
+            " value.converter.replace.null.with.default=false (as connectors/demo-postgres.json), or"
+            f" drop the column's DEFAULT on the source, then `replicator reload --table {table}`; if the"
+            " column never holds NULL: REPLICATOR_AVRO_TRUST_NULL_DEFAULTS=true and"
+            " `replicator errors retry`",
+        )
+
+
 class AvroDecoder:
     """Decodes Confluent AvroConverter messages; `schema_lookup(id)` returns a parsed schema.
 
     A look-up raising `LookupError` (e.g. `avro.SchemaNotFoundError`,
     `KeyError`) means the id is unknown: `DecodeError`.  Any other exception
     (e.g. `avro.RegistryUnavailableError`) is transient and propagates.
+    A row value equal to the DEFAULT the converter writes for a NULL (`avro.null_defaults`) is
+    ambiguous: `DecodeError`, unless `trust_null_defaults` (the operator knows those columns
+    never hold NULL).
     """
 
     def __init__(
@@ -543,11 +574,14 @@ class AvroDecoder:
         unavailable_placeholder: str = DEFAULT_PLACEHOLDER,
         heartbeat_prefix: str = HEARTBEAT_PREFIX,
         transaction_topics: Collection[str] = (),
+        trust_null_defaults: bool = False,
     ) -> None:
         self._lookup = schema_lookup
         self.unavailable_placeholder = unavailable_placeholder
         self._control = _ControlTopics(heartbeat_prefix, transaction_topics)
-        self._value_plans: dict[int, tuple[Any, _EnvelopePlan]] = {}
+        self._trust_null_defaults = trust_null_defaults
+        # per value schema id: (schema, plan, the row's columns whose NULL arrives as their default)
+        self._value_plans: dict[int, tuple[Any, _EnvelopePlan, dict[str, Any]]] = {}
         self._key_plans: dict[int, tuple[Any, RowFn]] = {}
 
     def decode(
@@ -559,8 +593,10 @@ class AvroDecoder:
             return NotTableData(ref, reason)
         if value is None:
             return Tombstone(ref, key)
-        schema, plan = self._value_plan(ref, value)
+        schema, plan, null_defaults = self._value_plan(ref, value)
         payload = self._read(ref, value, schema, "value")
+        if null_defaults and not self._trust_null_defaults:
+            _refuse_null_defaults(ref, payload, null_defaults)
         key_row: dict[str, Any] | None = None
         if key is not None:
             key_schema, key_plan = self._key_plan(ref, key)
@@ -593,7 +629,7 @@ class AvroDecoder:
                 ref, f"{what} schema id {schema_id} is unknown to the schema registry ({e})"
             ) from e
 
-    def _value_plan(self, ref: KafkaRef, value: bytes) -> tuple[Any, _EnvelopePlan]:
+    def _value_plan(self, ref: KafkaRef, value: bytes) -> tuple[Any, _EnvelopePlan, dict[str, Any]]:
         schema_id = self._schema_id(ref, value, "value")
         cached = self._value_plans.get(schema_id)
         if cached is None:
@@ -603,7 +639,7 @@ class AvroDecoder:
             except (ValueError, KeyError, TypeError) as e:
                 raise DecodeError(ref, f"value schema id {schema_id} is not usable: {e}") from e
             plan = _envelope_plan(env, self.unavailable_placeholder, binary_base64=False)
-            cached = (schema, plan)
+            cached = (schema, plan, avro.null_defaults(schema))
             self._value_plans[schema_id] = cached
         return cached
 

@@ -165,7 +165,11 @@ def decoder(settings: Settings) -> JsonDecoder | AvroDecoder:
     if settings.value_format == "avro":
         if not settings.registry_url:
             raise Fatal("value_format=avro needs REPLICATOR_REGISTRY_URL")
-        return AvroDecoder(RegistryClient(settings.registry_url).schema, unavailable_placeholder=placeholder)
+        return AvroDecoder(
+            RegistryClient(settings.registry_url).schema,
+            unavailable_placeholder=placeholder,
+            trust_null_defaults=settings.avro_trust_null_defaults,
+        )
     return JsonDecoder(unavailable_placeholder=placeholder)
 
 

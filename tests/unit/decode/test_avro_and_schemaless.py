@@ -349,3 +349,59 @@ def test_schemaless_and_schema_messages_mix_on_one_topic() -> None:
     c = dec.decode(without.ref(), without.key, without.value)
     assert isinstance(a, ChangeEvent) and a.after is not None and a.after["price"] == Decimal("123.45")
     assert isinstance(c, ChangeEvent) and c.after is not None and c.after["price"] == "MDk="
+
+
+def _defaulted_registry() -> dict[int, Any]:
+    """The items schema as an Avro converter writes it for `body text DEFAULT 'open'` and
+    `price numeric(10,2) DEFAULT 5.00`: the non-null branch first, the default on the union."""
+    value = json.loads(json.dumps(VALUE_SCHEMA))
+    for field in value["fields"]:
+        if field["name"] == "body":
+            field["type"], field["default"] = [{"type": "string", "connect.default": "open"}, "null"], "open"
+        if field["name"] == "price":
+            field["type"] = [field["type"][1], "null"]
+            field["default"] = "\u0001\u00f4"  # 500 unscaled: 5.00
+    envelope = json.loads(json.dumps(ENVELOPE_SCHEMA))
+    envelope["fields"][0]["type"] = ["null", value]
+    return {1: REGISTRY[1], 3: fastavro.parse_schema(envelope)}
+
+
+def _defaulted_record(op: str, **kw: Any) -> tuple[bytes, bytes]:
+    registry = _defaulted_registry()
+    env = {"before": None, "after": row(), "source": source(), "op": op, "ts_ms": 5, "transaction": None}
+    env.update(kw)
+    return avro.encode(1, registry[1], {"id": 1}), avro.encode(3, registry[3], env)
+
+
+def test_avro_null_defaults_are_the_nullable_columns_with_a_default() -> None:
+    assert avro.null_defaults(_defaulted_registry()[3]) == {"body": "open", "price": Decimal("5.00")}
+    assert avro.null_defaults(REGISTRY[2]) == {}
+
+
+def test_avro_value_equal_to_a_nullable_columns_default_is_refused_as_ambiguous() -> None:
+    registry = _defaulted_registry()
+    decoder = AvroDecoder(registry.__getitem__)
+    key, value = _defaulted_record("c", after=row(body="open"))
+    with pytest.raises(DecodeError) as raised:
+        decoder.decode(KafkaRef(NS, 0, 3), key, value)
+    said = str(raised.value)
+    assert "column body of public.items holds 'open', its DEFAULT" in said, said
+    assert "replace.null.with.default=false" in said and "REPLICATOR_AVRO_TRUST_NULL_DEFAULTS" in said
+    key, value = _defaulted_record("c", after=row(price=Decimal("5.00")))
+    with pytest.raises(DecodeError, match=r"column price of public\.items holds Decimal"):
+        decoder.decode(KafkaRef(NS, 0, 4), key, value)
+    key, value = _defaulted_record("d", before=row(body="open"), after=None)  # the row a delete names
+    with pytest.raises(DecodeError, match="column body"):
+        decoder.decode(KafkaRef(NS, 0, 5), key, value)
+
+
+def test_avro_other_values_of_a_defaulted_column_decode_and_trust_takes_the_default() -> None:
+    registry = _defaulted_registry()
+    key, value = _defaulted_record("u", after=row(body="shipped", price=Decimal("7.00")))
+    ev = AvroDecoder(registry.__getitem__).decode(KafkaRef(NS, 0, 3), key, value)
+    assert isinstance(ev, ChangeEvent) and ev.after is not None
+    assert (ev.after["body"], ev.after["price"]) == ("shipped", Decimal("7.00"))
+    key, value = _defaulted_record("c", after=row(body="open"))
+    trusting = AvroDecoder(registry.__getitem__, trust_null_defaults=True)
+    ev = trusting.decode(KafkaRef(NS, 0, 4), key, value)
+    assert isinstance(ev, ChangeEvent) and ev.after is not None and ev.after["body"] == "open"
