@@ -63,6 +63,11 @@ def _parts(tps: list[TopicPartition]) -> list[Partition]:
     return [(tp.topic, tp.partition) for tp in tps]
 
 
+class Fenced(Fatal):
+    """Kafka fenced this static member: a newer one joined with its `group.instance.id` (its
+    replacement after a restart, or a second process configured with the same id)."""
+
+
 class KafkaSource:
     """One group member reading `topics`; positions come from the caller, never from Kafka."""
 
@@ -179,7 +184,8 @@ class KafkaSource:
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
             elif err.code() == KafkaError._FATAL:  # the consumer is unusable from here on
-                raise Fatal(f"kafka: {err.str()}{self._fatal_fix(err)}")
+                fenced = "group.instance.id" in err.str()  # another member joined with this one's id
+                raise (Fenced if fenced else Fatal)(f"kafka: {err.str()}{self._fatal_fix(err)}")
             elif err.code() in _FATAL_CODES or err.fatal():
                 raise Fatal(
                     f"kafka: {err.str()} on {msg.topic()}[{msg.partition()}]; fix: set this group's "
@@ -201,8 +207,10 @@ class KafkaSource:
     def _fatal_fix(self, err: KafkaError) -> str:
         if "group.instance.id" in err.str():  # fenced: another member joined with this one's id
             return (
-                "; fix: give each process its own REPLICATOR_KAFKA__INSTANCE_ID"
-                f" (this one's is {self._instance_id!r}); this process stops"
+                f"; another member joined with this one's instance id {self._instance_id!r}: this"
+                " process's replacement, started while it still ran (nothing to fix), or a second"
+                " process configured with the same id (fix: give each process its own"
+                " REPLICATOR_KAFKA__INSTANCE_ID); this process stops"
             )
         return ""
 

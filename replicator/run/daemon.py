@@ -32,7 +32,7 @@ from replicator.core.mapping.plan import Plan
 from replicator.core.model import ChangeEvent, Failure, Partition, Record, TableRef
 from replicator.core.schema_change import SourceNow
 from replicator.kafka.clients import Metadata
-from replicator.kafka.consumer import KafkaSource
+from replicator.kafka.consumer import Fenced, KafkaSource
 from replicator.kafka.logs import route_kafka_logs
 from replicator.run.assembly import capture, decoder, live_catalogs, run_plan, source_now
 from replicator.run.capture_check import capture_gap_warnings
@@ -370,8 +370,14 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     try:
         loop.run()
     except Fatal as exc:
-        status, halt = "halted", exc
-        if metrics is not None:
+        status, halt = end_of(exc, stop.requested)
+        if halt is None:
+            log.event(
+                "fenced",
+                message="asked to stop, then fenced by a newer member with this instance id, its"
+                " successor, which has the partitions now: this process ends as stopped",
+            )
+        elif metrics is not None:
             metrics.halted(one_line(exc))
     finally:
         marks.stop()
@@ -391,6 +397,16 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     if halt is not None:
         raise halt
     return {"run_id": run_id, **summary, "stopped": sorted({s.line() for s in loop.stopped.values()})}
+
+
+def end_of(exc: Fatal, stop_requested: bool) -> tuple[str, Fatal | None]:
+    """How a run that raised `exc` ends: (status, the reason it halted). A member asked to stop
+    (SIGTERM: its `run --processes` command was killed, say) and fenced meanwhile by a newer one
+    with its instance id, its successor, ends `done`: halted, `status` would call its tables
+    HALTED while the successor applies them (trial 13)."""
+    if stop_requested and isinstance(exc, Fenced):
+        return "done", None
+    return "halted", exc
 
 
 def recorded_counts(settings: Settings, mode: str, found: Mapping[str, int]) -> dict[str, int]:

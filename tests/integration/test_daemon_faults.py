@@ -249,3 +249,32 @@ def test_stale_instance_late_batch_is_harmless(stack: Stack, tmp_path: Path) -> 
     assert regressions(stack, dbname) == []
     assert_offsets_never_ahead(stack, dbname, group)
     assert_converged_equal(stack, dbname)
+
+
+def test_a_member_fenced_by_a_newer_one_with_its_instance_id_halts_naming_both_causes(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A static member frozen with a batch in hand while a newer member joins with its instance
+    id: Kafka fences it, and when it runs again it halts with one line that names both causes (its
+    replacement, nothing to fix; or a second process configured with the same id, and that fix).
+    Asked to stop first, it ends `done` instead (`test_stop_request.py`: which of the two is a
+    race between its last poll and its stop in a real run)."""
+    dbname = fresh_target("fenced")
+    group = f"fenced-{uuid.uuid4().hex[:6]}"
+    env = env_for(
+        stack, dbname, group, REPLICATOR_KAFKA__INSTANCE_ID=f"{group}-1", REPLICATOR_BATCH__MAX_EVENTS="300"
+    )
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    with daemon({**env, "REPLICATOR_FAILPOINT": "stop_before_apply:2"}, log_a) as a, resumed_on_exit(a):
+        wait_until(lambda: Path(f"/proc/{a.pid}/stat").read_text().split()[2] == "T", 120, "A to freeze")
+        with daemon(env, log_b):
+            wait_until(
+                lambda: "event=assigned" in log_b.read_text(), 120, "B, its replacement, to be assigned"
+            )
+            os.kill(a.pid, signal.SIGCONT)
+            a.wait(timeout=180)
+    said = log_a.read_text()
+    assert a.returncode == 1, said[-3000:]
+    end = [line for line in said.splitlines() if "event=end" in line][-1]
+    assert "status=halted" in end and "this process's replacement" in end, end
+    assert "same id (fix: give each process its own REPLICATOR_KAFKA__INSTANCE_ID)" in end, end
