@@ -79,7 +79,7 @@ class TableDiff:
             f"{self.target}: expected={self.expected} actual={self.actual} missing={len(self.missing)} "
             f"extra={len(self.extra)} mismatched={len(self.mismatched)} "
             f"placeholders={len(self.placeholders)} held={len(self.held)} "
-            f"errored={len(self.errored)} (refused by the target) rejected={len(self.rejected)} (by a rule)"
+            f"errored={len(self.errored)} (open error records) rejected={len(self.rejected)} (by a rule)"
             + (f" accepted={len(self.accepted)} (error records resolved)" if self.accepted else "")
             + (f" target_owned={len(self.target_owned)} (declared)" if self.target_owned else "")
         )

@@ -196,7 +196,7 @@ def test_verify_never_calls_a_held_or_errored_row_clean() -> None:
     assert not held.clean() and not held.clean(accept_errors=True)
     errored = TableDiff(TableRef("s", "t"), expected=2, actual=1, errored=["[2]"])
     assert not errored.clean() and errored.clean(accept_errors=True)
-    assert "errored=1 (refused by the target)" in errored.summary() and "held=1" in held.summary()
+    assert "errored=1 (open error records)" in errored.summary() and "held=1" in held.summary()
 
 
 def test_verify_never_calls_a_row_rejected_by_a_rule_clean_unseen() -> None:
