@@ -719,6 +719,11 @@ _NAIVE, _AWARE = "timestamp without time zone", "timestamp with time zone"
 
 def _conversion_fix(p: Produced, target: PgType, casted: bool) -> str:
     """The fix for a value that does not convert: only ever a rule the spec has."""
+    if target.user_kind is not None:  # no transform builds a composite or range value
+        return (
+            f"no rule produces a value of a user-defined {target.user_kind} type: give the target"
+            " column a type a rule can fill (text, jsonb, or the type's fields as columns)"
+        )
     s = p.type
     if s is not None and not s.is_array and not target.is_array:
         if s.name == _NAIVE and target.name == _AWARE:

@@ -114,7 +114,8 @@ def scaffold(
         if key is None:
             skipped.append(
                 f"{ref}: no primary key or unique constraint, so its rows cannot be matched in the"
-                f" target; fix: add a primary key to {ref} and scaffold it again"
+                f" target; fix: add a primary key to {ref} (or a unique constraint on NOT NULL columns,"
+                " with REPLICA IDENTITY FULL) and scaffold it again"
             )
             continue
         skipped += [f"column {line}" for line in _not_carried(table)]

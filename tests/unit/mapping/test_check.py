@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from replicator.core.mapping import Catalog, Problem, catalog_from_dict, check, load_spec, load_spec_text
+from replicator.core.model import TableRef
 from tests.unit.mapping.demo_catalogs import DEMO_SPEC, SOURCE, TARGET, CatalogSpec, TableSpec
 
 
@@ -427,3 +429,27 @@ def test_source_enum_labels_the_target_enum_lacks_are_an_error() -> None:
     ]
     assert errors(run("      st: {from: st}", src=src, tgt=target("new,paid,refunded"))) == []
     assert errors(run("      st: {from: st}", src=src, tgt=target("new,paid,refunded,void"))) == []
+
+
+def test_a_user_defined_composite_target_column_is_not_told_to_add_a_value_map() -> None:
+    """Trial 13: text into a composite-typed target column was told `add a value_map producing the
+    target type`, which no value_map can do."""
+    spec = load_spec_text(
+        "version: 1\ntopic_prefix: demo\ntables:\n  - id: t\n    source: s.a\n    target: s.b\n"
+        "    key: {id: id}\n    delete: {policy: hard}\n    truncate: {policy: ignore}\n"
+        "    columns: {id: {from: id}, addr: {from: addr}}\n",
+        "composite.yaml",
+    )
+    source = catalog_from_dict({"s.a": {"columns": {"id": "bigint", "addr": "text"}, "pk": ["id"]}})
+    plain = catalog_from_dict({"s.b": {"columns": {"id": "bigint", "addr": "s.address"}, "pk": ["id"]}})
+    table = plain.tables[TableRef("s", "b")]
+    composite = tuple(
+        dataclasses.replace(c, type=dataclasses.replace(c.type, user_kind="composite"))
+        if c.name == "addr"
+        else c
+        for c in table.columns
+    )
+    target = Catalog({table.ref: dataclasses.replace(table, columns=composite)})
+    said = errors(check(spec, source, target))
+    assert len(said) == 1 and "no rule produces a value of a user-defined composite type" in said[0], said
+    assert "value_map" not in said[0]

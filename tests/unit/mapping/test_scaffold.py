@@ -65,7 +65,8 @@ def test_the_scaffold_is_a_spec_that_checks_clean_against_the_same_ddl() -> None
     assert str(spec.capture.signal_table) == "app.debezium_signal"
     assert skipped == (
         "app.log: no primary key or unique constraint, so its rows cannot be matched in the target;"
-        " fix: add a primary key to app.log and scaffold it again",
+        " fix: add a primary key to app.log (or a unique constraint on NOT NULL columns, with REPLICA"
+        " IDENTITY FULL) and scaffold it again",
     )
     assert "# SKIPPED app.log: no primary key" in text
 
