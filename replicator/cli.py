@@ -494,8 +494,22 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.error_records import error_line, list_errors
+    from replicator.run.error_records import count_errors, count_line, error_line, list_errors
 
+    if args.counts:
+        counts = count_errors(
+            settings,
+            args.kind,
+            state=args.state,
+            table=args.table,
+            rule=args.rule,
+            sqlstate=args.sqlstate,
+            run=args.run,
+        )
+        total = sum(r["records"] for r in counts)
+        lines = [f"{total} error record{'' if total == 1 else 's'} ({args.state})", *map(count_line, counts)]
+        _emit(counts, args.json, "\n".join(lines))
+        return 0
     rows = list_errors(
         settings,
         args.kind,
@@ -981,6 +995,9 @@ def build_parser() -> argparse.ArgumentParser:
     elist.add_argument("--sqlstate", help="only this SQLSTATE (e.g. 23503)")
     elist.add_argument("--run", help="only this run id")
     elist.add_argument("--state", choices=["open", "resolved", "all"], default="open")
+    elist.add_argument(
+        "--counts", action="store_true", help="how many match, per target table, rule and SQLSTATE (no limit)"
+    )
     elist.add_argument("--json", action="store_true")
     elist.set_defaults(handler=cmd_errors_list)
     for name, handler, text in (

@@ -50,6 +50,22 @@ def list_errors(
         return store.error_records(kind, limit, state=state, **filters)
 
 
+def count_errors(
+    settings: Settings, kind: str | None, state: str = "all", **filters: str | None
+) -> list[dict[str, Any]]:
+    """How many error records match, per target table, rule and SQLSTATE (`errors list --counts`)."""
+    with ControlStore.open(settings) as store:
+        store.require()
+        return store.record_counts(kind, state=state, **filters)
+
+
+def count_line(r: Mapping[str, Any]) -> str:
+    """One group of `errors list --counts`: records, target table, rule, SQLSTATE (if any)."""
+    return " ".join(
+        str(p) for p in (r["records"], r["target_table"] or "-", r["rule_id"], r["sqlstate"]) if p
+    )
+
+
 @dataclass(slots=True)
 class RetryResult:
     """What `errors retry` did: the records it closed, those still failing (id -> this attempt's

@@ -351,16 +351,7 @@ class ControlStore:
     ) -> list[dict[str, Any]]:
         """The newest error records, optionally only those of a target table, rule, SQLSTATE, run, and
         only the open (`state` "open") or the resolved ones."""
-        filters = {"kind": kind, "target_table": table, "rule_id": rule, "sqlstate": sqlstate, "run_id": run}
-        where = sql.SQL(" AND ").join(
-            [
-                *(sql.SQL("(%s::text IS NULL OR {} = %s)").format(sql.Identifier(c)) for c in filters),
-                sql.SQL(
-                    {"open": "resolved_at IS NULL", "resolved": "resolved_at IS NOT NULL"}.get(state, "true")
-                ),
-            ]
-        )
-        params: list[Any] = [v for value in filters.values() for v in (value, value)]
+        where, params = _record_filter(kind, table, rule, sqlstate, run, state)
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
@@ -369,6 +360,28 @@ class ControlStore:
                     " ORDER BY id DESC LIMIT %s"
                 ).format(self._t("error_record"), where),
                 (*params, limit),
+            )
+            return cur.fetchall()
+
+    def record_counts(
+        self,
+        kind: str | None,
+        table: str | None = None,
+        rule: str | None = None,
+        sqlstate: str | None = None,
+        run: str | None = None,
+        state: str = "all",
+    ) -> list[dict[str, Any]]:
+        """How many error records match (as `error_records` chooses them, without a limit), per
+        target table, rule and SQLSTATE, most first."""
+        where, params = _record_filter(kind, table, rule, sqlstate, run, state)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT count(*) AS records, target_table, rule_id, sqlstate FROM {} WHERE {}"
+                    " GROUP BY 2, 3, 4 ORDER BY 1 DESC, 2, 3, 4"
+                ).format(self._t("error_record"), where),
+                params,
             )
             return cur.fetchall()
 
@@ -672,3 +685,20 @@ class ControlStore:
             ).format(self._t("run"))
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+
+def _record_filter(
+    kind: str | None, table: str | None, rule: str | None, sqlstate: str | None, run: str | None, state: str
+) -> tuple[sql.Composable, list[Any]]:
+    """The WHERE clause (and its parameters) choosing error records by kind, target table, rule,
+    SQLSTATE and run (None: any), and by state: open, resolved or all."""
+    filters = {"kind": kind, "target_table": table, "rule_id": rule, "sqlstate": sqlstate, "run_id": run}
+    where = sql.SQL(" AND ").join(
+        [
+            *(sql.SQL("(%s::text IS NULL OR {} = %s)").format(sql.Identifier(c)) for c in filters),
+            sql.SQL(
+                {"open": "resolved_at IS NULL", "resolved": "resolved_at IS NOT NULL"}.get(state, "true")
+            ),
+        ]
+    )
+    return where, [v for value in filters.values() for v in (value, value)]

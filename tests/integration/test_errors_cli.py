@@ -1,7 +1,8 @@
 """`replicator errors list` filters and `replicator errors show` on the real stack: after a run
 of the demo with deliberately bad rows of two rules inserted, every listed record matches the
-filter it was asked for, and `show` prints the stored raw event, readable (the JSON converter's
-envelope as JSON), with its Kafka position."""
+filter it was asked for, `--counts` counts every match per table, rule and SQLSTATE, and `show`
+prints the stored raw event, readable (the JSON converter's envelope as JSON), with its Kafka
+position."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_pat
     assert {r["target_table"] for r in by_table} == {table}
     none = run_cli(env, "errors", "list", "--rule", "no.such.rule", "--json")
     assert json.loads(none.stdout) == []
+
+    # --counts: every matching record counted (past --limit), per target table, rule and SQLSTATE
+    expected = Counter((r["target_table"], r["rule_id"], r["sqlstate"]) for r in records)
+    counts = json.loads(run_cli(env, "errors", "list", "--limit", "1", "--counts", "--json").stdout)
+    assert {(c["target_table"], c["rule_id"], c["sqlstate"]): c["records"] for c in counts} == expected
+    lines = run_cli(env, "errors", "list", "--counts", "--rule", rule).stdout.splitlines()
+    assert lines[0] == f"{len(by_rule)} error record{'' if len(by_rule) == 1 else 's'} (open)", lines
+    assert all(line.split()[2] == rule for line in lines[1:]) and len(lines) > 1, lines
 
     first = by_rule[0]
     shown = run_cli(env, "errors", "show", str(first["id"]), "--json")
