@@ -276,9 +276,28 @@ def _date(v: Any) -> Any:
     try:
         return dt.date.fromordinal(_EPOCH_ORDINAL + days)
     except ValueError:
-        raise ValueError(
-            "the date is outside years 1..9999, which Python cannot hold (a known limitation)"
-        ) from None
+        return _far_date(days)
+
+
+_DAYS_PER_400_YEARS: Final = 146097  # the proleptic Gregorian calendar repeats every 400 years
+_MAX_ORDINAL: Final = dt.date.max.toordinal()
+
+
+def _far_date(days: int) -> PgText:
+    """A date outside Python's years 1..9999 (a BC date, or beyond 9999) as PostgreSQL writes it
+    ('0044-03-15 BC', '10000-01-01'): the same day moved by whole 400-year cycles into Python's
+    range gives its month and day; PostgreSQL and Debezium both count proleptic Gregorian days."""
+    ordinal = _EPOCH_ORDINAL + days
+    cycles = (
+        (1 - ordinal) // _DAYS_PER_400_YEARS + 1
+        if ordinal < 1
+        else -((ordinal - _MAX_ORDINAL) // _DAYS_PER_400_YEARS + 1)
+    )
+    moved = dt.date.fromordinal(ordinal + cycles * _DAYS_PER_400_YEARS)
+    year = moved.year - 400 * cycles  # astronomical: 0 is 1 BC
+    if year <= 0:
+        return PgText(f"{1 - year:04d}-{moved.month:02d}-{moved.day:02d} BC")
+    return PgText(f"{year:04d}-{moved.month:02d}-{moved.day:02d}")
 
 
 _TIME_2400: Final = PgText("24:00:00")

@@ -100,9 +100,21 @@ def test_date_days_since_epoch_incl_before_epoch(days: int, expected: dt.date) -
     assert one(b.date("d"), days) == expected
 
 
-def test_date_out_of_python_range_is_a_decode_error_naming_the_column() -> None:
-    with pytest.raises(DecodeError, match=r"'d'.*io\.debezium\.time\.Date"):
-        one(b.date("d"), 10**9)
+@pytest.mark.parametrize(
+    ("days", "text"),  # PostgreSQL's `'1970-01-01'::date + days` (ISO DateStyle)
+    [
+        (-735160, "0044-03-15 BC"),
+        (-719528, "0001-01-01 BC"),
+        (-719163, "0001-12-31 BC"),
+        (-2440550, "4713-01-01 BC"),
+        (2932897, "10000-01-01"),
+        (2145042905, "5874897-12-31"),
+    ],
+)
+def test_a_date_python_cannot_hold_is_carried_as_postgresqls_text(days: int, text: str) -> None:
+    """Trial 13: BC dates (and years past 9999) were error records; PostgreSQL reads its own text."""
+    value = one(b.date("d"), days)
+    assert isinstance(value, PgText) and value == text
 
 
 @pytest.mark.parametrize(
