@@ -496,30 +496,14 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_errors_list(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.error_records import count_errors, count_line, error_line, list_errors
 
+    chosen = {"table": args.table, "rule": args.rule, "sqlstate": args.sqlstate, "run": args.run}
     if args.counts:
-        counts = count_errors(
-            settings,
-            args.kind,
-            state=args.state,
-            table=args.table,
-            rule=args.rule,
-            sqlstate=args.sqlstate,
-            run=args.run,
-        )
+        counts = count_errors(settings, args.kind, state=args.state, **chosen)
         total = sum(r["records"] for r in counts)
         lines = [f"{total} error record{'' if total == 1 else 's'} ({args.state})", *map(count_line, counts)]
         _emit(counts, args.json, "\n".join(lines))
         return 0
-    rows = list_errors(
-        settings,
-        args.kind,
-        args.limit,
-        state=args.state,
-        table=args.table,
-        rule=args.rule,
-        sqlstate=args.sqlstate,
-        run=args.run,
-    )
+    rows = list_errors(settings, args.kind, args.limit, state=args.state, **chosen)
     text = "\n".join(error_line(r) for r in rows) or "no error records"
     _emit(rows, args.json, text)
     return 0

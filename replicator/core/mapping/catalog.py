@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from replicator.core.model import TableRef
@@ -130,7 +130,7 @@ class PgType:
         """The scalar type (itself when not an array)."""
         if not self.is_array:
             return self
-        return PgType(self.name, self.length, self.precision, self.scale, False, self.is_enum, self.user_kind)
+        return replace(self, is_array=False)
 
     def __str__(self) -> str:
         if self.name in ("varchar", "char", "bit", "bit varying") and self.length is not None:
