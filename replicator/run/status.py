@@ -24,7 +24,7 @@ cutover's flip: the replicator writes nothing more).
 target-stored one, which the loop never does (invariant 1). Read-only: on a
 target without the control schema it says so in one line.
 
-Many tables (trial 14: 119 tables, 357 partitions, 488 lines): a totals line counts every table by
+Many tables (trial 13: 119 tables, 357 partitions, 488 lines): a totals line counts every table by
 state, the partitions, lag, held rows and open error records; `--table PATTERN` (`select_tables`)
 narrows the table, partition and held sections, never the totals or the exit code; a reason
 shared by several shown tables (a halted run's, a partition count change's) is printed once with
@@ -399,7 +399,7 @@ def table_lines(tables: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per table (`table_status` rows), its state and reason; a reason and fix that
     several tables share (a halted run holds them all, one partition count change) is printed once
     after them, numbered, with how many tables and the first SHOWN_NAMES, and each of those tables
-    points to it (trial 14: a halted run's reason of about 600 characters on each of 119 lines)."""
+    points to it (trial 13: a halted run's reason of about 600 characters on each of 119 lines)."""
     sharing: dict[tuple[str, str, str | None], list[str]] = {}
     for t in tables:
         if t["reason"]:

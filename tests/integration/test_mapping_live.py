@@ -49,7 +49,7 @@ def test_demo_spec_checks_clean_against_live_catalogs(stack: Stack) -> None:
 
 def test_a_wrong_topic_prefix_is_one_warning_counting_the_topics(stack: Stack, tmp_path: Path) -> None:
     """Every topic missing (a wrong prefix, or before `connectors apply`) is one warning line with
-    the count, the names and the fix (trial 14: one line per table, 119 of them)."""
+    the count, the names and the fix (trial 13: one line per table, 119 of them)."""
     wrong = planted(tmp_path, "prefix", "topic_prefix: demo", "topic_prefix: dmeo")
     done = run_cli(env_for(stack, "shop_target", "check"), "mapping", "check", str(wrong))
     assert done.returncode == 0, done.stderr  # a topic may not exist yet: a warning, not an error

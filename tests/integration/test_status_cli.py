@@ -206,7 +206,7 @@ def test_the_tables_of_a_halted_run_are_halted_until_a_live_member_takes_them(
     (table, *_) = shown["tables"]
     assert "boom: a fatal error" in table["reason"] and "REPLICATOR_KAFKA__INSTANCE_ID=one" in table["fix"]
     text = run_cli(env, "status").stdout
-    # every table held by the one run: each points to the reason, printed once (trial 14)
+    # every table held by the one run: each points to the reason, printed once (trial 13)
     assert f"  {table['table']:34} HALTED: reason [1]" in text, text
     assert f"  [1] HALTED, {len(shown['tables'])} tables (" in text and text.count(table["reason"]) == 1, text
 

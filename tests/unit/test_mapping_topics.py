@@ -1,5 +1,5 @@
 """core.mapping.check.missing_topics: the mapped topics Kafka does not have are one warning, at the
-spec line naming the first (trial 14: `mapping check` before `connectors apply` printed one
+spec line naming the first (trial 13: `mapping check` before `connectors apply` printed one
 warning per table, 119 lines); a single missing topic keeps its table's rule id."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`status` for a schema of many tables (trial 14: 119 tables, 357 partitions, 488 lines, a halted
+"""`status` for a schema of many tables (trial 13: 119 tables, 357 partitions, 488 lines, a halted
 run's reason of about 600 characters once per table): the totals count every table by state,
 `--table` globs choose tables by target, topic or source, and a reason shared by several tables is
 printed once with how many and which."""

@@ -763,7 +763,7 @@ def missing_topics(spec: Spec, existing: frozenset[str], where: str) -> list[Pro
     """One warning for the mapped topics that do not exist in Kafka (at `where`), at the spec line
     naming the first: a wrong topic_prefix or `topic:` would otherwise pass the check and then
     wait forever. Before `connectors apply` every topic is missing, which is expected: a warning
-    per table (119 lines in trial 14) buried the rest, so several are counted in one line naming
+    per table (119 lines in trial 13) buried the rest, so several are counted in one line naming
     the first SHOWN_TOPICS; a single one keeps its table's rule id."""
     names = topic_names(spec)
     first: dict[str, int] = {}  # each missing topic, at its first table
