@@ -226,32 +226,64 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.run.assembly import spec_topics, target_topics
+    from replicator.run.assembly import source_topics, spec_topics, target_topics
     from replicator.run.status import (
         authority_status,
         capture_status,
         dead_text,
+        first_names,
         group_line,
         group_members,
+        held_problems,
         held_status,
         partition_halts,
         partition_status,
         run_status,
         runs_beating,
+        select_tables,
+        shown_line,
+        status_totals,
+        stuck_held,
+        table_lines,
         table_status,
+        totals_line,
     )
     from replicator.target.store import ControlStore
 
     group = args.group or settings.kafka.group_id
+    mapped = target_topics(settings)
+    patterns: list[str] = args.table or []
+    chosen: frozenset[str] | None = None
+    if patterns:  # refused before any read: a pattern that matches nothing is a typo
+        sources: dict[str, list[str]] = {}
+        for source, topic in source_topics(settings).items():
+            sources.setdefault(topic, []).append(source)
+        chosen, unmatched = select_tables(patterns, mapped, sources)
+        if unmatched:
+            raise CliError(
+                f"status: --table {' '.join(unmatched)} matches no mapped table (target, topic or source);"
+                f" fix: a glob on schema.table such as 'crm.*' (the spec maps"
+                f" {first_names([t for t, _ in mapped])})"
+            )
     with ControlStore.open(settings) as store:  # one session for every control-store read
         store.require()
         rows = partition_status(store, settings, spec_topics(settings), group)
         held = held_status(store, group)
         halts = partition_halts(store, settings, group, [(r["topic"], r["partition"]) for r in rows])
-        tables = table_status(store, group, target_topics(settings), halts)
+        tables = table_status(store, group, mapped, halts)
         runs = run_status(store, settings.heartbeat_s)
         authority = authority_status(store)
+    totals = status_totals(tables, rows, held)
     stopped = [t for t in tables if t["state"] == "stopped"]
+    limit = settings.cutover.max_held_age_s
+    stuck = stuck_held(held, limit)
+    if chosen is not None:  # the sections list the chosen tables; totals and exit code cover all
+        shown_tables = [t for t in tables if t["table"] in chosen]
+        topics = {t["topic"] for t in shown_tables}
+        shown_rows = [r for r in rows if r["topic"] in topics]
+        shown_held = [h for h in held if h["table"] in chosen]
+    else:
+        shown_tables, shown_rows, shown_held = tables, rows, held
     cap = capture_status(settings)
     members = group_members(settings, group)
     beating = runs_beating(runs, group)
@@ -261,6 +293,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if authority["authority"] == "source"
         else f"authority: TARGET since {authority['since']} (cutover {authority['cutover_id']}):"
         " the replicator writes nothing more",
+        totals_line(totals),
+        *([shown_line(patterns, len(shown_tables), len(tables))] if chosen is not None else []),
         f"capture: connector {cap['connector'] or '-'} {cap['state'] or '-'}"
         f" tasks {','.join(cap['tasks']) or '-'}; slot "
         + (
@@ -285,52 +319,37 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         ),
         f"{'partition':36} {'target':>8} {'kafka':>8} {'end':>8} {'lag':>7} {'errors':>6}",
     ]
-    for r in rows:
+    for r in shown_rows:
         lines.append(
             f"{r['topic'] + '[' + str(r['partition']) + ']':36} {_or_dash(r['target_offset']):>8} "
             f"{_or_dash(r['kafka_committed']):>8} {r['end_offset']:>8} {r['lag']:>7} {r['errors']:>6}"
             + ("  KAFKA AHEAD OF TARGET" if r["kafka_ahead"] else "")
             + ("  STOPPED" if r["stopped"] else "")
         )
-    lines.append("tables:")
-    for t in tables:
-        line = f"  {t['table']:34} {t['state']}"
-        if t["state"] == "stopped":
-            line += f" at {t['at']} ({t['rule_id']}): {t['reason']}; fix: {t['fix']}"
-        elif t["state"] == "halted":
-            line = f"  {t['table']:34} HALTED: {t['reason']}; fix: {t['fix']}"
-        elif t["reason"]:
-            line += f": {t['reason']}"
-        lines.append(line)
-    limit = settings.cutover.max_held_age_s
-    stuck = [h for h in held if float(h["oldest_s"]) > limit]
-    if held:
+    lines += table_lines(shown_tables)
+    if shown_held:
         lines.append("held back, waiting for a lagging table:")
         lines += [
             f"  {h['table']:34} held={h['held']} oldest={h['oldest_s']}s waiting_for={h['waiting_for']}"
-            for h in held
+            for h in shown_held
         ]
     else:
         lines.append("held back: none")
-    # rows held longer than the cutover gate allows are not lag in motion: something keeps them out
-    lines += [
-        f"  PROBLEM: {h['table']} has rows held longer than {limit:g} s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S),"
-        f" waiting for {h['waiting_for']}: a lagging or stopped topic, a parent rejected by the spec, a"
-        " NOT DEFERRABLE foreign-key cycle, or a NOT DEFERRABLE unique constraint the source swaps values"
-        " under, in the target (`mapping check` warns about both; runbook: Known limitations)"
-        for h in stuck
-    ]
+    # rows held longer than the cutover gate allows set the exit code: named whatever --table shows
+    lines += held_problems(stuck, limit)
     _emit(
         {
             "authority": authority,
+            "totals": totals,  # every table and partition, whatever --table shows
+            "filter": {"tables": patterns, "tables_shown": len(shown_tables), "tables_total": len(tables)},
             "capture": cap,
             "members": len(members),  # listed by Kafka, ended ones until their session timeout
             "member_instances": members,
             "runs_beating": beating,
             "runs": runs,
-            "partitions": rows,
-            "held": held,
-            "tables": tables,
+            "partitions": shown_rows,
+            "held": shown_held,
+            "tables": shown_tables,
         },
         args.json,
         "\n".join(lines),
@@ -844,10 +863,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="capture (connector, tasks, slot), runs (live or dead), per partition offsets and lag,"
-        " held rows; exit 1 on a capture problem",
+        help="totals, capture (connector, tasks, slot), runs (live or dead), per partition offsets and"
+        " lag, per table state, held rows; exit 1 on a capture problem, a stopped or halted table, rows"
+        " held too long",
     )
     status.add_argument("--group", help="consumer group (default: the configured one)")
+    status.add_argument(
+        "--table",
+        action="append",
+        metavar="PATTERN",
+        help="list only the tables whose target schema.table, topic or source table matches this glob"
+        " (e.g. 'crm.*'; repeatable) and their partitions and held rows; the totals and the exit code"
+        " still cover every table",
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
 

@@ -23,11 +23,20 @@ cutover's flip: the replicator writes nothing more).
 `kafka_ahead` flags a partition whose Kafka-committed offset is ahead of the
 target-stored one, which the loop never does (invariant 1). Read-only: on a
 target without the control schema it says so in one line.
+
+Many tables (trial 13: 119 tables, 357 partitions, 488 lines): a totals line counts every table by
+state, the partitions, lag, held rows and open error records; `--table PATTERN` (`select_tables`)
+narrows the table, partition and held sections, never the totals or the exit code; a reason
+shared by several shown tables (a halted run's, a partition count change's) is printed once with
+the count and first names of its tables (`table_lines`), each table pointing to it by number,
+while `--json` keeps every table's own reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import psycopg
@@ -305,3 +314,138 @@ def table_status(
             )
         out.append(row)
     return out
+
+
+TABLE_STATES = ("running", "held", "stopped", "halted")
+SHOWN_NAMES = 5  # tables named where a line stands for many; the others are counted
+
+
+def first_names(names: Sequence[str], shown: int = SHOWN_NAMES) -> str:
+    """`names` joined, cut after `shown` with how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def select_tables(
+    patterns: Sequence[str], tables: Sequence[tuple[str, str]], sources: Mapping[str, Sequence[str]]
+) -> tuple[frozenset[str], list[str]]:
+    """The target tables (of `tables`: target and its topic) that one of `patterns` matches, as a
+    shell glob (`fnmatch`, case-sensitive like quoted identifiers) on the target `schema.table`,
+    its topic or a source table feeding that topic (`sources`: topic to source tables); and the
+    patterns that match none (a typo shows nothing, so the caller refuses it)."""
+    chosen: set[str] = set()
+    used: set[str] = set()
+    for target, topic in tables:
+        names = (target, topic, *sources.get(topic, ()))
+        hits = {p for p in patterns if any(fnmatchcase(n, p) for n in names)}
+        if hits:
+            chosen.add(target)
+            used |= hits
+    return frozenset(chosen), [p for p in patterns if p not in used]
+
+
+def status_totals(
+    tables: Sequence[Mapping[str, Any]],
+    partitions: Sequence[Mapping[str, Any]],
+    held: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Counts over every table, partition and held row (`table_status`, `partition_status`,
+    `held_status`), whatever `--table` shows: tables by state, partitions (stopped, Kafka ahead),
+    lag, held rows and tables, open error records."""
+    states = Counter(t["state"] for t in tables)
+    return {
+        "tables": len(tables),
+        "by_state": {**{s: 0 for s in TABLE_STATES}, **states},
+        "partitions": len(partitions),
+        "partitions_stopped": sum(1 for p in partitions if p["stopped"]),
+        "partitions_kafka_ahead": sum(1 for p in partitions if p["kafka_ahead"]),
+        "lag": sum(int(p["lag"]) for p in partitions),
+        "held_rows": sum(int(h["held"]) for h in held),
+        "held_tables": len(held),
+        "open_error_records": sum(int(p["errors"]) for p in partitions),
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def totals_line(totals: Mapping[str, Any]) -> str:
+    states = ", ".join(f"{s} {n}" for s, n in totals["by_state"].items())
+    odd = [
+        f"{totals['partitions_stopped']} stopped" if totals["partitions_stopped"] else "",
+        f"{totals['partitions_kafka_ahead']} KAFKA AHEAD" if totals["partitions_kafka_ahead"] else "",
+    ]
+    parts = "; ".join(o for o in odd if o)
+    tables, partitions = _count(totals["tables"], "table"), _count(totals["partitions"], "partition")
+    held_in = _count(totals["held_tables"], "table")
+    return (
+        f"totals: {tables} ({states}); {partitions}"
+        + (f" ({parts})" if parts else "")
+        + f", lag {totals['lag']}; held rows {totals['held_rows']} in {held_in};"
+        f" open error records {totals['open_error_records']}"
+    )
+
+
+def shown_line(patterns: Sequence[str], shown: int, total: int) -> str:
+    """What `--table` left out: the sections below list `shown` tables, the totals cover all."""
+    return (
+        f"showing {shown} of {total} tables (--table {' '.join(patterns)}): the sections below list only"
+        f" those; the totals and the exit code cover all {total}"
+    )
+
+
+def table_lines(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per table (`table_status` rows), its state and reason; a reason and fix that
+    several tables share (a halted run holds them all, one partition count change) is printed once
+    after them, numbered, with how many tables and the first SHOWN_NAMES, and each of those tables
+    points to it (trial 13: a halted run's reason of about 600 characters on each of 119 lines)."""
+    sharing: dict[tuple[str, str, str | None], list[str]] = {}
+    for t in tables:
+        if t["reason"]:
+            sharing.setdefault((t["state"], t["reason"], t["fix"]), []).append(t["table"])
+    shared = {key: i for i, key in enumerate((k for k, v in sharing.items() if len(v) > 1), 1)}
+    lines = ["tables:"]
+    for t in tables:
+        key = (t["state"], t["reason"], t["fix"])
+        why = f"reason [{shared[key]}]" if key in shared else t["reason"]
+        tail = "" if key in shared or not t["fix"] else f"; fix: {t['fix']}"
+        if t["state"] == "stopped":
+            lines.append(f"  {t['table']:34} stopped at {t['at']} ({t['rule_id']}): {why}{tail}")
+        elif t["state"] == "halted":
+            lines.append(f"  {t['table']:34} HALTED: {why}{tail}")
+        else:
+            lines.append(f"  {t['table']:34} {t['state']}" + (f": {why}{tail}" if why else ""))
+    if shared:
+        lines.append("reasons shared by several tables:")
+    for (state, reason, fix), number in shared.items():
+        names = sharing[(state, reason, fix)]
+        lines.append(
+            f"  [{number}] {state.upper() if state == 'halted' else state}, {len(names)} tables"
+            f" ({first_names(names)}): {reason}" + (f"; fix: {fix}" if fix else "")
+        )
+    return lines
+
+
+def stuck_held(held: Sequence[Mapping[str, Any]], limit_s: float) -> list[Mapping[str, Any]]:
+    """Tables (`held_status` rows) whose oldest held row is older than the cutover gate allows:
+    not lag in motion, something keeps them out."""
+    return [h for h in held if float(h["oldest_s"]) > limit_s]
+
+
+def held_problems(stuck: Sequence[Mapping[str, Any]], limit_s: float) -> list[str]:
+    """The PROBLEM line of the `stuck_held` tables: one, naming them (with what each waits for),
+    the limit and the usual causes once."""
+    if not stuck:
+        return []
+    causes = (
+        "a lagging or stopped topic, a parent rejected by the spec, a NOT DEFERRABLE foreign-key cycle, or a"
+        " NOT DEFERRABLE unique constraint the source swaps values under, in the target (`mapping check`"
+        " warns about both; runbook: Known limitations)"
+    )
+    limit = f"longer than {limit_s:g} s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S)"
+    if len(stuck) == 1:
+        (h,) = stuck
+        return [f"  PROBLEM: {h['table']} has rows held {limit}, waiting for {h['waiting_for']}: {causes}"]
+    names = [f"{h['table']} (waiting for {h['waiting_for']})" for h in stuck]
+    return [f"  PROBLEM: {len(stuck)} tables have rows held {limit}: {first_names(names)}: {causes}"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from replicator import cli
 from replicator.connect.client import ConnectClient
@@ -24,6 +26,7 @@ from replicator.connect.configs import ConnectorSpec
 from replicator.pg.session import connect
 from tests.integration.pipeline import (
     CONNECTOR,
+    SPEC,
     TOPICS,
     daemon,
     drop_slot,
@@ -203,7 +206,9 @@ def test_the_tables_of_a_halted_run_are_halted_until_a_live_member_takes_them(
     (table, *_) = shown["tables"]
     assert "boom: a fatal error" in table["reason"] and "REPLICATOR_KAFKA__INSTANCE_ID=one" in table["fix"]
     text = run_cli(env, "status").stdout
-    assert f"  {table['table']:34} HALTED: run halted-one halted at " in text, text
+    # every table held by the one run: each points to the reason, printed once (trial 13)
+    assert f"  {table['table']:34} HALTED: reason [1]" in text, text
+    assert f"  [1] HALTED, {len(shown['tables'])} tables (" in text and text.count(table["reason"]) == 1, text
 
     with daemon({**env, "REPLICATOR_KAFKA__INSTANCE_ID": "two"}, tmp_path / "two.log"):
         wait_until(
@@ -240,6 +245,140 @@ def test_rows_held_longer_than_the_cutover_gate_allows_are_a_problem(stack: Stac
     assert (
         "PROBLEM: sales.order has rows held longer than 60 s" in text and "waiting for crm.customer" in text
     )
+
+
+def test_status_of_many_tables_has_totals_a_table_filter_and_each_shared_reason_once(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Trial 14 (119 tables): no totals, no table filter, a halted run's reason once per table.
+    The demo spec under its own topic prefix (2 partitions per topic, no connector): four tables
+    held by a halted run, one with held rows. The totals line counts them all; the halted reason
+    is printed once; `--table` (target, topic or source glob) narrows the table, partition and
+    held sections, says what it shows, and leaves the totals, the JSON totals and the exit code
+    whole; `--json` keeps each table's reason; a pattern matching nothing is one error line."""
+    prefix = f"many{uuid.uuid4().hex[:8]}"
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["topic_prefix"] = prefix
+    spec.pop("capture", None)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    topics = [f"{prefix}.shop.{t}" for t in ("customers", "products", "orders", "order_lines")]
+    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    for made in admin.create_topics(
+        [NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]
+    ).values():
+        made.result(30)
+    try:
+        dbname = fresh_target("many")
+        group = f"many-{prefix}"
+        env = env_for(stack, dbname, group, REPLICATOR_MAPPING=str(tmp_path / "spec.yaml"))
+        assert run_cli(env, "init").returncode == 0
+        lines_topic = f"{prefix}.shop.order_lines"
+        with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO replicator.run (run_id, mode, group_id, started_at, ended_at, status, settings,"
+                " totals) VALUES ('halted-one', 'run', %s, now() - interval '2 minutes',"
+                " now() - interval '1 minute', 'halted', %s, %s),"
+                " ('later', 'run', %s, now() - interval '30 seconds', now(), 'stopped', %s, '{}')",
+                (
+                    group,
+                    '{"instance_id": "one"}',
+                    '{"reason": "boom: a fatal error"}',
+                    group,
+                    '{"instance_id": "two"}',
+                ),
+            )
+            with conn.cursor() as cur:  # order_lines applied since the halt (by instance two): not halted
+                cur.executemany(
+                    "INSERT INTO replicator.checkpoint (group_id, topic, partition, next_offset, run_id)"
+                    " VALUES (%s, %s, %s, 0, 'later')",
+                    [(group, lines_topic, p) for p in (0, 1)],
+                )
+            conn.execute(
+                "INSERT INTO replicator.held_event (group_id, topic, partition, kafka_offset, target_table,"
+                " key, blocked_by, judged_at, positioned) SELECT %s, %s, 0, n, 'sales.order_line',"
+                " '[' || n || ']', 'sales.order', 1, true FROM generate_series(1, 3) AS n",
+                (group, lines_topic),
+            )
+        done = run_cli(env, "status", "--json")
+        assert done.returncode == 1, done.stderr  # the halted tables
+        shown = json.loads(done.stdout)
+        assert shown["totals"] == {
+            "tables": 5,
+            "by_state": {"running": 0, "held": 1, "stopped": 0, "halted": 4},
+            "partitions": 8,
+            "partitions_stopped": 0,
+            "partitions_kafka_ahead": 0,
+            "lag": 0,
+            "held_rows": 3,
+            "held_tables": 1,
+            "open_error_records": 0,
+        }
+        assert shown["filter"] == {"tables": [], "tables_shown": 5, "tables_total": 5}
+        halted = [t for t in shown["tables"] if t["state"] == "halted"]
+        reason = halted[0]["reason"]
+        assert reason.startswith("run halted-one halted at ") and reason.endswith(": boom: a fatal error")
+        assert [t["reason"] for t in halted] == [reason] * 4  # each table keeps its reason in JSON
+
+        text = run_cli(env, "status").stdout
+        lines = text.splitlines()
+        assert lines[1] == (
+            "totals: 5 tables (running 0, held 1, stopped 0, halted 4); 8 partitions, lag 0;"
+            " held rows 3 in 1 table; open error records 0"
+        ), text
+        assert text.count(reason) == 1, text
+        assert (
+            "  [1] HALTED, 4 tables (crm.customer, crm.customer_pii, catalog.product, sales.order):"
+            f" {reason};" in text
+        ), text
+        assert f"  {'sales.order':34} HALTED: reason [1]" in lines, text
+        assert f"  {'sales.order_line':34} held: 3 rows wait for sales.order" in text, text
+        assert sum(1 for line in lines if line.startswith(f"{prefix}.shop.")) == 8
+
+        # a source table's glob and a target glob: their tables, partitions and held rows only
+        done = run_cli(env, "status", "--table", "shop.order*", "--table", "crm.customer_pii")
+        assert done.returncode == 1, done.stderr  # the exit code still covers every table
+        lines = done.stdout.splitlines()
+        assert lines[1] == (
+            "totals: 5 tables (running 0, held 1, stopped 0, halted 4); 8 partitions, lag 0;"
+            " held rows 3 in 1 table; open error records 0"
+        ), done.stdout
+        assert lines[2] == (
+            "showing 3 of 5 tables (--table shop.order* crm.customer_pii): the sections below list only"
+            " those; the totals and the exit code cover all 5"
+        )
+        listed = [line.split()[0] for line in lines if line.startswith(f"{prefix}.shop.")]
+        assert listed == [
+            f"{prefix}.shop.{t}[{p}]" for t in ("customers", "order_lines", "orders") for p in (0, 1)
+        ]
+        assert [line.split()[0] for line in lines[lines.index("tables:") + 1 :] if line.startswith("  ")][
+            :3
+        ] == [
+            "crm.customer_pii",
+            "sales.order",
+            "sales.order_line",
+        ]
+        assert "catalog.product" not in done.stdout and "crm.customer " not in done.stdout
+        assert done.stdout.count(reason) == 1  # two of the shown tables share it
+        done = run_cli(env, "status", "--json", "--table", f"{prefix}.shop.products")
+        narrowed = json.loads(done.stdout)
+        assert [t["table"] for t in narrowed["tables"]] == ["catalog.product"]
+        assert {p["topic"] for p in narrowed["partitions"]} == {f"{prefix}.shop.products"}
+        assert narrowed["held"] == [] and narrowed["totals"] == shown["totals"]
+        assert narrowed["filter"] == {
+            "tables": [f"{prefix}.shop.products"],
+            "tables_shown": 1,
+            "tables_total": 5,
+        }
+
+        typo = run_cli(env, "status", "--table", "sales.*", "--table", "slaes.*")
+        assert typo.returncode == 1 and typo.stdout == "", typo.stdout
+        assert typo.stderr.strip() == (
+            "replicator: error: status: --table slaes.* matches no mapped table (target, topic or source);"
+            " fix: a glob on schema.table such as 'crm.*' (the spec maps crm.customer, crm.customer_pii,"
+            " catalog.product, sales.order, sales.order_line)"
+        ), typo.stderr
+    finally:
+        admin.delete_topics(topics)
 
 
 def test_an_unreachable_kafka_is_one_error_line(stack: Stack) -> None:
