@@ -39,15 +39,18 @@ _LIMITS = "MIGRATION-ARTIFACTS.md, Known limitations"
 
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """A kind of loss: its stable name, what happens to such values, and what to do."""
+    """A kind of loss: its stable name, a few words for a spec's comment, what happens to such
+    values, and what to do."""
 
     kind: str
+    brief: str
     what: str
     fix: str
 
 
 NUMERIC_NAN = Loss(
     "numeric-nan",
+    "numeric NaN and ±Infinity arrive as NULL",
     "numeric 'NaN' (and 'Infinity'/'-Infinity' in an unconstrained numeric) arrive as null with the"
     " connector's decimal.handling.mode precise (the shipped setting; a numeric[] holding one arrives as"
     " a null array): the target gets NULL (an error record in a NOT NULL column); `verify` reports those"
@@ -57,12 +60,14 @@ NUMERIC_NAN = Loss(
 )
 NUMERIC_TRAILING_ZEROS = Loss(
     "numeric-trailing-zeros",
+    "unconstrained numeric loses trailing zeros (449.70 arrives as 449.7)",
     "an unconstrained numeric loses its trailing zeros (449.70 arrives as 449.7): equal values,"
     " `verify` calls them clean, but the text differs",
     f"declare the target column numeric(p,s) where the written scale matters ({_LIMITS}: Types)",
 )
 SNAPSHOT_BC_DATE = Loss(
     "snapshot-bc-date",
+    "the snapshot writes BC dates as AD",
     "a BC date is written as the same date AD by Debezium's snapshot (and by a `reload`, a snapshot"
     " too; streamed ones land exactly); `verify` reports such rows",
     "count them first (SELECT count(*) FROM t WHERE c < '0001-01-01'); once the snapshot is applied,"
@@ -71,6 +76,7 @@ SNAPSHOT_BC_DATE = Loss(
 )
 TIMESTAMP_RANGE = Loss(
     "timestamp-range",
+    "timestamps before year 1 or after 9999 are error records",
     "a timestamp before year 1 (BC) or after 9999 cannot be held in Python: an event whose row carries"
     " one is an error record ('outside years 1..9999')",
     "count them first (SELECT count(*) FROM t WHERE c < '0001-01-01' OR c >= '10000-01-01'); no rule"
@@ -79,18 +85,21 @@ TIMESTAMP_RANGE = Loss(
 )
 TIMETZ_OFFSET = Loss(
     "timetz-offset",
+    "timetz arrives in UTC, its offset lost",
     "timetz values arrive in UTC: 10:00:00+02 is written as 08:00:00+00 (the same instant, the offset"
     " lost); `verify` compares them in UTC, so they do not hold a cutover back",
     f"none when only the instant matters; the offset itself is not carried ({_LIMITS}: Types)",
 )
 TIME_ARRAY_24H = Loss(
     "time-array-24h",
+    "a time[] element 24:00:00 arrives as 00:00:00",
     "a time[] element 24:00:00 arrives as 00:00:00 (a scalar time keeps it); `verify` reports the row",
     "count them first (SELECT count(*) FROM t WHERE '24:00:00'::time = ANY(c)); such elements are not"
     f" carried: change them on the source or copy those rows another way ({_LIMITS}: Types)",
 )
 MULTI_DIMENSIONAL_ARRAY = Loss(
     "multi-dimensional-array",
+    "multi-dimensional array values are not carried",
     "an array value of more than one dimension is not carried: its inner arrays arrive as nulls (the"
     " target gets {NULL,NULL}, which `verify` reports), a text[] one is an error record",
     "count them first (SELECT count(*) FROM t WHERE array_ndims(c) > 1); avoid them or map them from a"
@@ -137,10 +146,17 @@ def losses(t: PgType) -> tuple[Loss, ...]:
 
 def summary(loss: Loss, columns: Iterable[str]) -> str:
     """One line: the kind, what happens, and the columns (count, then the first few)."""
-    names = list(columns)
+    return f"{loss.kind} ({_columns(list(columns))}): {loss.what}"
+
+
+def _columns(names: list[str]) -> str:
     shown = ", ".join(names[:_FEW]) + (f" and {len(names) - _FEW} more" if len(names) > _FEW else "")
-    noun = "column" if len(names) == 1 else "columns"
-    return f"{loss.kind} ({len(names)} {noun}: {shown}): {loss.what}"
+    return f"{len(names)} {'column' if len(names) == 1 else 'columns'}: {shown}"
+
+
+def comment(loss: Loss, columns: Iterable[str]) -> str:
+    """A short line for a spec's header: the kind, the columns (count, first few), a few words."""
+    return f"{loss.kind} ({_columns(list(columns))}): {loss.brief}; `mapping check` gives the fix ({_LIMITS})"
 
 
 def table_losses(table: Table, columns: Iterable[str]) -> list[tuple[Loss, str]]:

@@ -31,7 +31,7 @@ import yaml
 
 from replicator.core.mapping.captured import capture_gap
 from replicator.core.mapping.catalog import Catalog, Table
-from replicator.core.mapping.losses import Loss, grouped, summary, table_losses
+from replicator.core.mapping.losses import Loss, comment, grouped, table_losses
 from replicator.core.model import TableRef
 
 
@@ -39,7 +39,7 @@ from replicator.core.model import TableRef
 class Scaffold:
     document: dict[str, Any]  # the spec, as YAML would load it
     skipped: tuple[str, ...]  # one line per table or column left out: why, and the fix
-    lossy: tuple[str, ...] = ()  # one line per kind of loss among the copied columns, and the fix
+    lossy: tuple[str, ...] = ()  # one line per kind of loss among the copied columns
 
     def text(self) -> str:
         """The spec as YAML, headed by comments saying what it is and what was left out."""
@@ -139,5 +139,5 @@ def scaffold(
     if capture:
         document["capture"] = capture
     document["tables"] = rules
-    lines = tuple(f"{summary(loss, columns)}; fix: {loss.fix}" for loss, columns in grouped(lossy))
+    lines = tuple(comment(loss, columns) for loss, columns in grouped(lossy))
     return Scaffold(document, tuple(skipped), lines)
