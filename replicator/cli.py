@@ -139,6 +139,13 @@ def cmd_mapping_scaffold(args: argparse.Namespace, settings: Settings) -> int:
     )
     for line in done.skipped:
         print(f"mapping scaffold: skipped {line}", file=sys.stderr)
+    if done.lossy:
+        kinds = ", ".join(line.split(" ", 1)[0] for line in done.lossy)
+        print(
+            f"mapping scaffold: copied columns open to documented losses ({kinds}): see the LOSSY lines"
+            " at the top of the spec (`mapping check` warns about them too)",
+            file=sys.stderr,
+        )
     print(done.text(), end="")
     return 0
 

@@ -3,7 +3,9 @@ plan, and an identity spec of the source's tables to start from (`core.mapping.s
 
 `check` also judges the spec against the events that stopped tables of the configured group
 (`core.schema_change`): a stopped table the spec still does not match is an error naming what
-to change; one it matches now is a note saying a restart applies its held events.
+to change; one it matches now is a note saying a restart applies its held events. It also warns,
+once per kind, about the documented losses of the source columns the spec reads
+(`core.mapping.losses`): warnings, never a failing exit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from replicator.config import Settings
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Catalog, Plan, Problem, Spec, SpecError, check, compile_spec, load_spec
 from replicator.core.mapping.check import missing_topics, topic_names
+from replicator.core.mapping.losses import loss_warnings
 from replicator.core.mapping.scaffold import Scaffold, scaffold
 from replicator.core.model import SourceShape, TableRef
 from replicator.core.schema_change import judge
@@ -25,11 +28,15 @@ from replicator.target.store import ControlStore
 
 
 def check_spec(settings: Settings, path: Path) -> list[Problem]:
-    """The spec against both catalogs, against the events that stopped tables, and a warning per
-    mapped topic Kafka does not have."""
+    """The spec against both catalogs, a warning per kind of documented loss among the source
+    columns it reads (`core.mapping.losses`), against the events that stopped tables, and a
+    warning per mapped topic Kafka does not have."""
     spec = load_spec(path)
     source, target = catalogs(spec, settings)
-    problems = check(spec, source, target)
+    rank = {"error": 0, "warning": 1, "info": 2}
+    problems = sorted(
+        check(spec, source, target) + loss_warnings(spec, source, target), key=lambda p: rank[p.severity]
+    )
     failing = {p.table for p in problems if p.severity == "error"}
     problems += stopped_tables(settings, spec, target, failing)
     try:

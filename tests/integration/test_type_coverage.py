@@ -149,9 +149,19 @@ LIMITS: dict[str, tuple[str, str, str]] = {
     "c_ts": ("timestamp", "'10000-01-01 00:00:00'", "outside years 1..9999"),
     "c_text_arr2": ("text[]", "'{{a,b},{c,NULL}}'", "multi-dimensional array"),
 }
-# what Debezium changes before the replicator sees it: (column, source literal, target text)
-CHANGED = [
+# what Debezium changes before the replicator sees it: (column, source literal, target text);
+# each is a loss kind `mapping check` warns about (`core.mapping.losses`)
+CHANGED: list[tuple[str, str, str | None]] = [
     ("c_timetz", "'10:00:00+02'", "08:00:00+00"),  # ZonedTime normalises to UTC
+    ("c_timetz_arr", "'{10:00:00+02}'", "{08:00:00+00}"),  # in arrays too
+    # decimal.handling.mode precise: NaN and the infinities arrive as null, and an unconstrained
+    # numeric as its value without trailing zeros
+    ("c_numu", "'NaN'", None),
+    ("c_numu", "'Infinity'", None),
+    ("c_numu", "'-Infinity'", None),
+    ("c_num", "'NaN'", None),
+    ("c_num_arr", "'{NaN,1.50}'", None),
+    ("c_numu", "'449.70'", "449.7"),
     # the inner arrays of a multi-dimensional non-text array arrive as nulls, indistinguishable
     # from real null elements (`replicator verify` reports the mismatch)
     ("c_int_arr2", "'{{1,2},{3,NULL}}'", "{NULL,NULL}"),
@@ -218,8 +228,8 @@ def ddl(schema: str) -> sql.Composed:
 class Rows:
     exact: dict[int, dict[str, str]]  # row id -> column -> literal
     limits: dict[int, tuple[str, str]]  # row id -> (column, expected message part)
-    changed: dict[int, tuple[str, str]]  # row id -> (column, expected target text)
-    snapshot_changed: dict[int, tuple[str, str]]  # likewise, by the snapshot only
+    changed: dict[int, tuple[str, str | None]]  # row id -> (column, expected target text)
+    snapshot_changed: dict[int, tuple[str, str | None]]  # likewise, by the snapshot only
 
 
 def rows() -> Rows:
@@ -234,12 +244,12 @@ def rows() -> Rows:
         exact[n + j] = {c: v}
         limits[n + j] = (c, why)
     n += len(LIMITS)
-    changed = {}
+    changed: dict[int, tuple[str, str | None]] = {}
     for j, (c, v, text) in enumerate(CHANGED):
         exact[n + j] = {c: v}
         changed[n + j] = (c, text)
     n += len(CHANGED)
-    snapshot_changed = {}
+    snapshot_changed: dict[int, tuple[str, str | None]] = {}
     for j, (c, v, text) in enumerate(SNAPSHOT_CHANGED):
         exact[n + j] = {c: v}
         snapshot_changed[n + j] = (c, text)

@@ -12,6 +12,8 @@ Invariants:
 - Generated columns are never read (logical replication does not carry them): they go to
   `ignore_source_columns`; the target computes its own. So do columns of a type Debezium does
   not carry as it is (`captured`), each named in a header line.
+- Columns it copies whose type has a documented loss (`losses`: numeric NaN, BC dates in the
+  snapshot, timetz offsets, ...) are named in a header line per kind, as `mapping check` warns.
 - Deletes are hard deletes; a source TRUNCATE stops the run (`error`) until a human chooses.
 - Rule ids are the table names made valid (`[A-Za-z][A-Za-z0-9_-]*`), `<schema>_<table>` where
   two schemas share a name; unique by construction.
@@ -29,6 +31,7 @@ import yaml
 
 from replicator.core.mapping.captured import capture_gap
 from replicator.core.mapping.catalog import Catalog, Table
+from replicator.core.mapping.losses import Loss, comment, grouped, table_losses
 from replicator.core.model import TableRef
 
 
@@ -36,6 +39,7 @@ from replicator.core.model import TableRef
 class Scaffold:
     document: dict[str, Any]  # the spec, as YAML would load it
     skipped: tuple[str, ...]  # one line per table or column left out: why, and the fix
+    lossy: tuple[str, ...] = ()  # one line per kind of loss among the copied columns
 
     def text(self) -> str:
         """The spec as YAML, headed by comments saying what it is and what was left out."""
@@ -43,6 +47,7 @@ class Scaffold:
             "# the identity mapping of the source's tables, made by `replicator mapping scaffold`:",
             "# a start. Edit it, then `replicator mapping check` it against both databases.",
             *(f"# SKIPPED {line}" for line in self.skipped),
+            *(f"# LOSSY {line}" for line in self.lossy),
         ]
         body = yaml.safe_dump(self.document, sort_keys=False, allow_unicode=True, default_flow_style=None)
         return "\n".join(header) + "\n" + body
@@ -108,6 +113,7 @@ def scaffold(
     shared = Counter(t.name for t in chosen)
     rules: list[dict[str, Any]] = []
     skipped: list[str] = []
+    lossy: list[tuple[Loss, str]] = []
     for ref in chosen:
         table = catalog.tables[ref]
         key = _key(table)
@@ -121,7 +127,9 @@ def scaffold(
         skipped += [f"column {line}" for line in _not_carried(table)]
         rule_id = _rule_id(ref.name if shared[ref.name] == 1 else f"{ref.schema}_{ref.name}")
         target = TableRef((schemas or {}).get(ref.schema, ref.schema), ref.name)
-        rules.append(_rule(rule_id, table, key, target))
+        rule = _rule(rule_id, table, key, target)
+        rules.append(rule)
+        lossy += table_losses(table, [*rule["key"], *(c for c in rule["columns"] if c not in rule["key"])])
     document: dict[str, Any] = {"version": 1, "topic_prefix": topic_prefix}
     capture = {
         k: v
@@ -131,4 +139,5 @@ def scaffold(
     if capture:
         document["capture"] = capture
     document["tables"] = rules
-    return Scaffold(document, tuple(skipped))
+    lines = tuple(comment(loss, columns) for loss, columns in grouped(lossy))
+    return Scaffold(document, tuple(skipped), lines)
