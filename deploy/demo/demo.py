@@ -193,7 +193,17 @@ def setup_target(reset: bool, dbname: str | None = None) -> None:
         conn.execute(
             sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO replicator_shadow").format(sql.Identifier(dbname))
         )
+        # The application after a cutover's flip writes the target (the `app_target` gate checks it).
+        ensure_role(conn, APP_ROLE, env("CDC_APP_PASSWORD", APP_ROLE))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(APP_ROLE)))
         for schema in ("crm", "catalog", "sales"):
+            conn.execute(
+                sql.SQL(
+                    "GRANT USAGE ON SCHEMA {0} TO {1}; "
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {0} TO {1}; "
+                    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {0} TO {1}"
+                ).format(sql.Identifier(schema), sql.Identifier(APP_ROLE))
+            )
             conn.execute(
                 sql.SQL("GRANT USAGE ON SCHEMA {0} TO replicator_shadow; "
                         "GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO replicator_shadow").format(sql.Identifier(schema))

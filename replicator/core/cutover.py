@@ -158,6 +158,8 @@ class Facts:
     sequence_pairs: int = 0
     sequence_warnings: tuple[str, ...] = ()
     sequence_problems: tuple[str, ...] = ()
+    # Per application role, what it lacks to write the mapped tables in the target (`app_access`).
+    app_target_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +291,7 @@ def evaluate_gates(facts: Facts, bounds: Bounds, accept_errors: bool) -> list[Ga
         )
     )
     gates.append(sequences_gate(facts))
+    gates.append(app_target_gate(facts))
     if facts.shadow_errors is not None:
         gates.append(
             Gate(
@@ -311,6 +314,14 @@ def sequences_gate(facts: Facts) -> Gate:
     if facts.sequence_warnings:
         return Gate("sequences", True, f"{carried}; WARNING: {' | '.join(facts.sequence_warnings)}", True)
     return Gate("sequences", True, carried)
+
+
+def app_target_gate(facts: Facts) -> Gate:
+    """A warning, never a stop: the application may write the target as roles of its own, which
+    the replicator is not told about; the flip itself does not need their grants."""
+    if facts.app_target_problems:
+        return Gate("app_target", True, "WARNING: " + " | ".join(facts.app_target_problems), True)
+    return Gate("app_target", True, "the application roles can write every mapped table in the target")
 
 
 def verify_gate(lines: Sequence[str], clean: bool) -> Gate:

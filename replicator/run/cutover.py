@@ -85,7 +85,7 @@ from replicator.run.drain import HELD_EVERY_S, held_progress, held_text, stop_li
 from replicator.run.verify import Baseline, compare, compare_marked, compare_since
 from replicator.source import capture, fence, mirror
 from replicator.source.signal import write_fence
-from replicator.target import sequences
+from replicator.target import app_access, sequences
 from replicator.target.store import ControlStore
 
 POLL_S = 0.25  # between checks of a drain condition
@@ -185,6 +185,8 @@ class Cutover:
             connect(self.settings.target, "target", autocommit=True) as tgt,
         ):
             pairing = self._pairing(src, tgt)
+            found = sequences.find(tgt, self.target_tables)
+            app_target = app_access.lacking(tgt, self.roles, self.target_tables, [q.sequence for q in found])
         lag: dict[str, int] = {}
         with Metadata(self.settings.kafka) as metadata:
             counts = metadata.partition_counts(self.plan.topics)
@@ -218,6 +220,7 @@ class Cutover:
             sequence_pairs=len(pairing.pairs),
             sequence_warnings=pairing.warnings,
             sequence_problems=pairing.problems,
+            app_target_problems=tuple(app_target),
         )
 
     def gates(self, accept_errors: bool) -> list[Gate]:

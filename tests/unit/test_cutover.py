@@ -127,7 +127,7 @@ def test_every_gate_passes_on_a_healthy_migration() -> None:
     gates = evaluate_gates(good_facts(), BOUNDS, accept_errors=False)
     assert [g.name for g in gates] == [
         "connector", "slot", "lag", "held_rows", "stopped_tables", "error_records", "partitions",
-        "replicator", "fence", "signal_table", "sequences",
+        "replicator", "fence", "signal_table", "sequences", "app_target",
     ]  # fmt: skip
     assert all(g.ok and not g.warning for g in gates)
 
@@ -166,6 +166,17 @@ def test_each_gate_fails_alone_on_its_own_fault_with_one_line(
     assert [g.name for g in bad] == [gate]
     assert says in bad[0].line() and bad[0].line().startswith(f"FAIL {gate}: ")
     assert "\n" not in bad[0].line()
+
+
+def test_an_application_role_that_cannot_write_the_target_is_a_warning_not_a_stop() -> None:
+    """The flip does not need the application's grants in the target, but the application does
+    right after it: the gate passes and names what each role lacks."""
+    lines = ("role app lacks INSERT on s.t in the target: x", "role other does not exist in the target: y")
+    gates = evaluate_gates(good_facts(app_target_problems=lines), BOUNDS, accept_errors=False)
+    gate = next(g for g in gates if g.name == "app_target")
+    assert gate.ok and gate.warning
+    assert gate.line() == f"WARN app_target: WARNING: {lines[0]} | {lines[1]}"
+    assert failed(good_facts(app_target_problems=lines)) == []
 
 
 def test_error_records_pass_only_when_accepted_and_the_line_says_so() -> None:

@@ -13,7 +13,9 @@ Invariants:
   authority mirror, and read the source schemas' sequences (`pg_sequences` hides a sequence's
   last value from a role without SELECT or USAGE on it); the target role may move the
   sequences of the mapped schemas, and both may use the sequences of
-  REPLICATOR_CUTOVER__SEQUENCES.
+  REPLICATOR_CUTOVER__SEQUENCES. After the flip the application roles write the mapped tables
+  in the target and draw their sequences (printed for them, as the cutover's `app_target` gate
+  checks).
 - Every identifier is quoted with `psycopg.sql`; the text is deterministic (sorted tables).
 - No password is ever printed: roles are created by the administrator, with a placeholder.
 """
@@ -188,4 +190,19 @@ def _cutover(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(ends), tgt_role),
             sql.SQL("GRANT USAGE, SELECT, UPDATE ON SEQUENCE {} TO {}").format(_list(ends), tgt_role),
         ]
+    out += ["", f"-- for the application after the flip (target database {roles.target_db}, as the owner):"]
+    if roles.app_roles:
+        app = sql.SQL(", ").join(sql.Identifier(r) for r in roles.app_roles)
+        out += [
+            "-- the roles it writes as (create them there first, with the passwords the application uses;",
+            "-- the cutover's `app_target` gate warns while one of them lacks these):",
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(targets), app),
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_list(targets), app),
+            sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(_schemas(targets), app),
+        ]
+    else:
+        out.append(
+            "-- set REPLICATOR_CUTOVER__APP_ROLES to the roles your application writes as, then print again "
+            "for their grants in the target"
+        )
     return out

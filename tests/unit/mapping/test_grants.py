@@ -49,6 +49,7 @@ def test_demo_grants_cover_every_captured_and_mapped_table() -> None:
         'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "catalog", "crm", "sales" TO "repl";' in text
     )
     assert "REPLICATOR_CUTOVER__APP_ROLES" in text  # no application roles configured: says how
+    assert "then print again for their grants in the target" in text
 
 
 def test_cutover_probe_grants_name_the_application_roles() -> None:
@@ -68,6 +69,16 @@ def test_cutover_probe_grants_name_the_application_roles() -> None:
         ),
     )
     assert 'GRANT "shop_app", "batch_app" TO "repl_src";' in text
+    # after the flip the application writes the target: its own section, in the target database
+    after = text.split("-- for the application after the flip")[1]
+    assert after.startswith(" (target database app_new, as the owner):")
+    assert 'GRANT USAGE ON SCHEMA "catalog", "crm", "sales" TO "shop_app", "batch_app";' in after
+    assert (
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON "catalog"."product", "crm"."customer", "crm"."customer_pii",'
+        ' "sales"."order", "sales"."order_line" TO "shop_app", "batch_app";'
+    ) in after
+    sequences = 'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "catalog", "crm", "sales" TO "shop_app", "batch_app";'
+    assert sequences in after
 
 
 def test_lookup_tables_are_readable_by_the_writer_and_the_shadow() -> None:
