@@ -209,6 +209,7 @@ class BatchResult:
     older_refs: set[KafkaRef] = field(default_factory=set)  # the events skipped as older
     unordered: int = 0
     errors: list[Failure] = field(default_factory=list)
+    new_error_records: int = 0  # of `errors`, those not open as records already (a replay's are)
     truncated_notes: int = 0
     skipped_by_table: Counter[str] = field(default_factory=Counter)  # "<table>:older|unordered" -> events
     held: int = 0  # events held back, waiting for a table that lags (new or still waiting)

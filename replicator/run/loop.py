@@ -527,6 +527,7 @@ class ConsumerLoop:
             applied=dict(sorted(result.applied.items())),
             skipped_older=result.skipped_older,
             errors=len(result.errors),
+            new_error_records=result.new_error_records,  # the others were reported before (a replay)
             held=result.held,
             released=result.released,
             tombstones=prepared.counts["tombstone"],

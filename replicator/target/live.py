@@ -37,7 +37,7 @@ _REPORT = sql.SQL(
     " ORDER BY topic, partition, kafka_offset, target_table, kind, n) AS e"
     " WHERE NOT EXISTS (SELECT FROM {records} r WHERE r.topic = e.topic AND r.partition = e.partition"
     " AND r.kafka_offset = e.kafka_offset AND r.target_table IS NOT DISTINCT FROM e.target_table"
-    " AND r.kind = e.kind AND r.resolved_at IS NULL) ORDER BY e.n"
+    " AND r.kind = e.kind AND r.resolved_at IS NULL) ORDER BY e.n RETURNING kind"
 )
 
 
@@ -157,7 +157,8 @@ class LiveTables:
         conn: psycopg.Connection[Any],
         failures: Sequence[Failure],
         notes: Sequence[tuple[Intent, Narrowing]],
-    ) -> None:
+    ) -> int:
+        """Stores the error records (and notes) not already open; returns how many error records are new."""
         rows: list[tuple[Any, ...]] = [
             (
                 "error",
@@ -197,7 +198,7 @@ class LiveTables:
             for i, n in notes
         )
         if not rows:
-            return
+            return 0
         # Set-based: copied into the session's stage, then one INSERT. An event already reported
         # and still open (a replay, an `errors retry`) is not reported again, nor twice in one call
         # (the first of equal records wins); records keep the order given.
@@ -206,4 +207,5 @@ class LiveTables:
             for n, row in enumerate(rows):
                 copy.write_row((*row, n))
         records = control.table(self._schema, "error_record")
-        conn.execute(_REPORT.format(records=records, stage=_ERRORS, c=_COLUMNS))
+        stored = conn.execute(_REPORT.format(records=records, stage=_ERRORS, c=_COLUMNS)).fetchall()
+        return sum(1 for (kind,) in stored if kind == "error")

@@ -281,7 +281,7 @@ class ShadowClones:
         conn: psycopg.Connection[Any],
         failures: Sequence[Failure],
         notes: Sequence[tuple[Intent, Narrowing]],
-    ) -> None:
+    ) -> int:
         """What the live run would write to error_record becomes `error` / `truncated` diffs."""
         for f in failures:
             self._record(conn, f.target or TableRef("-", "-"), f.key, "error", None, None, [f.rule_id], f)
@@ -296,6 +296,7 @@ class ShadowClones:
                 intent,
                 [note.rule_id],
             )
+        return len(failures)
 
     def before_truncate(self, conn: psycopg.Connection[Any], intent: Intent) -> None:
         self._record(

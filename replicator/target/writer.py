@@ -131,7 +131,9 @@ class WriteTarget(Protocol):
         conn: psycopg.Connection[Any],
         failures: Sequence[Failure],
         notes: Sequence[tuple[Intent, Narrowing]],
-    ) -> None: ...
+    ) -> int:
+        """Returns how many of `failures` are new error records (a replayed event's is open already)."""
+        ...
 
 
 class _Redo(Exception):
@@ -422,7 +424,7 @@ class BatchWriter:
         self._store_versions(conn, run, claimed, placeholders, claims)
         notes = [(i, n) for w in run.writes for i in w.final.values() for n in i.notes]
         self.target.after_writes(conn, run.writes, result)
-        self.target.store_errors(conn, result.errors, notes)
+        result.new_error_records = self.target.store_errors(conn, result.errors, notes)
         self.target.store_fences(conn, batch.fences)
         self._holds.put(conn, [*added, *(replace(by_ref[r], soon=soon) for r, soon in kept.items())])
         self._holds.remove(conn, (h.record.ref for h in removed))

@@ -46,12 +46,13 @@ def test_error_records_are_stored_whole_once_per_open_event_and_in_order(stack: 
             ).fetchall()
 
         # offsets 7, 3, 5 in that order; 3 twice (the first wins); 9 with no target table, twice
-        tables.store_errors(
+        new = tables.store_errors(
             conn,
             [failure(7), failure(3, "first"), failure(5), failure(3, "second"), failure(9, "a", None)],
             [],
         )
-        tables.store_errors(conn, [failure(9, "b", None)], [])
+        assert new == 4  # what the batch log's new_error_records says
+        assert tables.store_errors(conn, [failure(9, "b", None)], []) == 0
         conn.commit()
         rows = stored()
         assert [(r[0], r[2]) for r in rows] == [(7, "refused"), (3, "first"), (5, "refused"), (9, "a")]
@@ -70,14 +71,14 @@ def test_error_records_are_stored_whole_once_per_open_event_and_in_order(stack: 
         )
         assert rows[3][3] is None
 
-        # a replay reports 7 and 5 again while they are open: nothing new
-        tables.store_errors(conn, [failure(5), failure(7)], [])
+        # a replay reports 7 and 5 again while they are open: nothing new, and it says so
+        assert tables.store_errors(conn, [failure(5), failure(7)], []) == 0
         conn.commit()
         assert len(stored()) == 4
 
         # once 7 is resolved, its next failure is a new record
         conn.execute("UPDATE replicator.error_record SET resolved_at = now() WHERE kafka_offset = 7")
-        tables.store_errors(conn, [failure(7, "again")], [])
+        assert tables.store_errors(conn, [failure(7, "again")], []) == 1
         conn.commit()
         assert [(r[0], r[2], r[-1]) for r in stored()][-1] == (7, "again", True)
         assert len(stored()) == 5

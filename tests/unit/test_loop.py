@@ -8,6 +8,7 @@ the batch in hand, transient sink errors retry the same batch, ranges end at
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from replicator.core.decode import JsonDecoder
 from replicator.core.errors import Fatal, Transient
 from replicator.core.intents import PreparedBatch
 from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
-from replicator.core.model import BatchResult, ChangeEvent, KafkaRef, Partition, Record, TableRef
+from replicator.core.model import BatchResult, ChangeEvent, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.schema_change import Stop
 from replicator.kafka.consumer import OnAssign, OnRevoke, StartAt, ToPause
 from replicator.run.loop import ConsumerLoop, LoopOptions
@@ -174,6 +175,7 @@ def make_loop(
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
     stop_at: Mapping[Partition, int] | None = None,
     stop_when_caught_up: bool = True,
+    log: RunLog | None = None,
 ) -> ConsumerLoop:
     options = LoopOptions(
         limits=limits or BatchSettings(max_events=1000, max_ms=1),
@@ -186,7 +188,7 @@ def make_loop(
         sink,
         JsonDecoder(),
         plan(),
-        RunLog("test", stream=StringIO()),
+        log or RunLog("test", stream=StringIO()),
         options,
         sleep=(sleeps.append if sleeps is not None else lambda s: None),
     )
@@ -201,6 +203,23 @@ def test_kafka_commit_follows_the_sink_and_positions_come_from_the_target() -> N
     assert source.committed == [{(TOPIC, 0): 7}]
     assert [i.key for i in sink.applied[0].by_table[plan().tables[0].target]] == [(5,), (6,)]
     assert source.closed and sink.closed
+
+
+def test_the_batch_line_tells_new_error_records_from_those_reported_before() -> None:
+    """A replayed batch fails again for events whose records are open already: `errors` counts
+    the batch's failures, `new_error_records` what the target stored anew (`store_errors`)."""
+
+    class Replayed(FakeSink):
+        def apply(self, batch: PreparedBatch) -> BatchResult:
+            super().apply(batch)
+            known = [Failure(KafkaRef(TOPIC, 0, offset), "r", "refused", b"k", b"v") for offset in (5, 6)]
+            return BatchResult(errors=known, new_error_records=1)
+
+    source = FakeSource([record(5), record(6)], {(TOPIC, 0): (0, 7)})
+    out = StringIO()
+    make_loop(source, Replayed(source, {(TOPIC, 0): 5}), log=RunLog("test", fmt="json", stream=out)).run()
+    batches = [json.loads(line) for line in out.getvalue().splitlines() if '"batch"' in line]
+    assert [(b["errors"], b["new_error_records"]) for b in batches] == [(2, 1)]
 
 
 def test_without_a_stored_offset_the_reset_policy_decides_and_error_halts() -> None:

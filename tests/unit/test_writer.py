@@ -201,9 +201,10 @@ class FakeTarget:
 
     def store_errors(
         self, conn: Any, failures: Sequence[Failure], notes: Sequence[tuple[Intent, Narrowing]]
-    ) -> None:
+    ) -> int:
         self.calls.append("store_errors")
         self.stored_failures += failures
+        return len(failures)
 
 
 def batch(with_failure: bool = False) -> Batch:
