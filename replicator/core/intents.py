@@ -242,6 +242,12 @@ def to_intents(
     source catalog read after the events (held ones, error records), maps the events older than a
     source schema change the way the spec fixed for it means (`schema_change.older`).
 
+    An event feeds only the rules of its own source table (`ChangeEvent.table`, Debezium's
+    `source.schema`/`source.table`): one topic can carry several tables (Debezium writes `"dup x"`
+    and `dup_x` to one topic, its name made safe; a routing transform merges tables), and a
+    rule fed another table's rows would write them into its target (trial 14). Another table's
+    events are counted (`other_table`), not mapped: the spec does not replicate that table.
+
     One source event, all its target rows or none: when a rule rejects the event
     for one target table, it writes none of them, and its one Failure names the
     other targets (`Failure.also`).
@@ -253,6 +259,11 @@ def to_intents(
         if not tables:
             out.counts["unmapped_topic"] += 1
             continue
+        if len(tables) != 1 or tables[0].source != event.table:  # one rule of this table: no copy
+            tables = tuple(t for t in tables if t.source == event.table)
+            if not tables:
+                out.counts["other_table"] += 1
+                continue
         made: list[Intent] = []
         failed: list[Failure] = []
         for table in tables:

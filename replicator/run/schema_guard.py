@@ -49,6 +49,9 @@ LiveCatalogs = Callable[[TableRef], tuple[Catalog, Catalog]]  # (source, target)
 Log = Callable[..., None]
 
 
+_Stream = tuple[str, TableRef]  # a topic and one source table whose events it carries
+
+
 class SchemaGuard:
     """`guard(event)`: the `Stop` that event makes, or None (see the module)."""
 
@@ -67,32 +70,38 @@ class SchemaGuard:
         self._now = now
         self._log = log
         self.suspect = set(suspect)  # topics whose tables did not check at start
-        self._baseline: dict[str, SourceShape] = {}  # the last accepted shape per topic
-        self._drifts: dict[tuple[str, SourceShape], tuple[Drift, ...]] = {}
-        self._last: dict[str, tuple[SourceShape, tuple[Drift, ...]]] = {}  # per topic, by identity
+        # Per stream (a topic and one source table in it: a topic can carry several tables, and an
+        # event is judged only against its own table's rules, as `core.intents.to_intents` maps it):
+        self._baseline: dict[_Stream, SourceShape] = {}  # the last accepted shape
+        self._drifts: dict[tuple[_Stream, SourceShape], tuple[Drift, ...]] = {}
+        self._last: dict[_Stream, tuple[SourceShape, tuple[Drift, ...]]] = {}  # by identity
 
     def __call__(self, event: ChangeEvent) -> Stop | None:
         shape = event.shape
         if shape is None:
             return None
-        topic = event.ref.topic
-        last = self._last.get(topic)
+        stream = (event.ref.topic, event.table)
+        last = self._last.get(stream)
         if last is not None and last[0] is shape:
             drifts = last[1]
         else:
-            drifts, kept = self._judged(topic, shape)
+            drifts, kept = self._judged(stream, shape)
             if kept:
-                self._last[topic] = (shape, drifts)
+                self._last[stream] = (shape, drifts)
         if not drifts or self._older_explains(event, shape, drifts):
             return None
-        return stop_for(event, self.plan.tables_for_topic(topic), drifts)
+        return stop_for(event, self._tables(stream), drifts)
+
+    def _tables(self, stream: _Stream) -> tuple[TablePlan, ...]:
+        topic, source = stream
+        return tuple(t for t in self.plan.tables_for_topic(topic) if t.source == source)
 
     def _older_explains(self, event: ChangeEvent, shape: SourceShape, drifts: tuple[Drift, ...]) -> bool:
         """Whether every drift is a column-set change the event predates (see the module)."""
         now = self._now
         if now is None or event.lsn is None or event.lsn >= now.lsn:
             return False
-        by_id = {t.schema_change.rule_id: t for t in self.plan.tables_for_topic(event.ref.topic)}
+        by_id = {t.schema_change.rule_id: t for t in self._tables((event.ref.topic, event.table))}
         row = dict.fromkeys(shape.names)
         for d in drifts:
             table = by_id.get(d.rule_id)
@@ -101,26 +110,27 @@ class SchemaGuard:
                 return False
         return True
 
-    def _judged(self, topic: str, shape: SourceShape) -> tuple[tuple[Drift, ...], bool]:
+    def _judged(self, stream: _Stream, shape: SourceShape) -> tuple[tuple[Drift, ...], bool]:
         """The shape's drifts, and whether the verdict is kept for later events of that shape."""
-        key = (topic, shape)
+        key = (stream, shape)
         found = self._drifts.get(key)
         if found is None:
             try:
-                found = self._judge(topic, shape)
+                found = self._judge(stream, shape)
             except _Unjudged as exc:  # stops this event; judged again when it is read again
                 return exc.drifts, False
             self._drifts[key] = found
         return found, True
 
-    def _judge(self, topic: str, shape: SourceShape) -> tuple[Drift, ...]:
-        tables = [t for t in self.plan.tables_for_topic(topic) if t.schema_change.kind != "record"]
+    def _judge(self, stream: _Stream, shape: SourceShape) -> tuple[Drift, ...]:
+        topic = stream[0]
+        tables = [t for t in self._tables(stream) if t.schema_change.kind != "record"]
         if not tables:
             return ()
         drifts = tuple(d for t in tables if (d := judge(t, shape, self.plan.spec_path)) is not None)
         if drifts:
             return drifts
-        baseline = self._baseline.get(topic)
+        baseline = self._baseline.get(stream)
         changed = retyped(baseline, shape, checked_columns(tables)) if baseline is not None else ()
         if changed or topic in self.suspect:
             drifts = self._recheck(tables, shape, changed)
@@ -133,7 +143,7 @@ class SchemaGuard:
             if drifts:
                 return drifts
             self.suspect.discard(topic)
-        self._baseline[topic] = shape
+        self._baseline[stream] = shape
         return ()
 
     def _recheck(

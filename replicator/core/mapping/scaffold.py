@@ -16,7 +16,8 @@ Invariants:
   snapshot, timetz offsets, ...) are named in a header line per kind, as `mapping check` warns.
 - Deletes are hard deletes; a source TRUNCATE stops the run (`error`) until a human chooses.
 - Rule ids are the table names made valid (`[A-Za-z][A-Za-z0-9_-]*`), `<schema>_<table>` where
-  two schemas share a name; unique by construction.
+  two schemas share a name, `_2`, `_3`... after an id already given (`"dup x"` and `dup_x` both
+  make `dup_x`); unique by construction.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def scaffold(
     """The identity spec of `tables` (each must be in `catalog`), the signal table excepted."""
     chosen = sorted({t for t in tables if t != signal_table}, key=lambda t: (t.schema, t.name))
     shared = Counter(t.name for t in chosen)
+    taken: set[str] = set()
     rules: list[dict[str, Any]] = []
     skipped: list[str] = []
     lossy: list[tuple[Loss, str]] = []
@@ -126,6 +128,11 @@ def scaffold(
             continue
         skipped += [f"column {line}" for line in _not_carried(table)]
         rule_id = _rule_id(ref.name if shared[ref.name] == 1 else f"{ref.schema}_{ref.name}")
+        base, n = rule_id, 1
+        while rule_id in taken:  # "dup x" and dup_x: one id made valid, told apart by a number
+            n += 1
+            rule_id = f"{base}_{n}"
+        taken.add(rule_id)
         target = TableRef((schemas or {}).get(ref.schema, ref.schema), ref.name)
         rule = _rule(rule_id, table, key, target)
         rules.append(rule)

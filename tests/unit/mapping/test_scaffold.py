@@ -32,6 +32,9 @@ SOURCE: CatalogSpec = {
     "app.debezium_signal": {"columns": {"id": "varchar(42)", "type": "text", "data": "text"}, "pk": ["id"]},
     "billing.orders": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]},
     "app.2024.archive": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]},
+    # trial 14: both ids made valid are dup_x (and Debezium gives both one topic)
+    "app.dup x": {"columns": {"id": "bigint", "label": "text"}, "pk": ["id"]},
+    "app.dup_x": {"columns": {"id": "bigint", "amount": "bigint"}, "pk": ["id"]},
 }
 
 
@@ -74,7 +77,10 @@ def test_the_scaffold_is_a_spec_that_checks_clean_against_the_same_ddl() -> None
 def test_each_table_is_keyed_copied_column_for_column_and_named_uniquely() -> None:
     spec = load_spec_text(made()[0], "scaffold.yaml")
     rules = {t.id: t for t in spec.tables}
-    assert sorted(rules) == ["app_orders", "billing_orders", "codes", "lines", "only_key", "t_2024_archive"]
+    assert sorted(rules) == [
+        "app_orders", "billing_orders", "codes", "dup_x", "dup_x_2", "lines", "only_key", "t_2024_archive",
+    ]  # fmt: skip
+    assert (str(rules["dup_x"].source), str(rules["dup_x_2"].source)) == ("app.dup x", "app.dup_x")
     lines = rules["lines"]
     assert str(lines.source) == "app.lines" and str(lines.target) == "app_new.lines"
     assert dict(lines.key) == {"order_id": "order_id", "no": "no"}
