@@ -370,13 +370,9 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     try:
         loop.run()
     except Fatal as exc:
-        status, halt = end_of(exc, stop.requested)
-        if halt is None:
-            log.event(
-                "fenced",
-                message="asked to stop, then fenced by a newer member with this instance id, its"
-                " successor, which has the partitions now: this process ends as stopped",
-            )
+        status, halt = end_of(exc)
+        if halt is None:  # the newer member has the partitions now: this process ends as stopped
+            log.event("fenced", message=one_line(exc))
         elif metrics is not None:
             metrics.halted(one_line(exc))
     finally:
@@ -399,12 +395,14 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     return {"run_id": run_id, **summary, "stopped": sorted({s.line() for s in loop.stopped.values()})}
 
 
-def end_of(exc: Fatal, stop_requested: bool) -> tuple[str, Fatal | None]:
-    """How a run that raised `exc` ends: (status, the reason it halted). A member asked to stop
-    (SIGTERM: its `run --processes` command was killed, say) and fenced meanwhile by a newer one
-    with its instance id, its successor, ends `done`: halted, `status` would call its tables
-    HALTED while the successor applies them (trial 13)."""
-    if stop_requested and isinstance(exc, Fenced):
+def end_of(exc: Fatal) -> tuple[str, Fatal | None]:
+    """How a run that raised `exc` ends: (status, the reason it halted). A member fenced by a newer
+    one with its instance id ends `done`: that member (its successor, or a second process given the
+    same id by mistake) owns its partitions and applies them, so the group's work goes on; ended
+    `halted`, `status` called its tables HALTED (exit 1) while the successor applied them, until a
+    run with its instance id started again (trials 13 and 14: a restarted `run --processes`, a
+    switch to one process). Its `fenced` event names both causes."""
+    if isinstance(exc, Fenced):
         return "done", None
     return "halted", exc
 
