@@ -199,7 +199,7 @@ def _run_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
-    from replicator.core.report import no_diffs, offsets_read, shadow_table_lines
+    from replicator.core.report import held_note, no_diffs, offsets_read, shadow_table_lines
     from replicator.run.assembly import target_topics
     from replicator.run.shadow import ShadowRequest, shadow
 
@@ -227,6 +227,9 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
     lines += shadow_table_lines(summary, target_topics(settings))
     if not summary["diffs"]:
         lines.append(f"  {no_diffs(summary.get('totals') or {})}")
+    held = held_note(summary)
+    if held:
+        lines.append(f"  {held}")
     lines += [f"  would-be error: {e}" for e in summary["errors"][:20]]
     _emit(summary, args.json, "\n".join(lines))
     return 0

@@ -499,12 +499,31 @@ def shadow_table_lines(summary: Mapping[str, Any], tables: Sequence[tuple[str, s
             line = f"no diffs ({read:,} offsets of {topic} read)"
         else:
             line = "nothing previewed" + (f" (no offset of {topic} in the range)" if topic else "")
+        held = int(((summary.get("totals") or {}).get("held") or {}).get(table, 0))
+        if held:
+            line += f"; {held} held back at least once (in no diff until what they wait for is applied)"
         if table in stops or "stopped" in diffs.get(table, {}):
             line = f"STOPPED; {line}"
         lines.append(f"  {table:24} {line}")
         if table in stops and f"    {stops[table]}" not in lines:  # once, under its first table
             lines.append(f"    {stops[table]}")
     return lines
+
+
+def held_note(summary: Mapping[str, Any]) -> str | None:
+    """What the preview held back (trial 14: a parent's delete waiting for its children's, shown
+    as "no diffs" although the live run deletes it): rows held at the end of the run are in no
+    diff; the live run writes them once what they wait for is applied. None when nothing was held."""
+    at_end = int(summary.get("held_at_end") or 0)
+    by_table: Mapping[str, int] = (summary.get("totals") or {}).get("held") or {}
+    if not at_end and not by_table:
+        return None
+    tables = ", ".join(f"{t} ({n})" for t, n in by_table.items()) or "-"
+    return (
+        f"{at_end} row changes were held back at the end of the preview and are in no diff above:"
+        " they wait for a parent, a child's delete or a unique value on a table that lags, and the"
+        f" live run writes them once that is applied. Held at least once, per table: {tables}."
+    )
 
 
 def no_diffs(totals: Mapping[str, Any]) -> str:
@@ -569,6 +588,9 @@ def shadow_report(review: ShadowReview) -> Report:
             )
         )
 
+    held = held_note(s)
+    if held:
+        summary.append(Paragraph(held, note=True))
     field_level = sum(totals[KINDS.index(k)] for k in SAMPLED)
     samples: list[Block] = [
         Paragraph(

@@ -156,6 +156,7 @@ class Totals:
     not_table_data: int = 0
     tombstones: int = 0
     released: int = 0  # held events applied or superseded
+    held: Counter[str] = field(default_factory=Counter)  # newly held events, by target table
 
     def add(self, batch: PreparedBatch, result: BatchResult) -> None:
         self.batches += 1
@@ -166,6 +167,7 @@ class Totals:
         self.errors += len(result.errors)
         self.truncated_notes += result.truncated_notes
         self.released += result.released
+        self.held.update(result.held_by_table)
         self.not_table_data += batch.counts["not_table_data"]
         self.tombstones += batch.counts["tombstone"]
 
@@ -181,6 +183,7 @@ class Totals:
             "tombstones": self.tombstones,
             "not_table_data": self.not_table_data,
             "held_released": self.released,
+            "held": dict(sorted(self.held.items())),
         }
 
 

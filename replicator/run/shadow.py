@@ -69,7 +69,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
         stream: TextIO = partial.open("w", encoding="utf-8")
         clones = ShadowClones(plan, settings.control_schema, group, run_id, stream)
         made.update(clones=clones, stream=stream, partial=partial)
-        return BatchWriter(
+        made["writer"] = writer = BatchWriter(
             settings.target,
             clones,
             settings.control_schema,
@@ -81,6 +81,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
             holding=settings.hold,
             on_holding=parts.on_holding,
         )
+        return writer
 
     try:
         totals = run_daemon(
@@ -104,7 +105,16 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
         until = store.checkpoints(request.group)
     # The previewed range: what the live run would apply from those positions up to these.
     previewed = {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items())}
-    summary = {**clones.summary(), "range": previewed, "report": str(report), "totals": totals}
+    # Rows still held at the end (waiting for a table that lags, a cascade's children): written by
+    # the live run once what they wait for is applied, so in no diff of this preview.
+    held_at_end = made["writer"].held() if "writer" in made else 0
+    summary = {
+        **clones.summary(),
+        "range": previewed,
+        "report": str(report),
+        "totals": totals,
+        "held_at_end": held_at_end,
+    }
     (request.report_dir / f"shadow-{clones.run_id}.summary.json").write_text(
         dumps(summary, indent=2), encoding="utf-8"
     )

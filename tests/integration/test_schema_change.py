@@ -530,7 +530,10 @@ def test_a_source_ddl_under_load_stops_its_table_only_and_a_fixed_spec_loses_not
         assert tables[f"{world.schema}.order"]["state"] == "held"
         text = site.cli("status").stdout.splitlines()
         line = next(x for x in text if x.strip().startswith(f"{world.schema}.customer "))
-        assert " stopped at " in line and "fix:" in line, text
+        assert " stopped at " in line and line.endswith(": reason [1]"), text  # both tables share it
+        shared = next(x for x in text if x.strip().startswith("[1] stopped, 2 tables"))
+        assert f"{world.schema}.customer, {world.schema}.customer_mail" in shared, shared
+        assert f"; fix: {fix}" in shared, shared
 
         started = time.monotonic()
         drained = site.cli("drain", "--timeout", "120")

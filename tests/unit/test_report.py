@@ -24,6 +24,7 @@ from replicator.core.report import (
     Section,
     Table,
     collect_review,
+    held_note,
     mapping_report,
     offsets_read,
     render_html,
@@ -235,6 +236,30 @@ def test_changes_already_applied_beside_diffs_are_counted() -> None:
     summary, diffs = sample_review(totals={"events": 40, "skipped_older": 31})
     md = render_markdown(shadow_report(collect_review(summary, "r.jsonl", diffs)))
     assert "Besides these, 31 row changes in the events read were already applied in the target" in md
+
+
+def test_rows_held_back_by_the_preview_are_named_not_shown_as_no_diffs() -> None:
+    """Trial 14: a customer deleted with its orders (ON DELETE CASCADE in the target): the preview
+    held the parents' deletes for their children's and said "no diffs" for them, while the live run
+    deleted them. The review and the terminal say what was held, per table."""
+    totals = {"events": 12, "skipped_older": 0, "held": {"s.customers": 1, "s.orders": 4}}
+    summary, _ = sample_review(diffs={}, range={"t.s.customers[0]": [0, 2]}, totals=totals)
+    summary["held_at_end"] = 5
+    md = render_markdown(shadow_report(collect_review(summary, "r.jsonl", [])))
+    said = (
+        "5 row changes were held back at the end of the preview and are in no diff above: they wait for"
+        " a parent, a child's delete or a unique value on a table that lags, and the live run writes"
+        " them once that is applied. Held at least once, per table: s.customers (1), s.orders (4)."
+    )
+    assert said in md and held_note(summary) == said
+    lines = shadow_table_lines(summary, [("s.customers", "t.s.customers"), ("s.items", "t.s.items")])
+    assert lines[0].endswith(
+        "no diffs (2 offsets of t.s.customers read); 1 held back at least once (in no diff until what"
+        " they wait for is applied)"
+    )
+    assert "held" not in lines[1]
+    nothing, _ = sample_review(diffs={}, range={}, totals={"events": 3})
+    assert held_note(nothing) is None
 
 
 def test_long_values_are_cut_with_the_rest_counted() -> None:
