@@ -671,7 +671,12 @@ def cmd_cutover(args: argparse.Namespace, settings: Settings) -> int:
                     f"\n  sequence {s['sequence']} ({s['what']}) -> {s['set_to']}" for s in plan["sequences"]
                 ),
                 "dry run: nothing was changed; "
-                + ("every gate passes" if all(g.ok for g in gates) else "a cutover now would be refused"),
+                + (
+                    "every gate above passes; the cutover also compares every row first (its `verify`"
+                    " gate, not run here: `replicator verify` shows it now)"
+                    if all(g.ok for g in gates)
+                    else "a cutover now would be refused"
+                ),
             ]
         )
         _emit({"gates": [_gate(g) for g in gates], "plan": plan}, args.json, text)

@@ -63,13 +63,14 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
         first = store.checkpoints(request.group)
     request.report_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, Any] = {}
+    writers: list[BatchWriter] = []  # typed: its `held` is read after the run
 
     def make_sink(plan: Plan, group: str, run_id: str, parts: WriterParts) -> BatchWriter:
         partial = request.report_dir / f"shadow-{run_id}.jsonl.partial"
         stream: TextIO = partial.open("w", encoding="utf-8")
         clones = ShadowClones(plan, settings.control_schema, group, run_id, stream)
         made.update(clones=clones, stream=stream, partial=partial)
-        made["writer"] = writer = BatchWriter(
+        writer = BatchWriter(
             settings.target,
             clones,
             settings.control_schema,
@@ -81,6 +82,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
             holding=settings.hold,
             on_holding=parts.on_holding,
         )
+        writers.append(writer)
         return writer
 
     try:
@@ -107,7 +109,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     previewed = {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items())}
     # Rows still held at the end (waiting for a table that lags, a cascade's children): written by
     # the live run once what they wait for is applied, so in no diff of this preview.
-    held_at_end = made["writer"].held() if "writer" in made else 0
+    held_at_end = writers[-1].held if writers else 0
     summary = {
         **clones.summary(),
         "range": previewed,

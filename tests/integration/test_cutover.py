@@ -680,6 +680,8 @@ def test_each_gate_refuses_its_own_planted_fault_and_changes_nothing(
         )
         passing = site.cli("cutover", "--dry-run")
         assert passing.returncode == 0, cli_out(passing)
+        # trial 14: "every gate passes" while `verify` failed: the row comparison is not run here
+        assert "its `verify` gate, not run here: `replicator verify` shows it now" in passing.stdout
 
         # an error record: a value the target refuses
         with psycopg.connect(stack.target_admin(site.dbname), autocommit=True) as conn:
