@@ -29,8 +29,8 @@ from replicator.target.store import ControlStore
 
 def check_spec(settings: Settings, path: Path) -> list[Problem]:
     """The spec against both catalogs, a warning per kind of documented loss among the source
-    columns it reads (`core.mapping.losses`), against the events that stopped tables, and a
-    warning per mapped topic Kafka does not have."""
+    columns it reads (`core.mapping.losses`), against the events that stopped tables, and one
+    warning for the mapped topics Kafka does not have."""
     spec = load_spec(path)
     source, target = catalogs(spec, settings)
     rank = {"error": 0, "warning": 1, "info": 2}
