@@ -233,6 +233,9 @@ class Intents:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+OTHER_TABLE = "other_table:"  # count key prefix: events of a source table no rule of their topic reads
+
+
 def to_intents(
     events: Iterable[ChangeEvent],
     tables_for_topic: Callable[[str], Sequence[TablePlan]],
@@ -246,7 +249,8 @@ def to_intents(
     `source.schema`/`source.table`): one topic can carry several tables (Debezium writes `"dup x"`
     and `dup_x` to one topic, its name made safe; a routing transform merges tables), and a
     rule fed another table's rows would write them into its target (trial 14). Another table's
-    events are counted (`other_table`), not mapped: the spec does not replicate that table.
+    events are counted (`other_table:<schema.table>`), not mapped: the spec does not replicate
+    that table (the loop says so once per table).
 
     One source event, all its target rows or none: when a rule rejects the event
     for one target table, it writes none of them, and its one Failure names the
@@ -262,7 +266,7 @@ def to_intents(
         if len(tables) != 1 or tables[0].source != event.table:  # one rule of this table: no copy
             tables = tuple(t for t in tables if t.source == event.table)
             if not tables:
-                out.counts["other_table"] += 1
+                out.counts[f"{OTHER_TABLE}{event.table}"] += 1
                 continue
         made: list[Intent] = []
         failed: list[Failure] = []

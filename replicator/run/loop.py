@@ -52,7 +52,7 @@ from replicator import failpoints
 from replicator.config import BatchSettings
 from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
 from replicator.core.errors import Fatal, Transient
-from replicator.core.intents import PreparedBatch, key_text, prepare
+from replicator.core.intents import OTHER_TABLE, PreparedBatch, key_text, prepare
 from replicator.core.layout import RULE as PARTITIONS_RULE
 from replicator.core.layout import Change, without
 from replicator.core.mapping.plan import Plan
@@ -229,6 +229,7 @@ class ConsumerLoop:
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
         self.stopped: dict[Partition, Stop] = {}  # stopped by a schema change until assigned again
+        self._other_tables: set[str] = set()  # count keys of unread tables on read topics, said once
         # topics whose partition-count stop a revoke dropped: `resumed` if assigned and not stopped again
         self._count_stops_dropped: set[str] = set()
         self._unsaved: list[Stop] = []  # partition-count stops not yet stored (go with the next batch)
@@ -493,10 +494,26 @@ class ConsumerLoop:
         self._unsaved = []
         self._next.update(batch.next_offsets)
         prepared = prepare(batch, self.plan, self.options.signal_table, stops, self.options.source_now)
+        self._warn_other_tables(prepared)
         self._settle()
         failpoints.hit("stop_before_apply")
         future = self._worker.submit(self._timed_apply, prepared)
         self._inflight = (prepared, future)
+
+    def _warn_other_tables(self, prepared: PreparedBatch) -> None:
+        """Once per source table: its events arrive on a topic the spec reads for other tables, and
+        no rule reads it (`core.intents.to_intents`), so they are not applied."""
+        for key in prepared.counts:
+            if key.startswith(OTHER_TABLE) and key not in self._other_tables:
+                self._other_tables.add(key)
+                table = key[len(OTHER_TABLE) :]
+                self.log.event(
+                    "warning",
+                    message=f"events of source table {table} arrive on a topic the spec reads for other"
+                    " tables (Debezium gives tables whose names differ only in characters it makes `_`"
+                    " one topic; a routing transform merges topics) and no rule reads it: they are not"
+                    f" applied; fix: add a rule for {table} to replicate it, else nothing to do",
+                )
 
     def _stop(self, stops: tuple[Stop, ...]) -> None:
         """Pause the partitions stopped by a schema change (their records fetched later are dropped)."""

@@ -222,6 +222,29 @@ def test_the_batch_line_tells_new_error_records_from_those_reported_before() -> 
     assert [(b["errors"], b["new_error_records"]) for b in batches] == [(2, 1)]
 
 
+def test_an_unread_table_on_a_read_topic_is_said_once_and_not_applied() -> None:
+    """Trial 14: Debezium gives `"it ems"` and `items` one topic; no rule reads the first, so its
+    events are not applied, and the loop says so once, naming the table and the fix."""
+    spaced = Table([int64("id", optional=False), string("name")], prefix="t", schema="src", name="it ems")
+    others = [create(spaced, {"id": n, "name": "x"}, lsn=2000 + n, commit_lsn=1900 + n) for n in (7, 8)]
+    records = [
+        record(5),
+        *(Record(KafkaRef(TOPIC, 0, o), b.key, b.value) for o, b in zip((6, 7), others, strict=True)),
+    ]
+    source = FakeSource(records, {(TOPIC, 0): (0, 8)})
+    sink, out = FakeSink(source, {}), StringIO()
+    make_loop(source, sink, log=RunLog("test", fmt="json", stream=out)).run()
+    assert [[i.key for i in b.by_table[TableRef("dst", "items")]] for b in sink.applied] == [[(5,)]]
+    warnings = [json.loads(line)["message"] for line in out.getvalue().splitlines() if '"warning"' in line]
+    assert [w for w in warnings if "src.it ems" in w] == [
+        "events of source table src.it ems arrive on a topic the spec reads for other tables (Debezium"
+        " gives tables whose names differ only in characters it makes `_` one topic; a routing transform"
+        " merges topics) and no rule reads it: they are not applied; fix: add a rule for src.it ems to"
+        " replicate it, else nothing to do"
+    ]
+    assert source.committed[-1] == {(TOPIC, 0): 8}  # read past them: not replicated, by the spec
+
+
 def test_without_a_stored_offset_the_reset_policy_decides_and_error_halts() -> None:
     source = FakeSource([], {(TOPIC, 0): (0, 0)})
     make_loop(source, FakeSink(source, {})).run()
