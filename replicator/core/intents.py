@@ -18,7 +18,7 @@ import enum
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -236,19 +236,14 @@ class Intents:
 OTHER_TABLE = "other_table:"  # count key prefix: events of a source table no rule of their topic reads
 
 
-def to_intents(
-    events: Iterable[ChangeEvent],
-    tables_for_topic: Callable[[str], Sequence[TablePlan]],
-    now: SourceNow | None = None,
-) -> Intents:
-    """Map change events to intents. `tables_for_topic(topic)` gives the TablePlans; `now`, the
+def to_intents(events: Iterable[ChangeEvent], plan: Plan, now: SourceNow | None = None) -> Intents:
+    """Map change events to the intents of `plan`'s rules; `now`, the
     source catalog read after the events (held ones, error records), maps the events older than a
     source schema change the way the spec fixed for it means (`schema_change.older`).
 
-    An event feeds only the rules of its own source table (`ChangeEvent.table`, Debezium's
-    `source.schema`/`source.table`): one topic can carry several tables (Debezium writes `"dup x"`
-    and `dup_x` to one topic, its name made safe; a routing transform merges tables), and a
-    rule fed another table's rows would write them into its target (trial 14). Another table's
+    An event feeds only the rules of its own source table (`Plan.tables_for`, by
+    `ChangeEvent.table`, Debezium's `source.schema`/`source.table`): a rule fed another table's
+    rows of a shared topic would write them into its target (trial 14). Another table's
     events are counted (`other_table:<schema.table>`), not mapped: the spec does not replicate
     that table (the loop says so once per table).
 
@@ -259,15 +254,13 @@ def to_intents(
     out = Intents()
     for event in events:
         switch_point()  # compiled, this loop would keep the interpreter lock for a whole batch
-        tables = tables_for_topic(event.ref.topic)
+        tables = plan.tables_for(event.ref.topic, event.table)
         if not tables:
-            out.counts["unmapped_topic"] += 1
-            continue
-        if len(tables) != 1 or tables[0].source != event.table:  # one rule of this table: no copy
-            tables = tuple(t for t in tables if t.source == event.table)
-            if not tables:
+            if plan.tables_for_topic(event.ref.topic):
                 out.counts[f"{OTHER_TABLE}{event.table}"] += 1
-                continue
+            else:
+                out.counts["unmapped_topic"] += 1
+            continue
         made: list[Intent] = []
         failed: list[Failure] = []
         for table in tables:
@@ -375,7 +368,7 @@ def prepare(
     `stops`: the partitions `core.schema_change.cut` stopped (already cut out of `batch`); `now`:
     see `to_intents`."""
     events, fences, signals = split_signals(batch.events, signal_table)
-    intents = to_intents(events, plan.tables_for_topic, now)
+    intents = to_intents(events, plan, now)
     counts = Counter(batch.counts)
     counts.update(intents.counts)
     if signals:

@@ -89,7 +89,7 @@ def remap(
             continue
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)
-    intents = to_intents(events, plan.tables_for_topic, now)
+    intents = to_intents(events, plan, now)
     return intents.by_table, [*failures, *intents.failures]
 
 

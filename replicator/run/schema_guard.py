@@ -90,18 +90,14 @@ class SchemaGuard:
                 self._last[stream] = (shape, drifts)
         if not drifts or self._older_explains(event, shape, drifts):
             return None
-        return stop_for(event, self._tables(stream), drifts)
-
-    def _tables(self, stream: _Stream) -> tuple[TablePlan, ...]:
-        topic, source = stream
-        return tuple(t for t in self.plan.tables_for_topic(topic) if t.source == source)
+        return stop_for(event, self.plan.tables_for(*stream), drifts)
 
     def _older_explains(self, event: ChangeEvent, shape: SourceShape, drifts: tuple[Drift, ...]) -> bool:
         """Whether every drift is a column-set change the event predates (see the module)."""
         now = self._now
         if now is None or event.lsn is None or event.lsn >= now.lsn:
             return False
-        by_id = {t.schema_change.rule_id: t for t in self._tables((event.ref.topic, event.table))}
+        by_id = {t.schema_change.rule_id: t for t in self.plan.tables_for(event.ref.topic, event.table)}
         row = dict.fromkeys(shape.names)
         for d in drifts:
             table = by_id.get(d.rule_id)
@@ -124,7 +120,7 @@ class SchemaGuard:
 
     def _judge(self, stream: _Stream, shape: SourceShape) -> tuple[Drift, ...]:
         topic = stream[0]
-        tables = [t for t in self._tables(stream) if t.schema_change.kind != "record"]
+        tables = [t for t in self.plan.tables_for(*stream) if t.schema_change.kind != "record"]
         if not tables:
             return ()
         drifts = tuple(d for t in tables if (d := judge(t, shape, self.plan.spec_path)) is not None)

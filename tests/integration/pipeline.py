@@ -231,7 +231,7 @@ class HandFed:
         )
 
     def remap(self, records: Sequence[Record]) -> tuple[Mapping[TableRef, list[Intent]], list[Failure]]:
-        mapped = to_intents([self.events[r.ref] for r in records], self.plan.tables_for_topic)
+        mapped = to_intents([self.events[r.ref] for r in records], self.plan)
         return mapped.by_table, mapped.failures
 
     def apply(self, *events: ChangeEvent) -> BatchResult:

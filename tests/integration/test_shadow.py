@@ -252,7 +252,7 @@ def keys_touched_after(stack: Stack, dbname: str, since: dict[str, list[int]]) -
                     events.append(decoded)
     finally:
         consumer.close()
-    intents = to_intents(events, plan.tables_for_topic)
+    intents = to_intents(events, plan)
     return {(str(t), key_text(i.key)) for t, items in intents.by_table.items() for i in items}
 
 

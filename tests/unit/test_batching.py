@@ -64,7 +64,7 @@ def product(
 
 
 def writes(plan: Plan, events: list[ChangeEvent], stored: dict[Key, Version] | None = None) -> TableWrites:
-    out = to_intents(events, plan.tables_for_topic)
+    out = to_intents(events, plan)
     table = next(t for t in plan.tables if t.rule_id == "product")
     return resolve(table, out.by_table[table.target], stored or {})
 
@@ -137,7 +137,7 @@ def test_an_upsert_without_its_toasted_column_after_the_rows_delete_is_stale_not
 
 def test_truncate_splits_segments(plan: Plan) -> None:
     events = [product(1), product(2, op=Op.TRUNCATE), product(3), product(4, op=Op.DELETE)]
-    seq = to_intents(events, plan.tables_for_topic).by_table[TableRef("catalog", "product")]
+    seq = to_intents(events, plan).by_table[TableRef("catalog", "product")]
     segments = split_at_truncates(seq)
     assert [[i.kind for i in s] for s in segments] == [
         [Kind.UPSERT],
@@ -173,15 +173,13 @@ def test_key_text_fast_path_writes_exactly_what_the_json_encoder_writes(parts: l
 
 def test_unmapped_source_column_fails_when_policy_is_fail(plan: Plan) -> None:
     """product.unmapped: a new source column the spec does not name is an error record, not silence."""
-    out = to_intents([product(1, surprise="x")], plan.tables_for_topic)
+    out = to_intents([product(1, surprise="x")], plan)
     assert [f.rule_id for f in out.failures] == ["product.unmapped"]
 
 
 def test_mapping_failure_carries_the_target_key_when_computable(plan: Plan) -> None:
     """An error record names the row: a rejected column still has a computable key."""
-    out = to_intents(
-        [product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")], plan.tables_for_topic
-    )
+    out = to_intents([product(1, name="N" * 10, sku="S1", price=-1, weight_grams="not a number")], plan)
     assert [(f.rule_id, f.key) for f in out.failures] == [("product.weight_kg", '["S1"]')]
 
 
@@ -195,12 +193,12 @@ def test_an_update_that_moves_a_row_of_a_keyless_table_is_an_error_record(plan: 
         event = product(1, sku="S2")
         return event._replace(key=key, before={**row, "sku": before_sku})
 
-    out = to_intents([update(None, "S1")], plan.tables_for_topic)
+    out = to_intents([update(None, "S1")], plan)
     (failure,) = out.failures
     assert (failure.rule_id, failure.key) == ("product.key", '["S2"]')
     assert 'from key ["S1"] to ["S2"]' in failure.message and "primary key" in failure.message
     for event in (update({"sku": "S2"}, "S1"), update(None, "S2")):
-        out = to_intents([event], plan.tables_for_topic)
+        out = to_intents([event], plan)
         assert not out.failures and [i.key for i in out.by_table[TableRef("catalog", "product")]] == [("S2",)]
 
 
@@ -210,7 +208,7 @@ def test_final_versions_equals_what_resolve_stores(plan: Plan) -> None:
 
     events = [product(1), product(2), product(1, name="again"), product(3)]
     table = next(t for t in plan.tables if t.rule_id == "product")
-    out = to_intents(events, plan.tables_for_topic)
+    out = to_intents(events, plan)
     intents = out.by_table[table.target]
     redelivered = intents[0]._replace(
         version=intents[0].version._replace(offset=99)
@@ -251,7 +249,7 @@ def test_replaying_old_partitions_after_an_accepted_layout_regresses_no_row(plan
     ]
     w = resolve(
         next(t for t in plan.tables if t.rule_id == "product"),
-        to_intents(old, plan.tables_for_topic).by_table[TableRef("catalog", "product")],
+        to_intents(old, plan).by_table[TableRef("catalog", "product")],
         stored,
         layouts,
     )
@@ -271,7 +269,7 @@ def test_a_reload_row_in_the_new_layout_lands_over_an_old_layout_version(plan: P
 def writes_with(
     plan: Plan, events: list[ChangeEvent], stored: dict[Key, Version], layouts: Layouts
 ) -> TableWrites:
-    out = to_intents(events, plan.tables_for_topic)
+    out = to_intents(events, plan)
     table = next(t for t in plan.tables if t.rule_id == "product")
     return resolve(table, out.by_table[table.target], stored, layouts)
 
@@ -287,7 +285,7 @@ def test_final_versions_agree_with_resolve_across_partitions(plan: Plan) -> None
         (accepted, [product(31), moved(product(1), 0, snapshot=True)]),  # new layout, then old: older
         (accepted, [product(3), moved(product(2), 1, snapshot=True)]),  # old layout, then new: newer
     ):
-        intents = to_intents(events, plan.tables_for_topic).by_table[table.target]
+        intents = to_intents(events, plan).by_table[table.target]
         final = final_versions(intents, {}, layouts)
         assert final == resolve(table, intents, {}, layouts).versions
         assert len(final) == 1
@@ -315,7 +313,7 @@ def order(offset: int, op: Op = Op.UPDATE, status: str = "placed") -> ChangeEven
 
 
 def order_writes(plan: Plan, events: list[ChangeEvent]) -> TableWrites:
-    out = to_intents(events, plan.tables_for_topic)
+    out = to_intents(events, plan)
     table = next(t for t in plan.tables if t.rule_id == "order")
     return resolve(table, out.by_table[table.target], {})
 

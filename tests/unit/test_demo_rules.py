@@ -122,7 +122,7 @@ def event(
 
 
 def intents(plan: Plan, ev: ChangeEvent) -> dict[str, Any]:
-    out = to_intents([ev], plan.tables_for_topic)
+    out = to_intents([ev], plan)
     assert not out.failures, out.failures
     return {
         next(t.rule_id for t in plan.tables if t.target == target): items[0]

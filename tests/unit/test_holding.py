@@ -180,7 +180,7 @@ def test_one_event_feeding_two_tables_is_applied_to_none_when_one_rejects_it() -
         position=SourcePosition(1, 3),
         after={"id": 2, "tier": "tin", "email": "b@x"},
     )
-    out = to_intents([good, bad], plan.tables_for_topic)
+    out = to_intents([good, bad], plan)
     assert [i.key for i in out.by_table[TableRef("crm", "customer")]] == [(1,)]
     assert [i.key for i in out.by_table[TableRef("crm", "pii")]] == [(1,)]  # not (2,): all or none
     (failure,) = out.failures

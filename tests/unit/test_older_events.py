@@ -80,7 +80,7 @@ def event(row: dict[str, Any], lsn: int | None = 5_000, offset: int = 7) -> Chan
 
 
 def mapped(p: Plan, e: ChangeEvent, now: SourceNow | None = NOW) -> Intent | Failure:
-    out = to_intents([e], p.tables_for_topic, now)
+    out = to_intents([e], p, now)
     if out.failures:
         return out.failures[0]
     return out.by_table[TARGET][0]
@@ -221,7 +221,7 @@ def test_the_guard_lets_a_lagging_partitions_older_events_through_and_still_stop
     undeclared = SchemaGuard(load_spec_text(SPEC, "orders.yaml"), plan(), unread, now=NOW)
     assert undeclared(shaped(before_both, 5_000)) is not None
     assert undeclared(shaped({"id": 1, "note": "n", "legacy_ref": "L", "priority": 2}, 5_000)) is None
-    mapped_now = to_intents([shaped(before_both, 5_000)], p.tables_for_topic, NOW)
+    mapped_now = to_intents([shaped(before_both, 5_000)], p, NOW)
     assert not mapped_now.failures and mapped_now.by_table[TARGET][0].absent == frozenset(
         {"priority", "label"}
     )

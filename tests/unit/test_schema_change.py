@@ -322,10 +322,10 @@ def test_ignore_new_columns_maps_a_row_with_a_new_nullable_column() -> None:
     p = plan("ignore_new_columns")
     new = shape("id", ("full_name", "string", True), "price", ("points", "int32", True))
     assert ignored_columns(people(p), new) == frozenset({"points"})
-    out = to_intents([event(5, new)], p.tables_for_topic)
+    out = to_intents([event(5, new)], p)
     assert out.failures == []
     assert out.by_table[TableRef("dst", "people")][0].values == {"id": 5, "name": 5, "price": 5}
-    recorded = to_intents([event(5, new)], plan("record").tables_for_topic)
+    recorded = to_intents([event(5, new)], plan("record"))
     assert [f.rule_id for f in recorded.failures] == ["people.unmapped"]  # record: the error record
 
 

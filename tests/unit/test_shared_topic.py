@@ -87,7 +87,7 @@ def test_each_event_feeds_only_the_rules_of_its_own_source_table() -> None:
             insert(3, "src.dup x", id=3, label="again"),
             insert(4, "src.dup-x", id=4, label="a table the spec does not map"),
         ],
-        plan().tables_for_topic,
+        plan(),
     )
     spaced, underscored = TableRef("dst", "spaced"), TableRef("dst", "underscored")
     assert {t: [(i.key, i.values) for i in intents] for t, intents in out.by_table.items()} == {

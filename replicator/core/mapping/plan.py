@@ -287,16 +287,22 @@ class Plan:
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
     topic_prefix: str = ""  # the connector's topic.prefix (the spec's)
     _by_topic: Mapping[str, tuple[TablePlan, ...]] = field(init=False, repr=False, compare=False)
+    _by_stream: Mapping[tuple[str, TableRef], tuple[TablePlan, ...]] = field(
+        init=False, repr=False, compare=False
+    )  # (topic, source table) -> its rules
     _feeders: Mapping[TableRef, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _fks: Mapping[tuple[TableRef, str], ForeignKeyPlan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[TablePlan]] = {}
+        streams: dict[tuple[str, TableRef], list[TablePlan]] = {}
         feeders: dict[TableRef, set[str]] = {}
         for t in self.tables:
             index.setdefault(t.topic, []).append(t)
+            streams.setdefault((t.topic, t.source), []).append(t)
             feeders.setdefault(t.target, set()).add(t.topic)
         object.__setattr__(self, "_by_topic", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "_by_stream", {k: tuple(v) for k, v in streams.items()})
         object.__setattr__(self, "_feeders", {k: tuple(sorted(v)) for k, v in feeders.items()})
         object.__setattr__(self, "_fks", {(fk.child, fk.name): fk for fk in self.foreign_keys})
 
@@ -311,6 +317,12 @@ class Plan:
 
     def tables_for_topic(self, topic: str) -> tuple[TablePlan, ...]:
         return self._by_topic.get(topic, ())
+
+    def tables_for(self, topic: str, source: TableRef) -> tuple[TablePlan, ...]:
+        """The rules an event of `source` on `topic` feeds: a topic can carry several source tables
+        (Debezium gives `"dup x"` and `dup_x` one topic; a routing transform merges tables), and
+        each table's events feed only its own rules."""
+        return self._by_stream.get((topic, source), ())
 
     def feeding_topics(self, target: TableRef) -> tuple[str, ...]:
         """The topics whose events write `target` (none: the spec does not replicate it)."""
