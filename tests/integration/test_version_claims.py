@@ -100,6 +100,27 @@ def test_stored_versions_are_read_and_placeholders_left_out(
     assert claimed == {TABLE: {'["n"]'}}
 
 
+def test_keys_with_copy_escapes_round_trip(stack: Stack, versions: tuple[VersionTable, str]) -> None:
+    """Keys holding what COPY's text format escapes (tab, newline, CR, backslash, a lone `\\.`) are
+    claimed, then read back and moved by the same text: the session table's COPY is exact."""
+    table, dbname = versions
+    keys = ['["tab\there"]', "new\nline", "cr\rlf", "back\\slash", "\\.", '["ünï"]']
+    with session(stack, dbname) as conn:
+        with conn.transaction():
+            _, claimed = table.lock_or_claim(conn, {TABLE: {k: version(n) for n, k in enumerate(keys)}})
+        assert claimed == {TABLE: set(keys)}
+        moved = {k: version(10 + n) for n, k in enumerate(keys)}
+        with conn.transaction():
+            stored, claimed = table.lock_or_claim(conn, {TABLE: dict(moved)})
+            assert stored == {TABLE: {k: version(n) for n, k in enumerate(keys)}}
+            assert claimed == {TABLE: set()}
+            table.update_many(conn, {TABLE: moved})
+        rows = conn.execute(
+            "SELECT key, kafka_offset FROM replicator.row_version WHERE target_table = %s", (str(TABLE),)
+        ).fetchall()
+    assert dict(rows) == {k: 10 + n for n, k in enumerate(keys)}
+
+
 def test_versions_move_from_the_claims_already_staged_and_others_by_copy(
     stack: Stack, versions: tuple[VersionTable, str]
 ) -> None:
