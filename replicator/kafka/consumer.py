@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
@@ -71,10 +71,13 @@ class Fenced(Fatal):
 class KafkaSource:
     """One group member reading `topics`; positions come from the caller, never from Kafka."""
 
-    def __init__(self, kafka: KafkaSettings, group_id: str, on_error: OnError) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, on_error: OnError, said_missing: Iterable[str] = ()
+    ) -> None:
+        """`said_missing`: topics the caller already said do not exist (not said again here)."""
         member = {"group.instance.id": kafka.instance_id} if kafka.instance_id else {}
         self._instance_id = kafka.instance_id
-        self._missing: set[str] = set()  # subscribed topics Kafka said do not exist (said once)
+        self._missing: set[str] = set(said_missing)  # subscribed topics said not to exist (said once)
         self._new_consumer: Callable[[], Any] = lambda: new_consumer(
             kafka, group_id, **{"auto.offset.reset": "error", **member}
         )

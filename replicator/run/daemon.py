@@ -141,11 +141,11 @@ _TOPIC_FIX = (
 def topic_waits(
     plan: Plan, counts: Mapping[str, int], under_prefix: Sequence[str], where: str, stop_when_caught_up: bool
 ) -> list[str]:
-    """A warning per mapped topic Kafka does not have (Debezium creates a table's topic with its
-    first event, so an empty table has none), saying what the run does about it. No mapped topic
-    and none under the prefix with `stop_when_caught_up`: a Fatal, as that run could only wait
-    forever (a wrong topic_prefix, the connector not running, its topics deleted). Each ends with
-    the same fix (`_TOPIC_FIX`)."""
+    """One warning naming every mapped topic Kafka does not have (Debezium creates a table's topic
+    with its first event, so an empty table has none), saying what the run does about them. No
+    mapped topic and none under the prefix with `stop_when_caught_up`: a Fatal, as that run could
+    only wait forever (a wrong topic_prefix, the connector not running, its topics deleted). Each
+    ends with the same fix (`_TOPIC_FIX`)."""
     if not counts and not under_prefix:
         if stop_when_caught_up:
             raise Fatal(
@@ -159,16 +159,31 @@ def topic_waits(
         ]
     else:
         waiting = []
-    for topic in sorted(set(plan.topics) - set(counts)):
-        tables = ", ".join(sorted({str(t.source) for t in plan.tables_for_topic(topic)}))
-        what = (
-            "has nothing to read and counts as caught up"
-            if stop_when_caught_up
-            else "waits for it (the run reads it once it exists)"
+    missing = sorted(set(plan.topics) - set(counts))
+    if missing:  # one line for one or for all: a spec of many empty tables is not a page of warnings
+        tables = ", ".join(sorted({str(t.source) for topic in missing for t in plan.tables_for_topic(topic)}))
+        one = len(missing) == 1
+        head = (
+            f"topic {missing[0]} does not exist in Kafka at {where}; table {tables}"
+            if one
+            else f"{len(missing)} mapped topics do not exist in Kafka at {where}: {', '.join(missing)};"
+            f" their tables {tables}"
         )
+        if stop_when_caught_up:
+            what = (
+                "has nothing to read and counts as caught up"
+                if one
+                else "have nothing to read and count as caught up"
+            )
+        else:
+            what = (
+                "waits for it (the run reads it once it exists)"
+                if one
+                else "wait for them (the run reads each once it exists)"
+            )
         waiting.append(
-            f"topic {topic} does not exist in Kafka at {where}; table {tables} {what}: Debezium creates a"
-            f" table's topic with its first change event, an empty table has none. {_TOPIC_FIX}"
+            f"{head} {what}: Debezium creates a table's topic with its first change event, an empty"
+            f" table has none. {_TOPIC_FIX}"
         )
     return waiting
 
@@ -322,6 +337,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         settings.kafka,
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
+        said_missing=set(plan.topics) - set(counts),  # in `topic_waits`' line
     )
     watch = PartitionWatch(source.partition_counts, partial(recorded_counts, settings, request.mode))
     observers: list[LoopObserver] = [metrics] if metrics is not None else []

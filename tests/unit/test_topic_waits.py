@@ -17,6 +17,7 @@ import pytest
 from replicator.config import BatchSettings
 from replicator.core.decode import JsonDecoder
 from replicator.core.errors import Fatal
+from replicator.core.mapping import Plan, catalog_from_dict, compile_spec, load_spec_text
 from replicator.run.daemon import topic_waits
 from replicator.run.loop import ConsumerLoop, LoopOptions
 from replicator.runlog import RunLog
@@ -50,6 +51,36 @@ def test_the_daemon_waits_and_says_for_what() -> None:
     assert "waits for the connector to create its topics" in lines[0]
     assert "table src.items waits for it (the run reads it once it exists)" in lines[1]
     assert topic_waits(plan(), {"t.src.items": 3}, [], WHERE, stop_when_caught_up=False) == []
+
+
+def three_tables() -> Plan:
+    rules = "".join(
+        f"""
+  - id: {name}
+    source: src.{name}
+    target: dst.{name}
+    key: {{id: id}}
+    delete: {{policy: hard}}
+    truncate: {{policy: ignore}}
+    columns: {{id: {{from: id}}}}"""
+        for name in ("a", "b", "c")
+    )
+    catalog = catalog_from_dict(
+        {f"dst.{n}": {"columns": {"id": "bigint not null"}, "pk": ["id"]} for n in "abc"}
+    )
+    return compile_spec(load_spec_text(f"version: 1\ntopic_prefix: t\ntables:{rules}\n", "abc.yaml"), catalog)
+
+
+@pytest.mark.parametrize("stop_when_caught_up", [True, False], ids=["to-the-end", "daemon"])
+def test_several_missing_topics_are_said_in_one_line_naming_each(stop_when_caught_up: bool) -> None:
+    """A spec of many tables, most of them empty (no topic yet), gets one warning, not one each."""
+    lines = topic_waits(three_tables(), {"t.src.b": 1}, [], WHERE, stop_when_caught_up)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "2 mapped topics do not exist in Kafka at k:9092: t.src.a, t.src.c; their tables src.a, src.c "
+        + ("have nothing to read and count as caught up" if stop_when_caught_up else "wait for them")
+    )
+    assert lines[0].endswith(f". {FIX}") and "\n" not in lines[0]
 
 
 FIX = (
