@@ -383,5 +383,9 @@ def test_shadow_previews_a_time_range(stack: Stack, tmp_path: Path) -> None:
     events, older = again["totals"]["events"], again["totals"]["skipped_older"]
     assert 0 < events <= sum(b - a for a, b in again["range"].values()) and older > 0
     assert {k for counts in again["diffs"].values() for k in counts} <= {"error"}, again["diffs"]
-    said = f"Besides these, {older} row changes in the events read were already applied in the target"
+    # whether the window held one of the workload's bad rows depends on the demo database's state
+    if again["diffs"]:
+        said = f"Besides these, {older} row changes in the events read were already applied in the target"
+    else:
+        said = f"no diffs: the {events} events read were already applied in the target ({older} row changes"
     assert said in Path(again["review"]).read_text(encoding="utf-8")
