@@ -96,6 +96,39 @@ def load_connector(path: Path, environ: Mapping[str, str]) -> ConnectorSpec:
     return ConnectorSpec(name=name, config=config, path=path)
 
 
+_POSTGRES = "io.debezium.connector.postgresql.PostgresConnector"
+_JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+
+
+def silent_loss_settings(spec: ConnectorSpec) -> list[str]:
+    """The settings of a Debezium PostgreSQL connector under which events arrive changed in a way
+    no decoder can see (so the replicator would write wrong values without an error record), each
+    naming its file, the setting, what it loses and the fix. Settings left to Debezium's defaults
+    or to the worker's converters are not judged."""
+    if spec.config.get("connector.class") != _POSTGRES:
+        return []
+    c, out = spec.config, []
+    if c.get("decimal.handling.mode") == "double":
+        out.append(
+            "decimal.handling.mode=double rounds every numeric to a float; fix: decimal.handling.mode=precise"
+        )
+    if c.get("time.precision.mode") == "connect":
+        out.append(
+            "time.precision.mode=connect cuts time and timestamp values to milliseconds;"
+            " fix: time.precision.mode=adaptive"
+        )
+    if (
+        c.get("value.converter") == _JSON_CONVERTER
+        and c.get("value.converter.replace.null.with.default") != "false"
+    ):
+        out.append(
+            "value.converter.replace.null.with.default is not false: the JsonConverter writes a NULL"
+            " in a nullable column with a DEFAULT as that DEFAULT;"
+            " fix: value.converter.replace.null.with.default=false"
+        )
+    return [f"{spec.path}: {line}" for line in out]
+
+
 def load_connector_dir(directory: Path, environ: Mapping[str, str]) -> list[ConnectorSpec]:
     files = sorted(directory.glob("*.json"))
     if not files:

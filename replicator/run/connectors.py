@@ -8,7 +8,12 @@ from typing import Any
 
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
-from replicator.connect.configs import load_connector_dir, mask_secrets
+from replicator.connect.configs import (
+    ConnectorConfigError,
+    load_connector_dir,
+    mask_secrets,
+    silent_loss_settings,
+)
 
 
 def _client(settings: Settings) -> ConnectClient:
@@ -17,10 +22,19 @@ def _client(settings: Settings) -> ConnectClient:
 
 def apply_dir(settings: Settings, directory: Path, restart_failed: bool = False) -> list[dict[str, Any]]:
     """Validate, create or update (only when changed) and wait until RUNNING, per config file;
-    `restart_failed`: restart a FAILED connector or task once first."""
+    `restart_failed`: restart a FAILED connector or task once first. A config under which
+    Debezium would change values unseen (`silent_loss_settings`) is refused before any is sent."""
     client = _client(settings)
     results: list[dict[str, Any]] = []
-    for spec in load_connector_dir(directory, os.environ):
+    specs = load_connector_dir(directory, os.environ)
+    losses = [line for spec in specs for line in silent_loss_settings(spec)]
+    if losses:
+        raise ConnectorConfigError(
+            f"{len(losses)} connector setting(s) would change values without an error: "
+            + " | ".join(losses)
+            + " (nothing was applied)"
+        )
+    for spec in specs:
         action, state = client.apply(
             spec,
             wait_s=settings.connect.wait_running_s,
