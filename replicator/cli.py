@@ -87,7 +87,7 @@ def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.mapping import check_spec
 
     spec = args.spec or settings.mapping
-    problems = check_spec(settings, spec)
+    problems = check_spec(settings, spec, args.scan, say=lambda line: print(line, file=sys.stderr))
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
         _emit([asdict(p) for p in problems], True, "")
@@ -784,6 +784,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default=None,
         help="the spec (default: --mapping, then REPLICATOR_MAPPING)",
+    )
+    mcheck.add_argument(
+        "--scan",
+        action="store_true",
+        help="count the source rows holding values of a documented loss (one read-only scan per table)",
     )
     mcheck.add_argument("--json", action="store_true")
     mcheck.set_defaults(handler=cmd_mapping_check)

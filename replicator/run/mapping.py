@@ -5,18 +5,22 @@ plan, and an identity spec of the source's tables to start from (`core.mapping.s
 (`core.schema_change`): a stopped table the spec still does not match is an error naming what
 to change; one it matches now is a note saying a restart applies its held events. It also warns,
 once per kind, about the documented losses of the source columns the spec reads
-(`core.mapping.losses`): warnings, never a failing exit.
+(`core.mapping.losses`): warnings, never a failing exit. With `scan`, it counts the source rows
+holding such values (one read-only scan per table; a table it cannot scan is said, not fatal).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
 from replicator.config import Settings
-from replicator.core.errors import ReplicatorError
+from replicator.core.errors import ReplicatorError, one_line
 from replicator.core.mapping import Catalog, Plan, Problem, Spec, SpecError, check, compile_spec, load_spec
 from replicator.core.mapping.check import missing_topics, topic_names
-from replicator.core.mapping.losses import loss_warnings
+from replicator.core.mapping.losses import Counts, condition, loss_warnings, read_losses, scan_statement
 from replicator.core.mapping.scaffold import Scaffold, scaffold
 from replicator.core.model import SourceShape, TableRef
 from replicator.core.schema_change import judge
@@ -27,15 +31,20 @@ from replicator.run.assembly import catalogs
 from replicator.target.store import ControlStore
 
 
-def check_spec(settings: Settings, path: Path) -> list[Problem]:
+def check_spec(
+    settings: Settings, path: Path, scan: bool = False, say: Callable[[str], None] = lambda _: None
+) -> list[Problem]:
     """The spec against both catalogs, a warning per kind of documented loss among the source
-    columns it reads (`core.mapping.losses`), against the events that stopped tables, and one
+    columns it reads (`core.mapping.losses`; with `scan`, the source rows holding such values
+    counted, `say` telling each table's scan), against the events that stopped tables, and one
     warning for the mapped topics Kafka does not have."""
     spec = load_spec(path)
     source, target = catalogs(spec, settings)
+    counts = scan_losses(settings, spec, source, target, say) if scan else None
     rank = {"error": 0, "warning": 1, "info": 2}
     problems = sorted(
-        check(spec, source, target) + loss_warnings(spec, source, target), key=lambda p: rank[p.severity]
+        check(spec, source, target) + loss_warnings(spec, source, target, counts),
+        key=lambda p: rank[p.severity],
     )
     failing = {p.table for p in problems if p.severity == "error"}
     problems += stopped_tables(settings, spec, target, failing)
@@ -49,6 +58,31 @@ def check_spec(settings: Settings, path: Path) -> list[Problem]:
             spec.problem(("topic_prefix",), "topics", f"topics not checked: {exc}", fix, "warning"),
         ]
     return [*problems, *missing_topics(spec, existing, settings.kafka.bootstrap_servers)]
+
+
+def scan_losses(
+    settings: Settings, spec: Spec, source: Catalog, target: Catalog, say: Callable[[str], None]
+) -> Counts:
+    """The source rows holding a value open to each loss of a column the spec reads, per (kind,
+    column): one scan per table, in a read-only transaction; a table whose scan fails counts as
+    not counted (None), and `say` names it with the reason."""
+    by_table: dict[TableRef, dict[tuple[str, str], psycopg.sql.Composed]] = {}
+    for r in read_losses(spec, source, target):
+        by_table.setdefault(r.table, {})[(r.loss.kind, r.label)] = condition(r.loss, r.column, r.type)
+    counts: dict[tuple[str, str], int | None] = {}
+    with connect(settings.source, "source", autocommit=True) as conn:
+        for table, conditions in sorted(by_table.items()):
+            keys = list(conditions)
+            say(f"scanning {table} ({len(keys)} column {'check' if len(keys) == 1 else 'checks'})")
+            try:
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION READ ONLY")
+                    row = conn.execute(scan_statement(table, list(conditions.values()))).fetchone()
+            except psycopg.Error as exc:
+                say(f"scanning {table}: {one_line(exc)} (its columns are not counted)")
+                row = None
+            counts.update(zip(keys, row if row is not None else [None] * len(keys), strict=True))
+    return counts
 
 
 def stopped_tables(settings: Settings, spec: Spec, target: Catalog, failing: set[str]) -> list[Problem]:

@@ -21,11 +21,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from replicator.config import Settings
 from replicator.core.intents import prepare
 from replicator.core.mapping import SpecError, check, compile_spec, load_spec_text
 from replicator.core.mapping.losses import loss_warnings
 from replicator.core.model import Batch, ChangeEvent, Op, SourcePosition, TableRef
 from replicator.pg.catalog import read_catalog
+from replicator.run.mapping import scan_losses
 from replicator.target import control
 from tests.events import change
 from tests.integration.pipeline import SPEC, env_for, fresh_target, live_writer, run_cli
@@ -105,6 +107,61 @@ def test_losses_are_judged_on_the_live_catalog_types(stack: Stack) -> None:
         "time-array-24h (1 column",
         "multi-dimensional-array (1 column",
     ]
+
+
+def test_scan_counts_the_source_rows_holding_each_kind_of_loss(stack: Stack) -> None:
+    """`mapping check --scan` (`run.mapping.scan_losses`) counts, per column the spec reads, the rows
+    holding a value of each kind; ±infinity dates and timestamps (carried exactly) are not counted."""
+    dbname = f"scan_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        with psycopg.connect(stack.source_admin(dbname), autocommit=True) as conn:
+            conn.execute(
+                "CREATE SCHEMA l; CREATE TABLE l.t (id int PRIMARY KEY, r numeric, n numeric(6,2),"
+                " d date, ts timestamp, tz timetz, times time[], na numeric[]);"
+                "INSERT INTO l.t VALUES"
+                " (1, 'NaN', 1.50, '0044-03-15 BC', '0010-01-01 BC', '10:00+02', '{24:00:00}', '{NaN,1}'),"
+                " (2, 1.50, 'NaN', '-infinity', 'infinity', '10:00+00', '{{01:00},{02:00}}', '{1}'),"
+                " (3, 'Infinity', 2, '2020-01-01', '10000-01-01', NULL, '{10:00}', NULL)"
+            )
+            catalog = read_catalog(conn, ["l"])
+        columns = ("r", "n", "d", "ts", "tz", "times", "na")
+        spec = load_spec_text(
+            "version: 1\ntopic_prefix: l\ntables:\n  - id: t\n    source: l.t\n    target: l.t\n"
+            "    key: {id: id}\n    delete: {policy: hard}\n    truncate: {policy: ignore}\n    columns:\n"
+            + "".join(f"      {c}: {{from: {c}}}\n" for c in columns),
+            "scan.yaml",
+        )
+        settings = Settings.model_validate(
+            {
+                "source": {
+                    "host": stack.source_host,
+                    "port": stack.source_port,
+                    "dbname": dbname,
+                    "user": stack.admin_user,
+                    "password": stack.admin_password,
+                }
+            }
+        )
+        said: list[str] = []
+        counts = scan_losses(settings, spec, catalog, catalog, said.append)
+    finally:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(dbname)))
+    assert said == ["scanning l.t (10 column checks)"]
+    assert counts == {
+        ("numeric-nan", "l.t.r"): 2,  # NaN, Infinity
+        ("numeric-trailing-zeros", "l.t.r"): 1,  # 1.50
+        ("numeric-nan", "l.t.n"): 1,  # numeric(6,2): no trailing-zeros loss (the scale is declared)
+        ("snapshot-bc-date", "l.t.d"): 1,  # 44 BC, not -infinity
+        ("timestamp-range", "l.t.ts"): 2,  # 10 BC and year 10000, not infinity
+        ("timetz-offset", "l.t.tz"): 1,  # +02, not +00
+        ("time-array-24h", "l.t.times"): 1,
+        ("multi-dimensional-array", "l.t.times"): 1,
+        ("numeric-nan", "l.t.na"): 1,
+        ("multi-dimensional-array", "l.t.na"): 0,
+    }
 
 
 def test_a_wrong_topic_prefix_is_one_warning_counting_the_topics(stack: Stack, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path]]:
         calls.append(("explain", spec))
         return _Plan()
 
-    def check(settings: Any, spec: Path) -> list[Any]:
+    def check(settings: Any, spec: Path, scan: bool = False, say: Any = None) -> list[Any]:
         calls.append(("check", spec))
         return []
 

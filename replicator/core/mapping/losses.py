@@ -23,16 +23,22 @@ connector settings; `tests/integration/test_type_coverage.py` `CHANGED`, `SNAPSH
   (text[]: Java object names, an error record).
 A type not named here (money, float NaN and ±infinity, date/timestamp ±infinity, ...) is carried
 exactly as far as measured: no warning.
+
+`mapping check --scan` counts, per column, the source rows holding such a value (`condition`,
+one `scan_statement` per table): a kind no row holds is then a note, not a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from psycopg import sql
 
 from replicator.core.mapping.captured import capture_gap
 from replicator.core.mapping.catalog import Catalog, PgType, Table
-from replicator.core.mapping.spec import ColumnRule, DecimalT, Problem, Spec
+from replicator.core.mapping.spec import ColumnRule, DecimalT, Problem, Severity, Spec
+from replicator.core.model import TableRef
 
 _LIMITS = "MIGRATION-ARTIFACTS.md, Known limitations"
 
@@ -144,6 +150,35 @@ def losses(t: PgType) -> tuple[Loss, ...]:
     return ()
 
 
+# The rows of a column holding a value open to each kind, by (kind, array column); `{c}` is the
+# column. ±infinity dates and timestamps are carried exactly: `isfinite` leaves them out.
+_CONDITIONS: dict[tuple[str, bool], str] = {
+    ("numeric-nan", False): "{c}::text IN ('NaN', 'Infinity', '-Infinity')",
+    (
+        "numeric-nan",
+        True,
+    ): "EXISTS (SELECT FROM unnest({c}) AS e WHERE e::text IN ('NaN', 'Infinity', '-Infinity'))",
+    ("numeric-trailing-zeros", False): "{c}::text ~ '\\.[0-9]*0$'",
+    ("snapshot-bc-date", False): "isfinite({c}) AND {c} < '0001-01-01'",
+    ("timestamp-range", False): "isfinite({c}) AND ({c} < '0001-01-01' OR {c} >= '10000-01-01')",
+    ("timetz-offset", False): "extract(timezone FROM {c}) <> 0",
+    ("timetz-offset", True): "EXISTS (SELECT FROM unnest({c}) AS e WHERE extract(timezone FROM e) <> 0)",
+    ("time-array-24h", True): "'24:00:00'::time = ANY({c})",
+    ("multi-dimensional-array", True): "array_ndims({c}) > 1",
+}
+
+
+def condition(loss: Loss, column: str, t: PgType) -> sql.Composed:
+    """The source rows whose `column` (of type `t`, open to `loss`) holds such a value."""
+    return sql.SQL(_CONDITIONS[(loss.kind, t.is_array)]).format(c=sql.Identifier(column))
+
+
+def scan_statement(table: TableRef, conditions: Sequence[sql.Composable]) -> sql.Composed:
+    """One scan of `table` counting the rows of each condition (one result column each)."""
+    counts = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(c) for c in conditions)
+    return sql.SQL("SELECT {} FROM {}").format(counts, sql.Identifier(table.schema, table.name))
+
+
 def summary(loss: Loss, columns: Iterable[str]) -> str:
     """One line: the kind, what happens, and the columns (count, then the first few)."""
     return f"{loss.kind} ({_columns(list(columns))}): {loss.what}"
@@ -179,12 +214,26 @@ def grouped(found: Iterable[tuple[Loss, str]]) -> list[tuple[Loss, list[str]]]:
     return [(loss, by_kind[loss.kind]) for loss in KINDS if loss.kind in by_kind]
 
 
-def loss_warnings(spec: Spec, source: Catalog, target: Catalog) -> list[Problem]:
-    """One warning per kind of loss among the source columns the spec's rules read (its key and
-    column rules), at the first such column: the columns, what happens, and the fix. Trailing zeros
-    are not lost where the rule writes into a numeric(p,s) column or sets the scale (`decimal`)."""
-    found: list[tuple[Loss, str]] = []
-    where: dict[str, tuple[str | int, ...]] = {}
+@dataclass(frozen=True, slots=True)
+class ReadLoss:
+    """A source column a rule reads, open to a kind of loss; `path` locates the rule in the spec."""
+
+    loss: Loss
+    table: TableRef
+    column: str
+    type: PgType
+    path: tuple[str | int, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+def read_losses(spec: Spec, source: Catalog, target: Catalog) -> list[ReadLoss]:
+    """The losses of the source columns the spec's rules read (its key and column rules). Trailing
+    zeros are not lost where the rule writes into a numeric(p,s) column or sets the scale
+    (`decimal`)."""
+    found: list[ReadLoss] = []
     for i, rule in enumerate(spec.tables):
         src, tgt = source.table(rule.source), target.table(rule.target)
         if src is None:
@@ -201,19 +250,47 @@ def loss_warnings(spec: Spec, source: Catalog, target: Catalog) -> list[Problem]
                 and written.type.precision is not None
             )
             path = ("tables", i, "columns", name) if name in rule.columns else ("tables", i, "key", name)
-            for loss, column in table_losses(src, crule.source_columns()):
-                if loss is NUMERIC_TRAILING_ZEROS and scaled:
-                    continue
-                found.append((loss, column))
-                where.setdefault(loss.kind, path)
-    return [
-        Problem(
-            spec.file,
-            spec.line(*where[loss.kind]),
-            f"loss.{loss.kind}",
-            summary(loss, columns),
-            loss.fix,
-            "warning",
-        )
-        for loss, columns in grouped(found)
-    ]
+            for column in crule.source_columns():
+                col = src.column(column)
+                if col is None:
+                    continue  # `check` says so
+                for loss in losses(col.type):
+                    if loss is not NUMERIC_TRAILING_ZEROS or not scaled:
+                        found.append(ReadLoss(loss, src.ref, column, col.type, path))
+    return found
+
+
+Counts = Mapping[tuple[str, str], int | None]  # (kind, schema.table.column) -> rows; None: not counted
+
+
+def loss_warnings(
+    spec: Spec, source: Catalog, target: Catalog, counts: Counts | None = None
+) -> list[Problem]:
+    """One line per kind of loss among the source columns the spec reads (`read_losses`), at the
+    first such column: the columns, what happens, and the fix. With `counts` (`mapping check
+    --scan`), the rows found per column; a kind no scanned row holds is a note, not a warning."""
+    found = read_losses(spec, source, target)
+    where: dict[str, tuple[str | int, ...]] = {}
+    for r in found:
+        where.setdefault(r.loss.kind, r.path)
+    out: list[Problem] = []
+    for loss, columns in grouped((r.loss, r.label) for r in found):
+        said = summary(loss, columns)
+        severity: Severity = "warning"
+        if counts is not None:
+            scanned, severity = _scanned(loss, columns, counts)
+            said += f"; {scanned}"
+        fix = loss.fix if counts is not None else f"{loss.fix}; `replicator mapping check --scan` counts them"
+        out.append(Problem(spec.file, spec.line(*where[loss.kind]), f"loss.{loss.kind}", said, fix, severity))
+    return out
+
+
+def _scanned(loss: Loss, columns: Sequence[str], counts: Counts) -> tuple[str, Severity]:
+    """What the scan found for one kind, and the line's severity."""
+    rows = [(c, counts.get((loss.kind, c))) for c in columns]
+    hit = [f"{c} {n:,} {'row' if n == 1 else 'rows'}" for c, n in rows if n]
+    uncounted = [c for c, n in rows if n is None]
+    if not hit and not uncounted:
+        return "scanned: no source row holds such a value", "info"
+    said = "scanned: " + (", ".join(hit) if hit else "none found")
+    return said + (f"; not counted: {', '.join(uncounted)}" if uncounted else ""), "warning"

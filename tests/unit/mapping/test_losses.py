@@ -19,10 +19,14 @@ from replicator.core.mapping.losses import (
     TIMESTAMP_RANGE,
     TIMETZ_OFFSET,
     Loss,
+    condition,
     loss_warnings,
     losses,
+    read_losses,
+    scan_statement,
 )
 from replicator.core.mapping.scaffold import scaffold
+from replicator.core.model import TableRef
 from tests.unit.mapping.demo_catalogs import CatalogSpec
 
 
@@ -191,7 +195,7 @@ def test_one_warning_per_kind_names_the_columns_it_affects() -> None:
         "numeric-nan (6 columns: s.a.price, s.a.ratio, s.b.amount and 3 more): numeric 'NaN'"
     ), nan.message
     assert "s.a.skipped" not in nan.message
-    assert nan.fix == NUMERIC_NAN.fix
+    assert nan.fix == f"{NUMERIC_NAN.fix}; `replicator mapping check --scan` counts them"
     assert (nan.file, nan.line) == ("spec.yaml", 12)  # at the first column it names (price)
     assert str(nan).startswith("spec.yaml:12: loss.numeric-nan: numeric-nan (6 columns")
     # the key column of table c (a date) counts as any other column it reads
@@ -263,3 +267,38 @@ def test_scaffold_of_tables_without_lossy_columns_has_no_such_line() -> None:
     )
     done = scaffold(catalog, list(catalog.tables), topic_prefix="demo")
     assert done.lossy == () and "LOSSY" not in done.text()
+
+
+def test_every_loss_a_column_type_can_have_has_a_scan_condition() -> None:
+    """`mapping check --scan` has a condition for each (kind, scalar or array) `losses` gives."""
+    types = ["numeric", "numeric(10,2)", "date", "timestamp", "timestamptz", "timetz", "time"]
+    for text in [*types, *(f"{t}[]" for t in types), "text[]", "int[]"]:
+        t = PgType.parse(text)
+        for loss in losses(t):
+            said = condition(loss, 'we"ird', t).as_string(None)
+            assert '"we""ird"' in said, (text, loss.kind, said)
+
+
+def test_scan_statement_counts_each_condition_in_one_scan() -> None:
+    t = PgType.parse("numeric")
+    conditions = [condition(loss, "c", t) for loss in losses(t)]
+    assert scan_statement(TableRef("s", "t"), conditions).as_string(None) == (
+        "SELECT count(*) FILTER (WHERE \"c\"::text IN ('NaN', 'Infinity', '-Infinity')),"
+        ' count(*) FILTER (WHERE "c"::text ~ \'\\.[0-9]*0$\') FROM "s"."t"'
+    )
+
+
+def test_scanned_counts_make_a_kind_no_row_holds_a_note_and_name_the_rows_found() -> None:
+    spec = load_spec_text(SPEC, "spec.yaml")
+    source, target = catalog_from_dict(SOURCE), catalog_from_dict(TARGET)
+    found = {p.rule_id.removeprefix("loss."): p for p in loss_warnings(spec, source, target, {})}
+    assert all(p.severity == "warning" and "not counted: s.a." in p.message for p in found.values())
+    nan_columns = [r.label for r in read_losses(spec, source, target) if r.loss is NUMERIC_NAN]
+    counts = {("numeric-nan", c): 0 for c in nan_columns} | {("numeric-nan", "s.a.ratio"): 3}
+    counts |= {("snapshot-bc-date", r.label): 0 for r in read_losses(spec, source, target)}
+    scanned = {p.rule_id.removeprefix("loss."): p for p in loss_warnings(spec, source, target, counts)}
+    nan, bc = scanned["numeric-nan"], scanned["snapshot-bc-date"]
+    assert nan.severity == "warning" and nan.message.endswith("; scanned: s.a.ratio 3 rows"), nan.message
+    assert bc.severity == "info" and bc.message.startswith("snapshot-bc-date (3 columns: s.a.born, s.b.day")
+    assert bc.message.endswith("; scanned: no source row holds such a value"), bc.message
+    assert nan.fix == NUMERIC_NAN.fix  # the scan ran: no advice to run it
