@@ -237,9 +237,9 @@ OTHER_TABLE = "other_table:"  # count key prefix: events of a source table no ru
 
 
 def to_intents(events: Iterable[ChangeEvent], plan: Plan, now: SourceNow | None = None) -> Intents:
-    """Map change events to the intents of `plan`'s rules; `now`, the
-    source catalog read after the events (held ones, error records), maps the events older than a
-    source schema change the way the spec fixed for it means (`schema_change.older`).
+    """Map change events to the intents of `plan`'s rules; `now`, the source catalog read after
+    the events (held ones, error records), maps the events older than a source schema change the
+    way the spec fixed for it means (`schema_change.older`).
 
     An event feeds only the rules of its own source table (`Plan.tables_for`, by
     `ChangeEvent.table`, Debezium's `source.schema`/`source.table`): a rule fed another table's
