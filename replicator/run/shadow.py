@@ -108,8 +108,9 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     # The previewed range: what the live run would apply from those positions up to these.
     previewed = {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items())}
     # Rows still held at the end (waiting for a table that lags, a cascade's children): written by
-    # the live run once what they wait for is applied, so in no diff of this preview.
-    held_at_end = writers[-1].held if writers else 0
+    # the live run once what they wait for is applied, so in no diff of this preview. The run's end
+    # revoked its partitions: `held_left` counts those too (`held` would say 0).
+    held_at_end = writers[-1].held_left if writers else 0
     summary = {
         **clones.summary(),
         "range": previewed,

@@ -139,9 +139,9 @@ class HoldStore:
         for topic, partition, raw_key in rows:
             self.index[(topic, partition)][_bytes(raw_key)] += 1
 
-    def forget(self, partitions: Iterable[Partition]) -> None:
-        for p in partitions:
-            self.index.pop(p, None)
+    def forget(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """Drop the index of revoked partitions; returns how many events each held."""
+        return {p: sum(self.index.pop(p, Counter()).values()) for p in partitions}
 
     @property
     def count(self) -> int:

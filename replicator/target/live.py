@@ -62,6 +62,9 @@ class LiveTables:
     def holds(self) -> sql.Composable:
         return control.table(self._schema, "held_event")
 
+    def relation(self, table: TableRef) -> sql.Composable:
+        return sql.Identifier(table.schema, table.name)
+
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
         """Once per connection: the per-session stage tables. The control schema is this version's
         already: whatever opens a writer ensures it once at its start (`replicator run`; `errors

@@ -180,11 +180,18 @@ def _jsonb(value: Any) -> Any:
     return Jsonb(value, dumps=json_document)
 
 
+def _itself(table: TableRef) -> sql.Composable:
+    return sql.Identifier(table.schema, table.name)
+
+
 class TableRows:
     """The writes of one target table, against any session the caller holds a transaction on."""
 
-    def __init__(self, table: TablePlan) -> None:
+    def __init__(self, table: TablePlan, relation: Callable[[TableRef], sql.Composable] = _itself) -> None:
+        """`relation`: how another target table is read (a foreign key's parent or child): live,
+        the table; in a shadow run, its clone's rows over the real ones (`WriteTarget.relation`)."""
         self.table = table
+        self._relation = relation
         # json/jsonb values are wrapped (unless they are a document's text already); everything
         # else (±infinity included, see pg.types) is dumped by the session's adapters as it is.
         self._json = frozenset(
@@ -497,7 +504,7 @@ class TableRows:
         self._stage(conn, key, rows)
         conn.execute(
             sql.SQL("SELECT FROM {} AS t JOIN {} AS s ON {} ORDER BY {} FOR UPDATE OF t").format(
-                sql.Identifier(self.table.target.schema, self.table.target.name),
+                sql.Identifier(*self.table.statements.target),  # a shadow's clone: no live row is locked
                 self._stage_id,
                 _pairs("t", key, "s", key),
                 sql.SQL(", ").join(sql.Identifier("t", k) for k in key),
@@ -528,7 +535,7 @@ class TableRows:
                 sql.Identifier(ROW_NUMBER),
                 self._stage_id,
                 sql.SQL("" if exists else "NOT"),
-                sql.Identifier(other.schema, other.name),
+                self._relation(other),
                 _pairs("o", other_cols, "s", cols),
             )
         ).fetchall()

@@ -55,6 +55,11 @@ def _clone_name(rule_id: str) -> str:
     return "shadow_" + hashlib.sha256(rule_id.encode()).hexdigest()[:16]
 
 
+def _seeded_name(rule_id: str) -> str:
+    """The keys copied into a clone (`before_writes`): the clone's rows stand for the real ones."""
+    return "shadow_seeded_" + hashlib.sha256(rule_id.encode()).hexdigest()[:16]
+
+
 def _shadow_plan(plan: Plan) -> Plan:
     """The same plan, its statements aimed at TEMP clones (`pg_temp.shadow_<hash>`)."""
     tables = []
@@ -100,6 +105,24 @@ class ShadowClones:
     def holds(self) -> sql.Composable:
         return sql.Identifier("pg_temp", "shadow_held_event")
 
+    def relation(self, table: TableRef) -> sql.Composable:
+        """A mapped table as the preview left it: its clone's rows, and the real table's rows of
+        the keys never copied into the clone (a key deleted in the clone stays deleted); what a
+        foreign key's guard reads (a cascade's children, a child's parent), as the live run
+        reads the table it wrote. Another table: the real one."""
+        t = self._tables.get(table)
+        if t is None:
+            return sql.Identifier(table.schema, table.name)
+        return sql.SQL(
+            "(SELECT * FROM {} UNION ALL SELECT r.* FROM {} AS r"
+            " WHERE NOT EXISTS (SELECT FROM {} AS k WHERE {}))"
+        ).format(
+            sql.Identifier("pg_temp", t.statements.target.name),
+            sql.Identifier(table.schema, table.name),
+            sql.Identifier("pg_temp", _seeded_name(t.rule_id)),
+            sql.SQL(" AND ").join(sql.SQL("k.{0} = r.{0}").format(sql.Identifier(k)) for k in t.key),
+        )
+
     # ---------------------------------------------------------------- session
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
@@ -127,6 +150,13 @@ class ShadowClones:
                         " INCLUDING INDEXES)"
                     ).format(
                         sql.Identifier(t.statements.target.name),
+                        sql.Identifier(real.target.schema, real.target.name),
+                    )
+                )
+                conn.execute(
+                    sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+                        sql.Identifier(_seeded_name(t.rule_id)),
+                        sql.SQL(", ").join(map(sql.Identifier, t.key)),
                         sql.Identifier(real.target.schema, real.target.name),
                     )
                 )
@@ -173,6 +203,13 @@ class ShadowClones:
                         sql.Identifier(real.schema, real.name),
                         sql.Identifier(table.statements.stage),
                         join,
+                    )
+                )
+                conn.execute(
+                    sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(
+                        sql.Identifier("pg_temp", _seeded_name(table.rule_id)),
+                        sql.SQL(", ").join(map(sql.Identifier, table.key)),
+                        sql.Identifier(table.statements.stage),
                     )
                 )
                 conn.execute(

@@ -114,6 +114,11 @@ class WriteTarget(Protocol):
     def versions(self) -> sql.Composable: ...
     @property
     def holds(self) -> sql.Composable: ...
+    def relation(self, table: TableRef) -> sql.Composable:
+        """Target table `table` as this target's writes left it, to read from (a foreign key's
+        other table): the table itself, or for shadow clones their rows over the real ones."""
+        ...
+
     def prepare_session(self, conn: psycopg.Connection[Any]) -> None: ...
     def before_writes(
         self, conn: psycopg.Connection[Any], by_table: Mapping[TableRef, list[Intent]]
@@ -249,11 +254,12 @@ class BatchWriter:
         self._layouts: Layouts = NO_LAYOUTS  # read at each assignment (an accept is followed by one)
         self._last_retry = 0.0
         self._retry_soon = False  # set by a batch whose held rows are due again at the next retry
+        self._held_revoked: dict[Partition, int] = {}  # events held in partitions revoked since
         self._versions = VersionTable(target.versions)
         self._lookups = LookupResolver(self.plan)
         self._holds = HoldStore(target.holds, target.versions, group_id)
         self._tables = {t.target: t for t in self.plan.tables}
-        self._rows = {t.target: TableRows(t) for t in self.plan.tables}
+        self._rows = {t.target: TableRows(t, target.relation) for t in self.plan.tables}
         order = list(self.plan.apply_order) + [
             t.target for t in self.plan.tables if t.target not in self.plan.apply_order
         ]
@@ -324,6 +330,8 @@ class BatchWriter:
                     (self.group_id, [t for t, _ in partitions], [p for _, p in partitions]),
                 ).fetchall()
                 self._holds.load_index(conn, partitions)
+                for p in partitions:
+                    self._held_revoked.pop(p, None)
                 store = ControlStore(conn, self.schema)
                 self._layouts = store.layouts()
                 # a topic created after the start (the snapshot still creating topics) is recorded
@@ -335,12 +343,18 @@ class BatchWriter:
         return {(t, p): o for t, p, o in rows}
 
     def on_revoke(self, partitions: list[Partition]) -> None:
-        self._holds.forget(partitions)
+        self._held_revoked.update(self._holds.forget(partitions))
 
     @property
     def held(self) -> int:
         """Events held back in the partitions this writer owns."""
         return self._holds.count
+
+    @property
+    def held_left(self) -> int:
+        """Events held back in the partitions this writer owns or owned last (revoked when its run
+        stopped, and not assigned again): what a run that ended left held."""
+        return self._holds.count + sum(self._held_revoked.values())
 
     def retry_due(self) -> bool:
         """Held rows exist and the last retry is older than `retry_after_s`."""

@@ -389,3 +389,53 @@ def test_shadow_previews_a_time_range(stack: Stack, tmp_path: Path) -> None:
     else:
         said = f"no diffs: the {events} events read were already applied in the target ({older} row changes"
     assert said in Path(again["review"]).read_text(encoding="utf-8")
+
+
+def test_shadow_previews_a_cascading_delete_under_the_read_only_role(stack: Stack, tmp_path: Path) -> None:
+    """A target ON DELETE CASCADE key guards the parent's delete (held until the child table has
+    applied its own deletes). Under the shadow role, which may only read data tables, the preview
+    reads the children as it left them (its clones over the real rows) and locks only its clones
+    (trial 15: `permission denied` on the live child table; with UPDATE granted, every held
+    parent delete missing from the preview). Here a product and its order lines go in one source
+    transaction: the preview names the three deletes, nothing held at the end, and the live run
+    then deletes the same rows."""
+    dbname = fresh_target("cascade")
+    with psycopg.connect(stack.target_admin(dbname), autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE sales.order_line ADD FOREIGN KEY (sku) REFERENCES catalog.product (sku)"
+            " ON DELETE CASCADE"
+        )
+    sku = f"SKU-CASCADE-{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(stack.source_admin()) as conn:
+        (order,) = one_row(conn.execute("SELECT max(id) FROM shop.orders"))
+        conn.execute("INSERT INTO shop.products (sku, name, price) VALUES (%s, 'cascading', 5)", (sku,))
+        conn.execute(
+            "INSERT INTO shop.order_lines (order_id, line_no, sku, qty, unit_price)"
+            " VALUES (%s, 100, %s, 1, 5), (%s, 101, %s, 2, 5)",
+            (order, sku, order, sku),
+        )
+    live = f"cascade-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, live)
+    with daemon(env, tmp_path / "live0.log"):
+        converge(stack, dbname, live)
+    assert run_cli(env, "init", "--shadow-role", "replicator_shadow").returncode == 0
+    with psycopg.connect(stack.source_admin()) as conn:  # one transaction, children first
+        conn.execute("DELETE FROM shop.order_lines WHERE sku = %s", (sku,))
+        conn.execute("DELETE FROM shop.products WHERE sku = %s", (sku,))
+    source_in_kafka(stack)
+
+    summary, diffs = run_shadow(env, tmp_path, "--stop-when-caught-up", "--from-group", live)
+    deleted = {(d["table"], d["key"]) for d in diffs if d["kind"] == "delete"}
+    lines = {("sales.order_line", f"[{order},{n}]") for n in (100, 101)}
+    assert deleted == {("catalog.product", json.dumps([sku])), *lines}, diffs
+    assert summary["held_at_end"] == 0
+
+    live_run = run_cli(env, "run", "--stop-when-caught-up")
+    assert live_run.returncode == 0, live_run.stderr[-3000:]
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM catalog.product WHERE sku = %s),"
+            " (SELECT count(*) FROM sales.order_line WHERE sku = %s)",
+            (sku, sku),
+        ).fetchone()
+    assert left == (0, 0)

@@ -180,6 +180,9 @@ class FakeTarget:
     def holds(self) -> sql.Composable:
         return sql.Identifier("ctl", "held_event")
 
+    def relation(self, table: TableRef) -> sql.Composable:
+        return sql.Identifier(table.schema, table.name)
+
     def prepare_session(self, conn: Any) -> None:
         self.calls.append("prepare_session")
 
@@ -345,3 +348,20 @@ def test_a_topic_created_after_start_gets_its_partition_count_at_the_next_assign
     )
     w.on_assign([(TOPIC, 0)])  # the topic exists now and is assigned
     assert w._feeders(TableRef("dst", "items")) == [(TOPIC, 0)]
+
+
+def test_rows_held_in_revoked_partitions_are_still_counted_as_left_held() -> None:
+    """A run's end revokes its partitions: `held` (what the writer owns) drops to 0, `held_left`
+    keeps what they held, which a stopped shadow run reports as held at the end (trial 15: the
+    review said 0 held while a parent's delete was held and in no diff). Assigned again, they
+    count once."""
+    held = [(TOPIC, 0, b"k1"), (TOPIC, 0, b"k2"), (TOPIC, 1, b"k1")]
+    session = FakeSession(rows={'raw_key FROM "ctl"."held_event"': held})
+    w = writer([session], FakeTarget(plan()))
+    parts = [(TOPIC, 0), (TOPIC, 1)]
+    w.on_assign(parts)
+    assert (w.held, w.held_left) == (3, 3)
+    w.on_revoke(parts)
+    assert (w.held, w.held_left) == (0, 3)
+    w.on_assign(parts)
+    assert (w.held, w.held_left) == (3, 3)
