@@ -231,9 +231,26 @@ class Intents:
     by_table: dict[TableRef, list[Intent]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # the `OTHER_TABLE` events again, by (topic, partition, source table): stored per partition
+    unread: Counter[tuple[str, int, str]] = field(default_factory=Counter)
 
 
 OTHER_TABLE = "other_table:"  # count key prefix: events of a source table no rule of their topic reads
+
+
+def other_tables(counts: Mapping[str, int]) -> dict[str, int]:
+    """Per source table (`schema.table`), the events of `counts` (a batch's) that arrived on a topic
+    the spec reads but that no rule reads (`OTHER_TABLE` keys, see `to_intents`): not applied.
+    The loop's warning, the metrics and the control schema's `unread_table` all read them here."""
+    return {k[len(OTHER_TABLE) :]: n for k, n in counts.items() if k.startswith(OTHER_TABLE) and n > 0}
+
+
+def other_table_fix(table: str) -> str:
+    """What to do about a source table `other_tables` names (the loop's warning, `status`)."""
+    return (
+        f"add a rule for {table} to the spec to replicate it, or drop it from the connector's"
+        " table.include.list (and the publication) to stop capturing it"
+    )
 
 
 def to_intents(events: Iterable[ChangeEvent], plan: Plan, now: SourceNow | None = None) -> Intents:
@@ -244,8 +261,9 @@ def to_intents(events: Iterable[ChangeEvent], plan: Plan, now: SourceNow | None 
     An event feeds only the rules of its own source table (`Plan.tables_for`, by
     `ChangeEvent.table`, Debezium's `source.schema`/`source.table`): a rule fed another table's
     rows of a shared topic would write them into its target (trial 14). Another table's
-    events are counted (`other_table:<schema.table>`), not mapped: the spec does not replicate
-    that table (the loop says so once per table).
+    events are counted (`other_table:<schema.table>`, and per partition in `unread`), not mapped:
+    the spec does not replicate that table (the loop says so once per table; the metrics count
+    them, the control schema's `unread_table` keeps them for `status`).
 
     One source event, all its target rows or none: when a rule rejects the event
     for one target table, it writes none of them, and its one Failure names the
@@ -258,6 +276,7 @@ def to_intents(events: Iterable[ChangeEvent], plan: Plan, now: SourceNow | None 
         if not tables:
             if plan.tables_for_topic(event.ref.topic):
                 out.counts[f"{OTHER_TABLE}{event.table}"] += 1
+                out.unread[(event.ref.topic, event.ref.partition, str(event.table))] += 1
             else:
                 out.counts["unmapped_topic"] += 1
             continue
@@ -311,6 +330,9 @@ class PreparedBatch:
     # Partitions stopped in front of an event that does not match the spec (`core.schema_change`):
     # stored with the batch, whose next offset for them is that event's offset.
     stops: tuple[Stop, ...] = ()
+    # Events of a source table no rule reads, on a topic the spec reads (`other_tables`), by
+    # (topic, partition, source table): stored with the batch (the control schema's `unread_table`).
+    unread: Mapping[tuple[str, int, str], int] = dataclasses.field(default_factory=dict)
 
 
 class Fence(NamedTuple):
@@ -390,4 +412,5 @@ def prepare(
         fences=tuple(fences),
         source_ts_ms=source_ts_ms,
         stops=stops,
+        unread=dict(intents.unread),
     )

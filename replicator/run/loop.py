@@ -52,7 +52,7 @@ from replicator import failpoints
 from replicator.config import BatchSettings
 from replicator.core.decode import Decoded, DecodeError, NotTableData, Tombstone
 from replicator.core.errors import Fatal, Transient
-from replicator.core.intents import OTHER_TABLE, PreparedBatch, key_text, prepare
+from replicator.core.intents import PreparedBatch, key_text, other_table_fix, other_tables, prepare
 from replicator.core.layout import RULE as PARTITIONS_RULE
 from replicator.core.layout import Change, without
 from replicator.core.mapping.plan import Plan
@@ -229,7 +229,7 @@ class ConsumerLoop:
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
         self.stopped: dict[Partition, Stop] = {}  # stopped by a schema change until assigned again
-        self._other_tables: set[str] = set()  # count keys of unread tables on read topics, said once
+        self._other_tables: set[str] = set()  # unread source tables on read topics, said once
         # topics whose partition-count stop a revoke dropped: `resumed` if assigned and not stopped again
         self._count_stops_dropped: set[str] = set()
         self._unsaved: list[Stop] = []  # partition-count stops not yet stored (go with the next batch)
@@ -503,16 +503,15 @@ class ConsumerLoop:
     def _warn_other_tables(self, prepared: PreparedBatch) -> None:
         """Once per source table: its events arrive on a topic the spec reads for other tables, and
         no rule reads it (`core.intents.to_intents`), so they are not applied."""
-        for key in prepared.counts:
-            if key.startswith(OTHER_TABLE) and key not in self._other_tables:
-                self._other_tables.add(key)
-                table = key[len(OTHER_TABLE) :]
+        for table in other_tables(prepared.counts):
+            if table not in self._other_tables:
+                self._other_tables.add(table)
                 self.log.event(
                     "warning",
                     message=f"events of source table {table} arrive on a topic the spec reads for other"
                     " tables (Debezium gives tables whose names differ only in characters it makes `_`"
                     " one topic; a routing transform merges topics) and no rule reads it: they are not"
-                    f" applied; fix: add a rule for {table} to replicate it, else nothing to do",
+                    f" applied; fix: {other_table_fix(table)}",
                 )
 
     def _stop(self, stops: tuple[Stop, ...]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
-from replicator.core.intents import PreparedBatch
+from replicator.core.intents import PreparedBatch, other_tables
 from replicator.core.model import BatchResult, Partition
 from replicator.run.observer import TARGET_ACTIONS, Health
 
@@ -106,6 +106,14 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.unread_total = Counter(
+            "replicator_events_unread_total",
+            "events not applied because no rule reads their source table, though they arrive on a topic"
+            " the spec reads (a topic name Debezium gives several tables, a routing transform), by"
+            " source table (schema.table)",
+            ["source_table"],
+            registry=r,
+        )
         self.errored_total = Counter(
             "replicator_events_errored_total",
             "events that became error records, by target table and rule",
@@ -169,6 +177,8 @@ class Metrics:
             self.skipped_total.labels(table, reason).inc(n)
         for table, n in result.held_by_table.items():
             self.held_total.labels(table).inc(n)
+        for source, n in other_tables(batch.counts).items():
+            self.unread_total.labels(source).inc(n)
         for f in result.errors:
             self.errored_total.labels(str(f.target) if f.target else "-", f.rule_id).inc()
         self.batch_events.observe(batch.events)

@@ -35,7 +35,7 @@ while `--json` keeps every table's own reason.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -45,6 +45,7 @@ from replicator.config import Settings
 from replicator.connect.client import ConnectClient, ConnectError
 from replicator.core.errors import ReplicatorError, one_line
 from replicator.core.halts import halted_by
+from replicator.core.intents import other_table_fix
 from replicator.core.model import Partition
 from replicator.kafka.clients import Metadata
 from replicator.pg.session import connect
@@ -314,6 +315,59 @@ def table_status(
             )
         out.append(row)
     return out
+
+
+def unread_status(
+    store: ControlStore, group_id: str, mapped_sources: Collection[str]
+) -> list[dict[str, Any]] | None:
+    """Per source table whose events arrived on a topic the spec reads while no rule read the table
+    (so they were not applied; `core.intents.other_tables`): how many, on which topics, first and
+    last seen, whether a rule of the spec (`mapped_sources`) reads it now, and the fix. None when
+    the control schema predates the record."""
+    rows = store.unread_tables(group_id)
+    if rows is None:
+        return None
+    return [
+        {
+            "source_table": r["source_table"],
+            "events": int(r["events"]),
+            "topics": sorted(r["topics"]),
+            "first_seen_at": r["first_seen_at"].isoformat(),
+            "last_seen_at": r["last_seen_at"].isoformat(),
+            "read_now": r["source_table"] in mapped_sources,
+            "fix": unread_fix(r["source_table"], r["source_table"] in mapped_sources),
+        }
+        for r in rows
+    ]
+
+
+def unread_fix(table: str, read_now: bool) -> str:
+    """The fix of an `unread_status` row: a rule for the table or no capture of it; once a rule reads
+    it, the rows of the events skipped before (a reload)."""
+    if not read_now:
+        return other_table_fix(table)
+    return (
+        f"a rule reads it now, but the events counted were not applied before it did: `replicator reload"
+        f" --table {table}` (an incremental snapshot) writes its rows"
+    )
+
+
+def unread_lines(unread: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The `unread_status` rows as text: nothing when there are none, one note when not recorded."""
+    if unread is None:
+        return [
+            "  note: events of source tables no rule reads are not recorded by this control schema's"
+            " version; fix: start `replicator run` (or `replicator init`) of this version"
+        ]
+    if not unread:
+        return []
+    lines = ["source tables no rule reads (their events on topics the spec reads are NOT applied):"]
+    for u in unread:
+        lines.append(
+            f"  {u['source_table']:34} {_count(u['events'], 'event')} skipped on {', '.join(u['topics'])}"
+            f" (first {u['first_seen_at']}, last {u['last_seen_at']}); fix: {u['fix']}"
+        )
+    return lines
 
 
 TABLE_STATES = ("running", "held", "stopped", "halted")

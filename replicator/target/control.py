@@ -47,6 +47,12 @@ Tables (schema name configurable, default `replicator`):
   whose partition count changed stops the same way (rule `partitions`, the
   offset where each partition stood, no columns); `partitions accept`
   removes those stops.
+- `unread_table`: per consumer group, partition and source table, the events of a source table
+  no rule reads that arrived on a topic the spec reads (Debezium gives tables whose names differ
+  only in characters it makes `_` one topic; a routing transform merges tables): not applied,
+  counted in the transaction of the batch that read past them (`core.intents.other_tables`),
+  with when they were first and last seen; `status` reads it. A batch rolled back counts
+  nothing; events read again (a replay) are counted again.
 
 All statements are composed with psycopg.sql. `ensure` (idempotent) is run by
 `replicator init` and by the live daemon, which own the schema, and by
@@ -252,6 +258,17 @@ CREATE TABLE IF NOT EXISTS {s}.partition_layout (
   operator    text     NOT NULL,
   accepted_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (topic, epoch)
+);
+CREATE TABLE IF NOT EXISTS {s}.unread_table (
+  group_id      text   NOT NULL,
+  topic         text   NOT NULL,
+  partition     int    NOT NULL,
+  source_table  text   NOT NULL,
+  events        bigint NOT NULL,
+  run_id        text,
+  first_seen_at timestamptz NOT NULL DEFAULT now(),
+  last_seen_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_id, topic, partition, source_table)
 );
 """
 

@@ -155,6 +155,31 @@ class LiveTables:
                 ],
             )
 
+    def store_unread(self, conn: psycopg.Connection[Any], unread: Mapping[tuple[str, int, str], int]) -> None:
+        """Add the batch's events of source tables no rule reads (`PreparedBatch.unread`) to their
+        partition's count; one row per partition and table, which only the member owning the
+        partition writes."""
+        if not unread:
+            return
+        items = sorted(unread.items())
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} AS u (group_id, topic, partition, source_table, events, run_id)"
+                " SELECT %s, t, p, s, n, %s FROM unnest(%b::text[], %s::int[], %s::text[], %s::bigint[])"
+                " AS x(t, p, s, n)"
+                " ON CONFLICT (group_id, topic, partition, source_table) DO UPDATE"
+                " SET events = u.events + EXCLUDED.events, run_id = EXCLUDED.run_id, last_seen_at = now()"
+            ).format(control.table(self._schema, "unread_table")),
+            (
+                self._group_id,
+                self._run_id,
+                [t for (t, _, _), _ in items],
+                [p for (_, p, _), _ in items],
+                [s for (_, _, s), _ in items],
+                [n for _, n in items],
+            ),
+        )
+
     def store_errors(
         self,
         conn: psycopg.Connection[Any],

@@ -313,6 +313,9 @@ class ShadowClones:
                 self._record(conn, target, None, "stopped", None, None, [stop.rule_id], note)
             self.stop_lines.append(stop.line())
 
+    def store_unread(self, conn: psycopg.Connection[Any], unread: Mapping[tuple[str, int, str], int]) -> None:
+        """Nothing persisted: the live group's state is not the shadow's (the run's log warns)."""
+
     def store_errors(
         self,
         conn: psycopg.Connection[Any],

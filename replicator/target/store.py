@@ -486,6 +486,29 @@ class ControlStore:
             )
             return cur.fetchall()
 
+    # ---------------------------------------------------------------- unread source tables
+    def unread_tables(self, group: str) -> list[dict[str, Any]] | None:
+        """Per source table of `group`, the events not applied because no rule reads the table though
+        they arrived on a topic the spec reads (`unread_table`): the count, topics, first and last
+        seen; None when the control schema predates `unread_table` (nothing recorded yet)."""
+        there = self.conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'unread_table' AND c.relkind IN ('r', 'p')",
+            (self.schema,),
+        ).fetchone()
+        if there is None:
+            return None
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT source_table, sum(events)::bigint AS events, array_agg(DISTINCT topic) AS topics,"
+                    " min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at"
+                    " FROM {} WHERE group_id = %s GROUP BY source_table ORDER BY source_table"
+                ).format(self._t("unread_table")),
+                (group,),
+            )
+            return cur.fetchall()
+
     # ---------------------------------------------------------------- versions
     def deleted_keys(self, target: TableRef) -> frozenset[str]:
         """Keys whose stored version says the source deleted the row (kept by soft/ignore deletes)."""

@@ -131,6 +131,9 @@ class WriteTarget(Protocol):
     def store_stops(
         self, conn: psycopg.Connection[Any], stops: Sequence[Stop], flowing: Sequence[Partition]
     ) -> None: ...
+    def store_unread(
+        self, conn: psycopg.Connection[Any], unread: Mapping[tuple[str, int, str], int]
+    ) -> None: ...
     def store_errors(
         self,
         conn: psycopg.Connection[Any],
@@ -470,6 +473,7 @@ class BatchWriter:
         self._store_checkpoints(conn, batch)
         stopped = {s.partition for s in batch.stops}
         self.target.store_stops(conn, batch.stops, sorted(p for p in batch.next_offsets if p not in stopped))
+        self.target.store_unread(conn, batch.unread)
         return result, added, removed
 
     def _check_deferred(self, conn: psycopg.Connection[Any], run: _Pass) -> list[tuple[TableWrites, Refused]]:

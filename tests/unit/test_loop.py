@@ -239,8 +239,9 @@ def test_an_unread_table_on_a_read_topic_is_said_once_and_not_applied() -> None:
     assert [w for w in warnings if "src.it ems" in w] == [
         "events of source table src.it ems arrive on a topic the spec reads for other tables (Debezium"
         " gives tables whose names differ only in characters it makes `_` one topic; a routing transform"
-        " merges topics) and no rule reads it: they are not applied; fix: add a rule for src.it ems to"
-        " replicate it, else nothing to do"
+        " merges topics) and no rule reads it: they are not applied; fix: add a rule for src.it ems to the"
+        " spec to replicate it, or drop it from the connector's table.include.list (and the publication)"
+        " to stop capturing it"
     ]
     assert source.committed[-1] == {(TOPIC, 0): 8}  # read past them: not replicated, by the spec
 

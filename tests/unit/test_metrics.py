@@ -15,11 +15,13 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from replicator.config import BatchSettings
 from replicator.core.intents import PreparedBatch
-from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, TableRef
+from replicator.core.model import BatchResult, Failure, KafkaRef, Partition, Record, TableRef
 from replicator.core.schema_change import Stop
 from replicator.run.metrics import Metrics, MetricsServer
 from replicator.run.observer import Health
+from tests.unit.decode.builders import Table, create, int64, string
 from tests.unit.test_loop import TOPIC, FakeSink, FakeSource, make_loop, record
 
 
@@ -167,6 +169,28 @@ def test_error_records_count_by_table_and_rule() -> None:
     assert got[("replicator_events_errored_total", (("rule", "not_null"), ("table", "dst.items")))] == 2
     assert got[("replicator_events_held_total", (("table", "dst.items"),))] == 3
     assert got[("replicator_events_held_total", (("table", "dst.other"),))] == 1
+
+
+def test_events_of_a_table_no_rule_reads_count_by_source_table_across_batches() -> None:
+    """Trial 14: `"it ems"` shares the topic of `items`, which a rule reads; its events are not
+    applied, and the counter says how many, per source table, summed over the batches."""
+    spaced = Table([int64("id", optional=False), string("name")], prefix="t", schema="src", name="it ems")
+    others = [create(spaced, {"id": n, "name": "x"}, lsn=2000 + n, commit_lsn=1900 + n) for n in (7, 8, 9)]
+    records = [
+        record(5),
+        *(Record(KafkaRef(TOPIC, 0, o), b.key, b.value) for o, b in zip((6, 7, 8), others, strict=True)),
+    ]
+    source = FakeSource(records, {(TOPIC, 0): (0, 9)})
+    metrics = Metrics("r", "g", "run", Health(60))
+    loop = make_loop(source, FakeSink(source, {}), limits=BatchSettings(max_events=2, max_ms=1000))
+    loop.observer = metrics
+    loop.run()
+    got = samples(metrics)
+    assert got[("replicator_events_unread_total", (("source_table", "src.it ems"),))] == 3
+    assert got[("replicator_batch_events_count", ())] == 2  # two batches: 1 + 2 of them
+    assert [k for k in got if k[0] == "replicator_events_unread_total"] == [
+        ("replicator_events_unread_total", (("source_table", "src.it ems"),))
+    ]
 
 
 def test_a_partition_stopped_by_a_schema_change_is_1_until_a_batch_applies_it_again() -> None:

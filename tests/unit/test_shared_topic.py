@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicator.core.intents import to_intents
+from replicator.core.intents import other_tables, prepare, to_intents
 from replicator.core.mapping import Catalog, Plan, catalog_from_dict, compile_spec, load_spec_text
 from replicator.core.model import (
+    Batch,
     ChangeEvent,
     KafkaRef,
     Op,
@@ -95,6 +96,22 @@ def test_each_event_feeds_only_the_rules_of_its_own_source_table() -> None:
         underscored: [((2,), {"id": 2, "amount": 20})],
     }
     assert out.failures == [] and out.counts == {"other_table:src.dup-x": 1}
+
+
+def test_a_batch_carries_the_events_of_a_table_no_rule_reads_per_partition_and_table() -> None:
+    """What the metrics (per table) and the control schema's `unread_table` (per partition and
+    table) are fed: only the events of the table no rule reads, not the other tables'."""
+    events = [
+        insert(1, "src.dup-x", id=1, label="a"),
+        insert(2, "src.dup x", id=2, label="b"),
+        insert(3, "src.dup-x", id=3, label="c"),
+        insert(4, "src.dup-x", id=4, label="d")._replace(ref=KafkaRef(TOPIC, 1, 4)),
+    ]
+    batch = Batch(events=events, next_offsets={(TOPIC, 0): 4, (TOPIC, 1): 5})
+    prepared = prepare(batch, plan())
+    assert prepared.unread == {(TOPIC, 0, "src.dup-x"): 2, (TOPIC, 1, "src.dup-x"): 1}
+    assert other_tables(prepared.counts) == {"src.dup-x": 3}
+    assert other_tables({"tombstone": 2, "other_table:a.b": 0, "unmapped_topic": 1}) == {}
 
 
 class Live:

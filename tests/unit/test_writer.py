@@ -167,6 +167,7 @@ class FakeTarget:
         self.calls: list[str] = []
         self.stored_failures: list[Failure] = []
         self.stops: list[tuple[tuple[Stop, ...], tuple[Partition, ...]]] = []
+        self.unread: list[dict[tuple[str, int, str], int]] = []
 
     @property
     def plan(self) -> Plan:
@@ -201,6 +202,10 @@ class FakeTarget:
     def store_stops(self, conn: Any, stops: Sequence[Stop], flowing: Sequence[Partition]) -> None:
         self.calls.append("store_stops")
         self.stops.append((tuple(stops), tuple(flowing)))
+
+    def store_unread(self, conn: Any, unread: Mapping[tuple[str, int, str], int]) -> None:
+        self.calls.append("store_unread")
+        self.unread.append(dict(unread))
 
     def store_errors(
         self, conn: Any, failures: Sequence[Failure], notes: Sequence[tuple[Intent, Narrowing]]
@@ -241,6 +246,7 @@ def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_ne
         "store_errors",
         "store_fences",
         "store_stops",
+        "store_unread",
     ]
     assert target.stops == [((), ((TOPIC, 0),))]  # the partition flows: a stop of it, if any, ends
     assert [f.rule_id for f in target.stored_failures] == ["decode"]  # the decode failure is recorded
@@ -250,6 +256,19 @@ def test_hooks_run_in_order_inside_one_transaction_and_the_checkpoint_carries_ne
     # group, run, topics, partitions, next offsets, the applied commit LSN (seq0) per partition
     assert params == ("g", "run-1", [TOPIC], [0], [5], [1])
     assert [7, "x", 1] in [list(r) for r in session.copied]  # the row went through the stage, numbered
+
+
+def test_the_events_of_a_table_no_rule_reads_are_stored_in_the_batch_transaction() -> None:
+    """`PreparedBatch.unread` goes to the target (the control schema's `unread_table`) after the
+    checkpoint, in the batch's one transaction."""
+    other = change(TOPIC, Op.CREATE, "src.it ems", offset=4, position=SourcePosition(1, 3), after={"id": 1})
+    b = batch()
+    b.events.append(other)
+    b.next_offsets[(TOPIC, 0)] = 5
+    session, target = FakeSession(), FakeTarget(plan())
+    writer([session], target).apply(prepare(b, plan()))
+    assert target.unread == [{(TOPIC, 0, "src.it ems"): 1}]
+    assert target.calls[-1] == "store_unread" and session.outcomes == ["COMMIT", "COMMIT"]
 
 
 def test_halt_policy_rolls_the_batch_back_before_commit() -> None:
