@@ -63,6 +63,15 @@ def cmd_connectors_apply(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_connectors_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from replicator.run.connectors import delete_connector
+
+    said: list[str] = []
+    done = delete_connector(settings, args.name, args.drop_slot, args.dry_run, said.append)
+    _emit({**done, "said": said}, args.json, "\n".join(said))
+    return 0
+
+
 def cmd_connectors_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.connectors import connector_states
 
@@ -778,6 +787,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(handler=cmd_connectors_apply)
+    delete = csub.add_parser("delete", help="remove a connector for good (and, with --drop-slot, its slot)")
+    delete.add_argument("name", help="the connector's name")
+    delete.add_argument(
+        "--drop-slot",
+        action="store_true",
+        help="drop its replication slot on the source once its task let go of it (it pins WAL)",
+    )
+    delete.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    delete.add_argument("--json", action="store_true")
+    delete.set_defaults(handler=cmd_connectors_delete)
     status = csub.add_parser("status", help="state of every connector on the worker")
     status.add_argument("--json", action="store_true")
     status.add_argument("--verbose", action="store_true", help="include configs (secrets masked)")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from replicator.config import Settings
 from replicator.connect.client import ConnectClient
@@ -14,6 +18,8 @@ from replicator.connect.configs import (
     mask_secrets,
     silent_loss_settings,
 )
+from replicator.core.errors import Fatal, ReplicatorError, one_line
+from replicator.pg.session import connect
 
 
 def _client(settings: Settings) -> ConnectClient:
@@ -70,3 +76,71 @@ def connector_states(settings: Settings, verbose: bool) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def delete_connector(
+    settings: Settings, name: str, drop_slot: bool, dry_run: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Remove a connector for good: delete it from Connect and, with `drop_slot`, drop its
+    replication slot on the source once its task let go of it (a slot left behind pins WAL).
+    Its publication is named, not dropped (other connectors may publish through it). Connect
+    keeps the deleted connector's source offsets: one created again with that name would resume
+    at a position the dropped slot no longer has."""
+    client = _client(settings)
+    config = client.config(name)
+    if config is None:
+        raise ReplicatorError(
+            f"connector {name} does not exist in Connect at {settings.connect.url};"
+            " `replicator connectors status` lists the connectors there"
+        )
+    slot = config.get("slot.name", "debezium")  # Debezium's defaults
+    publication = config.get("publication.name", "dbz_publication")
+    done = {"name": name, "slot": slot, "publication": publication, "deleted": False, "slot_dropped": False}
+    if dry_run:
+        say(
+            f"would delete connector {name}"
+            + (f" and drop its slot {slot} on the source" if drop_slot else "")
+        )
+        return done
+    client.delete(name)
+    done["deleted"] = True
+    say(f"deleted connector {name}")
+    if drop_slot:
+        _drop_slot(settings, slot, settings.connect.wait_running_s)
+        done["slot_dropped"] = True
+        say(f"dropped replication slot {slot} on the source")
+    else:
+        say(f"its replication slot {slot} stays on the source and pins WAL: --drop-slot drops it")
+    say(
+        f"left: publication {publication} on the source (DROP PUBLICATION when nothing else uses it);"
+        f" Connect's stored offsets of {name} (create it again under a new name for a fresh snapshot)"
+    )
+    return done
+
+
+def _drop_slot(settings: Settings, slot: str, wait_s: float) -> None:
+    """Drop `slot` once no process holds it (the deleted connector's task lets go within seconds)."""
+    deadline = time.monotonic() + wait_s
+    try:
+        with connect(settings.source, "source", autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
+                ).fetchone()
+                if row is None:
+                    return  # never created, or dropped already
+                if not row[0]:
+                    conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
+                    return
+                if time.monotonic() > deadline:
+                    raise Fatal(
+                        f"replication slot {slot} is still in use {wait_s:g}s after its connector was"
+                        " deleted; fix: find its holder in pg_stat_replication, then"
+                        f" SELECT pg_drop_replication_slot('{slot}') on the source"
+                    )
+                time.sleep(0.5)  # until the task's walsender exits
+    except psycopg.Error as exc:
+        raise Fatal(
+            f"source: dropping replication slot {slot}: {one_line(exc)}; fix: run"
+            f" SELECT pg_drop_replication_slot('{slot}') as a role with REPLICATION"
+        ) from exc

@@ -15,6 +15,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
+
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import load_connector
 from tests.integration.pipeline import drop_slot
@@ -89,3 +91,42 @@ def test_missing_variable_without_default_names_it(tmp_path: Path, stack: Stack)
     result = run_cli("connectors", "apply", "--dir", str(tmp_path), env={})
     assert result.returncode == 1
     assert "CDC_NOT_SET_ANYWHERE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_delete_removes_the_connector_and_drops_its_slot(stack: Stack, probe_source: str) -> None:
+    """`connectors delete NAME --drop-slot`: a dry run changes nothing; then the connector is gone
+    from Connect and its slot from the source (once its task let go of it), and the publication is
+    named as left. A name Connect does not have is a one-line error."""
+    run = uuid.uuid4().hex[:6]
+    name, slot = f"test-delete-{run}", f"cdc_probe_del_{run}"
+    env = {"CDC_PROBE_CONNECTOR": name, "CDC_PROBE_SLOT": slot, "REPLICATOR_CONNECT__URL": stack.connect_url}
+    client = ConnectClient(stack.connect_url)
+
+    def slot_exists() -> bool:
+        with psycopg.connect(stack.source_admin(), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            return found.fetchone() is not None
+
+    try:
+        assert run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env).returncode == 0
+        assert slot_exists()
+        dry = run_cli("connectors", "delete", name, "--drop-slot", "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert dry.stdout.strip() == f"would delete connector {name} and drop its slot {slot} on the source"
+        assert client.config(name) is not None and slot_exists()
+        done = run_cli("connectors", "delete", name, "--drop-slot", env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[:2] == [
+            f"deleted connector {name}",
+            f"dropped replication slot {slot} on the source",
+        ]
+        assert f"left: publication {probe_source} on the source" in done.stdout
+        assert client.config(name) is None and not slot_exists()
+        missing = run_cli("connectors", "delete", name, env=env)
+        assert missing.returncode == 1 and missing.stdout == ""
+        assert f"connector {name} does not exist in Connect at {stack.connect_url}" in missing.stderr
+        assert len(missing.stderr.strip().splitlines()) == 1
+    finally:
+        if client.config(name) is not None:
+            client.delete(name)
+        drop_slot(stack, slot)
