@@ -661,6 +661,8 @@ def shadow_report(review: ShadowReview) -> Report:
         ],
         meta=[
             ["Consumer group ", Code(str(s["group_id"])), " · every diff in ", Code(name)],
-            "A preview: nothing was written to the target.",
+            "A preview: nothing was written to the target. Not predicted: foreign-key violations, and"
+            " unique violations against rows the previewed range does not touch (the live run holds"
+            " such a row, or records it as an error).",
         ],
     )

@@ -68,7 +68,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     def make_sink(plan: Plan, group: str, run_id: str, parts: WriterParts) -> BatchWriter:
         partial = request.report_dir / f"shadow-{run_id}.jsonl.partial"
         stream: TextIO = partial.open("w", encoding="utf-8")
-        clones = ShadowClones(plan, settings.control_schema, group, run_id, stream)
+        clones = ShadowClones(plan, settings.control_schema, group, run_id, stream, request.from_group)
         made.update(clones=clones, stream=stream, partial=partial)
         writer = BatchWriter(
             settings.target,

@@ -13,7 +13,8 @@ position, Kafka coordinates and the mapping rule ids involved. Error records
 the live run would write become diffs of kind `error`.
 
 Invariants: no statement writes a target data table (the shadow role needs
-only SELECT on them); the live guard table `row_version` is only read.
+only SELECT on them); the live guard table `row_version` and the held events of the live
+group a preview starts from (`from_group`, copied into the preview's own) are only read.
 Diffs go to `<control>.shadow_diff` and to a JSON Lines report, through the
 one serializer (`core.serialize`), so no value can make the run crash.
 
@@ -79,8 +80,19 @@ def _shadow_plan(plan: Plan) -> Plan:
 class ShadowClones:
     """The shadow `WriteTarget`: TEMP clones of the target tables; diffs instead of rows."""
 
-    def __init__(self, plan: Plan, control_schema: str, group_id: str, run_id: str, report: TextIO) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        control_schema: str,
+        group_id: str,
+        run_id: str,
+        report: TextIO,
+        from_group: str | None = None,
+    ) -> None:
+        """`from_group`: the live group the preview starts where (`shadow --from-group`): the events
+        it holds are held in the preview too, as the live run retries them next."""
         self._plan = _shadow_plan(plan)
+        self._from_group = from_group
         self._tables = {t.target: t for t in self._plan.tables}
         self._real = {t.target: t for t in plan.tables}
         self.schema = control_schema
@@ -142,6 +154,15 @@ class ShadowClones:
             # may not)
             conn.execute("ALTER TABLE pg_temp.shadow_held_event ADD COLUMN IF NOT EXISTS awaits text")
             conn.execute("ALTER TABLE pg_temp.shadow_held_event ADD COLUMN IF NOT EXISTS also jsonb")
+            if self._from_group is not None:  # what the live group holds, it retries before anything new
+                conn.execute("DELETE FROM pg_temp.shadow_held_event")
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO pg_temp.shadow_held_event SELECT * FROM {} WHERE group_id = %s"
+                    ).format(control.table(self.schema, "held_event")),
+                    (self._from_group,),
+                )
+                conn.execute("UPDATE pg_temp.shadow_held_event SET group_id = %s", (self.group_id,))
             for t in self._plan.tables:
                 real = self._real[t.target]
                 conn.execute(

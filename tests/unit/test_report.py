@@ -182,6 +182,14 @@ def test_page_is_self_contained() -> None:
     assert "<style>" in page and "@import" not in page and "url(" not in page
 
 
+def test_the_review_says_what_a_preview_does_not_predict() -> None:
+    """The clones hold no foreign keys and only the rows the range touches (trial 16: a child of a
+    parent missing from the target was previewed as an insert; the live run held it)."""
+    page, md = shadow_page()
+    said = "Not predicted: foreign-key violations, and unique violations against rows the previewed range"
+    assert said in md and said in page
+
+
 def test_an_empty_run_says_so() -> None:
     summary, _ = sample_review(diffs={}, range={})
     review = shadow_report(collect_review(summary, "r.jsonl", []))
