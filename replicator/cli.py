@@ -104,7 +104,9 @@ def cmd_mapping_check(args: argparse.Namespace, settings: Settings) -> int:
         for p in problems:
             stream = sys.stderr if p.severity == "error" else sys.stdout
             print(f"{p.severity}: {p}", file=stream)
-        print(f"{spec}: {len(errors)} errors, {len(problems) - len(errors)} notes")
+        warnings = sum(p.severity == "warning" for p in problems)
+        notes = len(problems) - len(errors) - warnings
+        print(f"{spec}: {len(errors)} errors, {warnings} warnings, {notes} notes")
     return 1 if errors else 0
 
 
