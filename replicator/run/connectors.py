@@ -1,4 +1,5 @@
-"""`replicator connectors apply|status`: connector config files to the Connect worker and back."""
+"""`replicator connectors apply|status|delete`: connector config files to the Connect worker and back,
+and a connector removed for good."""
 
 from __future__ import annotations
 
