@@ -70,6 +70,13 @@ class ControlStore:
     def require(self, *, upgrade: bool = False) -> None:
         control.require(self.conn, self.schema, upgrade=upgrade)
 
+    def _has_table(self, name: str) -> bool:
+        """Whether the control schema has table `name` (an older version's may not)."""
+        found = self.conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s", (self.schema, name)
+        ).fetchone()
+        return found is not None
+
     def initialized(self) -> bool:
         try:
             self.require()
@@ -152,11 +159,7 @@ class ControlStore:
 
     def replicating_topics(self, group: str) -> frozenset[str]:
         """Topics `group` has applied from (a checkpoint stored); none before `replicator init`."""
-        found = self.conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'checkpoint'",
-            (self.schema,),
-        ).fetchone()
-        if found is None:
+        if not self._has_table("checkpoint"):
             return frozenset()
         rows = self.conn.execute(
             sql.SQL("SELECT DISTINCT topic FROM {} WHERE group_id = %s").format(self._t("checkpoint")),
@@ -491,12 +494,7 @@ class ControlStore:
         """Per source table of `group`, the events not applied because no rule reads the table though
         they arrived on a topic the spec reads (`unread_table`): the count, topics, first and last
         seen; None when the control schema predates `unread_table` (nothing recorded yet)."""
-        there = self.conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = 'unread_table' AND c.relkind IN ('r', 'p')",
-            (self.schema,),
-        ).fetchone()
-        if there is None:
+        if not self._has_table("unread_table"):
             return None
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
