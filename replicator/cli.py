@@ -166,7 +166,8 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.init import init_target, print_grants
 
     if args.print_grants:
-        print(print_grants(settings, args.shadow_role, args.connector_role, args.publication), end="")
+        roles = (args.shadow_role, args.connector_role, args.publication)
+        print(print_grants(settings, *roles, database=args.print_grants), end="")  # source, target or both
         return 0
     print(init_target(settings, args.shadow_role))
     return 0
@@ -854,9 +855,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--shadow-role", help="grant this role what shadow mode needs (read data, own diffs)")
     init.add_argument(
         "--print-grants",
-        action="store_true",
+        nargs="?",
+        const="both",
+        choices=("source", "target", "both"),
         help="print, without connecting, the SQL that sets up the source and target for the spec:"
-        " signal table, publication, the connector's, replicator's and shadow role's grants",
+        " signal table, publication, the connector's, replicator's and shadow role's grants; `source`"
+        " or `target` prints that database's part alone (to pipe into psql there)",
     )
     init.add_argument(
         "--connector-role", default="debezium", help="the connector's database.user (--print-grants)"

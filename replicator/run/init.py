@@ -5,15 +5,20 @@ from __future__ import annotations
 
 from replicator.config import Settings
 from replicator.core.mapping import load_spec
-from replicator.core.mapping.grants import Roles, grants_sql
+from replicator.core.mapping.grants import Database, Roles, grants_sql
 from replicator.run.assembly import capture
 from replicator.target.store import ControlStore
 
 
 def print_grants(
-    settings: Settings, shadow_role: str | None, connector_role: str, publication: str | None
+    settings: Settings,
+    shadow_role: str | None,
+    connector_role: str,
+    publication: str | None,
+    database: Database = "both",
 ) -> str:
-    """The setup SQL for the configured spec and settings (no connection is made)."""
+    """The setup SQL for the configured spec and settings, for one database or both (no
+    connection is made)."""
     spec = load_spec(settings.mapping)
     roles = Roles(
         source_db=settings.source.dbname,
@@ -29,7 +34,7 @@ def print_grants(
         app_roles=tuple(settings.cutover.roles()) if "app_roles" in settings.cutover.model_fields_set else (),
     )
     signal = capture(settings).need_signal_table("init --print-grants")
-    return grants_sql(spec, signal, roles, settings.cutover.sequence_pairs())
+    return grants_sql(spec, signal, roles, settings.cutover.sequence_pairs(), database)
 
 
 def init_target(settings: Settings, shadow_role: str | None) -> str:

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from psycopg import sql
 
 from replicator.core.mapping.spec import Spec
 from replicator.core.model import TableRef
+
+Database = Literal["source", "target", "both"]
 
 SIGNAL_COLUMNS = "id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)"
 
@@ -61,10 +64,16 @@ def _schemas(refs: list[TableRef]) -> sql.Composable:
 
 
 def grants_sql(
-    spec: Spec, signal_table: TableRef, roles: Roles, sequences: Sequence[tuple[TableRef, TableRef]] = ()
+    spec: Spec,
+    signal_table: TableRef,
+    roles: Roles,
+    sequences: Sequence[tuple[TableRef, TableRef]] = (),
+    database: Database = "both",
 ) -> str:
-    """The statements, in the order to run them, with a comment saying where and as whom;
-    `sequences`: the (source, target) pairs of REPLICATOR_CUTOVER__SEQUENCES."""
+    """The statements, in the order to run them, with a comment saying where and as whom: every
+    source statement before every target statement, so `database` ("source" or "target") prints
+    one database's part alone, to pipe into psql there; `sequences`: the (source, target) pairs of
+    REPLICATOR_CUTOVER__SEQUENCES."""
     captured = sorted({t.source for t in spec.tables}, key=str)
     targets = sorted({t.target for t in spec.tables}, key=str)
     truncated = sorted({t.target for t in spec.tables if t.truncate.policy == "truncate"}, key=str)
@@ -77,7 +86,7 @@ def grants_sql(
     conn_role, src_role = sql.Identifier(roles.connector_role), sql.Identifier(roles.source_role)
     tgt_role = sql.Identifier(roles.target_role)
     src_db, tgt_db = sql.Identifier(roles.source_db), sql.Identifier(roles.target_db)
-    out: list[str | sql.Composable] = [
+    source: list[str | sql.Composable] = [
         f"-- source database {roles.source_db}, as an administrator (or the tables' owner)",
         "-- the signal table: `replicator drain` writes its fence rows here, the connector captures them",
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SIGNAL_COLUMNS + ")").format(_t(signal_table)),
@@ -103,7 +112,9 @@ def grants_sql(
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas(read_on_source), src_role),
         sql.SQL("GRANT SELECT ON {} TO {}").format(_list(captured), src_role),
         sql.SQL("GRANT INSERT ON {} TO {}").format(_t(signal_table), src_role),
-        "",
+        *_cutover_source(captured, roles, sequences),
+    ]
+    target: list[str | sql.Composable] = [
         f"-- target database {roles.target_db}, as the owner of the target tables",
         f"-- the replicator's target role (create it if needed: CREATE ROLE {roles.target_role} WITH LOGIN"
         " PASSWORD '<secret>')",
@@ -114,32 +125,34 @@ def grants_sql(
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_list(targets), tgt_role),
     ]
     if truncated:
-        out.append(sql.SQL("GRANT TRUNCATE ON {} TO {}").format(_list(truncated), tgt_role))
+        target.append(sql.SQL("GRANT TRUNCATE ON {} TO {}").format(_list(truncated), tgt_role))
     if lookups:
-        out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(_list(lookups), tgt_role))
+        target.append(sql.SQL("GRANT SELECT ON {} TO {}").format(_list(lookups), tgt_role))
     if roles.shadow_role is not None:
         shadow = sql.Identifier(roles.shadow_role)
-        out += [
+        target += [
             "-- the shadow role: reads the data, never writes it (TEMP: its session-local clones; create it"
             f" if needed: CREATE ROLE {roles.shadow_role} WITH LOGIN PASSWORD '<secret>')",
             sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(tgt_db, shadow),
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_schemas([*targets, *lookups]), shadow),
             sql.SQL("GRANT SELECT ON {} TO {}").format(_list([*targets, *lookups]), shadow),
         ]
-    out += _cutover(captured, targets, roles, sequences)
+    target += _cutover_target(targets, roles, sequences)
     tail = f" --shadow-role {roles.shadow_role}" if roles.shadow_role else ""
-    out += ["", f"-- then, as {roles.target_role}: replicator init{tail}"]
-    return "\n".join(s if isinstance(s, str) else s.as_string() + ";" for s in out) + "\n"
+    target += ["", f"-- then, as {roles.target_role}: replicator init{tail}"]
+    parts = {"source": [source], "target": [target], "both": [source, target]}[database]
+    return "\n\n".join(_text(part) for part in parts) + "\n"
 
 
-def _cutover(
-    captured: list[TableRef],
-    targets: list[TableRef],
-    roles: Roles,
-    named: Sequence[tuple[TableRef, TableRef]],
+def _text(statements: list[str | sql.Composable]) -> str:
+    return "\n".join(s if isinstance(s, str) else s.as_string() + ";" for s in statements)
+
+
+def _cutover_source(
+    captured: list[TableRef], roles: Roles, named: Sequence[tuple[TableRef, TableRef]]
 ) -> list[str | sql.Composable]:
-    """What `replicator cutover` needs beyond replication (see the runbook's step 9)."""
-    src_role, tgt_role = sql.Identifier(roles.source_role), sql.Identifier(roles.target_role)
+    """What `replicator cutover` needs in the source beyond replication (the runbook's step 9)."""
+    src_role = sql.Identifier(roles.source_role)
     out: list[str | sql.Composable] = [
         "",
         f"-- for `replicator cutover` (source database {roles.source_db}, as an administrator):",
@@ -175,7 +188,15 @@ def _cutover(
             "-- set REPLICATOR_CUTOVER__APP_ROLES to the roles your application writes as, then print again "
             "for the probe grants"
         )
-    out += [
+    return out
+
+
+def _cutover_target(
+    targets: list[TableRef], roles: Roles, named: Sequence[tuple[TableRef, TableRef]]
+) -> list[str | sql.Composable]:
+    """What `replicator cutover` and the application after the flip need in the target."""
+    tgt_role = sql.Identifier(roles.target_role)
+    out: list[str | sql.Composable] = [
         "",
         f"-- for `replicator cutover` (target database {roles.target_db}, as the target tables' owner):",
         "-- the sequences of the mapped tables, moved past the source's",

@@ -119,3 +119,19 @@ def test_print_grants_grants_only_application_roles_the_operator_named(
     monkeypatch.setenv("REPLICATOR_CUTOVER__APP_ROLES", "orders_app, billing_app")
     text = print_grants(load_settings(), None, "debezium", None)
     assert 'GRANT "orders_app", "billing_app" TO' in text
+
+
+def test_each_database_part_prints_alone() -> None:
+    """`--print-grants source|target`: each part holds only its own database's statements (one
+    psql session can run it), and the two parts together are everything `both` prints."""
+    spec, signal = load_spec(DEMO_SPEC), TableRef("shop", "debezium_signal")
+    both = grants_sql(spec, signal, ROLES)
+    source = grants_sql(spec, signal, ROLES, database="source")
+    target = grants_sql(spec, signal, ROLES, database="target")
+    assert both == source + "\n" + target
+    assert 'ON DATABASE "app_new"' not in source and 'ON DATABASE "app" ' not in target
+    assert "CREATE PUBLICATION" in source and "pg_signal_backend" in source
+    assert "CREATE PUBLICATION" not in target and "pg_signal_backend" not in target
+    assert all('"crm"."customer"' not in line for line in source.splitlines())  # a target table
+    assert all('"shop"."customers"' not in line for line in target.splitlines())  # a source table
+    assert target.rstrip().endswith("-- then, as repl: replicator init --shadow-role repl_shadow")
