@@ -12,7 +12,7 @@ complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -105,8 +105,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     made["partial"].rename(report)
     with ControlStore.open(settings) as store:
         until = store.checkpoints(request.group)
-    # The previewed range: what the live run would apply from those positions up to these.
-    previewed = {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items())}
+    previewed = previewed_range(first, until, set(topics))
     # Rows still held at the end (waiting for a table that lags, a cascade's children): written by
     # the live run once what they wait for is applied, so in no diff of this preview. The run's end
     # revoked its partitions: `held_left` counts those too (`held` would say 0).
@@ -124,6 +123,16 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     review = request.report_dir / f"shadow-{clones.run_id}.md"
     page = write_review(review, summary, report)
     return {**summary, "review": str(review), "review_html": str(page)}
+
+
+def previewed_range(
+    first: Mapping[Partition, int], until: Mapping[Partition, int], topics: Collection[str]
+) -> dict[str, list[int]]:
+    """The previewed range, `topic[partition]` -> [from, to): what the live run would apply from
+    those positions up to these, on the topics the spec reads only. The shadow group's positions
+    can hold others: `--from-group` copies the live group's, and the live group also reads the
+    Debezium signal table's topic (for drain fences), which a preview does not read."""
+    return {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items()) if t in topics}
 
 
 def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: int = 20) -> Path:
