@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from replicator.config import Settings
+from replicator.core.errors import Fatal
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Partition
 from replicator.core.report import collect_review, render_html, render_markdown, shadow_report
@@ -50,12 +51,13 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     topics = spec_topics(settings)
     start: dict[Partition, int] | None = None
     stop_at: dict[Partition, int] = {}
-    if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
-        with Metadata(settings.kafka) as metadata:
-            start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
-            stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
     with ControlStore.open(settings) as store:
         store.require()
+        refuse_after_cutover(store.authority())
+        if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
+            with Metadata(settings.kafka) as metadata:
+                start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
+                stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
         if start is not None:  # an explicit range start replaces the shadow group's positions
             store.set_checkpoints(request.group, start, "from")
         if request.from_group:  # preview what the live group would write next
@@ -123,6 +125,18 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     review = request.report_dir / f"shadow-{clones.run_id}.md"
     page = write_review(review, summary, report)
     return {**summary, "review": str(review), "review_html": str(page)}
+
+
+def refuse_after_cutover(authority: Mapping[str, Any]) -> None:
+    """A preview shows what the live run would write; once a cutover made the target authoritative
+    the live run writes nothing more (it stops itself at the flip), so there is nothing to preview."""
+    if authority["authority"] != "source":
+        raise Fatal(
+            f"the target is authoritative since {authority['since']:%Y-%m-%d %H:%M:%S%z} (cutover "
+            f"{authority['cutover_id']}): the live replicator writes nothing more, so a preview would show "
+            "writes that will never be made; nothing was previewed (`replicator cutover status`; "
+            "`replicator cutover rollback` makes the source authoritative again)"
+        )
 
 
 def previewed_range(

@@ -468,3 +468,36 @@ def test_shadow_previews_a_cascading_delete_under_the_read_only_role(stack: Stac
             (sku, sku),
         ).fetchone()
     assert left == (0, 0)
+
+
+def test_shadow_refuses_once_the_target_is_authoritative(stack: Stack, tmp_path: Path) -> None:
+    """After a cutover the live daemon writes nothing more (it stops at the flip), so a preview of
+    its writes would preview writes never made: `shadow` refuses in one line naming the authority
+    and the way back, and seeds no position and writes no report."""
+    dbname = fresh_target("shadowcut")
+    live = f"cut-{uuid.uuid4().hex[:6]}"
+    env = env_for(stack, dbname, live)
+    assert run_cli(env, "init", "--shadow-role", "replicator_shadow").returncode == 0
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        conn.execute(
+            "UPDATE replicator.authority SET authority = 'target', cutover_id = 'c-test', since = now()"
+        )
+    shadow_env = {
+        **env,
+        "REPLICATOR_TARGET__USER": "replicator_shadow",
+        "REPLICATOR_TARGET__PASSWORD": "shadow",
+    }
+    group = f"cut-shadow-{uuid.uuid4().hex[:6]}"
+    done = run_cli(
+        shadow_env, "shadow", "--stop-when-caught-up", "--shadow-group", group, "--report-dir", str(tmp_path)
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("replicator: error: the target is authoritative since "), (
+        lines
+    )
+    assert "(cutover c-test)" in lines[0] and "`replicator cutover rollback`" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(stack.target_admin(dbname)) as conn:
+        seeded = conn.execute("SELECT count(*) FROM replicator.checkpoint WHERE group_id = %s", (group,))
+        assert one_row(seeded) == (0,)
