@@ -67,7 +67,7 @@ def cmd_connectors_delete(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.connectors import delete_connector
 
     said: list[str] = []
-    done = delete_connector(settings, args.name, args.drop_slot, args.dry_run, said.append)
+    done = delete_connector(settings, args.name, args.drop_slot, args.dry_run, said.append, args.force)
     _emit({**done, "said": said}, args.json, "\n".join(said))
     return 0
 
@@ -798,6 +798,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop its replication slot on the source once its task let go of it (it pins WAL)",
     )
     delete.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the migration's own connector (the one the settings name) before the cutover",
+    )
     delete.add_argument("--json", action="store_true")
     delete.set_defaults(handler=cmd_connectors_delete)
     status = csub.add_parser("status", help="state of every connector on the worker")

@@ -499,7 +499,7 @@ def shadow_table_lines(summary: Mapping[str, Any], tables: Sequence[tuple[str, s
             line = f"no diffs ({read:,} offsets of {topic} read)"
         else:
             line = "nothing previewed" + (f" (no offset of {topic} in the range)" if topic else "")
-        held = int(((summary.get("totals") or {}).get("held") or {}).get(table, 0))
+        held = int(((summary.get("totals") or {}).get("held_during_run") or {}).get(table, 0))
         if held:
             line += f"; {held} held back at least once (in no diff until what they wait for is applied)"
         if table in stops or "stopped" in diffs.get(table, {}):
@@ -515,7 +515,7 @@ def held_note(summary: Mapping[str, Any]) -> str | None:
     as "no diffs" although the live run deletes it): rows held at the end of the run are in no
     diff; the live run writes them once what they wait for is applied. None when nothing was held."""
     at_end = int(summary.get("held_at_end") or 0)
-    by_table: Mapping[str, int] = (summary.get("totals") or {}).get("held") or {}
+    by_table: Mapping[str, int] = (summary.get("totals") or {}).get("held_during_run") or {}
     if not at_end and not by_table:
         return None
     tables = ", ".join(f"{t} ({n})" for t, n in by_table.items()) or "-"

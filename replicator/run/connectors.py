@@ -21,6 +21,8 @@ from replicator.connect.configs import (
 )
 from replicator.core.errors import Fatal, ReplicatorError, one_line
 from replicator.pg.session import connect
+from replicator.run.assembly import capture
+from replicator.target.store import ControlStore
 
 
 def _client(settings: Settings) -> ConnectClient:
@@ -80,13 +82,19 @@ def connector_states(settings: Settings, verbose: bool) -> list[dict[str, Any]]:
 
 
 def delete_connector(
-    settings: Settings, name: str, drop_slot: bool, dry_run: bool, say: Callable[[str], None]
+    settings: Settings,
+    name: str,
+    drop_slot: bool,
+    dry_run: bool,
+    say: Callable[[str], None],
+    force: bool = False,
 ) -> dict[str, Any]:
     """Remove a connector for good: delete it from Connect and, with `drop_slot`, drop its
     replication slot on the source once its task let go of it (a slot left behind pins WAL).
     Its publication is named, not dropped (other connectors may publish through it). Connect
     keeps the deleted connector's source offsets: one created again with that name would resume
-    at a position the dropped slot no longer has."""
+    at a position the dropped slot no longer has. The migration's own connector (the one the
+    settings name) is refused while the source is authoritative, unless `force`."""
     client = _client(settings)
     config = client.config(name)
     if config is None:
@@ -94,6 +102,8 @@ def delete_connector(
             f"connector {name} does not exist in Connect at {settings.connect.url};"
             " `replicator connectors status` lists the connectors there"
         )
+    if not force:
+        refuse_before_cutover(settings, name)
     slot = config.get("slot.name", "debezium")  # Debezium's defaults
     publication = config.get("publication.name", "dbz_publication")
     done = {"name": name, "slot": slot, "publication": publication, "deleted": False, "slot_dropped": False}
@@ -117,6 +127,31 @@ def delete_connector(
         f" Connect's stored offsets of {name} (create it again under a new name for a fresh snapshot)"
     )
     return done
+
+
+def refuse_before_cutover(settings: Settings, name: str) -> None:
+    """Deleting the connector that captures the migration's changes (the one the settings or the
+    spec's `capture:` name) before a cutover stops capture: nothing fails, the target just stops
+    following the source. Refused while the target's authority row says `source` (or cannot be
+    read); any other connector, or after the cutover, passes."""
+    try:
+        migration = capture(settings).connector
+    except ReplicatorError:  # no readable spec: only the settings can name it
+        migration = settings.connector
+    if name != migration:
+        return
+    why = (
+        f"connector {name} captures this migration's changes (the settings or the spec name it) and {{}}:"
+        " deleting it stops capture and the target silently stops following the source; cut over first"
+        " (`replicator cutover`), or pass --force to delete it anyway"
+    )
+    try:
+        with ControlStore.open(settings) as store:
+            authority = store.authority()["authority"] if store.initialized() else "source"
+    except ReplicatorError as exc:
+        raise Fatal(why.format(f"the target's authority could not be read ({one_line(exc)})")) from exc
+    if authority == "source":
+        raise Fatal(why.format("the source is still authoritative (no cutover)"))
 
 
 def _drop_slot(settings: Settings, slot: str, wait_s: float) -> None:

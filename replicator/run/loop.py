@@ -156,7 +156,9 @@ class Totals:
     not_table_data: int = 0
     tombstones: int = 0
     released: int = 0  # held events applied or superseded
-    held: Counter[str] = field(default_factory=Counter)  # newly held events, by target table
+    # row changes put on hold during the run (newly held; a retry still held is not counted again),
+    # by target table: not how many are held at its end (a shadow run's `held_at_end`)
+    held_during_run: Counter[str] = field(default_factory=Counter)
 
     def add(self, batch: PreparedBatch, result: BatchResult) -> None:
         self.batches += 1
@@ -167,7 +169,7 @@ class Totals:
         self.errors += len(result.errors)
         self.truncated_notes += result.truncated_notes
         self.released += result.released
-        self.held.update(result.held_by_table)
+        self.held_during_run.update(result.held_by_table)
         self.not_table_data += batch.counts["not_table_data"]
         self.tombstones += batch.counts["tombstone"]
 
@@ -183,7 +185,7 @@ class Totals:
             "tombstones": self.tombstones,
             "not_table_data": self.not_table_data,
             "held_released": self.released,
-            "held": dict(sorted(self.held.items())),
+            "held_during_run": dict(sorted(self.held_during_run.items())),
         }
 
 

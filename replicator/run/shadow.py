@@ -12,13 +12,14 @@ complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from replicator.config import Settings
+from replicator.core.errors import Fatal
 from replicator.core.mapping.plan import Plan
 from replicator.core.model import Partition
 from replicator.core.report import collect_review, render_html, render_markdown, shadow_report
@@ -50,12 +51,13 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     topics = spec_topics(settings)
     start: dict[Partition, int] | None = None
     stop_at: dict[Partition, int] = {}
-    if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
-        with Metadata(settings.kafka) as metadata:
-            start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
-            stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
     with ControlStore.open(settings) as store:
         store.require()
+        refuse_after_cutover(store.authority())
+        if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
+            with Metadata(settings.kafka) as metadata:
+                start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
+                stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
         if start is not None:  # an explicit range start replaces the shadow group's positions
             store.set_checkpoints(request.group, start, "from")
         if request.from_group:  # preview what the live group would write next
@@ -105,8 +107,7 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     made["partial"].rename(report)
     with ControlStore.open(settings) as store:
         until = store.checkpoints(request.group)
-    # The previewed range: what the live run would apply from those positions up to these.
-    previewed = {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items())}
+    previewed = previewed_range(first, until, set(topics))
     # Rows still held at the end (waiting for a table that lags, a cascade's children): written by
     # the live run once what they wait for is applied, so in no diff of this preview. The run's end
     # revoked its partitions: `held_left` counts those too (`held` would say 0).
@@ -124,6 +125,28 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     review = request.report_dir / f"shadow-{clones.run_id}.md"
     page = write_review(review, summary, report)
     return {**summary, "review": str(review), "review_html": str(page)}
+
+
+def refuse_after_cutover(authority: Mapping[str, Any]) -> None:
+    """A preview shows what the live run would write; once a cutover made the target authoritative
+    the live run writes nothing more (it stops itself at the flip), so there is nothing to preview."""
+    if authority["authority"] != "source":
+        raise Fatal(
+            f"the target is authoritative since {authority['since']:%Y-%m-%d %H:%M:%S%z} (cutover "
+            f"{authority['cutover_id']}): the live replicator writes nothing more, so a preview would show "
+            "writes that will never be made; nothing was previewed (`replicator cutover status`; "
+            "`replicator cutover rollback` makes the source authoritative again)"
+        )
+
+
+def previewed_range(
+    first: Mapping[Partition, int], until: Mapping[Partition, int], topics: Collection[str]
+) -> dict[str, list[int]]:
+    """The previewed range, `topic[partition]` -> [from, to): what the live run would apply from
+    those positions up to these, on the topics the spec reads only. The shadow group's positions
+    can hold others: `--from-group` copies the live group's, and the live group also reads the
+    Debezium signal table's topic (for drain fences), which a preview does not read."""
+    return {f"{t}[{p}]": [first.get((t, p), 0), o] for (t, p), o in sorted(until.items()) if t in topics}
 
 
 def write_review(path: Path, summary: Mapping[str, Any], report: Path, sample: int = 20) -> Path:

@@ -19,7 +19,7 @@ import psycopg
 
 from replicator.connect.client import ConnectClient
 from replicator.connect.configs import load_connector
-from tests.integration.pipeline import drop_slot
+from tests.integration.pipeline import drop_slot, fresh_target
 from tests.integration.stack import Stack
 
 CONNECTORS = Path(__file__).parent / "connectors"
@@ -126,6 +126,54 @@ def test_delete_removes_the_connector_and_drops_its_slot(stack: Stack, probe_sou
         assert missing.returncode == 1 and missing.stdout == ""
         assert f"connector {name} does not exist in Connect at {stack.connect_url}" in missing.stderr
         assert len(missing.stderr.strip().splitlines()) == 1
+    finally:
+        if client.config(name) is not None:
+            client.delete(name)
+        drop_slot(stack, slot)
+
+
+def test_delete_refuses_the_migrations_connector_before_the_cutover(stack: Stack, probe_source: str) -> None:
+    """The connector the settings name feeds the migration: deleting it while the source is
+    authoritative stops capture with no error anywhere, so `connectors delete` refuses it in one
+    line naming why and `--force` (a dry run alike; `--force --dry-run` says what it would do).
+    After the cutover (the target's authority row says `target`) it deletes it as any other."""
+    run = uuid.uuid4().hex[:6]
+    name, slot = f"test-delmig-{run}", f"cdc_probe_delmig_{run}"
+    dbname = fresh_target("delmig")
+    env = {
+        "CDC_PROBE_CONNECTOR": name,
+        "CDC_PROBE_SLOT": slot,
+        "REPLICATOR_CONNECT__URL": stack.connect_url,
+        "REPLICATOR_CONNECTOR": name,
+        "REPLICATOR_TARGET__DBNAME": dbname,
+    }
+    client = ConnectClient(stack.connect_url)
+    try:
+        assert run_cli("connectors", "apply", "--dir", str(CONNECTORS), env=env).returncode == 0
+        for dry in ([], ["--dry-run"]):  # before `replicator init`: no authority row, the source's
+            refused = run_cli("connectors", "delete", name, "--drop-slot", *dry, env=env)
+            assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(
+                f"replicator: error: connector {name} captures this migration's changes"
+            ), lines
+            assert "the source is still authoritative" in lines[0] and "--force" in lines[0]
+        assert run_cli("init", env=env).returncode == 0
+        refused = run_cli("connectors", "delete", name, env=env)
+        assert refused.returncode == 1 and "the source is still authoritative" in refused.stderr
+        forced = run_cli("connectors", "delete", name, "--force", "--dry-run", env=env)
+        assert forced.returncode == 0 and forced.stdout.strip() == f"would delete connector {name}", (
+            forced.stderr
+        )
+        assert client.config(name) is not None
+        with psycopg.connect(stack.target_admin(dbname)) as conn:
+            conn.execute(
+                "UPDATE replicator.authority SET authority = 'target', cutover_id = 'c-test', since = now()"
+            )
+        done = run_cli("connectors", "delete", name, "--drop-slot", env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == f"deleted connector {name}"
+        assert client.config(name) is None
     finally:
         if client.config(name) is not None:
             client.delete(name)

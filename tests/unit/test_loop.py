@@ -413,3 +413,22 @@ def test_a_schema_change_stops_its_partition_in_front_of_the_event_and_drops_wha
     assert max(c[p0] for c in source.committed if p0 in c) == 3  # Kafka never ahead of the stop either
     assert sink.stored[p0] == 3 and sink.stored[p1] == 3
     assert "pause" in source.events and loop.stopped[p0].rule_id == "items.on_schema_change"
+
+
+def test_totals_name_the_rows_held_during_the_run_apart_from_those_held_at_its_end() -> None:
+    """The run's totals (its end line, a shadow summary's `totals`) count the row changes put on
+    hold during the run as `held_during_run`, per table: named `held`, beside a shadow run's
+    `held_at_end`, it read as the rows still held."""
+    from collections import Counter
+
+    from replicator.run.loop import Totals
+
+    totals = Totals()
+    batch = PreparedBatch(by_table={}, failures=(), next_offsets={}, counts=Counter(), events=2)
+    totals.add(batch, BatchResult(held=2, held_by_table=Counter({"s.orders": 2})))
+    totals.add(batch, BatchResult(held=2, held_by_table=Counter({"s.items": 1})))  # one still held
+    said = totals.as_dict()
+    assert said["held_during_run"] == {"s.items": 1, "s.orders": 2} and "held" not in said
+    line = StringIO()
+    RunLog("r", stream=line).event("end", **said)
+    assert line.getvalue().endswith(" held_released=0 held_during_run=s.items:1,s.orders:2\n")

@@ -250,7 +250,7 @@ def test_rows_held_back_by_the_preview_are_named_not_shown_as_no_diffs() -> None
     """Trial 14: a customer deleted with its orders (ON DELETE CASCADE in the target): the preview
     held the parents' deletes for their children's and said "no diffs" for them, while the live run
     deleted them. The review and the terminal say what was held, per table."""
-    totals = {"events": 12, "skipped_older": 0, "held": {"s.customers": 1, "s.orders": 4}}
+    totals = {"events": 12, "skipped_older": 0, "held_during_run": {"s.customers": 1, "s.orders": 4}}
     summary, _ = sample_review(diffs={}, range={"t.s.customers[0]": [0, 2]}, totals=totals)
     summary["held_at_end"] = 5
     md = render_markdown(shadow_report(collect_review(summary, "r.jsonl", [])))
