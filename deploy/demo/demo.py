@@ -91,11 +91,15 @@ def reset_capture() -> None:
         state = client.state(name)
         if state is not None:
             client.stop(name)
-            wait_for(lambda: (s := client.state(name)) is not None and s.connector == "STOPPED", f"{name} to stop")
+            wait_for(
+                lambda: (s := client.state(name)) is not None and s.connector == "STOPPED", f"{name} to stop"
+            )
             client.reset_offsets(name)
             client.delete(name)
             wait_for(lambda: client.state(name) is None, f"{name} to be deleted")
-            print(f"demo: connector {name} removed with its offsets (re-apply it: replicator connectors apply)")
+            print(
+                f"demo: connector {name} removed with its offsets (re-apply it: replicator connectors apply)"
+            )
     except ConnectError as exc:
         print(f"demo: {exc}; the connector was left alone", file=sys.stderr)
     admin = AdminClient({"bootstrap.servers": env("REPLICATOR_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:59092")})
@@ -158,13 +162,21 @@ def setup_source(reset: bool) -> None:
         conn.execute("GRANT INSERT ON shop.debezium_signal TO debezium")
         # The application: DML on its tables (re-granted here, so a demo cutover's fence is undone).
         ensure_role(conn, APP_ROLE, env("CDC_APP_PASSWORD", APP_ROLE))
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(APP_ROLE)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(APP_ROLE)
+            )
+        )
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA shop TO {}").format(sql.Identifier(APP_ROLE)))
         tables = sql.SQL(", ").join(sql.Identifier("shop", t) for t in APP_TABLES)
         conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(tables, sql.Identifier(APP_ROLE))
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
+                tables, sql.Identifier(APP_ROLE)
+            )
         )
-        conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA shop TO {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA shop TO {}").format(sql.Identifier(APP_ROLE))
+        )
         reset_authority(conn)
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,)).fetchone():
             tables = sql.SQL(", ").join(sql.Identifier("shop", t) for t in CAPTURED)
@@ -195,7 +207,11 @@ def setup_target(reset: bool, dbname: str | None = None) -> None:
         )
         # The application after a cutover's flip writes the target (the `app_target` gate checks it).
         ensure_role(conn, APP_ROLE, env("CDC_APP_PASSWORD", APP_ROLE))
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(APP_ROLE)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(APP_ROLE)
+            )
+        )
         for schema in ("crm", "catalog", "sales"):
             conn.execute(
                 sql.SQL(
@@ -205,8 +221,10 @@ def setup_target(reset: bool, dbname: str | None = None) -> None:
                 ).format(sql.Identifier(schema), sql.Identifier(APP_ROLE))
             )
             conn.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {0} TO replicator_shadow; "
-                        "GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO replicator_shadow").format(sql.Identifier(schema))
+                sql.SQL(
+                    "GRANT USAGE ON SCHEMA {0} TO replicator_shadow; "
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO replicator_shadow"
+                ).format(sql.Identifier(schema))
             )
             conn.execute(
                 sql.SQL(
@@ -334,11 +352,13 @@ def insert_order(conn: psycopg.Connection[Any], rng: random.Random) -> None:
     assert row is not None
     for line_no, (sku, price) in enumerate(skus, start=1):
         conn.execute(
-            "INSERT INTO shop.order_lines (order_id, line_no, sku, qty, unit_price) VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO shop.order_lines (order_id, line_no, sku, qty, unit_price)"
+            " VALUES (%s, %s, %s, %s, %s)",
             (row[0], line_no, sku, rng.randrange(1, 5), price),
         )
     conn.execute(
-        "UPDATE shop.orders SET total = (SELECT sum(qty * unit_price) FROM shop.order_lines WHERE order_id = %s)"
+        "UPDATE shop.orders SET total ="
+        " (SELECT sum(qty * unit_price) FROM shop.order_lines WHERE order_id = %s)"
         " WHERE id = %s",
         (row[0], row[0]),
     )
@@ -356,14 +376,16 @@ def one_operation(conn: psycopg.Connection[Any], rng: random.Random, n: int) -> 
             return "insert customer"
         if choice < 0.60:
             conn.execute(
-                "UPDATE shop.orders SET status = %s WHERE id = (SELECT id FROM shop.orders ORDER BY random() LIMIT 1)",
+                "UPDATE shop.orders SET status = %s"
+                " WHERE id = (SELECT id FROM shop.orders ORDER BY random() LIMIT 1)",
                 (rng.choice(["paid", "shipped", "cancelled"]),),
             )
             return "update order status"
         if choice < 0.72:
             # Touches price only: the TOASTed description is unchanged in the event.
             conn.execute(
-                "UPDATE shop.products SET price = price + 1 WHERE sku = (SELECT sku FROM shop.products WHERE price < 1000000 ORDER BY random() LIMIT 1)"
+                "UPDATE shop.products SET price = price + 1 WHERE sku ="
+                " (SELECT sku FROM shop.products WHERE price < 1000000 ORDER BY random() LIMIT 1)"
             )
             return "update product price"
         if choice < 0.84:
@@ -398,7 +420,7 @@ def app_conninfo() -> str:
 def workload(rate: float, seconds: float, seed_value: int) -> dict[str, int]:
     """Operations as the application role; a fenced source refuses them and the workload goes on
     trying (counted as `refused`), as an application would during a cutover."""
-    rng = random.Random(seed_value)
+    rng = random.Random(seed_value)  # noqa: S311 (demo data, reproducible by seed; not a secret)
     counts: dict[str, int] = {}
     interval = 1.0 / rate if rate > 0 else 0.0
     conn = psycopg.connect(app_conninfo(), autocommit=True)
@@ -456,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_source(args.reset)
             setup_target(args.reset)
             with psycopg.connect(admin_conninfo("SOURCE", source_db()), autocommit=True) as conn:
-                seed(conn, random.Random(args.seed), args.customers)
+                seed(conn, random.Random(args.seed), args.customers)  # noqa: S311 (demo data)
                 counts = {
                     t: conn.execute(
                         sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("shop", t))
@@ -472,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             print("workload done:", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     except psycopg.OperationalError as exc:
         print(
-            f"demo: cannot reach PostgreSQL: {str(exc).splitlines()[0]}; is the stack up? (deploy/local/stack status)",
+            f"demo: cannot reach PostgreSQL: {str(exc).splitlines()[0]};"
+            " is the stack up? (deploy/local/stack status)",
             file=sys.stderr,
         )
         return 1
