@@ -6,7 +6,7 @@ rows absent because they are error records. Read-only on both sides.
 
 `compare_marked` is the same verify, each side read in one REPEATABLE READ
 snapshot whose xmin it keeps (`Baseline`); `compare_since` then verifies
-again reading only the key columns of unchanged rows: a row changed since
+again reading only the key columns of unchanged rows, on both sides: a row changed since
 a snapshot if its xmin is at or after that snapshot's xmin (modulo 2^32;
 transactions that were running then count as changed, also through their
 subtransactions, which the snapshot does not list). Rows that changed, and
@@ -58,23 +58,45 @@ def _read_table(conn: psycopg.Connection[Any], ref: TableRef) -> list[dict[str, 
         return list(cur.fetchall())
 
 
-def read_source(conn: psycopg.Connection[Any], plan: Plan) -> dict[TableRef, list[dict[str, Any]]]:
-    return {ref: _read_table(conn, ref) for ref in sorted({t.source for t in plan.tables})}
-
-
-def read_target(conn: psycopg.Connection[Any], table: TablePlan, store: ControlStore) -> Rows:
-    """Target rows by key, leaving out rows the source deleted that the spec keeps."""
+def read_target(
+    conn: psycopg.Connection[Any], table: TablePlan, store: ControlStore, only: set[str] | None = None
+) -> Rows:
+    """Target rows by key, leaving out rows the source deleted that the spec keeps. With `only`,
+    the values of those keys alone: every other key maps to no values (its presence is all a
+    `diff` with `only` reads), so a table of big values is not read whole to compare a few rows.
+    The second read finds the rows by ctid: stable inside the caller's REPEATABLE READ snapshot."""
     cols = [c.target for c in table.columns]
+    ref = sql.Identifier(table.target.schema, table.target.name)
     rows: Rows = {}
-    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
-        cur.execute(
-            sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-                sql.Identifier(table.target.schema, table.target.name),
+    if only is None:
+        with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
+            cur.execute(
+                sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(sql.Identifier(c) for c in cols), ref)
             )
-        )
-        for row in cur.fetchall():
-            rows[key_text(tuple(row[k] for k in table.key))] = row
+            for row in cur.fetchall():
+                rows[key_text(tuple(row[k] for k in table.key))] = row
+    else:
+        wanted: list[str] = []  # ctids of the rows whose values are compared
+        with exact_rows(conn.cursor()) as cur:
+            cur.execute(
+                sql.SQL("SELECT ctid::text, {} FROM {}").format(
+                    sql.SQL(", ").join(sql.Identifier(k) for k in table.key), ref
+                )
+            )
+            for ctid, *key in cur:
+                text = key_text(tuple(key))
+                rows[text] = {}
+                if text in only:
+                    wanted.append(ctid)
+        with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
+            cur.execute(
+                sql.SQL("SELECT {} FROM {} WHERE ctid = ANY(%s::tid[])").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in cols), ref
+                ),
+                (wanted,),
+            )
+            for row in cur.fetchall():
+                rows[key_text(tuple(row[k] for k in table.key))] = row
     if table.delete.kind in ("soft", "ignore"):
         for key in store.deleted_keys(table.target):
             rows.pop(key, None)
@@ -148,8 +170,9 @@ def compare(
     control_schema: str,
     placeholder: str = "__debezium_unavailable_value",
 ) -> list[TableDiff]:
-    """Every mapped table of the target against the mapped source, through open sessions."""
-    return compare_marked(plan, source, target, control_schema, placeholder)[0]
+    """Every mapped table of the target against the mapped source, through open sessions (no
+    baseline kept: memory is one table's rows, source and target, at a time)."""
+    return compare_marked(plan, source, target, control_schema, placeholder, keep=False)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,19 +215,23 @@ def compare_marked(
     target: psycopg.Connection[Any],
     control_schema: str,
     placeholder: str = "__debezium_unavailable_value",
+    keep: bool = True,
 ) -> tuple[list[TableDiff], Baseline]:
-    """`compare`, each side read in one snapshot, and the baseline for `compare_since`."""
-    with _snapshot(source) as source_xmin:
-        rows = read_source(source, plan)
+    """`compare`, each side read in one snapshot, and the baseline for `compare_since` (without
+    `keep`, an empty one). Both snapshots stay open while the tables are compared one by one: a
+    source table's rows are held only until the last mapped table that reads them is compared."""
     store = ControlStore(target, control_schema)
     diffs: list[TableDiff] = []
     tables: dict[TableRef, TableBaseline] = {}
-    with _snapshot(target) as target_xmin:
+    last_use = {t.source: i for i, t in enumerate(plan.tables)}
+    read: dict[TableRef, list[dict[str, Any]]] = {}
+    with _snapshot(source) as source_xmin, _snapshot(target) as target_xmin:
         store.require()
-        for t in plan.tables:
-            expectations = resolve_lookups(
-                target, plan, t, [expect(t, row) for row in rows.get(t.source, ())]
-            )
+        for i, t in enumerate(plan.tables):
+            if t.source not in read:
+                read[t.source] = _read_table(source, t.source)
+            rows = read.pop(t.source) if last_use[t.source] == i else read[t.source]
+            expectations = resolve_lookups(target, plan, t, [expect(t, row) for row in rows])
             errored, accepted = store.error_keys(t.target)
             result = diff(
                 t,
@@ -216,7 +243,7 @@ def compare_marked(
                 accepted=accepted,
             )
             diffs.append(result)
-            baseline = TableBaseline.of(t, expectations, result)
+            baseline = TableBaseline.of(t, expectations, result) if keep else None
             if baseline is not None:
                 tables[t.target] = baseline
     return diffs, Baseline(source_xmin, target_xmin, tables, sum(d.expected for d in diffs))
@@ -286,9 +313,9 @@ def compare_since(
             expected[ref] = (*collect(resolve_lookups(target, plan, table, expectations)), None)
         for t in plan.tables:
             rows, rejected, again = expected[t.target]
-            actual = read_target(target, t, store)
             if again is not None:
                 again |= _target_changed(target, t, baseline.target_xmin)
+            actual = read_target(target, t, store, again)
             compared += len(rows) if again is None else len(again)
             errored, accepted = store.error_keys(t.target)
             diffs.append(
