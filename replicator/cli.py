@@ -250,6 +250,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.run.assembly import source_topics, spec_topics, target_topics
     from replicator.run.status import (
+        after_flip,
         authority_status,
         capture_status,
         dead_text,
@@ -298,6 +299,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         runs = run_status(store, settings.heartbeat_s)
         authority = authority_status(store)
         unread = unread_status(store, group, source_topics(settings))
+    tables, runs = after_flip(authority, tables, runs)
     totals = status_totals(tables, rows, held)
     stopped = [t for t in tables if t["state"] == "stopped"]
     limit = settings.cutover.max_held_age_s
@@ -339,6 +341,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 if r["state"] == "dead"
                 else f" at {r['ended_at']}: {r['reason']}; fix it, then start the run again"
                 if r["state"] == "halted"
+                else f" at {r['ended_at']}: stopped at the cutover's flip (expected)"
+                if r["state"] == "cut_over"
                 else ""
             )
             for r in runs

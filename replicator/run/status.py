@@ -374,7 +374,32 @@ def unread_lines(unread: Sequence[Mapping[str, Any]] | None) -> list[str]:
     return lines
 
 
-TABLE_STATES = ("running", "held", "stopped", "halted")
+TABLE_STATES = ("running", "held", "stopped", "halted", "cut_over")
+
+
+def after_flip(
+    authority: Mapping[str, Any], tables: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`table_status` and `run_status` rows as a cutover's flip leaves them: the forward run
+    stopping is the expected end, so its tables are `cut_over`, not HALTED (whose fix, start the run
+    again, would stop again at once: trial 17), and its halted forward runs too. A stopped table
+    stays stopped (what it stopped on was never applied). Unchanged while the source is
+    authoritative."""
+    if authority["authority"] == "source":
+        return tables, runs
+    reason = (
+        f"the target is authoritative since {authority['since']} (cutover {authority['cutover_id']}):"
+        " the forward replicator stopped at the flip and writes nothing more (expected)"
+    )
+    return (
+        [
+            t if t["state"] == "stopped" else {**t, "state": "cut_over", "reason": reason, "fix": None}
+            for t in tables
+        ],
+        [{**r, "state": "cut_over"} if r["state"] == "halted" and r["mode"] == "run" else r for r in runs],
+    )
+
+
 SHOWN_NAMES = 5  # tables named where a line stands for many; the others are counted
 
 
@@ -429,7 +454,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def totals_line(totals: Mapping[str, Any]) -> str:
-    states = ", ".join(f"{s} {n}" for s, n in totals["by_state"].items())
+    # cut_over only once a cutover made a table so (it is 0 before, on every line)
+    states = ", ".join(f"{s} {n}" for s, n in totals["by_state"].items() if n or s != "cut_over")
     odd = [
         f"{totals['partitions_stopped']} stopped" if totals["partitions_stopped"] else "",
         f"{totals['partitions_kafka_ahead']} KAFKA AHEAD" if totals["partitions_kafka_ahead"] else "",

@@ -526,6 +526,15 @@ def test_cutover_under_app_writes_drains_exactly_carries_sequences_and_flips(
             sql.SQL("INSERT INTO {}.parent (name) VALUES ('late')").format(sql.Identifier(world.schema))
         )
     assert target_writes(stack, site) == 0
+    # `status` calls that stop the expected end of a cutover (trial 17: every table was HALTED,
+    # "fix the cause, then start that run's instance again", a restart that would stop again)
+    after = site.cli("status", "--json")
+    assert after.returncode == 0, cli_out(after)
+    shown = json.loads(after.stdout)
+    assert {t["state"] for t in shown["tables"]} == {"cut_over"}
+    assert [r["state"] for r in shown["runs"] if r["group"] == site.group and r["mode"] == "run"] == [
+        "cut_over"
+    ]
 
 
 def test_dry_run_changes_nothing_and_json_names_every_gate(stack: Stack, world: World, site: Site) -> None:

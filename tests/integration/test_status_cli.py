@@ -304,7 +304,7 @@ def test_status_of_many_tables_has_totals_a_table_filter_and_each_shared_reason_
         shown = json.loads(done.stdout)
         assert shown["totals"] == {
             "tables": 5,
-            "by_state": {"running": 0, "held": 1, "stopped": 0, "halted": 4},
+            "by_state": {"running": 0, "held": 1, "stopped": 0, "halted": 4, "cut_over": 0},
             "partitions": 8,
             "partitions_stopped": 0,
             "partitions_kafka_ahead": 0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.run.status import (
+    after_flip,
     held_problems,
     select_tables,
     shown_line,
@@ -47,7 +48,7 @@ def test_totals_count_every_table_by_state_and_the_partitions_lag_held_rows_and_
     totals = status_totals(tables, partitions, held)
     assert totals == {
         "tables": 6,
-        "by_state": {"running": 1, "held": 1, "stopped": 1, "halted": 3},
+        "by_state": {"running": 1, "held": 1, "stopped": 1, "halted": 3, "cut_over": 0},
         "partitions": 2,
         "partitions_stopped": 1,
         "partitions_kafka_ahead": 0,
@@ -142,3 +143,29 @@ def test_rows_held_too_long_in_several_tables_are_one_problem_line() -> None:
         "  PROBLEM: s.b has rows held longer than 60 s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S), waiting for s.p:"
     ), one
     assert held_problems([], 60.0) == []
+
+
+def test_after_the_flip_the_forward_runs_end_is_cut_over_not_halted() -> None:
+    """trial 17: after a cutover every table said HALTED with "start that run's instance again",
+    which would only stop again at the flip. A stopped table stays stopped (its change was never
+    applied); nothing changes while the source is authoritative."""
+    flip = "the target is authoritative since 2026-12-08T01:39:47+00:00 (cutover c1): stops"
+    stopped = _table(
+        "s.c", "stopped", "a column was added", "edit the spec", at="app.s.c[0]@5", rule_id="c.x"
+    )
+    tables = [*_halted(2), _table("s.a"), stopped]
+    runs = [
+        {"run_id": "r1", "mode": "run", "group": "g", "state": "halted", "reason": flip},
+        {"run_id": "r2", "mode": "shadow", "group": "g-shadow", "state": "halted", "reason": "x"},
+    ]
+    source = {"authority": "source", "since": None, "cutover_id": None}
+    assert after_flip(source, tables, runs) == (tables, runs)
+    target = {"authority": "target", "since": "2026-12-08T01:39:47+00:00", "cutover_id": "c1"}
+    shown, ended = after_flip(target, tables, runs)
+    assert [t["state"] for t in shown] == ["cut_over", "cut_over", "cut_over", "stopped"]
+    assert all(t["fix"] is None and "(cutover c1)" in t["reason"] for t in shown[:3])
+    assert shown[3] == tables[3]
+    assert [r["state"] for r in ended] == ["cut_over", "halted"]  # a shadow run's halt is its own
+    line = totals_line(status_totals(shown, [], []))
+    assert line.startswith("totals: 4 tables (running 0, held 0, stopped 1, halted 0, cut_over 3);")
+    assert "start that run" not in "\n".join(table_lines(shown))
