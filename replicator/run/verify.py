@@ -21,7 +21,7 @@ cannot give is an expected error record of the column's rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +29,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from replicator.config import Settings
 from replicator.core.intents import key_text
 from replicator.core.mapping.plan import LookupRef, Plan, TablePlan
 from replicator.core.model import TableRef
+from replicator.core.values import JsonText
 from replicator.core.verify import (
     Expectation,
     Rows,
@@ -51,11 +53,36 @@ from replicator.run.status import table_status
 from replicator.target.lookups import LookupResolver
 from replicator.target.store import ControlStore
 
+_ITERSIZE = 256  # rows per round trip of `_stream`'s server-side cursor
 
-def _read_table(conn: psycopg.Connection[Any], ref: TableRef) -> list[dict[str, Any]]:
-    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
-        cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(ref.schema, ref.name)))
-        return list(cur.fetchall())
+
+def _json_text(data: bytes | bytearray | memoryview | str) -> JsonText:
+    return JsonText(data if isinstance(data, str) else bytes(data).decode())
+
+
+def _stream(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Sequence[Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows of `query` through a server-side cursor, inside the caller's transaction: libpq
+    never holds a whole table's result beside its rows. json and jsonb come as their text
+    (`JsonText`): `core.verify.same` parses a document only when its texts differ (trial 17: a
+    verify of megabyte documents parsed into objects peaked at 8.4 GB)."""
+    with conn.cursor("replicator_verify", row_factory=dict_row) as cur:
+        set_json_loads(_json_text, cur)
+        cur.itersize = _ITERSIZE
+        cur.execute(query, params)
+        yield from cur
+
+
+def _keys(conn: psycopg.Connection[Any], query: sql.Composed) -> list[tuple[Any, ...]]:
+    """Rows of key columns (small), json read as `_stream` reads it."""
+    with conn.cursor() as cur:
+        set_json_loads(_json_text, cur)
+        return list(cur.execute(query))
+
+
+def _table_rows(conn: psycopg.Connection[Any], ref: TableRef) -> Iterator[dict[str, Any]]:
+    return _stream(conn, sql.SQL("SELECT * FROM {}").format(sql.Identifier(ref.schema, ref.name)))
 
 
 def read_target(
@@ -68,35 +95,21 @@ def read_target(
     cols = [c.target for c in table.columns]
     ref = sql.Identifier(table.target.schema, table.target.name)
     rows: Rows = {}
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     if only is None:
-        with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
-            cur.execute(
-                sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(sql.Identifier(c) for c in cols), ref)
-            )
-            for row in cur.fetchall():
-                rows[key_text(tuple(row[k] for k in table.key))] = row
+        for row in _stream(conn, sql.SQL("SELECT {} FROM {}").format(columns, ref)):
+            rows[key_text(tuple(row[k] for k in table.key))] = row
     else:
         wanted: list[str] = []  # ctids of the rows whose values are compared
-        with exact_rows(conn.cursor()) as cur:
-            cur.execute(
-                sql.SQL("SELECT ctid::text, {} FROM {}").format(
-                    sql.SQL(", ").join(sql.Identifier(k) for k in table.key), ref
-                )
-            )
-            for ctid, *key in cur:
-                text = key_text(tuple(key))
-                rows[text] = {}
-                if text in only:
-                    wanted.append(ctid)
-        with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
-            cur.execute(
-                sql.SQL("SELECT {} FROM {} WHERE ctid = ANY(%s::tid[])").format(
-                    sql.SQL(", ").join(sql.Identifier(c) for c in cols), ref
-                ),
-                (wanted,),
-            )
-            for row in cur.fetchall():
-                rows[key_text(tuple(row[k] for k in table.key))] = row
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+        for ctid, *values in _keys(conn, sql.SQL("SELECT ctid::text, {} FROM {}").format(keys, ref)):
+            text = key_text(tuple(values))
+            rows[text] = {}
+            if text in only:
+                wanted.append(str(ctid))
+        query = sql.SQL("SELECT {} FROM {} WHERE ctid = ANY(%s::tid[])").format(columns, ref)
+        for row in _stream(conn, query, (wanted,)):
+            rows[key_text(tuple(row[k] for k in table.key))] = row
     if table.delete.kind in ("soft", "ignore"):
         for key in store.deleted_keys(table.target):
             rows.pop(key, None)
@@ -218,20 +231,17 @@ def compare_marked(
     keep: bool = True,
 ) -> tuple[list[TableDiff], Baseline]:
     """`compare`, each side read in one snapshot, and the baseline for `compare_since` (without
-    `keep`, an empty one). Both snapshots stay open while the tables are compared one by one: a
-    source table's rows are held only until the last mapped table that reads them is compared."""
+    `keep`, an empty one). Both snapshots stay open while the tables are compared one by one, each
+    reading its source table (again, for a table another rule reads too): memory holds one table's
+    rows at a time, unless a baseline keeps its expectations."""
     store = ControlStore(target, control_schema)
     diffs: list[TableDiff] = []
     tables: dict[TableRef, TableBaseline] = {}
-    last_use = {t.source: i for i, t in enumerate(plan.tables)}
-    read: dict[TableRef, list[dict[str, Any]]] = {}
     with _snapshot(source) as source_xmin, _snapshot(target) as target_xmin:
         store.require()
-        for i, t in enumerate(plan.tables):
-            if t.source not in read:
-                read[t.source] = _read_table(source, t.source)
-            rows = read.pop(t.source) if last_use[t.source] == i else read[t.source]
-            expectations = resolve_lookups(target, plan, t, [expect(t, row) for row in rows])
+        for t in plan.tables:
+            rows = (expect(t, row) for row in _table_rows(source, t.source))
+            expectations = resolve_lookups(target, plan, t, list(rows))
             errored, accepted = store.error_keys(t.target)
             result = diff(
                 t,
@@ -255,16 +265,12 @@ def _source_since(
     """The source keys of rows unchanged since `xmin`, and the changed rows whole."""
     ref = sql.Identifier(table.source.schema, table.source.name)
     changed = _changed_since(xmin)
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE NOT ({})").format(
-                sql.SQL(", ").join(sql.Identifier(k) for k in table.key_sources), ref, changed
-            )
-        )
-        unchanged = [key_text(tuple(row)) for row in cur]
-    with exact_rows(conn.cursor(row_factory=dict_row)) as cur:
-        cur.execute(sql.SQL("SELECT * FROM {} WHERE {}").format(ref, changed))
-        return unchanged, list(cur.fetchall())
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key_sources)
+    unchanged = [
+        key_text(row)
+        for row in _keys(conn, sql.SQL("SELECT {} FROM {} WHERE NOT ({})").format(keys, ref, changed))
+    ]
+    return unchanged, list(_stream(conn, sql.SQL("SELECT * FROM {} WHERE {}").format(ref, changed)))
 
 
 def _target_changed(conn: psycopg.Connection[Any], table: TablePlan, xmin: int) -> set[str]:
@@ -300,7 +306,7 @@ def compare_since(
                 unchanged, changed = _source_since(source, t, baseline.source_xmin)
                 since = expect_since(kept, unchanged, (expect(t, row) for row in changed))
             if since is None:  # no baseline for this table: every row is compared
-                full[t.target] = [expect(t, row) for row in _read_table(source, t.source)]
+                full[t.target] = [expect(t, row) for row in _table_rows(source, t.source)]
             else:
                 expected[t.target] = since
     store = ControlStore(target, control_schema)
