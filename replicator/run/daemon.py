@@ -288,7 +288,8 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         counts = metadata.partition_counts(plan.topics)
         under_prefix = [] if counts else metadata.topics_under(plan.topic_prefix)
         signal_topic = signals.get("signal_topic")
-        readable = bool(counts) or bool(signal_topic and metadata.partition_counts([signal_topic]))
+        signal_exists = bool(signal_topic and metadata.partition_counts([signal_topic]))
+        readable = bool(counts) or signal_exists
     for line in topic_waits(
         plan, counts, under_prefix, settings.kafka.bootstrap_servers, request.stop_when_caught_up
     ):  # subscribed anyway: picked up once it exists
@@ -337,7 +338,10 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
         settings.kafka,
         group,
         on_error=lambda msg, retriable: log.event("kafka_error", error=msg, retriable=retriable),
-        said_missing=set(plan.topics) - set(counts),  # in `topic_waits`' line
+        # the mapped topics are in `topic_waits`' line; the signal table's topic is expected to be
+        # missing until the first drain writes a fence row (trial 17: a kafka_error at every start)
+        said_missing=(set(plan.topics) - set(counts))
+        | ({signal_topic} if signal_topic and not signal_exists else set()),
     )
     watch = PartitionWatch(source.partition_counts, partial(recorded_counts, settings, request.mode))
     observers: list[LoopObserver] = [metrics] if metrics is not None else []

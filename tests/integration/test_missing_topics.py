@@ -18,19 +18,22 @@ from tests.integration.pipeline import SPEC, daemon, env_for, fresh_target, run_
 from tests.integration.stack import Stack
 
 
-def prefixed_spec(tmp_path: Path, prefix: str) -> Path:
-    """The demo spec under another topic prefix; no capture block (no connector feeds it)."""
+def prefixed_spec(tmp_path: Path, prefix: str, capture: bool = False) -> Path:
+    """The demo spec under another topic prefix; no capture block (no connector feeds it) unless
+    `capture` (its signal table then has a topic under the prefix, which nothing creates)."""
     spec = yaml.safe_load(SPEC.read_text())
     spec["topic_prefix"] = prefix
-    spec.pop("capture", None)
+    if not capture:
+        spec.pop("capture", None)
     path = tmp_path / "prefixed.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def setup(stack: Stack, tmp_path: Path, name: str) -> tuple[str, dict[str, str]]:
+def setup(stack: Stack, tmp_path: Path, name: str, capture: bool = False) -> tuple[str, dict[str, str]]:
     prefix = f"cli9{name}{uuid.uuid4().hex[:8]}"
-    env = env_for(stack, fresh_target(name), prefix, REPLICATOR_MAPPING=str(prefixed_spec(tmp_path, prefix)))
+    spec = prefixed_spec(tmp_path, prefix, capture)
+    env = env_for(stack, fresh_target(name), prefix, REPLICATOR_MAPPING=str(spec))
     return prefix, env
 
 
@@ -78,3 +81,25 @@ def test_the_daemon_waits_for_the_connector_and_says_so(stack: Stack, tmp_path: 
     assert f"no topic under the topic prefix '{prefix}' exists in Kafka at {stack.kafka} yet" in text
     assert "shop.products wait for them (the run reads each once it exists)" in text
     assert "does not exist yet" not in text  # one line for all, not again per topic by the consumer
+
+
+def test_a_signal_topic_not_created_yet_is_no_error(stack: Stack, tmp_path: Path) -> None:
+    """The signal table's topic exists only once the first drain writes a fence row: a daemon
+    started before that logged a kafka_error about it at every start (trial 17)."""
+    prefix, env = setup(stack, tmp_path, "nosignal", capture=True)
+    mapped = f"{prefix}.shop.products"
+    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin.create_topics([NewTopic(mapped, num_partitions=1, replication_factor=1)])[mapped].result(30)
+    log = tmp_path / "d.log"
+    try:
+        with daemon(env, log) as proc:
+            # assigned: the consumer has the metadata of every topic it subscribed to by then
+            wait_until(
+                lambda: f"{mapped}[0]" in log.read_text() and "assigned" in log.read_text(), 120, "assigned"
+            )
+            assert proc.poll() is None
+    finally:
+        admin.delete_topics([mapped])
+    text = log.read_text()
+    assert f"{prefix}.shop.debezium_signal" not in text, text
+    assert "kafka_error" not in text, text
