@@ -34,6 +34,7 @@ from replicator.core.schema_change import SourceNow
 from replicator.kafka.clients import Metadata
 from replicator.kafka.consumer import Fenced, KafkaSource
 from replicator.kafka.logs import route_kafka_logs
+from replicator.pg.logs import route_psycopg_logs
 from replicator.run.assembly import capture, decoder, live_catalogs, run_plan, source_now
 from replicator.run.capture_check import capture_gap_warnings
 from replicator.run.heartbeat import Heartbeat
@@ -242,6 +243,7 @@ def _run_daemon(settings: Settings, request: RunRequest, stop: _StopRequest) -> 
     run_id = new_run_id()
     log = RunLog(run_id, settings.log_format)
     route_kafka_logs(log.event)  # librdkafka's lines as rate-limited events of this run
+    route_psycopg_logs(log.event)  # and psycopg's own warnings as events, not raw lines
     started = time.monotonic()
     group = request.group or settings.kafka.group_id
     try:
