@@ -525,7 +525,8 @@ def held_problems(stuck: Sequence[Mapping[str, Any]], limit_s: float) -> list[st
     causes = (
         "a lagging or stopped topic, a parent rejected by the spec, a NOT DEFERRABLE foreign-key cycle, or a"
         " NOT DEFERRABLE unique constraint the source swaps values under, in the target (`mapping check`"
-        " warns about both; runbook: Known limitations)"
+        " warns about both; runbook: Known limitations), or a parent row deleted by hand in the target"
+        " (its version says it was applied; fix: `replicator reload --table` on the parent's table)"
     )
     limit = f"longer than {limit_s:g} s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S)"
     if len(stuck) == 1:

@@ -138,6 +138,9 @@ def test_rows_held_too_long_in_several_tables_are_one_problem_line() -> None:
         "  PROBLEM: 2 tables have rows held longer than 60 s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S):"
         " s.b (waiting for s.p), s.c (waiting for s.q): a lagging or stopped topic,"
     ), line
+    assert line.endswith(
+        "(its version says it was applied; fix: `replicator reload --table` on the parent's table)"
+    )
     (one,) = held_problems(stuck[:1], 60.0)
     assert one.startswith(
         "  PROBLEM: s.b has rows held longer than 60 s (REPLICATOR_CUTOVER__MAX_HELD_AGE_S), waiting for s.p:"
