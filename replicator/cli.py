@@ -452,6 +452,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             " (no-ops on a current target: the ordering guard skips what it already holds)"
         )
     total = sum(m.events for m in moves)
+    if moves and not total:  # trial 17: "0 events ... nothing changed" left the operator unsure
+        lines.append(
+            "note: every partition's target checkpoint is at or past that point (or has none): there is"
+            " nothing to read again; a target restored from a backup with its control schema resumes from"
+            " its own checkpoints with `replicator run`"
+        )
     refusal = refusal_now(settings, group) if args.dry_run else None
     if args.dry_run:
         lines.append(f"dry run: group {group} would read {total} events again; nothing changed")

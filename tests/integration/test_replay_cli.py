@@ -261,6 +261,12 @@ def test_replay_to_a_point_between_two_bursts(stack: Stack, tmp_path: Path, to: 
             assert all(e.timestamp_ms < moment_ms for e in before), (p, start)
             assert not after or after[0].timestamp_ms >= moment_ms, (p, start)
 
+    # A point past every checkpoint: nothing to read again, and the output says why (trial 17).
+    later = run_cli(env, "replay", "--to-timestamp", datetime.now(UTC).isoformat(), "--dry-run")
+    assert later.returncode == 0, later.stderr
+    assert "note: every partition's target checkpoint is at or past that point" in later.stdout
+    assert "note: every partition's" not in dry.stdout  # the point between the bursts moves them
+
     # On a current target the replay is a no-op.
     assert run_cli(env, "replay", *point).returncode == 0
     noop = run_cli(env, "run", "--stop-when-caught-up")
