@@ -62,7 +62,9 @@ in delivery order, and a partition holds its events in delivery order. So:
    counts for every target row it would write, not only the one refused
    (`target.holds.HeldRow.also`): one source row split into two tables (a
    user: account + profile), held for its profile, still writes its account,
-   so a child awaiting that account waits too.
+   so a child awaiting that account waits too. A row never waits for its own held events: a
+   row refused by a unique value, awaiting any row of its own table, was itself such a row, and
+   waited for good (trial 18).
 6. Point 5 is judged against what the group holds *after* the batch's own
    settlements (`settle`, a fixpoint), not before: once the last held event
    that would write a row R becomes an error record in this batch (or is
@@ -229,6 +231,16 @@ class Refusal:
     covered: bool  # `due_for_error` with its feeders known: an error record unless it waits for a held row
 
 
+def _matches(written: Row, awaited: Row) -> bool:
+    """Whether a written row is (or may be) the row `awaited` stands for (`Row`'s wildcards)."""
+    table, key = awaited
+    if table == ANY_TABLE:
+        return True
+    if written[0] != table:
+        return False
+    return key is None or written[1] in (key, None)
+
+
 def settle(
     refusals: Sequence[Refusal],
     held: Mapping[Row, int],
@@ -271,15 +283,33 @@ def settle(
     keyed: defaultdict[str, list[int]] = defaultdict(list)  # waiters per table of a known key
     for (table, _), waiting in by_key.items():
         keyed[table] += waiting
+    # A row never waits for itself: its own held events (counted in `held` while it stays held)
+    # are left out of what it waits for. Trial 18: a row refused by a unique constraint against
+    # a row that never changes waited for "any row of its table", its own held event among them,
+    # for good. `mine[n]`: refusal n's own counted writes of the rows it waits for.
+    mine = [0] * len(refusals)
+    for n, r in enumerate(refusals):
+        if r.waits_for is not None:
+            mine[n] = sum(
+                _matches(row, r.waits_for)
+                for ref in dict.fromkeys(r.events)
+                if ref in before
+                for row in dict.fromkeys(writes.get(ref, ()))
+            )
+    # wake a waiter once a count is down to its own share (0 for almost every row)
+    slack_key = {row: max(mine[n] for n in waiting) for row, waiting in by_key.items()}
+    slack_keyed = {table: max(mine[n] for n in waiting) for table, waiting in keyed.items()}
+    slack_table = {table: max(mine[n] for n in waiting) for table, waiting in by_table.items()}
+    slack_any = max((mine[n] for n in anything), default=0)
     queue: list[int] = []
 
-    def waits(row: Row) -> bool:
+    def waits(n: int, row: Row) -> bool:
         table, key = row
         if table == ANY_TABLE:
-            return total > 0
+            return total - mine[n] > 0
         if key is None:
-            return tables[table] > 0
-        return count[row] + count[(table, None)] > 0
+            return tables[table] - mine[n] > 0
+        return count[row] + count[(table, None)] - mine[n] > 0
 
     def move(ref: Hashable) -> None:
         """A held event of this batch leaves the held set: wake the rows it emptied."""
@@ -289,11 +319,13 @@ def settle(
             count[row] -= 1
             tables[table] -= 1
             total -= 1
-            if count[row] == 0:
-                queue.extend(by_key.get(row, ()) if key is not None else keyed.get(table, ()))
-            if tables[table] == 0:
+            if key is not None and count[row] <= slack_key.get(row, 0):
+                queue.extend(by_key.get(row, ()))
+            if key is None and count[row] <= slack_keyed.get(table, 0):
+                queue.extend(keyed.get(table, ()))
+            if tables[table] <= slack_table.get(table, 0):
                 queue.extend(by_table.get(table, ()))
-            if total == 0:
+            if total <= slack_any:
                 queue.extend(anything)
 
     for ref in before:
@@ -303,7 +335,7 @@ def settle(
     while queue:
         n = queue.pop()
         r = refusals[n]
-        if error[n] or not r.covered or r.waits_for is None or waits(r.waits_for):
+        if error[n] or not r.covered or r.waits_for is None or waits(n, r.waits_for):
             continue
         error[n] = True
         for ref in dict.fromkeys(r.events):

@@ -478,6 +478,28 @@ def test_a_held_swap_step_that_no_longer_fits_does_not_block_the_rows_later_even
     assert w.rows() == ({"A": "b", "C": "a", "D": "d"}, [], 0)
 
 
+def test_a_row_refused_by_a_unique_value_that_never_moves_becomes_an_error_record(stack: Stack) -> None:
+    """Trial 18: a new product taking the title another product keeps for good, held while the
+    table's other partition lagged, then waited for "any row of its table" with its own held event
+    among them, for good: `drain` timed out and no error record said why. Once both partitions are
+    past it, it is one error record (23505), held no more, and the rows after it land."""
+    w = Products(stack, "uniqself")
+    judged = HandFed(stack, w.dbname, w.plan, "uniqself", HoldSettings(retry_after_s=0.001), {w.topic: 2})
+    try:
+        judged.apply(w.event(0, 100, 101, "A", "a"))
+        assert judged.apply(w.event(1, 200, 201, "X", "a")).held == 1  # partition 0 not past it yet
+        judged.apply(w.event(0, 300, 301, "B", "b"), w.event(1, 300, 302, "Y", "y"))  # both past it now
+        later = [w.event(0, 400, 401, "C", "c")]  # judged by the checkpoints read before a batch
+        judged.events.update({e.ref: e for e in later})
+        nexts = {(e.ref.topic, e.ref.partition): e.ref.offset + 1 for e in later}
+        result = judged.writer.apply(prepare(Batch(events=later, next_offsets=nexts), judged.plan))
+        assert [(e.sqlstate, e.key) for e in result.errors] == [("23505", '["X"]')], result.errors
+        assert w.rows() == ({"A": "a", "B": "b", "C": "c", "Y": "y"}, [], 1)
+    finally:
+        judged.close()
+        w.close()
+
+
 def test_a_swap_whose_steps_two_members_hold_lands_in_either_members_next_batch(stack: Stack) -> None:
     """A and B swap titles in one transaction (A via a temporary title), A's partition owned by
     one member, B's by another. Each member applies its own steps first and holds them (the

@@ -320,3 +320,18 @@ def test_an_event_held_by_one_of_its_rows_stays_held() -> None:
         refusal("k", ("s.a", "[1]")),
     ]
     assert settle(rows, {("s.a", "[1]"): 1, ("s.b", "[1]"): 1}, writes, ["u"]) == [True, False, False]
+
+
+def test_a_row_never_waits_for_its_own_held_event() -> None:
+    """Trial 18: a customer reusing another's vat_no (a row that never changes), held once while
+    not covered, waited for "any row of its table" for good: its own held event was such a row."""
+    writes: dict[str, list[Row]] = {"v": [("s.customer", "[7]")], "w": [("s.customer", "[8]")]}
+    row = refusal("v", ("s.customer", None))
+    assert settle([row], {("s.customer", "[7]"): 1}, writes, ["v"]) == [True]
+    assert settle([refusal("v", ("*.*", None))], {("s.customer", "[7]"): 1}, writes, ["v"]) == [True]
+    # another held event of the table (a swap's other half) is waited for
+    held: dict[Row, int] = {("s.customer", "[7]"): 1, ("s.customer", "[9]"): 1}
+    assert settle([row], held, writes, ["v"]) == [False]
+    # and the wait ends in the same pass once that one becomes an error record (its account absent)
+    held = {("s.customer", "[7]"): 1, ("s.customer", "[8]"): 1}
+    assert settle([refusal("w", ("s.account", "[1]")), row], held, writes, ["v", "w"]) == [True, True]
