@@ -513,6 +513,24 @@ def _check_column(
             "declare cast: {on_narrowing: reject}",
             "warning",
         )
+    source = src.column(rule.from_) if rule.from_ is not None else None
+    if (
+        source is not None
+        and source.nullable
+        and not target.nullable
+        and not (rule.has_default and rule.default is not None)
+        and rule.value_map is None
+    ):
+        add(
+            where,
+            rule_id,
+            f"source column {rule.from_!r} of {src.ref} may be NULL and target column {name!r} is NOT NULL:"
+            " a row with a NULL there is an error record (23502; the target's own DEFAULT does not apply"
+            " to a NULL written)",
+            f"give the rule a default (default: <value>), make {name!r} nullable in the target, or fill the"
+            " source's NULLs",
+            "warning",
+        )
     absent_labels = _labels_the_target_lacks(verdict, produced, target)
     if absent_labels:
         add(

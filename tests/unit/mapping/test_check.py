@@ -211,6 +211,31 @@ def test_not_null_target_without_rule() -> None:
     assert any("target column 'must' is NOT NULL, has no default" in m for m in msgs)
 
 
+def test_a_nullable_source_column_into_a_not_null_target_without_default_is_a_warning() -> None:
+    """Trial 18: 39 rows with a NULL email became error records (23502) that `mapping check`
+    never mentioned. A rule's `default:` (or a nullable target) settles it; a target DEFAULT does
+    not (the NULL is written)."""
+    tgt: CatalogSpec = {
+        "s.b": {"columns": {"id": "bigint", "v": "text not null", "n": "numeric(12,2)"}, "pk": ["id"]}
+    }
+    problems = run("      v: {from: v}\n      n: {from: n}", tgt=tgt)
+    said = [str(p) for p in problems if p.severity == "warning"]
+    assert said == [
+        "m.yaml:12: t.v: source column 'v' of s.a may be NULL and target column 'v' is NOT NULL: a row"
+        " with a NULL there is an error record (23502; the target's own DEFAULT does not apply to a NULL"
+        " written); fix: give the rule a default (default: <value>), make 'v' nullable in the target,"
+        " or fill the source's NULLs"
+    ], said
+    defaulted = run("      v: {from: v, default: '-'}\n      n: {from: n}", tgt=tgt)
+    assert not [p for p in defaulted if p.severity == "warning"]
+    src: CatalogSpec = {
+        "s.a": {"columns": {"id": "bigint", "v": "text not null", "n": "numeric(12,2)"}, "pk": ["id"]}
+    }
+    assert not [
+        p for p in run("      v: {from: v}\n      n: {from: n}", src=src, tgt=tgt) if p.severity == "warning"
+    ]
+
+
 def test_unmapped_source_columns_fail_and_ignore() -> None:
     """check unmapped_source_columns: fail lists unmapped columns; ignore lists silence them."""
     tgt: CatalogSpec = {"s.b": {"columns": {"id": "bigint", "v": "text"}, "pk": ["id"]}}
