@@ -575,7 +575,11 @@ def cmd_errors_show(args: argparse.Namespace, settings: Settings) -> int:
     head = [f"{k}: {_or_dash(row[k])}" for k in row if k not in ("raw_key", "raw_value", "also")]
     body = [f"{k}: {dumps(row[k], indent=2)}" for k in ("also", "raw_key", "raw_value")]
     where = f"--topic {row['topic']} --partition {row['partition']} --offset {row['kafka_offset']}"
-    hint = f"reproduce: kafka-console-consumer.sh --bootstrap-server $BROKERS {where} --max-messages 1"
+    hint = (  # trial 18: $BROKERS was set nowhere, and the local stack runs Kafka from jars (no scripts)
+        "reproduce: raw_key and raw_value above are the event as Kafka holds it; to read it there, with"
+        f" an Apache Kafka distribution's bin/: kafka-console-consumer.sh --bootstrap-server"
+        f" {settings.kafka.bootstrap_servers} {where} --max-messages 1"
+    )
     _emit(row, args.json, "\n".join([*head, *body, hint]))
     return 0
 

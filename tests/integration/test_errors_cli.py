@@ -75,6 +75,7 @@ def test_errors_list_filters_and_show_prints_the_raw_event(stack: Stack, tmp_pat
     assert envelope["op"] in ("c", "u", "r", "d") and "source" in envelope, envelope
     text = run_cli(env, "errors", "show", str(first["id"]))
     assert f"--offset {first['kafka_offset']}" in text.stdout and rule in text.stdout, text.stdout
+    assert f"--bootstrap-server {stack.kafka} " in text.stdout, text.stdout  # the configured brokers
 
     missing = run_cli(env, "errors", "show", "999999999")
     assert missing.returncode != 0 and "no error record #999999999" in missing.stderr, missing.stderr
