@@ -51,13 +51,13 @@ def shadow(settings: Settings, request: ShadowRequest) -> dict[str, Any]:
     topics = spec_topics(settings)
     start: dict[Partition, int] | None = None
     stop_at: dict[Partition, int] = {}
+    if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
+        with Metadata(settings.kafka) as metadata:  # asked first: a wrong address is its own one line
+            start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
+            stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
     with ControlStore.open(settings) as store:
         store.require()
-        refuse_after_cutover(store.authority())
-        if request.from_time or request.to_time:  # else Kafka is first asked by the run itself
-            with Metadata(settings.kafka) as metadata:
-                start = metadata.offsets_at(topics, request.from_time) if request.from_time else None
-                stop_at = metadata.offsets_at(topics, request.to_time) if request.to_time else {}
+        refuse_after_cutover(store.authority())  # before any position is seeded
         if start is not None:  # an explicit range start replaces the shadow group's positions
             store.set_checkpoints(request.group, start, "from")
         if request.from_group:  # preview what the live group would write next
